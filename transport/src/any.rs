@@ -1,0 +1,70 @@
+//! [`AnyTransport`]: the closed set of backends, selected at run time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::api::Transport;
+use crate::completion::Completion;
+use crate::error::Result;
+use crate::loopback::LoopbackTransport;
+use crate::region::Region;
+use crate::tcp::TcpTransport;
+use crate::types::{Capabilities, Message, Op, Rank, RegionDesc, Tag};
+
+/// Whichever backend the job runs on. Each call is a `match`, so the hot path has no virtual
+/// call and the compiler can inline the backend.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum AnyTransport {
+    /// In-process ranks.
+    Loopback(LoopbackTransport),
+    /// TCP sockets.
+    Tcp(TcpTransport),
+}
+
+macro_rules! each {
+    ($self:expr, $t:ident => $e:expr) => {
+        match $self {
+            AnyTransport::Loopback($t) => $e,
+            AnyTransport::Tcp($t) => $e,
+        }
+    };
+}
+
+impl Transport for AnyTransport {
+    fn rank(&self) -> Rank {
+        each!(self, t => t.rank())
+    }
+    fn nodes(&self) -> usize {
+        each!(self, t => t.nodes())
+    }
+    fn capabilities(&self) -> Capabilities {
+        each!(self, t => t.capabilities())
+    }
+    fn register(&self, region: &Arc<Region>) -> Result<RegionDesc> {
+        each!(self, t => t.register(region))
+    }
+    fn deregister(&self, desc: &RegionDesc) -> Result<()> {
+        each!(self, t => t.deregister(desc))
+    }
+    fn post(&self, op: Op) -> Result<Completion> {
+        each!(self, t => t.post(op))
+    }
+    fn flush(&self, peer: Rank) -> Result<()> {
+        each!(self, t => t.flush(peer))
+    }
+    fn send(&self, peer: Rank, tag: Tag, data: &[u8]) -> Result<()> {
+        each!(self, t => t.send(peer, tag, data))
+    }
+    fn recv(
+        &self,
+        from: Option<Rank>,
+        tag: Option<Tag>,
+        timeout: Option<Duration>,
+    ) -> Result<Message> {
+        each!(self, t => t.recv(from, tag, timeout))
+    }
+    fn close(&self) -> Result<()> {
+        each!(self, t => t.close())
+    }
+}

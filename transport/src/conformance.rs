@@ -1,0 +1,462 @@
+//! The conformance suite: one set of checks, generic over the backend, that every backend must
+//! pass. Each check takes a whole job (one transport per rank, all in this process) and drives
+//! the ranks from scoped threads.
+//!
+//! ```
+//! let job = transport::LoopbackTransport::job(3)?;
+//! transport::conformance::run_all(&job);
+//! # Ok::<(), transport::Error>(())
+//! ```
+//!
+//! # Panics
+//! Every function here panics, with a message saying what went wrong, when the backend breaks
+//! the contract of [`Transport`]. That is its purpose.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::api::Transport;
+use crate::completion::wait_all;
+use crate::error::{Error, RemoteFault};
+use crate::region::Region;
+use crate::types::{LocalSlice, Op, Rank, RegionDesc, RemoteSlice, Tag};
+
+/// Runs every check.
+pub fn run_all<T: Transport>(job: &[T]) {
+    read_write_round_trips(job);
+    many_in_flight(job);
+    atomics_give_exact_totals(job);
+    messages_keep_order_per_peer(job);
+    rejects_bad_access(job);
+    flush_makes_writes_visible(job);
+}
+
+const BIG: usize = 4 << 20;
+
+fn pattern(seed: usize, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i.wrapping_mul(31) ^ seed.wrapping_mul(131) ^ (i >> 8)) as u8)
+        .collect()
+}
+
+/// Registers a zeroed region of `len` bytes on every rank; returns the regions and descriptors.
+fn expose<T: Transport>(job: &[T], len: usize) -> (Vec<Arc<Region>>, Vec<RegionDesc>) {
+    let regions: Vec<Arc<Region>> = job
+        .iter()
+        .map(|_| Region::allocate(len).expect("allocate"))
+        .collect();
+    let descs = job
+        .iter()
+        .zip(&regions)
+        .map(|(t, r)| t.register(r).expect("register"))
+        .collect();
+    (regions, descs)
+}
+
+fn unexpose<T: Transport>(job: &[T], descs: &[RegionDesc]) {
+    for (t, d) in job.iter().zip(descs) {
+        t.deregister(d).expect("deregister");
+    }
+}
+
+/// Reads and writes from 1 byte to 4 MiB, at unaligned offsets, from every rank to the next.
+pub fn read_write_round_trips<T: Transport>(job: &[T]) {
+    let n = job.len();
+    let (homes, descs) = expose(job, BIG + 64);
+    let sizes = [1usize, 7, 8, 63, 4096, 4097, 65_536 + 3, 1 << 20, BIG];
+    std::thread::scope(|s| {
+        for (me, t) in job.iter().enumerate() {
+            let descs = &descs;
+            s.spawn(move || {
+                let target = descs[(me + 1) % n];
+                let src = Region::allocate(BIG + 64).expect("allocate");
+                let dst = Region::allocate(BIG + 64).expect("allocate");
+                let (sd, dd) = (
+                    t.register(&src).expect("register"),
+                    t.register(&dst).expect("register"),
+                );
+                for (i, &len) in sizes.iter().enumerate() {
+                    let (loff, roff) = (i % 5, (i * 3) % 11 + 1);
+                    let data = pattern(me * 100 + i, len);
+                    src.write_at(loff, &data).expect("fill");
+                    t.write(
+                        target.slice(roff as u64, len).expect("slice"),
+                        LocalSlice::new(&src, loff, len).expect("local"),
+                    )
+                    .unwrap_or_else(|e| panic!("rank {me}: write of {len} bytes failed: {e}"));
+                    t.read(
+                        target.slice(roff as u64, len).expect("slice"),
+                        LocalSlice::new(&dst, loff + 1, len).expect("local"),
+                    )
+                    .unwrap_or_else(|e| panic!("rank {me}: read of {len} bytes failed: {e}"));
+                    let mut back = vec![0u8; len];
+                    dst.read_at(loff + 1, &mut back).expect("read back");
+                    assert!(
+                        back == data,
+                        "rank {me}: {len}-byte round trip at offset {roff} corrupted data"
+                    );
+                }
+                t.deregister(&sd).expect("deregister");
+                t.deregister(&dd).expect("deregister");
+            });
+        }
+    });
+    // The last write of each rank is visible in the home's memory itself.
+    for (me, home) in homes.iter().enumerate() {
+        let writer = (me + n - 1) % n;
+        let i = sizes.len() - 1;
+        let mut got = vec![0u8; BIG];
+        home.read_at((i * 3) % 11 + 1, &mut got).expect("read home");
+        assert!(
+            got == pattern(writer * 100 + i, BIG),
+            "rank {me}: home memory does not hold rank {writer}'s write"
+        );
+    }
+    unexpose(job, &descs);
+}
+
+/// 256 writes then 256 reads in flight at once from every rank to every rank.
+pub fn many_in_flight<T: Transport>(job: &[T]) {
+    const OPS: usize = 256;
+    const LEN: usize = 1000;
+    let n = job.len();
+    let (_homes, descs) = expose(job, n * OPS * LEN);
+    std::thread::scope(|s| {
+        for (me, t) in job.iter().enumerate() {
+            let descs = &descs;
+            s.spawn(move || {
+                let buf = Region::allocate(OPS * LEN).expect("allocate");
+                let back = Region::allocate(OPS * LEN).expect("allocate");
+                let (bd, kd) = (
+                    t.register(&buf).expect("register"),
+                    t.register(&back).expect("register"),
+                );
+                buf.write_at(0, &pattern(me, OPS * LEN)).expect("fill");
+                for target in descs.iter() {
+                    let base = (me * OPS * LEN) as u64;
+                    let ops = (0..OPS).map(|i| Op::Write {
+                        remote: target.slice(base + (i * LEN) as u64, LEN).expect("slice"),
+                        local: LocalSlice::new(&buf, i * LEN, LEN).expect("local"),
+                    });
+                    let posted: Vec<_> = ops.map(|op| t.post(op).expect("post")).collect();
+                    wait_all(&posted)
+                        .unwrap_or_else(|e| panic!("rank {me}: batched writes failed: {e}"));
+                    let posted: Vec<_> = (0..OPS)
+                        .rev()
+                        .map(|i| {
+                            t.post(Op::Read {
+                                remote: target.slice(base + (i * LEN) as u64, LEN).expect("slice"),
+                                local: LocalSlice::new(&back, i * LEN, LEN).expect("local"),
+                            })
+                            .expect("post")
+                        })
+                        .collect();
+                    wait_all(&posted)
+                        .unwrap_or_else(|e| panic!("rank {me}: batched reads failed: {e}"));
+                    let mut a = vec![0u8; OPS * LEN];
+                    back.read_at(0, &mut a).expect("read");
+                    assert!(
+                        a == pattern(me, OPS * LEN),
+                        "rank {me}: batched data to rank {} differs",
+                        target.rank
+                    );
+                }
+                t.deregister(&bd).expect("deregister");
+                t.deregister(&kd).expect("deregister");
+            });
+        }
+    });
+    unexpose(job, &descs);
+}
+
+/// Every rank hammers two words on every rank with fetch-and-add and compare-and-swap; the
+/// totals are exact and every fetch-and-add saw a distinct old value.
+pub fn atomics_give_exact_totals<T: Transport>(job: &[T]) {
+    const K: u64 = 300;
+    let n = job.len() as u64;
+    let (homes, descs) = expose(job, 64);
+    let olds: Vec<Vec<u64>> = std::thread::scope(|s| {
+        let handles: Vec<_> = job
+            .iter()
+            .enumerate()
+            .map(|(me, t)| {
+                let descs = &descs;
+                s.spawn(move || {
+                    let mut olds = Vec::new();
+                    for _ in 0..K {
+                        for d in descs.iter() {
+                            olds.push(
+                                t.fetch_add(d.word(8).expect("word"), 1)
+                                    .unwrap_or_else(|e| panic!("rank {me}: fetch_add: {e}")),
+                            );
+                            let w = d.word(16).expect("word");
+                            let mut cur = t.fetch_add(w, 0).expect("load");
+                            loop {
+                                let seen = t
+                                    .compare_swap(w, cur, cur + 1)
+                                    .unwrap_or_else(|e| panic!("rank {me}: cas: {e}"));
+                                if seen == cur {
+                                    break;
+                                }
+                                cur = seen;
+                            }
+                        }
+                    }
+                    olds
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("rank thread"))
+            .collect()
+    });
+    for (r, home) in homes.iter().enumerate() {
+        let add = home
+            .atomic_u64(8)
+            .expect("word")
+            .load(std::sync::atomic::Ordering::SeqCst);
+        let cas = home
+            .atomic_u64(16)
+            .expect("word")
+            .load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(add, n * K, "fetch_add total on rank {r}");
+        assert_eq!(cas, n * K, "compare_swap total on rank {r}");
+    }
+    let all: Vec<u64> = olds.into_iter().flatten().collect();
+    let distinct: HashSet<u64> = all.iter().copied().collect();
+    assert_eq!(all.len() as u64, n * n * K);
+    // Per home the old values are 0..n*K, each exactly once: n homes give n copies of each.
+    assert_eq!(
+        distinct.len() as u64,
+        n * K,
+        "fetch_add returned duplicate old values"
+    );
+    unexpose(job, &descs);
+}
+
+/// Messages from one sender arrive in order; tags select among them.
+pub fn messages_keep_order_per_peer<T: Transport>(job: &[T]) {
+    const M: u32 = 200;
+    let n = job.len();
+    std::thread::scope(|s| {
+        for (me, t) in job.iter().enumerate() {
+            s.spawn(move || {
+                for peer in 0..n {
+                    for i in 0..M {
+                        let tag = Tag(u64::from(i % 2));
+                        let mut data = (me as u32).to_le_bytes().to_vec();
+                        data.extend_from_slice(&i.to_le_bytes());
+                        data.resize(8 + (i as usize * 37) % 3000, i as u8);
+                        t.send(Rank(peer as u32), tag, &data)
+                            .unwrap_or_else(|e| panic!("rank {me}: send: {e}"));
+                    }
+                }
+                for from in 0..n {
+                    for tag in [Tag(1), Tag(0)] {
+                        let mut expect = u32::try_from(tag.0).expect("tag");
+                        while expect < M {
+                            let m = t
+                                .recv(
+                                    Some(Rank(from as u32)),
+                                    Some(tag),
+                                    Some(Duration::from_secs(30)),
+                                )
+                                .unwrap_or_else(|e| panic!("rank {me}: recv from {from}: {e}"));
+                            let seq =
+                                u32::from_le_bytes([m.data[4], m.data[5], m.data[6], m.data[7]]);
+                            assert_eq!(
+                                (m.source, m.tag, seq),
+                                (Rank(from as u32), tag, expect),
+                                "rank {me}: order"
+                            );
+                            assert_eq!(m.data.len(), 8 + (seq as usize * 37) % 3000);
+                            expect += 2;
+                        }
+                    }
+                }
+            });
+        }
+    });
+}
+
+fn expect_fault<T: Transport>(t: &T, op: Op, want: RemoteFault) {
+    let peer = op.peer();
+    let got = t.post(op).and_then(|c| c.wait());
+    match got {
+        Err(Error::Remote { peer: p, fault }) if p == peer && fault == want => {}
+        other => panic!("expected {want:?} from rank {peer}, got {other:?}"),
+    }
+}
+
+/// Bad keys, out-of-bounds ranges and unregistered local buffers are refused, and the target's
+/// memory is untouched.
+pub fn rejects_bad_access<T: Transport>(job: &[T]) {
+    let n = job.len();
+    let (homes, descs) = expose(job, 4096);
+    for h in &homes {
+        h.write_at(0, &[0xAB; 4096]).expect("fill");
+    }
+    for (me, t) in job.iter().enumerate() {
+        let target = descs[(me + 1) % n];
+        let buf = Region::allocate(8192).expect("allocate");
+        let bd = t.register(&buf).expect("register");
+        let local = |len| LocalSlice::new(&buf, 0, len).expect("local");
+        let raw = |offset, len| RemoteSlice {
+            region: target,
+            offset,
+            len,
+        };
+        let bad_key = RemoteSlice {
+            region: RegionDesc {
+                key: crate::RemoteKey(u64::MAX - 7),
+                ..target
+            },
+            offset: 0,
+            len: 8,
+        };
+        expect_fault(
+            t,
+            Op::Read {
+                remote: bad_key,
+                local: local(8),
+            },
+            RemoteFault::BadKey,
+        );
+        expect_fault(
+            t,
+            Op::Write {
+                remote: bad_key,
+                local: local(8),
+            },
+            RemoteFault::BadKey,
+        );
+        expect_fault(
+            t,
+            Op::FetchAdd {
+                remote: bad_key,
+                add: 1,
+            },
+            RemoteFault::BadKey,
+        );
+        expect_fault(
+            t,
+            Op::Read {
+                remote: raw(4090, 8),
+                local: local(8),
+            },
+            RemoteFault::OutOfBounds,
+        );
+        expect_fault(
+            t,
+            Op::Write {
+                remote: raw(4096, 1),
+                local: local(1),
+            },
+            RemoteFault::OutOfBounds,
+        );
+        expect_fault(
+            t,
+            Op::Write {
+                remote: raw(u64::MAX - 2, 8),
+                local: local(8),
+            },
+            RemoteFault::OutOfBounds,
+        );
+        expect_fault(
+            t,
+            Op::Write {
+                remote: raw(0, 8192),
+                local: local(8192),
+            },
+            RemoteFault::OutOfBounds,
+        );
+        expect_fault(
+            t,
+            Op::CompareSwap {
+                remote: raw(4096, 8),
+                expected: 0,
+                desired: 1,
+            },
+            RemoteFault::OutOfBounds,
+        );
+        // Local checks: lengths that differ, misaligned atomics, unregistered buffers.
+        assert!(matches!(
+            t.post(Op::Read {
+                remote: raw(0, 4),
+                local: local(8)
+            }),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            t.post(Op::FetchAdd {
+                remote: raw(4, 8),
+                add: 1
+            }),
+            Err(Error::InvalidArgument(_))
+        ));
+        let stray = Region::allocate(64).expect("allocate");
+        let unregistered = LocalSlice::new(&stray, 0, 8).expect("local");
+        assert!(matches!(
+            t.post(Op::Write {
+                remote: raw(0, 8),
+                local: unregistered
+            }),
+            Err(Error::NotRegistered(_))
+        ));
+        // A withdrawn registration is a bad key.
+        let gone = Region::allocate(64).expect("allocate");
+        let peer = &job[(me + 1) % n];
+        let gd = peer.register(&gone).expect("register");
+        peer.deregister(&gd).expect("deregister");
+        expect_fault(
+            t,
+            Op::Read {
+                remote: gd.slice(0, 8).expect("slice"),
+                local: local(8),
+            },
+            RemoteFault::BadKey,
+        );
+        // The connection still works after every refusal.
+        t.write(target.slice(100, 1).expect("slice"), local(1))
+            .expect("a good write after refusals");
+        t.deregister(&bd).expect("deregister");
+    }
+    for (r, h) in homes.iter().enumerate() {
+        let mut got = vec![0u8; 4096];
+        h.read_at(0, &mut got).expect("read");
+        assert!(
+            got[..100].iter().chain(&got[101..]).all(|&b| b == 0xAB),
+            "rank {r}: refused operations touched memory"
+        );
+    }
+    unexpose(job, &descs);
+}
+
+/// After `flush`, every write posted before it is visible in the target's memory.
+pub fn flush_makes_writes_visible<T: Transport>(job: &[T]) {
+    let n = job.len();
+    let (homes, descs) = expose(job, 64 * 1024);
+    for (me, t) in job.iter().enumerate() {
+        let target = descs[(me + 1) % n];
+        let buf = Region::allocate(64 * 1024).expect("allocate");
+        let bd = t.register(&buf).expect("register");
+        let data = pattern(me + 7, 64 * 1024);
+        buf.write_at(0, &data).expect("fill");
+        for i in 0..16 {
+            // Posted and dropped: only the flush waits.
+            t.post(Op::Write {
+                remote: target.slice(i * 4096, 4096).expect("slice"),
+                local: LocalSlice::new(&buf, i as usize * 4096, 4096).expect("local"),
+            })
+            .expect("post");
+        }
+        t.flush(target.rank).expect("flush");
+        let mut got = vec![0u8; 64 * 1024];
+        homes[(me + 1) % n].read_at(0, &mut got).expect("read");
+        assert!(got == data, "rank {me}: writes not visible after flush");
+        t.deregister(&bd).expect("deregister");
+    }
+    unexpose(job, &descs);
+}

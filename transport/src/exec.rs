@@ -1,0 +1,112 @@
+//! Execution of one-sided operations against a node's registered regions: what the target does,
+//! whichever backend carried the request there. Every access is bounds-checked first.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::error::{Error, RemoteFault, Result};
+use crate::region::{Region, RegionTable};
+use crate::types::Op;
+
+/// Runs `op` directly on `table` (the target's regions), for backends where the target's memory
+/// is reachable from this thread (loopback, or a node addressing itself).
+pub(crate) fn execute(table: &RegionTable, op: &Op) -> Result<u64> {
+    let peer = op.peer();
+    let fault = |fault| Error::Remote { peer, fault };
+    match op {
+        Op::Read { remote, local } => {
+            let (_keep, src) = range(table, remote.region.key.0, remote.offset, remote.len as u64)
+                .map_err(fault)?;
+            // SAFETY: `src` points at `remote.len` bytes inside a registered region kept alive by
+            // `_keep` (checked by `range`); the destination range was bounds-checked when the
+            // LocalSlice was built and its region is kept alive by `local`; `copy` tolerates
+            // overlap when a node reads its own region.
+            unsafe { std::ptr::copy(src, local.region().as_ptr().add(local.offset()), remote.len) };
+            Ok(0)
+        }
+        Op::Write { remote, local } => {
+            let (_keep, dst) = range(table, remote.region.key.0, remote.offset, remote.len as u64)
+                .map_err(fault)?;
+            // SAFETY: as for reads, with source and destination swapped.
+            unsafe { std::ptr::copy(local.region().as_ptr().add(local.offset()), dst, remote.len) };
+            Ok(0)
+        }
+        Op::CompareSwap {
+            remote,
+            expected,
+            desired,
+        } => compare_swap(
+            table,
+            remote.region.key.0,
+            remote.offset,
+            *expected,
+            *desired,
+        )
+        .map_err(fault),
+        Op::FetchAdd { remote, add } => {
+            fetch_add(table, remote.region.key.0, remote.offset, *add).map_err(fault)
+        }
+    }
+}
+
+/// The region under `key` and a pointer to `offset..offset+len` inside it.
+pub(crate) fn range(
+    table: &RegionTable,
+    key: u64,
+    offset: u64,
+    len: u64,
+) -> Result<(Arc<Region>, *mut u8), RemoteFault> {
+    let region = table.get(key)?;
+    let ptr = region.range_ptr(offset, len)?;
+    Ok((region, ptr))
+}
+
+fn with_word(
+    table: &RegionTable,
+    key: u64,
+    offset: u64,
+    f: impl FnOnce(&AtomicU64) -> u64,
+) -> Result<u64, RemoteFault> {
+    let region = table.get(key)?;
+    let word = region.word(offset)?;
+    Ok(f(word))
+}
+
+/// Compare-and-swap on the word at `offset` of region `key`; returns the old value.
+pub(crate) fn compare_swap(
+    table: &RegionTable,
+    key: u64,
+    offset: u64,
+    expected: u64,
+    desired: u64,
+) -> Result<u64, RemoteFault> {
+    with_word(table, key, offset, |w| {
+        match w.compare_exchange(expected, desired, Ordering::SeqCst, Ordering::SeqCst) {
+            Ok(v) | Err(v) => v,
+        }
+    })
+}
+
+/// Fetch-and-add on the word at `offset` of region `key`; returns the old value.
+pub(crate) fn fetch_add(
+    table: &RegionTable,
+    key: u64,
+    offset: u64,
+    add: u64,
+) -> Result<u64, RemoteFault> {
+    with_word(table, key, offset, |w| w.fetch_add(add, Ordering::SeqCst))
+}
+
+/// Copies `data` into region `key` at `offset`.
+pub(crate) fn write(
+    table: &RegionTable,
+    key: u64,
+    offset: u64,
+    data: &[u8],
+) -> Result<(), RemoteFault> {
+    let (_keep, dst) = range(table, key, offset, data.len() as u64)?;
+    // SAFETY: `dst` points at `data.len()` bytes inside a registered region kept alive by
+    // `_keep`; `data` is a separate heap buffer (a received frame), so they do not overlap.
+    unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), dst, data.len()) };
+    Ok(())
+}

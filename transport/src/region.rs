@@ -1,0 +1,305 @@
+//! Registered memory: [`Region`], and the table of regions a node exposes to its peers.
+//!
+//! A region is a range of memory that local threads and remote peers access at the same time, as
+//! RDMA hardware would: there is no lock around the bytes. The runtime's protocol decides who may
+//! touch which bytes when; this module guarantees only that every access stays inside the region
+//! and that 8-byte atomics are aligned.
+
+use std::collections::HashMap;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use crate::error::{Error, RemoteFault, Result};
+use crate::types::RemoteKey;
+
+static NEXT_REGION_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A range of memory that can be registered with a transport.
+///
+/// Either owned (anonymous, page-aligned, zero-filled memory from [`Region::allocate`]) or
+/// borrowed from the caller ([`Region::from_raw`], for memory mapped elsewhere such as the global
+/// address space).
+pub struct Region {
+    ptr: NonNull<u8>,
+    len: usize,
+    id: u64,
+    _owned: Option<memmap2::MmapMut>,
+}
+
+// SAFETY: a Region is a pointer and a length to memory that stays valid for the Region's whole
+// life (owned map, or the `from_raw` contract). All accesses go through raw-pointer copies or
+// atomics, never through references that assert exclusivity, so sharing it between threads is
+// the intended use (exactly as with memory a NIC can write at any moment).
+unsafe impl Send for Region {}
+// SAFETY: see `Send` above; `&Region` hands out no `&mut` and no `&[u8]`.
+unsafe impl Sync for Region {}
+
+impl std::fmt::Debug for Region {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Region")
+            .field("id", &self.id)
+            .field("addr", &self.ptr)
+            .field("len", &self.len)
+            .field("owned", &self._owned.is_some())
+            .finish()
+    }
+}
+
+impl Region {
+    /// Allocates `len` bytes of zeroed, page-aligned anonymous memory.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for `len == 0`; [`Error::Io`] when the mapping fails.
+    pub fn allocate(len: usize) -> Result<Arc<Region>> {
+        if len == 0 {
+            return Err(Error::InvalidArgument(
+                "cannot allocate an empty region".into(),
+            ));
+        }
+        let mut map = memmap2::MmapMut::map_anon(len)
+            .map_err(|e| Error::io(format!("mapping a region of {len} bytes"), e))?;
+        let ptr = NonNull::new(map.as_mut_ptr())
+            .ok_or_else(|| Error::InvalidArgument("mmap returned a null pointer".into()))?;
+        Ok(Arc::new(Region {
+            ptr,
+            len,
+            id: NEXT_REGION_ID.fetch_add(1, Ordering::Relaxed),
+            _owned: Some(map),
+        }))
+    }
+
+    /// Wraps memory that the caller owns.
+    ///
+    /// # Safety
+    /// `ptr..ptr+len` must be valid for reads and writes, and must stay mapped, for as long as the
+    /// returned region (or any clone of the `Arc`) lives. The caller must not create Rust
+    /// references (`&[u8]`, `&mut [u8]`) to the memory while a transport may access it.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a null pointer or `len == 0`.
+    pub unsafe fn from_raw(ptr: *mut u8, len: usize) -> Result<Arc<Region>> {
+        let ptr = NonNull::new(ptr)
+            .ok_or_else(|| Error::InvalidArgument("null pointer for a region".into()))?;
+        if len == 0 {
+            return Err(Error::InvalidArgument("empty region".into()));
+        }
+        Ok(Arc::new(Region {
+            ptr,
+            len,
+            id: NEXT_REGION_ID.fetch_add(1, Ordering::Relaxed),
+            _owned: None,
+        }))
+    }
+
+    /// A process-unique identity (used to find the registration of a local buffer).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the region is empty (never true: empty regions cannot be made).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The start of the memory, for code that maps it elsewhere or hands it to hardware.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// Checks that `offset..offset+len` lies inside the region.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when it does not.
+    pub fn check(&self, offset: usize, len: usize) -> Result<()> {
+        if self.fits(offset as u64, len as u64) {
+            Ok(())
+        } else {
+            Err(Error::InvalidArgument(format!(
+                "range {offset}+{len} outside region of {} bytes",
+                self.len
+            )))
+        }
+    }
+
+    fn fits(&self, offset: u64, len: u64) -> bool {
+        offset
+            .checked_add(len)
+            .is_some_and(|end| end <= self.len as u64)
+    }
+
+    /// Copies `dst.len()` bytes starting at `offset` out of the region.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when the range is outside the region.
+    pub fn read_at(&self, offset: usize, dst: &mut [u8]) -> Result<()> {
+        self.check(offset, dst.len())?;
+        // SAFETY: the range was checked to lie inside the region, which is valid for reads for
+        // its whole life; `dst` is a distinct, exclusive buffer, so the two cannot overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.ptr.as_ptr().add(offset),
+                dst.as_mut_ptr(),
+                dst.len(),
+            )
+        };
+        Ok(())
+    }
+
+    /// Copies `src` into the region at `offset`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when the range is outside the region.
+    pub fn write_at(&self, offset: usize, src: &[u8]) -> Result<()> {
+        self.check(offset, src.len())?;
+        // SAFETY: the range was checked to lie inside the region, which is valid for writes for
+        // its whole life; `src` is a shared Rust slice and the region is never exposed as one,
+        // so the two cannot overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.as_ptr().add(offset), src.len())
+        };
+        Ok(())
+    }
+
+    /// The aligned 8-byte word at `offset`, as an atomic.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when the word is misaligned or outside the region.
+    pub fn atomic_u64(&self, offset: usize) -> Result<&AtomicU64> {
+        self.word(offset as u64)
+            .map_err(|f| Error::InvalidArgument(f.to_string()))
+    }
+
+    /// The atomic word at `offset` or the fault a remote request for it gets.
+    pub(crate) fn word(&self, offset: u64) -> Result<&AtomicU64, RemoteFault> {
+        if !self.fits(offset, 8) {
+            return Err(RemoteFault::OutOfBounds);
+        }
+        let addr = self.ptr.as_ptr() as usize + offset as usize;
+        if addr % 8 != 0 {
+            return Err(RemoteFault::Misaligned);
+        }
+        // SAFETY: the word lies inside the region (checked above), is 8-byte aligned (checked
+        // above), and the region outlives the returned reference (it borrows `self`). All other
+        // accesses to the region's bytes are raw copies or atomics, never `&mut`.
+        Ok(unsafe { AtomicU64::from_ptr(addr as *mut u64) })
+    }
+
+    /// A raw pointer to `offset..offset+len`, or the fault a remote request for it gets.
+    pub(crate) fn range_ptr(&self, offset: u64, len: u64) -> Result<*mut u8, RemoteFault> {
+        if !self.fits(offset, len) {
+            return Err(RemoteFault::OutOfBounds);
+        }
+        // SAFETY: `offset <= self.len` was just checked, so the result stays inside (or one past
+        // the end of) the same allocation.
+        Ok(unsafe { self.ptr.as_ptr().add(offset as usize) })
+    }
+}
+
+/// The regions a node exposes, by key, shared by the threads that serve remote requests.
+#[derive(Debug, Default)]
+pub(crate) struct RegionTable {
+    by_key: RwLock<HashMap<u64, Arc<Region>>>,
+    key_of_id: RwLock<HashMap<u64, u64>>,
+}
+
+impl RegionTable {
+    /// Registers `region` under a fresh key (its id: unique in the process, never reused).
+    pub(crate) fn insert(&self, region: Arc<Region>) -> RemoteKey {
+        let key = region.id();
+        self.key_of_id
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(region.id(), key);
+        self.by_key
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, region);
+        RemoteKey(key)
+    }
+
+    /// Removes a registration; peers' later requests under the key fail with `BadKey`.
+    pub(crate) fn remove(&self, key: RemoteKey) -> Result<()> {
+        let region = self
+            .by_key
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key.0);
+        match region {
+            Some(r) => {
+                self.key_of_id
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&r.id());
+                Ok(())
+            }
+            None => Err(Error::InvalidArgument(format!(
+                "no region registered under key {}",
+                key.0
+            ))),
+        }
+    }
+
+    /// The region registered under `key`.
+    pub(crate) fn get(&self, key: u64) -> Result<Arc<Region>, RemoteFault> {
+        self.by_key
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .cloned()
+            .ok_or(RemoteFault::BadKey)
+    }
+
+    /// Whether the local region `region` is registered.
+    pub(crate) fn check_local(&self, region: &Region) -> Result<()> {
+        if self
+            .key_of_id
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&region.id())
+        {
+            Ok(())
+        } else {
+            Err(Error::NotRegistered(region.id()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_are_enforced() {
+        let r = Region::allocate(4096).unwrap();
+        assert!(r.check(0, 4096).is_ok());
+        assert!(r.check(1, 4096).is_err());
+        assert!(r.check(usize::MAX, 2).is_err());
+        assert_eq!(r.range_ptr(u64::MAX, 1), Err(RemoteFault::OutOfBounds));
+        assert_eq!(r.word(4090).err(), Some(RemoteFault::OutOfBounds));
+        assert_eq!(r.word(4).err(), Some(RemoteFault::Misaligned));
+        r.write_at(10, b"hello").unwrap();
+        let mut b = [0u8; 5];
+        r.read_at(10, &mut b).unwrap();
+        assert_eq!(&b, b"hello");
+        assert!(r.write_at(4094, b"xyz").is_err());
+    }
+
+    #[test]
+    fn table_lookup_and_removal() {
+        let t = RegionTable::default();
+        let r = Region::allocate(64).unwrap();
+        let key = t.insert(Arc::clone(&r));
+        assert!(t.get(key.0).is_ok());
+        assert!(t.check_local(&r).is_ok());
+        t.remove(key).unwrap();
+        assert_eq!(t.get(key.0).err(), Some(RemoteFault::BadKey));
+        assert!(t.check_local(&r).is_err());
+        assert!(t.remove(key).is_err());
+    }
+}

@@ -1,0 +1,601 @@
+//! The `tcp` backend: one authenticated TCP connection per pair of nodes, with `TCP_NODELAY`,
+//! and a progress thread per node that serves peers' one-sided requests against this node's
+//! registered memory.
+//!
+//! Setting up is two-phase, so that a bootstrap can exchange endpoints in between:
+//! [`TcpTransport::prepare`] binds the data listener and yields this node's endpoint;
+//! [`PreparedTcp::connect`] takes every node's endpoint and builds the full mesh (each node
+//! connects to the lower ranks and accepts the higher ones, authenticating both ways).
+
+mod conn;
+mod progress;
+
+use std::io::Read;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::api::Transport;
+use crate::auth::{handshake, Role, Secret};
+use crate::completion::{Completion, DEFAULT_SPIN};
+use crate::error::{Error, Result};
+use crate::exec;
+use crate::mailbox::Mailbox;
+use crate::region::{Region, RegionTable};
+use crate::types::{BackendKind, Capabilities, Message, Op, Rank, RegionDesc, Tag};
+use crate::wire::{Header, Kind};
+
+use conn::{Conn, Payload, Pending};
+
+const AUTH_CONTEXT: &str = "dsm tcp data connection v1";
+
+/// Settings of the tcp backend.
+#[derive(Debug, Clone)]
+pub struct TcpConfig {
+    /// Address the data listener binds to (port chosen by the system). Loopback by default.
+    pub bind: IpAddr,
+    /// The job's shared secret; peers authenticate with it.
+    pub secret: Secret,
+    /// A peer silent for this long is declared lost. Heartbeats go out every quarter of it.
+    pub peer_timeout: Duration,
+    /// How long connecting to the mesh may take.
+    pub connect_timeout: Duration,
+    /// How long a waiter spins before it sleeps.
+    pub spin: Duration,
+    /// Largest payload of one frame: bounds messages and single transfers.
+    pub max_payload: u32,
+}
+
+impl TcpConfig {
+    /// Defaults: loopback, 10 s peer timeout, 30 s to connect, 64 MiB frames.
+    pub fn new(secret: Secret) -> TcpConfig {
+        TcpConfig {
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            secret,
+            peer_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(30),
+            spin: DEFAULT_SPIN,
+            max_payload: 64 << 20,
+        }
+    }
+}
+
+/// A node between the two set-up phases: listening, not yet connected.
+#[derive(Debug)]
+pub struct PreparedTcp {
+    rank: Rank,
+    nodes: usize,
+    config: TcpConfig,
+    listener: TcpListener,
+}
+
+/// State shared by the application threads and the progress thread.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    rank: Rank,
+    config: TcpConfig,
+    regions: RegionTable,
+    mailbox: Mailbox,
+    /// Indexed by rank; `None` for this node.
+    conns: Vec<Option<Arc<Conn>>>,
+    closing: AtomicBool,
+    start: Instant,
+}
+
+impl Shared {
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    /// Takes a connection down and tells everyone waiting on it.
+    fn peer_down(&self, conn: &Conn, error: Error) {
+        if conn.mark_down(error.clone()) {
+            if matches!(error, Error::PeerLost { .. } | Error::Protocol { .. }) {
+                tracing::error!("rank {}: {error}", self.rank);
+            }
+            let error = match error {
+                Error::Protocol { from, detail } => Error::PeerLost {
+                    peer: from,
+                    reason: format!("protocol violation: {detail}"),
+                },
+                e => e,
+            };
+            self.mailbox.peer_down(conn.peer, error);
+        }
+    }
+}
+
+/// A node of a job connected over TCP.
+#[derive(Debug)]
+pub struct TcpTransport {
+    shared: Arc<Shared>,
+    waker: mio::Waker,
+    progress: Mutex<Option<JoinHandle<()>>>,
+    nodes: usize,
+}
+
+impl TcpTransport {
+    /// Binds this node's data listener on `config.bind`. Publish
+    /// [`PreparedTcp::endpoint`] to the other nodes, then call [`PreparedTcp::connect`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a rank outside the job; [`Error::Io`] when binding fails.
+    pub fn prepare(rank: Rank, nodes: usize, config: TcpConfig) -> Result<PreparedTcp> {
+        if nodes == 0 || rank.index() >= nodes {
+            return Err(Error::InvalidArgument(format!(
+                "rank {rank} in a job of {nodes} nodes"
+            )));
+        }
+        let listener = TcpListener::bind(SocketAddr::new(config.bind, 0))
+            .map_err(|e| Error::io(format!("binding the data listener on {}", config.bind), e))?;
+        Ok(PreparedTcp {
+            rank,
+            nodes,
+            config,
+            listener,
+        })
+    }
+}
+
+impl TcpTransport {
+    /// Connects `n` nodes inside this process over real sockets on `config.bind`: a whole job for
+    /// tests and benchmarks of one process.
+    ///
+    /// # Errors
+    /// As [`TcpTransport::prepare`] and [`PreparedTcp::connect`].
+    pub fn local_job(n: usize, config: &TcpConfig) -> Result<Vec<TcpTransport>> {
+        let prepared = (0..n)
+            .map(|r| TcpTransport::prepare(Rank(r as u32), n, config.clone()))
+            .collect::<Result<Vec<_>>>()?;
+        let endpoints = prepared
+            .iter()
+            .map(PreparedTcp::endpoint)
+            .collect::<Result<Vec<_>>>()?;
+        std::thread::scope(|s| {
+            let handles: Vec<_> = prepared
+                .into_iter()
+                .map(|p| {
+                    let endpoints = &endpoints;
+                    s.spawn(move || p.connect(endpoints))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(Error::Closed)))
+                .collect()
+        })
+    }
+}
+
+impl PreparedTcp {
+    /// This node's endpoint: the listener's address, as bytes for the bootstrap's table.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the listener's address cannot be read.
+    pub fn endpoint(&self) -> Result<Vec<u8>> {
+        let addr = self
+            .listener
+            .local_addr()
+            .map_err(|e| Error::io("reading the listener address", e))?;
+        Ok(addr.to_string().into_bytes())
+    }
+
+    /// Connects to every peer (given every node's endpoint, indexed by rank) and starts the
+    /// progress thread.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] when the mesh is not complete within the connect timeout,
+    /// [`Error::Auth`] when a peer we connect to fails authentication, [`Error::Io`] and
+    /// [`Error::Protocol`] for broken endpoints. Nodes that connect to us without the secret are
+    /// refused and logged, and we keep waiting for the real ones.
+    pub fn connect(self, endpoints: &[Vec<u8>]) -> Result<TcpTransport> {
+        if endpoints.len() != self.nodes {
+            return Err(Error::InvalidArgument(format!(
+                "{} endpoints for a job of {} nodes",
+                endpoints.len(),
+                self.nodes
+            )));
+        }
+        let deadline = Instant::now() + self.config.connect_timeout;
+        let mut streams: Vec<Option<TcpStream>> = (0..self.nodes).map(|_| None).collect();
+        for (peer, ep) in endpoints.iter().enumerate().take(self.rank.index()) {
+            let addr: SocketAddr = std::str::from_utf8(ep)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| Error::Protocol {
+                    from: Rank(peer as u32),
+                    detail: "endpoint is not a socket address".into(),
+                })?;
+            streams[peer] = Some(self.connect_one(Rank(peer as u32), addr, deadline)?);
+        }
+        let mut missing = self.nodes - 1 - self.rank.index();
+        self.listener
+            .set_nonblocking(true)
+            .map_err(|e| Error::io("configuring the listener", e))?;
+        while missing > 0 {
+            match self.listener.accept() {
+                Ok((stream, from)) => match self.accept_one(stream) {
+                    Ok((peer, s)) if streams[peer.index()].is_none() => {
+                        streams[peer.index()] = Some(s);
+                        missing -= 1;
+                    }
+                    Ok((peer, _)) => tracing::warn!(
+                        "refused a second connection claiming rank {peer} from {from}"
+                    ),
+                    Err(e) => tracing::warn!("refused a connection from {from}: {e}"),
+                },
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if Instant::now() >= deadline {
+                        let waiting: Vec<String> = (self.rank.index() + 1..self.nodes)
+                            .filter(|r| streams[*r].is_none())
+                            .map(|r| r.to_string())
+                            .collect();
+                        return Err(Error::Timeout(format!(
+                            "ranks {} did not connect within {:?}",
+                            waiting.join(", "),
+                            self.config.connect_timeout
+                        )));
+                    }
+                    wait_readable(&self.listener, Duration::from_millis(50));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io("accepting a peer", e)),
+            }
+        }
+        drop(self.listener);
+
+        let poll = mio::Poll::new().map_err(|e| Error::io("creating the poller", e))?;
+        let waker = mio::Waker::new(poll.registry(), progress::WAKER)
+            .map_err(|e| Error::io("creating the poller's waker", e))?;
+        let mut conns = Vec::with_capacity(self.nodes);
+        for (peer, s) in streams.into_iter().enumerate() {
+            conns.push(match s {
+                None => None,
+                Some(s) => {
+                    s.set_nonblocking(true)
+                        .map_err(|e| Error::io("configuring a connection", e))?;
+                    Some(Arc::new(Conn::new(
+                        Rank(peer as u32),
+                        mio::net::TcpStream::from_std(s),
+                    )))
+                }
+            });
+        }
+        let shared = Arc::new(Shared {
+            rank: self.rank,
+            mailbox: Mailbox::new(self.nodes, self.config.spin),
+            config: self.config,
+            regions: RegionTable::default(),
+            conns,
+            closing: AtomicBool::new(false),
+            start: Instant::now(),
+        });
+        let thread_shared = Arc::clone(&shared);
+        let progress = std::thread::Builder::new()
+            .name(format!("dsm-progress-{}", self.rank))
+            .spawn(move || progress::run(thread_shared, poll))
+            .map_err(|e| Error::io("starting the progress thread", e))?;
+        Ok(TcpTransport {
+            shared,
+            waker,
+            progress: Mutex::new(Some(progress)),
+            nodes: self.nodes,
+        })
+    }
+
+    fn connect_one(&self, peer: Rank, addr: SocketAddr, deadline: Instant) -> Result<TcpStream> {
+        let mut backoff = Duration::from_millis(5);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::Timeout(format!(
+                    "connecting to rank {peer} at {addr}"
+                )));
+            }
+            match TcpStream::connect_timeout(&addr, left) {
+                Ok(mut s) => {
+                    configure(&s, left)?;
+                    let who = handshake(
+                        &mut s,
+                        &self.config.secret,
+                        AUTH_CONTEXT,
+                        Role::Connector,
+                        self.rank.0,
+                    )?;
+                    if who.peer_rank != peer.0 {
+                        return Err(Error::Protocol {
+                            from: peer,
+                            detail: format!("the node at {addr} says it is rank {}", who.peer_rank),
+                        });
+                    }
+                    let mut ack = [0u8; 1];
+                    s.read_exact(&mut ack).map_err(|e| {
+                        Error::io(format!("waiting for rank {peer} to accept us"), e)
+                    })?;
+                    if ack[0] != 1 {
+                        return Err(Error::Protocol {
+                            from: peer,
+                            detail: "refused our rank".into(),
+                        });
+                    }
+                    s.set_read_timeout(None)
+                        .map_err(|e| Error::io("configuring a connection", e))?;
+                    return Ok(s);
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    // The peer's listener is bound before its endpoint is published, so this
+                    // only happens for a stale endpoint; retry until the deadline.
+                    wait_until(Instant::now() + backoff);
+                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                }
+                Err(e) => return Err(Error::io(format!("connecting to rank {peer} at {addr}"), e)),
+            }
+        }
+    }
+
+    fn accept_one(&self, mut s: TcpStream) -> Result<(Rank, TcpStream)> {
+        s.set_nonblocking(false)
+            .map_err(|e| Error::io("configuring a connection", e))?;
+        configure(&s, self.config.connect_timeout.min(Duration::from_secs(10)))?;
+        let who = handshake(
+            &mut s,
+            &self.config.secret,
+            AUTH_CONTEXT,
+            Role::Acceptor,
+            self.rank.0,
+        )?;
+        let peer = Rank(who.peer_rank);
+        let ok = peer.index() > self.rank.index() && peer.index() < self.nodes;
+        std::io::Write::write_all(&mut s, &[u8::from(ok)])
+            .map_err(|e| Error::io("answering a peer", e))?;
+        if !ok {
+            return Err(Error::Protocol {
+                from: peer,
+                detail: "a rank that should not connect to us".into(),
+            });
+        }
+        s.set_read_timeout(None)
+            .map_err(|e| Error::io("configuring a connection", e))?;
+        Ok((peer, s))
+    }
+}
+
+fn configure(s: &TcpStream, timeout: Duration) -> Result<()> {
+    let t = Some(timeout.max(Duration::from_millis(1)));
+    s.set_nodelay(true)
+        .and_then(|()| s.set_read_timeout(t))
+        .and_then(|()| s.set_write_timeout(t))
+        .map_err(|e| Error::io("configuring a connection", e))
+}
+
+/// Sleeps until `deadline` without a busy loop (a retry back-off, not synchronisation).
+fn wait_until(deadline: Instant) {
+    let m = Mutex::new(());
+    let cv = std::sync::Condvar::new();
+    let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
+    while Instant::now() < deadline {
+        g = cv
+            .wait_timeout(g, deadline - Instant::now())
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
+    }
+}
+
+/// Waits until the listener may have a connection, or `timeout` passes.
+fn wait_readable(listener: &TcpListener, timeout: Duration) {
+    use std::os::fd::AsRawFd;
+    let mut pfd = libc::pollfd {
+        fd: listener.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: `pfd` is a valid, initialised pollfd that lives across the call, and we pass a
+    // count of exactly one.
+    unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as libc::c_int) };
+}
+
+impl TcpTransport {
+    fn conn(&self, peer: Rank) -> Result<&Arc<Conn>> {
+        if self.shared.closing.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        match self.shared.conns.get(peer.index()) {
+            Some(Some(c)) => Ok(c),
+            Some(None) => Err(Error::InvalidArgument("no connection to self".into())),
+            None => Err(Error::InvalidArgument(format!(
+                "rank {peer} outside a job of {} nodes",
+                self.nodes
+            ))),
+        }
+    }
+
+    fn check_len(&self, len: usize) -> Result<()> {
+        if len > self.shared.config.max_payload as usize {
+            return Err(Error::InvalidArgument(format!(
+                "{len} bytes exceed the transfer limit of {} bytes",
+                self.shared.config.max_payload
+            )));
+        }
+        Ok(())
+    }
+
+    fn request(
+        &self,
+        conn: &Conn,
+        mut header: Header,
+        payload: Payload,
+        dest: Option<crate::LocalSlice>,
+    ) -> Result<Completion> {
+        let (completion, completer) = Completion::new(self.shared.config.spin);
+        header.id = conn.add_pending(Pending { completer, dest })?;
+        conn.send(header, payload, self.shared.now_ms())?;
+        Ok(completion)
+    }
+}
+
+impl Transport for TcpTransport {
+    fn rank(&self) -> Rank {
+        self.shared.rank
+    }
+
+    fn nodes(&self) -> usize {
+        self.nodes
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let max = self.shared.config.max_payload as usize;
+        Capabilities {
+            backend: BackendKind::Tcp,
+            native_one_sided: false,
+            atomics_coherent_with_cpu: true,
+            ordered_writes: true,
+            max_message: max,
+            max_transfer: max,
+        }
+    }
+
+    fn register(&self, region: &Arc<Region>) -> Result<RegionDesc> {
+        let key = self.shared.regions.insert(Arc::clone(region));
+        Ok(RegionDesc {
+            rank: self.shared.rank,
+            key,
+            addr: region.as_ptr() as u64,
+            len: region.len() as u64,
+        })
+    }
+
+    fn deregister(&self, desc: &RegionDesc) -> Result<()> {
+        self.shared.regions.remove(desc.key)
+    }
+
+    fn post(&self, op: Op) -> Result<Completion> {
+        op.validate()?;
+        if let Op::Read { local, .. } | Op::Write { local, .. } = &op {
+            self.shared.regions.check_local(local.region())?;
+            self.check_len(local.len())?;
+        }
+        if op.peer() == self.shared.rank {
+            if self.shared.closing.load(Ordering::Acquire) {
+                return Err(Error::Closed);
+            }
+            return Ok(match exec::execute(&self.shared.regions, &op) {
+                Ok(v) => Completion::ready(v),
+                Err(e) => Completion::failed(e),
+            });
+        }
+        let conn = self.conn(op.peer())?;
+        match op {
+            Op::Read { remote, local } => {
+                let mut h = Header::new(Kind::Read);
+                (h.a, h.b, h.c) = (remote.region.key.0, remote.offset, remote.len as u64);
+                self.request(conn, h, Payload::None, Some(local))
+            }
+            Op::Write { remote, local } => {
+                let mut h = Header::new(Kind::Write);
+                (h.a, h.b) = (remote.region.key.0, remote.offset);
+                let payload = Payload::Region {
+                    region: Arc::clone(local.region()),
+                    offset: local.offset(),
+                    len: local.len(),
+                };
+                self.request(conn, h, payload, None)
+            }
+            Op::CompareSwap {
+                remote,
+                expected,
+                desired,
+            } => {
+                let mut h = Header::new(Kind::CompareSwap);
+                (h.a, h.b, h.c, h.d) = (remote.region.key.0, remote.offset, expected, desired);
+                self.request(conn, h, Payload::None, None)
+            }
+            Op::FetchAdd { remote, add } => {
+                let mut h = Header::new(Kind::FetchAdd);
+                (h.a, h.b, h.c) = (remote.region.key.0, remote.offset, add);
+                self.request(conn, h, Payload::None, None)
+            }
+        }
+    }
+
+    fn flush(&self, peer: Rank) -> Result<()> {
+        if peer == self.shared.rank {
+            return Ok(());
+        }
+        let conn = self.conn(peer)?;
+        self.request(conn, Header::new(Kind::Flush), Payload::None, None)?
+            .wait()
+            .map(drop)
+    }
+
+    fn send(&self, peer: Rank, tag: Tag, data: &[u8]) -> Result<()> {
+        self.check_len(data.len())?;
+        if peer == self.shared.rank {
+            self.shared.mailbox.deliver(Message {
+                source: peer,
+                tag,
+                data: data.to_vec(),
+            });
+            return Ok(());
+        }
+        let conn = self.conn(peer)?;
+        let mut h = Header::new(Kind::Message);
+        h.a = tag.0;
+        conn.send(h, Payload::Bytes(data.to_vec()), self.shared.now_ms())
+    }
+
+    fn recv(
+        &self,
+        from: Option<Rank>,
+        tag: Option<Tag>,
+        timeout: Option<Duration>,
+    ) -> Result<Message> {
+        if let Some(f) = from {
+            if f.index() >= self.nodes {
+                return Err(Error::InvalidArgument(format!(
+                    "rank {f} outside a job of {} nodes",
+                    self.nodes
+                )));
+            }
+        }
+        self.shared.mailbox.recv(from, tag, timeout)
+    }
+
+    fn close(&self) -> Result<()> {
+        if self.shared.closing.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        for conn in self.shared.conns.iter().flatten() {
+            let _ = conn.send(
+                Header::new(Kind::Goodbye),
+                Payload::None,
+                self.shared.now_ms(),
+            );
+        }
+        let woke = self.waker.wake();
+        let handle = self
+            .progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(h) = handle {
+            if h.join().is_err() {
+                tracing::error!("the progress thread panicked");
+            }
+        }
+        self.shared.mailbox.close();
+        woke.map_err(|e| Error::io("waking the progress thread", e))
+    }
+}
+
+impl Drop for TcpTransport {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}

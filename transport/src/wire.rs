@@ -1,0 +1,425 @@
+//! The tcp backend's wire format: versioned, length-prefixed frames, and a decoder that turns
+//! arbitrary bytes into frames or a clear error, never a panic.
+//!
+//! Every frame is a 48-byte header followed by `payload_len` bytes:
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 2 | magic `"DF"` |
+//! | 2 | 1 | version ([`VERSION`]) |
+//! | 3 | 1 | kind ([`Kind`]) |
+//! | 4 | 4 | payload length, little endian |
+//! | 8 | 8 | request id (echoed in the response) |
+//! | 16 | 8 | `a`: key, status or tag |
+//! | 24 | 8 | `b`: offset or value |
+//! | 32 | 8 | `c`: length, expected value or addend |
+//! | 40 | 8 | `d`: desired value |
+//!
+//! `docs/PROTOCOL.md` describes each kind. This module does no I/O of its own.
+
+use std::io::Read;
+
+/// Version of the wire format; a frame of any other version is refused.
+pub const VERSION: u8 = 1;
+/// Length of a frame header.
+pub const HEADER_LEN: usize = 48;
+const MAGIC: [u8; 2] = *b"DF";
+
+/// The kinds of frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    /// Read `c` bytes at offset `b` of region `a`.
+    Read = 1,
+    /// Write the payload at offset `b` of region `a`.
+    Write = 2,
+    /// Compare-and-swap the word at offset `b` of region `a`: expected `c`, desired `d`.
+    CompareSwap = 3,
+    /// Fetch-and-add `c` to the word at offset `b` of region `a`.
+    FetchAdd = 4,
+    /// Answered once every earlier request on the connection has been served.
+    Flush = 5,
+    /// The answer to request `id`: status `a` (0 = success), value `b`, data in the payload.
+    Response = 6,
+    /// A two-sided message with tag `a`.
+    Message = 7,
+    /// Keeps an idle connection alive.
+    Heartbeat = 8,
+    /// The sender is closing its transport in order.
+    Goodbye = 9,
+}
+
+impl Kind {
+    fn from_u8(k: u8) -> Option<Kind> {
+        Some(match k {
+            1 => Kind::Read,
+            2 => Kind::Write,
+            3 => Kind::CompareSwap,
+            4 => Kind::FetchAdd,
+            5 => Kind::Flush,
+            6 => Kind::Response,
+            7 => Kind::Message,
+            8 => Kind::Heartbeat,
+            9 => Kind::Goodbye,
+            _ => return None,
+        })
+    }
+}
+
+/// Why bytes could not be decoded. The connection they came from is closed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WireError {
+    /// The first two bytes are not the magic number.
+    #[error("bad magic {0:02x?}: not a DSM frame")]
+    BadMagic([u8; 2]),
+    /// A version this node does not speak.
+    #[error("wire version {0}, this node speaks version {VERSION}")]
+    Version(u8),
+    /// An unknown kind byte.
+    #[error("unknown frame kind {0}")]
+    UnknownKind(u8),
+    /// The payload is larger than the limit.
+    #[error("frame payload of {len} bytes exceeds the limit of {max}")]
+    Oversized {
+        /// Announced length.
+        len: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// A frame whose fields contradict each other (payload on a read request...).
+    #[error("malformed {kind:?} frame: {detail}")]
+    Malformed {
+        /// The frame's kind.
+        kind: Kind,
+        /// What is wrong.
+        detail: &'static str,
+    },
+}
+
+/// A frame header, decoded and checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// The kind of frame.
+    pub kind: Kind,
+    /// Length of the payload that follows.
+    pub payload_len: u32,
+    /// Request id.
+    pub id: u64,
+    /// Field `a`.
+    pub a: u64,
+    /// Field `b`.
+    pub b: u64,
+    /// Field `c`.
+    pub c: u64,
+    /// Field `d`.
+    pub d: u64,
+}
+
+impl Header {
+    /// A header of `kind` with every field zero.
+    pub fn new(kind: Kind) -> Header {
+        Header {
+            kind,
+            payload_len: 0,
+            id: 0,
+            a: 0,
+            b: 0,
+            c: 0,
+            d: 0,
+        }
+    }
+
+    /// Encodes the header.
+    pub fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut h = [0u8; HEADER_LEN];
+        h[0..2].copy_from_slice(&MAGIC);
+        h[2] = VERSION;
+        h[3] = self.kind as u8;
+        h[4..8].copy_from_slice(&self.payload_len.to_le_bytes());
+        for (i, v) in [self.id, self.a, self.b, self.c, self.d]
+            .into_iter()
+            .enumerate()
+        {
+            h[8 + 8 * i..16 + 8 * i].copy_from_slice(&v.to_le_bytes());
+        }
+        h
+    }
+
+    /// Decodes and checks a header. `max_payload` bounds payloads and read lengths.
+    ///
+    /// # Errors
+    /// A [`WireError`] naming what is wrong.
+    pub fn decode(h: &[u8; HEADER_LEN], max_payload: u32) -> Result<Header, WireError> {
+        if h[0..2] != MAGIC {
+            return Err(WireError::BadMagic([h[0], h[1]]));
+        }
+        if h[2] != VERSION {
+            return Err(WireError::Version(h[2]));
+        }
+        let kind = Kind::from_u8(h[3]).ok_or(WireError::UnknownKind(h[3]))?;
+        let payload_len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
+        let word = |i: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&h[8 + 8 * i..16 + 8 * i]);
+            u64::from_le_bytes(w)
+        };
+        let hd = Header {
+            kind,
+            payload_len,
+            id: word(0),
+            a: word(1),
+            b: word(2),
+            c: word(3),
+            d: word(4),
+        };
+        if payload_len > max_payload {
+            return Err(WireError::Oversized {
+                len: payload_len.into(),
+                max: max_payload.into(),
+            });
+        }
+        let malformed = |detail| Err(WireError::Malformed { kind, detail });
+        match kind {
+            Kind::Read => {
+                if payload_len != 0 {
+                    return malformed("a read request carries no payload");
+                }
+                if hd.c > u64::from(max_payload) {
+                    return Err(WireError::Oversized {
+                        len: hd.c,
+                        max: max_payload.into(),
+                    });
+                }
+            }
+            Kind::CompareSwap | Kind::FetchAdd | Kind::Flush | Kind::Heartbeat | Kind::Goodbye => {
+                if payload_len != 0 {
+                    return malformed("this kind carries no payload");
+                }
+            }
+            Kind::Write | Kind::Response | Kind::Message => {}
+        }
+        Ok(hd)
+    }
+}
+
+/// A whole frame: header and payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// The checked header.
+    pub header: Header,
+    /// The payload (`header.payload_len` bytes).
+    pub payload: Vec<u8>,
+}
+
+/// Reassembles frames from a byte stream.
+///
+/// Feed it with [`FrameReader::fill_from`] (or [`FrameReader::push`]) and take frames with
+/// [`FrameReader::next_frame`]. After an error the stream cannot be resynchronised; the
+/// connection must be closed.
+#[derive(Debug)]
+pub struct FrameReader {
+    buf: Vec<u8>,
+    start: usize,
+    max_payload: u32,
+    header: Option<Header>,
+}
+
+impl FrameReader {
+    /// A reader that refuses payloads larger than `max_payload` bytes.
+    pub fn new(max_payload: u32) -> FrameReader {
+        FrameReader {
+            buf: Vec::with_capacity(64 * 1024),
+            start: 0,
+            max_payload,
+            header: None,
+        }
+    }
+
+    /// Appends bytes (for tests and fuzzing; sockets use [`FrameReader::fill_from`]).
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.compact();
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Bytes buffered but not yet returned as frames.
+    pub fn buffered(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    fn compact(&mut self) {
+        if self.start > 0 && (self.start == self.buf.len() || self.start > self.buf.capacity() / 2)
+        {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+    }
+
+    /// Reads once from `src` into the buffer. Returns what `read` returned (0 at end of stream).
+    ///
+    /// # Errors
+    /// The reader's error, including `WouldBlock` on a non-blocking socket.
+    pub fn fill_from<R: Read>(&mut self, src: &mut R) -> std::io::Result<usize> {
+        self.compact();
+        let want = match self.header {
+            Some(h) => (h.payload_len as usize)
+                .saturating_sub(self.buffered())
+                .max(64 * 1024),
+            None => 64 * 1024,
+        };
+        let old = self.buf.len();
+        self.buf.resize(old + want, 0);
+        let r = src.read(&mut self.buf[old..]);
+        let n = *r.as_ref().unwrap_or(&0);
+        self.buf.truncate(old + n);
+        r
+    }
+
+    /// The next complete frame, `None` when more bytes are needed.
+    ///
+    /// # Errors
+    /// A [`WireError`] for bytes that are not a valid frame.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, WireError> {
+        let header = match self.header {
+            Some(h) => h,
+            None => {
+                if self.buffered() < HEADER_LEN {
+                    return Ok(None);
+                }
+                let mut raw = [0u8; HEADER_LEN];
+                raw.copy_from_slice(&self.buf[self.start..self.start + HEADER_LEN]);
+                let h = Header::decode(&raw, self.max_payload)?;
+                self.start += HEADER_LEN;
+                self.header = Some(h);
+                h
+            }
+        };
+        let len = header.payload_len as usize;
+        if self.buffered() < len {
+            return Ok(None);
+        }
+        let payload = self.buf[self.start..self.start + len].to_vec();
+        self.start += len;
+        self.header = None;
+        Ok(Some(Frame { header, payload }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn frame(kind: Kind, payload: &[u8]) -> Vec<u8> {
+        let mut h = Header::new(kind);
+        h.id = 77;
+        h.a = 5;
+        h.payload_len = payload.len() as u32;
+        let mut v = h.encode().to_vec();
+        v.extend_from_slice(payload);
+        v
+    }
+
+    #[test]
+    fn round_trip_in_pieces() {
+        let mut bytes = frame(Kind::Write, b"hello");
+        bytes.extend(frame(Kind::Heartbeat, b""));
+        let mut r = FrameReader::new(1 << 20);
+        for b in &bytes {
+            r.push(std::slice::from_ref(b));
+        }
+        let f = r.next_frame().unwrap().unwrap();
+        assert_eq!(
+            (f.header.kind, f.header.id, f.header.a),
+            (Kind::Write, 77, 5)
+        );
+        assert_eq!(f.payload, b"hello");
+        assert_eq!(
+            r.next_frame().unwrap().unwrap().header.kind,
+            Kind::Heartbeat
+        );
+        assert_eq!(r.next_frame().unwrap(), None);
+    }
+
+    #[test]
+    fn rejects_bad_frames() {
+        let mut v = frame(Kind::Write, b"x");
+        v[0] = b'X';
+        let mut r = FrameReader::new(16);
+        r.push(&v);
+        assert!(matches!(r.next_frame(), Err(WireError::BadMagic(_))));
+
+        let mut v = frame(Kind::Write, b"x");
+        v[2] = 9;
+        let mut r = FrameReader::new(16);
+        r.push(&v);
+        assert_eq!(r.next_frame(), Err(WireError::Version(9)));
+
+        let mut v = frame(Kind::Write, b"x");
+        v[3] = 200;
+        let mut r = FrameReader::new(16);
+        r.push(&v);
+        assert_eq!(r.next_frame(), Err(WireError::UnknownKind(200)));
+
+        let mut r = FrameReader::new(4);
+        r.push(&frame(Kind::Message, b"too long"));
+        assert!(matches!(
+            r.next_frame(),
+            Err(WireError::Oversized { len: 8, max: 4 })
+        ));
+
+        let mut r = FrameReader::new(16);
+        r.push(&frame(Kind::Read, b"x"));
+        assert!(matches!(r.next_frame(), Err(WireError::Malformed { .. })));
+
+        let mut h = Header::new(Kind::Read);
+        h.c = 1 << 40;
+        let mut r = FrameReader::new(16);
+        r.push(&h.encode());
+        assert!(matches!(r.next_frame(), Err(WireError::Oversized { .. })));
+    }
+
+    proptest! {
+        /// Arbitrary bytes never panic the decoder, and a frame it returns re-encodes to the same
+        /// bytes it came from.
+        #[test]
+        fn arbitrary_bytes_never_panic(chunks in proptest::collection::vec(
+            proptest::collection::vec(any::<u8>(), 0..200), 0..8)) {
+            let mut r = FrameReader::new(256);
+            let mut all = Vec::new();
+            for c in &chunks {
+                r.push(c);
+                all.extend_from_slice(c);
+                loop {
+                    match r.next_frame() {
+                        Ok(Some(f)) => {
+                            let mut enc = f.header.encode().to_vec();
+                            enc.extend_from_slice(&f.payload);
+                            prop_assert!(all.windows(enc.len()).any(|w| w == &enc[..]));
+                        }
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+            }
+        }
+
+        /// Valid frames split at arbitrary points come back whole and in order.
+        #[test]
+        fn valid_frames_survive_any_split(payloads in proptest::collection::vec(
+            proptest::collection::vec(any::<u8>(), 0..300), 1..6), split in 1usize..97) {
+            let mut bytes = Vec::new();
+            for p in &payloads {
+                bytes.extend(frame(Kind::Message, p));
+            }
+            let mut r = FrameReader::new(1024);
+            let mut got = Vec::new();
+            for c in bytes.chunks(split) {
+                r.push(c);
+                while let Some(f) = r.next_frame().unwrap() {
+                    got.push(f.payload);
+                }
+            }
+            prop_assert_eq!(got, payloads);
+        }
+    }
+}

@@ -64,6 +64,9 @@ impl Transport for AnyTransport {
     ) -> Result<Message> {
         each!(self, t => t.recv(from, tag, timeout))
     }
+    fn wait_failure(&self) -> crate::Error {
+        each!(self, t => t.wait_failure())
+    }
     fn close(&self) -> Result<()> {
         each!(self, t => t.close())
     }

@@ -75,6 +75,11 @@ pub trait Transport: Send + Sync {
         timeout: Option<Duration>,
     ) -> Result<Message>;
 
+    /// Blocks until a peer is lost, returning [`crate::Error::PeerLost`] naming it, or until
+    /// the transport is closed, returning [`crate::Error::Closed`]. A watchdog thread calls this
+    /// to stop the whole node when the job breaks, instead of letting it hang.
+    fn wait_failure(&self) -> crate::Error;
+
     /// Closes the transport in order: tells every peer, finishes queued sends (within a bounded
     /// time) and stops the backend's threads. Later calls fail with [`crate::Error::Closed`].
     ///

@@ -66,6 +66,7 @@ pub mod error;
 mod exec;
 pub mod loopback;
 mod mailbox;
+pub mod net;
 pub mod region;
 pub mod tcp;
 pub mod types;

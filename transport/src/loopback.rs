@@ -153,6 +153,10 @@ impl Transport for LoopbackTransport {
         self.me().mailbox.recv(from, tag, timeout)
     }
 
+    fn wait_failure(&self) -> Error {
+        self.me().mailbox.wait_failure()
+    }
+
     fn close(&self) -> Result<()> {
         let me = self.me();
         if !me.closed.swap(true, Ordering::AcqRel) {

@@ -68,6 +68,21 @@ impl Mailbox {
         self.notify();
     }
 
+    /// Blocks until a peer is lost (returns its [`Error::PeerLost`]) or the mailbox is closed
+    /// (returns [`Error::Closed`]).
+    pub(crate) fn wait_failure(&self) -> Error {
+        let mut state = self.lock();
+        loop {
+            if let Some(e) = state.down.iter().flatten().find(|e| matches!(e, Error::PeerLost { .. })) {
+                return e.clone();
+            }
+            if state.closed {
+                return Error::Closed;
+            }
+            state = self.arrived.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
     /// Takes the oldest message matching `from` and `tag` (`None` matches any).
     pub(crate) fn recv(
         &self,

@@ -238,7 +238,7 @@ impl PreparedTcp {
                             self.config.connect_timeout
                         )));
                     }
-                    wait_readable(&self.listener, Duration::from_millis(50));
+                    crate::net::wait_readable(&self.listener, Duration::from_millis(50));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(Error::io("accepting a peer", e)),
@@ -332,7 +332,7 @@ impl PreparedTcp {
                 {
                     // The peer's listener is bound before its endpoint is published, so this
                     // only happens for a stale endpoint; retry until the deadline.
-                    wait_until(Instant::now() + backoff);
+                    crate::net::backoff(backoff);
                     backoff = (backoff * 2).min(Duration::from_millis(500));
                 }
                 Err(e) => return Err(Error::io(format!("connecting to rank {peer} at {addr}"), e)),
@@ -373,32 +373,6 @@ fn configure(s: &TcpStream, timeout: Duration) -> Result<()> {
         .and_then(|()| s.set_read_timeout(t))
         .and_then(|()| s.set_write_timeout(t))
         .map_err(|e| Error::io("configuring a connection", e))
-}
-
-/// Sleeps until `deadline` without a busy loop (a retry back-off, not synchronisation).
-fn wait_until(deadline: Instant) {
-    let m = Mutex::new(());
-    let cv = std::sync::Condvar::new();
-    let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
-    while Instant::now() < deadline {
-        g = cv
-            .wait_timeout(g, deadline - Instant::now())
-            .unwrap_or_else(|e| e.into_inner())
-            .0;
-    }
-}
-
-/// Waits until the listener may have a connection, or `timeout` passes.
-fn wait_readable(listener: &TcpListener, timeout: Duration) {
-    use std::os::fd::AsRawFd;
-    let mut pfd = libc::pollfd {
-        fd: listener.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: `pfd` is a valid, initialised pollfd that lives across the call, and we pass a
-    // count of exactly one.
-    unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as libc::c_int) };
 }
 
 impl TcpTransport {
@@ -565,6 +539,10 @@ impl Transport for TcpTransport {
             }
         }
         self.shared.mailbox.recv(from, tag, timeout)
+    }
+
+    fn wait_failure(&self) -> Error {
+        self.shared.mailbox.wait_failure()
     }
 
     fn close(&self) -> Result<()> {

@@ -1,0 +1,258 @@
+//! The node's settings, read from the environment that `dsmrun` (or a person, or a cluster
+//! launcher) sets. `docs/ENVIRONMENT.md` lists every variable.
+
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+use transport::{Rank, Secret};
+
+use crate::error::{Error, Result};
+
+/// Names of the environment variables, in one place.
+pub mod var {
+    /// This node's rank, 0 to `DSM_NODES - 1`.
+    pub const RANK: &str = "DSM_RANK";
+    /// Number of nodes in the job.
+    pub const NODES: &str = "DSM_NODES";
+    /// `host:port` where rank 0 listens for the other nodes to join.
+    pub const COORDINATOR: &str = "DSM_COORDINATOR";
+    /// Rank 0 only: an inherited, already listening socket to use as the coordinator
+    /// (set by `dsmrun`, which binds it race-free before starting the nodes).
+    pub const COORDINATOR_FD: &str = "DSM_COORDINATOR_FD";
+    /// The job's shared secret, 64 hexadecimal digits.
+    pub const SECRET: &str = "DSM_SECRET";
+    /// A file holding the secret (used when `DSM_SECRET` is not set).
+    pub const SECRET_FILE: &str = "DSM_SECRET_FILE";
+    /// Address the data listener binds to; default `127.0.0.1`.
+    pub const BIND: &str = "DSM_BIND";
+    /// `auto`, `tcp` or `verbs`; default `auto`.
+    pub const TRANSPORT: &str = "DSM_TRANSPORT";
+    /// Seconds after which a silent peer is declared lost; default 10.
+    pub const PEER_TIMEOUT: &str = "DSM_PEER_TIMEOUT";
+    /// Seconds the whole bootstrap may take; default 30.
+    pub const CONNECT_TIMEOUT: &str = "DSM_CONNECT_TIMEOUT";
+    /// Microseconds a waiting thread spins before it sleeps; default 50.
+    pub const SPIN_US: &str = "DSM_SPIN_US";
+    /// What a node does when a peer is lost: `exit` (default) or `error`.
+    pub const ON_PEER_LOST: &str = "DSM_ON_PEER_LOST";
+    /// Log filter (`error`, `warn`, `info`, `debug`, or `tracing` directives); default `warn`.
+    pub const LOG: &str = "DSM_LOG";
+}
+
+/// Which transport to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportChoice {
+    /// RDMA verbs when an active RDMA port exists, TCP otherwise.
+    Auto,
+    /// TCP sockets.
+    Tcp,
+    /// RDMA verbs, or fail.
+    Verbs,
+}
+
+impl std::str::FromStr for TransportChoice {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(TransportChoice::Auto),
+            "tcp" => Ok(TransportChoice::Tcp),
+            "verbs" | "rdma" => Ok(TransportChoice::Verbs),
+            other => Err(Error::Config(format!("unknown transport {other:?}: expected auto, tcp or verbs"))),
+        }
+    }
+}
+
+/// Where rank 0 accepts the other nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coordinator {
+    /// An address to bind (rank 0) or connect to (the others).
+    Addr(SocketAddr),
+    /// A listening socket inherited from the launcher (rank 0 only).
+    Fd(RawFd),
+}
+
+/// What a node does when it loses a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnPeerLost {
+    /// Print an error naming the lost rank and exit the process with status 3.
+    Exit,
+    /// Only fail the operations that involve the lost rank.
+    Error,
+}
+
+/// Everything a node needs to join a job.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This node's rank.
+    pub rank: Rank,
+    /// Number of nodes.
+    pub nodes: usize,
+    /// Where rank 0 listens.
+    pub coordinator: Coordinator,
+    /// The job's shared secret.
+    pub secret: Secret,
+    /// Address for the data listener.
+    pub bind: IpAddr,
+    /// Which transport.
+    pub transport: TransportChoice,
+    /// Silence after which a peer is lost.
+    pub peer_timeout: Duration,
+    /// Time allowed for the whole bootstrap.
+    pub connect_timeout: Duration,
+    /// Spin time before sleeping.
+    pub spin: Duration,
+    /// Reaction to a lost peer.
+    pub on_peer_lost: OnPeerLost,
+}
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the variable that is missing or malformed.
+    pub fn from_env() -> Result<Config> {
+        Config::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads the configuration through `get` (the environment, or a map in tests).
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the variable that is missing or malformed.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config> {
+        let need = |k: &str| {
+            get(k).ok_or_else(|| {
+                Error::Config(format!("{k} is not set: start the program with `dsmrun -n N PROGRAM`, or see docs/ENVIRONMENT.md"))
+            })
+        };
+        let parse_u = |k: &str, v: String| {
+            v.trim().parse::<u64>().map_err(|_| Error::Config(format!("{k}={v:?} is not a non-negative integer")))
+        };
+        let secs = |k: &str, default: f64| -> Result<Duration> {
+            match get(k) {
+                None => Ok(Duration::from_secs_f64(default)),
+                Some(v) => v
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|s| s.is_finite() && *s > 0.0 && *s < 1e7)
+                    .map(Duration::from_secs_f64)
+                    .ok_or_else(|| Error::Config(format!("{k}={v:?} is not a positive number of seconds"))),
+            }
+        };
+        let nodes = parse_u(var::NODES, need(var::NODES)?)?;
+        if nodes == 0 || nodes > 65_536 {
+            return Err(Error::Config(format!("{}={nodes}: must be between 1 and 65536", var::NODES)));
+        }
+        let rank = parse_u(var::RANK, need(var::RANK)?)?;
+        if rank >= nodes {
+            return Err(Error::Config(format!("{}={rank} but {}={nodes}", var::RANK, var::NODES)));
+        }
+        let coordinator = match (rank, get(var::COORDINATOR_FD)) {
+            (0, Some(fd)) => {
+                let fd = fd.trim().parse::<RawFd>().ok().filter(|f| *f >= 0).ok_or_else(|| {
+                    Error::Config(format!("{}={fd:?} is not a file descriptor", var::COORDINATOR_FD))
+                })?;
+                Coordinator::Fd(fd)
+            }
+            _ => {
+                let v = need(var::COORDINATOR)?;
+                Coordinator::Addr(v.trim().parse().map_err(|_| {
+                    Error::Config(format!("{}={v:?} is not an address like 127.0.0.1:7000", var::COORDINATOR))
+                })?)
+            }
+        };
+        let secret = match (get(var::SECRET), get(var::SECRET_FILE)) {
+            (Some(s), _) => Secret::from_hex(&s).map_err(|_| Error::Config(format!("{} must be 64 hexadecimal digits", var::SECRET)))?,
+            (None, Some(path)) => {
+                let s = std::fs::read_to_string(&path)
+                    .map_err(|e| Error::Config(format!("{}={path}: {e}", var::SECRET_FILE)))?;
+                Secret::from_hex(&s).map_err(|_| Error::Config(format!("{path} must hold 64 hexadecimal digits")))?
+            }
+            (None, None) => {
+                return Err(Error::Config(format!(
+                    "no job secret: set {} or {} (dsmrun does it for you)",
+                    var::SECRET,
+                    var::SECRET_FILE
+                )))
+            }
+        };
+        let bind = match get(var::BIND) {
+            None => IpAddr::from([127, 0, 0, 1]),
+            Some(v) => v.trim().parse().map_err(|_| Error::Config(format!("{}={v:?} is not an IP address", var::BIND)))?,
+        };
+        let transport = match get(var::TRANSPORT) {
+            None => TransportChoice::Auto,
+            Some(v) => v.parse()?,
+        };
+        let spin = match get(var::SPIN_US) {
+            None => transport::completion::DEFAULT_SPIN,
+            Some(v) => Duration::from_micros(parse_u(var::SPIN_US, v)?.min(1_000_000)),
+        };
+        let on_peer_lost = match get(var::ON_PEER_LOST).as_deref().map(str::trim) {
+            None | Some("exit") => OnPeerLost::Exit,
+            Some("error") => OnPeerLost::Error,
+            Some(v) => return Err(Error::Config(format!("{}={v:?}: expected exit or error", var::ON_PEER_LOST))),
+        };
+        Ok(Config {
+            rank: Rank(rank as u32),
+            nodes: nodes as usize,
+            coordinator,
+            secret,
+            bind,
+            transport,
+            peer_timeout: secs(var::PEER_TIMEOUT, 10.0)?,
+            connect_timeout: secs(var::CONNECT_TIMEOUT, 30.0)?,
+            spin,
+            on_peer_lost,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn cfg(pairs: &[(&str, &str)]) -> Result<Config> {
+        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|k| m.get(k).cloned())
+    }
+
+    const S: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+    #[test]
+    fn reads_a_full_configuration() {
+        let c = cfg(&[
+            ("DSM_RANK", "2"),
+            ("DSM_NODES", "4"),
+            ("DSM_COORDINATOR", "127.0.0.1:7000"),
+            ("DSM_SECRET", S),
+            ("DSM_TRANSPORT", "tcp"),
+            ("DSM_PEER_TIMEOUT", "2.5"),
+        ])
+        .unwrap();
+        assert_eq!((c.rank, c.nodes), (Rank(2), 4));
+        assert_eq!(c.transport, TransportChoice::Tcp);
+        assert_eq!(c.peer_timeout, Duration::from_millis(2500));
+        assert_eq!(c.bind, IpAddr::from([127, 0, 0, 1]));
+    }
+
+    #[test]
+    fn names_the_bad_variable() {
+        let base = [("DSM_NODES", "2"), ("DSM_COORDINATOR", "127.0.0.1:1"), ("DSM_SECRET", S)];
+        let err = |extra: &[(&str, &str)]| {
+            let mut v = base.to_vec();
+            v.extend_from_slice(extra);
+            cfg(&v).unwrap_err().to_string()
+        };
+        assert!(err(&[]).contains("DSM_RANK is not set"));
+        assert!(err(&[("DSM_RANK", "2")]).contains("DSM_RANK=2 but DSM_NODES=2"));
+        assert!(err(&[("DSM_RANK", "x")]).contains("DSM_RANK"));
+        assert!(err(&[("DSM_RANK", "1"), ("DSM_TRANSPORT", "carrier-pigeon")]).contains("unknown transport"));
+        assert!(err(&[("DSM_RANK", "1"), ("DSM_PEER_TIMEOUT", "-1")]).contains("DSM_PEER_TIMEOUT"));
+        assert!(err(&[("DSM_RANK", "1"), ("DSM_BIND", "everywhere")]).contains("DSM_BIND"));
+        let no_secret = cfg(&[("DSM_RANK", "1"), ("DSM_NODES", "2"), ("DSM_COORDINATOR", "127.0.0.1:1")]);
+        assert!(no_secret.unwrap_err().to_string().contains("no job secret"));
+    }
+}

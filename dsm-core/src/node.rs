@@ -1,0 +1,147 @@
+//! [`Node`]: this process's membership of a job: configuration, bootstrap, transport and the
+//! watchdog that stops the node when the job breaks.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use transport::{AnyTransport, Rank, TcpConfig, TcpTransport, Transport};
+
+use crate::bootstrap;
+use crate::collective;
+use crate::config::{Config, OnPeerLost, TransportChoice};
+use crate::error::{Error, Result};
+
+/// Exit status of a node that stops because it lost a peer.
+pub const EXIT_PEER_LOST: i32 = 3;
+
+/// This process's place in a job.
+#[derive(Debug)]
+pub struct Node {
+    config: Config,
+    transport: Arc<AnyTransport>,
+    watchdog: Option<JoinHandle<()>>,
+}
+
+impl Node {
+    /// Joins the job described by the environment (see [`Config::from_env`]).
+    ///
+    /// # Collective
+    /// Every node of the job must call it.
+    ///
+    /// # Errors
+    /// Configuration, bootstrap and transport errors, each naming what failed.
+    pub fn init() -> Result<Node> {
+        Node::with_config(Config::from_env()?)
+    }
+
+    /// Joins the job described by `config`.
+    ///
+    /// # Collective
+    /// Every node of the job must call it.
+    ///
+    /// # Errors
+    /// Bootstrap and transport errors, each naming what failed.
+    pub fn with_config(config: Config) -> Result<Node> {
+        match config.transport {
+            TransportChoice::Tcp => {}
+            TransportChoice::Auto => {
+                if config.rank.0 == 0 {
+                    tracing::info!("transport auto: no RDMA backend in this build, using tcp");
+                }
+            }
+            TransportChoice::Verbs => {
+                return Err(Error::Transport(transport::Error::Unsupported(
+                    "the RDMA verbs transport is not available in this build (use DSM_TRANSPORT=tcp or auto)".into(),
+                )))
+            }
+        }
+        let mut tcp = TcpConfig::new(config.secret.clone());
+        tcp.bind = config.bind;
+        tcp.peer_timeout = config.peer_timeout;
+        tcp.connect_timeout = config.connect_timeout;
+        tcp.spin = config.spin;
+        let prepared = TcpTransport::prepare(config.rank, config.nodes, tcp)?;
+        let endpoints = bootstrap::exchange(&config, &prepared.endpoint()?)?;
+        let transport = Arc::new(AnyTransport::Tcp(prepared.connect(&endpoints)?));
+        let watchdog = match config.on_peer_lost {
+            OnPeerLost::Error => None,
+            OnPeerLost::Exit => {
+                let t = Arc::clone(&transport);
+                let rank = config.rank;
+                Some(
+                    std::thread::Builder::new()
+                        .name("dsm-watchdog".into())
+                        .spawn(move || watch(&t, rank))
+                        .map_err(|e| Error::io("starting the watchdog thread", e))?,
+                )
+            }
+        };
+        Ok(Node { config, transport, watchdog })
+    }
+
+    /// This node's rank.
+    pub fn rank(&self) -> Rank {
+        self.config.rank
+    }
+
+    /// The number of nodes in the job.
+    pub fn nodes(&self) -> usize {
+        self.config.nodes
+    }
+
+    /// The configuration the node was started with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The transport to the other nodes.
+    pub fn transport(&self) -> &AnyTransport {
+        &self.transport
+    }
+
+    /// Waits until every node has called `barrier`.
+    ///
+    /// # Collective
+    /// Every node must call it.
+    ///
+    /// # Errors
+    /// When a peer is lost.
+    pub fn barrier(&self) -> Result<()> {
+        collective::barrier(&*self.transport, None)
+    }
+
+    /// Leaves the job in order: a barrier (so that no node leaves while others still need it),
+    /// then the transport is closed.
+    ///
+    /// # Collective
+    /// Every node must call it.
+    ///
+    /// # Errors
+    /// When the final barrier fails; the transport is closed anyway.
+    pub fn finalize(mut self) -> Result<()> {
+        let barrier = self.barrier();
+        self.shutdown();
+        barrier
+    }
+
+    fn shutdown(&mut self) {
+        let _ = self.transport.close();
+        if let Some(w) = self.watchdog.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Stops the process with an error naming the lost rank, so that no node hangs on a broken job.
+fn watch(t: &AnyTransport, me: Rank) {
+    if let transport::Error::PeerLost { peer, reason } = t.wait_failure() {
+        eprintln!("dsm: rank {me}: lost rank {peer} ({reason}); stopping this node");
+        std::process::exit(EXIT_PEER_LOST);
+    }
+}

@@ -203,83 +203,88 @@ impl Header {
     }
 }
 
-/// A whole frame: header and payload.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Frame {
+/// A whole frame: header and payload, borrowed from the reader's buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frame<'a> {
     /// The checked header.
     pub header: Header,
     /// The payload (`header.payload_len` bytes).
-    pub payload: Vec<u8>,
+    pub payload: &'a [u8],
 }
 
 /// Reassembles frames from a byte stream.
 ///
 /// Feed it with [`FrameReader::fill_from`] (or [`FrameReader::push`]) and take frames with
-/// [`FrameReader::next_frame`]. After an error the stream cannot be resynchronised; the
-/// connection must be closed.
+/// [`FrameReader::next_frame`], which lends each payload straight out of the buffer (no copy).
+/// After an error the stream cannot be resynchronised; the connection must be closed.
 #[derive(Debug)]
 pub struct FrameReader {
+    /// Always fully initialised; `start..end` holds unread bytes.
     buf: Vec<u8>,
     start: usize,
+    end: usize,
     max_payload: u32,
     header: Option<Header>,
 }
 
+const MIN_READ: usize = 256 * 1024;
+
 impl FrameReader {
     /// A reader that refuses payloads larger than `max_payload` bytes.
     pub fn new(max_payload: u32) -> FrameReader {
-        FrameReader {
-            buf: Vec::with_capacity(64 * 1024),
-            start: 0,
-            max_payload,
-            header: None,
+        FrameReader { buf: vec![0; MIN_READ], start: 0, end: 0, max_payload, header: None }
+    }
+
+    /// Bytes buffered but not yet returned as frames.
+    pub fn buffered(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// Makes room for at least `want` more bytes after `end`, moving unread bytes to the front.
+    fn reserve(&mut self, want: usize) {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        if self.buf.len() - self.end >= want {
+            return;
+        }
+        self.buf.copy_within(self.start..self.end, 0);
+        self.end -= self.start;
+        self.start = 0;
+        if self.buf.len() - self.end < want {
+            self.buf.resize(self.end + want, 0);
         }
     }
 
     /// Appends bytes (for tests and fuzzing; sockets use [`FrameReader::fill_from`]).
     pub fn push(&mut self, bytes: &[u8]) {
-        self.compact();
-        self.buf.extend_from_slice(bytes);
+        self.reserve(bytes.len());
+        self.buf[self.end..self.end + bytes.len()].copy_from_slice(bytes);
+        self.end += bytes.len();
     }
 
-    /// Bytes buffered but not yet returned as frames.
-    pub fn buffered(&self) -> usize {
-        self.buf.len() - self.start
-    }
-
-    fn compact(&mut self) {
-        if self.start > 0 && (self.start == self.buf.len() || self.start > self.buf.capacity() / 2)
-        {
-            self.buf.drain(..self.start);
-            self.start = 0;
-        }
-    }
-
-    /// Reads once from `src` into the buffer. Returns what `read` returned (0 at end of stream).
+    /// Reads once from `src` into the buffer: enough for the frame in progress when its size is
+    /// known. Returns what `read` returned (0 at end of stream).
     ///
     /// # Errors
     /// The reader's error, including `WouldBlock` on a non-blocking socket.
     pub fn fill_from<R: Read>(&mut self, src: &mut R) -> std::io::Result<usize> {
-        self.compact();
-        let want = match self.header {
-            Some(h) => (h.payload_len as usize)
-                .saturating_sub(self.buffered())
-                .max(64 * 1024),
-            None => 64 * 1024,
+        let frame_rest = match self.header {
+            Some(h) => (h.payload_len as usize).saturating_sub(self.buffered()),
+            None => 0,
         };
-        let old = self.buf.len();
-        self.buf.resize(old + want, 0);
-        let r = src.read(&mut self.buf[old..]);
-        let n = *r.as_ref().unwrap_or(&0);
-        self.buf.truncate(old + n);
-        r
+        self.reserve(frame_rest.max(MIN_READ / 4));
+        let n = src.read(&mut self.buf[self.end..])?;
+        self.end += n;
+        Ok(n)
     }
 
     /// The next complete frame, `None` when more bytes are needed.
     ///
     /// # Errors
     /// A [`WireError`] for bytes that are not a valid frame.
-    pub fn next_frame(&mut self) -> Result<Option<Frame>, WireError> {
+    pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, WireError> {
         let header = match self.header {
             Some(h) => h,
             None => {
@@ -298,10 +303,10 @@ impl FrameReader {
         if self.buffered() < len {
             return Ok(None);
         }
-        let payload = self.buf[self.start..self.start + len].to_vec();
+        let at = self.start;
         self.start += len;
         self.header = None;
-        Ok(Some(Frame { header, payload }))
+        Ok(Some(Frame { header, payload: &self.buf[at..at + len] }))
     }
 }
 
@@ -334,6 +339,7 @@ mod tests {
             (Kind::Write, 77, 5)
         );
         assert_eq!(f.payload, b"hello");
+        let _ = f;
         assert_eq!(
             r.next_frame().unwrap().unwrap().header.kind,
             Kind::Heartbeat
@@ -416,7 +422,7 @@ mod tests {
             for c in bytes.chunks(split) {
                 r.push(c);
                 while let Some(f) = r.next_frame().unwrap() {
-                    got.push(f.payload);
+                    got.push(f.payload.to_vec());
                 }
             }
             prop_assert_eq!(got, payloads);

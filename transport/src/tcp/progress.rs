@@ -248,7 +248,7 @@ fn respond(
 }
 
 /// Handles one frame; an `Err` is a protocol violation that closes the connection.
-fn handle(shared: &Shared, conn: &Conn, frame: Frame) -> Result<(), String> {
+fn handle(shared: &Shared, conn: &Conn, frame: Frame<'_>) -> Result<(), String> {
     let h = frame.header;
     let table = &shared.regions;
     match h.kind {
@@ -268,7 +268,7 @@ fn handle(shared: &Shared, conn: &Conn, frame: Frame) -> Result<(), String> {
             }
         }
         Kind::Write => {
-            let r = exec::write(table, h.a, h.b, &frame.payload);
+            let r = exec::write(table, h.a, h.b, frame.payload);
             respond(shared, conn, h.id, r.map(|()| 0), Payload::None);
         }
         Kind::CompareSwap => {
@@ -310,7 +310,7 @@ fn handle(shared: &Shared, conn: &Conn, frame: Frame) -> Result<(), String> {
                         return Err(detail);
                     }
                     // The LocalSlice was bounds-checked when it was made.
-                    if let Err(e) = dest.region().write_at(dest.offset(), &frame.payload) {
+                    if let Err(e) = dest.region().write_at(dest.offset(), frame.payload) {
                         pending.completer.fail(e);
                         return Ok(());
                     }
@@ -332,7 +332,7 @@ fn handle(shared: &Shared, conn: &Conn, frame: Frame) -> Result<(), String> {
             shared.mailbox.deliver(Message {
                 source: conn.peer,
                 tag: Tag(h.a),
-                data: frame.payload,
+                data: frame.payload.to_vec(),
             });
         }
         Kind::Heartbeat => {}

@@ -1,0 +1,315 @@
+//! Transport benchmark: one-sided latency and bandwidth between two nodes, each beside the
+//! physical floor measured in the same run over a plain TCP socket between the same two
+//! processes (request/response of the same size, and a plain stream).
+//!
+//! Run: `dsmrun -n 2 target/release/transport_bench` (or `scripts/bench.sh`). `--quick` runs a
+//! few iterations only, to check that the program works.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use benches::{commit, print_report, Better, Row, Stats};
+use dsm_core::{collective, Node};
+use transport::{Completion, LocalSlice, Op, Rank, Region, RegionDesc, RemoteSlice, Tag, Transport};
+
+const RPC: u64 = 1;
+const STREAM_TO_CLIENT: u64 = 2;
+const STREAM_FROM_CLIENT: u64 = 3;
+const RPC_BUSY_POLL: u64 = 4;
+const QUIT: u64 = 0;
+const REGION: usize = 16 << 20;
+const PORT_TAG: Tag = Tag(1);
+
+struct Plan {
+    lat_iters: usize,
+    bw_bytes: usize,
+}
+
+/// The raw-socket server on rank 1: the simplest possible blocking request/response server.
+fn serve_raw(listener: TcpListener) -> std::io::Result<()> {
+    let (mut s, _) = listener.accept()?;
+    s.set_nodelay(true)?;
+    let buf = vec![0x5au8; 4 << 20];
+    let mut sink = vec![0u8; 4 << 20];
+    loop {
+        let mut h = [0u8; 24];
+        s.read_exact(&mut h)?;
+        let word = |i: usize| u64::from_le_bytes(h[i * 8..i * 8 + 8].try_into().unwrap_or_default()) as usize;
+        let (kind, arg, chunk) = (word(0) as u64, word(1), word(2).clamp(1, 4 << 20));
+        match kind {
+            RPC => s.write_all(&buf[..arg.min(buf.len())])?,
+            RPC_BUSY_POLL => {
+                // `chunk` requests of one byte each, read by spinning on a non-blocking socket.
+                s.set_nonblocking(true)?;
+                let mut token = [0u8; 1];
+                for _ in 0..chunk {
+                    spin_read(&mut s, &mut token)?;
+                    spin_write(&mut s, &buf[..arg.min(buf.len())])?;
+                }
+                s.set_nonblocking(false)?;
+            }
+            STREAM_TO_CLIENT => {
+                let mut left = arg;
+                while left > 0 {
+                    let n = left.min(chunk);
+                    s.write_all(&buf[..n])?;
+                    left -= n;
+                }
+            }
+            STREAM_FROM_CLIENT => {
+                let mut left = arg;
+                while left > 0 {
+                    let n = left.min(chunk);
+                    s.read_exact(&mut sink[..n])?;
+                    left -= n;
+                }
+                s.write_all(&[1])?;
+            }
+            _ => return Ok(()),
+        }
+    }
+}
+
+fn spin_read(s: &mut TcpStream, buf: &mut [u8]) -> std::io::Result<()> {
+    let mut got = 0;
+    while got < buf.len() {
+        match s.read(&mut buf[got..]) {
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::hint::spin_loop(),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn spin_write(s: &mut TcpStream, buf: &[u8]) -> std::io::Result<()> {
+    let mut put = 0;
+    while put < buf.len() {
+        match s.write(&buf[put..]) {
+            Ok(n) => put += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::hint::spin_loop(),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Request/response on a raw socket with both ends spinning instead of sleeping.
+fn raw_rpc_busy_poll(s: &mut TcpStream, len: usize, iters: usize) -> std::io::Result<Stats> {
+    let mut buf = vec![0u8; len];
+    let total = iters + iters / 10;
+    s.write_all(&header(RPC_BUSY_POLL, len, total))?;
+    s.set_nonblocking(true)?;
+    let mut samples = Vec::with_capacity(iters);
+    for i in 0..total {
+        let t0 = Instant::now();
+        spin_write(s, &[1])?;
+        spin_read(s, &mut buf)?;
+        if i >= iters / 10 {
+            samples.push(t0.elapsed());
+        }
+    }
+    s.set_nonblocking(false)?;
+    Ok(Stats::of(&mut samples))
+}
+
+fn header(kind: u64, arg: usize, chunk: usize) -> [u8; 24] {
+    let mut h = [0u8; 24];
+    h[..8].copy_from_slice(&kind.to_le_bytes());
+    h[8..16].copy_from_slice(&(arg as u64).to_le_bytes());
+    h[16..].copy_from_slice(&(chunk as u64).to_le_bytes());
+    h
+}
+
+fn raw_rpc(s: &mut TcpStream, len: usize, iters: usize) -> std::io::Result<Stats> {
+    let mut buf = vec![0u8; len];
+    let mut samples = Vec::with_capacity(iters);
+    for i in 0..iters + iters / 10 {
+        let t0 = Instant::now();
+        s.write_all(&header(RPC, len, len))?;
+        s.read_exact(&mut buf)?;
+        if i >= iters / 10 {
+            samples.push(t0.elapsed());
+        }
+    }
+    Ok(Stats::of(&mut samples))
+}
+
+/// Bytes per second of a raw stream in `chunk`-sized writes, in the given direction.
+fn raw_stream(s: &mut TcpStream, to_client: bool, chunk: usize, total: usize) -> std::io::Result<f64> {
+    let mut buf = vec![0u8; chunk];
+    let t0 = Instant::now();
+    if to_client {
+        s.write_all(&header(STREAM_TO_CLIENT, total, chunk))?;
+        let mut left = total;
+        while left > 0 {
+            let n = left.min(chunk);
+            s.read_exact(&mut buf[..n])?;
+            left -= n;
+        }
+    } else {
+        s.write_all(&header(STREAM_FROM_CLIENT, total, chunk))?;
+        let mut left = total;
+        while left > 0 {
+            let n = left.min(chunk);
+            s.write_all(&buf[..n])?;
+            left -= n;
+        }
+        s.read_exact(&mut buf[..1])?;
+    }
+    Ok(total as f64 / t0.elapsed().as_secs_f64())
+}
+
+fn latency(iters: usize, mut op: impl FnMut() -> transport::Result<u64>) -> transport::Result<Stats> {
+    let mut samples = Vec::with_capacity(iters);
+    for i in 0..iters + iters / 10 {
+        let t0 = Instant::now();
+        op()?;
+        if i >= iters / 10 {
+            samples.push(t0.elapsed());
+        }
+    }
+    Ok(Stats::of(&mut samples))
+}
+
+/// Bytes per second of one-sided reads or writes of `size`, `window` in flight.
+fn bandwidth<T: Transport>(t: &T, remote: &RegionDesc, local: &Arc<Region>, write: bool, size: usize, window: usize, total: usize) -> transport::Result<f64> {
+    let ops = total / size;
+    let slots = REGION / size;
+    let mut inflight: std::collections::VecDeque<Completion> = std::collections::VecDeque::new();
+    let t0 = Instant::now();
+    for i in 0..ops {
+        if inflight.len() >= window {
+            if let Some(c) = inflight.pop_front() {
+                c.wait()?;
+            }
+        }
+        let off = (i % slots) * size;
+        let r: RemoteSlice = remote.slice(off as u64, size)?;
+        let l = LocalSlice::new(local, (i % window) * size, size)?;
+        let op = if write { Op::Write { remote: r, local: l } } else { Op::Read { remote: r, local: l } };
+        inflight.push_back(t.post(op)?);
+    }
+    for c in inflight {
+        c.wait()?;
+    }
+    Ok(total as f64 / t0.elapsed().as_secs_f64())
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn client(node: &Node, remote: RegionDesc, raw: SocketAddr, plan: &Plan) -> Result<Vec<Row>, String> {
+    let t = node.transport();
+    let local = Region::allocate(REGION).map_err(|e| e.to_string())?;
+    t.register(&local).map_err(|e| e.to_string())?;
+    let mut s = TcpStream::connect(raw).map_err(|e| format!("connecting to the raw server: {e}"))?;
+    s.set_nodelay(true).map_err(|e| e.to_string())?;
+    let io = |e: std::io::Error| e.to_string();
+    let tr = |e: transport::Error| e.to_string();
+    let mut rows = Vec::new();
+    let lat = |metric: &str, ours: Stats, floor: Stats, target: Option<f64>| Row {
+        metric: metric.into(),
+        value: us(ours.median),
+        floor: us(floor.median),
+        unit: "us",
+        better: Better::Lower,
+        target,
+    };
+    let n = plan.lat_iters;
+    for len in [8usize, 4096] {
+        let blocking = raw_rpc(&mut s, len, n).map_err(io)?;
+        let polling = raw_rpc_busy_poll(&mut s, len, n).map_err(io)?;
+        let floor = if polling.median < blocking.median { polling } else { blocking };
+        rows.push(Row { metric: format!("raw rpc {len} B, blocking (info)"), value: us(blocking.median), floor: us(floor.median), unit: "us", better: Better::Lower, target: None });
+        rows.push(Row { metric: format!("raw rpc {len} B, busy-poll (info)"), value: us(polling.median), floor: us(floor.median), unit: "us", better: Better::Lower, target: None });
+        let src = remote.slice(0, len).map_err(tr)?;
+        let dst = LocalSlice::new(&local, 0, len).map_err(tr)?;
+        let read = latency(n, || t.read(src, dst.clone()).map(|()| 0)).map_err(tr)?;
+        let write = latency(n, || t.write(src, dst.clone()).map(|()| 0)).map_err(tr)?;
+        rows.push(lat(&format!("read {len} B latency (median)"), read, floor, Some(1.2)));
+        rows.push(lat(&format!("write {len} B latency (median)"), write, floor, Some(1.2)));
+        if len == 8 {
+            let word = remote.word(0).map_err(tr)?;
+            let fadd = latency(n, || t.fetch_add(word, 1)).map_err(tr)?;
+            let cas = latency(n, || t.compare_swap(word, 0, 0)).map_err(tr)?;
+            rows.push(lat("fetch_add latency (median)", fadd, floor, Some(1.2)));
+            rows.push(lat("compare_swap latency (median)", cas, floor, Some(1.2)));
+        }
+    }
+    for (size, window) in [(64usize << 10, 32usize), (1 << 20, 8)] {
+        let total = plan.bw_bytes;
+        let floor_in = raw_stream(&mut s, true, size, total).map_err(io)?;
+        let read = bandwidth(t, &remote, &local, false, size, window, total).map_err(tr)?;
+        let floor_out = raw_stream(&mut s, false, size, total).map_err(io)?;
+        let write = bandwidth(t, &remote, &local, true, size, window, total).map_err(tr)?;
+        let kib = size / 1024;
+        let bw = |metric: String, v: f64, f: f64| Row { metric, value: v / 1e9, floor: f / 1e9, unit: "GB/s", better: Better::Higher, target: Some(0.8) };
+        rows.push(bw(format!("read bandwidth {kib} KiB x{window}"), read, floor_in));
+        rows.push(bw(format!("write bandwidth {kib} KiB x{window}"), write, floor_out));
+    }
+    s.write_all(&header(QUIT, 0, 0)).map_err(io)?;
+    Ok(rows)
+}
+
+fn run(node: &Node, plan: &Plan) -> Result<(), String> {
+    let t = node.transport();
+    if node.nodes() != 2 {
+        return Err(format!("run with exactly 2 nodes (dsmrun -n 2), not {}", node.nodes()));
+    }
+    let tr = |e: transport::Error| e.to_string();
+    let home = Region::allocate(REGION).map_err(|e| e.to_string())?;
+    let desc = t.register(&home).map_err(tr)?;
+    let descs = collective::all_gather(t, &desc.to_bytes(), None).map_err(|e| e.to_string())?;
+    if node.rank() == Rank(1) {
+        let listener = TcpListener::bind(SocketAddr::new(node.config().bind, 0)).map_err(|e| e.to_string())?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        t.send(Rank(0), PORT_TAG, addr.to_string().as_bytes()).map_err(tr)?;
+        serve_raw(listener).map_err(|e| format!("raw server: {e}"))?;
+    } else {
+        let remote = RegionDesc::from_bytes(&descs[1]).map_err(tr)?;
+        let addr = t.recv(Some(Rank(1)), Some(PORT_TAG), Some(Duration::from_secs(30))).map_err(tr)?;
+        let raw: SocketAddr = String::from_utf8_lossy(&addr.data).parse().map_err(|_| "bad raw address".to_string())?;
+        let rows = client(node, remote, raw, plan)?;
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        let context = [
+            ("benchmark", "transport".to_string()),
+            ("transport", t.capabilities().backend.to_string()),
+            ("device", "TCP on loopback".to_string()),
+            ("nodes", node.nodes().to_string()),
+            ("page_size", page.to_string()),
+            ("commit", commit()),
+            ("spin_us", node.config().spin.as_micros().to_string()),
+            ("cpus", std::thread::available_parallelism().map_or(0, |n| n.get()).to_string()),
+        ];
+        print_report(&context, &rows);
+    }
+    node.barrier().map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let plan = if quick { Plan { lat_iters: 50, bw_bytes: 4 << 20 } } else { Plan { lat_iters: 5000, bw_bytes: 256 << 20 } };
+    let node = match Node::init() {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("transport_bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let r = run(&node, &plan);
+    let f = node.finalize().map_err(|e| e.to_string());
+    match r.and(f) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("transport_bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

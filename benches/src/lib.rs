@@ -21,7 +21,12 @@ impl Stats {
     /// Summarises `samples` (which it sorts). Returns zeros for no samples.
     pub fn of(samples: &mut [Duration]) -> Stats {
         if samples.is_empty() {
-            return Stats { median: Duration::ZERO, mean: Duration::ZERO, min: Duration::ZERO, p99: Duration::ZERO };
+            return Stats {
+                median: Duration::ZERO,
+                mean: Duration::ZERO,
+                min: Duration::ZERO,
+                p99: Duration::ZERO,
+            };
         }
         samples.sort_unstable();
         let n = samples.len();
@@ -85,7 +90,10 @@ pub fn print_report(context: &[(&str, String)], rows: &[Row]) {
     for (k, v) in context {
         println!("# {k}: {v}");
     }
-    println!("{:<34} {:>12} {:>12} {:>6} {:>8} {:>8}", "metric", "dsm", "floor", "unit", "ratio", "target");
+    println!(
+        "{:<34} {:>12} {:>12} {:>6} {:>8} {:>8}",
+        "metric", "dsm", "floor", "unit", "ratio", "target"
+    );
     for r in rows {
         let target = match (r.target, r.better) {
             (Some(t), Better::Lower) => format!("<={t}"),
@@ -107,8 +115,10 @@ pub fn print_report(context: &[(&str, String)], rows: &[Row]) {
             target
         );
     }
-    let ctx: serde_json::Map<String, serde_json::Value> =
-        context.iter().map(|(k, v)| (k.to_string(), serde_json::Value::String(v.clone()))).collect();
+    let ctx: serde_json::Map<String, serde_json::Value> = context
+        .iter()
+        .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.clone())))
+        .collect();
     for r in rows {
         let obj = serde_json::json!({
             "metric": r.metric,
@@ -141,15 +151,30 @@ mod tests {
 
     #[test]
     fn stats_and_ratios() {
-        let mut v: Vec<Duration> = [5u64, 1, 3, 2, 4].iter().map(|&u| Duration::from_micros(u)).collect();
+        let mut v: Vec<Duration> = [5u64, 1, 3, 2, 4]
+            .iter()
+            .map(|&u| Duration::from_micros(u))
+            .collect();
         let s = Stats::of(&mut v);
         assert_eq!(s.median, Duration::from_micros(3));
         assert_eq!(s.min, Duration::from_micros(1));
         assert_eq!(s.mean, Duration::from_micros(3));
-        let r = Row { metric: "m".into(), value: 12.0, floor: 10.0, unit: "us", better: Better::Lower, target: Some(1.2) };
+        let r = Row {
+            metric: "m".into(),
+            value: 12.0,
+            floor: 10.0,
+            unit: "us",
+            better: Better::Lower,
+            target: Some(1.2),
+        };
         assert!((r.ratio() - 1.2).abs() < 1e-9);
         assert_eq!(r.meets_target(), Some(true));
-        let r = Row { better: Better::Higher, target: Some(0.8), value: 7.0, ..r };
+        let r = Row {
+            better: Better::Higher,
+            target: Some(0.8),
+            value: 7.0,
+            ..r
+        };
         assert_eq!(r.meets_target(), Some(false));
     }
 }

@@ -44,7 +44,12 @@ pub fn barrier<T: Transport>(t: &T, timeout: Option<Duration>) -> Result<()> {
 ///
 /// # Errors
 /// The transport's error when a peer is lost or the wait exceeds `timeout`.
-pub fn broadcast<T: Transport>(t: &T, root: Rank, data: &[u8], timeout: Option<Duration>) -> Result<Vec<u8>> {
+pub fn broadcast<T: Transport>(
+    t: &T,
+    root: Rank,
+    data: &[u8],
+    timeout: Option<Duration>,
+) -> Result<Vec<u8>> {
     if t.rank() == root {
         for r in 0..t.nodes() as u32 {
             if Rank(r) != root {
@@ -64,7 +69,11 @@ pub fn broadcast<T: Transport>(t: &T, root: Rank, data: &[u8], timeout: Option<D
 ///
 /// # Errors
 /// The transport's error when a peer is lost or the wait exceeds `timeout`.
-pub fn all_gather<T: Transport>(t: &T, data: &[u8], timeout: Option<Duration>) -> Result<Vec<Vec<u8>>> {
+pub fn all_gather<T: Transport>(
+    t: &T,
+    data: &[u8],
+    timeout: Option<Duration>,
+) -> Result<Vec<Vec<u8>>> {
     let n = t.nodes() as u32;
     for r in 0..n {
         if Rank(r) != t.rank() {

@@ -58,7 +58,9 @@ impl std::str::FromStr for TransportChoice {
             "auto" => Ok(TransportChoice::Auto),
             "tcp" => Ok(TransportChoice::Tcp),
             "verbs" | "rdma" => Ok(TransportChoice::Verbs),
-            other => Err(Error::Config(format!("unknown transport {other:?}: expected auto, tcp or verbs"))),
+            other => Err(Error::Config(format!(
+                "unknown transport {other:?}: expected auto, tcp or verbs"
+            ))),
         }
     }
 }
@@ -126,7 +128,9 @@ impl Config {
             })
         };
         let parse_u = |k: &str, v: String| {
-            v.trim().parse::<u64>().map_err(|_| Error::Config(format!("{k}={v:?} is not a non-negative integer")))
+            v.trim()
+                .parse::<u64>()
+                .map_err(|_| Error::Config(format!("{k}={v:?} is not a non-negative integer")))
         };
         let secs = |k: &str, default: f64| -> Result<Duration> {
             match get(k) {
@@ -137,37 +141,60 @@ impl Config {
                     .ok()
                     .filter(|s| s.is_finite() && *s > 0.0 && *s < 1e7)
                     .map(Duration::from_secs_f64)
-                    .ok_or_else(|| Error::Config(format!("{k}={v:?} is not a positive number of seconds"))),
+                    .ok_or_else(|| {
+                        Error::Config(format!("{k}={v:?} is not a positive number of seconds"))
+                    }),
             }
         };
         let nodes = parse_u(var::NODES, need(var::NODES)?)?;
         if nodes == 0 || nodes > 65_536 {
-            return Err(Error::Config(format!("{}={nodes}: must be between 1 and 65536", var::NODES)));
+            return Err(Error::Config(format!(
+                "{}={nodes}: must be between 1 and 65536",
+                var::NODES
+            )));
         }
         let rank = parse_u(var::RANK, need(var::RANK)?)?;
         if rank >= nodes {
-            return Err(Error::Config(format!("{}={rank} but {}={nodes}", var::RANK, var::NODES)));
+            return Err(Error::Config(format!(
+                "{}={rank} but {}={nodes}",
+                var::RANK,
+                var::NODES
+            )));
         }
         let coordinator = match (rank, get(var::COORDINATOR_FD)) {
             (0, Some(fd)) => {
-                let fd = fd.trim().parse::<RawFd>().ok().filter(|f| *f >= 0).ok_or_else(|| {
-                    Error::Config(format!("{}={fd:?} is not a file descriptor", var::COORDINATOR_FD))
-                })?;
+                let fd = fd
+                    .trim()
+                    .parse::<RawFd>()
+                    .ok()
+                    .filter(|f| *f >= 0)
+                    .ok_or_else(|| {
+                        Error::Config(format!(
+                            "{}={fd:?} is not a file descriptor",
+                            var::COORDINATOR_FD
+                        ))
+                    })?;
                 Coordinator::Fd(fd)
             }
             _ => {
                 let v = need(var::COORDINATOR)?;
                 Coordinator::Addr(v.trim().parse().map_err(|_| {
-                    Error::Config(format!("{}={v:?} is not an address like 127.0.0.1:7000", var::COORDINATOR))
+                    Error::Config(format!(
+                        "{}={v:?} is not an address like 127.0.0.1:7000",
+                        var::COORDINATOR
+                    ))
                 })?)
             }
         };
         let secret = match (get(var::SECRET), get(var::SECRET_FILE)) {
-            (Some(s), _) => Secret::from_hex(&s).map_err(|_| Error::Config(format!("{} must be 64 hexadecimal digits", var::SECRET)))?,
+            (Some(s), _) => Secret::from_hex(&s).map_err(|_| {
+                Error::Config(format!("{} must be 64 hexadecimal digits", var::SECRET))
+            })?,
             (None, Some(path)) => {
                 let s = std::fs::read_to_string(&path)
                     .map_err(|e| Error::Config(format!("{}={path}: {e}", var::SECRET_FILE)))?;
-                Secret::from_hex(&s).map_err(|_| Error::Config(format!("{path} must hold 64 hexadecimal digits")))?
+                Secret::from_hex(&s)
+                    .map_err(|_| Error::Config(format!("{path} must hold 64 hexadecimal digits")))?
             }
             (None, None) => {
                 return Err(Error::Config(format!(
@@ -179,7 +206,10 @@ impl Config {
         };
         let bind = match get(var::BIND) {
             None => IpAddr::from([127, 0, 0, 1]),
-            Some(v) => v.trim().parse().map_err(|_| Error::Config(format!("{}={v:?} is not an IP address", var::BIND)))?,
+            Some(v) => v
+                .trim()
+                .parse()
+                .map_err(|_| Error::Config(format!("{}={v:?} is not an IP address", var::BIND)))?,
         };
         let transport = match get(var::TRANSPORT) {
             None => TransportChoice::Auto,
@@ -192,7 +222,12 @@ impl Config {
         let on_peer_lost = match get(var::ON_PEER_LOST).as_deref().map(str::trim) {
             None | Some("exit") => OnPeerLost::Exit,
             Some("error") => OnPeerLost::Error,
-            Some(v) => return Err(Error::Config(format!("{}={v:?}: expected exit or error", var::ON_PEER_LOST))),
+            Some(v) => {
+                return Err(Error::Config(format!(
+                    "{}={v:?}: expected exit or error",
+                    var::ON_PEER_LOST
+                )))
+            }
         };
         Ok(Config {
             rank: Rank(rank as u32),
@@ -215,7 +250,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn cfg(pairs: &[(&str, &str)]) -> Result<Config> {
-        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_lookup(|k| m.get(k).cloned())
     }
 
@@ -240,7 +278,11 @@ mod tests {
 
     #[test]
     fn names_the_bad_variable() {
-        let base = [("DSM_NODES", "2"), ("DSM_COORDINATOR", "127.0.0.1:1"), ("DSM_SECRET", S)];
+        let base = [
+            ("DSM_NODES", "2"),
+            ("DSM_COORDINATOR", "127.0.0.1:1"),
+            ("DSM_SECRET", S),
+        ];
         let err = |extra: &[(&str, &str)]| {
             let mut v = base.to_vec();
             v.extend_from_slice(extra);
@@ -249,10 +291,17 @@ mod tests {
         assert!(err(&[]).contains("DSM_RANK is not set"));
         assert!(err(&[("DSM_RANK", "2")]).contains("DSM_RANK=2 but DSM_NODES=2"));
         assert!(err(&[("DSM_RANK", "x")]).contains("DSM_RANK"));
-        assert!(err(&[("DSM_RANK", "1"), ("DSM_TRANSPORT", "carrier-pigeon")]).contains("unknown transport"));
+        assert!(
+            err(&[("DSM_RANK", "1"), ("DSM_TRANSPORT", "carrier-pigeon")])
+                .contains("unknown transport")
+        );
         assert!(err(&[("DSM_RANK", "1"), ("DSM_PEER_TIMEOUT", "-1")]).contains("DSM_PEER_TIMEOUT"));
         assert!(err(&[("DSM_RANK", "1"), ("DSM_BIND", "everywhere")]).contains("DSM_BIND"));
-        let no_secret = cfg(&[("DSM_RANK", "1"), ("DSM_NODES", "2"), ("DSM_COORDINATOR", "127.0.0.1:1")]);
+        let no_secret = cfg(&[
+            ("DSM_RANK", "1"),
+            ("DSM_NODES", "2"),
+            ("DSM_COORDINATOR", "127.0.0.1:1"),
+        ]);
         assert!(no_secret.unwrap_err().to_string().contains("no job secret"));
     }
 }

@@ -43,6 +43,9 @@ pub struct LaunchOptions {
     pub grace: Duration,
     /// Forward SIGINT and SIGTERM received by this process to the ranks (for `dsmrun` itself).
     pub forward_signals: bool,
+    /// Stop the other ranks as soon as one fails (the default, as `mpirun` does). When false,
+    /// the others run on until they end by themselves or the timeout passes.
+    pub stop_on_failure: bool,
     /// Copy the ranks' tagged output here instead of this process's stdout/stderr (tests).
     pub capture_output: bool,
 }
@@ -61,6 +64,7 @@ impl LaunchOptions {
             env: Vec::new(),
             grace: Duration::from_secs(3),
             forward_signals: false,
+            stop_on_failure: true,
             capture_output: false,
         }
     }
@@ -108,7 +112,10 @@ pub struct Job {
 
 impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Job").field("pgid", &self.pgid).field("alive", &self.alive).finish()
+        f.debug_struct("Job")
+            .field("pgid", &self.pgid)
+            .field("alive", &self.alive)
+            .finish()
     }
 }
 
@@ -116,7 +123,10 @@ fn describe(status: ExitStatus) -> (String, i32) {
     if let Some(code) = status.code() {
         (format!("exited with status {code}"), code)
     } else if let Some(sig) = status.signal() {
-        (format!("was killed by signal {sig} ({})", signal_name(sig)), 128 + sig)
+        (
+            format!("was killed by signal {sig} ({})", signal_name(sig)),
+            128 + sig,
+        )
     } else {
         ("ended in an unknown way".into(), 1)
     }
@@ -147,16 +157,21 @@ fn signal_name(sig: i32) -> &'static str {
 /// does not exist); processes already started are killed.
 pub fn launch(options: LaunchOptions) -> Result<Job> {
     if options.nodes == 0 {
-        return Err(Error::Launch("the number of nodes must be at least 1".into()));
+        return Err(Error::Launch(
+            "the number of nodes must be at least 1".into(),
+        ));
     }
     let secret = match std::env::var(var::SECRET) {
-        Ok(s) => Secret::from_hex(&s).map_err(|_| Error::Config(format!("{} must be 64 hexadecimal digits", var::SECRET)))?,
+        Ok(s) => Secret::from_hex(&s)
+            .map_err(|_| Error::Config(format!("{} must be 64 hexadecimal digits", var::SECRET)))?,
         Err(_) => Secret::generate()?,
     };
     // Bind the coordinator here and hand the socket to rank 0: no port can be taken in between.
     let coordinator = TcpListener::bind(SocketAddr::new(options.bind, 0))
         .map_err(|e| Error::io(format!("binding the coordinator on {}", options.bind), e))?;
-    let coord_addr = coordinator.local_addr().map_err(|e| Error::io("reading the coordinator address", e))?;
+    let coord_addr = coordinator
+        .local_addr()
+        .map_err(|e| Error::io("reading the coordinator address", e))?;
     let coord_fd = coordinator.as_raw_fd();
     let (tx, events) = channel();
     let mut job = Job {
@@ -171,6 +186,7 @@ pub fn launch(options: LaunchOptions) -> Result<Job> {
     if options.forward_signals {
         forward_signals(tx.clone())?;
     }
+    let mut children: Vec<Child> = Vec::with_capacity(options.nodes);
     for rank in 0..options.nodes {
         let mut cmd = Command::new(&options.program);
         cmd.args(&options.args)
@@ -206,9 +222,20 @@ pub fn launch(options: LaunchOptions) -> Result<Job> {
         if options.tag_output || options.capture_output {
             cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         }
-        let mut child = cmd.spawn().map_err(|e| {
-            Error::Launch(format!("cannot start {:?} for rank {rank}: {e}", options.program))
-        })?;
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                for mut c in children {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+                job.alive = 0;
+                return Err(Error::Launch(format!(
+                    "cannot start {:?} for rank {rank}: {e}",
+                    options.program
+                )));
+            }
+        };
         if job.pgid == 0 {
             job.pgid = child.id() as libc::pid_t;
         }
@@ -216,16 +243,27 @@ pub fn launch(options: LaunchOptions) -> Result<Job> {
         if options.tag_output || options.capture_output {
             let out = child.stdout.take();
             let err = child.stderr.take();
-            for (stream, is_err) in [(out.map(|s| Box::new(s) as Box<dyn Read + Send>), false), (err.map(|s| Box::new(s) as Box<dyn Read + Send>), true)] {
+            for (stream, is_err) in [
+                (out.map(|s| Box::new(s) as Box<dyn Read + Send>), false),
+                (err.map(|s| Box::new(s) as Box<dyn Read + Send>), true),
+            ] {
                 if let Some(s) = stream {
                     let tx = tx.clone();
                     let capture = options.capture_output;
-                    job.threads.push(std::thread::spawn(move || copy_lines(rank, s, is_err, capture, &tx)));
+                    job.threads.push(std::thread::spawn(move || {
+                        copy_lines(rank, s, is_err, capture, &tx)
+                    }));
                 }
             }
         }
+        children.push(child);
+    }
+    // Reap only now: an exited but unreaped leader still holds the process group open for the
+    // ranks started after it.
+    for (rank, child) in children.into_iter().enumerate() {
         let tx = tx.clone();
-        job.threads.push(std::thread::spawn(move || wait_child(rank, child, &tx)));
+        job.threads
+            .push(std::thread::spawn(move || wait_child(rank, child, &tx)));
     }
     drop(coordinator);
     Ok(job)
@@ -235,7 +273,13 @@ fn wait_child(rank: usize, mut child: Child, tx: &Sender<Event>) {
     let _ = tx.send(Event::Exited(rank, child.wait()));
 }
 
-fn copy_lines(rank: usize, stream: Box<dyn Read + Send>, is_err: bool, capture: bool, tx: &Sender<Event>) {
+fn copy_lines(
+    rank: usize,
+    stream: Box<dyn Read + Send>,
+    is_err: bool,
+    capture: bool,
+    tx: &Sender<Event>,
+) {
     let mut reader = BufReader::new(stream);
     let mut line = Vec::new();
     loop {
@@ -286,7 +330,12 @@ impl Job {
 
     /// Records the first failure and asks every remaining rank to stop (SIGTERM now, SIGKILL
     /// after the grace period).
-    fn stop(&self, why: (String, i32), failure: &mut Option<(String, i32)>, kill_at: &mut Option<Instant>) {
+    fn stop(
+        &self,
+        why: (String, i32),
+        failure: &mut Option<(String, i32)>,
+        kill_at: &mut Option<Instant>,
+    ) {
         if failure.is_none() {
             if !self.options.capture_output {
                 eprintln!("dsmrun: {}", why.0);
@@ -310,11 +359,17 @@ impl Job {
         let mut output = String::new();
         while self.alive > 0 {
             let now = Instant::now();
-            let next = [deadline.filter(|_| kill_at.is_none()), kill_at].into_iter().flatten().min();
+            let next = [deadline.filter(|_| kill_at.is_none()), kill_at]
+                .into_iter()
+                .flatten()
+                .min();
             let event = match next {
                 Some(t) if t <= now => Err(RecvTimeoutError::Timeout),
                 Some(t) => self.events.recv_timeout(t - now),
-                None => self.events.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                None => self
+                    .events
+                    .recv()
+                    .map_err(|_| RecvTimeoutError::Disconnected),
             };
             match event {
                 Ok(Event::Exited(rank, status)) => {
@@ -324,10 +379,22 @@ impl Job {
                             self.ranks[rank] = RankEnd::Exited(st);
                             if !st.success() && kill_at.is_none() {
                                 let (what, code) = describe(st);
-                                self.stop((format!("rank {rank} {what}"), code), &mut failure, &mut kill_at);
+                                if !self.options.stop_on_failure {
+                                    failure.get_or_insert((format!("rank {rank} {what}"), code));
+                                    continue;
+                                }
+                                self.stop(
+                                    (format!("rank {rank} {what}"), code),
+                                    &mut failure,
+                                    &mut kill_at,
+                                );
                             }
                         }
-                        Err(e) => self.stop((format!("lost track of rank {rank}: {e}"), 1), &mut failure, &mut kill_at),
+                        Err(e) => self.stop(
+                            (format!("lost track of rank {rank}: {e}"), 1),
+                            &mut failure,
+                            &mut kill_at,
+                        ),
                     }
                 }
                 Ok(Event::Signal(sig)) => {
@@ -335,7 +402,11 @@ impl Job {
                         self.signal_all(libc::SIGKILL);
                     } else {
                         self.signal_all(sig);
-                        self.stop((format!("interrupted by {}", signal_name(sig)), 128 + sig), &mut failure, &mut kill_at);
+                        self.stop(
+                            (format!("interrupted by {}", signal_name(sig)), 128 + sig),
+                            &mut failure,
+                            &mut kill_at,
+                        );
                     }
                 }
                 Ok(Event::Line(l)) => output.push_str(&l),
@@ -345,7 +416,11 @@ impl Job {
                         kill_at = Some(Instant::now() + Duration::from_secs(3600));
                     } else if kill_at.is_none() {
                         let secs = self.options.timeout.unwrap_or_default().as_secs_f64();
-                        self.stop((format!("timeout after {secs} s"), 124), &mut failure, &mut kill_at);
+                        self.stop(
+                            (format!("timeout after {secs} s"), 124),
+                            &mut failure,
+                            &mut kill_at,
+                        );
                     }
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -363,7 +438,12 @@ impl Job {
             Some((m, c)) => (Some(m), c),
             None => (None, 0),
         };
-        Report { exit_code, failure, ranks: self.ranks.clone(), output }
+        Report {
+            exit_code,
+            failure,
+            ranks: self.ranks.clone(),
+            output,
+        }
     }
 }
 

@@ -76,7 +76,11 @@ impl Node {
                 )
             }
         };
-        Ok(Node { config, transport, watchdog })
+        Ok(Node {
+            config,
+            transport,
+            watchdog,
+        })
     }
 
     /// This node's rank.

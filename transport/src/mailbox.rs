@@ -73,7 +73,12 @@ impl Mailbox {
     pub(crate) fn wait_failure(&self) -> Error {
         let mut state = self.lock();
         loop {
-            if let Some(e) = state.down.iter().flatten().find(|e| matches!(e, Error::PeerLost { .. })) {
+            if let Some(e) = state
+                .down
+                .iter()
+                .flatten()
+                .find(|e| matches!(e, Error::PeerLost { .. }))
+            {
                 return e.clone();
             }
             if state.closed {

@@ -232,7 +232,13 @@ const MIN_READ: usize = 256 * 1024;
 impl FrameReader {
     /// A reader that refuses payloads larger than `max_payload` bytes.
     pub fn new(max_payload: u32) -> FrameReader {
-        FrameReader { buf: vec![0; MIN_READ], start: 0, end: 0, max_payload, header: None }
+        FrameReader {
+            buf: vec![0; MIN_READ],
+            start: 0,
+            end: 0,
+            max_payload,
+            header: None,
+        }
     }
 
     /// Bytes buffered but not yet returned as frames.
@@ -306,7 +312,10 @@ impl FrameReader {
         let at = self.start;
         self.start += len;
         self.header = None;
-        Ok(Some(Frame { header, payload: &self.buf[at..at + len] }))
+        Ok(Some(Frame {
+            header,
+            payload: &self.buf[at..at + len],
+        }))
     }
 }
 

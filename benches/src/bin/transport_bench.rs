@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use benches::{commit, print_report, Better, Row, Stats};
 use dsm_core::{collective, Node};
-use transport::{Completion, LocalSlice, Op, Rank, Region, RegionDesc, RemoteSlice, Tag, Transport};
+use transport::{
+    Completion, LocalSlice, Op, Rank, Region, RegionDesc, RemoteSlice, Tag, Transport,
+};
 
 const RPC: u64 = 1;
 const STREAM_TO_CLIENT: u64 = 2;
@@ -37,7 +39,9 @@ fn serve_raw(listener: TcpListener) -> std::io::Result<()> {
     loop {
         let mut h = [0u8; 24];
         s.read_exact(&mut h)?;
-        let word = |i: usize| u64::from_le_bytes(h[i * 8..i * 8 + 8].try_into().unwrap_or_default()) as usize;
+        let word = |i: usize| {
+            u64::from_le_bytes(h[i * 8..i * 8 + 8].try_into().unwrap_or_default()) as usize
+        };
         let (kind, arg, chunk) = (word(0) as u64, word(1), word(2).clamp(1, 4 << 20));
         match kind {
             RPC => s.write_all(&buf[..arg.min(buf.len())])?,
@@ -140,7 +144,12 @@ fn raw_rpc(s: &mut TcpStream, len: usize, iters: usize) -> std::io::Result<Stats
 }
 
 /// Bytes per second of a raw stream in `chunk`-sized writes, in the given direction.
-fn raw_stream(s: &mut TcpStream, to_client: bool, chunk: usize, total: usize) -> std::io::Result<f64> {
+fn raw_stream(
+    s: &mut TcpStream,
+    to_client: bool,
+    chunk: usize,
+    total: usize,
+) -> std::io::Result<f64> {
     let mut buf = vec![0u8; chunk];
     let t0 = Instant::now();
     if to_client {
@@ -164,7 +173,10 @@ fn raw_stream(s: &mut TcpStream, to_client: bool, chunk: usize, total: usize) ->
     Ok(total as f64 / t0.elapsed().as_secs_f64())
 }
 
-fn latency(iters: usize, mut op: impl FnMut() -> transport::Result<u64>) -> transport::Result<Stats> {
+fn latency(
+    iters: usize,
+    mut op: impl FnMut() -> transport::Result<u64>,
+) -> transport::Result<Stats> {
     let mut samples = Vec::with_capacity(iters);
     for i in 0..iters + iters / 10 {
         let t0 = Instant::now();
@@ -177,7 +189,15 @@ fn latency(iters: usize, mut op: impl FnMut() -> transport::Result<u64>) -> tran
 }
 
 /// Bytes per second of one-sided reads or writes of `size`, `window` in flight.
-fn bandwidth<T: Transport>(t: &T, remote: &RegionDesc, local: &Arc<Region>, write: bool, size: usize, window: usize, total: usize) -> transport::Result<f64> {
+fn bandwidth<T: Transport>(
+    t: &T,
+    remote: &RegionDesc,
+    local: &Arc<Region>,
+    write: bool,
+    size: usize,
+    window: usize,
+    total: usize,
+) -> transport::Result<f64> {
     let ops = total / size;
     let slots = REGION / size;
     let mut inflight: std::collections::VecDeque<Completion> = std::collections::VecDeque::new();
@@ -191,7 +211,17 @@ fn bandwidth<T: Transport>(t: &T, remote: &RegionDesc, local: &Arc<Region>, writ
         let off = (i % slots) * size;
         let r: RemoteSlice = remote.slice(off as u64, size)?;
         let l = LocalSlice::new(local, (i % window) * size, size)?;
-        let op = if write { Op::Write { remote: r, local: l } } else { Op::Read { remote: r, local: l } };
+        let op = if write {
+            Op::Write {
+                remote: r,
+                local: l,
+            }
+        } else {
+            Op::Read {
+                remote: r,
+                local: l,
+            }
+        };
         inflight.push_back(t.post(op)?);
     }
     for c in inflight {
@@ -204,11 +234,17 @@ fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
-fn client(node: &Node, remote: RegionDesc, raw: SocketAddr, plan: &Plan) -> Result<Vec<Row>, String> {
+fn client(
+    node: &Node,
+    remote: RegionDesc,
+    raw: SocketAddr,
+    plan: &Plan,
+) -> Result<Vec<Row>, String> {
     let t = node.transport();
     let local = Region::allocate(REGION).map_err(|e| e.to_string())?;
     t.register(&local).map_err(|e| e.to_string())?;
-    let mut s = TcpStream::connect(raw).map_err(|e| format!("connecting to the raw server: {e}"))?;
+    let mut s =
+        TcpStream::connect(raw).map_err(|e| format!("connecting to the raw server: {e}"))?;
     s.set_nodelay(true).map_err(|e| e.to_string())?;
     let io = |e: std::io::Error| e.to_string();
     let tr = |e: transport::Error| e.to_string();
@@ -225,15 +261,43 @@ fn client(node: &Node, remote: RegionDesc, raw: SocketAddr, plan: &Plan) -> Resu
     for len in [8usize, 4096] {
         let blocking = raw_rpc(&mut s, len, n).map_err(io)?;
         let polling = raw_rpc_busy_poll(&mut s, len, n).map_err(io)?;
-        let floor = if polling.median < blocking.median { polling } else { blocking };
-        rows.push(Row { metric: format!("raw rpc {len} B, blocking (info)"), value: us(blocking.median), floor: us(floor.median), unit: "us", better: Better::Lower, target: None });
-        rows.push(Row { metric: format!("raw rpc {len} B, busy-poll (info)"), value: us(polling.median), floor: us(floor.median), unit: "us", better: Better::Lower, target: None });
+        let floor = if polling.median < blocking.median {
+            polling
+        } else {
+            blocking
+        };
+        rows.push(Row {
+            metric: format!("raw rpc {len} B, blocking (info)"),
+            value: us(blocking.median),
+            floor: us(floor.median),
+            unit: "us",
+            better: Better::Lower,
+            target: None,
+        });
+        rows.push(Row {
+            metric: format!("raw rpc {len} B, busy-poll (info)"),
+            value: us(polling.median),
+            floor: us(floor.median),
+            unit: "us",
+            better: Better::Lower,
+            target: None,
+        });
         let src = remote.slice(0, len).map_err(tr)?;
         let dst = LocalSlice::new(&local, 0, len).map_err(tr)?;
         let read = latency(n, || t.read(src, dst.clone()).map(|()| 0)).map_err(tr)?;
         let write = latency(n, || t.write(src, dst.clone()).map(|()| 0)).map_err(tr)?;
-        rows.push(lat(&format!("read {len} B latency (median)"), read, floor, Some(1.2)));
-        rows.push(lat(&format!("write {len} B latency (median)"), write, floor, Some(1.2)));
+        rows.push(lat(
+            &format!("read {len} B latency (median)"),
+            read,
+            floor,
+            Some(1.2),
+        ));
+        rows.push(lat(
+            &format!("write {len} B latency (median)"),
+            write,
+            floor,
+            Some(1.2),
+        ));
         if len == 8 {
             let word = remote.word(0).map_err(tr)?;
             let fadd = latency(n, || t.fetch_add(word, 1)).map_err(tr)?;
@@ -249,9 +313,24 @@ fn client(node: &Node, remote: RegionDesc, raw: SocketAddr, plan: &Plan) -> Resu
         let floor_out = raw_stream(&mut s, false, size, total).map_err(io)?;
         let write = bandwidth(t, &remote, &local, true, size, window, total).map_err(tr)?;
         let kib = size / 1024;
-        let bw = |metric: String, v: f64, f: f64| Row { metric, value: v / 1e9, floor: f / 1e9, unit: "GB/s", better: Better::Higher, target: Some(0.8) };
-        rows.push(bw(format!("read bandwidth {kib} KiB x{window}"), read, floor_in));
-        rows.push(bw(format!("write bandwidth {kib} KiB x{window}"), write, floor_out));
+        let bw = |metric: String, v: f64, f: f64| Row {
+            metric,
+            value: v / 1e9,
+            floor: f / 1e9,
+            unit: "GB/s",
+            better: Better::Higher,
+            target: Some(0.8),
+        };
+        rows.push(bw(
+            format!("read bandwidth {kib} KiB x{window}"),
+            read,
+            floor_in,
+        ));
+        rows.push(bw(
+            format!("write bandwidth {kib} KiB x{window}"),
+            write,
+            floor_out,
+        ));
     }
     s.write_all(&header(QUIT, 0, 0)).map_err(io)?;
     Ok(rows)
@@ -260,21 +339,30 @@ fn client(node: &Node, remote: RegionDesc, raw: SocketAddr, plan: &Plan) -> Resu
 fn run(node: &Node, plan: &Plan) -> Result<(), String> {
     let t = node.transport();
     if node.nodes() != 2 {
-        return Err(format!("run with exactly 2 nodes (dsmrun -n 2), not {}", node.nodes()));
+        return Err(format!(
+            "run with exactly 2 nodes (dsmrun -n 2), not {}",
+            node.nodes()
+        ));
     }
     let tr = |e: transport::Error| e.to_string();
     let home = Region::allocate(REGION).map_err(|e| e.to_string())?;
     let desc = t.register(&home).map_err(tr)?;
     let descs = collective::all_gather(t, &desc.to_bytes(), None).map_err(|e| e.to_string())?;
     if node.rank() == Rank(1) {
-        let listener = TcpListener::bind(SocketAddr::new(node.config().bind, 0)).map_err(|e| e.to_string())?;
+        let listener =
+            TcpListener::bind(SocketAddr::new(node.config().bind, 0)).map_err(|e| e.to_string())?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        t.send(Rank(0), PORT_TAG, addr.to_string().as_bytes()).map_err(tr)?;
+        t.send(Rank(0), PORT_TAG, addr.to_string().as_bytes())
+            .map_err(tr)?;
         serve_raw(listener).map_err(|e| format!("raw server: {e}"))?;
     } else {
         let remote = RegionDesc::from_bytes(&descs[1]).map_err(tr)?;
-        let addr = t.recv(Some(Rank(1)), Some(PORT_TAG), Some(Duration::from_secs(30))).map_err(tr)?;
-        let raw: SocketAddr = String::from_utf8_lossy(&addr.data).parse().map_err(|_| "bad raw address".to_string())?;
+        let addr = t
+            .recv(Some(Rank(1)), Some(PORT_TAG), Some(Duration::from_secs(30)))
+            .map_err(tr)?;
+        let raw: SocketAddr = String::from_utf8_lossy(&addr.data)
+            .parse()
+            .map_err(|_| "bad raw address".to_string())?;
         let rows = client(node, remote, raw, plan)?;
         // SAFETY: sysconf has no preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
@@ -286,7 +374,12 @@ fn run(node: &Node, plan: &Plan) -> Result<(), String> {
             ("page_size", page.to_string()),
             ("commit", commit()),
             ("spin_us", node.config().spin.as_micros().to_string()),
-            ("cpus", std::thread::available_parallelism().map_or(0, |n| n.get()).to_string()),
+            (
+                "cpus",
+                std::thread::available_parallelism()
+                    .map_or(0, |n| n.get())
+                    .to_string(),
+            ),
         ];
         print_report(&context, &rows);
     }
@@ -295,7 +388,17 @@ fn run(node: &Node, plan: &Plan) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let quick = std::env::args().any(|a| a == "--quick");
-    let plan = if quick { Plan { lat_iters: 50, bw_bytes: 4 << 20 } } else { Plan { lat_iters: 5000, bw_bytes: 256 << 20 } };
+    let plan = if quick {
+        Plan {
+            lat_iters: 50,
+            bw_bytes: 4 << 20,
+        }
+    } else {
+        Plan {
+            lat_iters: 5000,
+            bw_bytes: 256 << 20,
+        }
+    };
     let node = match Node::init() {
         Ok(n) => n,
         Err(e) => {

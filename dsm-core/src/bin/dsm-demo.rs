@@ -12,7 +12,9 @@ use transport::{wait_all, LocalSlice, Op, Rank, Region, RegionDesc, Transport};
 const SLOT: usize = 1 << 20;
 
 fn pattern(from: usize, to: usize, i: usize) -> u8 {
-    (i.wrapping_mul(2_654_435_761) >> 7) as u8 ^ (from as u8).wrapping_mul(17) ^ (to as u8).wrapping_mul(101)
+    (i.wrapping_mul(2_654_435_761) >> 7) as u8
+        ^ (from as u8).wrapping_mul(17)
+        ^ (to as u8).wrapping_mul(101)
 }
 
 fn run(node: &Node) -> dsm_core::Result<()> {
@@ -23,7 +25,11 @@ fn run(node: &Node) -> dsm_core::Result<()> {
             println!("{msg}");
         }
     };
-    say(format!("dsm-demo: {n} nodes over {}, {} KiB per pair", t.capabilities().backend, SLOT / 1024));
+    say(format!(
+        "dsm-demo: {n} nodes over {}, {} KiB per pair",
+        t.capabilities().backend,
+        SLOT / 1024
+    ));
 
     // Every node exposes one slot per writer and learns everyone's descriptor.
     let home = Region::allocate(n * SLOT)?;
@@ -45,7 +51,10 @@ fn run(node: &Node) -> dsm_core::Result<()> {
         .iter()
         .enumerate()
         .map(|(to, d)| {
-            t.post(Op::Write { remote: d.slice((me * SLOT) as u64, SLOT)?, local: LocalSlice::new(&out, to * SLOT, SLOT)? })
+            t.post(Op::Write {
+                remote: d.slice((me * SLOT) as u64, SLOT)?,
+                local: LocalSlice::new(&out, to * SLOT, SLOT)?,
+            })
         })
         .collect::<Result<Vec<_>, _>>()?;
     wait_all(&posted)?;
@@ -55,7 +64,9 @@ fn run(node: &Node) -> dsm_core::Result<()> {
     for from in 0..n {
         home.read_at(from * SLOT, &mut got)?;
         if let Some(i) = (0..SLOT).find(|&i| got[i] != pattern(from, me, i)) {
-            return Err(dsm_core::Error::Bootstrap(format!("rank {me}: byte {i} written by rank {from} is wrong")));
+            return Err(dsm_core::Error::Bootstrap(format!(
+                "rank {me}: byte {i} written by rank {from} is wrong"
+            )));
         }
     }
     println!(
@@ -70,7 +81,8 @@ fn run(node: &Node) -> dsm_core::Result<()> {
     const ADDS: u64 = 1000;
     let counter = descs[0].word(0)?;
     if me == 0 {
-        home.atomic_u64(0)?.store(0, std::sync::atomic::Ordering::SeqCst);
+        home.atomic_u64(0)?
+            .store(0, std::sync::atomic::Ordering::SeqCst);
     }
     node.barrier()?;
     let start = Instant::now();
@@ -80,13 +92,21 @@ fn run(node: &Node) -> dsm_core::Result<()> {
     let per_op = start.elapsed() / ADDS as u32;
     node.barrier()?;
     if me == 0 {
-        let total = home.atomic_u64(0)?.load(std::sync::atomic::Ordering::SeqCst);
+        let total = home
+            .atomic_u64(0)?
+            .load(std::sync::atomic::Ordering::SeqCst);
         if total != ADDS * n as u64 {
-            return Err(dsm_core::Error::Bootstrap(format!("counter is {total}, expected {}", ADDS * n as u64)));
+            return Err(dsm_core::Error::Bootstrap(format!(
+                "counter is {total}, expected {}",
+                ADDS * n as u64
+            )));
         }
         println!("rank 0: {n} nodes x {ADDS} fetch_add on one word = {total} (exact)");
     }
-    println!("rank {me}: fetch_add {:.1} us per operation", per_op.as_secs_f64() * 1e6);
+    println!(
+        "rank {me}: fetch_add {:.1} us per operation",
+        per_op.as_secs_f64() * 1e6
+    );
 
     // 3. Read latency from the next node.
     if n > 1 {

@@ -31,7 +31,12 @@ struct Args {
     #[arg(long, default_value = "127.0.0.1")]
     bind: IpAddr,
     /// The program, then its arguments.
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "PROGRAM [ARGS]")]
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "PROGRAM [ARGS]"
+    )]
     command: Vec<OsString>,
 }
 

@@ -50,7 +50,11 @@ impl Message {
     pub fn encode(&self) -> Vec<u8> {
         let mut b = Vec::new();
         match self {
-            Message::Join { rank, nodes, endpoint } => {
+            Message::Join {
+                rank,
+                nodes,
+                endpoint,
+            } => {
                 b.push(1);
                 b.push(VERSION);
                 b.extend_from_slice(&rank.to_le_bytes());
@@ -91,7 +95,11 @@ impl Message {
                 if endpoint.len() > MAX_ENDPOINT {
                     return Err(DecodeError("endpoint too long"));
                 }
-                Ok(Message::Join { rank, nodes, endpoint })
+                Ok(Message::Join {
+                    rank,
+                    nodes,
+                    endpoint,
+                })
             }
             2 => {
                 let n = u32_at(rest, 0)? as usize;
@@ -103,7 +111,9 @@ impl Message {
                     if len > MAX_ENDPOINT {
                         return Err(DecodeError("endpoint too long"));
                     }
-                    let e = rest.get(at..at + len).ok_or(DecodeError("truncated table"))?;
+                    let e = rest
+                        .get(at..at + len)
+                        .ok_or(DecodeError("truncated table"))?;
                     endpoints.push(e.to_vec());
                     at += len;
                 }
@@ -126,7 +136,11 @@ mod tests {
     #[test]
     fn round_trips() {
         for m in [
-            Message::Join { rank: 3, nodes: 4, endpoint: b"127.0.0.1:5".to_vec() },
+            Message::Join {
+                rank: 3,
+                nodes: 4,
+                endpoint: b"127.0.0.1:5".to_vec(),
+            },
             Message::Table(vec![b"a".to_vec(), vec![], b"ccc".to_vec()]),
             Message::Refuse("no".into()),
         ] {

@@ -47,7 +47,9 @@ pub fn exchange(config: &Config, endpoint: &[u8]) -> Result<Vec<Vec<u8>>> {
         coordinate(&listener, config, endpoint, deadline)
     } else {
         let Coordinator::Addr(addr) = config.coordinator else {
-            return Err(Error::Config("only rank 0 can use an inherited coordinator socket".into()));
+            return Err(Error::Config(
+                "only rank 0 can use an inherited coordinator socket".into(),
+            ));
         };
         join(addr, config, endpoint, deadline)
     }
@@ -63,14 +65,22 @@ fn write_msg(s: &mut TcpStream, m: &Message) -> std::io::Result<()> {
 
 fn read_msg(s: &mut TcpStream, from: Rank) -> Result<Message> {
     let mut len = [0u8; 4];
-    s.read_exact(&mut len).map_err(|e| Error::io(format!("reading from rank {from}"), e))?;
+    s.read_exact(&mut len)
+        .map_err(|e| Error::io(format!("reading from rank {from}"), e))?;
     let len = u32::from_le_bytes(len) as usize;
     if len > MAX_MESSAGE {
-        return Err(Error::Protocol { from, detail: format!("message of {len} bytes") });
+        return Err(Error::Protocol {
+            from,
+            detail: format!("message of {len} bytes"),
+        });
     }
     let mut body = vec![0u8; len];
-    s.read_exact(&mut body).map_err(|e| Error::io(format!("reading from rank {from}"), e))?;
-    Message::decode(&body).map_err(|e| Error::Protocol { from, detail: e.to_string() })
+    s.read_exact(&mut body)
+        .map_err(|e| Error::io(format!("reading from rank {from}"), e))?;
+    Message::decode(&body).map_err(|e| Error::Protocol {
+        from,
+        detail: e.to_string(),
+    })
 }
 
 fn set_timeouts(s: &TcpStream, t: Duration) -> std::io::Result<()> {
@@ -80,17 +90,26 @@ fn set_timeouts(s: &TcpStream, t: Duration) -> std::io::Result<()> {
     s.set_write_timeout(t)
 }
 
-fn coordinate(listener: &TcpListener, config: &Config, endpoint: &[u8], deadline: Instant) -> Result<Vec<Vec<u8>>> {
+fn coordinate(
+    listener: &TcpListener,
+    config: &Config,
+    endpoint: &[u8],
+    deadline: Instant,
+) -> Result<Vec<Vec<u8>>> {
     let n = config.nodes;
     let mut table: Vec<Option<Vec<u8>>> = vec![None; n];
     let mut streams: Vec<TcpStream> = Vec::with_capacity(n.saturating_sub(1));
     table[0] = Some(endpoint.to_vec());
-    listener.set_nonblocking(true).map_err(|e| Error::io("configuring the coordinator", e))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| Error::io("configuring the coordinator", e))?;
     while streams.len() + 1 < n {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            let missing: Vec<String> =
-                (1..n).filter(|r| table[*r].is_none()).map(|r| r.to_string()).collect();
+            let missing: Vec<String> = (1..n)
+                .filter(|r| table[*r].is_none())
+                .map(|r| r.to_string())
+                .collect();
             return Err(Error::Timeout(format!(
                 "ranks {} did not join within {:?} (did they start? same secret? right coordinator address?)",
                 missing.join(", "),
@@ -127,7 +146,11 @@ fn coordinate(listener: &TcpListener, config: &Config, endpoint: &[u8], deadline
 }
 
 /// Authenticates one joining node and checks its `Join`; refuses it with a reason otherwise.
-fn admit(s: &mut TcpStream, config: &Config, table: &[Option<Vec<u8>>]) -> Result<(u32, Vec<u8>), String> {
+fn admit(
+    s: &mut TcpStream,
+    config: &Config,
+    table: &[Option<Vec<u8>>],
+) -> Result<(u32, Vec<u8>), String> {
     s.set_nonblocking(false).map_err(|e| e.to_string())?;
     set_timeouts(s, PER_NODE).map_err(|e| e.to_string())?;
     handshake(s, &config.secret, AUTH_CONTEXT, Role::Acceptor, 0).map_err(|e| e.to_string())?;
@@ -136,11 +159,27 @@ fn admit(s: &mut TcpStream, config: &Config, table: &[Option<Vec<u8>>]) -> Resul
         why
     };
     match read_msg(s, Rank(u32::MAX)) {
-        Ok(Message::Join { rank, nodes, endpoint }) => {
+        Ok(Message::Join {
+            rank,
+            nodes,
+            endpoint,
+        }) => {
             if nodes as usize != config.nodes {
-                Err(refuse(s, format!("rank {rank} believes the job has {nodes} nodes; it has {}", config.nodes)))
+                Err(refuse(
+                    s,
+                    format!(
+                        "rank {rank} believes the job has {nodes} nodes; it has {}",
+                        config.nodes
+                    ),
+                ))
             } else if rank == 0 || rank as usize >= config.nodes {
-                Err(refuse(s, format!("rank {rank} is not a joining rank of a {}-node job", config.nodes)))
+                Err(refuse(
+                    s,
+                    format!(
+                        "rank {rank} is not a joining rank of a {}-node job",
+                        config.nodes
+                    ),
+                ))
             } else if table[rank as usize].is_some() {
                 Err(refuse(s, format!("rank {rank} has already joined")))
             } else {
@@ -152,7 +191,12 @@ fn admit(s: &mut TcpStream, config: &Config, table: &[Option<Vec<u8>>]) -> Resul
     }
 }
 
-fn join(addr: SocketAddr, config: &Config, endpoint: &[u8], deadline: Instant) -> Result<Vec<Vec<u8>>> {
+fn join(
+    addr: SocketAddr,
+    config: &Config,
+    endpoint: &[u8],
+    deadline: Instant,
+) -> Result<Vec<Vec<u8>>> {
     let mut backoff = Duration::from_millis(5);
     let mut s = loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -164,25 +208,62 @@ fn join(addr: SocketAddr, config: &Config, endpoint: &[u8], deadline: Instant) -
         }
         match TcpStream::connect_timeout(&addr, left) {
             Ok(s) => break s,
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::TimedOut
+                ) =>
+            {
                 // Rank 0 may not be listening yet: retry with a bounded back-off.
                 transport::net::backoff(backoff.min(left));
                 backoff = (backoff * 2).min(Duration::from_millis(200));
             }
-            Err(e) => return Err(Error::io(format!("connecting to the coordinator at {addr}"), e)),
+            Err(e) => {
+                return Err(Error::io(
+                    format!("connecting to the coordinator at {addr}"),
+                    e,
+                ))
+            }
         }
     };
-    set_timeouts(&s, deadline.saturating_duration_since(Instant::now())).map_err(|e| Error::io("configuring the bootstrap connection", e))?;
-    handshake(&mut s, &config.secret, AUTH_CONTEXT, Role::Connector, config.rank.0)?;
-    let join = Message::Join { rank: config.rank.0, nodes: config.nodes as u32, endpoint: endpoint.to_vec() };
+    set_timeouts(&s, deadline.saturating_duration_since(Instant::now()))
+        .map_err(|e| Error::io("configuring the bootstrap connection", e))?;
+    handshake(
+        &mut s,
+        &config.secret,
+        AUTH_CONTEXT,
+        Role::Connector,
+        config.rank.0,
+    )?;
+    let join = Message::Join {
+        rank: config.rank.0,
+        nodes: config.nodes as u32,
+        endpoint: endpoint.to_vec(),
+    };
     write_msg(&mut s, &join).map_err(|e| Error::io("sending our join", e))?;
     match read_msg(&mut s, Rank(0)) {
-        Ok(Message::Table(t)) if t.len() == config.nodes && t[config.rank.index()] == endpoint => Ok(t),
-        Ok(Message::Table(_)) => Err(Error::Protocol { from: Rank(0), detail: "the endpoint table does not match this job".into() }),
+        Ok(Message::Table(t)) if t.len() == config.nodes && t[config.rank.index()] == endpoint => {
+            Ok(t)
+        }
+        Ok(Message::Table(_)) => Err(Error::Protocol {
+            from: Rank(0),
+            detail: "the endpoint table does not match this job".into(),
+        }),
         Ok(Message::Refuse(why)) => Err(Error::Bootstrap(format!("rank 0 refused us: {why}"))),
-        Ok(Message::Join { .. }) => Err(Error::Protocol { from: Rank(0), detail: "sent a join".into() }),
-        Err(Error::Io { source, .. }) if matches!(source.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
-            Err(Error::Timeout(format!("the endpoint table did not arrive within {:?}", config.connect_timeout)))
+        Ok(Message::Join { .. }) => Err(Error::Protocol {
+            from: Rank(0),
+            detail: "sent a join".into(),
+        }),
+        Err(Error::Io { source, .. })
+            if matches!(
+                source.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            Err(Error::Timeout(format!(
+                "the endpoint table did not arrive within {:?}",
+                config.connect_timeout
+            )))
         }
         Err(e) => Err(e),
     }

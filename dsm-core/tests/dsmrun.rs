@@ -1,0 +1,142 @@
+//! `dsmrun` as a user meets it: the real binary, real processes, each run with a hard timeout.
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+const DSMRUN: &str = env!("CARGO_BIN_EXE_dsmrun");
+const DEMO: &str = env!("CARGO_BIN_EXE_dsm-demo");
+
+/// Runs dsmrun with `args`; the launcher's own `--timeout` bounds the job, and this bounds
+/// dsmrun itself through an outer launcher job (which kills its process group on drop).
+fn dsmrun(args: &[&str]) -> Output {
+    let mut cmd = Command::new("timeout");
+    cmd.args(["--kill-after=5", "120", DSMRUN]).args(args);
+    cmd.output().expect("run dsmrun under timeout(1)")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn runs_the_demo_on_four_nodes() {
+    let o = dsmrun(&["-n", "4", "--timeout", "60", DEMO]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("every check passed"), "{}", text(&o));
+}
+
+#[test]
+fn tags_output_with_the_rank() {
+    let o = dsmrun(&[
+        "-n",
+        "3",
+        "--tag-output",
+        "--timeout",
+        "30",
+        "sh",
+        "-c",
+        "echo hello from $DSM_RANK of $DSM_NODES",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    for r in 0..3 {
+        assert!(out.contains(&format!("[{r}] hello from {r} of 3")), "{out}");
+    }
+}
+
+#[test]
+fn names_the_failing_rank_and_stops_the_others() {
+    let o = dsmrun(&[
+        "-n",
+        "3",
+        "--timeout",
+        "60",
+        "sh",
+        "-c",
+        "if [ $DSM_RANK = 2 ]; then exit 7; fi; exec sleep 50",
+    ]);
+    assert_eq!(o.status.code(), Some(7), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.contains("rank 2 exited with status 7"), "{t}");
+    assert!(t.contains("stopping the 2 remaining rank(s)"), "{t}");
+}
+
+#[test]
+fn stops_the_job_at_the_timeout() {
+    let start = std::time::Instant::now();
+    let o = dsmrun(&["-n", "2", "--timeout", "1", "sleep", "60"]);
+    assert_eq!(o.status.code(), Some(124), "{}", text(&o));
+    assert!(text(&o).contains("timeout after 1 s"), "{}", text(&o));
+    assert!(start.elapsed() < Duration::from_secs(30));
+}
+
+#[test]
+fn a_missing_program_is_a_clear_error() {
+    let o = dsmrun(&["-n", "2", "/nonexistent/program"]);
+    assert_eq!(o.status.code(), Some(127), "{}", text(&o));
+    assert!(
+        text(&o).contains("cannot start \"/nonexistent/program\""),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn wrong_arguments_are_refused() {
+    for args in [
+        &["-n", "0", "true"][..],
+        &["-n", "two", "true"],
+        &["-n", "2"],
+        &["--transport", "smoke", "-n", "2", "true"],
+        &["-n", "2", "--timeout", "-3", "true"],
+    ] {
+        let o = dsmrun(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
+        assert!(text(&o).contains("error"), "{args:?}: {}", text(&o));
+    }
+}
+
+#[test]
+fn forwards_sigterm_to_the_ranks() {
+    let mut child = Command::new(DSMRUN)
+        .args([
+            "-n",
+            "2",
+            "--timeout",
+            "60",
+            "sh",
+            "-c",
+            "trap 'echo got-term; exit 0' TERM; echo ready; while :; do sleep 0.1; done",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start dsmrun");
+    // Wait for both ranks to be ready (their output), then interrupt dsmrun.
+    use std::io::BufRead;
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let mut ready = 0;
+    while ready < 2 {
+        match lines.next() {
+            Some(Ok(l)) if l.contains("ready") => ready += 1,
+            Some(_) => {}
+            None => break,
+        }
+    }
+    assert_eq!(ready, 2);
+    // SAFETY: kill has no memory-safety preconditions; the pid is our live child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = child.wait().expect("wait");
+    assert_eq!(
+        rest.iter().filter(|l| l.contains("got-term")).count(),
+        2,
+        "{rest:?}"
+    );
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM));
+}

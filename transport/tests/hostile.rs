@@ -1,0 +1,227 @@
+//! A peer that knows the job's secret but speaks garbage, or dies mid-operation: the node must
+//! refuse it with a clear error, never panic, never hang, never touch unregistered memory.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use transport::auth::{handshake, Role};
+use transport::wire::{Header, Kind, HEADER_LEN};
+use transport::{
+    Error, LocalSlice, Rank, Region, RemoteFault, Secret, TcpConfig, TcpTransport, Transport,
+};
+
+const DATA_CONTEXT: &str = "dsm tcp data connection v1";
+
+/// Rank 0 is a real node; rank 1 is this test speaking raw bytes on an authenticated socket.
+fn real_and_fake() -> (TcpTransport, TcpStream) {
+    let secret = Secret::generate().unwrap();
+    let mut config = TcpConfig::new(secret.clone());
+    config.connect_timeout = Duration::from_secs(20);
+    let prepared = TcpTransport::prepare(Rank(0), 2, config).unwrap();
+    let ep = prepared.endpoint().unwrap();
+    let addr = String::from_utf8(ep.clone()).unwrap();
+    let fake = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        handshake(&mut s, &secret, DATA_CONTEXT, Role::Connector, 1).unwrap();
+        let mut ack = [0u8; 1];
+        s.read_exact(&mut ack).unwrap();
+        assert_eq!(ack[0], 1);
+        s
+    });
+    let real = prepared.connect(&[ep, b"127.0.0.1:1".to_vec()]).unwrap();
+    (real, fake.join().unwrap())
+}
+
+fn read_header(s: &mut TcpStream) -> Header {
+    let mut h = [0u8; HEADER_LEN];
+    s.read_exact(&mut h).unwrap();
+    Header::decode(&h, u32::MAX).unwrap()
+}
+
+fn expect_protocol_loss(real: &TcpTransport) {
+    match real.recv(Some(Rank(1)), None, Some(Duration::from_secs(20))) {
+        Err(Error::PeerLost {
+            peer: Rank(1),
+            reason,
+        }) => assert!(reason.contains("protocol"), "{reason}"),
+        other => {
+            panic!("expected the fake peer to be dropped for a protocol violation, got {other:?}")
+        }
+    }
+}
+
+#[test]
+fn garbage_bytes_drop_the_connection() {
+    let (real, mut fake) = real_and_fake();
+    fake.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n......................")
+        .unwrap();
+    expect_protocol_loss(&real);
+}
+
+#[test]
+fn wrong_version_drops_the_connection() {
+    let (real, mut fake) = real_and_fake();
+    let mut h = Header::new(Kind::Heartbeat).encode();
+    h[2] = 99;
+    fake.write_all(&h).unwrap();
+    expect_protocol_loss(&real);
+}
+
+#[test]
+fn oversized_frame_drops_the_connection() {
+    let (real, mut fake) = real_and_fake();
+    let mut h = Header::new(Kind::Message);
+    h.payload_len = u32::MAX;
+    fake.write_all(&h.encode()).unwrap();
+    expect_protocol_loss(&real);
+}
+
+#[test]
+fn unsolicited_response_drops_the_connection() {
+    let (real, mut fake) = real_and_fake();
+    let mut h = Header::new(Kind::Response);
+    h.id = 12345;
+    fake.write_all(&h.encode()).unwrap();
+    expect_protocol_loss(&real);
+}
+
+#[test]
+fn truncated_frame_then_close_is_a_lost_peer() {
+    let (real, mut fake) = real_and_fake();
+    let mut h = Header::new(Kind::Write);
+    h.payload_len = 100;
+    fake.write_all(&h.encode()).unwrap();
+    fake.write_all(&[1, 2, 3]).unwrap();
+    drop(fake);
+    match real.recv(Some(Rank(1)), None, Some(Duration::from_secs(20))) {
+        Err(Error::PeerLost { peer: Rank(1), .. }) => {}
+        other => panic!("expected a lost peer, got {other:?}"),
+    }
+}
+
+#[test]
+fn hostile_requests_get_error_replies_and_touch_nothing() {
+    let (real, mut fake) = real_and_fake();
+    let home = Region::allocate(4096).unwrap();
+    home.write_at(0, &[7u8; 4096]).unwrap();
+    let desc = real.register(&home).unwrap();
+    let cases: Vec<(Header, Vec<u8>, u64)> = vec![
+        // Unknown key.
+        (
+            {
+                let mut h = Header::new(Kind::Read);
+                (h.a, h.b, h.c) = (desc.key.0 ^ 0xdead, 0, 8);
+                h
+            },
+            vec![],
+            RemoteFault::BadKey.code().into(),
+        ),
+        // Reads and writes past the end, and with offsets that overflow.
+        (
+            {
+                let mut h = Header::new(Kind::Read);
+                (h.a, h.b, h.c) = (desc.key.0, 4000, 200);
+                h
+            },
+            vec![],
+            RemoteFault::OutOfBounds.code().into(),
+        ),
+        (
+            {
+                let mut h = Header::new(Kind::Write);
+                (h.a, h.b) = (desc.key.0, u64::MAX - 3);
+                h
+            },
+            vec![9; 16],
+            RemoteFault::OutOfBounds.code().into(),
+        ),
+        (
+            {
+                let mut h = Header::new(Kind::Write);
+                (h.a, h.b) = (desc.key.0, 4090);
+                h
+            },
+            vec![9; 16],
+            RemoteFault::OutOfBounds.code().into(),
+        ),
+        // Misaligned and out-of-range atomics.
+        (
+            {
+                let mut h = Header::new(Kind::FetchAdd);
+                (h.a, h.b, h.c) = (desc.key.0, 3, 1);
+                h
+            },
+            vec![],
+            RemoteFault::Misaligned.code().into(),
+        ),
+        (
+            {
+                let mut h = Header::new(Kind::CompareSwap);
+                (h.a, h.b) = (desc.key.0, 4096);
+                h
+            },
+            vec![],
+            RemoteFault::OutOfBounds.code().into(),
+        ),
+    ];
+    for (i, (mut h, payload, status)) in cases.into_iter().enumerate() {
+        h.id = i as u64 + 1;
+        h.payload_len = payload.len() as u32;
+        fake.write_all(&h.encode()).unwrap();
+        fake.write_all(&payload).unwrap();
+        let r = read_header(&mut fake);
+        assert_eq!(
+            (r.kind, r.id, r.a, r.payload_len),
+            (Kind::Response, i as u64 + 1, status, 0),
+            "case {i}"
+        );
+    }
+    let mut got = [0u8; 4096];
+    home.read_at(0, &mut got).unwrap();
+    assert!(
+        got.iter().all(|&b| b == 7),
+        "a refused request changed memory"
+    );
+    // The connection is still good: a valid read is served.
+    let mut h = Header::new(Kind::Read);
+    (h.id, h.a, h.b, h.c) = (99, desc.key.0, 8, 16);
+    fake.write_all(&h.encode()).unwrap();
+    let r = read_header(&mut fake);
+    assert_eq!((r.id, r.a, r.payload_len), (99, 0, 16));
+    let mut data = [0u8; 16];
+    fake.read_exact(&mut data).unwrap();
+    assert_eq!(data, [7u8; 16]);
+}
+
+#[test]
+fn a_peer_that_dies_mid_operation_fails_the_operation() {
+    let (real, mut fake) = real_and_fake();
+    let buf = Region::allocate(4096).unwrap();
+    real.register(&buf).unwrap();
+    let remote = transport::RegionDesc {
+        rank: Rank(1),
+        key: transport::RemoteKey(1),
+        addr: 0,
+        len: 4096,
+    };
+    let c = real
+        .post(transport::Op::Read {
+            remote: remote.slice(0, 4096).unwrap(),
+            local: LocalSlice::whole(&buf),
+        })
+        .unwrap();
+    // The fake receives the request, then dies without answering.
+    let h = read_header(&mut fake);
+    assert_eq!(h.kind, Kind::Read);
+    drop(fake);
+    match c.wait_timeout(Duration::from_secs(20)) {
+        Err(Error::PeerLost { peer: Rank(1), .. }) => {}
+        other => panic!("expected the read to fail with a lost peer, got {other:?}"),
+    }
+    assert!(matches!(
+        real.fetch_add(remote.word(0).unwrap(), 1),
+        Err(Error::PeerLost { .. })
+    ));
+}

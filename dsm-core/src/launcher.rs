@@ -205,17 +205,18 @@ pub fn launch(options: LaunchOptions) -> Result<Job> {
         }
         if rank == 0 {
             cmd.env(var::COORDINATOR_FD, coord_fd.to_string());
-            // SAFETY: the closure runs in the child between fork and exec and calls only
-            // `fcntl`, which is async-signal-safe; it allocates nothing and takes no lock. It
-            // clears close-on-exec on the coordinator socket so that rank 0 inherits it.
-            unsafe {
-                cmd.pre_exec(move || {
-                    if libc::fcntl(coord_fd, libc::F_SETFD, 0) == -1 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
+            let clear_cloexec = move || {
+                // SAFETY: `fcntl(F_SETFD)` on a descriptor this process owns has no memory-safety
+                // preconditions, and it is async-signal-safe (this runs between fork and exec).
+                if unsafe { libc::fcntl(coord_fd, libc::F_SETFD, 0) } == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            };
+            // SAFETY: the closure runs in the child between fork and exec; it only calls
+            // `fcntl`, allocates nothing and takes no lock, so it is safe in a forked child of a
+            // multi-threaded process. It clears close-on-exec so that rank 0 inherits the socket.
+            unsafe { cmd.pre_exec(clear_cloexec) };
         } else {
             cmd.stdin(Stdio::null());
         }

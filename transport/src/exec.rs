@@ -21,14 +21,26 @@ pub(crate) fn execute(table: &RegionTable, op: &Op) -> Result<u64> {
             // `_keep` (checked by `range`); the destination range was bounds-checked when the
             // LocalSlice was built and its region is kept alive by `local`; `copy` tolerates
             // overlap when a node reads its own region.
-            unsafe { std::ptr::copy(src, local.region().as_ptr().add(local.offset()), remote.len) };
+            unsafe {
+                std::ptr::copy(
+                    src,
+                    local.region().as_ptr().wrapping_add(local.offset()),
+                    remote.len,
+                )
+            };
             Ok(0)
         }
         Op::Write { remote, local } => {
             let (_keep, dst) = range(table, remote.region.key.0, remote.offset, remote.len as u64)
                 .map_err(fault)?;
             // SAFETY: as for reads, with source and destination swapped.
-            unsafe { std::ptr::copy(local.region().as_ptr().add(local.offset()), dst, remote.len) };
+            unsafe {
+                std::ptr::copy(
+                    local.region().as_ptr().wrapping_add(local.offset()),
+                    dst,
+                    remote.len,
+                )
+            };
             Ok(0)
         }
         Op::CompareSwap {

@@ -143,7 +143,7 @@ impl Region {
         // its whole life; `dst` is a distinct, exclusive buffer, so the two cannot overlap.
         unsafe {
             std::ptr::copy_nonoverlapping(
-                self.ptr.as_ptr().add(offset),
+                self.ptr.as_ptr().wrapping_add(offset),
                 dst.as_mut_ptr(),
                 dst.len(),
             )
@@ -161,7 +161,11 @@ impl Region {
         // its whole life; `src` is a shared Rust slice and the region is never exposed as one,
         // so the two cannot overlap.
         unsafe {
-            std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.as_ptr().add(offset), src.len())
+            std::ptr::copy_nonoverlapping(
+                src.as_ptr(),
+                self.ptr.as_ptr().wrapping_add(offset),
+                src.len(),
+            )
         };
         Ok(())
     }
@@ -181,7 +185,7 @@ impl Region {
             return Err(RemoteFault::OutOfBounds);
         }
         let addr = self.ptr.as_ptr() as usize + offset as usize;
-        if addr % 8 != 0 {
+        if !addr.is_multiple_of(8) {
             return Err(RemoteFault::Misaligned);
         }
         // SAFETY: the word lies inside the region (checked above), is 8-byte aligned (checked
@@ -195,9 +199,9 @@ impl Region {
         if !self.fits(offset, len) {
             return Err(RemoteFault::OutOfBounds);
         }
-        // SAFETY: `offset <= self.len` was just checked, so the result stays inside (or one past
-        // the end of) the same allocation.
-        Ok(unsafe { self.ptr.as_ptr().add(offset as usize) })
+        // `offset <= self.len` was just checked, so the result stays inside (or one past the end
+        // of) the region.
+        Ok(self.ptr.as_ptr().wrapping_add(offset as usize))
     }
 }
 

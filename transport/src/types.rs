@@ -74,7 +74,7 @@ impl RegionDesc {
     /// # Errors
     /// [`Error::InvalidArgument`] when the word is out of range or not 8-byte aligned.
     pub fn word(&self, offset: u64) -> Result<RemoteSlice> {
-        if offset % 8 != 0 {
+        if !offset.is_multiple_of(8) {
             return Err(Error::InvalidArgument(format!(
                 "atomic offset {offset} is not 8-byte aligned"
             )));

@@ -46,7 +46,7 @@ impl Payload {
                 // payload was made, and the `Arc` keeps the region mapped. The bytes may change
                 // while they are being sent (remote writers, local stores), exactly as under
                 // RDMA; the slice is only handed to `writev`, never read by Rust code.
-                unsafe { std::slice::from_raw_parts(region.as_ptr().add(*offset), *len) }
+                unsafe { std::slice::from_raw_parts(region.as_ptr().wrapping_add(*offset), *len) }
             }
         }
     }

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: format, lints, build, every test, docs.
+#   scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+step() { echo; echo "== test: $*"; }
+step "cargo fmt --check"
+cargo fmt --all -- --check
+step "cargo clippy (all targets, -D warnings)"
+cargo clippy --locked --workspace --all-targets -- -D warnings
+step "cargo build"
+cargo build --locked --workspace --all-targets
+step "cargo test"
+cargo test --locked --workspace
+step "cargo doc (warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps
+step "transport benchmark, quick run (checks it works; numbers are not judged here)"
+cargo build --locked --release -p dsm-core -p benches --bins
+target/release/dsmrun -n 2 --timeout 120 target/release/transport_bench --quick | grep -v '^RESULT'
+echo
+echo "test: all passed"

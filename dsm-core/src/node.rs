@@ -31,6 +31,7 @@ impl Node {
     /// # Errors
     /// Configuration, bootstrap and transport errors, each naming what failed.
     pub fn init() -> Result<Node> {
+        init_logging();
         Node::with_config(Config::from_env()?)
     }
 
@@ -140,6 +141,15 @@ impl Drop for Node {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// Sends the runtime's diagnostics to stderr, filtered by `DSM_LOG` (default `warn`). Does
+/// nothing when the program has installed its own subscriber.
+fn init_logging() {
+    let filter = std::env::var(crate::config::var::LOG).unwrap_or_else(|_| "warn".into());
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 /// Stops the process with an error naming the lost rank, so that no node hangs on a broken job.

@@ -149,7 +149,10 @@ fn init_logging() {
     let filter = std::env::var(crate::config::var::LOG).unwrap_or_else(|_| "warn".into());
     let filter = tracing_subscriber::EnvFilter::try_new(&filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// Stops the process with an error naming the lost rank, so that no node hangs on a broken job.

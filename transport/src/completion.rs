@@ -26,6 +26,13 @@ struct Slot {
     wake: Condvar,
 }
 
+/// Something a waiting thread can do to make progress itself instead of waiting for another
+/// thread to do it (for tcp: read the connection the response will arrive on).
+pub(crate) trait Driver: Send + Sync + std::fmt::Debug {
+    /// One non-blocking attempt to make progress.
+    fn drive(&self);
+}
+
 /// The handle of one posted operation. Wait for it with [`Completion::wait`].
 ///
 /// Dropping it without waiting is allowed: the operation still runs to completion.
@@ -33,6 +40,7 @@ struct Slot {
 pub struct Completion {
     slot: Arc<Slot>,
     spin: Duration,
+    driver: Option<Arc<dyn Driver>>,
 }
 
 /// The backend's side of a [`Completion`]: completes it exactly once.
@@ -44,14 +52,21 @@ pub(crate) struct Completer {
 impl Completion {
     /// A new pending completion and the handle that completes it.
     pub(crate) fn new(spin: Duration) -> (Completion, Completer) {
+        Completion::driven(spin, None)
+    }
+
+    /// A pending completion whose waiter calls `driver` while it spins.
+    pub(crate) fn driven(
+        spin: Duration,
+        driver: Option<Arc<dyn Driver>>,
+    ) -> (Completion, Completer) {
         let slot = Arc::new(Slot::default());
-        (
-            Completion {
-                slot: Arc::clone(&slot),
-                spin,
-            },
-            Completer { slot },
-        )
+        let completion = Completion {
+            slot: Arc::clone(&slot),
+            spin,
+            driver,
+        };
+        (completion, Completer { slot })
     }
 
     /// An already completed operation (for backends that finish inline).
@@ -99,7 +114,9 @@ impl Completion {
                 break;
             }
             spins += 1;
-            if spins.is_multiple_of(64) {
+            if let Some(d) = &self.driver {
+                d.drive();
+            } else if spins.is_multiple_of(64) {
                 std::thread::yield_now();
             } else {
                 std::hint::spin_loop();

@@ -225,15 +225,20 @@ pub struct FrameReader {
     end: usize,
     max_payload: u32,
     header: Option<Header>,
+    /// The last read returned less than it asked for: the socket was empty at that moment.
+    short: bool,
 }
 
+/// Initial buffer size, and the least a read asks for: large reads mean few system calls and
+/// rare compaction.
 const MIN_READ: usize = 256 * 1024;
 
 impl FrameReader {
     /// A reader that refuses payloads larger than `max_payload` bytes.
     pub fn new(max_payload: u32) -> FrameReader {
         FrameReader {
-            buf: vec![0; MIN_READ],
+            buf: vec![0; 4 * MIN_READ],
+            short: false,
             start: 0,
             end: 0,
             max_payload,
@@ -280,10 +285,18 @@ impl FrameReader {
             Some(h) => (h.payload_len as usize).saturating_sub(self.buffered()),
             None => 0,
         };
-        self.reserve(frame_rest.max(MIN_READ / 4));
+        self.reserve(frame_rest.max(MIN_READ));
         let n = src.read(&mut self.buf[self.end..])?;
+        self.short = self.end + n < self.buf.len();
         self.end += n;
         Ok(n)
+    }
+
+    /// Whether the last [`FrameReader::fill_from`] got less than it asked for, which on a stream
+    /// socket means it emptied the receive queue: with edge-triggered readiness there is no
+    /// need for another read until the next readable event.
+    pub fn drained(&self) -> bool {
+        self.short
     }
 
     /// The next complete frame, `None` when more bytes are needed.

@@ -3,14 +3,14 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{IoSlice, Write};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::completion::Completer;
 use crate::error::{Error, Result};
 use crate::region::Region;
 use crate::types::{LocalSlice, Rank};
-use crate::wire::{Header, HEADER_LEN};
+use crate::wire::{FrameReader, Header, HEADER_LEN};
 
 pub(crate) const OPEN: u8 = 0;
 /// The peer said goodbye: its end of stream will be orderly.
@@ -88,10 +88,21 @@ pub(crate) struct Conn {
     why_down: Mutex<Option<Error>>,
     /// Time of the last send, in milliseconds since the transport started.
     pub(crate) last_send_ms: AtomicU64,
+    /// Time of the last receive, in milliseconds since the transport started.
+    pub(crate) last_recv_ms: AtomicU64,
+    /// The receive side: whoever holds this lock reads the socket (see `progress::drain`).
+    pub(crate) rx: Mutex<FrameReader>,
+    /// Set by the progress thread on a readable event before it tries `rx`.
+    pub(crate) rx_pending: AtomicBool,
 }
 
 impl Conn {
-    pub(crate) fn new(peer: Rank, stream: mio::net::TcpStream) -> Conn {
+    pub(crate) fn new(
+        peer: Rank,
+        stream: mio::net::TcpStream,
+        max_payload: u32,
+        now_ms: u64,
+    ) -> Conn {
         Conn {
             peer,
             stream,
@@ -100,7 +111,10 @@ impl Conn {
             next_id: AtomicU64::new(1),
             state: AtomicU8::new(OPEN),
             why_down: Mutex::new(None),
-            last_send_ms: AtomicU64::new(0),
+            last_send_ms: AtomicU64::new(now_ms),
+            last_recv_ms: AtomicU64::new(now_ms),
+            rx: Mutex::new(FrameReader::new(max_payload)),
+            rx_pending: AtomicBool::new(false),
         }
     }
 

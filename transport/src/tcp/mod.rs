@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use crate::api::Transport;
 use crate::auth::{handshake, Role, Secret};
-use crate::completion::{Completion, DEFAULT_SPIN};
+use crate::completion::{Completion, Driver, DEFAULT_SPIN};
 use crate::error::{Error, Result};
 use crate::exec;
 use crate::mailbox::Mailbox;
@@ -80,7 +80,10 @@ pub(crate) struct Shared {
     mailbox: Mailbox,
     /// Indexed by rank; `None` for this node.
     conns: Vec<Option<Arc<Conn>>>,
+    /// Set first by `close`: no new operations.
     closing: AtomicBool,
+    /// Set by `close` once every goodbye is queued: the progress thread may finish.
+    stopping: AtomicBool,
     start: Instant,
 }
 
@@ -107,10 +110,27 @@ impl Shared {
     }
 }
 
+/// Reads one connection on behalf of a thread that waits for a response on it.
+#[derive(Debug)]
+struct ConnDriver {
+    shared: Arc<Shared>,
+    peer: usize,
+}
+
+impl Driver for ConnDriver {
+    fn drive(&self) {
+        if let Some(Some(conn)) = self.shared.conns.get(self.peer) {
+            progress::drain(&self.shared, conn, progress::Reading::UntilShort);
+        }
+    }
+}
+
 /// A node of a job connected over TCP.
 #[derive(Debug)]
 pub struct TcpTransport {
     shared: Arc<Shared>,
+    /// Per peer: lets a thread waiting for a response read the connection itself.
+    drivers: Vec<Option<Arc<dyn Driver>>>,
     waker: mio::Waker,
     progress: Mutex<Option<JoinHandle<()>>>,
     nodes: usize,
@@ -259,6 +279,8 @@ impl PreparedTcp {
                     Some(Arc::new(Conn::new(
                         Rank(peer as u32),
                         mio::net::TcpStream::from_std(s),
+                        self.config.max_payload,
+                        0,
                     )))
                 }
             });
@@ -270,6 +292,7 @@ impl PreparedTcp {
             regions: RegionTable::default(),
             conns,
             closing: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
             start: Instant::now(),
         });
         let thread_shared = Arc::clone(&shared);
@@ -277,8 +300,22 @@ impl PreparedTcp {
             .name(format!("dsm-progress-{}", self.rank))
             .spawn(move || progress::run(thread_shared, poll))
             .map_err(|e| Error::io("starting the progress thread", e))?;
+        let drivers = shared
+            .conns
+            .iter()
+            .enumerate()
+            .map(|(peer, c)| {
+                c.as_ref().map(|_| {
+                    Arc::new(ConnDriver {
+                        shared: Arc::clone(&shared),
+                        peer,
+                    }) as Arc<dyn Driver>
+                })
+            })
+            .collect();
         Ok(TcpTransport {
             shared,
+            drivers,
             waker,
             progress: Mutex::new(Some(progress)),
             nodes: self.nodes,
@@ -407,7 +444,8 @@ impl TcpTransport {
         payload: Payload,
         dest: Option<crate::LocalSlice>,
     ) -> Result<Completion> {
-        let (completion, completer) = Completion::new(self.shared.config.spin);
+        let driver = self.drivers.get(conn.peer.index()).cloned().flatten();
+        let (completion, completer) = Completion::driven(self.shared.config.spin, driver);
         header.id = conn.add_pending(Pending { completer, dest })?;
         conn.send(header, payload, self.shared.now_ms())?;
         Ok(completion)
@@ -556,6 +594,7 @@ impl Transport for TcpTransport {
                 self.shared.now_ms(),
             );
         }
+        self.shared.stopping.store(true, Ordering::SeqCst);
         let woke = self.waker.wake();
         let handle = self
             .progress

@@ -24,45 +24,35 @@ pub(crate) const WAKER: Token = Token(usize::MAX);
 /// How long a closing node keeps flushing queued frames before it gives up.
 const CLOSE_FLUSH: Duration = Duration::from_secs(2);
 
-struct Peer {
-    conn: Arc<Conn>,
-    reader: FrameReader,
-    last_recv: Instant,
-}
-
 /// Runs until the transport is closed.
 pub(crate) fn run(shared: Arc<Shared>, mut poll: Poll) {
-    let mut peers: Vec<Option<Peer>> = shared
-        .conns
-        .iter()
-        .map(|c| {
-            c.as_ref().map(|conn| Peer {
-                conn: Arc::clone(conn),
-                reader: FrameReader::new(shared.config.max_payload),
-                last_recv: Instant::now(),
-            })
-        })
-        .collect();
-    for (i, p) in peers.iter().enumerate() {
-        if let Some(p) = p {
-            let fd = p.conn.stream.as_raw_fd();
-            let interest = Interest::READABLE | Interest::WRITABLE;
-            if let Err(e) = poll
-                .registry()
-                .register(&mut SourceFd(&fd), Token(i), interest)
-            {
-                p.conn
-                    .mark_down(Error::io("registering a connection with the poller", e));
-            }
+    let conns: Vec<&Arc<Conn>> = shared.conns.iter().flatten().collect();
+    for conn in &conns {
+        let fd = conn.stream.as_raw_fd();
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) =
+            poll.registry()
+                .register(&mut SourceFd(&fd), Token(conn.peer.index()), interest)
+        {
+            shared.peer_down(
+                conn,
+                Error::io("registering a connection with the poller", e),
+            );
         }
     }
     let tick =
         (shared.config.peer_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
     let mut events = Events::with_capacity(256);
     let mut last_tick = Instant::now();
+    let mut last_event = Instant::now();
     let mut closing_since: Option<Instant> = None;
+    let mut write_shut = false;
     loop {
-        let timeout = if closing_since.is_some() {
+        // Right after activity, poll without sleeping for a while: the next request of a
+        // latency-bound peer usually comes within a round trip, and waking up costs more.
+        let timeout = if last_event.elapsed() < shared.config.spin {
+            Duration::ZERO
+        } else if closing_since.is_some() {
             Duration::from_millis(10)
         } else {
             tick
@@ -70,14 +60,9 @@ pub(crate) fn run(shared: Arc<Shared>, mut poll: Poll) {
         if let Err(e) = poll.poll(&mut events, Some(timeout)) {
             if e.kind() != std::io::ErrorKind::Interrupted {
                 tracing::error!("progress thread: poll failed: {e}");
-                for p in peers.iter().flatten() {
-                    shared.peer_down(
-                        &p.conn,
-                        Error::io(
-                            "polling connections",
-                            std::io::Error::new(e.kind(), e.to_string()),
-                        ),
-                    );
+                for conn in &conns {
+                    let err = std::io::Error::new(e.kind(), e.to_string());
+                    shared.peer_down(conn, Error::io("polling connections", err));
                 }
                 return;
             }
@@ -86,36 +71,42 @@ pub(crate) fn run(shared: Arc<Shared>, mut poll: Poll) {
             if ev.token() == WAKER {
                 continue;
             }
-            let Some(Some(peer)) = peers.get_mut(ev.token().0) else {
+            let Some(Some(conn)) = shared.conns.get(ev.token().0) else {
                 continue;
             };
+            last_event = Instant::now();
             if ev.is_writable() {
-                if let Err(e) = peer.conn.flush_queue() {
-                    shared.peer_down(
-                        &peer.conn,
-                        lost(peer.conn.peer, format!("send failed: {e}")),
-                    );
+                if let Err(e) = conn.flush_queue() {
+                    shared.peer_down(conn, send_failed(conn, &e));
                 }
             }
             if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                read_peer(&shared, peer);
+                conn.rx_pending.store(true, Ordering::SeqCst);
+                drain(&shared, conn, Reading::UntilWouldBlock);
             }
         }
         let now = Instant::now();
         if now.duration_since(last_tick) >= tick {
             last_tick = now;
-            heartbeat(&shared, &mut peers, now);
+            heartbeat(&shared, &conns);
         }
-        if shared.closing.load(Ordering::SeqCst) {
+        if shared.stopping.load(Ordering::SeqCst) {
+            // Closing in order: flush what is queued (our goodbye last), shut our side, then keep
+            // reading until every peer has shut its side too, so that no unread byte makes the
+            // kernel answer with a reset that could destroy data the peer has not read yet.
             let since = *closing_since.get_or_insert(now);
-            let busy = peers
-                .iter()
-                .flatten()
-                .any(|p| p.conn.state() != DOWN && p.conn.has_queued());
-            if !busy || now.duration_since(since) >= CLOSE_FLUSH {
-                for p in peers.iter().flatten() {
-                    let _ = p.conn.stream.shutdown(std::net::Shutdown::Write);
-                    p.conn.mark_down(Error::Closed);
+            let late = now.duration_since(since) >= CLOSE_FLUSH;
+            let busy = conns.iter().any(|c| c.state() != DOWN && c.has_queued());
+            if !busy && !write_shut {
+                for conn in &conns {
+                    let _ = conn.stream.shutdown(std::net::Shutdown::Write);
+                }
+                write_shut = true;
+            }
+            let open = conns.iter().any(|c| c.state() != DOWN);
+            if (write_shut && !open) || late {
+                for conn in &conns {
+                    conn.mark_down(Error::Closed);
                 }
                 return;
             }
@@ -127,86 +118,129 @@ fn lost(peer: Rank, reason: String) -> Error {
     Error::PeerLost { peer, reason }
 }
 
-fn heartbeat(shared: &Shared, peers: &mut [Option<Peer>], now: Instant) {
+/// The error for a failed send: an orderly close when the peer said goodbye, a loss otherwise.
+pub(crate) fn send_failed(conn: &Conn, e: &std::io::Error) -> Error {
+    if conn.state() == CLOSING {
+        Error::PeerClosed(conn.peer)
+    } else {
+        lost(conn.peer, format!("send failed: {e}"))
+    }
+}
+
+fn heartbeat(shared: &Shared, conns: &[&Arc<Conn>]) {
     let now_ms = shared.now_ms();
     let tick_ms = (shared.config.peer_timeout / 4).as_millis() as u64;
-    for p in peers.iter_mut().flatten() {
-        if p.conn.state() == DOWN {
+    let timeout_ms = shared.config.peer_timeout.as_millis() as u64;
+    for conn in conns {
+        if conn.state() == DOWN {
             continue;
         }
-        if now.duration_since(p.last_recv) > shared.config.peer_timeout {
-            shared.peer_down(
-                &p.conn,
-                lost(
-                    p.conn.peer,
-                    format!(
-                        "silent for more than {:?} (no heartbeat)",
-                        shared.config.peer_timeout
-                    ),
-                ),
+        if now_ms.saturating_sub(conn.last_recv_ms.load(Ordering::Relaxed)) > timeout_ms {
+            let reason = format!(
+                "silent for more than {:?} (no heartbeat)",
+                shared.config.peer_timeout
             );
+            shared.peer_down(conn, lost(conn.peer, reason));
             continue;
         }
-        if now_ms.saturating_sub(p.conn.last_send_ms.load(Ordering::Relaxed)) >= tick_ms {
-            let _ = p
-                .conn
-                .send(Header::new(Kind::Heartbeat), Payload::None, now_ms);
+        if now_ms.saturating_sub(conn.last_send_ms.load(Ordering::Relaxed)) >= tick_ms {
+            let _ = conn.send(Header::new(Kind::Heartbeat), Payload::None, now_ms);
         }
     }
 }
 
-/// Reads everything available from one peer and handles each frame.
-fn read_peer(shared: &Shared, peer: &mut Peer) {
-    if peer.conn.state() == DOWN {
+/// How far a reader reads before it lets go of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reading {
+    /// Until the socket would block or ends: what the progress thread must do on an
+    /// edge-triggered event (an end of stream queued behind data raises no new event).
+    UntilWouldBlock,
+    /// Until a read comes back short: enough for a thread waiting on a response, and one system
+    /// call fewer per round trip; the progress thread still gets the event for anything left.
+    UntilShort,
+}
+
+/// Reads and handles everything available on `conn`, unless another thread is already doing
+/// so. Any thread may call it: the progress thread on a readable event, or a thread waiting for
+/// a response on this connection (which saves a wake-up of the progress thread per round trip).
+///
+/// Edge-triggered readiness is never lost: the progress thread sets `rx_pending` before it tries
+/// the lock, and whoever holds the lock checks `rx_pending` again after releasing it.
+pub(crate) fn drain(shared: &Shared, conn: &Conn, how: Reading) {
+    let mut how = how;
+    loop {
+        let Ok(mut rx) = conn.rx.try_lock() else {
+            return;
+        };
+        conn.rx_pending.store(false, Ordering::SeqCst);
+        read_available(shared, conn, &mut rx, how);
+        // Readiness that arrived meanwhile was meant for the progress thread: read it fully.
+        how = Reading::UntilWouldBlock;
+        drop(rx);
+        if !conn.rx_pending.load(Ordering::SeqCst) {
+            return;
+        }
+    }
+}
+
+/// Reads until the socket would block, handling each complete frame.
+fn read_available(shared: &Shared, conn: &Conn, reader: &mut FrameReader, how: Reading) {
+    if conn.state() == DOWN {
         return;
     }
     loop {
-        let mut stream = &peer.conn.stream;
-        match peer.reader.fill_from(&mut stream) {
+        let mut stream = &conn.stream;
+        match reader.fill_from(&mut stream) {
             Ok(0) => {
-                let err = if peer.conn.state() == CLOSING {
-                    Error::PeerClosed(peer.conn.peer)
+                // After the peer's goodbye, or while we close ourselves, an end of stream is the
+                // orderly end of the connection.
+                let err = if conn.state() == CLOSING || shared.closing.load(Ordering::SeqCst) {
+                    Error::PeerClosed(conn.peer)
                 } else {
                     lost(
-                        peer.conn.peer,
+                        conn.peer,
                         "connection closed without goodbye (process died?)".into(),
                     )
                 };
-                handle_frames(shared, peer);
-                shared.peer_down(&peer.conn, err);
+                handle_frames(shared, conn, reader);
+                shared.peer_down(conn, err);
                 return;
             }
             Ok(_) => {
-                peer.last_recv = Instant::now();
-                if !handle_frames(shared, peer) {
+                conn.last_recv_ms.store(shared.now_ms(), Ordering::Relaxed);
+                if !handle_frames(shared, conn, reader)
+                    || (how == Reading::UntilShort && reader.drained())
+                {
                     return;
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if conn.state() == CLOSING || shared.closing.load(Ordering::SeqCst) => {
+                tracing::debug!("rank {}: receive after goodbye: {e}", conn.peer);
+                shared.peer_down(conn, Error::PeerClosed(conn.peer));
+                return;
+            }
             Err(e) => {
-                shared.peer_down(
-                    &peer.conn,
-                    lost(peer.conn.peer, format!("receive failed: {e}")),
-                );
+                shared.peer_down(conn, lost(conn.peer, format!("receive failed: {e}")));
                 return;
             }
         }
     }
 }
 
-/// Handles every complete frame buffered for `peer`. Returns false when the connection was
+/// Handles every complete frame buffered in `reader`. Returns false when the connection was
 /// closed for a protocol violation.
-fn handle_frames(shared: &Shared, peer: &mut Peer) -> bool {
+fn handle_frames(shared: &Shared, conn: &Conn, reader: &mut FrameReader) -> bool {
     loop {
-        match peer.reader.next_frame() {
+        match reader.next_frame() {
             Ok(Some(frame)) => {
-                if let Err(detail) = handle(shared, &peer.conn, frame) {
-                    tracing::error!("rank {}: protocol violation: {detail}", peer.conn.peer);
+                if let Err(detail) = handle(shared, conn, frame) {
+                    tracing::error!("rank {}: protocol violation: {detail}", conn.peer);
                     shared.peer_down(
-                        &peer.conn,
+                        conn,
                         Error::Protocol {
-                            from: peer.conn.peer,
+                            from: conn.peer,
                             detail,
                         },
                     );
@@ -215,11 +249,11 @@ fn handle_frames(shared: &Shared, peer: &mut Peer) -> bool {
             }
             Ok(None) => return true,
             Err(e) => {
-                tracing::error!("rank {}: bad frame: {e}", peer.conn.peer);
+                tracing::error!("rank {}: bad frame: {e}", conn.peer);
                 shared.peer_down(
-                    &peer.conn,
+                    conn,
                     Error::Protocol {
-                        from: peer.conn.peer,
+                        from: conn.peer,
                         detail: e.to_string(),
                     },
                 );

@@ -97,6 +97,8 @@ enum Event {
     Exited(usize, std::io::Result<ExitStatus>),
     Signal(i32),
     Line(String),
+    /// A rank's stdout or stderr reached its end.
+    OutputClosed,
 }
 
 /// A running job. Dropping it kills every rank that is still running.
@@ -108,6 +110,8 @@ pub struct Job {
     options: LaunchOptions,
     started: Instant,
     threads: Vec<JoinHandle<()>>,
+    /// Output-copying threads still running.
+    copiers: usize,
 }
 
 impl std::fmt::Debug for Job {
@@ -182,6 +186,7 @@ pub fn launch(options: LaunchOptions) -> Result<Job> {
         options: options.clone(),
         started: Instant::now(),
         threads: Vec::new(),
+        copiers: 0,
     };
     if options.forward_signals {
         forward_signals(tx.clone())?;
@@ -203,23 +208,43 @@ pub fn launch(options: LaunchOptions) -> Result<Job> {
         for (k, v) in &options.env {
             cmd.env(k, v);
         }
-        if rank == 0 {
-            cmd.env(var::COORDINATOR_FD, coord_fd.to_string());
-            let clear_cloexec = move || {
-                // SAFETY: `fcntl(F_SETFD)` on a descriptor this process owns has no memory-safety
-                // preconditions, and it is async-signal-safe (this runs between fork and exec).
-                if unsafe { libc::fcntl(coord_fd, libc::F_SETFD, 0) } == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            };
-            // SAFETY: the closure runs in the child between fork and exec; it only calls
-            // `fcntl`, allocates nothing and takes no lock, so it is safe in a forked child of a
-            // multi-threaded process. It clears close-on-exec so that rank 0 inherits the socket.
-            unsafe { cmd.pre_exec(clear_cloexec) };
-        } else {
+        let inherit_fd = (rank == 0).then_some(coord_fd);
+        if let Some(fd) = inherit_fd {
+            cmd.env(var::COORDINATOR_FD, fd.to_string());
+        }
+        // Ranks run in a background process group: one that read a terminal would be stopped
+        // (SIGTTIN). Rank 0 gets our stdin only when it is a pipe or a file.
+        // SAFETY: isatty has no memory-safety preconditions.
+        let stdin_is_tty = unsafe { libc::isatty(0) } == 1;
+        if rank != 0 || stdin_is_tty {
             cmd.stdin(Stdio::null());
         }
+        let launcher_pid = std::process::id() as libc::pid_t;
+        let prepare_child = move || {
+            // Die with the launcher, even when it is killed with SIGKILL and cannot clean up.
+            // SAFETY: prctl(PR_SET_PDEATHSIG) has no memory-safety preconditions and is
+            // async-signal-safe (this runs between fork and exec).
+            if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // SAFETY: getppid has no preconditions. The launcher may have died before prctl.
+            if unsafe { libc::getppid() } != launcher_pid {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            if let Some(fd) = inherit_fd {
+                // SAFETY: `fcntl(F_SETFD)` on a descriptor this process owns has no
+                // memory-safety preconditions, and it is async-signal-safe. It clears
+                // close-on-exec so that rank 0 inherits the coordinator socket.
+                if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        };
+        // SAFETY: the closure runs in the child between fork and exec; it only calls `prctl`,
+        // `getppid` and `fcntl`, which are async-signal-safe, allocates nothing (its errors are
+        // bare errno values) and takes no lock, so it is sound in the fork of a threaded process.
+        unsafe { cmd.pre_exec(prepare_child) };
         if options.tag_output || options.capture_output {
             cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         }
@@ -251,9 +276,12 @@ pub fn launch(options: LaunchOptions) -> Result<Job> {
                 if let Some(s) = stream {
                     let tx = tx.clone();
                     let capture = options.capture_output;
-                    job.threads.push(std::thread::spawn(move || {
-                        copy_lines(rank, s, is_err, capture, &tx)
-                    }));
+                    job.copiers += 1;
+                    // Detached: a rank's leftover child may hold the pipe open (see `wait`).
+                    std::thread::spawn(move || {
+                        copy_lines(rank, s, is_err, capture, &tx);
+                        let _ = tx.send(Event::OutputClosed);
+                    });
                 }
             }
         }
@@ -411,6 +439,7 @@ impl Job {
                     }
                 }
                 Ok(Event::Line(l)) => output.push_str(&l),
+                Ok(Event::OutputClosed) => self.copiers -= 1,
                 Err(RecvTimeoutError::Timeout) => {
                     if kill_at.is_some_and(|k| Instant::now() >= k) {
                         self.signal_all(libc::SIGKILL);
@@ -430,9 +459,26 @@ impl Job {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
-        while let Ok(ev) = self.events.try_recv() {
-            if let Event::Line(l) = ev {
-                output.push_str(&l);
+        // Collect the rest of the output. A process the ranks left behind may still hold their
+        // pipes: after a grace period, kill what is left of the group (it still exists while
+        // such a process lives) and stop waiting.
+        let mut output_deadline = Instant::now() + Duration::from_secs(2);
+        let mut killed_leftovers = false;
+        while self.copiers > 0 {
+            match self
+                .events
+                .recv_timeout(output_deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(Event::Line(l)) => output.push_str(&l),
+                Ok(Event::OutputClosed) => self.copiers -= 1,
+                Ok(_) => {}
+                Err(_) if !killed_leftovers => {
+                    // SAFETY: kill has no memory-safety preconditions; the group is ours.
+                    unsafe { libc::kill(-self.pgid, libc::SIGKILL) };
+                    killed_leftovers = true;
+                    output_deadline = Instant::now() + Duration::from_secs(1);
+                }
+                Err(_) => break,
             }
         }
         let (failure, exit_code) = match failure {

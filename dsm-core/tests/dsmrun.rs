@@ -140,3 +140,29 @@ fn forwards_sigterm_to_the_ranks() {
     );
     assert_eq!(status.code(), Some(128 + libc::SIGTERM));
 }
+
+#[test]
+fn a_leftover_child_holding_the_output_does_not_hang_the_launcher() {
+    let start = std::time::Instant::now();
+    let o = dsmrun(&[
+        "-n",
+        "2",
+        "--tag-output",
+        "--timeout",
+        "60",
+        "sh",
+        "-c",
+        "sleep 60 & echo started",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("[1] started"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        start.elapsed()
+    );
+}

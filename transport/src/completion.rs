@@ -174,14 +174,28 @@ impl Completer {
         self.finish(FAILED);
     }
 
-    fn finish(self, state: u32) {
+    fn finish(&self, state: u32) {
         let slot = &*self.slot;
-        slot.state.store(state, Ordering::SeqCst);
+        if slot
+            .state
+            .compare_exchange(PENDING, state, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
+            return;
+        }
         if slot.sleeping.load(Ordering::SeqCst) {
             // Taking the lock orders this notification after the waiter's check-then-wait.
             let _guard = slot.error.lock().unwrap_or_else(|e| e.into_inner());
             slot.wake.notify_all();
         }
+    }
+}
+
+impl Drop for Completer {
+    /// An operation whose completer disappears without an answer (its connection was dropped, a
+    /// backend thread died) fails with [`Error::Closed`] instead of leaving its waiter hanging.
+    fn drop(&mut self) {
+        self.finish(FAILED);
     }
 }
 
@@ -223,6 +237,20 @@ mod tests {
         done.fail(Error::Closed);
         assert!(matches!(c.wait(), Err(Error::Closed)));
         assert!(matches!(c2.wait(), Err(Error::Closed)));
+    }
+
+    #[test]
+    fn a_dropped_completer_fails_the_waiter() {
+        let (c, done) = Completion::new(Duration::ZERO);
+        drop(done);
+        assert!(matches!(c.wait(), Err(Error::Closed)));
+        let (c, done) = Completion::new(Duration::ZERO);
+        done.complete(5);
+        assert_eq!(
+            c.wait().unwrap(),
+            5,
+            "completing then dropping keeps the value"
+        );
     }
 
     #[test]

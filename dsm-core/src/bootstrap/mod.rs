@@ -125,7 +125,7 @@ fn coordinate(
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(Error::io("accepting a joining node", e)),
         };
-        match admit(&mut s, config, &table) {
+        match admit(&mut s, config, &table, left.min(PER_NODE)) {
             Ok((rank, ep)) => {
                 tracing::debug!("rank {rank} joined from {from}");
                 table[rank as usize] = Some(ep);
@@ -150,9 +150,10 @@ fn admit(
     s: &mut TcpStream,
     config: &Config,
     table: &[Option<Vec<u8>>],
+    limit: Duration,
 ) -> Result<(u32, Vec<u8>), String> {
     s.set_nonblocking(false).map_err(|e| e.to_string())?;
-    set_timeouts(s, PER_NODE).map_err(|e| e.to_string())?;
+    set_timeouts(s, limit).map_err(|e| e.to_string())?;
     handshake(s, &config.secret, AUTH_CONTEXT, Role::Acceptor, 0).map_err(|e| e.to_string())?;
     let refuse = |s: &mut TcpStream, why: String| {
         let _ = write_msg(s, &Message::Refuse(why.clone()));

@@ -2,12 +2,12 @@
 //! health. Any thread may send on it; only the progress thread reads from it.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{IoSlice, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::completion::Completer;
 use crate::error::{Error, Result};
+use crate::mailbox::Mailbox;
 use crate::region::Region;
 use crate::types::{LocalSlice, Rank};
 use crate::wire::{FrameReader, Header, HEADER_LEN};
@@ -33,22 +33,24 @@ pub(crate) enum Payload {
 }
 
 impl Payload {
-    fn bytes(&self) -> &[u8] {
+    /// Start and length of the bytes, as raw parts: region memory may change under us (remote
+    /// writers, local stores), so it is never borrowed as a Rust slice, only handed to the kernel.
+    fn raw(&self) -> (*const u8, usize) {
         match self {
-            Payload::None => &[],
-            Payload::Bytes(b) => b,
+            Payload::None => (std::ptr::null(), 0),
+            Payload::Bytes(b) => (b.as_ptr(), b.len()),
+            // `offset..offset+len` was bounds-checked against the region when the payload was
+            // made, and the `Arc` keeps the region mapped while the payload exists.
             Payload::Region {
                 region,
                 offset,
                 len,
-            } => {
-                // SAFETY: `offset..offset+len` was bounds-checked against the region when the
-                // payload was made, and the `Arc` keeps the region mapped. The bytes may change
-                // while they are being sent (remote writers, local stores), exactly as under
-                // RDMA; the slice is only handed to `writev`, never read by Rust code.
-                unsafe { std::slice::from_raw_parts(region.as_ptr().wrapping_add(*offset), *len) }
-            }
+            } => (region.as_ptr().wrapping_add(*offset).cast_const(), *len),
         }
+    }
+
+    fn len(&self) -> usize {
+        self.raw().1
     }
 }
 
@@ -62,7 +64,7 @@ struct Queued {
 
 impl Queued {
     fn total(&self) -> usize {
-        HEADER_LEN + self.payload.bytes().len()
+        HEADER_LEN + self.payload.len()
     }
 }
 
@@ -80,6 +82,11 @@ pub(crate) type Sent = Result<()>;
 #[derive(Debug)]
 pub(crate) struct Conn {
     pub(crate) peer: Rank,
+    /// Told when the connection goes down, so that receivers waiting on the peer wake up.
+    mailbox: Arc<Mailbox>,
+    /// Whether anything has arrived from the peer yet: until then it may still be connecting
+    /// to others, and its silence is measured against the connect timeout.
+    pub(crate) heard: AtomicBool,
     pub(crate) stream: mio::net::TcpStream,
     out: Mutex<VecDeque<Queued>>,
     pending: Mutex<HashMap<u64, Pending>>,
@@ -100,19 +107,21 @@ impl Conn {
     pub(crate) fn new(
         peer: Rank,
         stream: mio::net::TcpStream,
+        mailbox: Arc<Mailbox>,
         max_payload: u32,
-        now_ms: u64,
     ) -> Conn {
         Conn {
             peer,
+            mailbox,
+            heard: AtomicBool::new(false),
             stream,
             out: Mutex::new(VecDeque::new()),
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             state: AtomicU8::new(OPEN),
             why_down: Mutex::new(None),
-            last_send_ms: AtomicU64::new(now_ms),
-            last_recv_ms: AtomicU64::new(now_ms),
+            last_send_ms: AtomicU64::new(0),
+            last_recv_ms: AtomicU64::new(0),
             rx: Mutex::new(FrameReader::new(max_payload)),
             rx_pending: AtomicBool::new(false),
         }
@@ -151,6 +160,19 @@ impl Conn {
         }
         lock(&self.out).clear();
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        if matches!(error, Error::PeerLost { .. } | Error::Protocol { .. }) {
+            tracing::error!("connection to rank {}: {error}", self.peer);
+        }
+        // Receivers waiting on this peer learn it too (a protocol violation breaks the job as a
+        // lost peer does).
+        let error = match error {
+            Error::Protocol { from, detail } => Error::PeerLost {
+                peer: from,
+                reason: format!("protocol violation: {detail}"),
+            },
+            e => e,
+        };
+        self.mailbox.peer_down(self.peer, error);
         true
     }
 
@@ -178,7 +200,7 @@ impl Conn {
         if self.state() == DOWN {
             return Err(self.down_error());
         }
-        header.payload_len = u32::try_from(payload.bytes().len())
+        header.payload_len = u32::try_from(payload.len())
             .map_err(|_| Error::InvalidArgument("payload longer than 4 GiB".into()))?;
         let mut q = lock(&self.out);
         q.push_back(Queued {
@@ -218,30 +240,61 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Writes from the front of `q` until it is empty or the socket would block.
-fn drain(mut stream: &mio::net::TcpStream, q: &mut VecDeque<Queued>) -> std::io::Result<()> {
+/// Writes from the front of `q` until it is empty or the socket would block. Uses `sendmsg`
+/// with `MSG_NOSIGNAL`: a peer that reset the connection is an error here, never a SIGPIPE that
+/// kills a C program that left SIGPIPE at its default.
+fn drain(stream: &mio::net::TcpStream, q: &mut VecDeque<Queued>) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
     while let Some(front) = q.front_mut() {
-        let payload = front.payload.bytes();
-        let mut slices = [IoSlice::new(&[]), IoSlice::new(&[])];
-        let n_slices = if front.sent < HEADER_LEN {
-            slices[0] = IoSlice::new(&front.header[front.sent..]);
-            slices[1] = IoSlice::new(payload);
-            2
+        let (payload, payload_len) = front.payload.raw();
+        let mut iov = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; 2];
+        let count = if front.sent < HEADER_LEN {
+            iov[0] = libc::iovec {
+                iov_base: front.header[front.sent..].as_ptr() as *mut libc::c_void,
+                iov_len: HEADER_LEN - front.sent,
+            };
+            iov[1] = libc::iovec {
+                iov_base: payload as *mut libc::c_void,
+                iov_len: payload_len,
+            };
+            if payload_len == 0 {
+                1
+            } else {
+                2
+            }
         } else {
-            slices[0] = IoSlice::new(&payload[front.sent - HEADER_LEN..]);
+            let done = front.sent - HEADER_LEN;
+            iov[0] = libc::iovec {
+                iov_base: payload.wrapping_add(done) as *mut libc::c_void,
+                iov_len: payload_len - done,
+            };
             1
         };
-        match stream.write_vectored(&slices[..n_slices]) {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                front.sent += n;
-                if front.sent == front.total() {
-                    q.pop_front();
-                }
+        // SAFETY: an all-zero msghdr is a valid "no name, no control data" header.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = iov.as_mut_ptr();
+        msg.msg_iovlen = count;
+        // SAFETY: `msg` points at `count` iovecs that describe live memory: the queued header
+        // (owned by `front`), and the payload, owned by `front` or kept mapped by its `Arc`;
+        // the kernel only reads from them, and nothing else borrows them as Rust slices.
+        let n = unsafe { libc::sendmsg(stream.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            match e.kind() {
+                std::io::ErrorKind::WouldBlock => return Ok(()),
+                std::io::ErrorKind::Interrupted => continue,
+                _ => return Err(e),
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+        }
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        front.sent += n as usize;
+        if front.sent == front.total() {
+            q.pop_front();
         }
     }
     Ok(())

@@ -77,7 +77,7 @@ pub(crate) struct Shared {
     rank: Rank,
     config: TcpConfig,
     regions: RegionTable,
-    mailbox: Mailbox,
+    mailbox: Arc<Mailbox>,
     /// Indexed by rank; `None` for this node.
     conns: Vec<Option<Arc<Conn>>>,
     /// Set first by `close`: no new operations.
@@ -94,19 +94,7 @@ impl Shared {
 
     /// Takes a connection down and tells everyone waiting on it.
     fn peer_down(&self, conn: &Conn, error: Error) {
-        if conn.mark_down(error.clone()) {
-            if matches!(error, Error::PeerLost { .. } | Error::Protocol { .. }) {
-                tracing::error!("rank {}: {error}", self.rank);
-            }
-            let error = match error {
-                Error::Protocol { from, detail } => Error::PeerLost {
-                    peer: from,
-                    reason: format!("protocol violation: {detail}"),
-                },
-                e => e,
-            };
-            self.mailbox.peer_down(conn.peer, error);
-        }
+        conn.mark_down(error);
     }
 }
 
@@ -236,7 +224,7 @@ impl PreparedTcp {
             .map_err(|e| Error::io("configuring the listener", e))?;
         while missing > 0 {
             match self.listener.accept() {
-                Ok((stream, from)) => match self.accept_one(stream) {
+                Ok((stream, from)) => match self.accept_one(stream, deadline) {
                     Ok((peer, s)) if streams[peer.index()].is_none() => {
                         streams[peer.index()] = Some(s);
                         missing -= 1;
@@ -269,6 +257,7 @@ impl PreparedTcp {
         let poll = mio::Poll::new().map_err(|e| Error::io("creating the poller", e))?;
         let waker = mio::Waker::new(poll.registry(), progress::WAKER)
             .map_err(|e| Error::io("creating the poller's waker", e))?;
+        let mailbox = Arc::new(Mailbox::new(self.nodes, self.config.spin));
         let mut conns = Vec::with_capacity(self.nodes);
         for (peer, s) in streams.into_iter().enumerate() {
             conns.push(match s {
@@ -279,15 +268,15 @@ impl PreparedTcp {
                     Some(Arc::new(Conn::new(
                         Rank(peer as u32),
                         mio::net::TcpStream::from_std(s),
+                        Arc::clone(&mailbox),
                         self.config.max_payload,
-                        0,
                     )))
                 }
             });
         }
         let shared = Arc::new(Shared {
             rank: self.rank,
-            mailbox: Mailbox::new(self.nodes, self.config.spin),
+            mailbox,
             config: self.config,
             regions: RegionTable::default(),
             conns,
@@ -377,10 +366,12 @@ impl PreparedTcp {
         }
     }
 
-    fn accept_one(&self, mut s: TcpStream) -> Result<(Rank, TcpStream)> {
+    fn accept_one(&self, mut s: TcpStream, deadline: Instant) -> Result<(Rank, TcpStream)> {
         s.set_nonblocking(false)
             .map_err(|e| Error::io("configuring a connection", e))?;
-        configure(&s, self.config.connect_timeout.min(Duration::from_secs(10)))?;
+        // A stranger that connects and says nothing holds us up for a bounded time only.
+        let left = deadline.saturating_duration_since(Instant::now());
+        configure(&s, left.min(Duration::from_secs(5)))?;
         let who = handshake(
             &mut s,
             &self.config.secret,

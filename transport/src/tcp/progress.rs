@@ -21,6 +21,9 @@ use super::Shared;
 
 pub(crate) const WAKER: Token = Token(usize::MAX);
 
+/// Bytes read from one connection before the progress thread turns to the others.
+const READ_BUDGET: usize = 4 << 20;
+
 /// How long a closing node keeps flushing queued frames before it gives up.
 const CLOSE_FLUSH: Duration = Duration::from_secs(2);
 
@@ -47,10 +50,12 @@ pub(crate) fn run(shared: Arc<Shared>, mut poll: Poll) {
     let mut last_event = Instant::now();
     let mut closing_since: Option<Instant> = None;
     let mut write_shut = false;
+    // Connections whose read budget ran out: served again on the next turn, events or not.
+    let mut backlog: Vec<Arc<Conn>> = Vec::new();
     loop {
         // Right after activity, poll without sleeping for a while: the next request of a
         // latency-bound peer usually comes within a round trip, and waking up costs more.
-        let timeout = if last_event.elapsed() < shared.config.spin {
+        let timeout = if !backlog.is_empty() || last_event.elapsed() < shared.config.spin {
             Duration::ZERO
         } else if closing_since.is_some() {
             Duration::from_millis(10)
@@ -82,9 +87,17 @@ pub(crate) fn run(shared: Arc<Shared>, mut poll: Poll) {
             }
             if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                 conn.rx_pending.store(true, Ordering::SeqCst);
-                drain(&shared, conn, Reading::UntilWouldBlock);
+                if drain(&shared, conn, Reading::UntilWouldBlock)
+                    && !backlog.iter().any(|c| Arc::ptr_eq(c, conn))
+                {
+                    backlog.push(Arc::clone(conn));
+                }
             }
         }
+        backlog.retain(|conn| {
+            conn.rx_pending.store(true, Ordering::SeqCst);
+            drain(&shared, conn, Reading::UntilWouldBlock)
+        });
         let now = Instant::now();
         if now.duration_since(last_tick) >= tick {
             last_tick = now;
@@ -135,7 +148,13 @@ fn heartbeat(shared: &Shared, conns: &[&Arc<Conn>]) {
         if conn.state() == DOWN {
             continue;
         }
-        if now_ms.saturating_sub(conn.last_recv_ms.load(Ordering::Relaxed)) > timeout_ms {
+        // Until a peer has said anything it may still be connecting to the others.
+        let limit = if conn.heard.load(Ordering::Relaxed) {
+            timeout_ms
+        } else {
+            timeout_ms + shared.config.connect_timeout.as_millis() as u64
+        };
+        if now_ms.saturating_sub(conn.last_recv_ms.load(Ordering::Relaxed)) > limit {
             let reason = format!(
                 "silent for more than {:?} (no heartbeat)",
                 shared.config.peer_timeout
@@ -166,28 +185,35 @@ pub(crate) enum Reading {
 ///
 /// Edge-triggered readiness is never lost: the progress thread sets `rx_pending` before it tries
 /// the lock, and whoever holds the lock checks `rx_pending` again after releasing it.
-pub(crate) fn drain(shared: &Shared, conn: &Conn, how: Reading) {
+///
+/// Returns true when data may be left unread because the read budget ran out: the caller (the
+/// progress thread) must come back without waiting for an event.
+pub(crate) fn drain(shared: &Shared, conn: &Conn, how: Reading) -> bool {
     let mut how = how;
     loop {
         let Ok(mut rx) = conn.rx.try_lock() else {
-            return;
+            return false;
         };
         conn.rx_pending.store(false, Ordering::SeqCst);
-        read_available(shared, conn, &mut rx, how);
+        if read_available(shared, conn, &mut rx, how) {
+            return true;
+        }
         // Readiness that arrived meanwhile was meant for the progress thread: read it fully.
         how = Reading::UntilWouldBlock;
         drop(rx);
         if !conn.rx_pending.load(Ordering::SeqCst) {
-            return;
+            return false;
         }
     }
 }
 
 /// Reads until the socket would block, handling each complete frame.
-fn read_available(shared: &Shared, conn: &Conn, reader: &mut FrameReader, how: Reading) {
+/// Returns true when it stopped with data possibly left (the read budget ran out).
+fn read_available(shared: &Shared, conn: &Conn, reader: &mut FrameReader, how: Reading) -> bool {
     if conn.state() == DOWN {
-        return;
+        return false;
     }
+    let mut read = 0usize;
     loop {
         let mut stream = &conn.stream;
         match reader.fill_from(&mut stream) {
@@ -204,26 +230,33 @@ fn read_available(shared: &Shared, conn: &Conn, reader: &mut FrameReader, how: R
                 };
                 handle_frames(shared, conn, reader);
                 shared.peer_down(conn, err);
-                return;
+                return false;
             }
-            Ok(_) => {
+            Ok(n) => {
                 conn.last_recv_ms.store(shared.now_ms(), Ordering::Relaxed);
+                conn.heard.store(true, Ordering::Relaxed);
+                read += n;
+                if read >= READ_BUDGET && how == Reading::UntilWouldBlock {
+                    // Let the other peers have a turn; the progress thread comes back here.
+                    handle_frames(shared, conn, reader);
+                    return true;
+                }
                 if !handle_frames(shared, conn, reader)
                     || (how == Reading::UntilShort && reader.drained())
                 {
-                    return;
+                    return false;
                 }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) if conn.state() == CLOSING || shared.closing.load(Ordering::SeqCst) => {
                 tracing::debug!("rank {}: receive after goodbye: {e}", conn.peer);
                 shared.peer_down(conn, Error::PeerClosed(conn.peer));
-                return;
+                return false;
             }
             Err(e) => {
                 shared.peer_down(conn, lost(conn.peer, format!("receive failed: {e}")));
-                return;
+                return false;
             }
         }
     }

@@ -28,6 +28,7 @@ const PORT_TAG: Tag = Tag(1);
 struct Plan {
     lat_iters: usize,
     bw_bytes: usize,
+    bw_repeats: usize,
 }
 
 /// The raw-socket server on rank 1: the simplest possible blocking request/response server.
@@ -308,10 +309,15 @@ fn client(
     }
     for (size, window) in [(64usize << 10, 32usize), (1 << 20, 8)] {
         let total = plan.bw_bytes;
-        let floor_in = raw_stream(&mut s, true, size, total).map_err(io)?;
-        let read = bandwidth(t, &remote, &local, false, size, window, total).map_err(tr)?;
-        let floor_out = raw_stream(&mut s, false, size, total).map_err(io)?;
-        let write = bandwidth(t, &remote, &local, true, size, window, total).map_err(tr)?;
+        // Best of several interleaved runs, for the floor and for us alike: a shared virtual
+        // machine's bandwidth swings from one second to the next.
+        let (mut floor_in, mut read, mut floor_out, mut write) = (0f64, 0f64, 0f64, 0f64);
+        for _ in 0..plan.bw_repeats {
+            floor_in = floor_in.max(raw_stream(&mut s, true, size, total).map_err(io)?);
+            read = read.max(bandwidth(t, &remote, &local, false, size, window, total).map_err(tr)?);
+            floor_out = floor_out.max(raw_stream(&mut s, false, size, total).map_err(io)?);
+            write = write.max(bandwidth(t, &remote, &local, true, size, window, total).map_err(tr)?);
+        }
         let kib = size / 1024;
         let bw = |metric: String, v: f64, f: f64| Row {
             metric,
@@ -392,11 +398,13 @@ fn main() -> ExitCode {
         Plan {
             lat_iters: 50,
             bw_bytes: 4 << 20,
+            bw_repeats: 1,
         }
     } else {
         Plan {
             lat_iters: 5000,
             bw_bytes: 256 << 20,
+            bw_repeats: 3,
         }
     };
     let node = match Node::init() {

@@ -13,6 +13,8 @@ use crate::types::{Message, Rank, Tag};
 struct State {
     queue: VecDeque<Message>,
     down: Vec<Option<Error>>,
+    /// The first peer lost, in time: the root cause to report.
+    first_lost: Option<Error>,
     closed: bool,
 }
 
@@ -31,6 +33,7 @@ impl Mailbox {
             state: Mutex::new(State {
                 queue: VecDeque::new(),
                 down: vec![None; nodes],
+                first_lost: None,
                 closed: false,
             }),
             arrived: Condvar::new(),
@@ -56,9 +59,14 @@ impl Mailbox {
 
     /// Records that `peer` is gone: receives that can only be satisfied by it fail with `error`.
     pub(crate) fn peer_down(&self, peer: Rank, error: Error) {
-        if let Some(slot) = self.lock().down.get_mut(peer.index()) {
+        let mut state = self.lock();
+        if matches!(error, Error::PeerLost { .. }) && state.first_lost.is_none() {
+            state.first_lost = Some(error.clone());
+        }
+        if let Some(slot) = state.down.get_mut(peer.index()) {
             slot.get_or_insert(error);
         }
+        drop(state);
         self.notify();
     }
 
@@ -73,12 +81,7 @@ impl Mailbox {
     pub(crate) fn wait_failure(&self) -> Error {
         let mut state = self.lock();
         loop {
-            if let Some(e) = state
-                .down
-                .iter()
-                .flatten()
-                .find(|e| matches!(e, Error::PeerLost { .. }))
-            {
+            if let Some(e) = &state.first_lost {
                 return e.clone();
             }
             if state.closed {

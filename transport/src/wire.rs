@@ -304,19 +304,8 @@ impl FrameReader {
     /// # Errors
     /// A [`WireError`] for bytes that are not a valid frame.
     pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, WireError> {
-        let header = match self.header {
-            Some(h) => h,
-            None => {
-                if self.buffered() < HEADER_LEN {
-                    return Ok(None);
-                }
-                let mut raw = [0u8; HEADER_LEN];
-                raw.copy_from_slice(&self.buf[self.start..self.start + HEADER_LEN]);
-                let h = Header::decode(&raw, self.max_payload)?;
-                self.start += HEADER_LEN;
-                self.header = Some(h);
-                h
-            }
+        let Some(header) = self.next_header()? else {
+            return Ok(None);
         };
         let len = header.payload_len as usize;
         if self.buffered() < len {
@@ -329,6 +318,44 @@ impl FrameReader {
             header,
             payload: &self.buf[at..at + len],
         }))
+    }
+
+    /// The header of the frame in progress, decoding it once its 48 bytes are buffered; its
+    /// payload may not be complete yet (see [`FrameReader::payload_buffered`]).
+    ///
+    /// # Errors
+    /// A [`WireError`] for bytes that are not a valid header.
+    pub fn next_header(&mut self) -> Result<Option<Header>, WireError> {
+        if let Some(h) = self.header {
+            return Ok(Some(h));
+        }
+        if self.buffered() < HEADER_LEN {
+            return Ok(None);
+        }
+        let mut raw = [0u8; HEADER_LEN];
+        raw.copy_from_slice(&self.buf[self.start..self.start + HEADER_LEN]);
+        let h = Header::decode(&raw, self.max_payload)?;
+        self.start += HEADER_LEN;
+        self.header = Some(h);
+        Ok(Some(h))
+    }
+
+    /// How much of the payload of the frame in progress is buffered (0 without a header).
+    pub fn payload_buffered(&self) -> usize {
+        self.header
+            .map_or(0, |h| self.buffered().min(h.payload_len as usize))
+    }
+
+    /// Hands the rest of the frame in progress to the caller, who will read its remaining
+    /// `payload_len - prefix.len()` bytes straight from the stream into their destination (no
+    /// copy through this buffer). Returns the prefix already buffered; the reader then expects
+    /// the next frame's header.
+    pub fn detach_payload(&mut self) -> &[u8] {
+        let n = self.payload_buffered();
+        let at = self.start;
+        self.start += n;
+        self.header = None;
+        &self.buf[at..at + n]
     }
 }
 
@@ -367,6 +394,24 @@ mod tests {
             Kind::Heartbeat
         );
         assert_eq!(r.next_frame().unwrap(), None);
+    }
+
+    #[test]
+    fn detached_payloads_resume_at_the_next_frame() {
+        let mut bytes = frame(Kind::Write, &[9u8; 100]);
+        bytes.extend(frame(Kind::Message, b"next"));
+        let mut r = FrameReader::new(1 << 20);
+        r.push(&bytes[..HEADER_LEN + 30]);
+        let h = r.next_header().unwrap().unwrap();
+        assert_eq!(
+            (h.kind, h.payload_len, r.payload_buffered()),
+            (Kind::Write, 100, 30)
+        );
+        assert_eq!(r.detach_payload(), &[9u8; 30][..]);
+        // The caller reads the other 70 bytes itself; the reader sees the next frame.
+        r.push(&bytes[HEADER_LEN + 100..]);
+        let f = r.next_frame().unwrap().unwrap();
+        assert_eq!((f.header.kind, f.payload), (Kind::Message, &b"next"[..]));
     }
 
     #[test]

@@ -316,7 +316,8 @@ fn client(
             floor_in = floor_in.max(raw_stream(&mut s, true, size, total).map_err(io)?);
             read = read.max(bandwidth(t, &remote, &local, false, size, window, total).map_err(tr)?);
             floor_out = floor_out.max(raw_stream(&mut s, false, size, total).map_err(io)?);
-            write = write.max(bandwidth(t, &remote, &local, true, size, window, total).map_err(tr)?);
+            write =
+                write.max(bandwidth(t, &remote, &local, true, size, window, total).map_err(tr)?);
         }
         let kib = size / 1024;
         let bw = |metric: String, v: f64, f: f64| Row {

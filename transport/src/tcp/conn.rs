@@ -68,6 +68,38 @@ impl Queued {
     }
 }
 
+/// The receive side of a connection.
+#[derive(Debug)]
+pub(crate) struct Rx {
+    /// Reassembles frames.
+    pub(crate) reader: FrameReader,
+    /// A large payload being read straight from the socket into registered memory.
+    pub(crate) direct: Option<Direct>,
+}
+
+/// A payload read straight into its destination: the data of a read response, or of a write
+/// request aimed at this node's memory.
+#[derive(Debug)]
+pub(crate) struct Direct {
+    /// Where it goes (bounds-checked when this was made; the `Arc` keeps it mapped).
+    pub(crate) region: Arc<Region>,
+    pub(crate) offset: usize,
+    pub(crate) len: usize,
+    /// Bytes already placed.
+    pub(crate) done: usize,
+    /// What to do once it is all there.
+    pub(crate) then: DirectEnd,
+}
+
+/// What completes a direct payload.
+#[derive(Debug)]
+pub(crate) enum DirectEnd {
+    /// Our read request: complete it.
+    Response(Pending),
+    /// A peer's write request: answer it.
+    Write { id: u64 },
+}
+
 /// An outstanding request of ours.
 #[derive(Debug)]
 pub(crate) struct Pending {
@@ -98,7 +130,7 @@ pub(crate) struct Conn {
     /// Time of the last receive, in milliseconds since the transport started.
     pub(crate) last_recv_ms: AtomicU64,
     /// The receive side: whoever holds this lock reads the socket (see `progress::drain`).
-    pub(crate) rx: Mutex<FrameReader>,
+    pub(crate) rx: Mutex<Rx>,
     /// Set by the progress thread on a readable event before it tries `rx`.
     pub(crate) rx_pending: AtomicBool,
 }
@@ -122,7 +154,10 @@ impl Conn {
             why_down: Mutex::new(None),
             last_send_ms: AtomicU64::new(0),
             last_recv_ms: AtomicU64::new(0),
-            rx: Mutex::new(FrameReader::new(max_payload)),
+            rx: Mutex::new(Rx {
+                reader: FrameReader::new(max_payload),
+                direct: None,
+            }),
             rx_pending: AtomicBool::new(false),
         }
     }
@@ -187,6 +222,14 @@ impl Conn {
             return Err(self.down_error());
         }
         Ok(id)
+    }
+
+    /// The destination length of the outstanding read `id`, if it is one.
+    pub(crate) fn pending_read_len(&self, id: u64) -> Option<usize> {
+        lock(&self.pending)
+            .get(&id)
+            .and_then(|p| p.dest.as_ref())
+            .map(LocalSlice::len)
     }
 
     /// Removes and returns the outstanding request `id`.

@@ -108,7 +108,7 @@ struct ConnDriver {
 impl Driver for ConnDriver {
     fn drive(&self) {
         if let Some(Some(conn)) = self.shared.conns.get(self.peer) {
-            progress::drain(&self.shared, conn, progress::Reading::UntilShort);
+            progress::drain(&self.shared, conn, progress::Reading::Waiter);
         }
     }
 }

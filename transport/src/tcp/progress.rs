@@ -14,9 +14,9 @@ use mio::{Events, Interest, Poll, Token};
 use crate::error::{Error, RemoteFault};
 use crate::exec;
 use crate::types::{Message, Rank, Tag};
-use crate::wire::{Frame, FrameReader, Header, Kind};
+use crate::wire::{Frame, Header, Kind};
 
-use super::conn::{Conn, Payload, CLOSING, DOWN};
+use super::conn::{Conn, Direct, DirectEnd, Payload, Rx, CLOSING, DOWN};
 use super::Shared;
 
 pub(crate) const WAKER: Token = Token(usize::MAX);
@@ -79,24 +79,39 @@ pub(crate) fn run(shared: Arc<Shared>, mut poll: Poll) {
             let Some(Some(conn)) = shared.conns.get(ev.token().0) else {
                 continue;
             };
-            last_event = Instant::now();
             if ev.is_writable() {
+                last_event = Instant::now();
                 if let Err(e) = conn.flush_queue() {
                     shared.peer_down(conn, send_failed(conn, &e));
                 }
             }
             if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                 conn.rx_pending.store(true, Ordering::SeqCst);
-                if drain(&shared, conn, Reading::UntilWouldBlock)
-                    && !backlog.iter().any(|c| Arc::ptr_eq(c, conn))
-                {
-                    backlog.push(Arc::clone(conn));
+                // The event was taken before we read: an end of stream that had already arrived
+                // shows in it, and one that arrives later raises a new event. So a short read
+                // may stop unless the event itself says the peer closed or failed.
+                let how = if ev.is_read_closed() || ev.is_error() {
+                    Reading::EventClosed
+                } else {
+                    Reading::Event
+                };
+                match drain(&shared, conn, how) {
+                    // Another thread is reading (one waiting for its response): this is not
+                    // work for us, so it is no reason to keep spinning.
+                    Drained::Busy => {}
+                    Drained::Done => last_event = Instant::now(),
+                    Drained::More => {
+                        last_event = Instant::now();
+                        if !backlog.iter().any(|c| Arc::ptr_eq(c, conn)) {
+                            backlog.push(Arc::clone(conn));
+                        }
+                    }
                 }
             }
         }
         backlog.retain(|conn| {
             conn.rx_pending.store(true, Ordering::SeqCst);
-            drain(&shared, conn, Reading::UntilWouldBlock)
+            drain(&shared, conn, Reading::EventClosed) == Drained::More
         });
         let now = Instant::now();
         if now.duration_since(last_tick) >= tick {
@@ -168,15 +183,30 @@ fn heartbeat(shared: &Shared, conns: &[&Arc<Conn>]) {
     }
 }
 
-/// How far a reader reads before it lets go of a connection.
+/// Who reads a connection, which decides how far it reads before it lets go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Reading {
-    /// Until the socket would block or ends: what the progress thread must do on an
-    /// edge-triggered event (an end of stream queued behind data raises no new event).
-    UntilWouldBlock,
-    /// Until a read comes back short: enough for a thread waiting on a response, and one system
-    /// call fewer per round trip; the progress thread still gets the event for anything left.
-    UntilShort,
+    /// The progress thread on a readable event that does not report a closed peer: it may stop
+    /// at a short read (an end of stream that arrives later raises a new event), and stops when
+    /// its budget runs out, to come back on its next turn.
+    Event,
+    /// The progress thread on an event that reports the peer closed or failed: read until the
+    /// socket would block or ends (no further event would come for what is queued).
+    EventClosed,
+    /// A thread waiting for a response: stops at a short read, one system call fewer per round
+    /// trip; the progress thread still gets the event for anything that arrives later.
+    Waiter,
+}
+
+/// What [`drain`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Drained {
+    /// Another thread holds the connection's receive side (and will see `rx_pending`).
+    Busy,
+    /// Read until there was nothing more.
+    Done,
+    /// Stopped because the read budget ran out: come back without waiting for an event.
+    More,
 }
 
 /// Reads and handles everything available on `conn`, unless another thread is already doing
@@ -185,39 +215,51 @@ pub(crate) enum Reading {
 ///
 /// Edge-triggered readiness is never lost: the progress thread sets `rx_pending` before it tries
 /// the lock, and whoever holds the lock checks `rx_pending` again after releasing it.
-///
-/// Returns true when data may be left unread because the read budget ran out: the caller (the
-/// progress thread) must come back without waiting for an event.
-pub(crate) fn drain(shared: &Shared, conn: &Conn, how: Reading) -> bool {
+pub(crate) fn drain(shared: &Shared, conn: &Conn, how: Reading) -> Drained {
     let mut how = how;
+    let mut outcome = Drained::Busy;
     loop {
         let Ok(mut rx) = conn.rx.try_lock() else {
-            return false;
+            return outcome;
         };
         conn.rx_pending.store(false, Ordering::SeqCst);
         if read_available(shared, conn, &mut rx, how) {
-            return true;
+            return Drained::More;
         }
+        outcome = Drained::Done;
         // Readiness that arrived meanwhile was meant for the progress thread: read it fully.
-        how = Reading::UntilWouldBlock;
+        how = Reading::EventClosed;
         drop(rx);
         if !conn.rx_pending.load(Ordering::SeqCst) {
-            return false;
+            return Drained::Done;
         }
     }
 }
 
-/// Reads until the socket would block, handling each complete frame.
-/// Returns true when it stopped with data possibly left (the read budget ran out).
-fn read_available(shared: &Shared, conn: &Conn, reader: &mut FrameReader, how: Reading) -> bool {
+/// Payloads at least this large are read straight into their destination when they have not
+/// fully arrived yet, saving a copy through the frame buffer.
+const DIRECT_MIN: usize = 16 * 1024;
+
+/// Reads until the socket would block (or comes back short, as `how` allows),
+/// handling each complete frame. Returns true when it stopped with data possibly left (the read
+/// budget ran out).
+fn read_available(shared: &Shared, conn: &Conn, rx: &mut Rx, how: Reading) -> bool {
     if conn.state() == DOWN {
         return false;
     }
     let mut read = 0usize;
     loop {
-        let mut stream = &conn.stream;
-        match reader.fill_from(&mut stream) {
-            Ok(0) => {
+        let got = match rx.direct.as_mut() {
+            Some(d) => recv_direct(conn, d),
+            None => {
+                let mut stream = &conn.stream;
+                rx.reader
+                    .fill_from(&mut stream)
+                    .map(|n| (n, rx.reader.drained()))
+            }
+        };
+        match got {
+            Ok((0, _)) => {
                 // After the peer's goodbye, or while we close ourselves, an end of stream is the
                 // orderly end of the connection.
                 let err = if conn.state() == CLOSING || shared.closing.load(Ordering::SeqCst) {
@@ -228,48 +270,156 @@ fn read_available(shared: &Shared, conn: &Conn, reader: &mut FrameReader, how: R
                         "connection closed without goodbye (process died?)".into(),
                     )
                 };
-                handle_frames(shared, conn, reader);
+                if rx.direct.is_none() {
+                    handle_frames(shared, conn, rx);
+                }
+                fail_direct(rx, &err);
                 shared.peer_down(conn, err);
                 return false;
             }
-            Ok(n) => {
+            Ok((n, short)) => {
                 conn.last_recv_ms.store(shared.now_ms(), Ordering::Relaxed);
                 conn.heard.store(true, Ordering::Relaxed);
                 read += n;
-                if read >= READ_BUDGET && how == Reading::UntilWouldBlock {
+                if rx.direct.as_ref().is_some_and(|d| d.done == d.len) {
+                    if let Some(d) = rx.direct.take() {
+                        finish_direct(shared, conn, d);
+                    }
+                }
+                if rx.direct.is_none() && !handle_frames(shared, conn, rx) {
+                    return false;
+                }
+                if read >= READ_BUDGET && how != Reading::Waiter {
                     // Let the other peers have a turn; the progress thread comes back here.
-                    handle_frames(shared, conn, reader);
                     return true;
                 }
-                if !handle_frames(shared, conn, reader)
-                    || (how == Reading::UntilShort && reader.drained())
-                {
+                if how != Reading::EventClosed && short {
                     return false;
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) if conn.state() == CLOSING || shared.closing.load(Ordering::SeqCst) => {
-                tracing::debug!("rank {}: receive after goodbye: {e}", conn.peer);
-                shared.peer_down(conn, Error::PeerClosed(conn.peer));
-                return false;
-            }
             Err(e) => {
-                shared.peer_down(conn, lost(conn.peer, format!("receive failed: {e}")));
+                let err = if conn.state() == CLOSING || shared.closing.load(Ordering::SeqCst) {
+                    tracing::debug!("rank {}: receive after goodbye: {e}", conn.peer);
+                    Error::PeerClosed(conn.peer)
+                } else {
+                    lost(conn.peer, format!("receive failed: {e}"))
+                };
+                fail_direct(rx, &err);
+                shared.peer_down(conn, err);
                 return false;
             }
         }
     }
 }
 
-/// Handles every complete frame buffered in `reader`. Returns false when the connection was
-/// closed for a protocol violation.
-fn handle_frames(shared: &Shared, conn: &Conn, reader: &mut FrameReader) -> bool {
+/// Receives the next part of a direct payload into its destination. Returns the byte count and
+/// whether the read came back short.
+fn recv_direct(conn: &Conn, d: &mut Direct) -> std::io::Result<(usize, bool)> {
+    use std::os::fd::AsRawFd;
+    let want = d.len - d.done;
+    let dst = d.region.as_ptr().wrapping_add(d.offset + d.done);
+    // SAFETY: `offset..offset+len` lies inside the region (checked when the Direct was made),
+    // `done < len`, so `dst..dst+want` is inside it too; the `Arc` keeps the region mapped. The
+    // kernel writes through the raw pointer; no Rust reference to the bytes exists.
+    let n = unsafe { libc::recv(conn.stream.as_raw_fd(), dst.cast(), want, 0) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let n = n as usize;
+    d.done += n;
+    Ok((n, n < want))
+}
+
+/// Completes a direct payload that has fully arrived.
+fn finish_direct(shared: &Shared, conn: &Conn, d: Direct) {
+    match d.then {
+        DirectEnd::Response(p) => p.completer.complete(0),
+        DirectEnd::Write { id } => respond(shared, conn, id, Ok(0), Payload::None),
+    }
+}
+
+/// Fails the read whose payload was arriving directly when the connection broke.
+fn fail_direct(rx: &mut Rx, err: &Error) {
+    if let Some(Direct {
+        then: DirectEnd::Response(p),
+        ..
+    }) = rx.direct.take()
+    {
+        p.completer.fail(err.clone());
+    }
+}
+
+/// If the frame whose header has arrived carries a large payload that has not fully arrived and
+/// has a known destination in registered memory, switch to reading it straight there.
+fn try_direct(shared: &Shared, conn: &Conn, rx: &mut Rx, h: Header) -> bool {
+    let len = h.payload_len as usize;
+    if len < DIRECT_MIN || rx.reader.payload_buffered() >= len {
+        return false;
+    }
+    let (region, offset, then) = match h.kind {
+        Kind::Response if h.a == 0 && conn.pending_read_len(h.id) == Some(len) => {
+            let Some(p) = conn.take_pending(h.id) else {
+                return false;
+            };
+            let Some(dest) = p.dest.clone() else {
+                return false;
+            };
+            (
+                Arc::clone(dest.region()),
+                dest.offset(),
+                DirectEnd::Response(p),
+            )
+        }
+        Kind::Write => match exec::range(&shared.regions, h.a, h.b, h.payload_len.into()) {
+            // `range` checked b..b+len against the region, so `b` fits in usize.
+            Ok((region, _)) => (region, h.b as usize, DirectEnd::Write { id: h.id }),
+            Err(_) => return false,
+        },
+        _ => return false,
+    };
+    let prefix = rx.reader.detach_payload();
+    if region.write_at(offset, prefix).is_err() {
+        // Unreachable: the range was checked; fail safe by dropping the request.
+        return false;
+    }
+    let done = prefix.len();
+    rx.direct = Some(Direct {
+        region,
+        offset,
+        len,
+        done,
+        then,
+    });
+    true
+}
+
+/// Handles every complete frame buffered in the reader, stopping early when a large payload
+/// switches to direct reading. Returns false when the connection was closed for a protocol
+/// violation.
+fn handle_frames(shared: &Shared, conn: &Conn, rx: &mut Rx) -> bool {
     loop {
-        match reader.next_frame() {
+        let header = match rx.reader.next_header() {
+            Ok(Some(h)) => h,
+            Ok(None) => return true,
+            Err(e) => {
+                shared.peer_down(
+                    conn,
+                    Error::Protocol {
+                        from: conn.peer,
+                        detail: e.to_string(),
+                    },
+                );
+                return false;
+            }
+        };
+        if try_direct(shared, conn, rx, header) {
+            return true;
+        }
+        match rx.reader.next_frame() {
             Ok(Some(frame)) => {
                 if let Err(detail) = handle(shared, conn, frame) {
-                    tracing::error!("rank {}: protocol violation: {detail}", conn.peer);
                     shared.peer_down(
                         conn,
                         Error::Protocol {
@@ -282,7 +432,6 @@ fn handle_frames(shared: &Shared, conn: &Conn, reader: &mut FrameReader) -> bool
             }
             Ok(None) => return true,
             Err(e) => {
-                tracing::error!("rank {}: bad frame: {e}", conn.peer);
                 shared.peer_down(
                     conn,
                     Error::Protocol {

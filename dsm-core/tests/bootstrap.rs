@@ -24,17 +24,19 @@ fn config(rank: u32, nodes: usize, coordinator: Coordinator, secret: Secret) -> 
     }
 }
 
+/// Rank 0's configuration for a 2-node job, with its coordinator already listening, and the
+/// address the other node joins at.
+fn rank0_of_two(secret: &Secret) -> (Config, std::net::SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let fd = Coordinator::Fd(listener.into_raw_fd());
+    (config(0, 2, fd, secret.clone()), addr)
+}
+
 #[test]
 fn an_intruder_is_refused_and_the_job_goes_on() {
     let secret = Secret::generate().unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let c0 = config(
-        0,
-        2,
-        Coordinator::Fd(listener.into_raw_fd()),
-        secret.clone(),
-    );
+    let (c0, addr) = rank0_of_two(&secret);
     let rank0 = std::thread::spawn(move || {
         let node = Node::with_config(c0)?;
         node.barrier()?;
@@ -60,14 +62,7 @@ fn an_intruder_is_refused_and_the_job_goes_on() {
 #[test]
 fn a_wrong_job_size_is_refused_with_the_reason() {
     let secret = Secret::generate().unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let c0 = config(
-        0,
-        2,
-        Coordinator::Fd(listener.into_raw_fd()),
-        secret.clone(),
-    );
+    let (c0, addr) = rank0_of_two(&secret);
     let rank0 = std::thread::spawn(move || Node::with_config(c0).and_then(Node::finalize));
     let err = Node::with_config(config(1, 3, Coordinator::Addr(addr), secret.clone()))
         .unwrap_err()

@@ -225,3 +225,35 @@ fn a_peer_that_dies_mid_operation_fails_the_operation() {
         Err(Error::PeerLost { .. })
     ));
 }
+
+#[test]
+fn a_stranger_on_the_data_listener_is_refused_and_the_mesh_still_forms() {
+    let secret = Secret::generate().unwrap();
+    let config = TcpConfig::new(secret.clone());
+    let p0 = TcpTransport::prepare(Rank(0), 2, config.clone()).unwrap();
+    let p1 = TcpTransport::prepare(Rank(1), 2, config).unwrap();
+    let endpoints = vec![p0.endpoint().unwrap(), p1.endpoint().unwrap()];
+    let addr = String::from_utf8(endpoints[0].clone()).unwrap();
+    // A process without the secret connects first, claiming to be rank 1.
+    let mut stranger = TcpStream::connect(&addr).unwrap();
+    stranger
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let eps = endpoints.clone();
+    let rank0 = std::thread::spawn(move || p0.connect(&eps));
+    let refused = handshake(
+        &mut stranger,
+        &Secret::generate().unwrap(),
+        DATA_CONTEXT,
+        Role::Connector,
+        1,
+    );
+    assert!(matches!(refused, Err(Error::Auth(_))), "{refused:?}");
+    // The real rank 1 then completes the mesh.
+    let t1 = p1.connect(&endpoints).unwrap();
+    let t0 = rank0.join().unwrap().unwrap();
+    let home = Region::allocate(64).unwrap();
+    let desc = t0.register(&home).unwrap();
+    assert_eq!(t1.fetch_add(desc.word(0).unwrap(), 5).unwrap(), 0);
+    assert_eq!(t1.fetch_add(desc.word(0).unwrap(), 0).unwrap(), 5);
+}

@@ -399,48 +399,32 @@ fn try_direct(shared: &Shared, conn: &Conn, rx: &mut Rx, h: Header) -> bool {
 /// switches to direct reading. Returns false when the connection was closed for a protocol
 /// violation.
 fn handle_frames(shared: &Shared, conn: &Conn, rx: &mut Rx) -> bool {
+    let violation = |detail: String| {
+        shared.peer_down(
+            conn,
+            Error::Protocol {
+                from: conn.peer,
+                detail,
+            },
+        );
+        false
+    };
     loop {
         let header = match rx.reader.next_header() {
             Ok(Some(h)) => h,
             Ok(None) => return true,
-            Err(e) => {
-                shared.peer_down(
-                    conn,
-                    Error::Protocol {
-                        from: conn.peer,
-                        detail: e.to_string(),
-                    },
-                );
-                return false;
-            }
+            Err(e) => return violation(e.to_string()),
         };
         if try_direct(shared, conn, rx, header) {
             return true;
         }
-        match rx.reader.next_frame() {
-            Ok(Some(frame)) => {
-                if let Err(detail) = handle(shared, conn, frame) {
-                    shared.peer_down(
-                        conn,
-                        Error::Protocol {
-                            from: conn.peer,
-                            detail,
-                        },
-                    );
-                    return false;
-                }
-            }
+        let frame = match rx.reader.next_frame() {
+            Ok(Some(f)) => f,
             Ok(None) => return true,
-            Err(e) => {
-                shared.peer_down(
-                    conn,
-                    Error::Protocol {
-                        from: conn.peer,
-                        detail: e.to_string(),
-                    },
-                );
-                return false;
-            }
+            Err(e) => return violation(e.to_string()),
+        };
+        if let Err(detail) = handle(shared, conn, frame) {
+            return violation(detail);
         }
     }
 }

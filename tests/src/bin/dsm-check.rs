@@ -88,31 +88,21 @@ fn main() -> ExitCode {
     };
     let result = match args.first().map(String::as_str) {
         Some("mesh") => mesh(&node),
-        Some("die") => {
+        Some(scenario @ ("die" | "freeze")) => {
             let victim: usize = args.get(1).and_then(|v| v.parse().ok()).unwrap_or(1);
             let _ = node.barrier();
             if node.rank().index() == victim {
-                eprintln!("rank {victim}: aborting on purpose");
-                std::process::abort();
-            }
-            // Wait for a message nobody sends: only the loss of the victim ends this.
-            match node
-                .transport()
-                .recv(None, Some(Tag(99)), Some(Duration::from_secs(120)))
-            {
-                Ok(_) => Err("an impossible message arrived".into()),
-                Err(e) => Err(format!("recv ended: {e}")),
-            }
-        }
-        Some("freeze") => {
-            // The victim stops itself (SIGSTOP): its sockets stay open but it goes silent, so
-            // only the heartbeat timeout can reveal it.
-            let victim: usize = args.get(1).and_then(|v| v.parse().ok()).unwrap_or(1);
-            let _ = node.barrier();
-            if node.rank().index() == victim {
+                if scenario == "die" {
+                    eprintln!("rank {victim}: aborting on purpose");
+                    std::process::abort();
+                }
+                // Stopped (SIGSTOP), the victim keeps its sockets open but goes silent: only
+                // the heartbeat timeout can reveal it.
                 // SAFETY: raise has no memory-safety preconditions.
                 unsafe { libc::raise(libc::SIGSTOP) };
             }
+            // Wait for a message nobody sends: only the loss of the victim ends this (the
+            // watchdog stops the process, naming it).
             match node
                 .transport()
                 .recv(None, Some(Tag(99)), Some(Duration::from_secs(120)))

@@ -95,3 +95,40 @@ fn survivors_detect_a_lost_peer_within_the_peer_timeout() {
         r.output
     );
 }
+
+#[test]
+fn a_hung_job_is_killed_at_the_timeout() {
+    let start = Instant::now();
+    let r = run_job(CHECK, 2, &["hang"], &[], Duration::from_secs(3));
+    assert_eq!(r.exit_code, 124, "{:?}", r.failure);
+    assert!(r.failure.unwrap_or_default().contains("timeout"));
+    assert!(start.elapsed() < Duration::from_secs(20));
+}
+
+#[test]
+fn a_silent_peer_is_declared_lost_by_heartbeat_timeout() {
+    let start = Instant::now();
+    let r = run_job(
+        CHECK,
+        3,
+        &["freeze", "1"],
+        &[("DSM_PEER_TIMEOUT", "2")],
+        Duration::from_secs(60),
+    );
+    let failure = r.failure.clone().unwrap_or_default();
+    assert!(
+        failure.contains("exited with status 3"),
+        "{failure}\n{}",
+        r.output
+    );
+    assert!(
+        r.output.contains("lost rank 1 (silent for more than"),
+        "{}",
+        r.output
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        start.elapsed()
+    );
+}

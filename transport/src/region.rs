@@ -24,7 +24,33 @@ pub struct Region {
     ptr: NonNull<u8>,
     len: usize,
     id: u64,
-    _owned: Option<memmap2::MmapMut>,
+    _owner: Owner,
+}
+
+/// Who keeps a region's memory mapped.
+#[derive(Debug)]
+enum Owner {
+    /// An ordinary anonymous mapping.
+    Map(#[expect(dead_code, reason = "held only to be unmapped with the region")] memmap2::MmapMut),
+    /// A sparse anonymous mapping (`MAP_NORESERVE`), unmapped on drop.
+    Sparse(#[expect(dead_code, reason = "held only to be unmapped with the region")] SparseMap),
+    /// The caller ([`Region::from_raw`]).
+    Borrowed,
+}
+
+/// A `MAP_NORESERVE` anonymous mapping: address space only, memory used only where touched.
+#[derive(Debug)]
+struct SparseMap {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl Drop for SparseMap {
+    fn drop(&mut self) {
+        // SAFETY: `ptr..ptr+len` is exactly the mapping this value created and owns; nothing
+        // refers to it any more (the Region that owned it is being dropped).
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
 }
 
 // SAFETY: a Region is a pointer and a length to memory that stays valid for the Region's whole
@@ -41,7 +67,7 @@ impl std::fmt::Debug for Region {
             .field("id", &self.id)
             .field("addr", &self.ptr)
             .field("len", &self.len)
-            .field("owned", &self._owned.is_some())
+            .field("owner", &self._owner)
             .finish()
     }
 }
@@ -65,7 +91,38 @@ impl Region {
             ptr,
             len,
             id: NEXT_REGION_ID.fetch_add(1, Ordering::Relaxed),
-            _owned: Some(map),
+            _owner: Owner::Map(map),
+        }))
+    }
+
+    /// Reserves `len` bytes of zeroed, page-aligned address space (`MAP_NORESERVE`): memory is
+    /// used only for the pages that are touched. For large, sparsely used regions such as a
+    /// node's home copy of the global address space.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for `len == 0`; [`Error::Io`] when the mapping fails.
+    pub fn allocate_sparse(len: usize) -> Result<Arc<Region>> {
+        if len == 0 {
+            return Err(Error::InvalidArgument("cannot allocate an empty region".into()));
+        }
+        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
+        let prot = libc::PROT_READ | libc::PROT_WRITE;
+        // SAFETY: an anonymous mapping at an address of the kernel's choosing touches no
+        // existing memory; the result is checked before use.
+        let ptr = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, -1, 0) };
+        if ptr == libc::MAP_FAILED {
+            let e = std::io::Error::last_os_error();
+            return Err(Error::io(format!("reserving a sparse region of {len} bytes"), e));
+        }
+        let ptr = ptr.cast::<u8>();
+        let map = SparseMap { ptr, len };
+        let ptr = NonNull::new(ptr)
+            .ok_or_else(|| Error::InvalidArgument("mmap returned a null pointer".into()))?;
+        Ok(Arc::new(Region {
+            ptr,
+            len,
+            id: NEXT_REGION_ID.fetch_add(1, Ordering::Relaxed),
+            _owner: Owner::Sparse(map),
         }))
     }
 
@@ -88,7 +145,7 @@ impl Region {
             ptr,
             len,
             id: NEXT_REGION_ID.fetch_add(1, Ordering::Relaxed),
-            _owned: None,
+            _owner: Owner::Borrowed,
         }))
     }
 

@@ -32,6 +32,21 @@ pub enum Error {
     /// The launcher could not start or supervise a process.
     #[error("launch: {0}")]
     Launch(String),
+    /// An access to global memory that no allocation covers.
+    #[error("access to unallocated global memory at {0:#x}")]
+    Unallocated(usize),
+    /// The global heap has no room for the request (nothing was changed).
+    #[error("global memory exhausted: no room for {requested} bytes")]
+    OutOfMemory {
+        /// Bytes asked for.
+        requested: usize,
+    },
+    /// A pointer that is not what the call needs (not a live allocation, not global memory).
+    #[error("invalid global pointer {0:#x}")]
+    InvalidPointer(usize),
+    /// A global word or lock that is outside global memory or not aligned.
+    #[error("{0:#x} is not an aligned word of global memory")]
+    Misaligned(usize),
     /// An operating-system call failed.
     #[error("{context}: {source}")]
     Io {

@@ -34,13 +34,21 @@
 //! Set `DSM_RANK`, `DSM_NODES`, `DSM_COORDINATOR` and `DSM_SECRET` by hand on every node (see
 //! `docs/ENVIRONMENT.md`), or use [`Node::with_config`].
 
+pub mod alloc;
 pub mod bootstrap;
+pub mod coherence;
 pub mod collective;
 pub mod config;
+pub mod dsm;
 pub mod error;
+mod fault;
 pub mod launcher;
 pub mod node;
+pub mod space;
+pub mod stats;
 
+pub use coherence::placement::Placement;
 pub use config::Config;
+pub use dsm::{Dsm, DsmConfig, GlobalLock};
 pub use error::{Error, Result};
 pub use node::Node;

@@ -104,6 +104,11 @@ impl Node {
         &self.transport
     }
 
+    /// The transport, shared (for runtime layers that outlive a borrow).
+    pub fn transport_arc(&self) -> Arc<AnyTransport> {
+        Arc::clone(&self.transport)
+    }
+
     /// Waits until every node has called `barrier`.
     ///
     /// # Collective

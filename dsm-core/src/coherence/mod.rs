@@ -1,0 +1,88 @@
+//! The coherence protocol as pure logic: no I/O, no clock, no `unsafe`. The runtime
+//! ([`crate::dsm`]) executes the actions these functions decide; the deterministic simulation in
+//! the tests drives the same functions. `docs/PROTOCOL.md` has the state table.
+//!
+//! The protocol is home-based release consistency with passive homes (the ideas of ArgoDSM's
+//! Carina and Pyxis):
+//!
+//! - every page has a **home** that holds its authoritative copy and a **manager** that holds its
+//!   **directory entry** (the set of nodes that read it and the set that write it); for blocked
+//!   and cyclic placement they are the same node, for first-touch the manager is fixed and the
+//!   home is chosen by the first node that touches the page;
+//! - nodes update directories themselves with remote atomics (a node adds its own bit, once), so
+//!   no handler runs on the home or manager for a fault;
+//! - a node that becomes a writer of a page tells every other node that reads or writes it, by
+//!   appending the page to their **notification log** (remote atomic + remote write), so that
+//!   their next acquire invalidates the page; a node that starts reading a page learns the
+//!   writers from the directory;
+//! - **release** writes the difference between each dirty page and its twin back to the home;
+//! - **acquire** invalidates only the cached pages that another node writes: its cost grows
+//!   with those pages, not with the size of the cache.
+
+pub mod diff;
+pub mod page;
+pub mod placement;
+
+/// The bit of node `rank` in a directory set (the runtime supports up to 64 nodes).
+pub fn bit(rank: usize) -> u64 {
+    1u64 << (rank % 64)
+}
+
+/// How a page is shared, from a directory entry, seen by node `me`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Nobody but `me` reads or writes it.
+    Private,
+    /// Others read it, nobody writes it.
+    SharedNoWriter,
+    /// Exactly one node writes it.
+    SingleWriter,
+    /// Several nodes write it.
+    MultipleWriters,
+}
+
+/// Classifies a page from its directory sets.
+pub fn classify(readers: u64, writers: u64, me: usize) -> Class {
+    let others = (readers | writers) & !bit(me);
+    match writers.count_ones() {
+        _ if others == 0 => Class::Private,
+        0 => Class::SharedNoWriter,
+        1 => Class::SingleWriter,
+        _ => Class::MultipleWriters,
+    }
+}
+
+/// Whether `me` must invalidate its copy at an acquire: some other node writes the page.
+pub fn others_write(writers: u64, me: usize) -> bool {
+    writers & !bit(me) != 0
+}
+
+/// The nodes a new writer `me` must notify, given the directory sets it saw right after adding
+/// itself as a writer: every other reader or writer (they may hold a copy they would otherwise
+/// keep across acquires).
+pub fn to_notify(readers: u64, old_writers: u64, me: usize) -> u64 {
+    (readers | old_writers) & !bit(me)
+}
+
+/// The ranks in a set, lowest first.
+pub fn ranks(set: u64) -> impl Iterator<Item = usize> {
+    (0..64).filter(move |r| set & (1u64 << r) != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification() {
+        assert_eq!(classify(bit(1), 0, 1), Class::Private);
+        assert_eq!(classify(bit(1), bit(1), 1), Class::Private);
+        assert_eq!(classify(bit(1) | bit(2), 0, 1), Class::SharedNoWriter);
+        assert_eq!(classify(bit(1) | bit(2), bit(2), 1), Class::SingleWriter);
+        assert_eq!(classify(bit(1) | bit(2), bit(1) | bit(2), 1), Class::MultipleWriters);
+        assert!(others_write(bit(2), 1));
+        assert!(!others_write(bit(1), 1));
+        assert_eq!(to_notify(bit(0) | bit(1), bit(3), 1), bit(0) | bit(3));
+        assert_eq!(ranks(bit(0) | bit(5)).collect::<Vec<_>>(), vec![0, 5]);
+    }
+}

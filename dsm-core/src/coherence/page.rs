@@ -1,0 +1,175 @@
+//! A node's knowledge of one page, packed in one atomic word, and the per-page lock that keeps
+//! the fault path free of any global lock: faults on different pages proceed in parallel,
+//! faults on one page wait for each other.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The copy this node holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cache {
+    /// No valid copy: the application view is `PROT_NONE`.
+    Invalid,
+    /// A clean copy: read-only.
+    ReadOnly,
+    /// A copy being written, with a twin: read-write, on the dirty list.
+    Writable,
+}
+
+const CACHE_MASK: u64 = 0b11;
+/// The page is locked by a thread that is changing its state.
+pub const BUSY: u64 = 1 << 2;
+/// This node's bit is set in the page's reader set (directories only ever gain bits).
+pub const REG_READER: u64 = 1 << 3;
+/// This node's bit is set in the page's writer set.
+pub const REG_WRITER: u64 = 1 << 4;
+/// Another node writes this page: invalidate the copy at every acquire.
+pub const OTHER_WRITERS: u64 = 1 << 5;
+
+/// The decoded state word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct State(pub u64);
+
+impl State {
+    /// The copy held.
+    pub fn cache(self) -> Cache {
+        match self.0 & CACHE_MASK {
+            0 => Cache::Invalid,
+            1 => Cache::ReadOnly,
+            _ => Cache::Writable,
+        }
+    }
+
+    /// The same state with another copy.
+    pub fn with_cache(self, c: Cache) -> State {
+        let bits = match c {
+            Cache::Invalid => 0,
+            Cache::ReadOnly => 1,
+            Cache::Writable => 2,
+        };
+        State((self.0 & !CACHE_MASK) | bits)
+    }
+
+    /// Whether `flag` is set.
+    pub fn has(self, flag: u64) -> bool {
+        self.0 & flag != 0
+    }
+
+    /// The same state with `flag` set.
+    pub fn with(self, flag: u64) -> State {
+        State(self.0 | flag)
+    }
+}
+
+/// The state words of every page of the global range.
+#[derive(Debug)]
+pub struct PageTable {
+    words: Vec<AtomicU64>,
+}
+
+/// A locked page: the state can be read and changed; dropping it stores the state and unlocks.
+#[derive(Debug)]
+pub struct PageGuard<'a> {
+    word: &'a AtomicU64,
+    state: State,
+    /// The page number.
+    pub page: usize,
+}
+
+impl PageTable {
+    /// A table of `pages` pages, all invalid.
+    pub fn new(pages: usize) -> PageTable {
+        PageTable { words: (0..pages).map(|_| AtomicU64::new(0)).collect() }
+    }
+
+    /// The current state of `page` (without locking; for statistics and fast checks).
+    pub fn peek(&self, page: usize) -> State {
+        State(self.words[page].load(Ordering::Acquire) & !BUSY)
+    }
+
+    /// Locks `page`, waiting for another thread that holds it.
+    pub fn lock(&self, page: usize) -> PageGuard<'_> {
+        let word = &self.words[page];
+        let mut spins = 0u32;
+        loop {
+            let cur = word.load(Ordering::Relaxed);
+            if cur & BUSY == 0
+                && word.compare_exchange_weak(cur, cur | BUSY, Ordering::Acquire, Ordering::Relaxed).is_ok()
+            {
+                return PageGuard { word, state: State(cur), page };
+            }
+            spins += 1;
+            if spins.is_multiple_of(64) {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    }
+
+    /// Resets `count` pages from `page` to the initial state (when an allocation is freed).
+    pub fn reset(&self, page: usize, count: usize) {
+        for w in &self.words[page..page + count] {
+            w.store(0, Ordering::Release);
+        }
+    }
+
+    /// Number of pages.
+    pub fn len(&self) -> usize {
+        self.words.len()
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.words.is_empty()
+    }
+}
+
+impl PageGuard<'_> {
+    /// The state as of locking (and as changed since).
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Changes the state; stored when the guard drops.
+    pub fn set(&mut self, s: State) {
+        self.state = State(s.0 & !BUSY);
+    }
+}
+
+impl Drop for PageGuard<'_> {
+    fn drop(&mut self) {
+        self.word.store(self.state.0 & !BUSY, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_bits() {
+        let s = State(0).with_cache(Cache::Writable).with(REG_READER);
+        assert_eq!(s.cache(), Cache::Writable);
+        assert!(s.has(REG_READER) && !s.has(REG_WRITER));
+        assert_eq!(s.with_cache(Cache::Invalid).cache(), Cache::Invalid);
+        assert!(s.with_cache(Cache::Invalid).has(REG_READER), "registration survives invalidation");
+    }
+
+    #[test]
+    fn the_page_lock_serialises_updates() {
+        let t = PageTable::new(2);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..1000 {
+                        let mut g = t.lock(1);
+                        let n = g.state().0 + (1 << 8);
+                        g.set(State(n));
+                    }
+                });
+            }
+        });
+        assert_eq!(t.peek(1).0 >> 8, 4000);
+        assert_eq!(t.peek(0).0, 0);
+    }
+}

@@ -1,0 +1,842 @@
+//! [`Dsm`]: the shared memory of a job. It executes the coherence protocol of
+//! [`crate::coherence`] against the transport: page faults fetch pages and register this node in
+//! directories, releases write diffs home, acquires invalidate what others wrote.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use transport::{wait_all, AnyTransport, Completion, LocalSlice, Op, Region, RegionDesc, Transport};
+
+use crate::alloc::RangeAllocator;
+use crate::coherence::diff::diff;
+use crate::coherence::page::{Cache, PageGuard, PageTable, OTHER_WRITERS, REG_READER, REG_WRITER};
+use crate::coherence::placement::{self, Placement};
+use crate::coherence::{bit, others_write, ranks, to_notify};
+use crate::collective;
+use crate::error::{Error, Result};
+use crate::fault::FaultEngine;
+use crate::node::Node;
+use crate::space::{self, Access, GlobalSpace, PAGE};
+use crate::stats::Stats;
+
+/// Bytes of directory entry per page at its manager: readers, writers, home (+ 1), spare.
+const DIR_ENTRY: usize = 32;
+/// Entries in a node's notification log.
+const LOG_CAP: usize = 1 << 16;
+/// Size of the scratch area used as the local side of small remote operations.
+const SCRATCH_SLOTS: usize = 4096;
+/// Granule of non-collective allocations, in bytes.
+const MALLOC_GRANULE: usize = 16;
+
+/// The home/manager table entry of a page: bits 0–7 home + 1 (0: not known yet), bits 8–15
+/// manager + 1 (0: the page is not allocated).
+fn map_entry(home: Option<usize>, manager: usize) -> u32 {
+    (home.map_or(0, |h| h as u32 + 1)) | ((manager as u32 + 1) << 8)
+}
+
+/// Settings of the shared memory.
+#[derive(Debug, Clone)]
+pub struct DsmConfig {
+    /// Size of the global address space (virtual; memory is used only where touched).
+    pub global_size: usize,
+    /// Threads that serve page faults.
+    pub fault_threads: usize,
+}
+
+impl DsmConfig {
+    /// Reads `DSM_GLOBAL_SIZE` (bytes, with an optional K/M/G suffix; default 4G) and
+    /// `DSM_FAULT_THREADS` (default 2).
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming a malformed variable.
+    pub fn from_env() -> Result<DsmConfig> {
+        let size = match std::env::var("DSM_GLOBAL_SIZE") {
+            Ok(v) => parse_size(&v).ok_or_else(|| Error::Config(format!("DSM_GLOBAL_SIZE={v:?} is not a size like 4G")))?,
+            Err(_) => 4 << 30,
+        };
+        let fault_threads = match std::env::var("DSM_FAULT_THREADS") {
+            Ok(v) => v.trim().parse().ok().filter(|n| (1..=64).contains(n)).ok_or_else(|| {
+                Error::Config(format!("DSM_FAULT_THREADS={v:?} is not a number from 1 to 64"))
+            })?,
+            Err(_) => 2,
+        };
+        Ok(DsmConfig { global_size: size, fault_threads })
+    }
+}
+
+/// Parses `4096`, `64K`, `256M`, `4G`.
+pub fn parse_size(s: &str) -> Option<usize> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last()?.to_ascii_uppercase() {
+        'K' => (&s[..s.len() - 1], 1usize << 10),
+        'M' => (&s[..s.len() - 1], 1 << 20),
+        'G' => (&s[..s.len() - 1], 1 << 30),
+        'T' => (&s[..s.len() - 1], 1 << 40),
+        _ => (s, 1),
+    };
+    num.trim().parse::<usize>().ok()?.checked_mul(mult)
+}
+
+/// The shared state of the runtime, reachable from the fault service threads.
+pub(crate) struct Inner {
+    pub(crate) t: Arc<AnyTransport>,
+    pub(crate) me: usize,
+    pub(crate) nodes: usize,
+    pub(crate) space: GlobalSpace,
+    runtime: Arc<Region>,
+    log: Arc<Region>,
+    scratch: Arc<Region>,
+    free_scratch: Mutex<Vec<usize>>,
+    homes: Vec<RegionDesc>,
+    dirs: Vec<RegionDesc>,
+    logs: Vec<RegionDesc>,
+    pages: PageTable,
+    map: Vec<AtomicU32>,
+    twins: Mutex<HashMap<usize, Box<[u8]>>>,
+    dirty: Mutex<Vec<usize>>,
+    sharers: Mutex<HashSet<usize>>,
+    log_consumed: Mutex<u64>,
+    collective_heap: Mutex<RangeAllocator>,
+    arena: Mutex<RangeAllocator>,
+    collective_pages: usize,
+    pub(crate) stats: Stats,
+    // Keep the registered regions alive for as long as peers may address them.
+    _home: Arc<Region>,
+    _dir: Arc<Region>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner").field("me", &self.me).field("nodes", &self.nodes).field("space", &self.space).finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A small registered buffer for the local side of a remote operation; returned on drop.
+struct Scratch<'a> {
+    inner: &'a Inner,
+    slot: usize,
+}
+
+impl Scratch<'_> {
+    fn slice(&self) -> Result<LocalSlice> {
+        Ok(LocalSlice::new(&self.inner.scratch, self.slot * 8, 8)?)
+    }
+    fn get(&self) -> u64 {
+        let mut b = [0u8; 8];
+        // The slot lies inside the scratch region by construction.
+        let _ = self.inner.scratch.read_at(self.slot * 8, &mut b);
+        u64::from_le_bytes(b)
+    }
+    fn set(&self, v: u64) {
+        let _ = self.inner.scratch.write_at(self.slot * 8, &v.to_le_bytes());
+    }
+}
+
+impl Drop for Scratch<'_> {
+    fn drop(&mut self) {
+        lock(&self.inner.free_scratch).push(self.slot);
+    }
+}
+
+impl Inner {
+    fn scratch(&self) -> Result<Scratch<'_>> {
+        let slot = lock(&self.free_scratch)
+            .pop()
+            .ok_or_else(|| Error::Bootstrap("out of scratch buffers for remote operations".into()))?;
+        Ok(Scratch { inner: self, slot })
+    }
+
+    fn post(&self, op: Op) -> Result<Completion> {
+        Ok(self.t.post(op)?)
+    }
+
+    fn dir_word(&self, manager: usize, page: usize, field: usize) -> Result<transport::RemoteSlice> {
+        Ok(self.dirs[manager].word((page * DIR_ENTRY + field * 8) as u64)?)
+    }
+
+    fn runtime_slice(&self, offset: usize, len: usize) -> Result<LocalSlice> {
+        Ok(LocalSlice::new(&self.runtime, offset, len)?)
+    }
+
+    /// The home and manager of `page`, choosing the home of a first-touch page.
+    fn home_of(&self, page: usize) -> Result<(usize, usize)> {
+        let e = self.map[page].load(Ordering::Acquire);
+        let manager = ((e >> 8) & 0xff) as usize;
+        if manager == 0 {
+            return Err(Error::Unallocated(self.space.base() + page * PAGE));
+        }
+        let manager = manager - 1;
+        if e & 0xff != 0 {
+            return Ok(((e & 0xff) as usize - 1, manager));
+        }
+        // First touch: the first node to swap its rank into the manager's entry is the home.
+        let word = self.dir_word(manager, page, 2)?;
+        let old = self.t.compare_swap(word, 0, self.me as u64 + 1)?;
+        let home = if old == 0 { self.me } else { old as usize - 1 };
+        self.map[page].store(map_entry(Some(home), manager), Ordering::Release);
+        Ok((home, manager))
+    }
+
+    /// Resolves a fault at `addr`: makes the page readable, or writable for a write.
+    pub(crate) fn resolve(&self, addr: usize, write: bool) -> Result<()> {
+        let start = Instant::now();
+        let page = self.space.page_of(addr);
+        let mut g = self.pages.lock(page);
+        if g.state().cache() == Cache::Invalid {
+            self.fetch(&mut g, write)?;
+        }
+        if write && g.state().cache() != Cache::Writable {
+            self.make_writable(&mut g)?;
+        }
+        drop(g);
+        self.stats.fault_ns.fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        if write {
+            self.stats.write_faults.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.stats.read_faults.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Fetches an invalid page: registers as reader (once), learns the writers, copies the
+    /// home's content into the runtime view, and opens the page for reading.
+    fn fetch(&self, g: &mut PageGuard<'_>, for_write: bool) -> Result<()> {
+        let page = g.page;
+        let (home, manager) = self.home_of(page)?;
+        let mut posted = Vec::with_capacity(3);
+        let st = g.state();
+        if !st.has(REG_READER) {
+            posted.push(self.post(Op::FetchAdd { remote: self.dir_word(manager, page, 0)?, add: bit(self.me) })?);
+        }
+        let writers = self.scratch()?;
+        posted.push(self.post(Op::Read { remote: self.dir_word(manager, page, 1)?, local: writers.slice()? })?);
+        let remote = self.homes[home].slice((page * PAGE) as u64, PAGE)?;
+        posted.push(self.post(Op::Read { remote, local: self.runtime_slice(page * PAGE, PAGE)? })?);
+        wait_all(&posted)?;
+        self.stats.pages_fetched.fetch_add(1, Ordering::Relaxed);
+        let mut st = st.with(REG_READER);
+        if others_write(writers.get(), self.me) {
+            st = st.with(OTHER_WRITERS);
+        }
+        if st.has(OTHER_WRITERS) {
+            lock(&self.sharers).insert(page);
+        }
+        if !for_write {
+            self.space.protect(page, 1, Access::Read)?;
+        }
+        g.set(st.with_cache(Cache::ReadOnly));
+        Ok(())
+    }
+
+    /// Makes a valid page writable: registers as writer (once, notifying every other sharer),
+    /// keeps a twin, opens the page for writing and puts it on the dirty list.
+    fn make_writable(&self, g: &mut PageGuard<'_>) -> Result<()> {
+        let page = g.page;
+        let mut st = g.state();
+        if !st.has(REG_WRITER) {
+            let (_, manager) = self.home_of(page)?;
+            let readers = self.scratch()?;
+            let add = self.post(Op::FetchAdd { remote: self.dir_word(manager, page, 1)?, add: bit(self.me) })?;
+            // Posted after the fetch-and-add on the same connection: it sees our bit's effect.
+            let read = self.post(Op::Read { remote: self.dir_word(manager, page, 0)?, local: readers.slice()? })?;
+            let old_writers = add.wait()?;
+            read.wait()?;
+            self.notify(page, to_notify(readers.get(), old_writers, self.me))?;
+            st = st.with(REG_WRITER);
+            if others_write(old_writers, self.me) {
+                st = st.with(OTHER_WRITERS);
+                lock(&self.sharers).insert(page);
+            }
+        }
+        let mut twin = vec![0u8; PAGE].into_boxed_slice();
+        self.runtime.read_at(page * PAGE, &mut twin)?;
+        lock(&self.twins).insert(page, twin);
+        self.space.protect(page, 1, Access::ReadWrite)?;
+        lock(&self.dirty).push(page);
+        g.set(st.with_cache(Cache::Writable));
+        Ok(())
+    }
+
+    /// Appends `page` to the notification log of every node in `set`.
+    fn notify(&self, page: usize, set: u64) -> Result<()> {
+        if set == 0 {
+            return Ok(());
+        }
+        let targets: Vec<usize> = ranks(set).filter(|&r| r < self.nodes).collect();
+        let slots = targets
+            .iter()
+            .map(|&r| self.post(Op::FetchAdd { remote: self.logs[r].word(0)?, add: 1 }))
+            .collect::<Result<Vec<_>>>()?;
+        let value = self.scratch()?;
+        value.set(page as u64 + 1);
+        let mut writes = Vec::with_capacity(targets.len());
+        for (&r, c) in targets.iter().zip(&slots) {
+            let slot = c.wait()? as usize % LOG_CAP;
+            let remote = self.logs[r].word(8 + slot as u64 * 8)?;
+            writes.push(self.post(Op::Write { remote, local: value.slice()? })?);
+        }
+        wait_all(&writes)?;
+        self.stats.notifications.fetch_add(targets.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Posts the diff of a locked, writable page to its home and makes it read-only (or
+    /// invalid). The caller waits for the returned completions.
+    fn write_back(&self, g: &mut PageGuard<'_>, then: Cache, posted: &mut Vec<Completion>) -> Result<()> {
+        let page = g.page;
+        // Close the page first, so that no thread of this process writes while we diff it.
+        let access = if then == Cache::Invalid { Access::None } else { Access::Read };
+        self.space.protect(page, 1, access)?;
+        if g.state().cache() == Cache::Writable {
+            let twin = lock(&self.twins).remove(&page);
+            let (home, _) = self.home_of(page)?;
+            let mut now = vec![0u8; PAGE];
+            self.runtime.read_at(page * PAGE, &mut now)?;
+            let runs = match &twin {
+                Some(t) => diff(&now, t),
+                None => vec![crate::coherence::diff::Run { offset: 0, len: PAGE }],
+            };
+            for r in &runs {
+                let off = page * PAGE + r.offset;
+                posted.push(self.post(Op::Write {
+                    remote: self.homes[home].slice(off as u64, r.len)?,
+                    local: self.runtime_slice(off, r.len)?,
+                })?);
+                self.stats.bytes_written_home.fetch_add(r.len as u64, Ordering::Relaxed);
+            }
+            self.stats.diffs.fetch_add(1, Ordering::Relaxed);
+        }
+        g.set(g.state().with_cache(then));
+        Ok(())
+    }
+
+    /// Release: every page written since the last release has its diff at its home when this
+    /// returns.
+    pub(crate) fn release(&self) -> Result<()> {
+        let dirty = std::mem::take(&mut *lock(&self.dirty));
+        let mut posted = Vec::new();
+        for page in dirty {
+            let mut g = self.pages.lock(page);
+            if g.state().cache() == Cache::Writable {
+                self.write_back(&mut g, Cache::ReadOnly, &mut posted)?;
+            }
+        }
+        wait_all(&posted)?;
+        Ok(())
+    }
+
+    /// Acquire: invalidates every cached page that another node writes.
+    pub(crate) fn acquire(&self) -> Result<()> {
+        let full = self.drain_log();
+        let victims: Vec<usize> = if full {
+            lock(&self.sharers).clear();
+            (0..self.pages.len()).filter(|&p| self.pages.peek(p).cache() != Cache::Invalid).collect()
+        } else {
+            lock(&self.sharers).drain().collect()
+        };
+        let mut posted = Vec::new();
+        for page in victims {
+            let mut g = self.pages.lock(page);
+            if g.state().cache() != Cache::Invalid {
+                self.write_back(&mut g, Cache::Invalid, &mut posted)?;
+                self.stats.invalidations.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        wait_all(&posted)?;
+        Ok(())
+    }
+
+    /// Takes the notifications that arrived since the last acquire and marks their pages as
+    /// written by others. Returns true when the log overflowed (every cached page must go).
+    fn drain_log(&self) -> bool {
+        let mut consumed = lock(&self.log_consumed);
+        let Ok(tail) = self.log.atomic_u64(0).map(|w| w.load(Ordering::Acquire)) else { return true };
+        if tail.saturating_sub(*consumed) > LOG_CAP as u64 {
+            *consumed = tail;
+            return true;
+        }
+        while *consumed < tail {
+            let at = 8 + (*consumed as usize % LOG_CAP) * 8;
+            let Ok(word) = self.log.atomic_u64(at) else { return true };
+            let v = word.swap(0, Ordering::AcqRel);
+            if v == 0 {
+                // Announced but not written yet: it belongs to a write not yet released to us.
+                break;
+            }
+            *consumed += 1;
+            let page = v as usize - 1;
+            if page < self.pages.len() {
+                let mut g = self.pages.lock(page);
+                let st = g.state().with(OTHER_WRITERS);
+                if st.cache() != Cache::Invalid {
+                    lock(&self.sharers).insert(page);
+                }
+                g.set(st);
+            }
+        }
+        false
+    }
+
+    /// Forgets everything about `count` pages from `page` (their allocation was freed).
+    fn reset_pages(&self, page: usize, count: usize) -> Result<()> {
+        {
+            let mut sharers = lock(&self.sharers);
+            let mut twins = lock(&self.twins);
+            for p in page..page + count {
+                sharers.remove(&p);
+                twins.remove(&p);
+            }
+        }
+        lock(&self.dirty).retain(|p| !(page..page + count).contains(p));
+        self.space.protect(page, count, Access::None)?;
+        self.space.discard(page, count)?;
+        self.pages.reset(page, count);
+        Ok(())
+    }
+
+    /// The remote word of an 8-byte global atomic at `addr`.
+    fn atomic_word(&self, addr: usize) -> Result<transport::RemoteSlice> {
+        if !self.space.contains(addr) || !addr.is_multiple_of(8) {
+            return Err(Error::Misaligned(addr));
+        }
+        let (home, _) = self.home_of(self.space.page_of(addr))?;
+        Ok(self.homes[home].word((addr - self.space.base()) as u64)?)
+    }
+}
+
+/// The shared memory of a job: one global address space, the same on every node.
+///
+/// Obtain it with [`Dsm::init`]; it owns the [`Node`] (transport, watchdog) and the fault
+/// engine. Every call documented as *collective* must be made by every node, in the same order.
+#[derive(Debug)]
+pub struct Dsm {
+    inner: Arc<Inner>,
+    engine: Option<FaultEngine>,
+    node: Option<Node>,
+}
+
+/// A lock in global memory: a ticket lock (fair: first come, first served), 16 bytes, that may
+/// live anywhere in global memory and be initialised by any node.
+#[repr(C, align(16))]
+#[derive(Debug, Default)]
+pub struct GlobalLock {
+    next: u64,
+    serving: u64,
+}
+
+impl Dsm {
+    /// Joins the job described by the environment and maps the global address space.
+    ///
+    /// # Collective
+    /// Every node must call it.
+    ///
+    /// # Errors
+    /// Configuration, bootstrap, transport and mapping errors.
+    pub fn init() -> Result<Dsm> {
+        let node = Node::init()?;
+        Dsm::with_node(node, DsmConfig::from_env()?)
+    }
+
+    /// Builds the shared memory on a joined node.
+    ///
+    /// # Collective
+    /// Every node must call it with the same configuration.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for more than 64 nodes or a bad size; mapping and transport errors.
+    pub fn with_node(node: Node, config: DsmConfig) -> Result<Dsm> {
+        let nodes = node.nodes();
+        if nodes > 64 {
+            return Err(Error::Config(format!("the shared memory supports up to 64 nodes, not {nodes}")));
+        }
+        let t = node.transport_arc();
+        let me = node.rank().index();
+        let space = space::negotiate(&*t, config.global_size)?;
+        let pages = space.pages();
+        // SAFETY: the runtime view is mapped for `size` bytes for as long as `space` lives, and
+        // `Inner` keeps `space` alive at least as long as this region (field order: `space` is
+        // dropped after `runtime`... both live in Inner; the region never outlives Inner because
+        // it is only shared with the transport, which is closed before Inner is dropped).
+        let runtime = unsafe { Region::from_raw(space.runtime_base(), space.size())? };
+        t.register(&runtime)?;
+        let home = Region::allocate_sparse(space.size())?;
+        let dir = Region::allocate_sparse(pages * DIR_ENTRY)?;
+        let log = Region::allocate_sparse((LOG_CAP + 1) * 8)?;
+        let scratch = Region::allocate(SCRATCH_SLOTS * 8)?;
+        t.register(&scratch)?;
+        let mine = [t.register(&home)?, t.register(&dir)?, t.register(&log)?];
+        let mut bytes = Vec::new();
+        for d in &mine {
+            bytes.extend_from_slice(&d.to_bytes());
+        }
+        let all = collective::all_gather(&*t, &bytes, None)?;
+        let (mut homes, mut dirs, mut logs) = (Vec::new(), Vec::new(), Vec::new());
+        for b in &all {
+            let n = RegionDesc::ENCODED_LEN;
+            if b.len() != 3 * n {
+                return Err(Error::Bootstrap("malformed region descriptors".into()));
+            }
+            homes.push(RegionDesc::from_bytes(&b[..n])?);
+            dirs.push(RegionDesc::from_bytes(&b[n..2 * n])?);
+            logs.push(RegionDesc::from_bytes(&b[2 * n..])?);
+        }
+        let collective_pages = pages / 2;
+        let arena_pages = (pages - collective_pages) / nodes;
+        let arena_start = (collective_pages + me * arena_pages) * PAGE;
+        let map: Vec<AtomicU32> = (0..pages).map(|_| AtomicU32::new(0)).collect();
+        // Arena pages: homed (and managed) by their owner, known to everybody without asking.
+        for (p, e) in map.iter().enumerate().skip(collective_pages).take(arena_pages * nodes) {
+            let owner = (p - collective_pages) / arena_pages;
+            e.store(map_entry(Some(owner), owner), Ordering::Relaxed);
+        }
+        let inner = Arc::new(Inner {
+            t,
+            me,
+            nodes,
+            runtime,
+            log,
+            scratch,
+            free_scratch: Mutex::new((0..SCRATCH_SLOTS).collect()),
+            homes,
+            dirs,
+            logs,
+            pages: PageTable::new(pages),
+            map,
+            twins: Mutex::new(HashMap::new()),
+            dirty: Mutex::new(Vec::new()),
+            sharers: Mutex::new(HashSet::new()),
+            log_consumed: Mutex::new(0),
+            collective_heap: Mutex::new(RangeAllocator::new(0, collective_pages, 1)),
+            arena: Mutex::new(RangeAllocator::new(arena_start, arena_start + arena_pages * PAGE, MALLOC_GRANULE)),
+            collective_pages,
+            stats: Stats::default(),
+            space,
+            _home: home,
+            _dir: dir,
+        });
+        let engine = FaultEngine::start(Arc::clone(&inner), config.fault_threads)?;
+        collective::barrier(&*inner.t, None)?;
+        Ok(Dsm { inner, engine: Some(engine), node: Some(node) })
+    }
+
+    /// This node's rank.
+    pub fn rank(&self) -> usize {
+        self.inner.me
+    }
+
+    /// The number of nodes.
+    pub fn nodes(&self) -> usize {
+        self.inner.nodes
+    }
+
+    /// The node (transport, configuration).
+    pub fn node(&self) -> &Node {
+        self.node.as_ref().expect("the node lives as long as the Dsm")
+    }
+
+    /// The base address of the global range (the same on every node) and its size.
+    pub fn global_range(&self) -> (usize, usize) {
+        (self.inner.space.base(), self.inner.space.size())
+    }
+
+    /// Whether `addr` points into global memory.
+    pub fn is_global(&self, addr: usize) -> bool {
+        self.inner.space.contains(addr)
+    }
+
+    /// Allocates `bytes` of global memory, page-aligned and zeroed on first use, with the given
+    /// placement; every node gets the same pointer.
+    ///
+    /// # Collective
+    /// Every node must call it, in the same order, with the same arguments.
+    ///
+    /// # Errors
+    /// [`Error::OutOfMemory`] when the collective heap has no room (nothing is changed).
+    pub fn alloc_collective(&self, bytes: usize, placement: Placement) -> Result<*mut u8> {
+        let pages = bytes.div_ceil(PAGE).max(1);
+        let start = lock(&self.inner.collective_heap)
+            .alloc(pages)
+            .ok_or(Error::OutOfMemory { requested: bytes })?;
+        let n = self.inner.nodes;
+        for i in 0..pages {
+            let manager = placement::manager(placement, i, pages, n);
+            let home = placement::home(placement, i, pages, n);
+            self.inner.map[start + i].store(map_entry(home, manager), Ordering::Release);
+        }
+        collective::barrier(&*self.inner.t, None)?;
+        Ok((self.inner.space.base() + start * PAGE) as *mut u8)
+    }
+
+    /// Frees a collective allocation.
+    ///
+    /// # Collective
+    /// Every node must call it, in the same order, with the same pointer.
+    ///
+    /// # Errors
+    /// [`Error::InvalidPointer`] for a pointer that is not a live collective allocation.
+    pub fn free_collective(&self, ptr: *mut u8) -> Result<()> {
+        let addr = ptr as usize;
+        let bad = Error::InvalidPointer(addr);
+        if !self.inner.space.contains(addr) || !(addr - self.inner.space.base()).is_multiple_of(PAGE) {
+            return Err(bad);
+        }
+        let start = self.inner.space.page_of(addr);
+        if start >= self.inner.collective_pages {
+            return Err(bad);
+        }
+        // Everything written before the free is home, and nobody uses the pages any more.
+        self.inner.release()?;
+        collective::barrier(&*self.inner.t, None)?;
+        let pages = lock(&self.inner.collective_heap).free(start).ok_or(bad)?;
+        self.inner.reset_pages(start, pages)?;
+        // Clear the directory entries this node manages, and the home copies it holds.
+        for p in start..start + pages {
+            let e = self.inner.map[p].swap(0, Ordering::AcqRel);
+            if ((e >> 8) & 0xff) as usize == self.inner.me + 1 {
+                let _ = self.inner._dir.write_at(p * DIR_ENTRY, &[0u8; DIR_ENTRY]);
+            }
+        }
+        let _ = self.inner._home.write_at(start * PAGE, &vec![0u8; pages * PAGE]);
+        collective::barrier(&*self.inner.t, None)?;
+        Ok(())
+    }
+
+    /// Allocates `bytes` of global memory from this node's arena (home: this node); the pointer
+    /// is valid on every node. Thread-safe; not collective.
+    ///
+    /// # Errors
+    /// [`Error::OutOfMemory`] when the arena is full (nothing is changed).
+    pub fn malloc(&self, bytes: usize) -> Result<*mut u8> {
+        let off = lock(&self.inner.arena).alloc(bytes).ok_or(Error::OutOfMemory { requested: bytes })?;
+        Ok((self.inner.space.base() + off) as *mut u8)
+    }
+
+    /// Frees memory from [`Dsm::malloc`] of this node.
+    ///
+    /// # Errors
+    /// [`Error::InvalidPointer`] for anything else (including memory allocated by another node:
+    /// free it on the node that allocated it).
+    pub fn free(&self, ptr: *mut u8) -> Result<()> {
+        let addr = ptr as usize;
+        if !self.inner.space.contains(addr) {
+            return Err(Error::InvalidPointer(addr));
+        }
+        let off = addr - self.inner.space.base();
+        lock(&self.inner.arena).free(off).map(drop).ok_or(Error::InvalidPointer(addr))
+    }
+
+    /// Makes this node's writes visible to any node that acquires afterwards.
+    ///
+    /// # Errors
+    /// Transport errors.
+    pub fn release(&self) -> Result<()> {
+        self.inner.release()
+    }
+
+    /// Makes writes released by other nodes visible here.
+    ///
+    /// # Errors
+    /// Transport errors.
+    pub fn acquire(&self) -> Result<()> {
+        self.inner.acquire()
+    }
+
+    /// Release, wait for every node, acquire.
+    ///
+    /// # Collective
+    /// Every node must call it.
+    ///
+    /// # Errors
+    /// Transport errors, or a lost peer.
+    pub fn barrier(&self) -> Result<()> {
+        let start = Instant::now();
+        self.inner.release()?;
+        collective::barrier(&*self.inner.t, None)?;
+        self.inner.acquire()?;
+        let s = &self.inner.stats;
+        s.barriers.fetch_add(1, Ordering::Relaxed);
+        s.barrier_ns.fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn lock_words(&self, l: *const GlobalLock) -> Result<(transport::RemoteSlice, transport::RemoteSlice)> {
+        let addr = l as usize;
+        if !addr.is_multiple_of(16) {
+            return Err(Error::Misaligned(addr));
+        }
+        Ok((self.inner.atomic_word(addr)?, self.inner.atomic_word(addr + 8)?))
+    }
+
+    /// Initialises a lock in global memory (unlocked). Any node may do it, once, before use.
+    ///
+    /// # Errors
+    /// [`Error::Misaligned`] for a lock not in global memory or not 16-byte aligned.
+    pub fn lock_init(&self, l: *const GlobalLock) -> Result<()> {
+        let (next, serving) = self.lock_words(l)?;
+        for w in [next, serving] {
+            let mut cur = self.inner.t.fetch_add(w, 0)?;
+            while cur != 0 {
+                cur = self.inner.t.compare_swap(w, cur, 0)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the lock (first come, first served), then acquires.
+    ///
+    /// # Errors
+    /// Transport errors.
+    pub fn lock(&self, l: *const GlobalLock) -> Result<()> {
+        let start = Instant::now();
+        let (next, serving) = self.lock_words(l)?;
+        let ticket = self.inner.t.fetch_add(next, 1)?;
+        let mut backoff = 1u32;
+        while self.inner.t.fetch_add(serving, 0)? != ticket {
+            for _ in 0..backoff {
+                std::hint::spin_loop();
+            }
+            backoff = (backoff * 2).min(1 << 10);
+        }
+        self.inner.acquire()?;
+        let s = &self.inner.stats;
+        s.lock_acquires.fetch_add(1, Ordering::Relaxed);
+        s.lock_wait_ns.fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Takes the lock if it is free; returns whether it did.
+    ///
+    /// # Errors
+    /// Transport errors.
+    pub fn try_lock(&self, l: *const GlobalLock) -> Result<bool> {
+        let (next, serving) = self.lock_words(l)?;
+        let now = self.inner.t.fetch_add(serving, 0)?;
+        if self.inner.t.compare_swap(next, now, now + 1)? != now {
+            return Ok(false);
+        }
+        self.inner.acquire()?;
+        self.inner.stats.lock_acquires.fetch_add(1, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    /// Releases, then passes the lock on.
+    ///
+    /// # Errors
+    /// Transport errors.
+    pub fn unlock(&self, l: *const GlobalLock) -> Result<()> {
+        let (_, serving) = self.lock_words(l)?;
+        self.inner.release()?;
+        self.inner.t.fetch_add(serving, 1)?;
+        Ok(())
+    }
+
+    /// Atomically adds `v` to the 8-byte global word at `p` (at its home); returns the old value.
+    ///
+    /// # Errors
+    /// [`Error::Misaligned`] for a word outside global memory or not 8-byte aligned.
+    pub fn atomic_fetch_add(&self, p: *const u64, v: u64) -> Result<u64> {
+        Ok(self.inner.t.fetch_add(self.inner.atomic_word(p as usize)?, v)?)
+    }
+
+    /// Atomically loads the 8-byte global word at `p`.
+    ///
+    /// # Errors
+    /// As [`Dsm::atomic_fetch_add`].
+    pub fn atomic_load(&self, p: *const u64) -> Result<u64> {
+        self.atomic_fetch_add(p, 0)
+    }
+
+    /// If the word at `p` equals `expected`, replaces it with `desired`; returns the old value.
+    ///
+    /// # Errors
+    /// As [`Dsm::atomic_fetch_add`].
+    pub fn atomic_compare_exchange(&self, p: *const u64, expected: u64, desired: u64) -> Result<u64> {
+        Ok(self.inner.t.compare_swap(self.inner.atomic_word(p as usize)?, expected, desired)?)
+    }
+
+    /// Atomically replaces the word at `p` with `v`; returns the old value.
+    ///
+    /// # Errors
+    /// As [`Dsm::atomic_fetch_add`].
+    pub fn atomic_exchange(&self, p: *const u64, v: u64) -> Result<u64> {
+        let w = self.inner.atomic_word(p as usize)?;
+        let mut cur = self.inner.t.fetch_add(w, 0)?;
+        loop {
+            let seen = self.inner.t.compare_swap(w, cur, v)?;
+            if seen == cur {
+                return Ok(cur);
+            }
+            cur = seen;
+        }
+    }
+
+    /// Atomically stores `v` in the word at `p`.
+    ///
+    /// # Errors
+    /// As [`Dsm::atomic_fetch_add`].
+    pub fn atomic_store(&self, p: *const u64, v: u64) -> Result<()> {
+        self.atomic_exchange(p, v).map(drop)
+    }
+
+    /// The node that holds the authoritative copy of the page at `ptr` (choosing it, for a
+    /// first-touch page nobody has touched yet, as this node).
+    ///
+    /// # Errors
+    /// [`Error::Unallocated`] for memory that no allocation covers.
+    pub fn home_of(&self, ptr: *const u8) -> Result<usize> {
+        let addr = ptr as usize;
+        if !self.inner.space.contains(addr) {
+            return Err(Error::InvalidPointer(addr));
+        }
+        Ok(self.inner.home_of(self.inner.space.page_of(addr))?.0)
+    }
+
+    /// This node's statistics.
+    pub fn stats(&self) -> crate::stats::Snapshot {
+        self.inner.stats.snapshot()
+    }
+
+    /// Zeroes this node's statistics.
+    pub fn reset_stats(&self) {
+        self.inner.stats.reset();
+    }
+
+    /// Leaves the job in order: a final barrier (which writes everything home), then the fault
+    /// engine and the transport stop.
+    ///
+    /// # Collective
+    /// Every node must call it.
+    ///
+    /// # Errors
+    /// When the final barrier fails; everything is shut down anyway.
+    pub fn finalize(mut self) -> Result<()> {
+        let r = self.barrier();
+        if std::env::var("DSM_STATS").is_ok_and(|v| v != "0") {
+            eprintln!("{}", self.inner.stats.snapshot().report(self.inner.me));
+        }
+        self.shutdown();
+        let node = self.node.take();
+        match node {
+            Some(n) => r.and(n.finalize()),
+            None => r,
+        }
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(e) = self.engine.take() {
+            e.stop();
+        }
+    }
+}
+
+impl Drop for Dsm {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

@@ -1,0 +1,263 @@
+//! The fault engine: turns accesses to pages the application view does not allow into
+//! requests that the runtime resolves.
+//!
+//! The engine here is the portable one, `SIGSEGV` + `mprotect`. The signal handler does only
+//! async-signal-safe work: it checks the address, hands the fault to the **fault service
+//! threads** through a fixed array of slots (atomics and `futex`, no allocation, no lock), and
+//! waits on its slot's futex until a service thread has resolved the fault; then the faulting
+//! instruction runs again. All protocol work (transport, allocation, locks) happens on the
+//! service threads. Several service threads serve faults on different pages concurrently; the
+//! per-page lock of [`crate::coherence::page`] serialises faults on one page.
+//!
+//! A fault outside the global range is forwarded to the handler that was installed before
+//! ours (Rust's stack-overflow handler, a debugger's, or the default action), so a genuine bug
+//! still crashes the program with an ordinary segmentation fault.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::dsm::Inner;
+use crate::error::{Error, Result};
+
+const FREE: u32 = 0;
+const CLAIMED: u32 = 1;
+const REQUESTED: u32 = 2;
+const SERVING: u32 = 3;
+const DONE: u32 = 4;
+const FAILED: u32 = 5;
+
+/// A fault handed from the signal handler to the service threads.
+struct Slot {
+    state: AtomicU32,
+    addr: AtomicUsize,
+    write: AtomicBool,
+}
+
+const SLOTS: usize = 256;
+
+#[allow(clippy::declare_interior_mutable_const, reason = "used only to initialise the array")]
+const EMPTY: Slot = Slot { state: AtomicU32::new(FREE), addr: AtomicUsize::new(0), write: AtomicBool::new(false) };
+
+static FAULTS: [Slot; SLOTS] = [EMPTY; SLOTS];
+/// Counts requests; service threads sleep on it as a futex.
+static PENDING: AtomicU32 = AtomicU32::new(0);
+static RANGE_START: AtomicUsize = AtomicUsize::new(0);
+static RANGE_END: AtomicUsize = AtomicUsize::new(0);
+/// How long the faulting thread and the service threads spin before they sleep, in ns.
+static SPIN_NS: AtomicUsize = AtomicUsize::new(50_000);
+static PREVIOUS: OnceLock<libc::sigaction> = OnceLock::new();
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+fn futex_wait(word: &AtomicU32, expected: u32) {
+    // SAFETY: FUTEX_WAIT on a valid, aligned u32 that lives for the whole program (a static);
+    // it only sleeps while the word equals `expected`, and a null timeout waits without limit
+    // (every waker stores a new value first). Async-signal-safe: a bare system call.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG, expected, std::ptr::null::<libc::timespec>());
+    }
+}
+
+fn futex_wake(word: &AtomicU32, n: i32) {
+    // SAFETY: FUTEX_WAKE on a valid, aligned u32 (a static); wakes at most `n` waiters.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, n);
+    }
+}
+
+/// Writes `msg` and a hexadecimal `addr` to stderr with one `write(2)`: async-signal-safe.
+fn say(msg: &[u8], addr: usize) {
+    let mut buf = [0u8; 160];
+    let n = msg.len().min(120);
+    buf[..n].copy_from_slice(&msg[..n]);
+    let mut i = n;
+    buf[i..i + 2].copy_from_slice(b"0x");
+    i += 2;
+    for shift in (0..16).rev() {
+        let d = (addr >> (shift * 4)) & 0xf;
+        buf[i] = b"0123456789abcdef"[d];
+        i += 1;
+    }
+    buf[i] = b'\n';
+    // SAFETY: writing an initialised stack buffer to fd 2; write(2) is async-signal-safe.
+    unsafe { libc::write(2, buf.as_ptr().cast(), i + 1) };
+}
+
+/// Puts back the handler that was there before ours, so that returning from the signal handler
+/// re-executes the faulting instruction under it (the default action crashes the process).
+fn restore_previous() {
+    if let Some(prev) = PREVIOUS.get() {
+        // SAFETY: reinstalling a sigaction the kernel gave us; async-signal-safe.
+        unsafe { libc::sigaction(libc::SIGSEGV, prev, std::ptr::null_mut()) };
+    }
+}
+
+/// Hands a fault outside the global range to the previous handler.
+///
+/// # Safety
+/// Called only from the SIGSEGV handler with the kernel's arguments.
+unsafe fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    let Some(prev) = PREVIOUS.get() else {
+        restore_previous();
+        return;
+    };
+    let handler = prev.sa_sigaction;
+    if handler == libc::SIG_DFL || handler == libc::SIG_IGN {
+        restore_previous();
+    } else if prev.sa_flags & libc::SA_SIGINFO != 0 {
+        // SAFETY: the previous handler was installed with SA_SIGINFO, so it has this signature;
+        // we pass it the kernel's own arguments, as if it had been called directly.
+        let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) = unsafe { std::mem::transmute(handler) };
+        f(sig, info, ctx);
+    } else {
+        // SAFETY: a handler installed without SA_SIGINFO has the one-argument signature.
+        let f: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(handler) };
+        f(sig);
+    }
+}
+
+extern "C" fn on_sigsegv(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo for SIGSEGV.
+    let info_ref = unsafe { &*info };
+    // SAFETY: for SIGSEGV the union member holding the faulting address is the valid one.
+    let addr = unsafe { info_ref.si_addr() } as usize;
+    if addr < RANGE_START.load(Ordering::Acquire) || addr >= RANGE_END.load(Ordering::Acquire) {
+        say(b"dsm: segmentation fault outside global memory at ", addr);
+        // SAFETY: forwarding the kernel's arguments from within the handler.
+        unsafe { forward(sig, info, ctx) };
+        return;
+    }
+    // x86-64: bit 1 of the page-fault error code says the access was a write.
+    // SAFETY: for SIGSEGV the third argument is the interrupted context (SA_SIGINFO).
+    let write = unsafe { (*(ctx as *const libc::ucontext_t)).uc_mcontext.gregs[libc::REG_ERR as usize] } & 2 != 0;
+    let slot = loop {
+        if let Some(s) = FAULTS.iter().find(|s| s.state.compare_exchange(FREE, CLAIMED, Ordering::Acquire, Ordering::Relaxed).is_ok()) {
+            break s;
+        }
+        // More faults in flight than slots: let one finish.
+        // SAFETY: sched_yield has no preconditions and is async-signal-safe.
+        unsafe { libc::sched_yield() };
+    };
+    slot.addr.store(addr, Ordering::Relaxed);
+    slot.write.store(write, Ordering::Relaxed);
+    slot.state.store(REQUESTED, Ordering::Release);
+    PENDING.fetch_add(1, Ordering::SeqCst);
+    futex_wake(&PENDING, 1);
+    let spin_until = SPIN_NS.load(Ordering::Relaxed);
+    let mut spins = 0usize;
+    loop {
+        let s = slot.state.load(Ordering::Acquire);
+        match s {
+            DONE => break,
+            FAILED => {
+                slot.state.store(FREE, Ordering::Release);
+                say(b"dsm: cannot resolve the fault at ", addr);
+                restore_previous();
+                return;
+            }
+            _ if spins < spin_until / 20 => {
+                spins += 1;
+                std::hint::spin_loop();
+            }
+            _ => futex_wait(&slot.state, s),
+        }
+    }
+    slot.state.store(FREE, Ordering::Release);
+}
+
+/// The running engine: the installed handler and the service threads.
+#[derive(Debug)]
+pub(crate) struct FaultEngine {
+    threads: Vec<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl FaultEngine {
+    /// Installs the SIGSEGV handler for the global range and starts `threads` service threads.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when an engine is already installed in this process; [`Error::Io`]
+    /// when the handler cannot be installed.
+    pub(crate) fn start(inner: Arc<Inner>, threads: usize) -> Result<FaultEngine> {
+        if INSTALLED.swap(true, Ordering::SeqCst) {
+            return Err(Error::Config("one shared memory per process".into()));
+        }
+        RANGE_START.store(inner.space.base(), Ordering::Release);
+        RANGE_END.store(inner.space.base() + inner.space.size(), Ordering::Release);
+        // SAFETY: an all-zero sigaction is a valid starting point (empty mask, no flags).
+        let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+        action.sa_sigaction = on_sigsegv as *const () as usize;
+        // SA_SIGINFO: we need the address and the context. SA_ONSTACK: a stack overflow is
+        // forwarded to Rust's handler, which needs the alternate stack. SA_RESTART: system calls
+        // interrupted by a fault resume.
+        action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_RESTART;
+        // SAFETY: an all-zero sigaction is a valid out-parameter.
+        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: installing a handler whose body is async-signal-safe (see on_sigsegv).
+        if unsafe { libc::sigaction(libc::SIGSEGV, &action, &mut old) } != 0 {
+            INSTALLED.store(false, Ordering::SeqCst);
+            return Err(Error::io("installing the SIGSEGV handler", std::io::Error::last_os_error()));
+        }
+        let _ = PREVIOUS.set(old);
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut handles = Vec::new();
+        for i in 0..threads.max(1) {
+            let inner = Arc::clone(&inner);
+            let stop = Arc::clone(&stop);
+            let h = std::thread::Builder::new()
+                .name(format!("dsm-fault-{i}"))
+                .spawn(move || serve(&inner, &stop))
+                .map_err(|e| Error::io("starting a fault service thread", e))?;
+            handles.push(h);
+        }
+        Ok(FaultEngine { threads: handles, stop })
+    }
+
+    /// Stops the service threads and puts the previous handler back.
+    pub(crate) fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        PENDING.fetch_add(1, Ordering::SeqCst);
+        futex_wake(&PENDING, i32::MAX);
+        for t in self.threads {
+            let _ = t.join();
+        }
+        restore_previous();
+        RANGE_END.store(0, Ordering::Release);
+        INSTALLED.store(false, Ordering::SeqCst);
+    }
+}
+
+/// A service thread: takes requested faults, resolves them, wakes the faulting thread.
+fn serve(inner: &Inner, stop: &AtomicBool) {
+    let spin = Duration::from_nanos(SPIN_NS.load(Ordering::Relaxed) as u64);
+    let mut last_work = Instant::now();
+    while !stop.load(Ordering::SeqCst) {
+        let seen = PENDING.load(Ordering::SeqCst);
+        let mut served = false;
+        for slot in &FAULTS {
+            if slot.state.compare_exchange(REQUESTED, SERVING, Ordering::Acquire, Ordering::Relaxed).is_err() {
+                continue;
+            }
+            served = true;
+            let addr = slot.addr.load(Ordering::Relaxed);
+            let write = slot.write.load(Ordering::Relaxed);
+            let outcome = match inner.resolve(addr, write) {
+                Ok(()) => DONE,
+                Err(e) => {
+                    eprintln!("dsm: rank {}: cannot resolve a {} fault at {addr:#x}: {e}", inner.me, if write { "write" } else { "read" });
+                    FAILED
+                }
+            };
+            slot.state.store(outcome, Ordering::Release);
+            futex_wake(&slot.state, 1);
+        }
+        if served {
+            last_work = Instant::now();
+        } else if last_work.elapsed() >= spin {
+            futex_wait(&PENDING, seen);
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+}

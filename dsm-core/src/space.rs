@@ -1,0 +1,241 @@
+//! The global address space: one range of virtual memory mapped at the same address on every
+//! node, so that a pointer into it means the same thing everywhere.
+//!
+//! The range is backed by a `memfd` mapped twice:
+//!
+//! - the **application view**, at the agreed base address, whose page protections drive
+//!   coherence (`PROT_NONE`: not cached here; read-only: a clean copy; read-write: being written);
+//! - the **runtime view**, always read-write, where the runtime installs fetched pages, keeps
+//!   them while they are protected from the application, and reads dirty data for write-back.
+//!   It is registered with the transport, so fetched pages land in place without a copy.
+//!
+//! The base address is negotiated ([`negotiate`]): every node proposes a range that is free in
+//! its own process, every node tries to map each proposal with `MAP_FIXED_NOREPLACE`, and the
+//! first proposal that is free everywhere wins. Nothing is hard-coded, so the layout of newer
+//! distributions (or of sanitizers) cannot break it.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use transport::Transport;
+
+use crate::collective;
+use crate::error::{Error, Result};
+
+/// Size of a page, the unit of coherence.
+pub const PAGE: usize = 4096;
+
+/// Alignment of the global range (2 MiB, so the kernel may use huge page table entries).
+const ALIGN: usize = 2 << 20;
+
+/// Page protections of the application view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Any access faults.
+    None,
+    /// Reads succeed; writes fault.
+    Read,
+    /// Reads and writes succeed.
+    ReadWrite,
+}
+
+impl Access {
+    fn prot(self) -> libc::c_int {
+        match self {
+            Access::None => libc::PROT_NONE,
+            Access::Read => libc::PROT_READ,
+            Access::ReadWrite => libc::PROT_READ | libc::PROT_WRITE,
+        }
+    }
+}
+
+/// The mapped global range of this node.
+#[derive(Debug)]
+pub struct GlobalSpace {
+    base: usize,
+    size: usize,
+    runtime: usize,
+    _memfd: OwnedFd,
+}
+
+fn os_err(what: impl Into<String>) -> Error {
+    Error::io(what, std::io::Error::last_os_error())
+}
+
+/// Finds `size` bytes of free, `ALIGN`-aligned address space in this process and returns its
+/// start, leaving it unmapped (a proposal for [`negotiate`]).
+fn propose(size: usize) -> Result<usize> {
+    let len = size + ALIGN;
+    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
+    // SAFETY: a PROT_NONE anonymous mapping at an address of the kernel's choosing touches no
+    // existing memory; it is only used to learn a free range and is unmapped right away.
+    let p = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_NONE, flags, -1, 0) };
+    if p == libc::MAP_FAILED {
+        return Err(os_err(format!("finding {size} bytes of free address space")));
+    }
+    let aligned = (p as usize).div_ceil(ALIGN) * ALIGN;
+    // SAFETY: unmapping exactly the mapping created above.
+    unsafe { libc::munmap(p, len) };
+    Ok(aligned)
+}
+
+/// Maps `fd` (`size` bytes) at exactly `addr` without replacing anything; false when something
+/// is already mapped there.
+fn map_at(addr: usize, size: usize, fd: &OwnedFd) -> Result<bool> {
+    let flags = libc::MAP_SHARED | libc::MAP_FIXED_NOREPLACE | libc::MAP_NORESERVE;
+    // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping: it fails with EEXIST
+    // instead, so no memory of this process can be clobbered. The fd is a valid memfd.
+    let p = unsafe { libc::mmap(addr as *mut libc::c_void, size, libc::PROT_NONE, flags, fd.as_raw_fd(), 0) };
+    if p == libc::MAP_FAILED {
+        let e = std::io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::EEXIST) | Some(libc::ENOMEM) | Some(libc::EINVAL) => Ok(false),
+            _ => Err(Error::io(format!("mapping the global range at {addr:#x}"), e)),
+        };
+    }
+    if p as usize != addr {
+        // An old kernel that ignores MAP_FIXED_NOREPLACE treats it as a hint.
+        // SAFETY: unmapping the mapping just created, which nothing else uses.
+        unsafe { libc::munmap(p, size) };
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+fn unmap(addr: usize, size: usize) {
+    // SAFETY: only called on ranges this module mapped and that nothing refers to.
+    unsafe { libc::munmap(addr as *mut libc::c_void, size) };
+}
+
+/// Agrees with every other node on a base address and maps the global range of `size` bytes
+/// there.
+///
+/// # Collective
+/// Every node must call it with the same `size`.
+///
+/// # Errors
+/// [`Error::Config`] for a size that is zero or not a multiple of the page size;
+/// [`Error::Io`] when mapping fails; [`Error::Bootstrap`] when no common free range is found.
+pub fn negotiate<T: Transport>(t: &T, size: usize) -> Result<GlobalSpace> {
+    if size == 0 || !size.is_multiple_of(ALIGN) {
+        return Err(Error::Config(format!("the global size must be a positive multiple of 2 MiB, not {size}")));
+    }
+    // SAFETY: memfd_create with a static, NUL-terminated name and a valid flag set.
+    let fd = unsafe { libc::memfd_create(c"dsm-global".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(os_err("creating the memfd that backs global memory"));
+    }
+    // SAFETY: `fd` was just returned by memfd_create and is owned by nothing else.
+    let memfd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ftruncate on the memfd we own; the file stays sparse.
+    if unsafe { libc::ftruncate(memfd.as_raw_fd(), size as libc::off_t) } != 0 {
+        return Err(os_err("sizing the memfd that backs global memory"));
+    }
+    for round in 0..8 {
+        let mine = propose(size)?;
+        let proposals: Vec<usize> = collective::all_gather(t, &(mine as u64).to_le_bytes(), None)?
+            .iter()
+            .map(|b| b.as_slice().try_into().map(u64::from_le_bytes).unwrap_or(0) as usize)
+            .collect();
+        let mut mapped = Vec::with_capacity(proposals.len());
+        let mut ok = vec![0u8; proposals.len()];
+        for (i, &addr) in proposals.iter().enumerate() {
+            if addr != 0 && map_at(addr, size, &memfd)? {
+                ok[i] = 1;
+                mapped.push(addr);
+            }
+        }
+        let votes = collective::all_gather(t, &ok, None)?;
+        let chosen = (0..proposals.len()).find(|&i| votes.iter().all(|v| v.get(i) == Some(&1)));
+        for &addr in &mapped {
+            if Some(addr) != chosen.map(|i| proposals[i]) {
+                unmap(addr, size);
+            }
+        }
+        if let Some(i) = chosen {
+            let base = proposals[i];
+            let runtime = map_runtime_view(size, &memfd)?;
+            tracing::debug!("global range at {base:#x} after {} round(s)", round + 1);
+            return Ok(GlobalSpace { base, size, runtime, _memfd: memfd });
+        }
+    }
+    Err(Error::Bootstrap(format!("no address range of {size} bytes is free on every node")))
+}
+
+fn map_runtime_view(size: usize, fd: &OwnedFd) -> Result<usize> {
+    let prot = libc::PROT_READ | libc::PROT_WRITE;
+    let flags = libc::MAP_SHARED | libc::MAP_NORESERVE;
+    // SAFETY: a shared mapping of our own memfd at an address of the kernel's choosing.
+    let p = unsafe { libc::mmap(std::ptr::null_mut(), size, prot, flags, fd.as_raw_fd(), 0) };
+    if p == libc::MAP_FAILED {
+        return Err(os_err("mapping the runtime view of global memory"));
+    }
+    Ok(p as usize)
+}
+
+impl GlobalSpace {
+    /// The base address, the same on every node.
+    pub fn base(&self) -> usize {
+        self.base
+    }
+
+    /// Size of the range in bytes.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Number of pages.
+    pub fn pages(&self) -> usize {
+        self.size / PAGE
+    }
+
+    /// Whether `addr` lies in the global range.
+    pub fn contains(&self, addr: usize) -> bool {
+        addr >= self.base && addr < self.base + self.size
+    }
+
+    /// The page that holds `addr` (which must lie in the range).
+    pub fn page_of(&self, addr: usize) -> usize {
+        (addr - self.base) / PAGE
+    }
+
+    /// Start of the runtime view (read-write, registered with the transport).
+    pub fn runtime_base(&self) -> *mut u8 {
+        self.runtime as *mut u8
+    }
+
+    /// Sets the application view's protection of `count` pages from `page`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when `mprotect` fails (for example ENOMEM past `vm.max_map_count`).
+    pub fn protect(&self, page: usize, count: usize, access: Access) -> Result<()> {
+        let addr = self.base + page * PAGE;
+        // SAFETY: the range lies inside the application view this value mapped (callers pass
+        // page numbers below `pages()`); changing protections cannot violate Rust's memory
+        // safety because the runtime never holds references into the application view.
+        if unsafe { libc::mprotect(addr as *mut libc::c_void, count * PAGE, access.prot()) } != 0 {
+            return Err(os_err(format!("mprotect of page {page} (+{count})")));
+        }
+        Ok(())
+    }
+
+    /// Releases the memory behind `count` pages from `page` (their content becomes zero).
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the kernel refuses.
+    pub fn discard(&self, page: usize, count: usize) -> Result<()> {
+        let addr = self.runtime + page * PAGE;
+        // SAFETY: the range lies inside the runtime view; MADV_REMOVE frees the memfd's pages,
+        // which nobody holds references to (the runtime copies out of the view, never borrows).
+        if unsafe { libc::madvise(addr as *mut libc::c_void, count * PAGE, libc::MADV_REMOVE) } != 0 {
+            return Err(os_err(format!("releasing page {page}")));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for GlobalSpace {
+    fn drop(&mut self) {
+        unmap(self.base, self.size);
+        unmap(self.runtime, self.size);
+    }
+}

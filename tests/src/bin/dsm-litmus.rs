@@ -1,0 +1,251 @@
+//! Memory-model litmus tests on the shared memory, one scenario per run, for the multi-process
+//! tests. Each exits 0 only when its check holds on this node.
+
+use std::process::ExitCode;
+
+use dsm_core::{Dsm, GlobalLock, Placement};
+
+type R = Result<(), String>;
+
+fn e(err: dsm_core::Error) -> String {
+    err.to_string()
+}
+
+fn check(cond: bool, what: impl FnOnce() -> String) -> R {
+    if cond {
+        Ok(())
+    } else {
+        Err(what())
+    }
+}
+
+/// Reads a u64 of global memory through an ordinary load (which may fault).
+fn load(p: *const u64) -> u64 {
+    // SAFETY: every pointer passed here lies inside a live global allocation; the runtime
+    // resolves the fault, and the program is data-race free by construction of each scenario.
+    unsafe { std::ptr::read_volatile(p) }
+}
+
+fn store(p: *mut u64, v: u64) {
+    // SAFETY: as for `load`.
+    unsafe { std::ptr::write_volatile(p, v) }
+}
+
+/// Rank 0 writes an array, a barrier, everyone reads it.
+fn mp_barrier(d: &Dsm) -> R {
+    const N: usize = 64 * 1024;
+    let a = d.alloc_collective(N * 8, Placement::Blocked).map_err(e)? as *mut u64;
+    if d.rank() == 0 {
+        for i in 0..N {
+            store(a.wrapping_add(i), i as u64 * 3 + 1);
+        }
+    }
+    d.barrier().map_err(e)?;
+    for i in 0..N {
+        let v = load(a.wrapping_add(i));
+        check(v == i as u64 * 3 + 1, || format!("a[{i}] = {v} after the barrier"))?;
+    }
+    d.barrier().map_err(e)
+}
+
+/// Message passing through a lock: the writer publishes data then a flag under the lock; a
+/// reader that sees the flag under the lock must see the data.
+fn mp_lock(d: &Dsm) -> R {
+    const N: usize = 4096;
+    let base = d.alloc_collective(N * 8 + 2 * 4096, Placement::Cyclic { block_pages: 1 }).map_err(e)?;
+    let l = base as *mut GlobalLock;
+    let flag = base.wrapping_add(4096) as *mut u64;
+    let data = base.wrapping_add(8192) as *mut u64;
+    if d.rank() == 0 {
+        d.lock_init(l).map_err(e)?;
+    }
+    d.barrier().map_err(e)?;
+    if d.rank() == 0 {
+        d.lock(l).map_err(e)?;
+        for i in 0..N {
+            store(data.wrapping_add(i), 0xabc0_0000 + i as u64);
+        }
+        store(flag, 1);
+        d.unlock(l).map_err(e)?;
+    } else {
+        loop {
+            d.lock(l).map_err(e)?;
+            let f = load(flag);
+            if f == 1 {
+                for i in 0..N {
+                    let v = load(data.wrapping_add(i));
+                    if v != 0xabc0_0000 + i as u64 {
+                        let _ = d.unlock(l);
+                        return Err(format!("flag set but data[{i}] = {v:#x}"));
+                    }
+                }
+                d.unlock(l).map_err(e)?;
+                break;
+            }
+            d.unlock(l).map_err(e)?;
+        }
+    }
+    d.barrier().map_err(e)
+}
+
+/// Every node increments one counter under a lock; the total is exact.
+fn counter_lock(d: &Dsm) -> R {
+    const K: u64 = 200;
+    let base = d.alloc_collective(8192, Placement::Blocked).map_err(e)?;
+    let l = base as *mut GlobalLock;
+    let counter = base.wrapping_add(64) as *mut u64;
+    if d.rank() == 0 {
+        d.lock_init(l).map_err(e)?;
+    }
+    d.barrier().map_err(e)?;
+    for _ in 0..K {
+        d.lock(l).map_err(e)?;
+        store(counter, load(counter) + 1);
+        d.unlock(l).map_err(e)?;
+    }
+    d.barrier().map_err(e)?;
+    let total = load(counter);
+    let want = K * d.nodes() as u64;
+    check(total == want, || format!("counter is {total}, expected {want}"))
+}
+
+/// Every node writes its own bytes of one shared page many times; all survive.
+fn false_sharing(d: &Dsm) -> R {
+    let page = d.alloc_collective(4096, Placement::Blocked).map_err(e)?;
+    let me = d.rank();
+    for round in 0..20u8 {
+        for i in 0..64 {
+            // SAFETY: bytes [me*64, me*64+64) of the page belong to this node alone.
+            unsafe { std::ptr::write_volatile(page.wrapping_add(me * 64 + i), round ^ (me as u8) ^ i as u8) };
+        }
+        d.barrier().map_err(e)?;
+        for r in 0..d.nodes() {
+            for i in 0..64 {
+                // SAFETY: read after the barrier; nobody writes until the next round's barrier...
+                // the next round writes only after every node passed this check (barrier below).
+                let v = unsafe { std::ptr::read_volatile(page.wrapping_add(r * 64 + i)) };
+                let want = round ^ (r as u8) ^ i as u8;
+                check(v == want, || format!("round {round}: byte {i} of rank {r} is {v}, expected {want}"))?;
+            }
+        }
+        d.barrier().map_err(e)?;
+    }
+    Ok(())
+}
+
+/// Atomics hammered by every node give exact totals.
+fn atomics(d: &Dsm) -> R {
+    const K: u64 = 300;
+    let base = d.alloc_collective(4096, Placement::Blocked).map_err(e)? as *mut u64;
+    let (sum, cas) = (base, base.wrapping_add(1));
+    for _ in 0..K {
+        d.atomic_fetch_add(sum, 2).map_err(e)?;
+        let mut cur = d.atomic_load(cas).map_err(e)?;
+        loop {
+            let seen = d.atomic_compare_exchange(cas, cur, cur + 1).map_err(e)?;
+            if seen == cur {
+                break;
+            }
+            cur = seen;
+        }
+    }
+    d.barrier().map_err(e)?;
+    let n = d.nodes() as u64;
+    let (s, c) = (d.atomic_load(sum).map_err(e)?, d.atomic_load(cas).map_err(e)?);
+    check(s == 2 * K * n && c == K * n, || format!("fetch_add total {s}, CAS total {c}, expected {} and {}", 2 * K * n, K * n))?;
+    d.barrier().map_err(e)?;
+    if d.rank() == 0 {
+        let old = d.atomic_exchange(sum, 7).map_err(e)?;
+        check(old == 2 * K * n, || format!("exchange returned {old}"))?;
+        check(d.atomic_load(sum).map_err(e)? == 7, || "exchange did not store".into())?;
+    }
+    d.barrier().map_err(e)
+}
+
+/// Store buffering with fences: x = y = 0; node 0 writes x then reads y, node 1 writes y then
+/// reads x, each with release + acquire in between. Both reading 0 is forbidden.
+fn store_buffering(d: &Dsm) -> R {
+    if d.nodes() < 2 {
+        return Ok(());
+    }
+    let base = d.alloc_collective(2 * 4096 + 4096, Placement::Cyclic { block_pages: 1 }).map_err(e)?;
+    let (x, y) = (base as *mut u64, base.wrapping_add(4096) as *mut u64);
+    let results = base.wrapping_add(8192) as *mut u64;
+    for round in 1..=100u64 {
+        let (mine, theirs) = if d.rank() == 0 { (x, y) } else { (y, x) };
+        if d.rank() < 2 {
+            store(mine, round);
+            d.release().map_err(e)?;
+            d.acquire().map_err(e)?;
+            let seen = load(theirs);
+            d.atomic_store(results.wrapping_add(d.rank()), seen).map_err(e)?;
+        }
+        d.barrier().map_err(e)?;
+        let (r0, r1) = (d.atomic_load(results).map_err(e)?, d.atomic_load(results.wrapping_add(1)).map_err(e)?);
+        check(r0 == round || r1 == round, || format!("round {round}: both nodes read old values ({r0}, {r1})"))?;
+        d.barrier().map_err(e)?;
+    }
+    Ok(())
+}
+
+/// First-touch placement puts each page where it was first touched.
+fn first_touch(d: &Dsm) -> R {
+    let n = d.nodes();
+    let base = d.alloc_collective(n * 4096, Placement::FirstTouch).map_err(e)?;
+    // Node r touches page (r + 1) % n first.
+    let mine = (d.rank() + 1) % n;
+    store(base.wrapping_add(mine * 4096) as *mut u64, d.rank() as u64 + 100);
+    d.barrier().map_err(e)?;
+    for p in 0..n {
+        let home = d.home_of(base.wrapping_add(p * 4096)).map_err(e)?;
+        let toucher = (p + n - 1) % n;
+        check(home == toucher, || format!("page {p} is homed on rank {home}, first touched by {toucher}"))?;
+        let v = load(base.wrapping_add(p * 4096) as *const u64);
+        check(v == toucher as u64 + 100, || format!("page {p} holds {v}"))?;
+    }
+    d.barrier().map_err(e)
+}
+
+/// A write outside global memory still crashes the process with a segmentation fault.
+fn segv(d: &Dsm) -> R {
+    d.barrier().map_err(e)?;
+    if d.rank() == d.nodes() - 1 {
+        let p = 16usize as *mut u64;
+        // SAFETY: deliberately invalid: this scenario checks that a genuine bug still crashes.
+        unsafe { std::ptr::write_volatile(p, 1) };
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let scenario = std::env::args().nth(1).unwrap_or_default();
+    let d = match Dsm::init() {
+        Ok(d) => d,
+        Err(err) => {
+            eprintln!("dsm-litmus: cannot start: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let r = match scenario.as_str() {
+        "mp-barrier" => mp_barrier(&d),
+        "mp-lock" => mp_lock(&d),
+        "counter-lock" => counter_lock(&d),
+        "false-sharing" => false_sharing(&d),
+        "atomics" => atomics(&d),
+        "store-buffering" => store_buffering(&d),
+        "first-touch" => first_touch(&d),
+        "segv" => segv(&d),
+        other => Err(format!("unknown scenario {other:?}")),
+    };
+    let rank = d.rank();
+    match r.and_then(|()| d.finalize().map_err(e)) {
+        Ok(()) => {
+            println!("rank {rank}: {scenario} ok");
+            ExitCode::SUCCESS
+        }
+        Err(msg) => {
+            eprintln!("rank {rank}: {scenario} FAILED: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}

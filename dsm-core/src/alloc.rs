@@ -25,7 +25,11 @@ impl RangeAllocator {
         if end > start {
             free.insert(start, end - start);
         }
-        RangeAllocator { free, live: BTreeMap::new(), granule: granule.max(1) }
+        RangeAllocator {
+            free,
+            live: BTreeMap::new(),
+            granule: granule.max(1),
+        }
     }
 
     /// Allocates `len` units (rounded up to the granule); `None` when nothing fits.

@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use transport::{wait_all, AnyTransport, Completion, LocalSlice, Op, Region, RegionDesc, Transport};
+use transport::{
+    wait_all, AnyTransport, Completion, LocalSlice, Op, Region, RegionDesc, Transport,
+};
 
 use crate::alloc::RangeAllocator;
 use crate::coherence::diff::diff;
@@ -53,16 +55,28 @@ impl DsmConfig {
     /// [`Error::Config`] naming a malformed variable.
     pub fn from_env() -> Result<DsmConfig> {
         let size = match std::env::var("DSM_GLOBAL_SIZE") {
-            Ok(v) => parse_size(&v).ok_or_else(|| Error::Config(format!("DSM_GLOBAL_SIZE={v:?} is not a size like 4G")))?,
+            Ok(v) => parse_size(&v).ok_or_else(|| {
+                Error::Config(format!("DSM_GLOBAL_SIZE={v:?} is not a size like 4G"))
+            })?,
             Err(_) => 4 << 30,
         };
         let fault_threads = match std::env::var("DSM_FAULT_THREADS") {
-            Ok(v) => v.trim().parse().ok().filter(|n| (1..=64).contains(n)).ok_or_else(|| {
-                Error::Config(format!("DSM_FAULT_THREADS={v:?} is not a number from 1 to 64"))
-            })?,
+            Ok(v) => v
+                .trim()
+                .parse()
+                .ok()
+                .filter(|n| (1..=64).contains(n))
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "DSM_FAULT_THREADS={v:?} is not a number from 1 to 64"
+                    ))
+                })?,
             Err(_) => 2,
         };
-        Ok(DsmConfig { global_size: size, fault_threads })
+        Ok(DsmConfig {
+            global_size: size,
+            fault_threads,
+        })
     }
 }
 
@@ -109,7 +123,11 @@ pub(crate) struct Inner {
 
 impl std::fmt::Debug for Inner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Inner").field("me", &self.me).field("nodes", &self.nodes).field("space", &self.space).finish()
+        f.debug_struct("Inner")
+            .field("me", &self.me)
+            .field("nodes", &self.nodes)
+            .field("space", &self.space)
+            .finish()
     }
 }
 
@@ -146,9 +164,9 @@ impl Drop for Scratch<'_> {
 
 impl Inner {
     fn scratch(&self) -> Result<Scratch<'_>> {
-        let slot = lock(&self.free_scratch)
-            .pop()
-            .ok_or_else(|| Error::Bootstrap("out of scratch buffers for remote operations".into()))?;
+        let slot = lock(&self.free_scratch).pop().ok_or_else(|| {
+            Error::Bootstrap("out of scratch buffers for remote operations".into())
+        })?;
         Ok(Scratch { inner: self, slot })
     }
 
@@ -156,7 +174,12 @@ impl Inner {
         Ok(self.t.post(op)?)
     }
 
-    fn dir_word(&self, manager: usize, page: usize, field: usize) -> Result<transport::RemoteSlice> {
+    fn dir_word(
+        &self,
+        manager: usize,
+        page: usize,
+        field: usize,
+    ) -> Result<transport::RemoteSlice> {
         Ok(self.dirs[manager].word((page * DIR_ENTRY + field * 8) as u64)?)
     }
 
@@ -195,7 +218,9 @@ impl Inner {
             self.make_writable(&mut g)?;
         }
         drop(g);
-        self.stats.fault_ns.fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.stats
+            .fault_ns
+            .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
         if write {
             self.stats.write_faults.fetch_add(1, Ordering::Relaxed);
         } else {
@@ -212,12 +237,21 @@ impl Inner {
         let mut posted = Vec::with_capacity(3);
         let st = g.state();
         if !st.has(REG_READER) {
-            posted.push(self.post(Op::FetchAdd { remote: self.dir_word(manager, page, 0)?, add: bit(self.me) })?);
+            posted.push(self.post(Op::FetchAdd {
+                remote: self.dir_word(manager, page, 0)?,
+                add: bit(self.me),
+            })?);
         }
         let writers = self.scratch()?;
-        posted.push(self.post(Op::Read { remote: self.dir_word(manager, page, 1)?, local: writers.slice()? })?);
+        posted.push(self.post(Op::Read {
+            remote: self.dir_word(manager, page, 1)?,
+            local: writers.slice()?,
+        })?);
         let remote = self.homes[home].slice((page * PAGE) as u64, PAGE)?;
-        posted.push(self.post(Op::Read { remote, local: self.runtime_slice(page * PAGE, PAGE)? })?);
+        posted.push(self.post(Op::Read {
+            remote,
+            local: self.runtime_slice(page * PAGE, PAGE)?,
+        })?);
         wait_all(&posted)?;
         self.stats.pages_fetched.fetch_add(1, Ordering::Relaxed);
         let mut st = st.with(REG_READER);
@@ -242,9 +276,15 @@ impl Inner {
         if !st.has(REG_WRITER) {
             let (_, manager) = self.home_of(page)?;
             let readers = self.scratch()?;
-            let add = self.post(Op::FetchAdd { remote: self.dir_word(manager, page, 1)?, add: bit(self.me) })?;
+            let add = self.post(Op::FetchAdd {
+                remote: self.dir_word(manager, page, 1)?,
+                add: bit(self.me),
+            })?;
             // Posted after the fetch-and-add on the same connection: it sees our bit's effect.
-            let read = self.post(Op::Read { remote: self.dir_word(manager, page, 0)?, local: readers.slice()? })?;
+            let read = self.post(Op::Read {
+                remote: self.dir_word(manager, page, 0)?,
+                local: readers.slice()?,
+            })?;
             let old_writers = add.wait()?;
             read.wait()?;
             self.notify(page, to_notify(readers.get(), old_writers, self.me))?;
@@ -271,7 +311,12 @@ impl Inner {
         let targets: Vec<usize> = ranks(set).filter(|&r| r < self.nodes).collect();
         let slots = targets
             .iter()
-            .map(|&r| self.post(Op::FetchAdd { remote: self.logs[r].word(0)?, add: 1 }))
+            .map(|&r| {
+                self.post(Op::FetchAdd {
+                    remote: self.logs[r].word(0)?,
+                    add: 1,
+                })
+            })
             .collect::<Result<Vec<_>>>()?;
         let value = self.scratch()?;
         value.set(page as u64 + 1);
@@ -279,19 +324,33 @@ impl Inner {
         for (&r, c) in targets.iter().zip(&slots) {
             let slot = c.wait()? as usize % LOG_CAP;
             let remote = self.logs[r].word(8 + slot as u64 * 8)?;
-            writes.push(self.post(Op::Write { remote, local: value.slice()? })?);
+            writes.push(self.post(Op::Write {
+                remote,
+                local: value.slice()?,
+            })?);
         }
         wait_all(&writes)?;
-        self.stats.notifications.fetch_add(targets.len() as u64, Ordering::Relaxed);
+        self.stats
+            .notifications
+            .fetch_add(targets.len() as u64, Ordering::Relaxed);
         Ok(())
     }
 
     /// Posts the diff of a locked, writable page to its home and makes it read-only (or
     /// invalid). The caller waits for the returned completions.
-    fn write_back(&self, g: &mut PageGuard<'_>, then: Cache, posted: &mut Vec<Completion>) -> Result<()> {
+    fn write_back(
+        &self,
+        g: &mut PageGuard<'_>,
+        then: Cache,
+        posted: &mut Vec<Completion>,
+    ) -> Result<()> {
         let page = g.page;
         // Close the page first, so that no thread of this process writes while we diff it.
-        let access = if then == Cache::Invalid { Access::None } else { Access::Read };
+        let access = if then == Cache::Invalid {
+            Access::None
+        } else {
+            Access::Read
+        };
         self.space.protect(page, 1, access)?;
         if g.state().cache() == Cache::Writable {
             let twin = lock(&self.twins).remove(&page);
@@ -300,7 +359,10 @@ impl Inner {
             self.runtime.read_at(page * PAGE, &mut now)?;
             let runs = match &twin {
                 Some(t) => diff(&now, t),
-                None => vec![crate::coherence::diff::Run { offset: 0, len: PAGE }],
+                None => vec![crate::coherence::diff::Run {
+                    offset: 0,
+                    len: PAGE,
+                }],
             };
             for r in &runs {
                 let off = page * PAGE + r.offset;
@@ -308,7 +370,9 @@ impl Inner {
                     remote: self.homes[home].slice(off as u64, r.len)?,
                     local: self.runtime_slice(off, r.len)?,
                 })?);
-                self.stats.bytes_written_home.fetch_add(r.len as u64, Ordering::Relaxed);
+                self.stats
+                    .bytes_written_home
+                    .fetch_add(r.len as u64, Ordering::Relaxed);
             }
             self.stats.diffs.fetch_add(1, Ordering::Relaxed);
         }
@@ -336,7 +400,9 @@ impl Inner {
         let full = self.drain_log();
         let victims: Vec<usize> = if full {
             lock(&self.sharers).clear();
-            (0..self.pages.len()).filter(|&p| self.pages.peek(p).cache() != Cache::Invalid).collect()
+            (0..self.pages.len())
+                .filter(|&p| self.pages.peek(p).cache() != Cache::Invalid)
+                .collect()
         } else {
             lock(&self.sharers).drain().collect()
         };
@@ -356,14 +422,18 @@ impl Inner {
     /// written by others. Returns true when the log overflowed (every cached page must go).
     fn drain_log(&self) -> bool {
         let mut consumed = lock(&self.log_consumed);
-        let Ok(tail) = self.log.atomic_u64(0).map(|w| w.load(Ordering::Acquire)) else { return true };
+        let Ok(tail) = self.log.atomic_u64(0).map(|w| w.load(Ordering::Acquire)) else {
+            return true;
+        };
         if tail.saturating_sub(*consumed) > LOG_CAP as u64 {
             *consumed = tail;
             return true;
         }
         while *consumed < tail {
             let at = 8 + (*consumed as usize % LOG_CAP) * 8;
-            let Ok(word) = self.log.atomic_u64(at) else { return true };
+            let Ok(word) = self.log.atomic_u64(at) else {
+                return true;
+            };
             let v = word.swap(0, Ordering::AcqRel);
             if v == 0 {
                 // Announced but not written yet: it belongs to a write not yet released to us.
@@ -453,7 +523,9 @@ impl Dsm {
     pub fn with_node(node: Node, config: DsmConfig) -> Result<Dsm> {
         let nodes = node.nodes();
         if nodes > 64 {
-            return Err(Error::Config(format!("the shared memory supports up to 64 nodes, not {nodes}")));
+            return Err(Error::Config(format!(
+                "the shared memory supports up to 64 nodes, not {nodes}"
+            )));
         }
         let t = node.transport_arc();
         let me = node.rank().index();
@@ -491,7 +563,12 @@ impl Dsm {
         let arena_start = (collective_pages + me * arena_pages) * PAGE;
         let map: Vec<AtomicU32> = (0..pages).map(|_| AtomicU32::new(0)).collect();
         // Arena pages: homed (and managed) by their owner, known to everybody without asking.
-        for (p, e) in map.iter().enumerate().skip(collective_pages).take(arena_pages * nodes) {
+        for (p, e) in map
+            .iter()
+            .enumerate()
+            .skip(collective_pages)
+            .take(arena_pages * nodes)
+        {
             let owner = (p - collective_pages) / arena_pages;
             e.store(map_entry(Some(owner), owner), Ordering::Relaxed);
         }
@@ -513,7 +590,11 @@ impl Dsm {
             sharers: Mutex::new(HashSet::new()),
             log_consumed: Mutex::new(0),
             collective_heap: Mutex::new(RangeAllocator::new(0, collective_pages, 1)),
-            arena: Mutex::new(RangeAllocator::new(arena_start, arena_start + arena_pages * PAGE, MALLOC_GRANULE)),
+            arena: Mutex::new(RangeAllocator::new(
+                arena_start,
+                arena_start + arena_pages * PAGE,
+                MALLOC_GRANULE,
+            )),
             collective_pages,
             stats: Stats::default(),
             space,
@@ -522,7 +603,11 @@ impl Dsm {
         });
         let engine = FaultEngine::start(Arc::clone(&inner), config.fault_threads)?;
         collective::barrier(&*inner.t, None)?;
-        Ok(Dsm { inner, engine: Some(engine), node: Some(node) })
+        Ok(Dsm {
+            inner,
+            engine: Some(engine),
+            node: Some(node),
+        })
     }
 
     /// This node's rank.
@@ -537,7 +622,9 @@ impl Dsm {
 
     /// The node (transport, configuration).
     pub fn node(&self) -> &Node {
-        self.node.as_ref().expect("the node lives as long as the Dsm")
+        self.node
+            .as_ref()
+            .expect("the node lives as long as the Dsm")
     }
 
     /// The base address of the global range (the same on every node) and its size.
@@ -583,7 +670,9 @@ impl Dsm {
     pub fn free_collective(&self, ptr: *mut u8) -> Result<()> {
         let addr = ptr as usize;
         let bad = Error::InvalidPointer(addr);
-        if !self.inner.space.contains(addr) || !(addr - self.inner.space.base()).is_multiple_of(PAGE) {
+        if !self.inner.space.contains(addr)
+            || !(addr - self.inner.space.base()).is_multiple_of(PAGE)
+        {
             return Err(bad);
         }
         let start = self.inner.space.page_of(addr);
@@ -602,7 +691,10 @@ impl Dsm {
                 let _ = self.inner._dir.write_at(p * DIR_ENTRY, &[0u8; DIR_ENTRY]);
             }
         }
-        let _ = self.inner._home.write_at(start * PAGE, &vec![0u8; pages * PAGE]);
+        let _ = self
+            .inner
+            ._home
+            .write_at(start * PAGE, &vec![0u8; pages * PAGE]);
         collective::barrier(&*self.inner.t, None)?;
         Ok(())
     }
@@ -613,7 +705,9 @@ impl Dsm {
     /// # Errors
     /// [`Error::OutOfMemory`] when the arena is full (nothing is changed).
     pub fn malloc(&self, bytes: usize) -> Result<*mut u8> {
-        let off = lock(&self.inner.arena).alloc(bytes).ok_or(Error::OutOfMemory { requested: bytes })?;
+        let off = lock(&self.inner.arena)
+            .alloc(bytes)
+            .ok_or(Error::OutOfMemory { requested: bytes })?;
         Ok((self.inner.space.base() + off) as *mut u8)
     }
 
@@ -628,7 +722,10 @@ impl Dsm {
             return Err(Error::InvalidPointer(addr));
         }
         let off = addr - self.inner.space.base();
-        lock(&self.inner.arena).free(off).map(drop).ok_or(Error::InvalidPointer(addr))
+        lock(&self.inner.arena)
+            .free(off)
+            .map(drop)
+            .ok_or(Error::InvalidPointer(addr))
     }
 
     /// Makes this node's writes visible to any node that acquires afterwards.
@@ -661,16 +758,23 @@ impl Dsm {
         self.inner.acquire()?;
         let s = &self.inner.stats;
         s.barriers.fetch_add(1, Ordering::Relaxed);
-        s.barrier_ns.fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        s.barrier_ns
+            .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
         Ok(())
     }
 
-    fn lock_words(&self, l: *const GlobalLock) -> Result<(transport::RemoteSlice, transport::RemoteSlice)> {
+    fn lock_words(
+        &self,
+        l: *const GlobalLock,
+    ) -> Result<(transport::RemoteSlice, transport::RemoteSlice)> {
         let addr = l as usize;
         if !addr.is_multiple_of(16) {
             return Err(Error::Misaligned(addr));
         }
-        Ok((self.inner.atomic_word(addr)?, self.inner.atomic_word(addr + 8)?))
+        Ok((
+            self.inner.atomic_word(addr)?,
+            self.inner.atomic_word(addr + 8)?,
+        ))
     }
 
     /// Initialises a lock in global memory (unlocked). Any node may do it, once, before use.
@@ -706,7 +810,8 @@ impl Dsm {
         self.inner.acquire()?;
         let s = &self.inner.stats;
         s.lock_acquires.fetch_add(1, Ordering::Relaxed);
-        s.lock_wait_ns.fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        s.lock_wait_ns
+            .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
         Ok(())
     }
 
@@ -721,7 +826,10 @@ impl Dsm {
             return Ok(false);
         }
         self.inner.acquire()?;
-        self.inner.stats.lock_acquires.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .stats
+            .lock_acquires
+            .fetch_add(1, Ordering::Relaxed);
         Ok(true)
     }
 
@@ -741,7 +849,10 @@ impl Dsm {
     /// # Errors
     /// [`Error::Misaligned`] for a word outside global memory or not 8-byte aligned.
     pub fn atomic_fetch_add(&self, p: *const u64, v: u64) -> Result<u64> {
-        Ok(self.inner.t.fetch_add(self.inner.atomic_word(p as usize)?, v)?)
+        Ok(self
+            .inner
+            .t
+            .fetch_add(self.inner.atomic_word(p as usize)?, v)?)
     }
 
     /// Atomically loads the 8-byte global word at `p`.
@@ -756,8 +867,16 @@ impl Dsm {
     ///
     /// # Errors
     /// As [`Dsm::atomic_fetch_add`].
-    pub fn atomic_compare_exchange(&self, p: *const u64, expected: u64, desired: u64) -> Result<u64> {
-        Ok(self.inner.t.compare_swap(self.inner.atomic_word(p as usize)?, expected, desired)?)
+    pub fn atomic_compare_exchange(
+        &self,
+        p: *const u64,
+        expected: u64,
+        desired: u64,
+    ) -> Result<u64> {
+        Ok(self
+            .inner
+            .t
+            .compare_swap(self.inner.atomic_word(p as usize)?, expected, desired)?)
     }
 
     /// Atomically replaces the word at `p` with `v`; returns the old value.

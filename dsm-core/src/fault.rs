@@ -37,8 +37,15 @@ struct Slot {
 
 const SLOTS: usize = 256;
 
-#[allow(clippy::declare_interior_mutable_const, reason = "used only to initialise the array")]
-const EMPTY: Slot = Slot { state: AtomicU32::new(FREE), addr: AtomicUsize::new(0), write: AtomicBool::new(false) };
+#[allow(
+    clippy::declare_interior_mutable_const,
+    reason = "used only to initialise the array"
+)]
+const EMPTY: Slot = Slot {
+    state: AtomicU32::new(FREE),
+    addr: AtomicUsize::new(0),
+    write: AtomicBool::new(false),
+};
 
 static FAULTS: [Slot; SLOTS] = [EMPTY; SLOTS];
 /// Counts requests; service threads sleep on it as a futex.
@@ -55,14 +62,25 @@ fn futex_wait(word: &AtomicU32, expected: u32) {
     // it only sleeps while the word equals `expected`, and a null timeout waits without limit
     // (every waker stores a new value first). Async-signal-safe: a bare system call.
     unsafe {
-        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG, expected, std::ptr::null::<libc::timespec>());
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            expected,
+            std::ptr::null::<libc::timespec>(),
+        );
     }
 }
 
 fn futex_wake(word: &AtomicU32, n: i32) {
     // SAFETY: FUTEX_WAKE on a valid, aligned u32 (a static); wakes at most `n` waiters.
     unsafe {
-        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, n);
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            n,
+        );
     }
 }
 
@@ -108,7 +126,8 @@ unsafe fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::
     } else if prev.sa_flags & libc::SA_SIGINFO != 0 {
         // SAFETY: the previous handler was installed with SA_SIGINFO, so it has this signature;
         // we pass it the kernel's own arguments, as if it had been called directly.
-        let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) = unsafe { std::mem::transmute(handler) };
+        let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+            unsafe { std::mem::transmute(handler) };
         f(sig, info, ctx);
     } else {
         // SAFETY: a handler installed without SA_SIGINFO has the one-argument signature.
@@ -130,9 +149,16 @@ extern "C" fn on_sigsegv(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut
     }
     // x86-64: bit 1 of the page-fault error code says the access was a write.
     // SAFETY: for SIGSEGV the third argument is the interrupted context (SA_SIGINFO).
-    let write = unsafe { (*(ctx as *const libc::ucontext_t)).uc_mcontext.gregs[libc::REG_ERR as usize] } & 2 != 0;
+    let write =
+        unsafe { (*(ctx as *const libc::ucontext_t)).uc_mcontext.gregs[libc::REG_ERR as usize] }
+            & 2
+            != 0;
     let slot = loop {
-        if let Some(s) = FAULTS.iter().find(|s| s.state.compare_exchange(FREE, CLAIMED, Ordering::Acquire, Ordering::Relaxed).is_ok()) {
+        if let Some(s) = FAULTS.iter().find(|s| {
+            s.state
+                .compare_exchange(FREE, CLAIMED, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        }) {
             break s;
         }
         // More faults in flight than slots: let one finish.
@@ -197,7 +223,10 @@ impl FaultEngine {
         // SAFETY: installing a handler whose body is async-signal-safe (see on_sigsegv).
         if unsafe { libc::sigaction(libc::SIGSEGV, &action, &mut old) } != 0 {
             INSTALLED.store(false, Ordering::SeqCst);
-            return Err(Error::io("installing the SIGSEGV handler", std::io::Error::last_os_error()));
+            return Err(Error::io(
+                "installing the SIGSEGV handler",
+                std::io::Error::last_os_error(),
+            ));
         }
         let _ = PREVIOUS.set(old);
         let stop = Arc::new(AtomicBool::new(false));
@@ -211,7 +240,10 @@ impl FaultEngine {
                 .map_err(|e| Error::io("starting a fault service thread", e))?;
             handles.push(h);
         }
-        Ok(FaultEngine { threads: handles, stop })
+        Ok(FaultEngine {
+            threads: handles,
+            stop,
+        })
     }
 
     /// Stops the service threads and puts the previous handler back.
@@ -236,7 +268,11 @@ fn serve(inner: &Inner, stop: &AtomicBool) {
         let seen = PENDING.load(Ordering::SeqCst);
         let mut served = false;
         for slot in &FAULTS {
-            if slot.state.compare_exchange(REQUESTED, SERVING, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            if slot
+                .state
+                .compare_exchange(REQUESTED, SERVING, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+            {
                 continue;
             }
             served = true;
@@ -245,7 +281,11 @@ fn serve(inner: &Inner, stop: &AtomicBool) {
             let outcome = match inner.resolve(addr, write) {
                 Ok(()) => DONE,
                 Err(e) => {
-                    eprintln!("dsm: rank {}: cannot resolve a {} fault at {addr:#x}: {e}", inner.me, if write { "write" } else { "read" });
+                    eprintln!(
+                        "dsm: rank {}: cannot resolve a {} fault at {addr:#x}: {e}",
+                        inner.me,
+                        if write { "write" } else { "read" }
+                    );
                     FAILED
                 }
             };

@@ -70,7 +70,9 @@ fn propose(size: usize) -> Result<usize> {
     // existing memory; it is only used to learn a free range and is unmapped right away.
     let p = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_NONE, flags, -1, 0) };
     if p == libc::MAP_FAILED {
-        return Err(os_err(format!("finding {size} bytes of free address space")));
+        return Err(os_err(format!(
+            "finding {size} bytes of free address space"
+        )));
     }
     let aligned = (p as usize).div_ceil(ALIGN) * ALIGN;
     // SAFETY: unmapping exactly the mapping created above.
@@ -84,12 +86,24 @@ fn map_at(addr: usize, size: usize, fd: &OwnedFd) -> Result<bool> {
     let flags = libc::MAP_SHARED | libc::MAP_FIXED_NOREPLACE | libc::MAP_NORESERVE;
     // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping: it fails with EEXIST
     // instead, so no memory of this process can be clobbered. The fd is a valid memfd.
-    let p = unsafe { libc::mmap(addr as *mut libc::c_void, size, libc::PROT_NONE, flags, fd.as_raw_fd(), 0) };
+    let p = unsafe {
+        libc::mmap(
+            addr as *mut libc::c_void,
+            size,
+            libc::PROT_NONE,
+            flags,
+            fd.as_raw_fd(),
+            0,
+        )
+    };
     if p == libc::MAP_FAILED {
         let e = std::io::Error::last_os_error();
         return match e.raw_os_error() {
             Some(libc::EEXIST) | Some(libc::ENOMEM) | Some(libc::EINVAL) => Ok(false),
-            _ => Err(Error::io(format!("mapping the global range at {addr:#x}"), e)),
+            _ => Err(Error::io(
+                format!("mapping the global range at {addr:#x}"),
+                e,
+            )),
         };
     }
     if p as usize != addr {
@@ -117,7 +131,9 @@ fn unmap(addr: usize, size: usize) {
 /// [`Error::Io`] when mapping fails; [`Error::Bootstrap`] when no common free range is found.
 pub fn negotiate<T: Transport>(t: &T, size: usize) -> Result<GlobalSpace> {
     if size == 0 || !size.is_multiple_of(ALIGN) {
-        return Err(Error::Config(format!("the global size must be a positive multiple of 2 MiB, not {size}")));
+        return Err(Error::Config(format!(
+            "the global size must be a positive multiple of 2 MiB, not {size}"
+        )));
     }
     // SAFETY: memfd_create with a static, NUL-terminated name and a valid flag set.
     let fd = unsafe { libc::memfd_create(c"dsm-global".as_ptr(), libc::MFD_CLOEXEC) };
@@ -155,10 +171,17 @@ pub fn negotiate<T: Transport>(t: &T, size: usize) -> Result<GlobalSpace> {
             let base = proposals[i];
             let runtime = map_runtime_view(size, &memfd)?;
             tracing::debug!("global range at {base:#x} after {} round(s)", round + 1);
-            return Ok(GlobalSpace { base, size, runtime, _memfd: memfd });
+            return Ok(GlobalSpace {
+                base,
+                size,
+                runtime,
+                _memfd: memfd,
+            });
         }
     }
-    Err(Error::Bootstrap(format!("no address range of {size} bytes is free on every node")))
+    Err(Error::Bootstrap(format!(
+        "no address range of {size} bytes is free on every node"
+    )))
 }
 
 fn map_runtime_view(size: usize, fd: &OwnedFd) -> Result<usize> {
@@ -226,7 +249,8 @@ impl GlobalSpace {
         let addr = self.runtime + page * PAGE;
         // SAFETY: the range lies inside the runtime view; MADV_REMOVE frees the memfd's pages,
         // which nobody holds references to (the runtime copies out of the view, never borrows).
-        if unsafe { libc::madvise(addr as *mut libc::c_void, count * PAGE, libc::MADV_REMOVE) } != 0 {
+        if unsafe { libc::madvise(addr as *mut libc::c_void, count * PAGE, libc::MADV_REMOVE) } != 0
+        {
             return Err(os_err(format!("releasing page {page}")));
         }
         Ok(())

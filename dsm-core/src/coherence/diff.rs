@@ -36,7 +36,10 @@ pub fn diff(page: &[u8], twin: &[u8]) -> Vec<Run> {
         }
         match runs.last_mut() {
             Some(last) if last.offset + last.len == start => last.len += i - start,
-            _ => runs.push(Run { offset: start, len: i - start }),
+            _ => runs.push(Run {
+                offset: start,
+                len: i - start,
+            }),
         }
     }
     runs
@@ -65,7 +68,17 @@ mod tests {
         page[PAGE - 1] = 7;
         assert_eq!(
             diff(&page, &twin),
-            vec![Run { offset: 3, len: 2 }, Run { offset: 100, len: 1 }, Run { offset: PAGE - 1, len: 1 }]
+            vec![
+                Run { offset: 3, len: 2 },
+                Run {
+                    offset: 100,
+                    len: 1
+                },
+                Run {
+                    offset: PAGE - 1,
+                    len: 1
+                }
+            ]
         );
         assert!(diff(&twin, &twin).is_empty());
     }

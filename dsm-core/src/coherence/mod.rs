@@ -79,7 +79,10 @@ mod tests {
         assert_eq!(classify(bit(1), bit(1), 1), Class::Private);
         assert_eq!(classify(bit(1) | bit(2), 0, 1), Class::SharedNoWriter);
         assert_eq!(classify(bit(1) | bit(2), bit(2), 1), Class::SingleWriter);
-        assert_eq!(classify(bit(1) | bit(2), bit(1) | bit(2), 1), Class::MultipleWriters);
+        assert_eq!(
+            classify(bit(1) | bit(2), bit(1) | bit(2), 1),
+            Class::MultipleWriters
+        );
         assert!(others_write(bit(2), 1));
         assert!(!others_write(bit(1), 1));
         assert_eq!(to_notify(bit(0) | bit(1), bit(3), 1), bit(0) | bit(3));

@@ -78,7 +78,9 @@ pub struct PageGuard<'a> {
 impl PageTable {
     /// A table of `pages` pages, all invalid.
     pub fn new(pages: usize) -> PageTable {
-        PageTable { words: (0..pages).map(|_| AtomicU64::new(0)).collect() }
+        PageTable {
+            words: (0..pages).map(|_| AtomicU64::new(0)).collect(),
+        }
     }
 
     /// The current state of `page` (without locking; for statistics and fast checks).
@@ -93,9 +95,15 @@ impl PageTable {
         loop {
             let cur = word.load(Ordering::Relaxed);
             if cur & BUSY == 0
-                && word.compare_exchange_weak(cur, cur | BUSY, Ordering::Acquire, Ordering::Relaxed).is_ok()
+                && word
+                    .compare_exchange_weak(cur, cur | BUSY, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
             {
-                return PageGuard { word, state: State(cur), page };
+                return PageGuard {
+                    word,
+                    state: State(cur),
+                    page,
+                };
             }
             spins += 1;
             if spins.is_multiple_of(64) {
@@ -152,7 +160,10 @@ mod tests {
         assert_eq!(s.cache(), Cache::Writable);
         assert!(s.has(REG_READER) && !s.has(REG_WRITER));
         assert_eq!(s.with_cache(Cache::Invalid).cache(), Cache::Invalid);
-        assert!(s.with_cache(Cache::Invalid).has(REG_READER), "registration survives invalidation");
+        assert!(
+            s.with_cache(Cache::Invalid).has(REG_READER),
+            "registration survives invalidation"
+        );
     }
 
     #[test]

@@ -42,14 +42,18 @@ mod tests {
 
     #[test]
     fn blocked_is_contiguous_and_balanced() {
-        let homes: Vec<usize> = (0..10).map(|i| manager(Placement::Blocked, i, 10, 3)).collect();
+        let homes: Vec<usize> = (0..10)
+            .map(|i| manager(Placement::Blocked, i, 10, 3))
+            .collect();
         assert_eq!(homes, vec![0, 0, 0, 0, 1, 1, 1, 2, 2, 2]);
         assert_eq!(manager(Placement::Blocked, 0, 1, 4), 0);
     }
 
     #[test]
     fn cyclic_round_robin() {
-        let homes: Vec<usize> = (0..8).map(|i| manager(Placement::Cyclic { block_pages: 2 }, i, 8, 3)).collect();
+        let homes: Vec<usize> = (0..8)
+            .map(|i| manager(Placement::Cyclic { block_pages: 2 }, i, 8, 3))
+            .collect();
         assert_eq!(homes, vec![0, 0, 1, 1, 2, 2, 0, 0]);
         assert_eq!(home(Placement::FirstTouch, 3, 8, 3), None);
     }

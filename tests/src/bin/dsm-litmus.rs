@@ -43,7 +43,9 @@ fn mp_barrier(d: &Dsm) -> R {
     d.barrier().map_err(e)?;
     for i in 0..N {
         let v = load(a.wrapping_add(i));
-        check(v == i as u64 * 3 + 1, || format!("a[{i}] = {v} after the barrier"))?;
+        check(v == i as u64 * 3 + 1, || {
+            format!("a[{i}] = {v} after the barrier")
+        })?;
     }
     d.barrier().map_err(e)
 }
@@ -52,7 +54,9 @@ fn mp_barrier(d: &Dsm) -> R {
 /// reader that sees the flag under the lock must see the data.
 fn mp_lock(d: &Dsm) -> R {
     const N: usize = 4096;
-    let base = d.alloc_collective(N * 8 + 2 * 4096, Placement::Cyclic { block_pages: 1 }).map_err(e)?;
+    let base = d
+        .alloc_collective(N * 8 + 2 * 4096, Placement::Cyclic { block_pages: 1 })
+        .map_err(e)?;
     let l = base as *mut GlobalLock;
     let flag = base.wrapping_add(4096) as *mut u64;
     let data = base.wrapping_add(8192) as *mut u64;
@@ -106,7 +110,9 @@ fn counter_lock(d: &Dsm) -> R {
     d.barrier().map_err(e)?;
     let total = load(counter);
     let want = K * d.nodes() as u64;
-    check(total == want, || format!("counter is {total}, expected {want}"))
+    check(total == want, || {
+        format!("counter is {total}, expected {want}")
+    })
 }
 
 /// Every node writes its own bytes of one shared page many times; all survive.
@@ -116,7 +122,12 @@ fn false_sharing(d: &Dsm) -> R {
     for round in 0..20u8 {
         for i in 0..64 {
             // SAFETY: bytes [me*64, me*64+64) of the page belong to this node alone.
-            unsafe { std::ptr::write_volatile(page.wrapping_add(me * 64 + i), round ^ (me as u8) ^ i as u8) };
+            unsafe {
+                std::ptr::write_volatile(
+                    page.wrapping_add(me * 64 + i),
+                    round ^ (me as u8) ^ i as u8,
+                )
+            };
         }
         d.barrier().map_err(e)?;
         for r in 0..d.nodes() {
@@ -125,7 +136,9 @@ fn false_sharing(d: &Dsm) -> R {
                 // the next round writes only after every node passed this check (barrier below).
                 let v = unsafe { std::ptr::read_volatile(page.wrapping_add(r * 64 + i)) };
                 let want = round ^ (r as u8) ^ i as u8;
-                check(v == want, || format!("round {round}: byte {i} of rank {r} is {v}, expected {want}"))?;
+                check(v == want, || {
+                    format!("round {round}: byte {i} of rank {r} is {v}, expected {want}")
+                })?;
             }
         }
         d.barrier().map_err(e)?;
@@ -151,13 +164,24 @@ fn atomics(d: &Dsm) -> R {
     }
     d.barrier().map_err(e)?;
     let n = d.nodes() as u64;
-    let (s, c) = (d.atomic_load(sum).map_err(e)?, d.atomic_load(cas).map_err(e)?);
-    check(s == 2 * K * n && c == K * n, || format!("fetch_add total {s}, CAS total {c}, expected {} and {}", 2 * K * n, K * n))?;
+    let (s, c) = (
+        d.atomic_load(sum).map_err(e)?,
+        d.atomic_load(cas).map_err(e)?,
+    );
+    check(s == 2 * K * n && c == K * n, || {
+        format!(
+            "fetch_add total {s}, CAS total {c}, expected {} and {}",
+            2 * K * n,
+            K * n
+        )
+    })?;
     d.barrier().map_err(e)?;
     if d.rank() == 0 {
         let old = d.atomic_exchange(sum, 7).map_err(e)?;
         check(old == 2 * K * n, || format!("exchange returned {old}"))?;
-        check(d.atomic_load(sum).map_err(e)? == 7, || "exchange did not store".into())?;
+        check(d.atomic_load(sum).map_err(e)? == 7, || {
+            "exchange did not store".into()
+        })?;
     }
     d.barrier().map_err(e)
 }
@@ -168,7 +192,9 @@ fn store_buffering(d: &Dsm) -> R {
     if d.nodes() < 2 {
         return Ok(());
     }
-    let base = d.alloc_collective(2 * 4096 + 4096, Placement::Cyclic { block_pages: 1 }).map_err(e)?;
+    let base = d
+        .alloc_collective(2 * 4096 + 4096, Placement::Cyclic { block_pages: 1 })
+        .map_err(e)?;
     let (x, y) = (base as *mut u64, base.wrapping_add(4096) as *mut u64);
     let results = base.wrapping_add(8192) as *mut u64;
     for round in 1..=100u64 {
@@ -178,11 +204,17 @@ fn store_buffering(d: &Dsm) -> R {
             d.release().map_err(e)?;
             d.acquire().map_err(e)?;
             let seen = load(theirs);
-            d.atomic_store(results.wrapping_add(d.rank()), seen).map_err(e)?;
+            d.atomic_store(results.wrapping_add(d.rank()), seen)
+                .map_err(e)?;
         }
         d.barrier().map_err(e)?;
-        let (r0, r1) = (d.atomic_load(results).map_err(e)?, d.atomic_load(results.wrapping_add(1)).map_err(e)?);
-        check(r0 == round || r1 == round, || format!("round {round}: both nodes read old values ({r0}, {r1})"))?;
+        let (r0, r1) = (
+            d.atomic_load(results).map_err(e)?,
+            d.atomic_load(results.wrapping_add(1)).map_err(e)?,
+        );
+        check(r0 == round || r1 == round, || {
+            format!("round {round}: both nodes read old values ({r0}, {r1})")
+        })?;
         d.barrier().map_err(e)?;
     }
     Ok(())
@@ -191,15 +223,22 @@ fn store_buffering(d: &Dsm) -> R {
 /// First-touch placement puts each page where it was first touched.
 fn first_touch(d: &Dsm) -> R {
     let n = d.nodes();
-    let base = d.alloc_collective(n * 4096, Placement::FirstTouch).map_err(e)?;
+    let base = d
+        .alloc_collective(n * 4096, Placement::FirstTouch)
+        .map_err(e)?;
     // Node r touches page (r + 1) % n first.
     let mine = (d.rank() + 1) % n;
-    store(base.wrapping_add(mine * 4096) as *mut u64, d.rank() as u64 + 100);
+    store(
+        base.wrapping_add(mine * 4096) as *mut u64,
+        d.rank() as u64 + 100,
+    );
     d.barrier().map_err(e)?;
     for p in 0..n {
         let home = d.home_of(base.wrapping_add(p * 4096)).map_err(e)?;
         let toucher = (p + n - 1) % n;
-        check(home == toucher, || format!("page {p} is homed on rank {home}, first touched by {toucher}"))?;
+        check(home == toucher, || {
+            format!("page {p} is homed on rank {home}, first touched by {toucher}")
+        })?;
         let v = load(base.wrapping_add(p * 4096) as *const u64);
         check(v == toucher as u64 + 100, || format!("page {p} holds {v}"))?;
     }

@@ -1,151 +1,160 @@
-//! The main job until the shared memory lands: every node writes into every other node's
-//! registered memory over the transport, checks what it received, and reports latency and
-//! bandwidth. Run it with `dsmrun -n 4 dsm-demo` (what `scripts/run.sh` does).
+//! The main job: a dense matrix multiply `C = A × B` in global memory, shared by every node
+//! through ordinary loads and stores. Each node fills its block of rows of A and B, computes its
+//! block of rows of C (reading all of B, most of it homed elsewhere), and rank 0 checks every
+//! element of C against a serial computation in private memory, then prints timings and
+//! statistics. Run it with `dsmrun -n 4 dsm-demo [N]` (what `scripts/run.sh` does).
 
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Instant;
 
-use dsm_core::{collective, Node};
-use transport::{wait_all, LocalSlice, Op, Rank, Region, RegionDesc, Transport};
+use dsm_core::{Dsm, Placement};
+use transport::Transport;
 
-const SLOT: usize = 1 << 20;
-
-fn pattern(from: usize, to: usize, i: usize) -> u8 {
-    (i.wrapping_mul(2_654_435_761) >> 7) as u8
-        ^ (from as u8).wrapping_mul(17)
-        ^ (to as u8).wrapping_mul(101)
+fn a_at(i: usize, k: usize) -> f64 {
+    ((i * 7 + k * 3) % 13) as f64 - 6.0
 }
 
-fn run(node: &Node) -> dsm_core::Result<()> {
-    let t = node.transport();
-    let (me, n) = (node.rank().index(), node.nodes());
+fn b_at(k: usize, j: usize) -> f64 {
+    ((k * 5 + j * 11) % 17) as f64 * 0.5 - 4.0
+}
+
+/// `c[rows] = a[rows] × b`, in i-k-j order so the inner loop streams rows of B and C.
+fn multiply(a: &[f64], b: &[f64], c: &mut [f64], n: usize) {
+    for (ci, ai) in c.chunks_exact_mut(n).zip(a.chunks_exact(n)) {
+        ci.fill(0.0);
+        for (k, &aik) in ai.iter().enumerate() {
+            let bk = &b[k * n..(k + 1) * n];
+            for (cij, bkj) in ci.iter_mut().zip(bk) {
+                *cij += aik * bkj;
+            }
+        }
+    }
+}
+
+fn run(d: &Dsm, n: usize) -> Result<(), String> {
+    let e = |err: dsm_core::Error| err.to_string();
+    let (me, nodes) = (d.rank(), d.nodes());
     let say = |msg: String| {
         if me == 0 {
             println!("{msg}");
         }
     };
     say(format!(
-        "dsm-demo: {n} nodes over {}, {} KiB per pair",
-        t.capabilities().backend,
-        SLOT / 1024
+        "dsm-demo: C = A x B, {n} x {n} f64, on {nodes} node(s) ({})",
+        d.node().transport().capabilities().backend
+    ));
+    let bytes = n * n * 8;
+    let a = d.alloc_collective(bytes, Placement::Blocked).map_err(e)? as *mut f64;
+    let b = d.alloc_collective(bytes, Placement::Blocked).map_err(e)? as *mut f64;
+    let c = d.alloc_collective(bytes, Placement::Blocked).map_err(e)? as *mut f64;
+    let (lo, hi) = (me * n / nodes, (me + 1) * n / nodes);
+    let start = Instant::now();
+
+    // Fill my rows of A and B (pages mostly homed here: blocked placement).
+    // SAFETY: rows lo..hi of A and B belong to this node until the barrier; nobody else
+    // touches them (data-race free), and the runtime resolves the faults.
+    let (my_a, my_b) = unsafe {
+        (
+            std::slice::from_raw_parts_mut(a.add(lo * n), (hi - lo) * n),
+            std::slice::from_raw_parts_mut(b.add(lo * n), (hi - lo) * n),
+        )
+    };
+    for i in lo..hi {
+        for k in 0..n {
+            my_a[(i - lo) * n + k] = a_at(i, k);
+            my_b[(i - lo) * n + k] = b_at(i, k);
+        }
+    }
+    d.barrier().map_err(e)?;
+    let filled = start.elapsed();
+    say(format!(
+        "  filled A and B in {:.1} ms",
+        filled.as_secs_f64() * 1e3
     ));
 
-    // Every node exposes one slot per writer and learns everyone's descriptor.
-    let home = Region::allocate(n * SLOT)?;
-    let desc = t.register(&home)?;
-    let descs: Vec<RegionDesc> = collective::all_gather(t, &desc.to_bytes(), None)?
-        .iter()
-        .map(|b| RegionDesc::from_bytes(b))
-        .collect::<Result<_, _>>()?;
-
-    // 1. Write my pattern into my slot on every node, all at once, then check what I received.
-    let out = Region::allocate(n * SLOT)?;
-    t.register(&out)?;
-    for (to, _) in descs.iter().enumerate() {
-        let bytes: Vec<u8> = (0..SLOT).map(|i| pattern(me, to, i)).collect();
-        out.write_at(to * SLOT, &bytes)?;
-    }
-    let start = Instant::now();
-    let posted = descs
-        .iter()
-        .enumerate()
-        .map(|(to, d)| {
-            t.post(Op::Write {
-                remote: d.slice((me * SLOT) as u64, SLOT)?,
-                local: LocalSlice::new(&out, to * SLOT, SLOT)?,
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    wait_all(&posted)?;
-    let elapsed = start.elapsed();
-    node.barrier()?;
-    let mut got = vec![0u8; SLOT];
-    for from in 0..n {
-        home.read_at(from * SLOT, &mut got)?;
-        if let Some(i) = (0..SLOT).find(|&i| got[i] != pattern(from, me, i)) {
-            return Err(dsm_core::Error::Bootstrap(format!(
-                "rank {me}: byte {i} written by rank {from} is wrong"
-            )));
-        }
-    }
+    // Compute my rows of C, reading all of B.
+    let t0 = Instant::now();
+    // SAFETY: after the barrier, A and B are only read by everyone until the next barrier;
+    // rows lo..hi of C are written by this node alone.
+    let (all_b, my_a, my_c) = unsafe {
+        (
+            std::slice::from_raw_parts(b, n * n),
+            std::slice::from_raw_parts(a.add(lo * n), (hi - lo) * n),
+            std::slice::from_raw_parts_mut(c.add(lo * n), (hi - lo) * n),
+        )
+    };
+    multiply(my_a, all_b, my_c, n);
+    let computed = t0.elapsed();
     println!(
-        "rank {me}: wrote {} MiB to {n} nodes in {:.2} ms ({:.2} GB/s); all {n} slots verified",
-        n,
-        elapsed.as_secs_f64() * 1e3,
-        (n * SLOT) as f64 / elapsed.as_secs_f64() / 1e9
+        "  rank {me}: rows {lo}..{hi} in {:.1} ms",
+        computed.as_secs_f64() * 1e3
     );
-    node.barrier()?;
+    d.barrier().map_err(e)?;
+    let parallel = start.elapsed();
 
-    // 2. Every node counts into one word on rank 0; the total must be exact.
-    const ADDS: u64 = 1000;
-    let counter = descs[0].word(0)?;
     if me == 0 {
-        home.atomic_u64(0)?
-            .store(0, std::sync::atomic::Ordering::SeqCst);
-    }
-    node.barrier()?;
-    let start = Instant::now();
-    for _ in 0..ADDS {
-        t.fetch_add(counter, 1)?;
-    }
-    let per_op = start.elapsed() / ADDS as u32;
-    node.barrier()?;
-    if me == 0 {
-        let total = home
-            .atomic_u64(0)?
-            .load(std::sync::atomic::Ordering::SeqCst);
-        if total != ADDS * n as u64 {
-            return Err(dsm_core::Error::Bootstrap(format!(
-                "counter is {total}, expected {}",
-                ADDS * n as u64
-            )));
+        // The same product, serially, in private memory.
+        let ts = Instant::now();
+        let pa: Vec<f64> = (0..n * n).map(|x| a_at(x / n, x % n)).collect();
+        let pb: Vec<f64> = (0..n * n).map(|x| b_at(x / n, x % n)).collect();
+        let mut pc = vec![0.0; n * n];
+        multiply(&pa, &pb, &mut pc, n);
+        let serial = ts.elapsed();
+        // SAFETY: after the barrier C is only read until the job ends.
+        let all_c = unsafe { std::slice::from_raw_parts(c, n * n) };
+        if let Some(x) = (0..n * n).find(|&x| all_c[x] != pc[x]) {
+            return Err(format!(
+                "C[{}][{}] = {} but the serial product has {}",
+                x / n,
+                x % n,
+                all_c[x],
+                pc[x]
+            ));
         }
-        println!("rank 0: {n} nodes x {ADDS} fetch_add on one word = {total} (exact)");
+        println!(
+            "  parallel {:.1} ms on {nodes} node(s) (fill + multiply + 2 barriers), serial {:.1} ms: {:.2}x",
+            parallel.as_secs_f64() * 1e3,
+            serial.as_secs_f64() * 1e3,
+            serial.as_secs_f64() / parallel.as_secs_f64()
+        );
+        println!("  all {} elements of C match the serial product", n * n);
+        let s = d.stats();
+        println!(
+            "  rank 0: {} read faults, {} write faults, {} pages fetched, {} diffs ({} KiB home), {} invalidations",
+            s.read_faults,
+            s.write_faults,
+            s.pages_fetched,
+            s.diffs,
+            s.bytes_written_home / 1024,
+            s.invalidations
+        );
     }
-    println!(
-        "rank {me}: fetch_add {:.1} us per operation",
-        per_op.as_secs_f64() * 1e6
-    );
-
-    // 3. Read latency from the next node.
-    if n > 1 {
-        let peer = descs[(me + 1) % n];
-        let buf = Arc::clone(&out);
-        for len in [8usize, 4096] {
-            let src = peer.slice(0, len)?;
-            let dst = LocalSlice::new(&buf, 0, len)?;
-            let iters = 500u32;
-            let start = Instant::now();
-            for _ in 0..iters {
-                t.read(src, dst.clone())?;
-            }
-            println!(
-                "rank {me}: read {len} B from rank {}: {:.1} us",
-                Rank(((me + 1) % n) as u32),
-                (start.elapsed() / iters).as_secs_f64() * 1e6
-            );
-        }
-    }
-    node.barrier()?;
+    d.barrier().map_err(e)?;
     say("dsm-demo: done, every check passed".into());
     Ok(())
 }
 
 fn main() -> ExitCode {
-    let node = match Node::init() {
-        Ok(n) => n,
-        Err(e) => {
-            eprintln!("dsm-demo: cannot join the job: {e}");
+    let n = match std::env::args().nth(1).map(|s| s.parse::<usize>()) {
+        None => 512,
+        Some(Ok(n)) if (1..=8192).contains(&n) => n,
+        Some(_) => {
+            eprintln!("usage: dsm-demo [N]   (matrix size, 1 to 8192; default 512)");
+            return ExitCode::from(2);
+        }
+    };
+    let d = match Dsm::init() {
+        Ok(d) => d,
+        Err(err) => {
+            eprintln!("dsm-demo: cannot start: {err}");
             return ExitCode::FAILURE;
         }
     };
-    let result = run(&node);
-    let fin = node.finalize();
-    match result.and(fin) {
+    let r = run(&d, n);
+    match r.and_then(|()| d.finalize().map_err(|e| e.to_string())) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("dsm-demo: {e}");
+        Err(err) => {
+            eprintln!("dsm-demo: {err}");
             ExitCode::FAILURE
         }
     }

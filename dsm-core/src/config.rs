@@ -38,6 +38,66 @@ pub mod var {
     pub const ON_PEER_LOST: &str = "DSM_ON_PEER_LOST";
     /// Log filter (`error`, `warn`, `info`, `debug`, or `tracing` directives); default `warn`.
     pub const LOG: &str = "DSM_LOG";
+    /// The RDMA device for the verbs transport (`mlx5_0`, `rxe0`); default: the first with an
+    /// active port.
+    pub const RDMA_DEVICE: &str = "DSM_RDMA_DEVICE";
+    /// The RDMA port (from 1); default: the device's first active port.
+    pub const RDMA_PORT: &str = "DSM_RDMA_PORT";
+    /// The GID index; default: the first RoCE v2 IPv4-mapped GID (RoCE), none (InfiniBand).
+    pub const RDMA_GID_INDEX: &str = "DSM_RDMA_GID_INDEX";
+}
+
+/// Where the verbs transport should run: device, port and GID index (each `None`: automatic).
+/// Read separately from [`Config`] (by [`RdmaSettings::from_env`]) so that the node's main
+/// configuration stays the same for every transport.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RdmaSettings {
+    /// `DSM_RDMA_DEVICE`.
+    pub device: Option<String>,
+    /// `DSM_RDMA_PORT`.
+    pub port: Option<u8>,
+    /// `DSM_RDMA_GID_INDEX`.
+    pub gid_index: Option<u8>,
+}
+
+impl RdmaSettings {
+    /// Reads `DSM_RDMA_DEVICE`, `DSM_RDMA_PORT` and `DSM_RDMA_GID_INDEX` from the environment.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming a malformed variable.
+    pub fn from_env() -> Result<RdmaSettings> {
+        RdmaSettings::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads the RDMA variables through `get`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming a malformed variable.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<RdmaSettings> {
+        let small = |k: &str, min: u8| -> Result<Option<u8>> {
+            match get(k)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+            {
+                None => Ok(None),
+                Some(v) => v
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|n| *n >= min)
+                    .map(Some)
+                    .ok_or_else(|| {
+                        Error::Config(format!("{k}={v:?} is not an integer from {min} to 255"))
+                    }),
+            }
+        };
+        Ok(RdmaSettings {
+            device: get(var::RDMA_DEVICE)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty()),
+            port: small(var::RDMA_PORT, 1)?,
+            gid_index: small(var::RDMA_GID_INDEX, 0)?,
+        })
+    }
 }
 
 /// Which transport to use.
@@ -258,6 +318,36 @@ mod tests {
     }
 
     const S: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+    #[test]
+    fn reads_the_rdma_variables() {
+        let get = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert_eq!(
+            RdmaSettings::from_lookup(get(&[])).unwrap(),
+            RdmaSettings::default()
+        );
+        let r = RdmaSettings::from_lookup(get(&[
+            ("DSM_RDMA_DEVICE", "mlx5_0"),
+            ("DSM_RDMA_PORT", "2"),
+            ("DSM_RDMA_GID_INDEX", "3"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (r.device.as_deref(), r.port, r.gid_index),
+            (Some("mlx5_0"), Some(2), Some(3))
+        );
+        let e = RdmaSettings::from_lookup(get(&[("DSM_RDMA_PORT", "0")])).unwrap_err();
+        assert!(e.to_string().contains("DSM_RDMA_PORT"));
+        let e = RdmaSettings::from_lookup(get(&[("DSM_RDMA_GID_INDEX", "x")])).unwrap_err();
+        assert!(e.to_string().contains("DSM_RDMA_GID_INDEX"));
+    }
 
     #[test]
     fn reads_a_full_configuration() {

@@ -4,11 +4,13 @@
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use transport::{AnyTransport, Rank, TcpConfig, TcpTransport, Transport};
+use transport::{
+    AnyTransport, Rank, TcpConfig, TcpTransport, Transport, VerbsConfig, VerbsTransport,
+};
 
 use crate::bootstrap;
 use crate::collective;
-use crate::config::{Config, OnPeerLost, TransportChoice};
+use crate::config::{Config, OnPeerLost, RdmaSettings, TransportChoice};
 use crate::error::{Error, Result};
 
 /// Exit status of a node that stops because it lost a peer.
@@ -43,27 +45,7 @@ impl Node {
     /// # Errors
     /// Bootstrap and transport errors, each naming what failed.
     pub fn with_config(config: Config) -> Result<Node> {
-        match config.transport {
-            TransportChoice::Tcp => {}
-            TransportChoice::Auto => {
-                if config.rank.0 == 0 {
-                    tracing::info!("transport auto: no RDMA backend in this build, using tcp");
-                }
-            }
-            TransportChoice::Verbs => {
-                return Err(Error::Transport(transport::Error::Unsupported(
-                    "the RDMA verbs transport is not available in this build (use DSM_TRANSPORT=tcp or auto)".into(),
-                )))
-            }
-        }
-        let mut tcp = TcpConfig::new(config.secret.clone());
-        tcp.bind = config.bind;
-        tcp.peer_timeout = config.peer_timeout;
-        tcp.connect_timeout = config.connect_timeout;
-        tcp.spin = config.spin;
-        let prepared = TcpTransport::prepare(config.rank, config.nodes, tcp)?;
-        let endpoints = bootstrap::exchange(&config, &prepared.endpoint()?)?;
-        let transport = Arc::new(AnyTransport::Tcp(prepared.connect(&endpoints)?));
+        let transport = Arc::new(connect_transport(&config)?);
         let watchdog = match config.on_peer_lost {
             OnPeerLost::Error => None,
             OnPeerLost::Exit => {
@@ -158,6 +140,62 @@ fn init_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// Chooses the transport (`DSM_TRANSPORT`), exchanges endpoints through the bootstrap and
+/// connects. Under `auto`, verbs when an active RDMA port exists, tcp otherwise; rank 0 says which
+/// on stderr. Every rank must end up with the same backend: the endpoints of the two differ and
+/// the connection fails naming the rank that chose otherwise.
+fn connect_transport(config: &Config) -> Result<AnyTransport> {
+    let verbs_config = || -> Result<VerbsConfig> {
+        let rdma = RdmaSettings::from_env()?;
+        Ok(VerbsConfig {
+            device: rdma.device,
+            port: rdma.port,
+            gid_index: rdma.gid_index,
+            peer_timeout: config.peer_timeout,
+            connect_timeout: config.connect_timeout,
+            spin: config.spin,
+            ..VerbsConfig::default()
+        })
+    };
+    let use_verbs = match config.transport {
+        TransportChoice::Tcp => false,
+        TransportChoice::Verbs => true,
+        TransportChoice::Auto => match transport::verbs::probe(&verbs_config()?) {
+            Ok(device) => {
+                if config.rank.0 == 0 {
+                    eprintln!("dsm: transport auto: using verbs on {device}");
+                }
+                true
+            }
+            Err(why) => {
+                if config.rank.0 == 0 {
+                    eprintln!("dsm: transport auto: using tcp ({why})");
+                }
+                false
+            }
+        },
+    };
+    if use_verbs {
+        let prepared = VerbsTransport::prepare(config.rank, config.nodes, verbs_config()?)
+            .map_err(|e| match e {
+                transport::Error::Unsupported(why) => transport::Error::Unsupported(format!(
+                    "DSM_TRANSPORT=verbs, but {why} (use DSM_TRANSPORT=tcp or auto)"
+                )),
+                other => other,
+            })?;
+        let endpoints = bootstrap::exchange(config, &prepared.endpoint())?;
+        return Ok(AnyTransport::Verbs(prepared.connect(&endpoints)?));
+    }
+    let mut tcp = TcpConfig::new(config.secret.clone());
+    tcp.bind = config.bind;
+    tcp.peer_timeout = config.peer_timeout;
+    tcp.connect_timeout = config.connect_timeout;
+    tcp.spin = config.spin;
+    let prepared = TcpTransport::prepare(config.rank, config.nodes, tcp)?;
+    let endpoints = bootstrap::exchange(config, &prepared.endpoint()?)?;
+    Ok(AnyTransport::Tcp(prepared.connect(&endpoints)?))
 }
 
 /// Stops the process with an error naming the lost rank, so that no node hangs on a broken job.

@@ -10,6 +10,7 @@ use crate::loopback::LoopbackTransport;
 use crate::region::Region;
 use crate::tcp::TcpTransport;
 use crate::types::{Capabilities, Message, Op, Rank, RegionDesc, Tag};
+use crate::verbs::VerbsTransport;
 
 /// Whichever backend the job runs on. Each call is a `match`, so the hot path has no virtual
 /// call and the compiler can inline the backend.
@@ -20,6 +21,8 @@ pub enum AnyTransport {
     Loopback(LoopbackTransport),
     /// TCP sockets.
     Tcp(TcpTransport),
+    /// RDMA verbs.
+    Verbs(VerbsTransport),
 }
 
 macro_rules! each {
@@ -27,6 +30,7 @@ macro_rules! each {
         match $self {
             AnyTransport::Loopback($t) => $e,
             AnyTransport::Tcp($t) => $e,
+            AnyTransport::Verbs($t) => $e,
         }
     };
 }
@@ -69,5 +73,8 @@ impl Transport for AnyTransport {
     }
     fn close(&self) -> Result<()> {
         each!(self, t => t.close())
+    }
+    fn post_all(&self, ops: impl IntoIterator<Item = Op>) -> Result<()> {
+        each!(self, t => t.post_all(ops))
     }
 }

@@ -21,7 +21,7 @@
 //! |---|---|---|
 //! | `loopback` | [`loopback`] | several ranks in one process: unit tests, no network |
 //! | `tcp` | [`tcp`] | real sockets, one connection per pair of nodes, a progress thread per node |
-//! | `verbs` | (its own issue) | RDMA: InfiniBand, RoCE, soft-RoCE |
+//! | `verbs` | [`verbs`] | RDMA: InfiniBand, RoCE, soft-RoCE (`rdma_rxe`); the `verbs` cargo feature, on by default |
 //!
 //! [`AnyTransport`] is the closed enum that the runtime selects at start-up; calls go through a
 //! `match`, not a virtual call.
@@ -56,6 +56,14 @@
 //! ## Testing
 //!
 //! [`conformance`] is one suite, generic over the backend, that every backend must pass.
+//!
+//! ## Without RDMA hardware
+//!
+//! `loopback` and `tcp` need nothing. The `verbs` backend runs on soft-RoCE (`rdma_rxe` over any
+//! Ethernet interface, even `lo`); where the kernel has no RDMA support, [`verbs::probe`] says
+//! so and `scripts/softroce-vm.sh` boots a small QEMU guest that has it. Building without
+//! `libibverbs` is possible with `--no-default-features`: the verbs backend then reports
+//! [`Error::Unsupported`].
 
 mod any;
 pub mod api;
@@ -70,6 +78,7 @@ pub mod net;
 pub mod region;
 pub mod tcp;
 pub mod types;
+pub mod verbs;
 pub mod wire;
 
 pub use any::AnyTransport;
@@ -84,3 +93,4 @@ pub use types::{
     BackendKind, Capabilities, LocalSlice, Message, Op, Rank, RegionDesc, RemoteKey, RemoteSlice,
     Tag,
 };
+pub use verbs::{PreparedVerbs, VerbsConfig, VerbsTransport};

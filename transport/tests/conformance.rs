@@ -1,15 +1,33 @@
-//! The conformance suite against every backend that runs without hardware.
+//! The conformance suite against every backend: loopback and tcp everywhere, verbs where an
+//! RDMA device is present (soft-RoCE in the CI guest, see `scripts/test-softroce.sh`).
 
 use transport::conformance;
-use transport::{LoopbackTransport, Secret, TcpConfig, TcpTransport};
+use transport::{LoopbackTransport, Secret, TcpConfig, TcpTransport, VerbsConfig, VerbsTransport};
 
-fn loopback() -> Vec<LoopbackTransport> {
-    LoopbackTransport::job(3).expect("loopback job")
+fn loopback() -> Option<Vec<LoopbackTransport>> {
+    Some(LoopbackTransport::job(3).expect("loopback job"))
 }
 
-fn tcp() -> Vec<TcpTransport> {
-    TcpTransport::local_job(3, &TcpConfig::new(Secret::generate().expect("secret")))
-        .expect("tcp job")
+fn tcp() -> Option<Vec<TcpTransport>> {
+    Some(
+        TcpTransport::local_job(3, &TcpConfig::new(Secret::generate().expect("secret")))
+            .expect("tcp job"),
+    )
+}
+
+/// A verbs job on this machine's RDMA device, or `None` (with a message saying why) when it has
+/// none. With `DSM_REQUIRE_RDMA=1` (set by the soft-RoCE run) a missing device is a failure.
+fn verbs() -> Option<Vec<VerbsTransport>> {
+    let config = VerbsConfig::default();
+    if let Err(why) = transport::verbs::probe(&config) {
+        assert!(
+            std::env::var_os("DSM_REQUIRE_RDMA").is_none(),
+            "DSM_REQUIRE_RDMA is set but the verbs backend cannot run: {why}"
+        );
+        eprintln!("skipping the verbs conformance check: {why}");
+        return None;
+    }
+    Some(VerbsTransport::local_job(3, &config).expect("verbs job"))
 }
 
 macro_rules! suite {
@@ -18,7 +36,9 @@ macro_rules! suite {
             $(
                 #[test]
                 fn $check() {
-                    super::conformance::$check(&super::$backend());
+                    if let Some(job) = super::$backend() {
+                        super::conformance::$check(&job);
+                    }
                 }
             )*
         }
@@ -28,4 +48,6 @@ macro_rules! suite {
 suite!(loopback: read_write_round_trips, many_in_flight, atomics_give_exact_totals,
     messages_keep_order_per_peer, rejects_bad_access, flush_makes_writes_visible);
 suite!(tcp: read_write_round_trips, many_in_flight, atomics_give_exact_totals,
+    messages_keep_order_per_peer, rejects_bad_access, flush_makes_writes_visible);
+suite!(verbs: read_write_round_trips, many_in_flight, atomics_give_exact_totals,
     messages_keep_order_per_peer, rejects_bad_access, flush_makes_writes_visible);

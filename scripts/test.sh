@@ -18,5 +18,14 @@ RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps
 step "transport benchmark, quick run (checks it works; numbers are not judged here)"
 cargo build --locked --release -p dsm-core -p benches --bins
 target/release/dsmrun -n 2 --timeout 120 target/release/transport_bench --quick | grep -v '^RESULT'
+step "soft-RoCE: verbs tests, conformance and benchmark inside a QEMU guest (scripts/test-softroce.sh)"
+if [ -n "${DSM_SKIP_SOFTROCE:-}" ]; then
+  echo "test: SKIPPING the soft-RoCE stage: DSM_SKIP_SOFTROCE is set"
+elif why=$(bash scripts/softroce-vm.sh --check 2>&1); then
+  bash scripts/test-softroce.sh --bench --runs 3
+else
+  echo "test: SKIPPING the soft-RoCE stage: this machine cannot prepare the guest:"
+  echo "$why" | sed 's/^/test:   /'
+fi
 echo
 echo "test: all passed"

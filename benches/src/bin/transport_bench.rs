@@ -3,7 +3,8 @@
 //! processes (request/response of the same size, and a plain stream).
 //!
 //! Run: `dsmrun -n 2 target/release/transport_bench` (or `scripts/bench.sh`). `--quick` runs a
-//! few iterations only, to check that the program works.
+//! few iterations only, to check that the program works; `--medium` is sized for the emulated
+//! soft-RoCE guest (`scripts/test-softroce.sh --bench` runs it over verbs beside perftest).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 use benches::{commit, print_report, Better, Row, Stats};
 use dsm_core::{collective, Node};
 use transport::{
-    Completion, LocalSlice, Op, Rank, Region, RegionDesc, RemoteSlice, Tag, Transport,
+    AnyTransport, Completion, LocalSlice, Op, Rank, Region, RegionDesc, RemoteSlice, Tag, Transport,
 };
 
 const RPC: u64 = 1;
@@ -376,7 +377,7 @@ fn run(node: &Node, plan: &Plan) -> Result<(), String> {
         let context = [
             ("benchmark", "transport".to_string()),
             ("transport", t.capabilities().backend.to_string()),
-            ("device", "TCP on loopback".to_string()),
+            ("device", device(t)),
             ("nodes", node.nodes().to_string()),
             ("page_size", page.to_string()),
             ("commit", commit()),
@@ -393,12 +394,28 @@ fn run(node: &Node, plan: &Plan) -> Result<(), String> {
     node.barrier().map_err(|e| e.to_string())
 }
 
+/// The device line of the report: the RDMA device, port and GID, or the TCP address.
+fn device(t: &AnyTransport) -> String {
+    match t {
+        AnyTransport::Verbs(v) => format!("RDMA {}", v.device()),
+        _ => "TCP on loopback".to_string(),
+    }
+}
+
 fn main() -> ExitCode {
     let quick = std::env::args().any(|a| a == "--quick");
+    // --medium: enough iterations for medians under emulation (the soft-RoCE guest).
+    let medium = std::env::args().any(|a| a == "--medium");
     let plan = if quick {
         Plan {
             lat_iters: 50,
             bw_bytes: 4 << 20,
+            bw_repeats: 1,
+        }
+    } else if medium {
+        Plan {
+            lat_iters: 500,
+            bw_bytes: 16 << 20,
             bw_repeats: 1,
         }
     } else {

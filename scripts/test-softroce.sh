@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# The RDMA tests on soft-RoCE: builds on the host, then in ONE boot of the soft-RoCE guest
+# (scripts/softroce-vm.sh) runs the transport crate's verbs tests and conformance suite, and
+# with --bench the transport benchmark over verbs beside perftest's floor, as medians of
+# several runs, printed as ratios.
+#
+#   scripts/test-softroce.sh [--bench] [--runs N] [--timeout SECS]
+#
+# Exit status: the tests' (0 when all pass), 124 on timeout, 125 when the guest could not start.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BENCH=0 RUNS=3 TIMEOUT=1200
+while [ $# -gt 0 ]; do
+  case $1 in
+    --bench) BENCH=1; shift;;
+    --runs) RUNS=$2; shift 2;;
+    --timeout) TIMEOUT=$2; shift 2;;
+    *) echo "test-softroce: unknown option $1" >&2; exit 2;;
+  esac
+done
+T0=$(date +%s)
+say() { echo "test-softroce: $*"; }
+
+say "building the test binaries on the host"
+bins=$(cargo test --locked -p transport --test conformance --test verbs --no-run 2>&1 |
+       sed -n 's/.*Executable .*(\(.*\))$/\1/p')
+[ -n "$bins" ] || { say "could not find the test binaries"; exit 1; }
+TARGET=$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
+         sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+TARGET=${TARGET:-target}
+if [ $BENCH = 1 ]; then
+  cargo build --locked --release -p dsm-core -p benches --bins
+fi
+
+GUEST=$(mktemp -t dsm-softroce-guest.XXXXXX.sh)
+trap 'rm -f "$GUEST"' EXIT
+{
+  echo '#!/bin/bash'
+  echo 'set -u; export DSM_REQUIRE_RDMA=1; status=0'
+  echo 'echo "== guest: $(rdma link show 2>/dev/null | head -1)"'
+  for b in $bins; do
+    printf 'echo "== guest: %s"\n' "$(basename "$b")"
+    printf 'timeout 600 %q --test-threads=1 verbs || status=1\n' "$b"
+  done
+  if [ $BENCH = 1 ]; then
+    cat <<BENCH
+R=$RUNS; T=$TARGET/release
+echo "== guest: benchmark, \$R runs of each (medians)"
+# perftest: server in the background, client retried until the server listens (bounded).
+perf() { # name args... -> one result line per run
+  local out
+  for i in \$(seq 1 20); do
+    "\$@" -d rxe0 -x 1 -F >/dev/null 2>&1 & local srv=\$!
+    for try in \$(seq 1 100); do
+      out=\$("\$@" -d rxe0 -x 1 -F 127.0.0.1 2>/dev/null) && break
+      out=""; sleep 0.2   # retry: the server takes seconds to start under emulation
+    done
+    [ -n "\$out" ] || kill \$srv 2>/dev/null
+    wait \$srv 2>/dev/null
+    [ -n "\$out" ] && { echo "\$out"; return 0; }
+  done
+  return 1
+}
+med() { sort -g | awk '{a[NR]=\$1} END {if (NR==0) print "nan"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+lat() { perf "\$@" | awk '\$1 ~ /^[0-9]+\$/ && NF >= 5 {print \$5}'; }
+bw() { perf "\$@" | awk '\$1 ~ /^[0-9]+\$/ && NF >= 4 {print \$4}'; }
+: > /tmp/p.read8; : > /tmp/p.read4k; : > /tmp/p.write8; : > /tmp/p.atomic; : > /tmp/p.wbw; : > /tmp/d.all
+for r in \$(seq 1 \$R); do
+  lat ib_read_lat -s 8 -n 500 >> /tmp/p.read8
+  lat ib_read_lat -s 4096 -n 500 >> /tmp/p.read4k
+  lat ib_write_lat -s 8 -n 500 >> /tmp/p.write8
+  lat ib_atomic_lat -n 500 >> /tmp/p.atomic
+  bw ib_write_bw -s 65536 -n 200 >> /tmp/p.wbw
+  DSM_TRANSPORT=verbs timeout 300 \$T/dsmrun -n 2 --timeout 280 \$T/transport_bench --medium > /tmp/d.run 2>&1 || { cat /tmp/d.run; status=1; }
+  cat /tmp/d.run >> /tmp/d.all
+done
+grep -E '^# (transport|device)' /tmp/d.run
+dsm() { grep -F "\$1" /tmp/d.all | awk '{for (i = 3; i <= NF; i++) if (\$i == "us" || \$i == "GB/s") {print \$(i-2); break}}' | med; }
+row() { # metric dsm floor unit target better
+  awk -v m="\$1" -v d="\$2" -v f="\$3" -v u="\$4" -v t="\$5" -v b="\$6" 'BEGIN {
+    r = (f > 0) ? d / f : 0; ok = (b == "lower") ? (r <= t) : (r >= t)
+    printf "%-34s %10.2f %10.2f %6s %7.2f %s%s\n", m, d, f, u, r, (b == "lower" ? "<=" : ">="), t (ok ? " ok" : " MISS") }'
+}
+printf "%-34s %10s %10s %6s %7s %s\n" "metric (median of \$R)" "dsm" "perftest" "unit" "ratio" "target"
+row "read 8 B latency" "\$(dsm 'read 8 B latency')" "\$(med < /tmp/p.read8)" us 1.3 lower
+row "read 4096 B latency" "\$(dsm 'read 4096 B latency')" "\$(med < /tmp/p.read4k)" us 1.3 lower
+row "write 8 B latency (completion)" "\$(dsm 'write 8 B latency')" "\$(med < /tmp/p.write8)" us 2.0 lower
+row "fetch_add latency" "\$(dsm 'fetch_add latency')" "\$(med < /tmp/p.atomic)" us 1.3 lower
+row "write bandwidth 64 KiB" "\$(awk -v x="\$(dsm 'write bandwidth 64 KiB')" 'BEGIN{print x*1000}')" "\$(med < /tmp/p.wbw)" MB/s 0.8 higher
+BENCH
+  fi
+  echo 'exit $status'
+} > "$GUEST"
+chmod +x "$GUEST"
+
+say "booting the soft-RoCE guest (QEMU, emulated: expect about a minute)"
+set +e
+bash scripts/softroce-vm.sh --timeout "$TIMEOUT" -- "$GUEST"
+rc=$?
+set -e
+say "soft-RoCE stage took $(( $(date +%s) - T0 )) s (exit status $rc)"
+exit $rc

@@ -115,6 +115,10 @@ pub(crate) struct Inner {
     collective_heap: Mutex<RangeAllocator>,
     arena: Mutex<RangeAllocator>,
     collective_pages: usize,
+    /// The page a sequential read would fault on next.
+    next_expected: std::sync::atomic::AtomicUsize,
+    /// Pages prefetched after the next sequential fault.
+    prefetch_window: std::sync::atomic::AtomicUsize,
     pub(crate) stats: Stats,
     // Keep the registered regions alive for as long as peers may address them.
     _home: Arc<Region>,
@@ -142,17 +146,25 @@ struct Scratch<'a> {
 }
 
 impl Scratch<'_> {
+    /// The first word of the slot.
     fn slice(&self) -> Result<LocalSlice> {
-        Ok(LocalSlice::new(&self.inner.scratch, self.slot * 8, 8)?)
+        Ok(LocalSlice::new(&self.inner.scratch, self.slot * 16, 8)?)
     }
-    fn get(&self) -> u64 {
+    /// Both words of the slot (a whole directory entry's reader and writer sets).
+    fn pair(&self) -> Result<LocalSlice> {
+        Ok(LocalSlice::new(&self.inner.scratch, self.slot * 16, 16)?)
+    }
+    fn word(&self, i: usize) -> u64 {
         let mut b = [0u8; 8];
         // The slot lies inside the scratch region by construction.
-        let _ = self.inner.scratch.read_at(self.slot * 8, &mut b);
+        let _ = self.inner.scratch.read_at(self.slot * 16 + i * 8, &mut b);
         u64::from_le_bytes(b)
     }
     fn set(&self, v: u64) {
-        let _ = self.inner.scratch.write_at(self.slot * 8, &v.to_le_bytes());
+        let _ = self
+            .inner
+            .scratch
+            .write_at(self.slot * 16, &v.to_le_bytes());
     }
 }
 
@@ -211,95 +223,221 @@ impl Inner {
         let start = Instant::now();
         let page = self.space.page_of(addr);
         let mut g = self.pages.lock(page);
-        if g.state().cache() == Cache::Invalid {
-            self.fetch(&mut g, write)?;
-        }
-        if write && g.state().cache() != Cache::Writable {
-            self.make_writable(&mut g)?;
-        }
+        let fetched = match (g.state().cache(), write) {
+            (Cache::Invalid, _) => {
+                self.fetch(&mut g, write)?;
+                true
+            }
+            (Cache::ReadOnly, true) => {
+                self.make_writable(&mut g)?;
+                false
+            }
+            // Another thread resolved it first.
+            _ => false,
+        };
         drop(g);
+        if fetched && !write {
+            self.prefetch_after(page)?;
+        }
         self.stats
             .fault_ns
             .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        if write {
-            self.stats.write_faults.fetch_add(1, Ordering::Relaxed);
+        let counter = if write {
+            &self.stats.write_faults
         } else {
-            self.stats.read_faults.fetch_add(1, Ordering::Relaxed);
-        }
+            &self.stats.read_faults
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
-    /// Fetches an invalid page: registers as reader (once), learns the writers, copies the
-    /// home's content into the runtime view, and opens the page for reading.
-    fn fetch(&self, g: &mut PageGuard<'_>, for_write: bool) -> Result<()> {
-        let page = g.page;
+    /// Posts what fetching a page needs: registration as reader (once) and as writer (once, for
+    /// a write), a read of the directory entry (after the registrations, on the same
+    /// connection, so it sees them), and the page's content. Returns the scratch slot that will
+    /// hold the entry and the completion of the writer registration.
+    fn post_fetch(
+        &self,
+        page: usize,
+        st: crate::coherence::page::State,
+        write: bool,
+        posted: &mut Vec<Completion>,
+    ) -> Result<(Scratch<'_>, Option<Completion>)> {
         let (home, manager) = self.home_of(page)?;
-        let mut posted = Vec::with_capacity(3);
-        let st = g.state();
         if !st.has(REG_READER) {
             posted.push(self.post(Op::FetchAdd {
                 remote: self.dir_word(manager, page, 0)?,
                 add: bit(self.me),
             })?);
         }
-        let writers = self.scratch()?;
+        let as_writer = if write && !st.has(REG_WRITER) {
+            Some(self.post(Op::FetchAdd {
+                remote: self.dir_word(manager, page, 1)?,
+                add: bit(self.me),
+            })?)
+        } else {
+            None
+        };
+        let entry = self.scratch()?;
+        let remote = self.dirs[manager].slice((page * DIR_ENTRY) as u64, 16)?;
         posted.push(self.post(Op::Read {
-            remote: self.dir_word(manager, page, 1)?,
-            local: writers.slice()?,
+            remote,
+            local: entry.pair()?,
         })?);
         let remote = self.homes[home].slice((page * PAGE) as u64, PAGE)?;
         posted.push(self.post(Op::Read {
             remote,
             local: self.runtime_slice(page * PAGE, PAGE)?,
         })?);
-        wait_all(&posted)?;
-        self.stats.pages_fetched.fetch_add(1, Ordering::Relaxed);
+        Ok((entry, as_writer))
+    }
+
+    /// The state of a page just fetched, from the directory entry that came with it.
+    fn fetched_state(
+        &self,
+        page: usize,
+        st: crate::coherence::page::State,
+        writers: u64,
+    ) -> crate::coherence::page::State {
         let mut st = st.with(REG_READER);
-        if others_write(writers.get(), self.me) {
+        if others_write(writers, self.me) {
             st = st.with(OTHER_WRITERS);
         }
         if st.has(OTHER_WRITERS) {
             lock(&self.sharers).insert(page);
         }
-        if !for_write {
-            self.space.protect(page, 1, Access::Read)?;
-        }
-        g.set(st.with_cache(Cache::ReadOnly));
-        Ok(())
+        st
     }
 
-    /// Makes a valid page writable: registers as writer (once, notifying every other sharer),
-    /// keeps a twin, opens the page for writing and puts it on the dirty list.
-    fn make_writable(&self, g: &mut PageGuard<'_>) -> Result<()> {
+    /// Fetches an invalid page (see [`Inner::post_fetch`]) and opens it for reading, or for
+    /// writing with a twin and the writer registration done, in one round of messages.
+    fn fetch(&self, g: &mut PageGuard<'_>, write: bool) -> Result<()> {
         let page = g.page;
-        let mut st = g.state();
-        if !st.has(REG_WRITER) {
-            let (_, manager) = self.home_of(page)?;
-            let readers = self.scratch()?;
-            let add = self.post(Op::FetchAdd {
-                remote: self.dir_word(manager, page, 1)?,
-                add: bit(self.me),
-            })?;
-            // Posted after the fetch-and-add on the same connection: it sees our bit's effect.
-            let read = self.post(Op::Read {
-                remote: self.dir_word(manager, page, 0)?,
-                local: readers.slice()?,
-            })?;
-            let old_writers = add.wait()?;
-            read.wait()?;
-            self.notify(page, to_notify(readers.get(), old_writers, self.me))?;
-            st = st.with(REG_WRITER);
-            if others_write(old_writers, self.me) {
-                st = st.with(OTHER_WRITERS);
-                lock(&self.sharers).insert(page);
-            }
+        let mut posted = Vec::with_capacity(4);
+        let (entry, as_writer) = self.post_fetch(page, g.state(), write, &mut posted)?;
+        wait_all(&posted)?;
+        self.stats.pages_fetched.fetch_add(1, Ordering::Relaxed);
+        let (readers, writers) = (entry.word(0), entry.word(1));
+        let mut st = self.fetched_state(page, g.state(), writers);
+        if let Some(c) = as_writer {
+            st = self.registered_writer(page, st, readers, c.wait()?)?;
         }
+        if write {
+            self.open_for_writing(g, st)
+        } else {
+            self.space.protect(page, 1, Access::Read)?;
+            g.set(st.with_cache(Cache::ReadOnly));
+            Ok(())
+        }
+    }
+
+    /// After this node's writer bit went in: tell the other sharers, note other writers.
+    fn registered_writer(
+        &self,
+        page: usize,
+        st: crate::coherence::page::State,
+        readers: u64,
+        old_writers: u64,
+    ) -> Result<crate::coherence::page::State> {
+        self.notify(page, to_notify(readers, old_writers, self.me))?;
+        let mut st = st.with(REG_WRITER);
+        if others_write(old_writers, self.me) {
+            st = st.with(OTHER_WRITERS);
+            lock(&self.sharers).insert(page);
+        }
+        Ok(st)
+    }
+
+    /// Keeps a twin, opens the page for writing, puts it on the dirty list.
+    fn open_for_writing(
+        &self,
+        g: &mut PageGuard<'_>,
+        st: crate::coherence::page::State,
+    ) -> Result<()> {
+        let page = g.page;
         let mut twin = vec![0u8; PAGE].into_boxed_slice();
         self.runtime.read_at(page * PAGE, &mut twin)?;
         lock(&self.twins).insert(page, twin);
         self.space.protect(page, 1, Access::ReadWrite)?;
         lock(&self.dirty).push(page);
         g.set(st.with_cache(Cache::Writable));
+        Ok(())
+    }
+
+    /// Makes a valid, read-only page writable: registers as writer (once, notifying every other
+    /// sharer), then opens it for writing.
+    fn make_writable(&self, g: &mut PageGuard<'_>) -> Result<()> {
+        let page = g.page;
+        let mut st = g.state();
+        if !st.has(REG_WRITER) {
+            let (_, manager) = self.home_of(page)?;
+            let entry = self.scratch()?;
+            let add = self.post(Op::FetchAdd {
+                remote: self.dir_word(manager, page, 1)?,
+                add: bit(self.me),
+            })?;
+            // Posted after the fetch-and-add on the same connection: it sees our bit.
+            let remote = self.dirs[manager].slice((page * DIR_ENTRY) as u64, 16)?;
+            let read = self.post(Op::Read {
+                remote,
+                local: entry.pair()?,
+            })?;
+            let old_writers = add.wait()?;
+            read.wait()?;
+            st = self.registered_writer(page, st, entry.word(0), old_writers)?;
+        }
+        self.open_for_writing(g, st)
+    }
+
+    /// Sequential read faults fetch the pages that follow in the same round of messages, in a
+    /// window that doubles (up to 64 pages) while the pattern stays sequential and closes as
+    /// soon as it does not: prefetching only what the access pattern says will be read.
+    fn prefetch_after(&self, page: usize) -> Result<()> {
+        let expected = self.next_expected.swap(page + 1, Ordering::Relaxed);
+        let window = if page == expected {
+            (self.prefetch_window.load(Ordering::Relaxed) * 2).clamp(2, 64)
+        } else {
+            0
+        };
+        self.prefetch_window.store(window, Ordering::Relaxed);
+        if window == 0 {
+            return Ok(());
+        }
+        let mut guards = Vec::with_capacity(window);
+        for q in page + 1..(page + 1 + window).min(self.pages.len()) {
+            // Stop at the first page that is valid, busy, or not allocated.
+            if self.pages.peek(q).cache() != Cache::Invalid
+                || self.map[q].load(Ordering::Relaxed) == 0
+            {
+                break;
+            }
+            match self.pages.try_lock(q) {
+                Some(g) if g.state().cache() == Cache::Invalid => guards.push(g),
+                _ => break,
+            }
+        }
+        if guards.is_empty() {
+            return Ok(());
+        }
+        let mut posted = Vec::with_capacity(guards.len() * 3);
+        let mut entries = Vec::with_capacity(guards.len());
+        for g in &guards {
+            entries.push(self.post_fetch(g.page, g.state(), false, &mut posted)?.0);
+        }
+        wait_all(&posted)?;
+        let first = guards[0].page;
+        self.space.protect(first, guards.len(), Access::Read)?;
+        for (g, entry) in guards.iter_mut().zip(&entries) {
+            let st = self.fetched_state(g.page, g.state(), entry.word(1));
+            g.set(st.with_cache(Cache::ReadOnly));
+        }
+        self.next_expected
+            .store(first + guards.len(), Ordering::Relaxed);
+        self.stats
+            .pages_fetched
+            .fetch_add(guards.len() as u64, Ordering::Relaxed);
+        self.stats
+            .prefetched
+            .fetch_add(guards.len() as u64, Ordering::Relaxed);
         Ok(())
     }
 
@@ -336,67 +474,91 @@ impl Inner {
         Ok(())
     }
 
-    /// Posts the diff of a locked, writable page to its home and makes it read-only (or
-    /// invalid). The caller waits for the returned completions.
-    fn write_back(
-        &self,
-        g: &mut PageGuard<'_>,
-        then: Cache,
-        posted: &mut Vec<Completion>,
-    ) -> Result<()> {
-        let page = g.page;
-        // Close the page first, so that no thread of this process writes while we diff it.
+    /// Closes `pages` (read-only for a release, no access for an invalidation), posts the diff
+    /// of each written one to its home, and sets them to `then`. Pages are locked in ascending
+    /// order and closed with one `mprotect` per run of consecutive pages: each `mprotect` that
+    /// removes a permission costs a TLB shootdown, which on a virtual machine is expensive.
+    /// Returns how many pages it changed.
+    fn close_and_write_back(&self, mut pages: Vec<usize>, then: Cache) -> Result<usize> {
+        pages.sort_unstable();
+        pages.dedup();
+        let needs = |c: Cache| match then {
+            Cache::ReadOnly => c == Cache::Writable,
+            _ => c != Cache::Invalid,
+        };
+        let mut guards: Vec<PageGuard<'_>> = Vec::with_capacity(pages.len());
+        for p in pages {
+            let g = self.pages.lock(p);
+            if needs(g.state().cache()) {
+                guards.push(g);
+            }
+        }
+        // Close first, so that no thread of this process writes while we diff.
         let access = if then == Cache::Invalid {
             Access::None
         } else {
             Access::Read
         };
-        self.space.protect(page, 1, access)?;
-        if g.state().cache() == Cache::Writable {
-            let twin = lock(&self.twins).remove(&page);
-            let (home, _) = self.home_of(page)?;
-            let mut now = vec![0u8; PAGE];
-            self.runtime.read_at(page * PAGE, &mut now)?;
-            let runs = match &twin {
-                Some(t) => diff(&now, t),
-                None => vec![crate::coherence::diff::Run {
-                    offset: 0,
-                    len: PAGE,
-                }],
-            };
-            for r in &runs {
-                let off = page * PAGE + r.offset;
-                posted.push(self.post(Op::Write {
-                    remote: self.homes[home].slice(off as u64, r.len)?,
-                    local: self.runtime_slice(off, r.len)?,
-                })?);
-                self.stats
-                    .bytes_written_home
-                    .fetch_add(r.len as u64, Ordering::Relaxed);
+        let mut i = 0;
+        while i < guards.len() {
+            let start = guards[i].page;
+            let mut n = 1;
+            while i + n < guards.len() && guards[i + n].page == start + n {
+                n += 1;
             }
-            self.stats.diffs.fetch_add(1, Ordering::Relaxed);
+            self.space.protect(start, n, access)?;
+            i += n;
         }
-        g.set(g.state().with_cache(then));
-        Ok(())
+        let mut posted = Vec::new();
+        let mut now = vec![0u8; PAGE];
+        for g in &mut guards {
+            let page = g.page;
+            if g.state().cache() == Cache::Writable {
+                let twin = lock(&self.twins).remove(&page);
+                let (home, _) = self.home_of(page)?;
+                self.runtime.read_at(page * PAGE, &mut now)?;
+                let runs = match &twin {
+                    Some(t) => diff(&now, t),
+                    None => vec![crate::coherence::diff::Run {
+                        offset: 0,
+                        len: PAGE,
+                    }],
+                };
+                for r in &runs {
+                    let off = page * PAGE + r.offset;
+                    posted.push(self.post(Op::Write {
+                        remote: self.homes[home].slice(off as u64, r.len)?,
+                        local: self.runtime_slice(off, r.len)?,
+                    })?);
+                    self.stats
+                        .bytes_written_home
+                        .fetch_add(r.len as u64, Ordering::Relaxed);
+                }
+                self.stats.diffs.fetch_add(1, Ordering::Relaxed);
+            }
+            g.set(g.state().with_cache(then));
+        }
+        let changed = guards.len();
+        drop(guards);
+        wait_all(&posted)?;
+        Ok(changed)
     }
 
     /// Release: every page written since the last release has its diff at its home when this
     /// returns.
     pub(crate) fn release(&self) -> Result<()> {
+        let start = Instant::now();
         let dirty = std::mem::take(&mut *lock(&self.dirty));
-        let mut posted = Vec::new();
-        for page in dirty {
-            let mut g = self.pages.lock(page);
-            if g.state().cache() == Cache::Writable {
-                self.write_back(&mut g, Cache::ReadOnly, &mut posted)?;
-            }
-        }
-        wait_all(&posted)?;
+        self.close_and_write_back(dirty, Cache::ReadOnly)?;
+        self.stats
+            .release_ns
+            .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
         Ok(())
     }
 
     /// Acquire: invalidates every cached page that another node writes.
     pub(crate) fn acquire(&self) -> Result<()> {
+        let start = Instant::now();
         let full = self.drain_log();
         let victims: Vec<usize> = if full {
             lock(&self.sharers).clear();
@@ -406,15 +568,13 @@ impl Inner {
         } else {
             lock(&self.sharers).drain().collect()
         };
-        let mut posted = Vec::new();
-        for page in victims {
-            let mut g = self.pages.lock(page);
-            if g.state().cache() != Cache::Invalid {
-                self.write_back(&mut g, Cache::Invalid, &mut posted)?;
-                self.stats.invalidations.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        wait_all(&posted)?;
+        let n = self.close_and_write_back(victims, Cache::Invalid)?;
+        self.stats
+            .invalidations
+            .fetch_add(n as u64, Ordering::Relaxed);
+        self.stats
+            .acquire_ns
+            .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
         Ok(())
     }
 
@@ -540,7 +700,7 @@ impl Dsm {
         let home = Region::allocate_sparse(space.size())?;
         let dir = Region::allocate_sparse(pages * DIR_ENTRY)?;
         let log = Region::allocate_sparse((LOG_CAP + 1) * 8)?;
-        let scratch = Region::allocate(SCRATCH_SLOTS * 8)?;
+        let scratch = Region::allocate(SCRATCH_SLOTS * 16)?;
         t.register(&scratch)?;
         let mine = [t.register(&home)?, t.register(&dir)?, t.register(&log)?];
         let mut bytes = Vec::new();
@@ -596,6 +756,8 @@ impl Dsm {
                 MALLOC_GRANULE,
             )),
             collective_pages,
+            next_expected: std::sync::atomic::AtomicUsize::new(usize::MAX),
+            prefetch_window: std::sync::atomic::AtomicUsize::new(0),
             stats: Stats::default(),
             space,
             _home: home,

@@ -50,6 +50,10 @@ const EMPTY: Slot = Slot {
 static FAULTS: [Slot; SLOTS] = [EMPTY; SLOTS];
 /// Counts requests; service threads sleep on it as a futex.
 static PENDING: AtomicU32 = AtomicU32::new(0);
+/// 1 while a service thread is polling for requests (the token allows one poller at a time, so
+/// idle pollers never crowd out the thread that is serving on a small machine); 0 when every
+/// service thread is serving or asleep, and a new request must wake one.
+static POLLING: AtomicU32 = AtomicU32::new(0);
 static RANGE_START: AtomicUsize = AtomicUsize::new(0);
 static RANGE_END: AtomicUsize = AtomicUsize::new(0);
 /// How long the faulting thread and the service threads spin before they sleep, in ns.
@@ -169,7 +173,9 @@ extern "C" fn on_sigsegv(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut
     slot.write.store(write, Ordering::Relaxed);
     slot.state.store(REQUESTED, Ordering::Release);
     PENDING.fetch_add(1, Ordering::SeqCst);
-    futex_wake(&PENDING, 1);
+    if POLLING.load(Ordering::SeqCst) == 0 {
+        futex_wake(&PENDING, 1);
+    }
     let spin_until = SPIN_NS.load(Ordering::Relaxed);
     let mut spins = 0usize;
     loop {
@@ -261,8 +267,13 @@ impl FaultEngine {
 }
 
 /// A service thread: takes requested faults, resolves them, wakes the faulting thread.
+///
+/// One service thread at a time polls (holding the `POLLING` token) for `SPIN_NS` after its
+/// last work; the others sleep on the `PENDING` futex. A thread gives the token up while it
+/// serves, so a second fault meanwhile wakes a sleeper and both are served concurrently.
 fn serve(inner: &Inner, stop: &AtomicBool) {
     let spin = Duration::from_nanos(SPIN_NS.load(Ordering::Relaxed) as u64);
+    let mut polling = false;
     let mut last_work = Instant::now();
     while !stop.load(Ordering::SeqCst) {
         let seen = PENDING.load(Ordering::SeqCst);
@@ -274,6 +285,10 @@ fn serve(inner: &Inner, stop: &AtomicBool) {
                 .is_err()
             {
                 continue;
+            }
+            if polling {
+                POLLING.store(0, Ordering::SeqCst);
+                polling = false;
             }
             served = true;
             let addr = slot.addr.load(Ordering::Relaxed);
@@ -294,10 +309,26 @@ fn serve(inner: &Inner, stop: &AtomicBool) {
         }
         if served {
             last_work = Instant::now();
-        } else if last_work.elapsed() >= spin {
-            futex_wait(&PENDING, seen);
-        } else {
-            std::hint::spin_loop();
         }
+        if !polling {
+            polling = POLLING
+                .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok();
+            if polling {
+                continue;
+            }
+        }
+        if polling && last_work.elapsed() < spin {
+            std::hint::spin_loop();
+            continue;
+        }
+        if polling {
+            POLLING.store(0, Ordering::SeqCst);
+            polling = false;
+        }
+        futex_wait(&PENDING, seen);
+    }
+    if polling {
+        POLLING.store(0, Ordering::SeqCst);
     }
 }

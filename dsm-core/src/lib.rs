@@ -46,9 +46,11 @@ pub mod launcher;
 pub mod node;
 pub mod space;
 pub mod stats;
+pub mod typed;
 
 pub use coherence::placement::Placement;
 pub use config::Config;
 pub use dsm::{Dsm, DsmConfig, GlobalLock};
 pub use error::{Error, Result};
 pub use node::Node;
+pub use typed::GlobalVec;

@@ -44,8 +44,7 @@ counters! {
     read_faults: "Read faults served.",
     write_faults: "Write faults served.",
     pages_fetched: "Pages copied from their home.",
-    prefetched_used: "Prefetched pages that were then used.",
-    prefetched_wasted: "Prefetched pages dropped unused.",
+    prefetched: "Pages fetched ahead of a sequential read pattern.",
     bytes_written_home: "Bytes of diffs written to homes.",
     diffs: "Pages whose diff was written home.",
     invalidations: "Cached pages invalidated at acquires.",
@@ -56,4 +55,6 @@ counters! {
     barriers: "Barriers passed.",
     barrier_ns: "Nanoseconds spent in barriers.",
     fault_ns: "Nanoseconds spent serving faults.",
+    release_ns: "Nanoseconds spent in releases (writing diffs home).",
+    acquire_ns: "Nanoseconds spent in acquires (invalidating).",
 }

@@ -43,26 +43,24 @@ fn run(d: &Dsm, n: usize) -> Result<(), String> {
         "dsm-demo: C = A x B, {n} x {n} f64, on {nodes} node(s) ({})",
         d.node().transport().capabilities().backend
     ));
-    let bytes = n * n * 8;
-    let a = d.alloc_collective(bytes, Placement::Blocked).map_err(e)? as *mut f64;
-    let b = d.alloc_collective(bytes, Placement::Blocked).map_err(e)? as *mut f64;
-    let c = d.alloc_collective(bytes, Placement::Blocked).map_err(e)? as *mut f64;
+    let a = d.alloc_vec::<f64>(n * n, Placement::Blocked).map_err(e)?;
+    let b = d.alloc_vec::<f64>(n * n, Placement::Blocked).map_err(e)?;
+    let c = d.alloc_vec::<f64>(n * n, Placement::Blocked).map_err(e)?;
     let (lo, hi) = (me * n / nodes, (me + 1) * n / nodes);
     let start = Instant::now();
 
     // Fill my rows of A and B (pages mostly homed here: blocked placement).
-    // SAFETY: rows lo..hi of A and B belong to this node until the barrier; nobody else
-    // touches them (data-race free), and the runtime resolves the faults.
-    let (my_a, my_b) = unsafe {
-        (
-            std::slice::from_raw_parts_mut(a.add(lo * n), (hi - lo) * n),
-            std::slice::from_raw_parts_mut(b.add(lo * n), (hi - lo) * n),
-        )
-    };
-    for i in lo..hi {
-        for k in 0..n {
-            my_a[(i - lo) * n + k] = a_at(i, k);
-            my_b[(i - lo) * n + k] = b_at(i, k);
+    {
+        // SAFETY: rows lo..hi of A belong to this node until the barrier; nobody else touches
+        // them, and no other slice of them exists.
+        let my_a = unsafe { a.slice_mut(lo * n..hi * n) };
+        // SAFETY: the same for rows lo..hi of B.
+        let my_b = unsafe { b.slice_mut(lo * n..hi * n) };
+        for i in lo..hi {
+            for k in 0..n {
+                my_a[(i - lo) * n + k] = a_at(i, k);
+                my_b[(i - lo) * n + k] = b_at(i, k);
+            }
         }
     }
     d.barrier().map_err(e)?;
@@ -74,16 +72,15 @@ fn run(d: &Dsm, n: usize) -> Result<(), String> {
 
     // Compute my rows of C, reading all of B.
     let t0 = Instant::now();
-    // SAFETY: after the barrier, A and B are only read by everyone until the next barrier;
-    // rows lo..hi of C are written by this node alone.
-    let (all_b, my_a, my_c) = unsafe {
-        (
-            std::slice::from_raw_parts(b, n * n),
-            std::slice::from_raw_parts(a.add(lo * n), (hi - lo) * n),
-            std::slice::from_raw_parts_mut(c.add(lo * n), (hi - lo) * n),
-        )
-    };
-    multiply(my_a, all_b, my_c, n);
+    {
+        // SAFETY: after the barrier, B is only read by every node until the next barrier.
+        let all_b = unsafe { b.slice(0..n * n) };
+        // SAFETY: the same for A.
+        let my_a = unsafe { a.slice(lo * n..hi * n) };
+        // SAFETY: see above: rows lo..hi of C are this node's alone.
+        let my_c = unsafe { c.slice_mut(lo * n..hi * n) };
+        multiply(my_a, all_b, my_c, n);
+    }
     let computed = t0.elapsed();
     println!(
         "  rank {me}: rows {lo}..{hi} in {:.1} ms",
@@ -101,7 +98,7 @@ fn run(d: &Dsm, n: usize) -> Result<(), String> {
         multiply(&pa, &pb, &mut pc, n);
         let serial = ts.elapsed();
         // SAFETY: after the barrier C is only read until the job ends.
-        let all_c = unsafe { std::slice::from_raw_parts(c, n * n) };
+        let all_c = unsafe { c.slice(0..n * n) };
         if let Some(x) = (0..n * n).find(|&x| all_c[x] != pc[x]) {
             return Err(format!(
                 "C[{}][{}] = {} but the serial product has {}",

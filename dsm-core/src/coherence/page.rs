@@ -114,6 +114,22 @@ impl PageTable {
         }
     }
 
+    /// Locks `page` if nobody holds it.
+    pub fn try_lock(&self, page: usize) -> Option<PageGuard<'_>> {
+        let word = &self.words[page];
+        let cur = word.load(Ordering::Relaxed);
+        if cur & BUSY != 0 {
+            return None;
+        }
+        word.compare_exchange(cur, cur | BUSY, Ordering::Acquire, Ordering::Relaxed)
+            .ok()
+            .map(|_| PageGuard {
+                word,
+                state: State(cur),
+                page,
+            })
+    }
+
     /// Resets `count` pages from `page` to the initial state (when an allocation is freed).
     pub fn reset(&self, page: usize, count: usize) {
         for w in &self.words[page..page + count] {

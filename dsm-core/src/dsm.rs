@@ -524,15 +524,30 @@ impl Inner {
                         len: PAGE,
                     }],
                 };
-                for r in &runs {
-                    let off = page * PAGE + r.offset;
-                    posted.push(self.post(Op::Write {
-                        remote: self.homes[home].slice(off as u64, r.len)?,
-                        local: self.runtime_slice(off, r.len)?,
-                    })?);
-                    self.stats
-                        .bytes_written_home
-                        .fetch_add(r.len as u64, Ordering::Relaxed);
+                let bytes: usize = runs.iter().map(|r| r.len).sum();
+                self.stats
+                    .bytes_written_home
+                    .fetch_add(bytes as u64, Ordering::Relaxed);
+                match &*self.t {
+                    // A scattered diff in one message where the backend can.
+                    AnyTransport::Tcp(tcp) if runs.len() > 1 => {
+                        let spans: Vec<(u32, u32)> = runs
+                            .iter()
+                            .map(|r| (r.offset as u32, r.len as u32))
+                            .collect();
+                        let remote = self.homes[home].slice((page * PAGE) as u64, PAGE)?;
+                        let local = self.runtime_slice(page * PAGE, PAGE)?;
+                        posted.push(tcp.write_runs(remote, &local, &spans)?);
+                    }
+                    _ => {
+                        for r in &runs {
+                            let off = page * PAGE + r.offset;
+                            posted.push(self.post(Op::Write {
+                                remote: self.homes[home].slice(off as u64, r.len)?,
+                                local: self.runtime_slice(off, r.len)?,
+                            })?);
+                        }
+                    }
                 }
                 self.stats.diffs.fetch_add(1, Ordering::Relaxed);
             }

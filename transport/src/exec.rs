@@ -122,3 +122,25 @@ pub(crate) fn write(
     unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), dst, data.len()) };
     Ok(())
 }
+
+/// Applies the runs of a write-runs request to region `key` at `base`: checks every run first,
+/// so that a request with one bad run changes nothing.
+pub(crate) fn write_runs(
+    table: &RegionTable,
+    key: u64,
+    base: u64,
+    runs: &[(u64, &[u8])],
+) -> Result<(), RemoteFault> {
+    let mut targets = Vec::with_capacity(runs.len());
+    for (off, bytes) in runs {
+        let at = base.checked_add(*off).ok_or(RemoteFault::OutOfBounds)?;
+        targets.push(range(table, key, at, bytes.len() as u64)?);
+    }
+    for ((_keep, dst), (_, bytes)) in targets.iter().zip(runs) {
+        // SAFETY: `dst` points at `bytes.len()` bytes inside a registered region kept alive by
+        // `_keep` (checked by `range` above); `bytes` is part of a received frame, a separate
+        // buffer, so they do not overlap.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), *dst, bytes.len()) };
+    }
+    Ok(())
+}

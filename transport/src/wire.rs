@@ -47,6 +47,10 @@ pub enum Kind {
     Heartbeat = 8,
     /// The sender is closing its transport in order.
     Goodbye = 9,
+    /// Write several runs of bytes into region `a` near offset `b`: the payload is a run count
+    /// (u32), then per run its offset from `b` and its length (u32 each), then the runs' bytes
+    /// back to back. One frame for a page's diff, however scattered.
+    WriteRuns = 10,
 }
 
 impl Kind {
@@ -61,6 +65,7 @@ impl Kind {
             7 => Kind::Message,
             8 => Kind::Heartbeat,
             9 => Kind::Goodbye,
+            10 => Kind::WriteRuns,
             _ => return None,
         })
     }
@@ -197,10 +202,51 @@ impl Header {
                     return malformed("this kind carries no payload");
                 }
             }
-            Kind::Write | Kind::Response | Kind::Message => {}
+            Kind::Write | Kind::Response | Kind::Message | Kind::WriteRuns => {}
         }
         Ok(hd)
     }
+}
+
+/// Encodes the payload of a [`Kind::WriteRuns`] frame: `runs` of `(offset, len)` within `data`
+/// (which holds the bytes at those offsets).
+pub fn encode_runs(runs: &[(u32, u32)], data: &[u8]) -> Vec<u8> {
+    let total: usize = runs.iter().map(|r| r.1 as usize).sum();
+    let mut p = Vec::with_capacity(4 + runs.len() * 8 + total);
+    p.extend_from_slice(&(runs.len() as u32).to_le_bytes());
+    for &(off, len) in runs {
+        p.extend_from_slice(&off.to_le_bytes());
+        p.extend_from_slice(&len.to_le_bytes());
+    }
+    for &(off, len) in runs {
+        p.extend_from_slice(&data[off as usize..off as usize + len as usize]);
+    }
+    p
+}
+
+/// Decodes a [`Kind::WriteRuns`] payload into `(offset, bytes)` pairs, checking that the
+/// lengths add up exactly; `None` for a malformed payload.
+pub fn decode_runs(payload: &[u8]) -> Option<Vec<(u64, &[u8])>> {
+    let word = |at: usize| {
+        payload
+            .get(at..at + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let count = word(0)? as usize;
+    let table_end = count.checked_mul(8)?.checked_add(4)?;
+    if table_end > payload.len() {
+        return None;
+    }
+    let mut at = table_end;
+    let mut out = Vec::with_capacity(count);
+    for i in 0..count {
+        let off = word(4 + i * 8)?;
+        let len = word(8 + i * 8)? as usize;
+        let bytes = payload.get(at..at.checked_add(len)?)?;
+        at += len;
+        out.push((u64::from(off), bytes));
+    }
+    (at == payload.len()).then_some(out)
 }
 
 /// A whole frame: header and payload, borrowed from the reader's buffer.
@@ -452,7 +498,28 @@ mod tests {
         assert!(matches!(r.next_frame(), Err(WireError::Oversized { .. })));
     }
 
+    #[test]
+    fn runs_round_trip_and_reject_lies() {
+        let data: Vec<u8> = (0..100).collect();
+        let p = encode_runs(&[(3, 2), (50, 10)], &data);
+        let runs = decode_runs(&p).unwrap();
+        assert_eq!(runs, vec![(3, &data[3..5]), (50, &data[50..60])]);
+        let mut short = p.clone();
+        short.pop();
+        assert!(decode_runs(&short).is_none());
+        let mut lie = p.clone();
+        lie[0] = 200;
+        assert!(decode_runs(&lie).is_none());
+        assert!(decode_runs(&[]).is_none());
+    }
+
     proptest! {
+        /// The runs decoder never panics on arbitrary bytes.
+        #[test]
+        fn runs_decoder_never_panics(b in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = decode_runs(&b);
+        }
+
         /// Arbitrary bytes never panic the decoder, and a frame it returns re-encodes to the same
         /// bytes it came from.
         #[test]

@@ -443,6 +443,65 @@ impl TcpTransport {
     }
 }
 
+impl TcpTransport {
+    /// Writes several runs of `local` into `remote` (the same offsets in both) with one frame:
+    /// what a page's diff needs, however scattered its changed bytes. Each run is written
+    /// exactly; the bytes between runs are not touched at the target.
+    ///
+    /// # One-sided
+    /// The target's application takes no part.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for runs outside the slices or slices of different lengths;
+    /// errors at the target arrive through the completion (nothing is written then).
+    pub fn write_runs(
+        &self,
+        remote: crate::RemoteSlice,
+        local: &crate::LocalSlice,
+        runs: &[(u32, u32)],
+    ) -> Result<Completion> {
+        if remote.len != local.len() {
+            return Err(Error::InvalidArgument(
+                "remote and local slices differ in length".into(),
+            ));
+        }
+        if runs
+            .iter()
+            .any(|&(o, l)| o as usize + l as usize > local.len())
+        {
+            return Err(Error::InvalidArgument(
+                "a run lies outside the slice".into(),
+            ));
+        }
+        self.shared.regions.check_local(local.region())?;
+        let mut data = vec![0u8; local.len()];
+        local.region().read_at(local.offset(), &mut data)?;
+        let payload = crate::wire::encode_runs(runs, &data);
+        self.check_len(payload.len())?;
+        if remote.rank() == self.shared.rank {
+            let decoded = crate::wire::decode_runs(&payload).unwrap_or_default();
+            return Ok(
+                match exec::write_runs(
+                    &self.shared.regions,
+                    remote.region.key.0,
+                    remote.offset,
+                    &decoded,
+                ) {
+                    Ok(()) => Completion::ready(0),
+                    Err(fault) => Completion::failed(Error::Remote {
+                        peer: remote.rank(),
+                        fault,
+                    }),
+                },
+            );
+        }
+        let conn = self.conn(remote.rank())?;
+        let mut h = Header::new(Kind::WriteRuns);
+        (h.a, h.b) = (remote.region.key.0, remote.offset);
+        self.request(conn, h, Payload::Bytes(payload), None)
+    }
+}
+
 impl Transport for TcpTransport {
     fn rank(&self) -> Rank {
         self.shared.rank

@@ -471,6 +471,12 @@ fn handle(shared: &Shared, conn: &Conn, frame: Frame<'_>) -> Result<(), String> 
             let r = exec::write(table, h.a, h.b, frame.payload);
             respond(shared, conn, h.id, r.map(|()| 0), Payload::None);
         }
+        Kind::WriteRuns => {
+            let runs =
+                crate::wire::decode_runs(frame.payload).ok_or("malformed write-runs payload")?;
+            let r = exec::write_runs(table, h.a, h.b, &runs);
+            respond(shared, conn, h.id, r.map(|()| 0), Payload::None);
+        }
         Kind::CompareSwap => {
             let r = exec::compare_swap(table, h.a, h.b, h.c, h.d);
             respond(shared, conn, h.id, r, Payload::None);

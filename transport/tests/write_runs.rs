@@ -1,0 +1,95 @@
+//! Scattered writes in one frame (the tcp backend's `write_runs`, which carries page diffs).
+
+use transport::{
+    Error, LocalSlice, Rank, Region, RegionDesc, RemoteFault, RemoteKey, Secret, TcpConfig,
+    TcpTransport, Transport,
+};
+
+#[test]
+fn runs_land_exactly_and_nothing_else_changes() {
+    let job = TcpTransport::local_job(2, &TcpConfig::new(Secret::generate().unwrap())).unwrap();
+    let home = Region::allocate(8192).unwrap();
+    home.write_at(0, &[0xEE; 8192]).unwrap();
+    let desc = job[1].register(&home).unwrap();
+    let src = Region::allocate(4096).unwrap();
+    job[0].register(&src).unwrap();
+    job[1].register(&src).unwrap();
+    let data: Vec<u8> = (0..4096).map(|i| (i % 251) as u8).collect();
+    src.write_at(0, &data).unwrap();
+    let runs = [(0u32, 3u32), (100, 1), (4000, 96)];
+    for (rank, t) in job.iter().enumerate() {
+        // From the other node and from the owner itself (executed in place).
+        let at = if rank == 0 { 4096 } else { 0 };
+        t.write_runs(
+            desc.slice(at, 4096).unwrap(),
+            &LocalSlice::whole(&src),
+            &runs,
+        )
+        .unwrap()
+        .wait()
+        .unwrap();
+        let mut got = vec![0u8; 4096];
+        home.read_at(at as usize, &mut got).unwrap();
+        for i in 0..4096usize {
+            let inside = runs
+                .iter()
+                .any(|&(o, l)| (o as usize..(o + l) as usize).contains(&i));
+            let want = if inside { data[i] } else { 0xEE };
+            assert_eq!(got[i], want, "byte {i} (written by rank {rank})");
+        }
+    }
+    // A run past the end of the region: refused, and nothing of the request is written.
+    let bad = RegionDesc {
+        rank: Rank(1),
+        key: desc.key,
+        addr: desc.addr,
+        len: desc.len + 4096,
+    };
+    home.write_at(0, &[0xEE; 8192]).unwrap();
+    let r = job[0].write_runs(
+        bad.slice(4096, 8192).unwrap(),
+        &LocalSlice::new(&Region::allocate(8192).unwrap(), 0, 8192).unwrap(),
+        &[(0, 1)],
+    );
+    assert!(matches!(r, Err(Error::NotRegistered(_))), "{r:?}");
+    let big = Region::allocate(8192).unwrap();
+    job[0].register(&big).unwrap();
+    let c = job[0]
+        .write_runs(
+            bad.slice(4096, 8192).unwrap(),
+            &LocalSlice::whole(&big),
+            &[(0, 1), (4100, 10)],
+        )
+        .unwrap();
+    assert!(matches!(
+        c.wait(),
+        Err(Error::Remote {
+            fault: RemoteFault::OutOfBounds,
+            ..
+        })
+    ));
+    let mut got = vec![0u8; 8192];
+    home.read_at(0, &mut got).unwrap();
+    assert!(
+        got.iter().all(|&b| b == 0xEE),
+        "a refused request wrote something"
+    );
+    let gone = RegionDesc {
+        key: RemoteKey(u64::MAX),
+        ..desc
+    };
+    let c = job[0]
+        .write_runs(
+            gone.slice(0, 4096).unwrap(),
+            &LocalSlice::whole(&src),
+            &runs,
+        )
+        .unwrap();
+    assert!(matches!(
+        c.wait(),
+        Err(Error::Remote {
+            fault: RemoteFault::BadKey,
+            ..
+        })
+    ));
+}

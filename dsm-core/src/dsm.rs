@@ -18,7 +18,7 @@ use crate::coherence::placement::{self, Placement};
 use crate::coherence::{bit, others_write, ranks, to_notify};
 use crate::collective;
 use crate::error::{Error, Result};
-use crate::fault::FaultEngine;
+use crate::fault::{FaultEngine, FaultMode};
 use crate::node::Node;
 use crate::space::{self, Access, GlobalSpace, PAGE};
 use crate::stats::Stats;
@@ -43,13 +43,14 @@ fn map_entry(home: Option<usize>, manager: usize) -> u32 {
 pub struct DsmConfig {
     /// Size of the global address space (virtual; memory is used only where touched).
     pub global_size: usize,
-    /// Threads that serve page faults.
-    pub fault_threads: usize,
+    /// How page faults are resolved.
+    pub fault_mode: FaultMode,
 }
 
 impl DsmConfig {
-    /// Reads `DSM_GLOBAL_SIZE` (bytes, with an optional K/M/G suffix; default 4G) and
-    /// `DSM_FAULT_THREADS` (default 2).
+    /// Reads `DSM_GLOBAL_SIZE` (bytes, with an optional K/M/G suffix; default 4G),
+    /// `DSM_FAULT_MODE` (`inline`, the default, or `handoff`) and `DSM_FAULT_THREADS` (service
+    /// threads of the hand-off mode, default 2).
     ///
     /// # Errors
     /// [`Error::Config`] naming a malformed variable.
@@ -60,7 +61,7 @@ impl DsmConfig {
             })?,
             Err(_) => 4 << 30,
         };
-        let fault_threads = match std::env::var("DSM_FAULT_THREADS") {
+        let threads = match std::env::var("DSM_FAULT_THREADS") {
             Ok(v) => v
                 .trim()
                 .parse()
@@ -73,9 +74,18 @@ impl DsmConfig {
                 })?,
             Err(_) => 2,
         };
+        let fault_mode = match std::env::var("DSM_FAULT_MODE").as_deref().map(str::trim) {
+            Err(_) | Ok("inline") => FaultMode::Inline,
+            Ok("handoff") => FaultMode::Handoff { threads },
+            Ok(v) => {
+                return Err(Error::Config(format!(
+                    "DSM_FAULT_MODE={v:?}: expected inline or handoff"
+                )))
+            }
+        };
         Ok(DsmConfig {
             global_size: size,
-            fault_threads,
+            fault_mode,
         })
     }
 }
@@ -778,7 +788,7 @@ impl Dsm {
             _home: home,
             _dir: dir,
         });
-        let engine = FaultEngine::start(Arc::clone(&inner), config.fault_threads)?;
+        let engine = FaultEngine::start(Arc::clone(&inner), config.fault_mode)?;
         collective::barrier(&*inner.t, None)?;
         Ok(Dsm {
             inner,

@@ -1,19 +1,30 @@
 //! The fault engine: turns accesses to pages the application view does not allow into
 //! requests that the runtime resolves.
 //!
-//! The engine here is the portable one, `SIGSEGV` + `mprotect`. The signal handler does only
-//! async-signal-safe work: it checks the address, hands the fault to the **fault service
-//! threads** through a fixed array of slots (atomics and `futex`, no allocation, no lock), and
-//! waits on its slot's futex until a service thread has resolved the fault; then the faulting
-//! instruction runs again. All protocol work (transport, allocation, locks) happens on the
-//! service threads. Several service threads serve faults on different pages concurrently; the
-//! per-page lock of [`crate::coherence::page`] serialises faults on one page.
+//! The engine here is the portable one, `SIGSEGV` + `mprotect`, in one of two modes
+//! (`DSM_FAULT_MODE`):
+//!
+//! - **`inline`** (the default): the faulting thread resolves its own fault inside the signal
+//!   handler. No thread hand-off: on a virtual CPU each hand-off costs a wake-up of tens of
+//!   microseconds, more than the remote fetch itself, and a handing-off thread spins beside the
+//!   one doing the work. This is not async-signal-safe in the strict sense (the handler
+//!   allocates and takes the runtime's locks), and it is safe here because of where the signal
+//!   comes from: an ordinary load or store of the application to global memory, never from
+//!   inside the runtime (which only touches the runtime view) or from inside `malloc` (which
+//!   never touches global memory). Faults on different pages from different threads are
+//!   resolved concurrently; the per-page lock of [`crate::coherence::page`] serialises faults
+//!   on one page. ArgoDSM makes the same choice.
+//! - **`handoff`**: strictly async-signal-safe. The handler only checks the address, hands the
+//!   fault to the **fault service threads** through a fixed array of slots (atomics and
+//!   `futex`, no allocation, no lock), and waits on its slot's futex until a service thread has
+//!   resolved it. Slower by the two hand-offs; for programs that touch global memory from
+//!   places where the inline mode's reasoning does not hold (their own signal handlers).
 //!
 //! A fault outside the global range is forwarded to the handler that was installed before
 //! ours (Rust's stack-overflow handler, a debugger's, or the default action), so a genuine bug
 //! still crashes the program with an ordinary segmentation fault.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -59,6 +70,8 @@ static RANGE_END: AtomicUsize = AtomicUsize::new(0);
 /// How long the faulting thread and the service threads spin before they sleep, in ns.
 static SPIN_NS: AtomicUsize = AtomicUsize::new(50_000);
 static PREVIOUS: OnceLock<libc::sigaction> = OnceLock::new();
+/// The runtime, for the inline mode (null when the engine is stopped or in hand-off mode).
+static INLINE: AtomicPtr<Inner> = AtomicPtr::new(std::ptr::null_mut());
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 
 fn futex_wait(word: &AtomicU32, expected: u32) {
@@ -157,6 +170,21 @@ extern "C" fn on_sigsegv(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut
         unsafe { (*(ctx as *const libc::ucontext_t)).uc_mcontext.gregs[libc::REG_ERR as usize] }
             & 2
             != 0;
+    let inline = INLINE.load(Ordering::Acquire);
+    if !inline.is_null() {
+        // SAFETY: the pointer comes from the `Arc<Inner>` the engine holds; it is cleared before
+        // that Arc is dropped, and faults stop before the engine does (after the final barrier).
+        let inner = unsafe { &*inline };
+        if let Err(e) = inner.resolve(addr, write) {
+            let kind = if write { "write" } else { "read" };
+            eprintln!(
+                "dsm: rank {}: cannot resolve a {kind} fault at {addr:#x}: {e}",
+                inner.me
+            );
+            restore_previous();
+        }
+        return;
+    }
     let slot = loop {
         if let Some(s) = FAULTS.iter().find(|s| {
             s.state
@@ -203,6 +231,20 @@ extern "C" fn on_sigsegv(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut
 pub(crate) struct FaultEngine {
     threads: Vec<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
+    /// Keeps the runtime alive while the inline handler may use it.
+    _inner: Arc<Inner>,
+}
+
+/// How faults are resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultMode {
+    /// By the faulting thread, inside the signal handler.
+    Inline,
+    /// By service threads, the handler only handing the fault over.
+    Handoff {
+        /// Service threads.
+        threads: usize,
+    },
 }
 
 impl FaultEngine {
@@ -211,7 +253,7 @@ impl FaultEngine {
     /// # Errors
     /// [`Error::Config`] when an engine is already installed in this process; [`Error::Io`]
     /// when the handler cannot be installed.
-    pub(crate) fn start(inner: Arc<Inner>, threads: usize) -> Result<FaultEngine> {
+    pub(crate) fn start(inner: Arc<Inner>, mode: FaultMode) -> Result<FaultEngine> {
         if INSTALLED.swap(true, Ordering::SeqCst) {
             return Err(Error::Config("one shared memory per process".into()));
         }
@@ -220,10 +262,12 @@ impl FaultEngine {
         // SAFETY: an all-zero sigaction is a valid starting point (empty mask, no flags).
         let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
         action.sa_sigaction = on_sigsegv as *const () as usize;
-        // SA_SIGINFO: we need the address and the context. SA_ONSTACK: a stack overflow is
-        // forwarded to Rust's handler, which needs the alternate stack. SA_RESTART: system calls
-        // interrupted by a fault resume.
-        action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_RESTART;
+        // SA_SIGINFO: we need the address and the context. SA_RESTART: system calls interrupted
+        // by a fault resume. Not SA_ONSTACK: the inline mode resolves faults in the handler, which
+        // needs more stack than the small alternate stacks threads get; the cost is that a stack
+        // overflow (which cannot be a fault in global memory) kills the process without Rust's
+        // "stack overflow" message, as the kernel cannot run any handler on a full stack.
+        action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
         // SAFETY: an all-zero sigaction is a valid out-parameter.
         let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
         // SAFETY: installing a handler whose body is async-signal-safe (see on_sigsegv).
@@ -237,7 +281,14 @@ impl FaultEngine {
         let _ = PREVIOUS.set(old);
         let stop = Arc::new(AtomicBool::new(false));
         let mut handles = Vec::new();
-        for i in 0..threads.max(1) {
+        let threads = match mode {
+            FaultMode::Inline => {
+                INLINE.store(Arc::as_ptr(&inner).cast_mut(), Ordering::Release);
+                0
+            }
+            FaultMode::Handoff { threads } => threads.max(1),
+        };
+        for i in 0..threads {
             let inner = Arc::clone(&inner);
             let stop = Arc::clone(&stop);
             let h = std::thread::Builder::new()
@@ -249,11 +300,13 @@ impl FaultEngine {
         Ok(FaultEngine {
             threads: handles,
             stop,
+            _inner: inner,
         })
     }
 
     /// Stops the service threads and puts the previous handler back.
     pub(crate) fn stop(self) {
+        INLINE.store(std::ptr::null_mut(), Ordering::Release);
         self.stop.store(true, Ordering::SeqCst);
         PENDING.fetch_add(1, Ordering::SeqCst);
         futex_wake(&PENDING, i32::MAX);

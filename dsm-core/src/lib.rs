@@ -41,7 +41,7 @@ pub mod collective;
 pub mod config;
 pub mod dsm;
 pub mod error;
-mod fault;
+pub mod fault;
 pub mod launcher;
 pub mod node;
 pub mod space;

@@ -87,3 +87,12 @@ fn a_segfault_outside_global_memory_still_crashes() {
         r.output
     );
 }
+
+#[test]
+fn the_strict_hand_off_fault_mode_gives_the_same_results() {
+    for scenario in ["mp-lock", "false-sharing"] {
+        let env = [("DSM_GLOBAL_SIZE", "256M"), ("DSM_FAULT_MODE", "handoff")];
+        let r = run_job(LITMUS, 3, &[scenario], &env, Duration::from_secs(120));
+        assert_eq!(r.exit_code, 0, "{scenario}: {:?}\n{}", r.failure, r.output);
+    }
+}

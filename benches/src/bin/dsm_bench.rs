@@ -1,0 +1,276 @@
+//! Shared-memory benchmark: remote page-fault latency, sequential read bandwidth through
+//! faults, lock hand-off and barrier latency, each beside its floor measured in the same run
+//! (a raw transport read, a raw TCP stream, a remote atomic round trip, a message barrier).
+//!
+//! Run: `dsmrun -n 2 target/release/dsm_bench` (also with `-n 4` for the barrier). `--quick`
+//! shrinks every measurement, to check that the program works.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use benches::{commit, print_report, Better, Row, Stats};
+use dsm_core::{collective, Dsm, GlobalLock, Placement};
+use transport::{LocalSlice, Rank, Region, RegionDesc, Tag, Transport};
+
+const PAGE: usize = 4096;
+const PORT_TAG: Tag = Tag(11);
+
+struct Plan {
+    fault_pages: usize,
+    seq_bytes: usize,
+    lock_rounds: usize,
+    barriers: usize,
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// A raw TCP stream of `total` bytes in 64 KiB writes from rank 1 to rank 0: the floor of
+/// sequential reads.
+fn raw_stream(d: &Dsm, total: usize) -> Result<f64, String> {
+    let t = d.node().transport();
+    let io = |e: std::io::Error| e.to_string();
+    if d.rank() == 1 {
+        let l = TcpListener::bind(SocketAddr::new(d.node().config().bind, 0)).map_err(io)?;
+        let addr = l.local_addr().map_err(io)?.to_string();
+        t.send(Rank(0), PORT_TAG, addr.as_bytes())
+            .map_err(|e| e.to_string())?;
+        let (mut s, _) = l.accept().map_err(io)?;
+        let buf = vec![7u8; 64 << 10];
+        let mut left = total;
+        while left > 0 {
+            let n = left.min(buf.len());
+            s.write_all(&buf[..n]).map_err(io)?;
+            left -= n;
+        }
+        let mut ack = [0u8; 1];
+        s.read_exact(&mut ack).map_err(io)?;
+        Ok(0.0)
+    } else if d.rank() == 0 {
+        let m = t
+            .recv(Some(Rank(1)), Some(PORT_TAG), Some(Duration::from_secs(30)))
+            .map_err(|e| e.to_string())?;
+        let addr: SocketAddr = String::from_utf8_lossy(&m.data)
+            .parse()
+            .map_err(|_| "bad address".to_string())?;
+        let mut s = TcpStream::connect(addr).map_err(io)?;
+        let mut buf = vec![0u8; 64 << 10];
+        let t0 = Instant::now();
+        let mut left = total;
+        while left > 0 {
+            let n = left.min(buf.len());
+            s.read_exact(&mut buf[..n]).map_err(io)?;
+            left -= n;
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        s.write_all(&[1]).map_err(io)?;
+        Ok(total as f64 / secs)
+    } else {
+        Ok(0.0)
+    }
+}
+
+fn run(d: &Dsm, plan: &Plan) -> Result<Vec<Row>, String> {
+    let e = |err: dsm_core::Error| err.to_string();
+    let te = |err: transport::Error| err.to_string();
+    let t = d.node().transport();
+    let me = d.rank();
+    let mut rows = Vec::new();
+
+    // Floor of a fault: a raw transport read of 4 KiB from rank 1's registered memory.
+    let raw = Region::allocate(PAGE * 64).map_err(te)?;
+    let raw_desc = t.register(&raw).map_err(te)?;
+    let descs = collective::all_gather(t, &raw_desc.to_bytes(), None).map_err(e)?;
+    let peer = RegionDesc::from_bytes(&descs[1 % d.nodes()]).map_err(te)?;
+
+    // 1. Remote read faults in random page order (so that prefetch stays out of it).
+    let n = plan.fault_pages;
+    let arr = d
+        .alloc_collective(2 * n * PAGE, Placement::Blocked)
+        .map_err(e)?;
+    d.barrier().map_err(e)?;
+    if me == 0 {
+        let mut order: Vec<usize> = (n..2 * n).collect();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for i in (1..order.len()).rev() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            order.swap(i, (x % (i as u64 + 1)) as usize);
+        }
+        let mut faults = Vec::with_capacity(n);
+        for p in order {
+            let t0 = Instant::now();
+            // SAFETY: the page lies in a live allocation that nobody writes during this phase.
+            let _ = unsafe { std::ptr::read_volatile(arr.wrapping_add(p * PAGE)) };
+            faults.push(t0.elapsed());
+        }
+        let local = LocalSlice::new(&raw, 0, PAGE).map_err(te)?;
+        let mut reads = Vec::with_capacity(n);
+        for i in 0..n {
+            let remote = peer.slice(((i % 64) * PAGE) as u64, PAGE).map_err(te)?;
+            let t0 = Instant::now();
+            t.read(remote, local.clone()).map_err(te)?;
+            reads.push(t0.elapsed());
+        }
+        let (f, r) = (Stats::of(&mut faults), Stats::of(&mut reads));
+        rows.push(Row {
+            metric: "remote 4 KiB read fault (median)".into(),
+            value: us(f.median),
+            floor: us(r.median),
+            unit: "us",
+            better: Better::Lower,
+            target: Some(1.5),
+        });
+    }
+    d.barrier().map_err(e)?;
+
+    // 2. Sequential read through faults of memory homed on the other node.
+    let seq = d
+        .alloc_collective(2 * plan.seq_bytes, Placement::Blocked)
+        .map_err(e)?;
+    d.barrier().map_err(e)?;
+    let floor = raw_stream(d, plan.seq_bytes)?;
+    if me == 0 {
+        let base = seq.wrapping_add(plan.seq_bytes);
+        let t0 = Instant::now();
+        let mut sum = 0u64;
+        for p in 0..plan.seq_bytes / PAGE {
+            // SAFETY: as above: a live allocation nobody writes now.
+            sum = sum.wrapping_add(
+                unsafe { std::ptr::read_volatile(base.wrapping_add(p * PAGE)) } as u64,
+            );
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        std::hint::black_box(sum);
+        let mib = plan.seq_bytes >> 20;
+        rows.push(Row {
+            metric: format!("sequential read {mib} MiB via faults"),
+            value: plan.seq_bytes as f64 / secs / 1e9,
+            floor: floor / 1e9,
+            unit: "GB/s",
+            better: Better::Higher,
+            target: Some(0.4),
+        });
+    }
+    d.barrier().map_err(e)?;
+    d.free_collective(seq).map_err(e)?;
+
+    // 3. Lock hand-off between two nodes, against a remote atomic round trip.
+    let lk = d.alloc_collective(PAGE, Placement::Blocked).map_err(e)?;
+    let l = lk as *const GlobalLock;
+    let word = lk.wrapping_add(64) as *const u64;
+    if me == 0 {
+        d.lock_init(l).map_err(e)?;
+    }
+    d.barrier().map_err(e)?;
+    let mut atomics = Vec::with_capacity(plan.lock_rounds);
+    for _ in 0..plan.lock_rounds {
+        let t0 = Instant::now();
+        d.atomic_fetch_add(word, 1).map_err(e)?;
+        atomics.push(t0.elapsed());
+    }
+    d.barrier().map_err(e)?;
+    let t0 = Instant::now();
+    if me < 2 {
+        for _ in 0..plan.lock_rounds {
+            d.lock(l).map_err(e)?;
+            d.unlock(l).map_err(e)?;
+        }
+    }
+    let contended = t0.elapsed();
+    d.barrier().map_err(e)?;
+    if me == 0 {
+        let handoff = contended / (2 * plan.lock_rounds) as u32;
+        let rtt = Stats::of(&mut atomics).median;
+        rows.push(Row {
+            metric: "lock hand-off (2 nodes, contended)".into(),
+            value: us(handoff),
+            floor: us(rtt),
+            unit: "us",
+            better: Better::Lower,
+            target: Some(2.0),
+        });
+    }
+
+    // 4. Barrier latency, against a plain message barrier.
+    let mut plain = Vec::with_capacity(plan.barriers);
+    let mut full = Vec::with_capacity(plan.barriers);
+    for _ in 0..plan.barriers {
+        let t0 = Instant::now();
+        collective::barrier(t, None).map_err(e)?;
+        plain.push(t0.elapsed());
+        let t0 = Instant::now();
+        d.barrier().map_err(e)?;
+        full.push(t0.elapsed());
+    }
+    if me == 0 {
+        let (p, f) = (Stats::of(&mut plain), Stats::of(&mut full));
+        rows.push(Row {
+            metric: format!("barrier, {} nodes (median)", d.nodes()),
+            value: us(f.median),
+            floor: us(p.median),
+            unit: "us",
+            better: Better::Lower,
+            target: Some(2.0),
+        });
+    }
+    Ok(rows)
+}
+
+fn main() -> ExitCode {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let plan = if quick {
+        Plan {
+            fault_pages: 64,
+            seq_bytes: 4 << 20,
+            lock_rounds: 20,
+            barriers: 20,
+        }
+    } else {
+        Plan {
+            fault_pages: 2000,
+            seq_bytes: 256 << 20,
+            lock_rounds: 500,
+            barriers: 500,
+        }
+    };
+    let d = match Dsm::init() {
+        Ok(d) => d,
+        Err(err) => {
+            eprintln!("dsm_bench: cannot start: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if d.nodes() < 2 {
+        eprintln!("dsm_bench: run it with at least 2 nodes (dsmrun -n 2)");
+        return ExitCode::from(2);
+    }
+    let r = run(&d, &plan);
+    if let Ok(rows) = &r {
+        if d.rank() == 0 {
+            let context = [
+                ("benchmark", "dsm".to_string()),
+                (
+                    "transport",
+                    d.node().transport().capabilities().backend.to_string(),
+                ),
+                ("nodes", d.nodes().to_string()),
+                ("page_size", PAGE.to_string()),
+                ("fault_engine", "sigsegv".to_string()),
+                ("commit", commit()),
+            ];
+            print_report(&context, rows);
+        }
+    }
+    match r.and_then(|_| d.finalize().map_err(|e| e.to_string())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("dsm_bench: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -103,7 +103,9 @@ impl Region {
     /// [`Error::InvalidArgument`] for `len == 0`; [`Error::Io`] when the mapping fails.
     pub fn allocate_sparse(len: usize) -> Result<Arc<Region>> {
         if len == 0 {
-            return Err(Error::InvalidArgument("cannot allocate an empty region".into()));
+            return Err(Error::InvalidArgument(
+                "cannot allocate an empty region".into(),
+            ));
         }
         let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
         let prot = libc::PROT_READ | libc::PROT_WRITE;
@@ -112,7 +114,10 @@ impl Region {
         let ptr = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, -1, 0) };
         if ptr == libc::MAP_FAILED {
             let e = std::io::Error::last_os_error();
-            return Err(Error::io(format!("reserving a sparse region of {len} bytes"), e));
+            return Err(Error::io(
+                format!("reserving a sparse region of {len} bytes"),
+                e,
+            ));
         }
         let ptr = ptr.cast::<u8>();
         let map = SparseMap { ptr, len };

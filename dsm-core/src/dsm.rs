@@ -113,6 +113,7 @@ pub(crate) struct Inner {
     log: Arc<Region>,
     scratch: Arc<Region>,
     free_scratch: Mutex<Vec<usize>>,
+    free_batches: Mutex<Vec<usize>>,
     homes: Vec<RegionDesc>,
     dirs: Vec<RegionDesc>,
     logs: Vec<RegionDesc>,
@@ -184,7 +185,46 @@ impl Drop for Scratch<'_> {
     }
 }
 
+/// A registered buffer for the directory entries of a run of prefetched pages; returned on drop.
+struct Batch<'a> {
+    inner: &'a Inner,
+    slot: usize,
+}
+
+/// Directory entries per batch buffer (the largest prefetch run).
+const BATCH_PAGES: usize = 64;
+/// Batch buffers (concurrent prefetches).
+const BATCH_SLOTS: usize = 16;
+
+impl Batch<'_> {
+    fn base(&self) -> usize {
+        SCRATCH_SLOTS * 16 + self.slot * BATCH_PAGES * DIR_ENTRY
+    }
+    fn slice(&self, len: usize) -> Result<LocalSlice> {
+        Ok(LocalSlice::new(&self.inner.scratch, self.base(), len.min(BATCH_PAGES * DIR_ENTRY))?)
+    }
+    fn word(&self, i: usize) -> u64 {
+        let mut b = [0u8; 8];
+        // Inside the batch buffer by construction (i < BATCH_PAGES * 4).
+        let _ = self.inner.scratch.read_at(self.base() + i * 8, &mut b);
+        u64::from_le_bytes(b)
+    }
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        lock(&self.inner.free_batches).push(self.slot);
+    }
+}
+
 impl Inner {
+    fn batch(&self) -> Result<Batch<'_>> {
+        let slot = lock(&self.free_batches)
+            .pop()
+            .ok_or_else(|| Error::Bootstrap("out of prefetch buffers".into()))?;
+        Ok(Batch { inner: self, slot })
+    }
+
     fn scratch(&self) -> Result<Scratch<'_>> {
         let slot = lock(&self.free_scratch).pop().ok_or_else(|| {
             Error::Bootstrap("out of scratch buffers for remote operations".into())
@@ -428,16 +468,32 @@ impl Inner {
         if guards.is_empty() {
             return Ok(());
         }
-        let mut posted = Vec::with_capacity(guards.len() * 3);
-        let mut entries = Vec::with_capacity(guards.len());
-        for g in &guards {
-            entries.push(self.post_fetch(g.page, g.state(), false, &mut posted)?.0);
-        }
-        wait_all(&posted)?;
+        // One run of pages with the same home and manager: per page, the reader registration;
+        // for the whole run, one read of the directory entries and one of the content.
         let first = guards[0].page;
-        self.space.protect(first, guards.len(), Access::Read)?;
-        for (g, entry) in guards.iter_mut().zip(&entries) {
-            let st = self.fetched_state(g.page, g.state(), entry.word(1));
+        let (home, manager) = self.home_of(first)?;
+        let mut n = 1;
+        while n < guards.len() && self.home_of(guards[n].page)? == (home, manager) {
+            n += 1;
+        }
+        guards.truncate(n);
+        let mut posted = Vec::with_capacity(n + 2);
+        for g in &guards {
+            if !g.state().has(REG_READER) {
+                let remote = self.dir_word(manager, g.page, 0)?;
+                posted.push(self.post(Op::FetchAdd { remote, add: bit(self.me) })?);
+            }
+        }
+        let entries = self.batch()?;
+        let remote = self.dirs[manager].slice((first * DIR_ENTRY) as u64, n * DIR_ENTRY)?;
+        posted.push(self.post(Op::Read { remote, local: entries.slice(n * DIR_ENTRY)? })?);
+        let remote = self.homes[home].slice((first * PAGE) as u64, n * PAGE)?;
+        posted.push(self.post(Op::Read { remote, local: self.runtime_slice(first * PAGE, n * PAGE)? })?);
+        wait_all(&posted)?;
+        self.space.protect(first, n, Access::Read)?;
+        for (i, g) in guards.iter_mut().enumerate() {
+            let writers = entries.word(i * DIR_ENTRY / 8 + 1);
+            let st = self.fetched_state(g.page, g.state(), writers);
             g.set(st.with_cache(Cache::ReadOnly));
         }
         self.next_expected
@@ -725,7 +781,7 @@ impl Dsm {
         let home = Region::allocate_sparse(space.size())?;
         let dir = Region::allocate_sparse(pages * DIR_ENTRY)?;
         let log = Region::allocate_sparse((LOG_CAP + 1) * 8)?;
-        let scratch = Region::allocate(SCRATCH_SLOTS * 16)?;
+        let scratch = Region::allocate(SCRATCH_SLOTS * 16 + BATCH_SLOTS * BATCH_PAGES * DIR_ENTRY)?;
         t.register(&scratch)?;
         let mine = [t.register(&home)?, t.register(&dir)?, t.register(&log)?];
         let mut bytes = Vec::new();
@@ -765,6 +821,7 @@ impl Dsm {
             log,
             scratch,
             free_scratch: Mutex::new((0..SCRATCH_SLOTS).collect()),
+            free_batches: Mutex::new((0..BATCH_SLOTS).collect()),
             homes,
             dirs,
             logs,

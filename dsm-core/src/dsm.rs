@@ -201,7 +201,11 @@ impl Batch<'_> {
         SCRATCH_SLOTS * 16 + self.slot * BATCH_PAGES * DIR_ENTRY
     }
     fn slice(&self, len: usize) -> Result<LocalSlice> {
-        Ok(LocalSlice::new(&self.inner.scratch, self.base(), len.min(BATCH_PAGES * DIR_ENTRY))?)
+        Ok(LocalSlice::new(
+            &self.inner.scratch,
+            self.base(),
+            len.min(BATCH_PAGES * DIR_ENTRY),
+        )?)
     }
     fn word(&self, i: usize) -> u64 {
         let mut b = [0u8; 8];
@@ -481,14 +485,23 @@ impl Inner {
         for g in &guards {
             if !g.state().has(REG_READER) {
                 let remote = self.dir_word(manager, g.page, 0)?;
-                posted.push(self.post(Op::FetchAdd { remote, add: bit(self.me) })?);
+                posted.push(self.post(Op::FetchAdd {
+                    remote,
+                    add: bit(self.me),
+                })?);
             }
         }
         let entries = self.batch()?;
         let remote = self.dirs[manager].slice((first * DIR_ENTRY) as u64, n * DIR_ENTRY)?;
-        posted.push(self.post(Op::Read { remote, local: entries.slice(n * DIR_ENTRY)? })?);
+        posted.push(self.post(Op::Read {
+            remote,
+            local: entries.slice(n * DIR_ENTRY)?,
+        })?);
         let remote = self.homes[home].slice((first * PAGE) as u64, n * PAGE)?;
-        posted.push(self.post(Op::Read { remote, local: self.runtime_slice(first * PAGE, n * PAGE)? })?);
+        posted.push(self.post(Op::Read {
+            remote,
+            local: self.runtime_slice(first * PAGE, n * PAGE)?,
+        })?);
         wait_all(&posted)?;
         self.space.protect(first, n, Access::Read)?;
         for (i, g) in guards.iter_mut().enumerate() {
@@ -595,6 +608,15 @@ impl Inner {
                     .bytes_written_home
                     .fetch_add(bytes as u64, Ordering::Relaxed);
                 match &*self.t {
+                    // This node is the home: apply the diff in place. The home copy is only
+                    // ever written through diffs (here and by peers' one-sided writes of other
+                    // bytes), so a plain copy of exactly these bytes is what a peer would do.
+                    _ if home == self.me => {
+                        for r in &runs {
+                            let off = page * PAGE + r.offset;
+                            self._home.write_at(off, &now[r.offset..r.offset + r.len])?;
+                        }
+                    }
                     // A scattered diff in one message where the backend can.
                     AnyTransport::Tcp(tcp) if runs.len() > 1 => {
                         let spans: Vec<(u32, u32)> = runs

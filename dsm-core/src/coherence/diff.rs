@@ -19,27 +19,45 @@ pub fn diff(page: &[u8], twin: &[u8]) -> Vec<Run> {
     debug_assert_eq!(page.len(), PAGE);
     debug_assert_eq!(twin.len(), PAGE);
     let mut runs: Vec<Run> = Vec::new();
-    let mut i = 0;
-    let n = page.len().min(twin.len());
-    while i < n {
-        if i + 8 <= n && page[i..i + 8] == twin[i..i + 8] {
-            i += 8;
+    let mut push = |offset: usize, len: usize| match runs.last_mut() {
+        Some(last) if last.offset + last.len == offset => last.len += len,
+        _ => runs.push(Run { offset, len }),
+    };
+    let n = page.len().min(twin.len()) / 8 * 8;
+    for (w, (a, b)) in page[..n]
+        .chunks_exact(8)
+        .zip(twin[..n].chunks_exact(8))
+        .enumerate()
+    {
+        let x = u64::from_le_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]])
+            ^ u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+        if x == 0 {
             continue;
         }
-        if page[i] == twin[i] {
-            i += 1;
+        if x.trailing_zeros() < 8
+            && x.leading_zeros() < 8
+            && (0..8).all(|i| (x >> (8 * i)) & 0xff != 0)
+        {
+            push(w * 8, 8);
             continue;
         }
-        let start = i;
-        while i < n && page[i] != twin[i] {
-            i += 1;
+        // Some bytes of this word changed: exactly those.
+        let mut i = 0;
+        while i < 8 {
+            if (x >> (8 * i)) & 0xff == 0 {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < 8 && (x >> (8 * i)) & 0xff != 0 {
+                i += 1;
+            }
+            push(w * 8 + start, i - start);
         }
-        match runs.last_mut() {
-            Some(last) if last.offset + last.len == start => last.len += i - start,
-            _ => runs.push(Run {
-                offset: start,
-                len: i - start,
-            }),
+    }
+    for i in n..page.len().min(twin.len()) {
+        if page[i] != twin[i] {
+            push(i, 1);
         }
     }
     runs
@@ -84,6 +102,28 @@ mod tests {
     }
 
     proptest! {
+        /// The runs cover exactly the bytes that differ, in order, never adjacent.
+        #[test]
+        fn runs_are_exact(
+            base in proptest::collection::vec(any::<u8>(), PAGE),
+            writes in proptest::collection::vec((0..PAGE, any::<u8>()), 0..300),
+        ) {
+            let mut page = base.clone();
+            for (at, v) in writes { page[at] = v; }
+            let runs = diff(&page, &base);
+            let mut covered = vec![false; PAGE];
+            let mut last_end = None;
+            for r in &runs {
+                prop_assert!(r.len > 0);
+                if let Some(e) = last_end { prop_assert!(r.offset > e, "runs are merged when adjacent"); }
+                last_end = Some(r.offset + r.len);
+                for c in &mut covered[r.offset..r.offset + r.len] { *c = true; }
+            }
+            for i in 0..PAGE {
+                prop_assert_eq!(covered[i], page[i] != base[i], "byte {}", i);
+            }
+        }
+
         /// Two writers that change disjoint bytes of a page both survive when their diffs are
         /// applied to the home in either order.
         #[test]

@@ -45,10 +45,14 @@ pub struct DsmConfig {
     pub global_size: usize,
     /// How page faults are resolved.
     pub fault_mode: FaultMode,
+    /// Most memory spent on copies of pages homed elsewhere; older copies are evicted (clean
+    /// ones dropped, dirty ones written home first) to stay under it.
+    pub cache_size: usize,
 }
 
 impl DsmConfig {
     /// Reads `DSM_GLOBAL_SIZE` (bytes, with an optional K/M/G suffix; default 4G),
+    /// `DSM_CACHE_SIZE` (default 1G),
     /// `DSM_FAULT_MODE` (`inline`, the default, or `handoff`) and `DSM_FAULT_THREADS` (service
     /// threads of the hand-off mode, default 2).
     ///
@@ -83,9 +87,18 @@ impl DsmConfig {
                 )))
             }
         };
+        let cache_size = match std::env::var("DSM_CACHE_SIZE") {
+            Ok(v) => parse_size(&v).filter(|&c| c >= 16 * PAGE).ok_or_else(|| {
+                Error::Config(format!(
+                    "DSM_CACHE_SIZE={v:?} is not a size of at least 64K"
+                ))
+            })?,
+            Err(_) => 1 << 30,
+        };
         Ok(DsmConfig {
             global_size: size,
             fault_mode,
+            cache_size,
         })
     }
 }
@@ -114,6 +127,10 @@ pub(crate) struct Inner {
     scratch: Arc<Region>,
     free_scratch: Mutex<Vec<usize>>,
     free_batches: Mutex<Vec<usize>>,
+    /// Copies of remote pages, oldest first (may hold pages already invalidated).
+    cached: Mutex<std::collections::VecDeque<usize>>,
+    /// How many pages `cached` may hold.
+    cache_pages: usize,
     homes: Vec<RegionDesc>,
     dirs: Vec<RegionDesc>,
     logs: Vec<RegionDesc>,
@@ -290,8 +307,13 @@ impl Inner {
             _ => false,
         };
         drop(g);
-        if fetched && !write {
-            self.prefetch_after(page)?;
+        if fetched {
+            let ahead = if write {
+                Vec::new()
+            } else {
+                self.prefetch_after(page)?
+            };
+            self.account_cached(std::iter::once(page).chain(ahead))?;
         }
         self.stats
             .fault_ns
@@ -442,10 +464,12 @@ impl Inner {
         self.open_for_writing(g, st)
     }
 
+    /// Returns the pages it fetched.
+    ///
     /// Sequential read faults fetch the pages that follow in the same round of messages, in a
     /// window that doubles (up to 64 pages) while the pattern stays sequential and closes as
     /// soon as it does not: prefetching only what the access pattern says will be read.
-    fn prefetch_after(&self, page: usize) -> Result<()> {
+    fn prefetch_after(&self, page: usize) -> Result<Vec<usize>> {
         let expected = self.next_expected.swap(page + 1, Ordering::Relaxed);
         let window = if page == expected {
             (self.prefetch_window.load(Ordering::Relaxed) * 2).clamp(2, 64)
@@ -454,7 +478,7 @@ impl Inner {
         };
         self.prefetch_window.store(window, Ordering::Relaxed);
         if window == 0 {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let mut guards = Vec::with_capacity(window);
         for q in page + 1..(page + 1 + window).min(self.pages.len()) {
@@ -470,7 +494,7 @@ impl Inner {
             }
         }
         if guards.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         // One run of pages with the same home and manager: per page, the reader registration;
         // for the whole run, one read of the directory entries and one of the content.
@@ -509,15 +533,14 @@ impl Inner {
             let st = self.fetched_state(g.page, g.state(), writers);
             g.set(st.with_cache(Cache::ReadOnly));
         }
-        self.next_expected
-            .store(first + guards.len(), Ordering::Relaxed);
+        let fetched: Vec<usize> = guards.iter().map(|g| g.page).collect();
+        drop(guards);
+        self.next_expected.store(first + n, Ordering::Relaxed);
         self.stats
             .pages_fetched
-            .fetch_add(guards.len() as u64, Ordering::Relaxed);
-        self.stats
-            .prefetched
-            .fetch_add(guards.len() as u64, Ordering::Relaxed);
-        Ok(())
+            .fetch_add(n as u64, Ordering::Relaxed);
+        self.stats.prefetched.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(fetched)
     }
 
     /// Appends `page` to the notification log of every node in `set`.
@@ -558,7 +581,13 @@ impl Inner {
     /// order and closed with one `mprotect` per run of consecutive pages: each `mprotect` that
     /// removes a permission costs a TLB shootdown, which on a virtual machine is expensive.
     /// Returns how many pages it changed.
-    fn close_and_write_back(&self, mut pages: Vec<usize>, then: Cache) -> Result<usize> {
+    fn close_and_write_back(&self, pages: Vec<usize>, then: Cache) -> Result<usize> {
+        self.close_pages(pages, then, false)
+    }
+
+    /// [`Inner::close_and_write_back`]; with `skip_busy`, pages another thread holds are left
+    /// alone instead of waited for (eviction).
+    fn close_pages(&self, mut pages: Vec<usize>, then: Cache, skip_busy: bool) -> Result<usize> {
         pages.sort_unstable();
         pages.dedup();
         let needs = |c: Cache| match then {
@@ -567,8 +596,12 @@ impl Inner {
         };
         let mut guards: Vec<PageGuard<'_>> = Vec::with_capacity(pages.len());
         for p in pages {
-            let g = self.pages.lock(p);
-            if needs(g.state().cache()) {
+            let g = if skip_busy {
+                self.pages.try_lock(p)
+            } else {
+                Some(self.pages.lock(p))
+            };
+            if let Some(g) = g.filter(|g| needs(g.state().cache())) {
                 guards.push(g);
             }
         }
@@ -645,6 +678,38 @@ impl Inner {
         drop(guards);
         wait_all(&posted)?;
         Ok(changed)
+    }
+
+    /// Records a fetched copy of a remote page, and evicts the oldest copies when the cache is
+    /// over its bound: clean ones are dropped, dirty ones written home first, and their memory
+    /// is given back.
+    fn account_cached(&self, pages: impl IntoIterator<Item = usize>) -> Result<()> {
+        let victims: Vec<usize> = {
+            let mut cached = lock(&self.cached);
+            for p in pages {
+                if self.home_of(p).map(|(h, _)| h != self.me).unwrap_or(false) {
+                    cached.push_back(p);
+                }
+            }
+            if cached.len() <= self.cache_pages {
+                return Ok(());
+            }
+            // Evict down to seven eighths, so that eviction runs in batches.
+            let excess = cached.len() - self.cache_pages * 7 / 8;
+            cached.drain(..excess).collect()
+        };
+        let n = self.close_pages(victims.clone(), Cache::Invalid, true)?;
+        for &p in &victims {
+            if self.pages.peek(p).cache() == Cache::Invalid {
+                lock(&self.sharers).remove(&p);
+                self.space.discard(p, 1)?;
+            } else {
+                // Busy or refetched meanwhile: keep counting it.
+                lock(&self.cached).push_back(p);
+            }
+        }
+        self.stats.evictions.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Release: every page written since the last release has its diff at its home when this
@@ -844,6 +909,8 @@ impl Dsm {
             scratch,
             free_scratch: Mutex::new((0..SCRATCH_SLOTS).collect()),
             free_batches: Mutex::new((0..BATCH_SLOTS).collect()),
+            cached: Mutex::new(std::collections::VecDeque::new()),
+            cache_pages: (config.cache_size / PAGE).max(16),
             homes,
             dirs,
             logs,

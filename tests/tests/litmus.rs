@@ -66,6 +66,13 @@ fn first_touch_places_pages_where_they_were_first_touched() {
 }
 
 #[test]
+fn an_array_larger_than_the_cache_is_written_and_checksummed_by_all() {
+    let env = [("DSM_GLOBAL_SIZE", "256M"), ("DSM_CACHE_SIZE", "256K")];
+    let r = run_job(LITMUS, 3, &["big-array"], &env, Duration::from_secs(120));
+    assert_eq!(r.exit_code, 0, "{:?}\n{}", r.failure, r.output);
+}
+
+#[test]
 fn a_segfault_outside_global_memory_still_crashes() {
     let r = run_job(
         LITMUS,

@@ -245,6 +245,38 @@ fn first_touch(d: &Dsm) -> R {
     d.barrier().map_err(e)
 }
 
+/// An array much larger than the cache, written by every node (pages homed elsewhere) and
+/// checksummed by every node: evictions write dirty pages home and drop clean ones.
+fn big_array(d: &Dsm) -> R {
+    const PAGES: usize = 1024;
+    const PER_PAGE: usize = 4096 / 8;
+    let (me, n) = (d.rank(), d.nodes());
+    let a = d
+        .alloc_collective(PAGES * 4096, Placement::Cyclic { block_pages: 1 })
+        .map_err(e)? as *mut u64;
+    let value = |i: usize| (i as u64).wrapping_mul(0x9e37_79b9) ^ 0x5555;
+    for p in (0..PAGES).filter(|p| (p + 1) % n == me) {
+        for k in 0..PER_PAGE {
+            let i = p * PER_PAGE + k;
+            store(a.wrapping_add(i), value(i));
+        }
+    }
+    d.barrier().map_err(e)?;
+    let (mut sum, mut want) = (0u64, 0u64);
+    for i in 0..PAGES * PER_PAGE {
+        sum = sum.wrapping_add(load(a.wrapping_add(i)));
+        want = want.wrapping_add(value(i));
+    }
+    let evictions = d.stats().evictions;
+    check(sum == want, || {
+        format!("checksum {sum:#x}, expected {want:#x}")
+    })?;
+    check(evictions > 0, || {
+        "the cache never evicted anything: the test does not test it".into()
+    })?;
+    d.barrier().map_err(e)
+}
+
 /// A write outside global memory still crashes the process with a segmentation fault.
 fn segv(d: &Dsm) -> R {
     d.barrier().map_err(e)?;
@@ -274,6 +306,7 @@ fn main() -> ExitCode {
         "store-buffering" => store_buffering(&d),
         "first-touch" => first_touch(&d),
         "segv" => segv(&d),
+        "big-array" => big_array(&d),
         other => Err(format!("unknown scenario {other:?}")),
     };
     let rank = d.rank();

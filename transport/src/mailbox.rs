@@ -139,6 +139,12 @@ impl Mailbox {
         }
     }
 
+    /// Takes a matching message if one is there (or the error that ends the wait), without
+    /// waiting.
+    pub(crate) fn poll(&self, from: Option<Rank>, tag: Option<Tag>) -> Option<Result<Message>> {
+        self.try_take(&mut self.lock(), from, tag)
+    }
+
     fn try_take(
         &self,
         state: &mut State,

@@ -160,7 +160,12 @@ fn run(d: &Dsm, plan: &Plan) -> Result<Vec<Row>, String> {
     d.free_collective(seq).map_err(e)?;
 
     // 3. Lock hand-off between two nodes, against a remote atomic round trip.
-    let lk = d.alloc_collective(PAGE, Placement::Blocked).map_err(e)?;
+    // Two pages, blocked: the second (the lock's) is homed on rank 1, so rank 0's atomics on it
+    // are remote round trips.
+    let lk = d
+        .alloc_collective(2 * PAGE, Placement::Blocked)
+        .map_err(e)?
+        .wrapping_add(PAGE);
     let l = lk as *const GlobalLock;
     let word = lk.wrapping_add(64) as *const u64;
     if me == 0 {

@@ -626,7 +626,36 @@ impl Transport for TcpTransport {
                 )));
             }
         }
-        self.shared.mailbox.recv(from, tag, timeout)
+        // Spin first, reading the connections ourselves: a message then needs no wake-up of the
+        // progress thread and of this thread, which costs more than the message itself.
+        let start = Instant::now();
+        let spin = self
+            .shared
+            .config
+            .spin
+            .min(timeout.unwrap_or(Duration::MAX));
+        let drivers: Vec<&Arc<dyn Driver>> = match from {
+            Some(f) => self
+                .drivers
+                .get(f.index())
+                .and_then(Option::as_ref)
+                .into_iter()
+                .collect(),
+            None => self.drivers.iter().flatten().collect(),
+        };
+        loop {
+            if let Some(r) = self.shared.mailbox.poll(from, tag) {
+                return r;
+            }
+            if start.elapsed() >= spin || drivers.is_empty() {
+                break;
+            }
+            for d in &drivers {
+                d.drive();
+            }
+        }
+        let left = timeout.map(|t| t.saturating_sub(start.elapsed()));
+        self.shared.mailbox.recv(from, tag, left)
     }
 
     fn wait_failure(&self) -> Error {

@@ -13,6 +13,8 @@ step "cargo build"
 cargo build --locked --workspace --all-targets
 step "cargo test"
 cargo test --locked --workspace
+step "loom models of the page-state transitions (--cfg loom)"
+RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --locked --release -p dsm-core --lib loom
 step "cargo doc (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps
 step "transport benchmark, quick run (checks it works; numbers are not judged here)"

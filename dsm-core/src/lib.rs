@@ -46,6 +46,7 @@ pub mod launcher;
 pub mod node;
 pub mod space;
 pub mod stats;
+mod sync;
 pub mod typed;
 
 pub use coherence::placement::Placement;

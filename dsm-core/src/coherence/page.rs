@@ -2,7 +2,7 @@
 //! the fault path free of any global lock: faults on different pages proceed in parallel,
 //! faults on one page wait for each other.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use crate::sync::{pause, AtomicU64, Ordering};
 
 /// The copy this node holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,12 +105,8 @@ impl PageTable {
                     page,
                 };
             }
-            spins += 1;
-            if spins.is_multiple_of(64) {
-                std::thread::yield_now();
-            } else {
-                std::hint::spin_loop();
-            }
+            spins = spins.wrapping_add(1);
+            pause(spins);
         }
     }
 
@@ -166,7 +162,7 @@ impl Drop for PageGuard<'_> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 
@@ -198,5 +194,76 @@ mod tests {
         });
         assert_eq!(t.peek(1).0 >> 8, 4000);
         assert_eq!(t.peek(0).0, 0);
+    }
+}
+
+/// Loom models of the page-state transitions that run concurrently inside a node. Run with
+/// `RUSTFLAGS="--cfg loom" cargo test -p dsm-core --lib loom` (what `scripts/test.sh` does).
+#[cfg(all(test, loom))]
+mod loom_models {
+    use super::*;
+    use loom::sync::Arc;
+
+    /// Two threads that both lock a page and change its state: neither update is lost, the
+    /// lock is free afterwards, and a reader never sees the lock bit.
+    #[test]
+    fn concurrent_updates_of_one_page_are_serialised() {
+        loom::model(|| {
+            let t = Arc::new(PageTable::new(1));
+            let handles: Vec<_> = (0..2)
+                .map(|i| {
+                    let t = Arc::clone(&t);
+                    loom::thread::spawn(move || {
+                        let mut g = t.lock(0);
+                        let s = g.state().with(if i == 0 { REG_READER } else { REG_WRITER });
+                        g.set(s.with_cache(Cache::ReadOnly));
+                        assert!(!t.peek(0).has(BUSY));
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.join().unwrap();
+            }
+            let s = t.peek(0);
+            assert!(
+                s.has(REG_READER) && s.has(REG_WRITER),
+                "an update was lost: {s:?}"
+            );
+            assert_eq!(s.cache(), Cache::ReadOnly);
+            assert!(t.try_lock(0).is_some(), "the page lock leaked");
+        });
+    }
+
+    /// A prefetching thread's `try_lock` and a faulting thread's `lock` never both hold the page,
+    /// and the fault sees the prefetch's result (or the prefetch sees the fault's).
+    #[test]
+    fn try_lock_and_lock_exclude_each_other() {
+        loom::model(|| {
+            let t = Arc::new(PageTable::new(1));
+            let t2 = Arc::clone(&t);
+            let prefetch = loom::thread::spawn(move || {
+                if let Some(mut g) = t2.try_lock(0) {
+                    if g.state().cache() == Cache::Invalid {
+                        g.set(g.state().with_cache(Cache::ReadOnly));
+                        return true;
+                    }
+                }
+                false
+            });
+            let mut g = t.lock(0);
+            let fetched_here = g.state().cache() == Cache::Invalid;
+            if fetched_here {
+                g.set(g.state().with_cache(Cache::Writable));
+            }
+            drop(g);
+            let prefetched = prefetch.join().unwrap();
+            // Exactly one of them found the page invalid and filled it.
+            assert_ne!(fetched_here, prefetched);
+            let end = t.peek(0).cache();
+            assert_ne!(end, Cache::Invalid);
+            if prefetched && !fetched_here {
+                assert_eq!(end, Cache::ReadOnly);
+            }
+        });
     }
 }

@@ -23,6 +23,9 @@ use crate::node::Node;
 use crate::space::{self, Access, GlobalSpace, PAGE};
 use crate::stats::Stats;
 
+#[cfg(test)]
+mod sim;
+
 /// Bytes of directory entry per page at its manager: readers, writers, home (+ 1), spare.
 const DIR_ENTRY: usize = 32;
 /// Entries in a node's notification log.
@@ -128,7 +131,7 @@ pub(crate) struct Inner {
     free_scratch: Mutex<Vec<usize>>,
     free_batches: Mutex<Vec<usize>>,
     /// Copies of remote pages, oldest first (may hold pages already invalidated).
-    cached: Mutex<std::collections::VecDeque<usize>>,
+    cached: Mutex<CacheQueue>,
     /// How many pages `cached` may hold.
     cache_pages: usize,
     homes: Vec<RegionDesc>,
@@ -165,6 +168,21 @@ impl std::fmt::Debug for Inner {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The copies of remote pages this node holds, oldest first, each page at most once.
+#[derive(Debug, Default)]
+struct CacheQueue {
+    order: std::collections::VecDeque<usize>,
+    queued: HashSet<usize>,
+}
+
+impl CacheQueue {
+    fn push(&mut self, page: usize) {
+        if self.queued.insert(page) {
+            self.order.push_back(page);
+        }
+    }
 }
 
 /// A small registered buffer for the local side of a remote operation; returned on drop.
@@ -235,6 +253,118 @@ impl Batch<'_> {
 impl Drop for Batch<'_> {
     fn drop(&mut self) {
         lock(&self.inner.free_batches).push(self.slot);
+    }
+}
+
+impl Inner {
+    /// Registers this node's regions, exchanges their descriptors with every node, and builds
+    /// the runtime state over an already mapped global range.
+    ///
+    /// # Collective
+    /// Every node must call it.
+    pub(crate) fn build(
+        t: Arc<AnyTransport>,
+        space: GlobalSpace,
+        config: &DsmConfig,
+    ) -> Result<Arc<Inner>> {
+        let nodes = t.nodes();
+        let me = t.rank().index();
+        let pages = space.pages();
+        // SAFETY: the runtime view is mapped for `size` bytes for as long as `space` lives, and
+        // `Inner` keeps `space` alive at least as long as this region (field order: `space` is
+        // dropped after `runtime`... both live in Inner; the region never outlives Inner because
+        // it is only shared with the transport, which is closed before Inner is dropped).
+        let runtime = unsafe { Region::from_raw(space.runtime_base(), space.size())? };
+        t.register(&runtime)?;
+        let home = Region::allocate_sparse(space.size())?;
+        let dir = Region::allocate_sparse(pages * DIR_ENTRY)?;
+        let log = Region::allocate_sparse((LOG_CAP + 1) * 8)?;
+        let scratch = Region::allocate(SCRATCH_SLOTS * 16 + BATCH_SLOTS * BATCH_PAGES * DIR_ENTRY)?;
+        t.register(&scratch)?;
+        let mine = [t.register(&home)?, t.register(&dir)?, t.register(&log)?];
+        let mut bytes = Vec::new();
+        for d in &mine {
+            bytes.extend_from_slice(&d.to_bytes());
+        }
+        let all = collective::all_gather(&*t, &bytes, None)?;
+        let (mut homes, mut dirs, mut logs) = (Vec::new(), Vec::new(), Vec::new());
+        for b in &all {
+            let n = RegionDesc::ENCODED_LEN;
+            if b.len() != 3 * n {
+                return Err(Error::Bootstrap("malformed region descriptors".into()));
+            }
+            homes.push(RegionDesc::from_bytes(&b[..n])?);
+            dirs.push(RegionDesc::from_bytes(&b[n..2 * n])?);
+            logs.push(RegionDesc::from_bytes(&b[2 * n..])?);
+        }
+        let collective_pages = pages / 2;
+        let arena_pages = (pages - collective_pages) / nodes;
+        let arena_start = (collective_pages + me * arena_pages) * PAGE;
+        let map: Vec<AtomicU32> = (0..pages).map(|_| AtomicU32::new(0)).collect();
+        // Arena pages: homed (and managed) by their owner, known to everybody without asking.
+        for (p, e) in map
+            .iter()
+            .enumerate()
+            .skip(collective_pages)
+            .take(arena_pages * nodes)
+        {
+            let owner = (p - collective_pages) / arena_pages;
+            e.store(map_entry(Some(owner), owner), Ordering::Relaxed);
+        }
+        let inner = Arc::new(Inner {
+            t,
+            me,
+            nodes,
+            runtime,
+            log,
+            scratch,
+            free_scratch: Mutex::new((0..SCRATCH_SLOTS).collect()),
+            free_batches: Mutex::new((0..BATCH_SLOTS).collect()),
+            cached: Mutex::new(CacheQueue::default()),
+            cache_pages: (config.cache_size / PAGE).max(2),
+            homes,
+            dirs,
+            logs,
+            pages: PageTable::new(pages),
+            map,
+            twins: Mutex::new(HashMap::new()),
+            dirty: Mutex::new(Vec::new()),
+            sharers: Mutex::new(HashSet::new()),
+            log_consumed: Mutex::new(0),
+            collective_heap: Mutex::new(RangeAllocator::new(0, collective_pages, 1)),
+            arena: Mutex::new(RangeAllocator::new(
+                arena_start,
+                arena_start + arena_pages * PAGE,
+                MALLOC_GRANULE,
+            )),
+            collective_pages,
+            next_expected: std::sync::atomic::AtomicUsize::new(usize::MAX),
+            prefetch_window: std::sync::atomic::AtomicUsize::new(0),
+            stats: Stats::default(),
+            space,
+            _home: home,
+            _dir: dir,
+        });
+        Ok(inner)
+    }
+
+    /// Allocates `bytes` from the collective heap on this node's copy of the heap and records
+    /// the homes and managers of its pages (every node computes the same). No communication.
+    pub(crate) fn alloc_collective_local(
+        &self,
+        bytes: usize,
+        placement: Placement,
+    ) -> Result<usize> {
+        let pages = bytes.div_ceil(PAGE).max(1);
+        let start = lock(&self.collective_heap)
+            .alloc(pages)
+            .ok_or(Error::OutOfMemory { requested: bytes })?;
+        for i in 0..pages {
+            let manager = placement::manager(placement, i, pages, self.nodes);
+            let home = placement::home(placement, i, pages, self.nodes);
+            self.map[start + i].store(map_entry(home, manager), Ordering::Release);
+        }
+        Ok(start)
     }
 }
 
@@ -684,19 +814,36 @@ impl Inner {
     /// over its bound: clean ones are dropped, dirty ones written home first, and their memory
     /// is given back.
     fn account_cached(&self, pages: impl IntoIterator<Item = usize>) -> Result<()> {
+        let fresh: Vec<usize> = pages.into_iter().collect();
         let victims: Vec<usize> = {
             let mut cached = lock(&self.cached);
-            for p in pages {
+            for &p in &fresh {
                 if self.home_of(p).map(|(h, _)| h != self.me).unwrap_or(false) {
-                    cached.push_back(p);
+                    cached.push(p);
                 }
             }
-            if cached.len() <= self.cache_pages {
+            if cached.order.len() <= self.cache_pages {
                 return Ok(());
             }
-            // Evict down to seven eighths, so that eviction runs in batches.
-            let excess = cached.len() - self.cache_pages * 7 / 8;
-            cached.drain(..excess).collect()
+            // Evict down to seven eighths, so that eviction runs in batches; never a page
+            // fetched just now (the access that faulted is about to use it).
+            let excess = cached.order.len() - self.cache_pages * 7 / 8;
+            let mut victims = Vec::with_capacity(excess);
+            while victims.len() < excess {
+                let Some(p) = cached.order.pop_front() else {
+                    break;
+                };
+                cached.queued.remove(&p);
+                if fresh.contains(&p) {
+                    cached.push(p);
+                    if victims.len() + fresh.len() >= cached.order.len() {
+                        break;
+                    }
+                } else {
+                    victims.push(p);
+                }
+            }
+            victims
         };
         let n = self.close_pages(victims.clone(), Cache::Invalid, true)?;
         for &p in &victims {
@@ -705,7 +852,7 @@ impl Inner {
                 self.space.discard(p, 1)?;
             } else {
                 // Busy or refetched meanwhile: keep counting it.
-                lock(&self.cached).push_back(p);
+                lock(&self.cached).push(p);
             }
         }
         self.stats.evictions.fetch_add(n as u64, Ordering::Relaxed);
@@ -856,84 +1003,8 @@ impl Dsm {
             )));
         }
         let t = node.transport_arc();
-        let me = node.rank().index();
         let space = space::negotiate(&*t, config.global_size)?;
-        let pages = space.pages();
-        // SAFETY: the runtime view is mapped for `size` bytes for as long as `space` lives, and
-        // `Inner` keeps `space` alive at least as long as this region (field order: `space` is
-        // dropped after `runtime`... both live in Inner; the region never outlives Inner because
-        // it is only shared with the transport, which is closed before Inner is dropped).
-        let runtime = unsafe { Region::from_raw(space.runtime_base(), space.size())? };
-        t.register(&runtime)?;
-        let home = Region::allocate_sparse(space.size())?;
-        let dir = Region::allocate_sparse(pages * DIR_ENTRY)?;
-        let log = Region::allocate_sparse((LOG_CAP + 1) * 8)?;
-        let scratch = Region::allocate(SCRATCH_SLOTS * 16 + BATCH_SLOTS * BATCH_PAGES * DIR_ENTRY)?;
-        t.register(&scratch)?;
-        let mine = [t.register(&home)?, t.register(&dir)?, t.register(&log)?];
-        let mut bytes = Vec::new();
-        for d in &mine {
-            bytes.extend_from_slice(&d.to_bytes());
-        }
-        let all = collective::all_gather(&*t, &bytes, None)?;
-        let (mut homes, mut dirs, mut logs) = (Vec::new(), Vec::new(), Vec::new());
-        for b in &all {
-            let n = RegionDesc::ENCODED_LEN;
-            if b.len() != 3 * n {
-                return Err(Error::Bootstrap("malformed region descriptors".into()));
-            }
-            homes.push(RegionDesc::from_bytes(&b[..n])?);
-            dirs.push(RegionDesc::from_bytes(&b[n..2 * n])?);
-            logs.push(RegionDesc::from_bytes(&b[2 * n..])?);
-        }
-        let collective_pages = pages / 2;
-        let arena_pages = (pages - collective_pages) / nodes;
-        let arena_start = (collective_pages + me * arena_pages) * PAGE;
-        let map: Vec<AtomicU32> = (0..pages).map(|_| AtomicU32::new(0)).collect();
-        // Arena pages: homed (and managed) by their owner, known to everybody without asking.
-        for (p, e) in map
-            .iter()
-            .enumerate()
-            .skip(collective_pages)
-            .take(arena_pages * nodes)
-        {
-            let owner = (p - collective_pages) / arena_pages;
-            e.store(map_entry(Some(owner), owner), Ordering::Relaxed);
-        }
-        let inner = Arc::new(Inner {
-            t,
-            me,
-            nodes,
-            runtime,
-            log,
-            scratch,
-            free_scratch: Mutex::new((0..SCRATCH_SLOTS).collect()),
-            free_batches: Mutex::new((0..BATCH_SLOTS).collect()),
-            cached: Mutex::new(std::collections::VecDeque::new()),
-            cache_pages: (config.cache_size / PAGE).max(16),
-            homes,
-            dirs,
-            logs,
-            pages: PageTable::new(pages),
-            map,
-            twins: Mutex::new(HashMap::new()),
-            dirty: Mutex::new(Vec::new()),
-            sharers: Mutex::new(HashSet::new()),
-            log_consumed: Mutex::new(0),
-            collective_heap: Mutex::new(RangeAllocator::new(0, collective_pages, 1)),
-            arena: Mutex::new(RangeAllocator::new(
-                arena_start,
-                arena_start + arena_pages * PAGE,
-                MALLOC_GRANULE,
-            )),
-            collective_pages,
-            next_expected: std::sync::atomic::AtomicUsize::new(usize::MAX),
-            prefetch_window: std::sync::atomic::AtomicUsize::new(0),
-            stats: Stats::default(),
-            space,
-            _home: home,
-            _dir: dir,
-        });
+        let inner = Inner::build(t, space, &config)?;
         let engine = FaultEngine::start(Arc::clone(&inner), config.fault_mode)?;
         collective::barrier(&*inner.t, None)?;
         Ok(Dsm {
@@ -979,16 +1050,7 @@ impl Dsm {
     /// # Errors
     /// [`Error::OutOfMemory`] when the collective heap has no room (nothing is changed).
     pub fn alloc_collective(&self, bytes: usize, placement: Placement) -> Result<*mut u8> {
-        let pages = bytes.div_ceil(PAGE).max(1);
-        let start = lock(&self.inner.collective_heap)
-            .alloc(pages)
-            .ok_or(Error::OutOfMemory { requested: bytes })?;
-        let n = self.inner.nodes;
-        for i in 0..pages {
-            let manager = placement::manager(placement, i, pages, n);
-            let home = placement::home(placement, i, pages, n);
-            self.inner.map[start + i].store(map_entry(home, manager), Ordering::Release);
-        }
+        let start = self.inner.alloc_collective_local(bytes, placement)?;
         collective::barrier(&*self.inner.t, None)?;
         Ok((self.inner.space.base() + start * PAGE) as *mut u8)
     }

@@ -135,17 +135,7 @@ pub fn negotiate<T: Transport>(t: &T, size: usize) -> Result<GlobalSpace> {
             "the global size must be a positive multiple of 2 MiB, not {size}"
         )));
     }
-    // SAFETY: memfd_create with a static, NUL-terminated name and a valid flag set.
-    let fd = unsafe { libc::memfd_create(c"dsm-global".as_ptr(), libc::MFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(os_err("creating the memfd that backs global memory"));
-    }
-    // SAFETY: `fd` was just returned by memfd_create and is owned by nothing else.
-    let memfd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: ftruncate on the memfd we own; the file stays sparse.
-    if unsafe { libc::ftruncate(memfd.as_raw_fd(), size as libc::off_t) } != 0 {
-        return Err(os_err("sizing the memfd that backs global memory"));
-    }
+    let memfd = backing(size)?;
     for round in 0..8 {
         let mine = propose(size)?;
         let proposals: Vec<usize> = collective::all_gather(t, &(mine as u64).to_le_bytes(), None)?
@@ -182,6 +172,60 @@ pub fn negotiate<T: Transport>(t: &T, size: usize) -> Result<GlobalSpace> {
     Err(Error::Bootstrap(format!(
         "no address range of {size} bytes is free on every node"
     )))
+}
+
+/// Creates the memfd that backs a global range of `size` bytes.
+fn backing(size: usize) -> Result<OwnedFd> {
+    // SAFETY: memfd_create with a static, NUL-terminated name and a valid flag set.
+    let fd = unsafe { libc::memfd_create(c"dsm-global".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(os_err("creating the memfd that backs global memory"));
+    }
+    // SAFETY: `fd` was just returned by memfd_create and is owned by nothing else.
+    let memfd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ftruncate on the memfd we own; the file stays sparse.
+    if unsafe { libc::ftruncate(memfd.as_raw_fd(), size as libc::off_t) } != 0 {
+        return Err(os_err("sizing the memfd that backs global memory"));
+    }
+    Ok(memfd)
+}
+
+impl GlobalSpace {
+    /// Maps a global range of `size` bytes wherever the kernel likes, without agreeing with
+    /// anybody: for several simulated nodes inside one process (the protocol simulation).
+    ///
+    /// # Errors
+    /// As [`negotiate`].
+    pub fn map_anywhere(size: usize) -> Result<GlobalSpace> {
+        if size == 0 || !size.is_multiple_of(ALIGN) {
+            return Err(Error::Config(format!(
+                "the global size must be a positive multiple of 2 MiB, not {size}"
+            )));
+        }
+        let memfd = backing(size)?;
+        let flags = libc::MAP_SHARED | libc::MAP_NORESERVE;
+        // SAFETY: a shared mapping of our own memfd at an address of the kernel's choosing.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                size,
+                libc::PROT_NONE,
+                flags,
+                memfd.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(os_err("mapping a simulated global range"));
+        }
+        let runtime = map_runtime_view(size, &memfd)?;
+        Ok(GlobalSpace {
+            base: p as usize,
+            size,
+            runtime,
+            _memfd: memfd,
+        })
+    }
 }
 
 fn map_runtime_view(size: usize, fd: &OwnedFd) -> Result<usize> {

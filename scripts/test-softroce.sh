@@ -28,6 +28,7 @@ bins=$(cargo test --locked -p transport --test conformance --test verbs --no-run
 TARGET=$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
          sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 TARGET=${TARGET:-target}
+cargo build --locked --release -p dsm-core -p tests --bins
 if [ $BENCH = 1 ]; then
   cargo build --locked --release -p dsm-core -p benches --bins
 fi
@@ -42,6 +43,15 @@ trap 'rm -f "$GUEST"' EXIT
     printf 'echo "== guest: %s"\n' "$(basename "$b")"
     printf 'timeout 600 %q --test-threads=1 verbs || status=1\n' "$b"
   done
+  # The shared memory over RDMA: the memory-model litmus tests, 2 nodes, small global range
+  # (registration pins memory).
+  cat <<LITMUS
+T=$TARGET/release
+for s in mp-barrier mp-lock counter-lock false-sharing atomics store-buffering first-touch big-array; do
+  echo "== guest: dsm-litmus \$s over verbs"
+  DSM_TRANSPORT=verbs DSM_GLOBAL_SIZE=64M DSM_CACHE_SIZE=256K timeout 300 \$T/dsmrun -n 2 --timeout 240 \$T/dsm-litmus \$s || status=1
+done
+LITMUS
   if [ $BENCH = 1 ]; then
     cat <<BENCH
 R=$RUNS; T=$TARGET/release

@@ -810,6 +810,16 @@ impl Inner {
         Ok(changed)
     }
 
+    /// Gives the memory behind pages back to the system, where that is safe: not when the
+    /// transport's hardware has the runtime view pinned (RDMA), as the NIC would go on using
+    /// the old pages.
+    fn discard(&self, page: usize, count: usize) -> Result<()> {
+        if self.t.capabilities().native_one_sided {
+            return Ok(());
+        }
+        self.space.discard(page, count)
+    }
+
     /// Records a fetched copy of a remote page, and evicts the oldest copies when the cache is
     /// over its bound: clean ones are dropped, dirty ones written home first, and their memory
     /// is given back.
@@ -849,7 +859,7 @@ impl Inner {
         for &p in &victims {
             if self.pages.peek(p).cache() == Cache::Invalid {
                 lock(&self.sharers).remove(&p);
-                self.space.discard(p, 1)?;
+                self.discard(p, 1)?;
             } else {
                 // Busy or refetched meanwhile: keep counting it.
                 lock(&self.cached).push(p);
@@ -940,7 +950,7 @@ impl Inner {
         }
         lock(&self.dirty).retain(|p| !(page..page + count).contains(p));
         self.space.protect(page, count, Access::None)?;
-        self.space.discard(page, count)?;
+        self.discard(page, count)?;
         self.pages.reset(page, count);
         Ok(())
     }

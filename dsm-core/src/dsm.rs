@@ -32,6 +32,9 @@ const DIR_ENTRY: usize = 32;
 const LOG_CAP: usize = 1 << 16;
 /// Size of the scratch area used as the local side of small remote operations.
 const SCRATCH_SLOTS: usize = 4096;
+/// Bytes at the start of each node's arena: the head of its stack of blocks freed by other
+/// nodes (a global word homed at the owner).
+const ARENA_HEADER: usize = 64;
 /// Granule of non-collective allocations, in bytes.
 const MALLOC_GRANULE: usize = 16;
 
@@ -146,6 +149,8 @@ pub(crate) struct Inner {
     collective_heap: Mutex<RangeAllocator>,
     arena: Mutex<RangeAllocator>,
     collective_pages: usize,
+    /// Pages of each node's arena.
+    arena_pages: usize,
     /// The page a sequential read would fault on next.
     next_expected: std::sync::atomic::AtomicUsize,
     /// Pages prefetched after the next sequential fault.
@@ -333,11 +338,12 @@ impl Inner {
             log_consumed: Mutex::new(0),
             collective_heap: Mutex::new(RangeAllocator::new(0, collective_pages, 1)),
             arena: Mutex::new(RangeAllocator::new(
-                arena_start,
+                arena_start + ARENA_HEADER,
                 arena_start + arena_pages * PAGE,
                 MALLOC_GRANULE,
             )),
             collective_pages,
+            arena_pages,
             next_expected: std::sync::atomic::AtomicUsize::new(usize::MAX),
             prefetch_window: std::sync::atomic::AtomicUsize::new(0),
             stats: Stats::default(),
@@ -955,6 +961,45 @@ impl Inner {
         Ok(())
     }
 
+    /// Offset (in the global range) of the head of `owner`'s stack of remote frees.
+    fn arena_head(&self, owner: usize) -> usize {
+        (self.collective_pages + owner * self.arena_pages) * PAGE
+    }
+
+    /// Takes every block other nodes freed into this node's arena and frees it here.
+    fn take_remote_frees(&self) -> Result<()> {
+        let head = self.homes[self.me].word(self.arena_head(self.me) as u64)?;
+        let mut list = self.t.fetch_add(head, 0)?;
+        if list == 0 {
+            return Ok(());
+        }
+        // Take the whole stack at once: pushers only ever add at the head, so no ABA.
+        loop {
+            let seen = self.t.compare_swap(head, list, 0)?;
+            if seen == list {
+                break;
+            }
+            list = seen;
+        }
+        let mut arena = lock(&self.arena);
+        while list != 0 {
+            let block = list as usize;
+            let mut next = [0u8; 8];
+            if block + 8 > self._home.len() || self._home.read_at(block, &mut next).is_err() {
+                tracing::warn!("a remote free left a link outside the arena: {block:#x}");
+                break;
+            }
+            if arena.free(block).is_none() {
+                tracing::warn!(
+                    "another node freed {:#x}, which is not a live allocation here",
+                    self.space.base() + block
+                );
+            }
+            list = u64::from_le_bytes(next);
+        }
+        Ok(())
+    }
+
     /// The remote word of an 8-byte global atomic at `addr`.
     fn atomic_word(&self, addr: usize) -> Result<transport::RemoteSlice> {
         if !self.space.contains(addr) || !addr.is_multiple_of(8) {
@@ -1110,27 +1155,60 @@ impl Dsm {
     /// # Errors
     /// [`Error::OutOfMemory`] when the arena is full (nothing is changed).
     pub fn malloc(&self, bytes: usize) -> Result<*mut u8> {
+        self.inner.take_remote_frees()?;
         let off = lock(&self.inner.arena)
             .alloc(bytes)
             .ok_or(Error::OutOfMemory { requested: bytes })?;
         Ok((self.inner.space.base() + off) as *mut u8)
     }
 
-    /// Frees memory from [`Dsm::malloc`] of this node.
+    /// Frees memory from [`Dsm::malloc`], whichever node allocated it. Thread-safe; not
+    /// collective. A block of another node is pushed on that node's stack of remote frees (a
+    /// release, a remote write of the link, then a compare-and-swap of the head at its home); the
+    /// owner takes the whole stack on its next `malloc`.
     ///
     /// # Errors
-    /// [`Error::InvalidPointer`] for anything else (including memory allocated by another node:
-    /// free it on the node that allocated it).
+    /// [`Error::InvalidPointer`] for a pointer outside every arena, or (for this node's own
+    /// blocks) not a live allocation. A bad pointer freed to another node is reported by that
+    /// node when it takes its remote frees, and ignored.
     pub fn free(&self, ptr: *mut u8) -> Result<()> {
         let addr = ptr as usize;
-        if !self.inner.space.contains(addr) {
+        let inner = &*self.inner;
+        if !inner.space.contains(addr) {
             return Err(Error::InvalidPointer(addr));
         }
-        let off = addr - self.inner.space.base();
-        lock(&self.inner.arena)
-            .free(off)
-            .map(drop)
-            .ok_or(Error::InvalidPointer(addr))
+        let off = addr - inner.space.base();
+        let page = off / PAGE;
+        if page < inner.collective_pages || !off.is_multiple_of(MALLOC_GRANULE) {
+            return Err(Error::InvalidPointer(addr));
+        }
+        let owner = (page - inner.collective_pages) / inner.arena_pages;
+        if owner >= inner.nodes {
+            return Err(Error::InvalidPointer(addr));
+        }
+        if owner == inner.me {
+            inner.take_remote_frees()?;
+            return lock(&inner.arena)
+                .free(off)
+                .map(drop)
+                .ok_or(Error::InvalidPointer(addr));
+        }
+        // The link goes into the block's first word at its home: first write home what this
+        // node changed, so that no later diff of ours overwrites the link.
+        inner.release()?;
+        let head = inner.homes[owner].word(inner.arena_head(owner) as u64)?;
+        let link = inner.homes[owner].word(off as u64)?;
+        let value = inner.scratch()?;
+        let mut cur = inner.t.fetch_add(head, 0)?;
+        loop {
+            value.set(cur);
+            inner.t.write(link, value.slice()?)?;
+            let seen = inner.t.compare_swap(head, cur, off as u64)?;
+            if seen == cur {
+                return Ok(());
+            }
+            cur = seen;
+        }
     }
 
     /// Makes this node's writes visible to any node that acquires afterwards.

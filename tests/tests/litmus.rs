@@ -73,6 +73,11 @@ fn an_array_larger_than_the_cache_is_written_and_checksummed_by_all() {
 }
 
 #[test]
+fn any_node_frees_what_another_allocated() {
+    litmus("remote-free", 3);
+}
+
+#[test]
 fn a_segfault_outside_global_memory_still_crashes() {
     let r = run_job(
         LITMUS,

@@ -277,6 +277,46 @@ fn big_array(d: &Dsm) -> R {
     d.barrier().map_err(e)
 }
 
+/// Non-collective allocation: every node mallocs blocks, hands them to the next node through
+/// global memory, which writes them, checks them, and frees them; the owner then reuses them.
+fn remote_free(d: &Dsm) -> R {
+    const BLOCKS: usize = 10;
+    let (me, n) = (d.rank(), d.nodes());
+    let table = d
+        .alloc_collective(n * BLOCKS * 8, Placement::Blocked)
+        .map_err(e)? as *mut u64;
+    let mine: Vec<*mut u8> = (0..BLOCKS)
+        .map(|_| d.malloc(1000))
+        .collect::<Result<_, _>>()
+        .map_err(e)?;
+    for (i, p) in mine.iter().enumerate() {
+        store(table.wrapping_add(me * BLOCKS + i), *p as u64);
+    }
+    d.barrier().map_err(e)?;
+    let from = (me + n - 1) % n;
+    for i in 0..BLOCKS {
+        let p = load(table.wrapping_add(from * BLOCKS + i)) as *mut u64;
+        store(p, 0xfeed_0000 + i as u64);
+        check(load(p) == 0xfeed_0000 + i as u64, || {
+            "a block did not keep its value".into()
+        })?;
+        d.free(p.cast()).map_err(e)?;
+    }
+    d.barrier().map_err(e)?;
+    let again = d.malloc(1000).map_err(e)?;
+    check(again == mine[0], || {
+        format!(
+            "freed blocks were not reused: got {again:?}, first was {:?}",
+            mine[0]
+        )
+    })?;
+    check(d.free(16usize as *mut u8).is_err(), || {
+        "freeing a wild pointer succeeded".into()
+    })?;
+    d.free(again).map_err(e)?;
+    d.barrier().map_err(e)
+}
+
 /// A write outside global memory still crashes the process with a segmentation fault.
 fn segv(d: &Dsm) -> R {
     d.barrier().map_err(e)?;
@@ -307,6 +347,7 @@ fn main() -> ExitCode {
         "first-touch" => first_touch(&d),
         "segv" => segv(&d),
         "big-array" => big_array(&d),
+        "remote-free" => remote_free(&d),
         other => Err(format!("unknown scenario {other:?}")),
     };
     let rank = d.rank();

@@ -288,41 +288,46 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// kills a C program that left SIGPIPE at its default.
 fn drain(stream: &mio::net::TcpStream, q: &mut VecDeque<Queued>) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
-    while let Some(front) = q.front_mut() {
-        let (payload, payload_len) = front.payload.raw();
+    /// Frames gathered into one `sendmsg` (two iovecs each).
+    const GATHER: usize = 32;
+    while !q.is_empty() {
         let mut iov = [libc::iovec {
             iov_base: std::ptr::null_mut(),
             iov_len: 0,
-        }; 2];
-        let count = if front.sent < HEADER_LEN {
-            iov[0] = libc::iovec {
-                iov_base: front.header[front.sent..].as_ptr() as *mut libc::c_void,
-                iov_len: HEADER_LEN - front.sent,
-            };
-            iov[1] = libc::iovec {
-                iov_base: payload as *mut libc::c_void,
-                iov_len: payload_len,
-            };
-            if payload_len == 0 {
-                1
+        }; 2 * GATHER];
+        let mut count = 0;
+        for f in q.iter().take(GATHER) {
+            let (payload, payload_len) = f.payload.raw();
+            if f.sent < HEADER_LEN {
+                iov[count] = libc::iovec {
+                    iov_base: f.header[f.sent..].as_ptr() as *mut libc::c_void,
+                    iov_len: HEADER_LEN - f.sent,
+                };
+                count += 1;
+                if payload_len > 0 {
+                    iov[count] = libc::iovec {
+                        iov_base: payload as *mut libc::c_void,
+                        iov_len: payload_len,
+                    };
+                    count += 1;
+                }
             } else {
-                2
+                let done = f.sent - HEADER_LEN;
+                iov[count] = libc::iovec {
+                    iov_base: payload.wrapping_add(done) as *mut libc::c_void,
+                    iov_len: payload_len - done,
+                };
+                count += 1;
             }
-        } else {
-            let done = front.sent - HEADER_LEN;
-            iov[0] = libc::iovec {
-                iov_base: payload.wrapping_add(done) as *mut libc::c_void,
-                iov_len: payload_len - done,
-            };
-            1
-        };
+        }
         // SAFETY: an all-zero msghdr is a valid "no name, no control data" header.
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
         msg.msg_iov = iov.as_mut_ptr();
         msg.msg_iovlen = count;
-        // SAFETY: `msg` points at `count` iovecs that describe live memory: the queued header
-        // (owned by `front`), and the payload, owned by `front` or kept mapped by its `Arc`;
-        // the kernel only reads from them, and nothing else borrows them as Rust slices.
+        // SAFETY: `msg` points at `count` iovecs that describe live memory: the queued headers
+        // (owned by the queue, which is not touched until the call returns) and the payloads,
+        // owned by their frames or kept mapped by their `Arc`; the kernel only reads from them,
+        // and nothing else borrows them as Rust slices.
         let n = unsafe { libc::sendmsg(stream.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
         if n < 0 {
             let e = std::io::Error::last_os_error();
@@ -335,9 +340,16 @@ fn drain(stream: &mio::net::TcpStream, q: &mut VecDeque<Queued>) -> std::io::Res
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
-        front.sent += n as usize;
-        if front.sent == front.total() {
-            q.pop_front();
+        // Account the bytes sent, frame by frame.
+        let mut left = n as usize;
+        while left > 0 {
+            let Some(front) = q.front_mut() else { break };
+            let take = (front.total() - front.sent).min(left);
+            front.sent += take;
+            left -= take;
+            if front.sent == front.total() {
+                q.pop_front();
+            }
         }
     }
     Ok(())

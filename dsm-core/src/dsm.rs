@@ -642,13 +642,21 @@ impl Inner {
         }
         guards.truncate(n);
         let mut posted = Vec::with_capacity(n + 2);
-        for g in &guards {
-            if !g.state().has(REG_READER) {
-                let remote = self.dir_word(manager, g.page, 0)?;
-                posted.push(self.post(Op::FetchAdd {
-                    remote,
-                    add: bit(self.me),
-                })?);
+        let unregistered = guards.iter().all(|g| !g.state().has(REG_READER));
+        match &*self.t {
+            // The whole run's reader registrations in one message where the backend can.
+            AnyTransport::Tcp(tcp) if unregistered && n > 1 => {
+                let first = self.dir_word(manager, guards[0].page, 0)?;
+                posted.push(tcp.add_strided(first, DIR_ENTRY as u64, n as u32, bit(self.me))?);
+            }
+            _ => {
+                for g in guards.iter().filter(|g| !g.state().has(REG_READER)) {
+                    let remote = self.dir_word(manager, g.page, 0)?;
+                    posted.push(self.post(Op::FetchAdd {
+                        remote,
+                        add: bit(self.me),
+                    })?);
+                }
             }
         }
         let entries = self.batch()?;

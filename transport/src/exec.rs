@@ -144,3 +144,28 @@ pub(crate) fn write_runs(
     }
     Ok(())
 }
+
+/// Adds `add` to `count` aligned words of region `key`, the first at `offset`, `stride` bytes
+/// apart; checks every word first, so that a request with one bad word changes nothing.
+pub(crate) fn add_strided(
+    table: &RegionTable,
+    key: u64,
+    offset: u64,
+    stride: u64,
+    count: u64,
+    add: u64,
+) -> Result<(), RemoteFault> {
+    let region = table.get(key)?;
+    let mut words = Vec::with_capacity(count as usize);
+    for i in 0..count {
+        let at = i
+            .checked_mul(stride)
+            .and_then(|d| d.checked_add(offset))
+            .ok_or(RemoteFault::OutOfBounds)?;
+        words.push(region.word(at)?);
+    }
+    for w in words {
+        w.fetch_add(add, Ordering::SeqCst);
+    }
+    Ok(())
+}

@@ -51,6 +51,10 @@ pub enum Kind {
     /// (u32), then per run its offset from `b` and its length (u32 each), then the runs' bytes
     /// back to back. One frame for a page's diff, however scattered.
     WriteRuns = 10,
+    /// Add `c` (wrapping) to `d & 0xffff_ffff` aligned 8-byte words of region `a`, the first at
+    /// offset `b`, each `d >> 32` bytes after the previous one: one frame for a run of
+    /// directory registrations. No payload; the response carries only the status.
+    AddStrided = 11,
 }
 
 impl Kind {
@@ -66,6 +70,7 @@ impl Kind {
             8 => Kind::Heartbeat,
             9 => Kind::Goodbye,
             10 => Kind::WriteRuns,
+            11 => Kind::AddStrided,
             _ => return None,
         })
     }
@@ -197,7 +202,12 @@ impl Header {
                     });
                 }
             }
-            Kind::CompareSwap | Kind::FetchAdd | Kind::Flush | Kind::Heartbeat | Kind::Goodbye => {
+            Kind::CompareSwap
+            | Kind::FetchAdd
+            | Kind::AddStrided
+            | Kind::Flush
+            | Kind::Heartbeat
+            | Kind::Goodbye => {
                 if payload_len != 0 {
                     return malformed("this kind carries no payload");
                 }

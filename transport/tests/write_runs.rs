@@ -93,3 +93,46 @@ fn runs_land_exactly_and_nothing_else_changes() {
         })
     ));
 }
+
+#[test]
+fn strided_adds_touch_exactly_their_words() {
+    let job = TcpTransport::local_job(2, &TcpConfig::new(Secret::generate().unwrap())).unwrap();
+    let home = Region::allocate(4096).unwrap();
+    let desc = job[1].register(&home).unwrap();
+    for t in &job {
+        // From the other node and from the owner itself: words 1, 5, 9 (stride 32 bytes).
+        t.add_strided(desc.word(8).unwrap(), 32, 3, 7)
+            .unwrap()
+            .wait()
+            .unwrap();
+    }
+    for w in 0..512usize {
+        let v = home
+            .atomic_u64(w * 8)
+            .unwrap()
+            .load(std::sync::atomic::Ordering::SeqCst);
+        let want = if [1, 5, 9].contains(&w) { 14 } else { 0 };
+        assert_eq!(v, want, "word {w}");
+    }
+    // One word past the end: refused, nothing changed.
+    let c = job[0]
+        .add_strided(desc.word(4000).unwrap(), 64, 3, 1)
+        .unwrap();
+    assert!(matches!(
+        c.wait(),
+        Err(Error::Remote {
+            fault: RemoteFault::OutOfBounds,
+            ..
+        })
+    ));
+    assert_eq!(
+        home.atomic_u64(4000)
+            .unwrap()
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+    assert!(
+        job[0].add_strided(desc.word(8).unwrap(), 12, 2, 1).is_err(),
+        "misaligned stride"
+    );
+}

@@ -444,6 +444,62 @@ impl TcpTransport {
 }
 
 impl TcpTransport {
+    /// Adds `add` to `count` aligned 8-byte words, the first being `first`, each `stride`
+    /// bytes after the previous one, with one frame: what registering in a run of directory
+    /// entries needs. The old values are not returned.
+    ///
+    /// # One-sided
+    /// The target's application takes no part.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a misaligned stride or a count over 2³² − 1; errors at the
+    /// target arrive through the completion (nothing is changed then).
+    pub fn add_strided(
+        &self,
+        first: crate::RemoteSlice,
+        stride: u64,
+        count: u32,
+        add: u64,
+    ) -> Result<Completion> {
+        if first.len != 8
+            || !first.offset.is_multiple_of(8)
+            || !stride.is_multiple_of(8)
+            || stride > u64::from(u32::MAX)
+        {
+            return Err(Error::InvalidArgument(
+                "add_strided needs aligned words and an aligned stride".into(),
+            ));
+        }
+        if first.rank() == self.shared.rank {
+            let key = first.region.key.0;
+            return Ok(
+                match exec::add_strided(
+                    &self.shared.regions,
+                    key,
+                    first.offset,
+                    stride,
+                    count.into(),
+                    add,
+                ) {
+                    Ok(()) => Completion::ready(0),
+                    Err(fault) => Completion::failed(Error::Remote {
+                        peer: first.rank(),
+                        fault,
+                    }),
+                },
+            );
+        }
+        let conn = self.conn(first.rank())?;
+        let mut h = Header::new(Kind::AddStrided);
+        (h.a, h.b, h.c, h.d) = (
+            first.region.key.0,
+            first.offset,
+            add,
+            (stride << 32) | u64::from(count),
+        );
+        self.request(conn, h, Payload::None, None)
+    }
+
     /// Writes several runs of `local` into `remote` (the same offsets in both) with one frame:
     /// what a page's diff needs, however scattered its changed bytes. Each run is written
     /// exactly; the bytes between runs are not touched at the target.

@@ -471,6 +471,11 @@ fn handle(shared: &Shared, conn: &Conn, frame: Frame<'_>) -> Result<(), String> 
             let r = exec::write(table, h.a, h.b, frame.payload);
             respond(shared, conn, h.id, r.map(|()| 0), Payload::None);
         }
+        Kind::AddStrided => {
+            let (stride, count) = (h.d >> 32, h.d & 0xffff_ffff);
+            let r = exec::add_strided(table, h.a, h.b, stride, count, h.c);
+            respond(shared, conn, h.id, r.map(|()| 0), Payload::None);
+        }
         Kind::WriteRuns => {
             let runs =
                 crate::wire::decode_runs(frame.payload).ok_or("malformed write-runs payload")?;

@@ -393,6 +393,14 @@ impl Inner {
         Ok(self.t.post(op)?)
     }
 
+    /// Posts several operations; on tcp, those to one peer leave in one system call.
+    fn post_batch(&self, ops: Vec<Op>) -> Result<Vec<Completion>> {
+        match &*self.t {
+            AnyTransport::Tcp(tcp) => Ok(tcp.post_batch(ops)?),
+            t => ops.into_iter().map(|op| Ok(t.post(op)?)).collect(),
+        }
+    }
+
     fn dir_word(
         &self,
         manager: usize,
@@ -475,31 +483,36 @@ impl Inner {
         posted: &mut Vec<Completion>,
     ) -> Result<(Scratch<'_>, Option<Completion>)> {
         let (home, manager) = self.home_of(page)?;
+        let mut ops = Vec::with_capacity(4);
         if !st.has(REG_READER) {
-            posted.push(self.post(Op::FetchAdd {
+            ops.push(Op::FetchAdd {
                 remote: self.dir_word(manager, page, 0)?,
                 add: bit(self.me),
-            })?);
+            });
         }
-        let as_writer = if write && !st.has(REG_WRITER) {
-            Some(self.post(Op::FetchAdd {
+        let writer_at = if write && !st.has(REG_WRITER) {
+            ops.push(Op::FetchAdd {
                 remote: self.dir_word(manager, page, 1)?,
                 add: bit(self.me),
-            })?)
+            });
+            Some(ops.len() - 1)
         } else {
             None
         };
         let entry = self.scratch()?;
         let remote = self.dirs[manager].slice((page * DIR_ENTRY) as u64, 16)?;
-        posted.push(self.post(Op::Read {
+        ops.push(Op::Read {
             remote,
             local: entry.pair()?,
-        })?);
+        });
         let remote = self.homes[home].slice((page * PAGE) as u64, PAGE)?;
-        posted.push(self.post(Op::Read {
+        ops.push(Op::Read {
             remote,
             local: self.runtime_slice(page * PAGE, PAGE)?,
-        })?);
+        });
+        let mut done = self.post_batch(ops)?;
+        let as_writer = writer_at.map(|i| done[i].clone());
+        posted.append(&mut done);
         Ok((entry, as_writer))
     }
 

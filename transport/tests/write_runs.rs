@@ -136,3 +136,61 @@ fn strided_adds_touch_exactly_their_words() {
         "misaligned stride"
     );
 }
+
+#[test]
+fn a_batch_to_several_peers_completes_every_operation() {
+    let job = TcpTransport::local_job(3, &TcpConfig::new(Secret::generate().unwrap())).unwrap();
+    let homes: Vec<_> = (0..3).map(|_| Region::allocate(4096).unwrap()).collect();
+    let descs: Vec<_> = job
+        .iter()
+        .zip(&homes)
+        .map(|(t, h)| t.register(h).unwrap())
+        .collect();
+    let buf = Region::allocate(4096).unwrap();
+    job[0].register(&buf).unwrap();
+    buf.write_at(0, &[5u8; 64]).unwrap();
+    let mut ops = Vec::new();
+    for d in &descs {
+        // Two to each peer, including this node itself, in a row.
+        ops.push(transport::Op::FetchAdd {
+            remote: d.word(0).unwrap(),
+            add: 3,
+        });
+        ops.push(transport::Op::Write {
+            remote: d.slice(64, 64).unwrap(),
+            local: LocalSlice::new(&buf, 0, 64).unwrap(),
+        });
+    }
+    let done = job[0].post_batch(ops).unwrap();
+    assert_eq!(done.len(), 6);
+    transport::wait_all(&done).unwrap();
+    for h in &homes {
+        assert_eq!(
+            h.atomic_u64(0)
+                .unwrap()
+                .load(std::sync::atomic::Ordering::SeqCst),
+            3
+        );
+        let mut got = [0u8; 64];
+        h.read_at(64, &mut got).unwrap();
+        assert_eq!(got, [5u8; 64]);
+    }
+    // A refused operation in the middle: what was registered before it still completes.
+    let stray = Region::allocate(64).unwrap();
+    let ops = vec![
+        transport::Op::FetchAdd {
+            remote: descs[1].word(0).unwrap(),
+            add: 1,
+        },
+        transport::Op::Write {
+            remote: descs[1].slice(0, 8).unwrap(),
+            local: LocalSlice::new(&stray, 0, 8).unwrap(),
+        },
+    ];
+    assert!(matches!(
+        job[0].post_batch(ops),
+        Err(Error::NotRegistered(_))
+    ));
+    let v = job[0].fetch_add(descs[1].word(0).unwrap(), 0).unwrap();
+    assert_eq!(v, 4, "the operation before the refused one was sent");
+}

@@ -267,6 +267,42 @@ impl Conn {
         Ok(())
     }
 
+    /// Sends several frames with as few system calls as the socket allows (see
+    /// [`Conn::send`]).
+    pub(crate) fn send_batch(&self, frames: Vec<(Header, Payload)>, now_ms: u64) -> Sent {
+        if self.state() == DOWN {
+            return Err(self.down_error());
+        }
+        let mut q = lock(&self.out);
+        let was_empty = q.is_empty();
+        for (mut header, payload) in frames {
+            header.payload_len = u32::try_from(payload.len())
+                .map_err(|_| Error::InvalidArgument("payload longer than 4 GiB".into()))?;
+            q.push_back(Queued {
+                header: header.encode(),
+                payload,
+                sent: 0,
+            });
+        }
+        self.last_send_ms.store(now_ms, Ordering::Relaxed);
+        if was_empty {
+            if let Err(e) = drain(&self.stream, &mut q) {
+                drop(q);
+                let err = if self.state() == CLOSING {
+                    Error::PeerClosed(self.peer)
+                } else {
+                    Error::PeerLost {
+                        peer: self.peer,
+                        reason: format!("send failed: {e}"),
+                    }
+                };
+                self.mark_down(err.clone());
+                return Err(err);
+            }
+        }
+        Ok(())
+    }
+
     /// Writes queued frames until the socket would block. Called by the progress thread on a
     /// writable event.
     pub(crate) fn flush_queue(&self) -> std::io::Result<()> {

@@ -156,6 +156,18 @@ pub(crate) fn add_strided(
     add: u64,
 ) -> Result<(), RemoteFault> {
     let region = table.get(key)?;
+    // Distinct words only, all inside the region: this also bounds the work a request can ask.
+    if count == 0 {
+        return Ok(());
+    }
+    if stride < 8 || count > region.len() as u64 / 8 {
+        return Err(RemoteFault::OutOfBounds);
+    }
+    let last = (count - 1)
+        .checked_mul(stride)
+        .and_then(|d| d.checked_add(offset))
+        .ok_or(RemoteFault::OutOfBounds)?;
+    region.word(last)?;
     let mut words = Vec::with_capacity(count as usize);
     for i in 0..count {
         let at = i

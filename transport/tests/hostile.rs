@@ -166,6 +166,15 @@ fn hostile_requests_get_error_replies_and_touch_nothing() {
             RemoteFault::OutOfBounds.code().into(),
         ),
     ];
+    // A strided add asking for billions of words, or for one word again and again: refused at
+    // once, nothing allocated or changed.
+    let mut huge = Header::new(Kind::AddStrided);
+    (huge.a, huge.b, huge.c, huge.d) = (desc.key.0, 0, 1, (8 << 32) | u64::from(u32::MAX));
+    let mut same = Header::new(Kind::AddStrided);
+    (same.a, same.b, same.c, same.d) = (desc.key.0, 0, 1, 1_000_000);
+    let mut cases = cases;
+    cases.push((huge, vec![], RemoteFault::OutOfBounds.code().into()));
+    cases.push((same, vec![], RemoteFault::OutOfBounds.code().into()));
     for (i, (mut h, payload, status)) in cases.into_iter().enumerate() {
         h.id = i as u64 + 1;
         h.payload_len = payload.len() as u32;

@@ -568,6 +568,7 @@ impl TcpTransport {
         if first.len != 8
             || !first.offset.is_multiple_of(8)
             || !stride.is_multiple_of(8)
+            || stride < 8
             || stride > u64::from(u32::MAX)
         {
             return Err(Error::InvalidArgument(

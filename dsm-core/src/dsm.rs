@@ -275,10 +275,11 @@ impl Inner {
         let nodes = t.nodes();
         let me = t.rank().index();
         let pages = space.pages();
-        // SAFETY: the runtime view is mapped for `size` bytes for as long as `space` lives, and
-        // `Inner` keeps `space` alive at least as long as this region (field order: `space` is
-        // dropped after `runtime`... both live in Inner; the region never outlives Inner because
-        // it is only shared with the transport, which is closed before Inner is dropped).
+        // SAFETY: the runtime view is mapped, read-write, for `size` bytes for as long as `space`
+        // lives, and `space` lives as long as `Inner`. The region is shared only with the
+        // transport (its table, and the local side of operations in flight), and `Dsm` closes
+        // the transport, which stops every access, before the last `Arc<Inner>` goes (see `Drop
+        // for Dsm`). Nothing borrows the view as a Rust slice.
         let runtime = unsafe { Region::from_raw(space.runtime_base(), space.size())? };
         t.register(&runtime)?;
         let home = Region::allocate_sparse(space.size())?;
@@ -393,12 +394,9 @@ impl Inner {
         Ok(self.t.post(op)?)
     }
 
-    /// Posts several operations; on tcp, those to one peer leave in one system call.
+    /// Posts several operations; those to one peer leave together where the backend can.
     fn post_batch(&self, ops: Vec<Op>) -> Result<Vec<Completion>> {
-        match &*self.t {
-            AnyTransport::Tcp(tcp) => Ok(tcp.post_batch(ops)?),
-            t => ops.into_iter().map(|op| Ok(t.post(op)?)).collect(),
-        }
+        Ok(self.t.post_batch(ops)?)
     }
 
     fn dir_word(
@@ -655,21 +653,21 @@ impl Inner {
         }
         guards.truncate(n);
         let mut posted = Vec::with_capacity(n + 2);
-        let unregistered = guards.iter().all(|g| !g.state().has(REG_READER));
-        match &*self.t {
-            // The whole run's reader registrations in one message where the backend can.
-            AnyTransport::Tcp(tcp) if unregistered && n > 1 => {
-                let first = self.dir_word(manager, guards[0].page, 0)?;
-                posted.push(tcp.add_strided(first, DIR_ENTRY as u64, n as u32, bit(self.me))?);
-            }
-            _ => {
-                for g in guards.iter().filter(|g| !g.state().has(REG_READER)) {
-                    let remote = self.dir_word(manager, g.page, 0)?;
-                    posted.push(self.post(Op::FetchAdd {
-                        remote,
-                        add: bit(self.me),
-                    })?);
-                }
+        // The run's reader registrations: one message where the backend can (tcp), when every
+        // page of the run needs one (the usual case); else one fetch-and-add per page.
+        if guards.iter().all(|g| !g.state().has(REG_READER)) {
+            let first = self.dir_word(manager, guards[0].page, 0)?;
+            posted.extend(
+                self.t
+                    .add_strided(first, DIR_ENTRY as u64, n as u32, bit(self.me))?,
+            );
+        } else {
+            for g in guards.iter().filter(|g| !g.state().has(REG_READER)) {
+                let remote = self.dir_word(manager, g.page, 0)?;
+                posted.push(self.post(Op::FetchAdd {
+                    remote,
+                    add: bit(self.me),
+                })?);
             }
         }
         let entries = self.batch()?;
@@ -797,35 +795,22 @@ impl Inner {
                 self.stats
                     .bytes_written_home
                     .fetch_add(bytes as u64, Ordering::Relaxed);
-                match &*self.t {
+                if home == self.me {
                     // This node is the home: apply the diff in place. The home copy is only
                     // ever written through diffs (here and by peers' one-sided writes of other
                     // bytes), so a plain copy of exactly these bytes is what a peer would do.
-                    _ if home == self.me => {
-                        for r in &runs {
-                            let off = page * PAGE + r.offset;
-                            self._home.write_at(off, &now[r.offset..r.offset + r.len])?;
-                        }
+                    for r in &runs {
+                        let off = page * PAGE + r.offset;
+                        self._home.write_at(off, &now[r.offset..r.offset + r.len])?;
                     }
-                    // A scattered diff in one message where the backend can.
-                    AnyTransport::Tcp(tcp) if runs.len() > 1 => {
-                        let spans: Vec<(u32, u32)> = runs
-                            .iter()
-                            .map(|r| (r.offset as u32, r.len as u32))
-                            .collect();
-                        let remote = self.homes[home].slice((page * PAGE) as u64, PAGE)?;
-                        let local = self.runtime_slice(page * PAGE, PAGE)?;
-                        posted.push(tcp.write_runs(remote, &local, &spans)?);
-                    }
-                    _ => {
-                        for r in &runs {
-                            let off = page * PAGE + r.offset;
-                            posted.push(self.post(Op::Write {
-                                remote: self.homes[home].slice(off as u64, r.len)?,
-                                local: self.runtime_slice(off, r.len)?,
-                            })?);
-                        }
-                    }
+                } else {
+                    let spans: Vec<(u32, u32)> = runs
+                        .iter()
+                        .map(|r| (r.offset as u32, r.len as u32))
+                        .collect();
+                    let remote = self.homes[home].slice((page * PAGE) as u64, PAGE)?;
+                    let local = self.runtime_slice(page * PAGE, PAGE)?;
+                    posted.extend(self.t.write_runs(remote, &local, &spans)?);
                 }
                 self.stats.diffs.fetch_add(1, Ordering::Relaxed);
             }
@@ -1461,5 +1446,7 @@ impl Dsm {
 impl Drop for Dsm {
     fn drop(&mut self) {
         self.shutdown();
+        // No transport access to the runtime view may outlive the mapping (see `Inner::build`).
+        let _ = self.inner.t.close();
     }
 }

@@ -74,6 +74,26 @@ impl Transport for AnyTransport {
     fn close(&self) -> Result<()> {
         each!(self, t => t.close())
     }
+    fn post_batch(&self, ops: Vec<Op>) -> Result<Vec<Completion>> {
+        each!(self, t => t.post_batch(ops))
+    }
+    fn write_runs(
+        &self,
+        remote: crate::RemoteSlice,
+        local: &crate::LocalSlice,
+        runs: &[(u32, u32)],
+    ) -> Result<Vec<Completion>> {
+        each!(self, t => t.write_runs(remote, local, runs))
+    }
+    fn add_strided(
+        &self,
+        first: crate::RemoteSlice,
+        stride: u64,
+        count: u32,
+        add: u64,
+    ) -> Result<Vec<Completion>> {
+        each!(self, t => t.add_strided(first, stride, count, add))
+    }
     fn post_all(&self, ops: impl IntoIterator<Item = Op>) -> Result<()> {
         each!(self, t => t.post_all(ops))
     }

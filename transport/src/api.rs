@@ -125,6 +125,84 @@ pub trait Transport: Send + Sync {
         self.post(Op::FetchAdd { remote, add })?.wait()
     }
 
+    /// Posts several operations at once and returns their completions, in order. Backends send
+    /// consecutive operations to one peer together where they can (tcp: one system call; verbs:
+    /// one post list); the default posts them one by one.
+    ///
+    /// # One-sided
+    /// The targets' applications take no part.
+    ///
+    /// # Errors
+    /// As [`Transport::post`]; the operations before a failing one have been posted.
+    fn post_batch(&self, ops: Vec<Op>) -> Result<Vec<Completion>> {
+        ops.into_iter().map(|op| self.post(op)).collect()
+    }
+
+    /// Writes `runs` of `(offset, length)` of `local` into `remote`, at the same offsets in
+    /// both: a page's diff, however scattered. Each run is written exactly; the bytes between
+    /// runs are not touched. The default posts one write per run; tcp sends one frame.
+    ///
+    /// # One-sided
+    /// The target's application takes no part.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidArgument`] for slices of different lengths or a run outside them;
+    /// errors at the target arrive through the completions.
+    fn write_runs(
+        &self,
+        remote: RemoteSlice,
+        local: &LocalSlice,
+        runs: &[(u32, u32)],
+    ) -> Result<Vec<Completion>> {
+        check_runs(&remote, local, runs)?;
+        let ops = runs
+            .iter()
+            .map(|&(off, len)| {
+                Ok(Op::Write {
+                    remote: remote
+                        .region
+                        .slice(remote.offset + u64::from(off), len as usize)?,
+                    local: LocalSlice::new(
+                        local.region(),
+                        local.offset() + off as usize,
+                        len as usize,
+                    )?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.post_batch(ops)
+    }
+
+    /// Adds `add` to `count` aligned 8-byte words, the first being `first`, each `stride` bytes
+    /// after the previous one (`stride` a positive multiple of 8): a run of directory
+    /// registrations. The old values are not returned. The default posts one fetch-and-add per
+    /// word; tcp sends one frame.
+    ///
+    /// # One-sided
+    /// The target's application takes no part.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidArgument`] for a misaligned word or stride; errors at the target
+    /// arrive through the completions (on tcp nothing is changed then).
+    fn add_strided(
+        &self,
+        first: RemoteSlice,
+        stride: u64,
+        count: u32,
+        add: u64,
+    ) -> Result<Vec<Completion>> {
+        check_strided(&first, stride)?;
+        let ops = (0..u64::from(count))
+            .map(|i| {
+                Ok(Op::FetchAdd {
+                    remote: first.region.word(first.offset + i * stride)?,
+                    add,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.post_batch(ops)
+    }
+
     /// Posts every operation, then waits for all of them.
     ///
     /// # Errors
@@ -150,4 +228,42 @@ pub trait Transport: Send + Sync {
             None => waited,
         }
     }
+}
+
+/// The checks every backend's [`Transport::write_runs`] makes before anything leaves.
+pub(crate) fn check_runs(
+    remote: &RemoteSlice,
+    local: &LocalSlice,
+    runs: &[(u32, u32)],
+) -> Result<()> {
+    if remote.len != local.len() {
+        return Err(crate::Error::InvalidArgument(
+            "remote and local slices differ in length".into(),
+        ));
+    }
+    if runs
+        .iter()
+        .any(|&(o, l)| o as usize + l as usize > local.len())
+    {
+        return Err(crate::Error::InvalidArgument(
+            "a run lies outside the slice".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The checks every backend's [`Transport::add_strided`] makes before anything leaves.
+pub(crate) fn check_strided(first: &RemoteSlice, stride: u64) -> Result<()> {
+    if first.len != 8
+        || !first.offset.is_multiple_of(8)
+        || !stride.is_multiple_of(8)
+        || stride < 8
+        || stride > u64::from(u32::MAX)
+    {
+        return Err(crate::Error::InvalidArgument(
+            "add_strided needs an aligned word and a positive stride that is a multiple of 8"
+                .into(),
+        ));
+    }
+    Ok(())
 }

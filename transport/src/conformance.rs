@@ -30,6 +30,7 @@ pub fn run_all<T: Transport>(job: &[T]) {
     messages_keep_order_per_peer(job);
     rejects_bad_access(job);
     flush_makes_writes_visible(job);
+    batched_operations_land_exactly(job);
 }
 
 const BIG: usize = 4 << 20;
@@ -457,6 +458,82 @@ pub fn flush_makes_writes_visible<T: Transport>(job: &[T]) {
         homes[(me + 1) % n].read_at(0, &mut got).expect("read");
         assert!(got == data, "rank {me}: writes not visible after flush");
         t.deregister(&bd).expect("deregister");
+    }
+    unexpose(job, &descs);
+}
+
+/// `post_batch`, `write_runs` and `add_strided` (native or the trait's defaults) do exactly what
+/// the single operations would: every rank to every rank, itself included.
+pub fn batched_operations_land_exactly<T: Transport>(job: &[T]) {
+    let n = job.len();
+    let (homes, descs) = expose(job, n * 4096);
+    for h in &homes {
+        h.write_at(0, &vec![0xEE; n * 4096]).expect("fill");
+    }
+    let runs = [(0u32, 3u32), (100, 1), (4000, 96)];
+    for (me, t) in job.iter().enumerate() {
+        let src = Region::allocate(4096).expect("allocate");
+        let sd = t.register(&src).expect("register");
+        src.write_at(0, &pattern(me, 4096)).expect("fill");
+        let mut done = Vec::new();
+        for d in &descs {
+            let remote = d.slice((me * 4096) as u64, 4096).expect("slice");
+            done.extend(
+                t.write_runs(remote, &LocalSlice::whole(&src), &runs)
+                    .expect("write_runs"),
+            );
+            // Words 1, 5, 9 of this rank's page, and a plain batch of two adds to word 2.
+            let first = d.word((me * 4096 + 8) as u64).expect("word");
+            done.extend(t.add_strided(first, 32, 3, 1).expect("add_strided"));
+            let w = d.word((me * 4096 + 16) as u64).expect("word");
+            let ops = vec![
+                Op::FetchAdd { remote: w, add: 2 },
+                Op::FetchAdd { remote: w, add: 3 },
+            ];
+            done.extend(t.post_batch(ops).expect("post_batch"));
+        }
+        wait_all(&done).unwrap_or_else(|e| panic!("rank {me}: batched operations: {e}"));
+        t.deregister(&sd).expect("deregister");
+        let bad = t.add_strided(descs[0].word(8).expect("word"), 4, 2, 1);
+        assert!(
+            matches!(bad, Err(Error::InvalidArgument(_))),
+            "a stride under 8 bytes is refused"
+        );
+    }
+    for (r, h) in homes.iter().enumerate() {
+        let mut got = vec![0u8; n * 4096];
+        h.read_at(0, &mut got).expect("read");
+        for me in 0..n {
+            let page = &got[me * 4096..(me + 1) * 4096];
+            let data = pattern(me, 4096);
+            let word =
+                |w: usize| u64::from_le_bytes(page[w * 8..w * 8 + 8].try_into().expect("8 bytes"));
+            // Runs (0,3) and (100,1) are written exactly; the bytes around them are untouched.
+            assert!(
+                page[..3] == data[..3] && page[100] == data[100],
+                "rank {r}: runs from rank {me}"
+            );
+            assert!(
+                page[3..8].iter().all(|&b| b == 0xEE) && page[99] == 0xEE && page[101] == 0xEE,
+                "rank {r}: bytes beside the runs"
+            );
+            assert!(
+                page[4000..] == data[4000..],
+                "rank {r}: last run from rank {me}"
+            );
+            for w in [1usize, 5, 9] {
+                assert_eq!(
+                    word(w),
+                    u64::from_le_bytes([0xEE; 8]).wrapping_add(1),
+                    "rank {r}: strided word {w} from rank {me}"
+                );
+            }
+            assert_eq!(
+                word(2),
+                u64::from_le_bytes([0xEE; 8]).wrapping_add(5),
+                "rank {r}: batch from rank {me}"
+            );
+        }
     }
     unexpose(job, &descs);
 }

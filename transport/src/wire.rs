@@ -221,15 +221,22 @@ impl Header {
 /// Encodes the payload of a [`Kind::WriteRuns`] frame: `runs` of `(offset, len)` within `data`
 /// (which holds the bytes at those offsets).
 pub fn encode_runs(runs: &[(u32, u32)], data: &[u8]) -> Vec<u8> {
+    let mut p = runs_table(runs);
+    for &(off, len) in runs {
+        p.extend_from_slice(&data[off as usize..off as usize + len as usize]);
+    }
+    p
+}
+
+/// The start of a [`Kind::WriteRuns`] payload: the run count and the table of runs, with room
+/// reserved for the runs' bytes, which the caller appends in order.
+pub fn runs_table(runs: &[(u32, u32)]) -> Vec<u8> {
     let total: usize = runs.iter().map(|r| r.1 as usize).sum();
     let mut p = Vec::with_capacity(4 + runs.len() * 8 + total);
     p.extend_from_slice(&(runs.len() as u32).to_le_bytes());
     for &(off, len) in runs {
         p.extend_from_slice(&off.to_le_bytes());
         p.extend_from_slice(&len.to_le_bytes());
-    }
-    for &(off, len) in runs {
-        p.extend_from_slice(&data[off as usize..off as usize + len as usize]);
     }
     p
 }

@@ -1,4 +1,5 @@
-//! Scattered writes in one frame (the tcp backend's `write_runs`, which carries page diffs).
+//! The tcp backend's batched operations: scattered writes in one frame (`write_runs`, which
+//! carries page diffs), strided adds (`add_strided`) and `post_batch`.
 
 use transport::{
     Error, LocalSlice, Rank, Region, RegionDesc, RemoteFault, RemoteKey, Secret, TcpConfig,
@@ -25,8 +26,8 @@ fn runs_land_exactly_and_nothing_else_changes() {
             &LocalSlice::whole(&src),
             &runs,
         )
+        .map(|c| transport::wait_all(&c))
         .unwrap()
-        .wait()
         .unwrap();
         let mut got = vec![0u8; 4096];
         home.read_at(at as usize, &mut got).unwrap();
@@ -62,7 +63,7 @@ fn runs_land_exactly_and_nothing_else_changes() {
         )
         .unwrap();
     assert!(matches!(
-        c.wait(),
+        transport::wait_all(&c),
         Err(Error::Remote {
             fault: RemoteFault::OutOfBounds,
             ..
@@ -86,7 +87,7 @@ fn runs_land_exactly_and_nothing_else_changes() {
         )
         .unwrap();
     assert!(matches!(
-        c.wait(),
+        transport::wait_all(&c),
         Err(Error::Remote {
             fault: RemoteFault::BadKey,
             ..
@@ -102,8 +103,8 @@ fn strided_adds_touch_exactly_their_words() {
     for t in &job {
         // From the other node and from the owner itself: words 1, 5, 9 (stride 32 bytes).
         t.add_strided(desc.word(8).unwrap(), 32, 3, 7)
+            .map(|c| transport::wait_all(&c))
             .unwrap()
-            .wait()
             .unwrap();
     }
     for w in 0..512usize {
@@ -119,7 +120,7 @@ fn strided_adds_touch_exactly_their_words() {
         .add_strided(desc.word(4000).unwrap(), 64, 3, 1)
         .unwrap();
     assert!(matches!(
-        c.wait(),
+        transport::wait_all(&c),
         Err(Error::Remote {
             fault: RemoteFault::OutOfBounds,
             ..

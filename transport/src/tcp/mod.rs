@@ -485,15 +485,23 @@ impl TcpTransport {
         })
     }
 
-    /// Posts several operations at once: those to one peer that follow each other leave in
-    /// one system call (what a page fault's registration, directory read and page read need).
-    ///
-    /// # One-sided
-    /// The targets' applications take no part.
-    ///
-    /// # Errors
-    /// As [`Transport::post`]; operations before a failing one have been posted.
-    pub fn post_batch(&self, ops: Vec<Op>) -> Result<Vec<Completion>> {
+    fn request(
+        &self,
+        conn: &Conn,
+        mut header: Header,
+        payload: Payload,
+        dest: Option<crate::LocalSlice>,
+    ) -> Result<Completion> {
+        let driver = self.drivers.get(conn.peer.index()).cloned().flatten();
+        let (completion, completer) = Completion::driven(self.shared.config.spin, driver);
+        header.id = conn.add_pending(Pending { completer, dest })?;
+        conn.send(header, payload, self.shared.now_ms())?;
+        Ok(completion)
+    }
+}
+
+impl Transport for TcpTransport {
+    fn post_batch(&self, ops: Vec<Op>) -> Result<Vec<Completion>> {
         let mut out = Vec::with_capacity(ops.len());
         let mut frames: Vec<(Header, Payload)> = Vec::new();
         let mut target: Option<Rank> = None;
@@ -532,67 +540,31 @@ impl TcpTransport {
         posted.map(|()| out)
     }
 
-    fn request(
-        &self,
-        conn: &Conn,
-        mut header: Header,
-        payload: Payload,
-        dest: Option<crate::LocalSlice>,
-    ) -> Result<Completion> {
-        let driver = self.drivers.get(conn.peer.index()).cloned().flatten();
-        let (completion, completer) = Completion::driven(self.shared.config.spin, driver);
-        header.id = conn.add_pending(Pending { completer, dest })?;
-        conn.send(header, payload, self.shared.now_ms())?;
-        Ok(completion)
-    }
-}
-
-impl TcpTransport {
-    /// Adds `add` to `count` aligned 8-byte words, the first being `first`, each `stride`
-    /// bytes after the previous one, with one frame: what registering in a run of directory
-    /// entries needs. The old values are not returned.
-    ///
-    /// # One-sided
-    /// The target's application takes no part.
-    ///
-    /// # Errors
-    /// [`Error::InvalidArgument`] for a misaligned stride or a count over 2³² − 1; errors at the
-    /// target arrive through the completion (nothing is changed then).
-    pub fn add_strided(
+    fn add_strided(
         &self,
         first: crate::RemoteSlice,
         stride: u64,
         count: u32,
         add: u64,
-    ) -> Result<Completion> {
-        if first.len != 8
-            || !first.offset.is_multiple_of(8)
-            || !stride.is_multiple_of(8)
-            || stride < 8
-            || stride > u64::from(u32::MAX)
-        {
-            return Err(Error::InvalidArgument(
-                "add_strided needs aligned words and an aligned stride".into(),
-            ));
-        }
+    ) -> Result<Vec<Completion>> {
+        crate::api::check_strided(&first, stride)?;
         if first.rank() == self.shared.rank {
-            let key = first.region.key.0;
-            return Ok(
-                match exec::add_strided(
-                    &self.shared.regions,
-                    key,
-                    first.offset,
-                    stride,
-                    count.into(),
-                    add,
-                ) {
-                    Ok(()) => Completion::ready(0),
-                    Err(fault) => Completion::failed(Error::Remote {
-                        peer: first.rank(),
-                        fault,
-                    }),
-                },
-            );
+            let (key, offset) = (first.region.key.0, first.offset);
+            let done = match exec::add_strided(
+                &self.shared.regions,
+                key,
+                offset,
+                stride,
+                count.into(),
+                add,
+            ) {
+                Ok(()) => Completion::ready(0),
+                Err(fault) => Completion::failed(Error::Remote {
+                    peer: first.rank(),
+                    fault,
+                }),
+            };
+            return Ok(vec![done]);
         }
         let conn = self.conn(first.rank())?;
         let mut h = Header::new(Kind::AddStrided);
@@ -602,68 +574,54 @@ impl TcpTransport {
             add,
             (stride << 32) | u64::from(count),
         );
-        self.request(conn, h, Payload::None, None)
+        Ok(vec![self.request(conn, h, Payload::None, None)?])
     }
 
-    /// Writes several runs of `local` into `remote` (the same offsets in both) with one frame:
-    /// what a page's diff needs, however scattered its changed bytes. Each run is written
-    /// exactly; the bytes between runs are not touched at the target.
-    ///
-    /// # One-sided
-    /// The target's application takes no part.
-    ///
-    /// # Errors
-    /// [`Error::InvalidArgument`] for runs outside the slices or slices of different lengths;
-    /// errors at the target arrive through the completion (nothing is written then).
-    pub fn write_runs(
+    fn write_runs(
         &self,
         remote: crate::RemoteSlice,
         local: &crate::LocalSlice,
         runs: &[(u32, u32)],
-    ) -> Result<Completion> {
-        if remote.len != local.len() {
-            return Err(Error::InvalidArgument(
-                "remote and local slices differ in length".into(),
-            ));
-        }
-        if runs
-            .iter()
-            .any(|&(o, l)| o as usize + l as usize > local.len())
-        {
-            return Err(Error::InvalidArgument(
-                "a run lies outside the slice".into(),
-            ));
-        }
+    ) -> Result<Vec<Completion>> {
+        crate::api::check_runs(&remote, local, runs)?;
         self.shared.regions.check_local(local.region())?;
-        let mut data = vec![0u8; local.len()];
-        local.region().read_at(local.offset(), &mut data)?;
-        let payload = crate::wire::encode_runs(runs, &data);
+        // The runs' bytes, read straight from the local region into the frame.
+        let mut payload = crate::wire::runs_table(runs);
+        for &(off, len) in runs {
+            let at = payload.len();
+            payload.resize(at + len as usize, 0);
+            local
+                .region()
+                .read_at(local.offset() + off as usize, &mut payload[at..])?;
+        }
         self.check_len(payload.len())?;
         if remote.rank() == self.shared.rank {
             let decoded = crate::wire::decode_runs(&payload).unwrap_or_default();
-            return Ok(
-                match exec::write_runs(
-                    &self.shared.regions,
-                    remote.region.key.0,
-                    remote.offset,
-                    &decoded,
-                ) {
-                    Ok(()) => Completion::ready(0),
-                    Err(fault) => Completion::failed(Error::Remote {
-                        peer: remote.rank(),
-                        fault,
-                    }),
-                },
-            );
+            let done = match exec::write_runs(
+                &self.shared.regions,
+                remote.region.key.0,
+                remote.offset,
+                &decoded,
+            ) {
+                Ok(()) => Completion::ready(0),
+                Err(fault) => Completion::failed(Error::Remote {
+                    peer: remote.rank(),
+                    fault,
+                }),
+            };
+            return Ok(vec![done]);
         }
         let conn = self.conn(remote.rank())?;
         let mut h = Header::new(Kind::WriteRuns);
         (h.a, h.b) = (remote.region.key.0, remote.offset);
-        self.request(conn, h, Payload::Bytes(payload), None)
+        Ok(vec![self.request(
+            conn,
+            h,
+            Payload::Bytes(payload),
+            None,
+        )?])
     }
-}
 
-impl Transport for TcpTransport {
     fn rank(&self) -> Rank {
         self.shared.rank
     }

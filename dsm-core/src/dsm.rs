@@ -1405,6 +1405,74 @@ impl Dsm {
         Ok(self.inner.home_of(self.inner.space.page_of(addr))?.0)
     }
 
+    /// Where the bytes `[ptr, ptr + len)` live at their home: the home's registered copy, as
+    /// the remote side of one-sided transport operations. A write there is what a release does;
+    /// it bypasses every node's cached copy (see [`Dsm::sync_range`]). Used by layers that map
+    /// their own one-sided model onto global memory (the RMA windows of `mpi-compat`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidPointer`] for a range outside global memory or over pages with more than
+    /// one home; [`Error::Unallocated`] for memory no allocation covers.
+    pub fn home_slice(&self, ptr: *const u8, len: usize) -> Result<transport::RemoteSlice> {
+        let addr = ptr as usize;
+        let space = &self.inner.space;
+        let end = addr.checked_add(len).ok_or(Error::InvalidPointer(addr))?;
+        if !space.contains(addr) || (len > 0 && !space.contains(end - 1)) {
+            return Err(Error::InvalidPointer(addr));
+        }
+        let first = space.page_of(addr);
+        let last = if len == 0 {
+            first
+        } else {
+            space.page_of(end - 1)
+        };
+        let (home, _) = self.inner.home_of(first)?;
+        for p in first + 1..=last {
+            if self.inner.home_of(p)?.0 != home {
+                return Err(Error::InvalidPointer(addr));
+            }
+        }
+        Ok(self.inner.homes[home].slice((addr - space.base()) as u64, len)?)
+    }
+
+    /// A pointer to this node's own home copy of `[ptr, ptr + len)`: the memory that remote
+    /// writes through [`Dsm::home_slice`] change. Loads and stores through it bypass the
+    /// coherence protocol.
+    ///
+    /// # Errors
+    /// [`Error::InvalidPointer`] when some page of the range is not homed at this node.
+    pub fn home_copy(&self, ptr: *const u8, len: usize) -> Result<*mut u8> {
+        let slice = self.home_slice(ptr, len)?;
+        if slice.rank().index() != self.inner.me {
+            return Err(Error::InvalidPointer(ptr as usize));
+        }
+        let offset = ptr as usize - self.inner.space.base();
+        self.inner._home.check(offset, len)?;
+        // In bounds of the home region (checked just above), which lives as long as `self`.
+        Ok(self.inner._home.as_ptr().wrapping_add(offset))
+    }
+
+    /// Writes this node's changes to the pages of `[ptr, ptr + len)` home and drops its cached
+    /// copies of them, so that the next access fetches what their homes hold now (including
+    /// one-sided writes made through [`Dsm::home_slice`]).
+    ///
+    /// # Errors
+    /// [`Error::InvalidPointer`] for a range outside global memory; transport errors.
+    pub fn sync_range(&self, ptr: *const u8, len: usize) -> Result<()> {
+        let addr = ptr as usize;
+        let space = &self.inner.space;
+        if len == 0 {
+            return Ok(());
+        }
+        let end = addr.checked_add(len).ok_or(Error::InvalidPointer(addr))?;
+        if !space.contains(addr) || !space.contains(end - 1) {
+            return Err(Error::InvalidPointer(addr));
+        }
+        let pages: Vec<usize> = (space.page_of(addr)..=space.page_of(end - 1)).collect();
+        self.inner.close_and_write_back(pages, Cache::Invalid)?;
+        Ok(())
+    }
+
     /// This node's statistics.
     pub fn stats(&self) -> crate::stats::Snapshot {
         self.inner.stats.snapshot()

@@ -1,0 +1,661 @@
+//! Checks of the MPI-style API on a real job: run as `dsmrun -n N mpi-check <part>...`, where
+//! each part is `p2p`, `nonblocking`, `collectives`, `rma`, `pscw`, `created` or `errors`.
+//! Every check compares with the value it must have; the first mismatch exits non-zero.
+
+use std::process::ExitCode;
+
+use mpi_compat::{
+    wait_all, Communicator, Error, ErrorClass, Group, LockType, Op, Window, ANY_SOURCE, ANY_TAG,
+    MODE_NOCHECK, MODE_NOPRECEDE, MODE_NOSUCCEED,
+};
+
+type Check = Result<(), String>;
+
+macro_rules! ensure {
+    ($cond:expr, $($fmt:tt)*) => {
+        if !$cond {
+            return Err(format!("{}:{}: {}", file!(), line!(), format!($($fmt)*)));
+        }
+    };
+}
+
+fn ok<T>(r: mpi_compat::Result<T>) -> Result<T, String> {
+    r.map_err(|e| format!("unexpected error: {e}"))
+}
+
+fn p2p(w: &Communicator) -> Check {
+    let (me, n) = (w.rank(), w.size());
+    // A ring with a tag per round; sizes from 0 to 1 MiB.
+    for (round, len) in [0usize, 1, 7, 4096, 65536, 1 << 20].into_iter().enumerate() {
+        let to = (me + 1) % n;
+        let from = (me + n - 1) % n;
+        let data: Vec<u8> = (0..len)
+            .map(|i| (i + me as usize * 3 + round) as u8)
+            .collect();
+        let mut got = vec![0u8; len];
+        let st = ok(w.sendrecv(&data, to, round as i32, &mut got, from, round as i32))?;
+        ensure!(
+            st.source == from && st.tag == round as i32 && st.bytes == len,
+            "{st:?}"
+        );
+        let want: Vec<u8> = (0..len)
+            .map(|i| (i + from as usize * 3 + round) as u8)
+            .collect();
+        ensure!(got == want, "ring round {round}: wrong bytes");
+    }
+    // Any source, any tag: rank 0 hears from everybody, in any order.
+    if me == 0 {
+        let mut seen = vec![false; n as usize];
+        for _ in 1..n {
+            let mut x = [0i64; 2];
+            let st = ok(w.recv(&mut x, ANY_SOURCE, ANY_TAG))?;
+            ensure!(
+                x == [i64::from(st.source), 100 + i64::from(st.source)],
+                "{x:?} {st:?}"
+            );
+            ensure!(st.tag == 40 + st.source, "tag {st:?}");
+            ensure!(
+                st.count::<i64>() == Some(2) && st.count::<f32>() == Some(4),
+                "count"
+            );
+            seen[st.source as usize] = true;
+        }
+        ensure!(seen[1..].iter().all(|&s| s), "missing senders {seen:?}");
+    } else {
+        ok(w.send(&[i64::from(me), 100 + i64::from(me)], 0, 40 + me))?;
+    }
+    // Tags select, and messages of one sender and tag keep their order.
+    if me == 0 && n > 1 {
+        for i in 0..5u32 {
+            ok(w.send(&[i], 1, 1))?;
+        }
+        ok(w.send(&[99u32], 1, 2))?;
+    } else if me == 1 {
+        let mut x = [0u32];
+        ok(w.recv(&mut x, 0, 2))?;
+        ensure!(x == [99], "tag 2 first: {x:?}");
+        for i in 0..5u32 {
+            ok(w.recv(&mut x, 0, ANY_TAG))?;
+            ensure!(x == [i], "order: {x:?} != {i}");
+        }
+    }
+    // A shorter message fills the start of the buffer.
+    if me == 0 && n > 1 {
+        ok(w.send(&[1.5f64], 1, 3))?;
+    } else if me == 1 {
+        let mut x = [0.0f64; 4];
+        let st = ok(w.recv(&mut x, 0, 3))?;
+        ensure!(st.bytes == 8 && x[0] == 1.5 && x[1] == 0.0, "{st:?} {x:?}");
+    }
+    // A dup'ed communicator has its own message space.
+    let d = ok(w.dup())?;
+    if me == 0 && n > 1 {
+        ok(d.send(&[1u8], 1, 5))?;
+        ok(w.send(&[2u8], 1, 5))?;
+    } else if me == 1 {
+        let mut x = [0u8];
+        ok(w.recv(&mut x, 0, 5))?;
+        ensure!(x == [2], "world got the dup's message");
+        ok(d.recv(&mut x, 0, 5))?;
+        ensure!(x == [1], "dup got {x:?}");
+    }
+    ok(w.barrier())
+}
+
+fn nonblocking(w: &Communicator) -> Check {
+    let (me, n) = (w.rank(), w.size());
+    // Every rank posts receives from every other, then sends, then waits for all.
+    let mut bufs: Vec<[u64; 3]> = vec![[0; 3]; n as usize];
+    let sends: Vec<[u64; 3]> = (0..n).map(|to| [me as u64, to as u64, 7]).collect();
+    {
+        let mut reqs = Vec::new();
+        for (from, b) in bufs.iter_mut().enumerate() {
+            if from as i32 != me {
+                reqs.push(ok(w.irecv(b, from as i32, 9))?);
+            }
+        }
+        for to in 0..n {
+            if to != me {
+                reqs.push(ok(w.isend(&sends[to as usize], to, 9))?);
+            }
+        }
+        let st = ok(wait_all(&mut reqs))?;
+        ensure!(st.len() == 2 * (n as usize - 1), "statuses {}", st.len());
+    }
+    for (from, b) in bufs.iter().enumerate() {
+        if from as i32 != me {
+            ensure!(*b == [from as u64, me as u64, 7], "from {from}: {b:?}");
+        }
+    }
+    // Receives posted earlier match earlier, whatever order they are waited in.
+    if me == 0 && n > 1 {
+        ok(w.send(&[1i32], 1, 4))?;
+        ok(w.send(&[2i32], 1, 4))?;
+    } else if me == 1 {
+        let (mut a, mut b) = ([0i32], [0i32]);
+        let ra = ok(w.irecv(&mut a, 0, 4))?;
+        let rb = ok(w.irecv(&mut b, ANY_SOURCE, ANY_TAG))?;
+        ok(rb.wait())?;
+        ok(ra.wait())?;
+        ensure!(a == [1] && b == [2], "posting order: {a:?} {b:?}");
+    }
+    // test() eventually completes; a dropped request cancels its receive.
+    if me == 0 && n > 1 {
+        ok(w.recv(&mut [0u8], 1, 6))?;
+        ok(w.send(&[42u16], 1, 8))?;
+    } else if me == 1 {
+        let mut dropped = [0u16];
+        drop(ok(w.irecv(&mut dropped, 0, 8))?);
+        let mut x = [0u16];
+        let mut r = ok(w.irecv(&mut x, 0, 8))?;
+        ensure!(ok(r.test())?.is_none(), "test completed before the send");
+        ok(w.send(&[0u8], 0, 6))?;
+        let st = loop {
+            if let Some(st) = ok(r.test())? {
+                break st;
+            }
+        };
+        ensure!(st.source == 0 && st.tag == 8, "{st:?}");
+        drop(r);
+        ensure!(x == [42] && dropped == [0], "{x:?} {dropped:?}");
+    }
+    ok(w.barrier())
+}
+
+fn collectives(w: &Communicator) -> Check {
+    let (me, n) = (w.rank(), w.size());
+    let nu = n as usize;
+    ok(w.barrier())?;
+    for root in 0..n {
+        let mut b = if me == root {
+            [root * 11, 5, -1]
+        } else {
+            [0; 3]
+        };
+        ok(w.broadcast(&mut b, root))?;
+        ensure!(b == [root * 11, 5, -1], "bcast from {root}: {b:?}");
+        let mut big = vec![0u8; 100_000];
+        if me == root {
+            big.iter_mut()
+                .enumerate()
+                .for_each(|(i, x)| *x = (i % 251) as u8);
+        }
+        ok(w.broadcast(&mut big, root))?;
+        ensure!(
+            big.iter().enumerate().all(|(i, &x)| x == (i % 251) as u8),
+            "big bcast"
+        );
+    }
+    // Every operation on every type, against a sequential computation.
+    fn check_all<T: mpi_compat::Equivalence + std::fmt::Debug>(
+        w: &Communicator,
+        val: impl Fn(i32, usize) -> T,
+    ) -> Check {
+        let (me, n) = (w.rank(), w.size());
+        for op in [
+            Op::Sum,
+            Op::Prod,
+            Op::Min,
+            Op::Max,
+            Op::BAnd,
+            Op::BOr,
+            Op::BXor,
+        ] {
+            let mine: Vec<T> = (0..4).map(|i| val(me, i)).collect();
+            let mut want = (0..4).map(|i| val(0, i)).collect::<Vec<T>>();
+            let mut out = vec![T::zeroed(); 4];
+            let r = w.all_reduce(&mine, &mut out, op);
+            if !T::INTEGER && matches!(op, Op::BAnd | Op::BOr | Op::BXor) {
+                ensure!(
+                    matches!(&r, Err(e) if e.class() == ErrorClass::Op),
+                    "{op:?} on float"
+                );
+                continue;
+            }
+            ok(r)?;
+            for r in 1..n {
+                let other: Vec<T> = (0..4).map(|i| val(r, i)).collect();
+                ok(T::reduce(op, &mut want, &other))?;
+            }
+            ensure!(
+                out == want,
+                "all_reduce {op:?} {}: {out:?} != {want:?}",
+                T::NAME
+            );
+            for root in [0, n - 1] {
+                let mut at_root = vec![T::zeroed(); 4];
+                ok(w.reduce(&mine, &mut at_root, op, root))?;
+                if me == root {
+                    ensure!(at_root == want, "reduce {op:?} {}: {at_root:?}", T::NAME);
+                }
+            }
+        }
+        Ok(())
+    }
+    check_all::<i32>(w, |r, i| r * 7 - 3 + i as i32)?;
+    check_all::<i64>(w, |r, i| i64::from(r) * 1_000_000_007 - i as i64)?;
+    check_all::<u32>(w, |r, i| (r as u32 + 1) * 0x1111 + i as u32)?;
+    check_all::<u64>(w, |r, i| (r as u64 + 3) << (i * 8))?;
+    check_all::<u8>(w, |r, i| (r as u8).wrapping_mul(37) ^ i as u8)?;
+    check_all::<f32>(w, |r, i| r as f32 * 0.5 + i as f32)?;
+    check_all::<f64>(w, |r, i| f64::from(r) * 1.25 - i as f64)?;
+    // Gather, scatter, all-gather, all-to-all.
+    let root = n - 1;
+    let mine = [me, me * me];
+    let mut all = vec![0i32; if me == root { 2 * nu } else { 0 }];
+    ok(w.gather(&mine, &mut all, root))?;
+    if me == root {
+        let want: Vec<i32> = (0..n).flat_map(|r| [r, r * r]).collect();
+        ensure!(all == want, "gather {all:?}");
+    }
+    let mut everyone = vec![0i32; 2 * nu];
+    ok(w.all_gather(&mine, &mut everyone))?;
+    ensure!(
+        everyone == (0..n).flat_map(|r| [r, r * r]).collect::<Vec<_>>(),
+        "all_gather"
+    );
+    let src: Vec<f64> = (0..2 * nu).map(|i| i as f64 * 0.5).collect();
+    let mut part = [0.0f64; 2];
+    ok(w.scatter(if me == 0 { &src } else { &[] }, &mut part, 0))?;
+    ensure!(part == [me as f64, me as f64 + 0.5], "scatter {part:?}");
+    let send: Vec<u32> = (0..nu * 3).map(|i| me as u32 * 1000 + i as u32).collect();
+    let mut recv = vec![0u32; nu * 3];
+    ok(w.all_to_all(&send, &mut recv))?;
+    for r in 0..nu {
+        for k in 0..3 {
+            let want = r as u32 * 1000 + (me as usize * 3 + k) as u32;
+            ensure!(
+                recv[r * 3 + k] == want,
+                "all_to_all from {r}: {:?}",
+                &recv[r * 3..]
+            );
+        }
+    }
+    Ok(())
+}
+
+fn rma_ops(win: &Window, w: &Communicator, sync: &dyn Fn(&Window, i32, bool) -> Check) -> Check {
+    let (me, n) = (w.rank(), w.size());
+    let right = (me + 1) % n;
+    let left = (me + n - 1) % n;
+    // Put into the right neighbour; the neighbour sees it locally after the epoch.
+    sync(win, right, true)?;
+    let data: Vec<u64> = (0..64).map(|i| u64::from(me as u32) << 32 | i).collect();
+    ok(win.put(&data, right, 8))?;
+    sync(win, right, false)?;
+    let mut local = vec![0u64; 64];
+    ok(win.read_local(8, &mut local))?;
+    let want: Vec<u64> = (0..64).map(|i| u64::from(left as u32) << 32 | i).collect();
+    ensure!(local == want, "put from {left} not seen locally");
+    // Get what the left neighbour's left put there.
+    sync(win, left, true)?;
+    let mut got = vec![0u64; 64];
+    ok(win.get(&mut got, left, 8))?;
+    sync(win, left, false)?;
+    let ll = (left + n - 1) % n;
+    ensure!(
+        got == (0..64)
+            .map(|i| u64::from(ll as u32) << 32 | i)
+            .collect::<Vec<_>>(),
+        "get"
+    );
+    // Accumulate into rank 0 from everyone: u64 sum (fetch-and-add), f64 sum, i32 max,
+    // bytes xor (compare-and-swap).
+    sync(win, 0, true)?;
+    ok(win.accumulate(&[1u64, 2], 0, 0, Op::Sum))?;
+    ok(win.accumulate(&[0.5f64], 0, 2, Op::Sum))?;
+    ok(win.accumulate(&[me * 10, -me], 0, 6, Op::Max))?;
+    ok(win.accumulate(&[1u8 << (me % 8), 0xff], 0, 80, Op::BXor))?;
+    sync(win, 0, false)?;
+    if me == 0 {
+        let mut s = [0u64; 2];
+        ok(win.read_local(0, &mut s))?;
+        let mut f = [0.0f64];
+        ok(win.read_local(2, &mut f))?;
+        let mut m = [0i32; 2];
+        ok(win.read_local(6, &mut m))?;
+        let mut b = [0u8; 2];
+        ok(win.read_local(80, &mut b))?;
+        ensure!(s == [n as u64, 2 * n as u64], "u64 sum {s:?}");
+        ensure!(f == [0.5 * f64::from(n)], "f64 sum {f:?}");
+        ensure!(m == [(n - 1) * 10, 0], "i32 max {m:?}");
+        let x = (0..n).fold(0u8, |a, r| a ^ (1u8 << (r % 8)));
+        ensure!(b == [x, if n % 2 == 1 { 0xff } else { 0 }], "xor {b:?}");
+    }
+    // Fetch-and-op and compare-and-swap: everybody increments rank 0's counter, and one
+    // rank wins the swap.
+    sync(win, 0, true)?;
+    let old = ok(win.fetch_and_op(1i64, 0, 100, Op::Sum))?;
+    ensure!((0..i64::from(n)).contains(&old), "fetch_and_op old {old}");
+    // A 4-byte element: compare-and-swap on its word, leaving the neighbour alone.
+    let old32 = ok(win.fetch_and_op(2u32, 0, 102, Op::Max))?;
+    ensure!(old32 == 0 || old32 == 2, "u32 fetch_and_op old {old32}");
+    let prev = ok(win.compare_and_swap(100 + i64::from(me), 0, 0, 101))?;
+    sync(win, 0, false)?;
+    ok(w.barrier())?;
+    sync(win, 0, true)?;
+    let counter = ok(win.fetch_and_op(0i64, 0, 100, Op::NoOp))?;
+    let winner = ok(win.fetch_and_op(0i64, 0, 101, Op::NoOp))?;
+    let max32 = ok(win.fetch_and_op(0u32, 0, 102, Op::NoOp))?;
+    let mut both = [0i64; 2];
+    ok(win.get_accumulate(&[5, 5], &mut both, 0, 100, Op::NoOp))?;
+    sync(win, 0, false)?;
+    ensure!(counter == i64::from(n), "counter {counter}");
+    ensure!(
+        (100..100 + i64::from(n)).contains(&winner),
+        "winner {winner}"
+    );
+    ensure!(both == [counter, winner], "get_accumulate no-op {both:?}");
+    ensure!(max32 == 2, "u32 max {max32}");
+    let won = prev == 0;
+    let mut wins = [0i32];
+    ok(w.all_reduce(&[i32::from(won)], &mut wins, Op::Sum))?;
+    ensure!(wins == [1], "{} ranks won the compare-and-swap", wins[0]);
+    ok(w.barrier())
+}
+
+fn rma(w: &Communicator) -> Check {
+    let me = w.rank();
+    // Active target: fence.
+    let win = ok(Window::allocate(w, 8 * 1024, 8))?;
+    ok(win.fence(MODE_NOPRECEDE))?;
+    rma_ops(&win, w, &|win, _, _| ok(win.fence(0)))?;
+    ok(win.fence(MODE_NOSUCCEED))?;
+    ok(win.free())?;
+    // Passive target: exclusive locks; the barrier after the unlock orders the check.
+    let win = ok(Window::allocate(w, 8 * 1024, 8))?;
+    ok(w.barrier())?;
+    rma_ops(&win, w, &|win, t, open| {
+        if open {
+            ok(win.lock(LockType::Exclusive, t, 0))
+        } else {
+            ok(win.unlock(t))?;
+            ok(win.communicator().barrier())
+        }
+    })?;
+    ok(win.free())?;
+    // Passive target: lock_all with flush.
+    let win = ok(Window::allocate(w, 8 * 1024, 8))?;
+    ok(w.barrier())?;
+    ok(win.lock_all(0))?;
+    rma_ops(&win, w, &|win, t, open| {
+        if !open {
+            ok(win.flush(t))?;
+            ok(win.flush_local(t))?;
+            ok(win.flush_all())?;
+            ok(win.communicator().barrier())?;
+        }
+        Ok(())
+    })?;
+    ok(win.unlock_all())?;
+    ok(win.free())?;
+    // Mutual exclusion: each rank increments a plain (non-atomic) counter at rank 0 under an
+    // exclusive lock with get + put; no update may be lost.
+    let win = ok(Window::allocate(w, 64, 8))?;
+    ok(w.barrier())?;
+    for _ in 0..20 {
+        ok(win.lock(LockType::Exclusive, 0, 0))?;
+        let mut v = [0u64];
+        ok(win.get(&mut v, 0, 0))?;
+        ok(win.put(&[v[0] + 1], 0, 0))?;
+        ok(win.unlock(0))?;
+    }
+    ok(w.barrier())?;
+    ok(win.lock(LockType::Shared, 0, 0))?;
+    let mut v = [0u64];
+    ok(win.get(&mut v, 0, 0))?;
+    ok(win.unlock(0))?;
+    ensure!(
+        v[0] == 20 * w.size() as u64,
+        "lost updates under the lock: {}",
+        v[0]
+    );
+    ok(win.free())?;
+    // Windows of different sizes per rank, displacement unit 1; NOCHECK locks.
+    let win = ok(Window::allocate(w, 100 + me as usize * 5000, 1))?;
+    ok(w.barrier())?;
+    let t = w.size() - 1;
+    ok(win.lock(LockType::Shared, t, MODE_NOCHECK))?;
+    let len = ok(win.len_of(t))?;
+    ensure!(len == 100 + t as usize * 5000, "len_of {len}");
+    ok(win.put(&[me as u8 + 1], t, len - 1 - me as usize))?;
+    ok(win.unlock(t))?;
+    ok(w.barrier())?;
+    if me == t {
+        let mut tail = vec![0u8; w.size() as usize];
+        ok(win.read_local(len - w.size() as usize, &mut tail))?;
+        let want: Vec<u8> = (0..w.size()).rev().map(|r| r as u8 + 1).collect();
+        ensure!(tail == want, "tail {tail:?}");
+    }
+    ok(win.free())
+}
+
+fn pscw(w: &Communicator) -> Check {
+    let (me, n) = (w.rank(), w.size());
+    let win = ok(Window::allocate(w, 4096, 4))?;
+    let world = Group::of(w);
+    let right = (me + 1) % n;
+    let left = (me + n - 1) % n;
+    for round in 0..3i32 {
+        // Expose to the left neighbour, access the right one.
+        ok(win.post(&ok(world.include(&[left]))?, 0))?;
+        ok(win.start(&ok(world.include(&[right]))?, 0))?;
+        ok(win.put(&[me * 100 + round], right, round as usize))?;
+        ok(win.accumulate(&[1i32], right, 10, Op::Sum))?;
+        ok(win.complete())?;
+        ok(win.wait())?;
+        let mut x = [0i32];
+        ok(win.read_local(round as usize, &mut x))?;
+        ensure!(x == [left * 100 + round], "pscw round {round}: {x:?}");
+        ok(win.read_local(10, &mut x))?;
+        ensure!(x == [round + 1], "pscw accumulate {x:?}");
+    }
+    ok(win.free())
+}
+
+/// A window over memory the program allocated in global memory (the separate model): local
+/// stores through the global address reach remote gets, and remote puts reach local loads,
+/// across the synchronisation calls.
+fn created(w: &Communicator, dsm: &dsm_core::Dsm) -> Check {
+    let (me, n) = (w.rank(), w.size());
+    let nu = n as usize;
+    let base = ok(dsm
+        .alloc_collective(nu * 8192, dsm_core::Placement::FirstTouch)
+        .map_err(Into::into))?;
+    // Each rank's part straddles a page boundary and pages of several homes.
+    let mine = base.wrapping_add(me as usize * 8192 + 4000);
+    let win = ok(Window::create(w, mine, 1000, 8))?;
+    let mine_vals: Vec<u64> = (0..125).map(|i| me as u64 * 1000 + i).collect();
+    ok(win.write_local(0, &mine_vals))?;
+    ok(win.fence(0))?;
+    let right = (me + 1) % n;
+    let mut got = vec![0u64; 125];
+    ok(win.get(&mut got, right, 0))?;
+    ensure!(
+        got.iter()
+            .enumerate()
+            .all(|(i, &x)| x == right as u64 * 1000 + i as u64),
+        "get of a created window missed the owner's stores: {:?}",
+        &got[..4]
+    );
+    ok(win.fence(0))?;
+    ok(win.put(&[7777u64 + me as u64; 125], right, 0))?;
+    ok(win.accumulate(&[1u64], right, 3, Op::Sum))?;
+    ok(win.fence(0))?;
+    let left = (me + n - 1) % n;
+    let mut want = vec![7777 + left as u64; 125];
+    want[3] += 1;
+    let mut local = vec![0u64; 125];
+    ok(win.read_local(0, &mut local))?;
+    ensure!(
+        local == want,
+        "local loads missed a remote put: {:?}",
+        &local[..4]
+    );
+    ok(win.fence(MODE_NOSUCCEED))?;
+    ok(win.free())?;
+    ok(dsm.free_collective(base).map_err(Into::into))
+}
+
+fn errors(w: &Communicator) -> Check {
+    let n = w.size();
+    let class = |r: mpi_compat::Result<()>| r.err().map(|e: Error| e.class());
+    ensure!(
+        class(w.send(&[1u8], n, 0)) == Some(ErrorClass::Rank),
+        "bad rank"
+    );
+    ensure!(
+        class(w.send(&[1u8], -1, 0)) == Some(ErrorClass::Rank),
+        "negative rank"
+    );
+    ensure!(
+        class(w.send(&[1u8], 0, -5)) == Some(ErrorClass::Tag),
+        "bad tag"
+    );
+    ensure!(
+        class(w.recv(&mut [0u8], n + 3, ANY_TAG).map(drop)) == Some(ErrorClass::Rank),
+        "recv from a bad rank"
+    );
+    ensure!(
+        class(w.broadcast(&mut [0u8], n)) == Some(ErrorClass::Rank),
+        "bcast bad root"
+    );
+    ensure!(
+        class(w.all_reduce(&[1.0f64], &mut [0.0], Op::BOr)) == Some(ErrorClass::Op),
+        "bitwise on floats"
+    );
+    ensure!(
+        class(w.all_reduce(&[1u8; 2], &mut [0u8; 3], Op::Sum)) == Some(ErrorClass::Count),
+        "count mismatch"
+    );
+    ensure!(
+        class(w.all_to_all(&[1u8; 3], &mut [0u8; 3]).map(drop))
+            == if n == 3 || n == 1 {
+                None
+            } else {
+                Some(ErrorClass::Count)
+            },
+        "all_to_all count"
+    );
+    // Truncation: the message is consumed and reported.
+    if w.rank() == 0 && n > 1 {
+        ok(w.send(&[1u32, 2, 3], 1, 11))?;
+    } else if w.rank() == 1 {
+        let mut small = [0u32; 2];
+        let r = w.recv(&mut small, 0, 11);
+        ensure!(
+            matches!(r, Err(Error::Truncate { got: 12, room: 8 })),
+            "{r:?}"
+        );
+        ensure!(small == [1, 2], "truncated prefix {small:?}");
+    }
+    ok(w.barrier())?;
+    // Windows.
+    ensure!(
+        class(Window::allocate(w, 64, 0).map(drop)) == Some(ErrorClass::Disp),
+        "disp_unit 0"
+    );
+    let win = ok(Window::allocate(w, 64, 8))?;
+    ensure!(
+        class(win.put(&[1u64], 0, 0)) == Some(ErrorClass::RmaSync),
+        "put outside epoch"
+    );
+    ensure!(
+        class(win.unlock(0)) == Some(ErrorClass::RmaSync),
+        "unlock without lock"
+    );
+    ensure!(
+        class(win.complete()) == Some(ErrorClass::RmaSync),
+        "complete without start"
+    );
+    ensure!(
+        class(win.fence(1 << 30)) == Some(ErrorClass::Arg),
+        "bad assert"
+    );
+    ok(win.fence(0))?;
+    ensure!(
+        class(win.put(&[1u64], n, 0)) == Some(ErrorClass::Rank),
+        "put to a bad rank"
+    );
+    ensure!(
+        class(win.put(&[1u64; 2], 0, 7)) == Some(ErrorClass::RmaRange),
+        "put past the end"
+    );
+    ensure!(
+        class(win.get(&mut [0u8; 65], 0, 0)) == Some(ErrorClass::RmaRange),
+        "get past the end"
+    );
+    ensure!(
+        class(win.put(&[1u8], 0, usize::MAX)) == Some(ErrorClass::Disp),
+        "overflowing displacement"
+    );
+    ensure!(
+        class(win.accumulate(&[1.0f32], 0, 0, Op::BAnd)) == Some(ErrorClass::Op),
+        "bitwise accumulate on floats"
+    );
+    ensure!(
+        class(win.compare_and_swap(1.0f64, 0.0, 0, 0).map(drop)) == Some(ErrorClass::Type),
+        "compare-and-swap on floats"
+    );
+    ensure!(
+        class(win.read_local(8, &mut [0u64; 2])) == Some(ErrorClass::RmaRange),
+        "local"
+    );
+    ok(win.fence(MODE_NOSUCCEED))?;
+    ok(win.lock(LockType::Shared, 0, 0))?;
+    ensure!(
+        class(win.lock(LockType::Shared, 0, 0)) == Some(ErrorClass::RmaSync),
+        "double lock"
+    );
+    ensure!(
+        class(win.fence(0)) == Some(ErrorClass::RmaSync),
+        "fence inside a lock"
+    );
+    ok(win.unlock(0))?;
+    ok(win.free())?;
+    // A part outside global memory fails on every rank (nobody hangs).
+    let mut plain = [0u8; 64];
+    let r = Window::create(w, plain.as_mut_ptr(), 64, 1).map(drop);
+    ensure!(
+        class(r) == Some(ErrorClass::Win),
+        "create over non-global memory"
+    );
+    ok(w.barrier())
+}
+
+fn main() -> ExitCode {
+    let parts: Vec<String> = std::env::args().skip(1).collect();
+    let universe = match mpi_compat::initialize() {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("mpi-check: initialize: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let world = universe.world();
+    for part in &parts {
+        let r = match part.as_str() {
+            "p2p" => p2p(&world),
+            "nonblocking" => nonblocking(&world),
+            "collectives" => collectives(&world),
+            "rma" => rma(&world),
+            "pscw" => pscw(&world),
+            "created" => created(&world, universe.dsm()),
+            "errors" => errors(&world),
+            other => Err(format!("unknown part {other:?}")),
+        };
+        if let Err(e) = r {
+            eprintln!("mpi-check: rank {}: {part}: {e}", world.rank());
+            return ExitCode::from(1);
+        }
+        println!("rank {}: {part} ok", world.rank());
+    }
+    drop(world);
+    match universe.finalize() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mpi-check: finalize: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,369 @@
+//! Collective operations (MPI-3.1 chapter 5, "Collective Communication").
+//!
+//! Each kind of collective has its own transport tag per communicator, so collectives never
+//! match point-to-point messages. Messages between two ranks keep their order, and every rank
+//! calls the collectives of a communicator in the same order, so consecutive collectives need
+//! no sequence numbers. Algorithms: dissemination barrier, binomial-tree broadcast and reduce,
+//! recursive-doubling all-reduce (reduce + broadcast when the size is not a power of two),
+//! direct exchanges for gather, scatter, all-gather and all-to-all.
+//!
+//! A mismatch that one rank can see (a contribution of another length than its own) is
+//! reported as [`Error::InvalidCount`] instead of being silently accepted.
+
+use transport::Transport;
+
+use crate::comm::{Channel, Communicator, Rank};
+use crate::datatype::{bytes, check_op, fill, reduce_bytes, Equivalence, Op};
+use crate::error::{Error, Result};
+
+fn wrong_len(what: &str, got: usize, want: usize) -> Error {
+    Error::InvalidCount(format!(
+        "{what}: got {got} bytes where {want} were expected"
+    ))
+}
+
+impl Communicator {
+    fn send_to(&self, ch: Channel, to: usize, data: &[u8]) -> Result<()> {
+        self.transport()
+            .send(transport::Rank(to as u32), self.tag(ch), data)?;
+        Ok(())
+    }
+
+    fn recv_from(&self, ch: Channel, from: usize) -> Result<Vec<u8>> {
+        Ok(self
+            .transport()
+            .recv(Some(transport::Rank(from as u32)), Some(self.tag(ch)), None)?
+            .data)
+    }
+
+    fn me(&self) -> usize {
+        self.rank() as usize
+    }
+
+    /// `MPI_Barrier` (MPI-3.1 §5.3): returns when every rank has entered.
+    ///
+    /// # Collective
+    /// Every rank must call it.
+    ///
+    /// # Errors
+    /// [`Error::PeerLost`] when a rank is gone.
+    pub fn barrier(&self) -> Result<()> {
+        let n = self.size_usize();
+        let me = self.me();
+        let mut dist = 1;
+        while dist < n {
+            self.send_to(Channel::Barrier, (me + dist) % n, &[])?;
+            self.recv_from(Channel::Barrier, (me + n - dist) % n)?;
+            dist *= 2;
+        }
+        Ok(())
+    }
+
+    /// `MPI_Bcast` (MPI-3.1 §5.4): copies `root`'s `buf` into every rank's `buf`.
+    ///
+    /// # Collective
+    /// Every rank must call it with the same root and buffer length.
+    ///
+    /// # Errors
+    /// [`Error::InvalidRank`] for a bad root; [`Error::InvalidCount`] when the root's buffer
+    /// has another length than this rank's.
+    pub fn broadcast<T: Equivalence>(&self, buf: &mut [T], root: Rank) -> Result<()> {
+        let root = self.check_rank(root)?;
+        let n = self.size_usize();
+        let vr = (self.me() + n - root) % n;
+        let mut mask = 1;
+        while mask < n {
+            if vr & mask != 0 {
+                let data = self.recv_from(Channel::Broadcast, (vr - mask + root) % n)?;
+                if data.len() != std::mem::size_of_val(buf) {
+                    return Err(wrong_len(
+                        "broadcast",
+                        data.len(),
+                        std::mem::size_of_val(buf),
+                    ));
+                }
+                fill(buf, &data);
+                break;
+            }
+            mask <<= 1;
+        }
+        mask >>= 1;
+        while mask > 0 {
+            if vr + mask < n {
+                self.send_to(Channel::Broadcast, (vr + mask + root) % n, bytes(buf))?;
+            }
+            mask >>= 1;
+        }
+        Ok(())
+    }
+
+    /// Binomial-tree reduction of `acc` towards virtual rank 0 (`root`); on return the
+    /// root's `acc` holds the result.
+    fn reduce_tree<T: Equivalence>(&self, acc: &mut [T], op: Op, root: usize) -> Result<()> {
+        let n = self.size_usize();
+        let vr = (self.me() + n - root) % n;
+        let mut mask = 1;
+        while mask < n {
+            if vr & mask == 0 {
+                let src = vr | mask;
+                if src < n {
+                    let data = self.recv_from(Channel::Reduce, (src + root) % n)?;
+                    reduce_bytes(op, acc, &data)?;
+                }
+            } else {
+                self.send_to(Channel::Reduce, (vr - mask + root) % n, bytes(acc))?;
+                break;
+            }
+            mask <<= 1;
+        }
+        Ok(())
+    }
+
+    /// `MPI_Reduce` (MPI-3.1 §5.9.1): combines every rank's `send` with `op`, element by
+    /// element, into `recv` at `root` (`recv` is not touched elsewhere and may be empty there).
+    ///
+    /// # Collective
+    /// Every rank must call it with the same root, operation and length.
+    ///
+    /// # Errors
+    /// [`Error::InvalidRank`], [`Error::InvalidOp`] (a bitwise operation on floats,
+    /// `Replace`/`NoOp`), [`Error::InvalidCount`] for buffers of different lengths.
+    pub fn reduce<T: Equivalence>(
+        &self,
+        send: &[T],
+        recv: &mut [T],
+        op: Op,
+        root: Rank,
+    ) -> Result<()> {
+        let root = self.check_rank(root)?;
+        check_reduction::<T>(op)?;
+        if self.me() == root && recv.len() != send.len() {
+            return Err(Error::InvalidCount(format!(
+                "reduce of {} elements into {}",
+                send.len(),
+                recv.len()
+            )));
+        }
+        let mut acc = send.to_vec();
+        self.reduce_tree(&mut acc, op, root)?;
+        if self.me() == root {
+            recv.copy_from_slice(&acc);
+        }
+        Ok(())
+    }
+
+    /// `MPI_Allreduce` (MPI-3.1 §5.9.6): like [`Communicator::reduce`], with the result at
+    /// every rank.
+    ///
+    /// # Collective
+    /// Every rank must call it with the same operation and length.
+    ///
+    /// # Errors
+    /// As [`Communicator::reduce`].
+    pub fn all_reduce<T: Equivalence>(&self, send: &[T], recv: &mut [T], op: Op) -> Result<()> {
+        check_reduction::<T>(op)?;
+        if recv.len() != send.len() {
+            return Err(Error::InvalidCount(format!(
+                "all-reduce of {} elements into {}",
+                send.len(),
+                recv.len()
+            )));
+        }
+        recv.copy_from_slice(send);
+        let n = self.size_usize();
+        if !n.is_power_of_two() {
+            self.reduce_tree(recv, op, 0)?;
+            return self.broadcast(recv, 0);
+        }
+        let me = self.me();
+        let mut mask = 1;
+        while mask < n {
+            let partner = me ^ mask;
+            self.send_to(Channel::AllReduce, partner, bytes(recv))?;
+            let data = self.recv_from(Channel::AllReduce, partner)?;
+            reduce_bytes(op, recv, &data)?;
+            mask <<= 1;
+        }
+        Ok(())
+    }
+
+    /// `MPI_Gather` (MPI-3.1 §5.5): `root`'s `recv` receives every rank's `send`, in rank
+    /// order (`recv` holds `size × send.len()` elements at the root; elsewhere it is not
+    /// touched and may be empty).
+    ///
+    /// # Collective
+    /// Every rank must call it with the same root and length.
+    ///
+    /// # Errors
+    /// [`Error::InvalidRank`]; [`Error::InvalidCount`] for a `recv` of the wrong length or a
+    /// contribution of another length.
+    pub fn gather<T: Equivalence>(&self, send: &[T], recv: &mut [T], root: Rank) -> Result<()> {
+        let root = self.check_rank(root)?;
+        let k = send.len();
+        if self.me() != root {
+            return self.send_to(Channel::Gather, root, bytes(send));
+        }
+        let n = self.size_usize();
+        check_len("gather", recv.len(), n * k)?;
+        for r in 0..n {
+            let part = &mut recv[r * k..(r + 1) * k];
+            if r == root {
+                part.copy_from_slice(send);
+            } else {
+                let data = self.recv_from(Channel::Gather, r)?;
+                if data.len() != std::mem::size_of_val(part) {
+                    return Err(wrong_len("gather", data.len(), std::mem::size_of_val(part)));
+                }
+                fill(part, &data);
+            }
+        }
+        Ok(())
+    }
+
+    /// `MPI_Allgather` (MPI-3.1 §5.7): every rank's `recv` receives every rank's `send`, in
+    /// rank order (`size × send.len()` elements).
+    ///
+    /// # Collective
+    /// Every rank must call it with the same length.
+    ///
+    /// # Errors
+    /// [`Error::InvalidCount`] as for [`Communicator::gather`].
+    pub fn all_gather<T: Equivalence>(&self, send: &[T], recv: &mut [T]) -> Result<()> {
+        let n = self.size_usize();
+        let k = send.len();
+        check_len("all-gather", recv.len(), n * k)?;
+        let me = self.me();
+        for d in 1..n {
+            self.send_to(Channel::AllGather, (me + d) % n, bytes(send))?;
+        }
+        recv[me * k..(me + 1) * k].copy_from_slice(send);
+        for d in 1..n {
+            let r = (me + n - d) % n;
+            let part = &mut recv[r * k..(r + 1) * k];
+            let data = self.recv_from(Channel::AllGather, r)?;
+            if data.len() != std::mem::size_of_val(part) {
+                return Err(wrong_len(
+                    "all-gather",
+                    data.len(),
+                    std::mem::size_of_val(part),
+                ));
+            }
+            fill(part, &data);
+        }
+        Ok(())
+    }
+
+    /// `MPI_Scatter` (MPI-3.1 §5.6): rank `r`'s `recv` receives the `r`-th block of
+    /// `recv.len()` elements of `root`'s `send` (`send` is read only at the root, where it
+    /// holds `size × recv.len()` elements).
+    ///
+    /// # Collective
+    /// Every rank must call it with the same root and length.
+    ///
+    /// # Errors
+    /// [`Error::InvalidRank`]; [`Error::InvalidCount`] for a `send` of the wrong length or a
+    /// block of another length.
+    pub fn scatter<T: Equivalence>(&self, send: &[T], recv: &mut [T], root: Rank) -> Result<()> {
+        let root = self.check_rank(root)?;
+        let k = recv.len();
+        if self.me() == root {
+            let n = self.size_usize();
+            check_len("scatter", send.len(), n * k)?;
+            for r in 0..n {
+                if r != root {
+                    self.send_to(Channel::Scatter, r, bytes(&send[r * k..(r + 1) * k]))?;
+                }
+            }
+            recv.copy_from_slice(&send[root * k..(root + 1) * k]);
+            return Ok(());
+        }
+        let data = self.recv_from(Channel::Scatter, root)?;
+        if data.len() != std::mem::size_of_val(recv) {
+            return Err(wrong_len(
+                "scatter",
+                data.len(),
+                std::mem::size_of_val(recv),
+            ));
+        }
+        fill(recv, &data);
+        Ok(())
+    }
+
+    /// `MPI_Alltoall` (MPI-3.1 §5.8): block `j` of rank `i`'s `send` lands in block `i` of
+    /// rank `j`'s `recv`; both hold `size` blocks of equal length.
+    ///
+    /// # Collective
+    /// Every rank must call it with the same length.
+    ///
+    /// # Errors
+    /// [`Error::InvalidCount`] for buffers whose lengths differ or are not a multiple of the
+    /// size, or a block of another length.
+    pub fn all_to_all<T: Equivalence>(&self, send: &[T], recv: &mut [T]) -> Result<()> {
+        let n = self.size_usize();
+        check_len("all-to-all", recv.len(), send.len())?;
+        if !send.len().is_multiple_of(n) {
+            return Err(Error::InvalidCount(format!(
+                "all-to-all of {} elements over {n} ranks",
+                send.len()
+            )));
+        }
+        let k = send.len() / n;
+        let me = self.me();
+        for d in 1..n {
+            let to = (me + d) % n;
+            self.send_to(Channel::AllToAll, to, bytes(&send[to * k..(to + 1) * k]))?;
+        }
+        recv[me * k..(me + 1) * k].copy_from_slice(&send[me * k..(me + 1) * k]);
+        for d in 1..n {
+            let r = (me + n - d) % n;
+            let part = &mut recv[r * k..(r + 1) * k];
+            let data = self.recv_from(Channel::AllToAll, r)?;
+            if data.len() != std::mem::size_of_val(part) {
+                return Err(wrong_len(
+                    "all-to-all",
+                    data.len(),
+                    std::mem::size_of_val(part),
+                ));
+            }
+            fill(part, &data);
+        }
+        Ok(())
+    }
+
+    /// Every rank's bytes, in rank order (used to set windows up).
+    pub(crate) fn all_gather_bytes(&self, data: &[u8]) -> Result<Vec<Vec<u8>>> {
+        let n = self.size_usize();
+        let me = self.me();
+        for d in 1..n {
+            self.send_to(Channel::WindowCreate, (me + d) % n, data)?;
+        }
+        (0..n)
+            .map(|r| {
+                if r == me {
+                    Ok(data.to_vec())
+                } else {
+                    self.recv_from(Channel::WindowCreate, r)
+                }
+            })
+            .collect()
+    }
+}
+
+fn check_len(what: &str, got: usize, want: usize) -> Result<()> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(Error::InvalidCount(format!(
+            "{what}: a buffer of {got} elements where {want} are needed"
+        )))
+    }
+}
+
+fn check_reduction<T: Equivalence>(op: Op) -> Result<()> {
+    if matches!(op, Op::Replace | Op::NoOp) {
+        return Err(Error::InvalidOp(format!(
+            "{op:?} is an accumulate operation, not a reduction"
+        )));
+    }
+    check_op::<T>(op)
+}

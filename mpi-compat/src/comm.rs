@@ -1,0 +1,450 @@
+//! Communicators and point-to-point messages (MPI-3.1 chapter 3, "Point-to-Point
+//! Communication"; chapter 6, "Groups, Contexts, Communicators").
+//!
+//! Every message of a communicator travels under one transport tag of its own (its
+//! *context*), with the MPI tag in a 4-byte header. Receives are matched here, as MPI-3.1
+//! §3.5 requires: a receive takes the oldest message that matches its source and tag, and
+//! receives posted earlier are matched first, so messages from one sender never overtake each
+//! other. Sends are eager: the bytes are handed to the transport at once (the standard-mode
+//! send of §3.4 may buffer), so a send completes without waiting for its receive.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use transport::{Message, Transport};
+
+use crate::datatype::{bytes, bytes_mut, Equivalence};
+use crate::error::{Error, Result};
+use crate::request::Request;
+use crate::universe::Shared;
+
+/// A process's rank in a communicator, as in rsmpi and the C API (`int`).
+pub type Rank = i32;
+/// A message tag (`int`): `0..=`[`TAG_UB`].
+pub type Tag = i32;
+/// The largest tag (`MPI_TAG_UB`; MPI-3.1 §8.1.2 requires at least 32767).
+pub const TAG_UB: Tag = i32::MAX;
+
+/// Whom a receive accepts a message from (MPI-3.1 §3.2.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// One rank.
+    Rank(Rank),
+    /// `MPI_ANY_SOURCE`.
+    Any,
+}
+
+/// `MPI_ANY_SOURCE`.
+pub const ANY_SOURCE: Source = Source::Any;
+
+impl From<Rank> for Source {
+    fn from(r: Rank) -> Self {
+        Source::Rank(r)
+    }
+}
+
+/// Which tags a receive accepts (MPI-3.1 §3.2.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TagMatch {
+    /// One tag.
+    Tag(Tag),
+    /// `MPI_ANY_TAG`.
+    Any,
+}
+
+/// `MPI_ANY_TAG`.
+pub const ANY_TAG: TagMatch = TagMatch::Any;
+
+impl From<Tag> for TagMatch {
+    fn from(t: Tag) -> Self {
+        TagMatch::Tag(t)
+    }
+}
+
+/// What a completed receive tells: `MPI_Status` (MPI-3.1 §3.2.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status {
+    /// `MPI_SOURCE`: the sender's rank.
+    pub source: Rank,
+    /// `MPI_TAG`: the message's tag.
+    pub tag: Tag,
+    /// Bytes received.
+    pub bytes: usize,
+}
+
+impl Status {
+    /// `MPI_Get_count` (MPI-3.1 §3.2.5): elements of `T` received, or `None`
+    /// (`MPI_UNDEFINED`) when the bytes are not a whole number of them.
+    pub fn count<T: Equivalence>(&self) -> Option<usize> {
+        let size = std::mem::size_of::<T>();
+        self.bytes.is_multiple_of(size).then_some(self.bytes / size)
+    }
+}
+
+/// Bytes of the header in front of every point-to-point payload: the MPI tag.
+const HEADER: usize = 4;
+/// First transport tag of this crate (below the runtime's reserved tags).
+const BASE: u64 = 1 << 62;
+/// Transport tags per communicator context.
+const PER_CONTEXT: u64 = 16;
+
+/// Transport tags of a communicator: point-to-point and one per collective kind.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Channel {
+    PointToPoint = 0,
+    Barrier = 1,
+    Broadcast = 2,
+    Reduce = 3,
+    AllReduce = 4,
+    Gather = 5,
+    AllGather = 6,
+    Scatter = 7,
+    AllToAll = 8,
+    WindowCreate = 9,
+}
+
+/// A message taken off the transport and not yet matched.
+#[derive(Debug)]
+pub(crate) struct Incoming {
+    source: usize,
+    tag: Tag,
+    /// Header and payload, as they arrived.
+    data: Vec<u8>,
+}
+
+impl Incoming {
+    fn matches(&self, source: Option<usize>, tag: Option<Tag>) -> bool {
+        source.is_none_or(|s| s == self.source) && tag.is_none_or(|t| t == self.tag)
+    }
+
+    pub(crate) fn payload(&self) -> &[u8] {
+        &self.data[HEADER..]
+    }
+
+    pub(crate) fn status(&self) -> Status {
+        Status {
+            source: self.source as Rank,
+            tag: self.tag,
+            bytes: self.data.len() - HEADER,
+        }
+    }
+}
+
+/// A posted receive that no message matched yet.
+#[derive(Debug)]
+struct Posted {
+    id: u64,
+    source: Option<usize>,
+    tag: Option<Tag>,
+}
+
+/// The matching state of one communicator context (MPI-3.1 §3.5 "Semantics of
+/// Point-to-Point Communication": order, progress).
+#[derive(Debug, Default)]
+pub(crate) struct Matching {
+    next_id: u64,
+    posted: VecDeque<Posted>,
+    matched: HashMap<u64, Incoming>,
+    unexpected: VecDeque<Incoming>,
+}
+
+impl Matching {
+    /// Posts a receive; it is matched at once against messages already here.
+    fn post(&mut self, source: Option<usize>, tag: Option<Tag>) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        if let Some(i) = self.unexpected.iter().position(|m| m.matches(source, tag)) {
+            if let Some(m) = self.unexpected.remove(i) {
+                self.matched.insert(id, m);
+                return id;
+            }
+        }
+        self.posted.push_back(Posted { id, source, tag });
+        id
+    }
+
+    /// Matches a message that arrived against the posted receives, oldest first.
+    fn deliver(&mut self, m: Incoming) {
+        match self.posted.iter().position(|p| m.matches(p.source, p.tag)) {
+            Some(i) => {
+                if let Some(p) = self.posted.remove(i) {
+                    self.matched.insert(p.id, m);
+                }
+            }
+            None => self.unexpected.push_back(m),
+        }
+    }
+
+    /// Withdraws a receive (its request was dropped before completion): `MPI_Cancel`.
+    fn cancel(&mut self, id: u64) {
+        self.posted.retain(|p| p.id != id);
+        self.matched.remove(&id);
+    }
+
+    fn source_of(&self, id: u64) -> Option<Option<usize>> {
+        self.posted.iter().find(|p| p.id == id).map(|p| p.source)
+    }
+}
+
+/// A communicator: a set of ranks with a private message space (MPI-3.1 §6.1). Obtained
+/// from [`crate::Universe::world`] (`MPI_COMM_WORLD`) or [`Communicator::dup`]. Cheap to
+/// clone; clones are the same communicator.
+#[derive(Debug, Clone)]
+pub struct Communicator {
+    pub(crate) shared: Arc<Shared>,
+    context: u32,
+    rank: Rank,
+    size: usize,
+}
+
+impl Communicator {
+    pub(crate) fn new(shared: Arc<Shared>, context: u32) -> Communicator {
+        let rank = shared.dsm.rank() as Rank;
+        let size = shared.dsm.nodes();
+        Communicator {
+            shared,
+            context,
+            rank,
+            size,
+        }
+    }
+
+    pub(crate) fn transport(&self) -> &transport::AnyTransport {
+        self.shared.dsm.node().transport()
+    }
+
+    pub(crate) fn tag(&self, ch: Channel) -> transport::Tag {
+        transport::Tag(BASE + u64::from(self.context) * PER_CONTEXT + ch as u64)
+    }
+
+    /// `MPI_Comm_rank`: this process's rank.
+    pub fn rank(&self) -> Rank {
+        self.rank
+    }
+
+    /// `MPI_Comm_size`: the number of ranks.
+    pub fn size(&self) -> Rank {
+        self.size as Rank
+    }
+
+    pub(crate) fn size_usize(&self) -> usize {
+        self.size
+    }
+
+    /// `MPI_Comm_dup` (MPI-3.1 §6.4.2): the same ranks, with a message space of its own, so
+    /// that its messages never match this communicator's.
+    ///
+    /// # Collective
+    /// Every rank must call it, in the same order relative to other `dup` calls.
+    ///
+    /// # Errors
+    /// Transport errors of the synchronising barrier.
+    pub fn dup(&self) -> Result<Communicator> {
+        let context = self.shared.new_context();
+        self.barrier()?;
+        Ok(Communicator::new(Arc::clone(&self.shared), context))
+    }
+
+    /// Checks a rank argument.
+    pub(crate) fn check_rank(&self, r: Rank) -> Result<usize> {
+        usize::try_from(r)
+            .ok()
+            .filter(|&u| u < self.size)
+            .ok_or(Error::InvalidRank {
+                rank: r,
+                size: self.size,
+            })
+    }
+
+    fn check_tag(t: Tag) -> Result<Tag> {
+        if t < 0 {
+            Err(Error::InvalidTag(t))
+        } else {
+            Ok(t)
+        }
+    }
+
+    /// `MPI_Send` (MPI-3.1 §3.2.1): sends `buf` to `dest` with `tag`. Returns once the buffer
+    /// may be reused (the bytes are with the transport).
+    ///
+    /// # Errors
+    /// [`Error::InvalidRank`], [`Error::InvalidTag`]; transport errors ([`Error::PeerLost`]
+    /// when `dest` is gone).
+    pub fn send<T: Equivalence>(&self, buf: &[T], dest: Rank, tag: Tag) -> Result<()> {
+        let dest = self.check_rank(dest)?;
+        let tag = Self::check_tag(tag)?;
+        let payload = bytes(buf);
+        let mut frame = Vec::with_capacity(HEADER + payload.len());
+        frame.extend_from_slice(&tag.to_le_bytes());
+        frame.extend_from_slice(payload);
+        self.transport().send(
+            transport::Rank(dest as u32),
+            self.tag(Channel::PointToPoint),
+            &frame,
+        )?;
+        Ok(())
+    }
+
+    /// `MPI_Recv` (MPI-3.1 §3.2.4): receives into `buf` the oldest message from `source`
+    /// with `tag` ([`ANY_SOURCE`], [`ANY_TAG`] accept any). A shorter message fills the start
+    /// of `buf`; the status says how much came.
+    ///
+    /// # Errors
+    /// [`Error::InvalidRank`], [`Error::InvalidTag`]; [`Error::Truncate`] when the message is
+    /// longer than `buf` (it is consumed); [`Error::PeerLost`] when the awaited sender is gone.
+    pub fn recv<T: Equivalence>(
+        &self,
+        buf: &mut [T],
+        source: impl Into<Source>,
+        tag: impl Into<TagMatch>,
+    ) -> Result<Status> {
+        self.irecv(buf, source, tag)?.wait()
+    }
+
+    /// `MPI_Isend` (MPI-3.1 §3.7.2). Sends are eager, so the request is complete when it is
+    /// returned; it keeps `buf` borrowed until it is waited for, as MPI requires.
+    ///
+    /// # Errors
+    /// As [`Communicator::send`].
+    pub fn isend<'a, T: Equivalence>(
+        &self,
+        buf: &'a [T],
+        dest: Rank,
+        tag: Tag,
+    ) -> Result<Request<'a>> {
+        self.send(buf, dest, tag)?;
+        Ok(Request::sent(std::mem::size_of_val(buf), self.rank, tag))
+    }
+
+    /// `MPI_Irecv` (MPI-3.1 §3.7.2): posts a receive into `buf` and returns at once. The
+    /// message is matched in posting order; its bytes are copied into `buf` when the request
+    /// completes ([`Request::wait`], [`Request::test`], [`crate::wait_all`]). Dropping an
+    /// unfinished request cancels the receive (`MPI_Cancel`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidRank`], [`Error::InvalidTag`].
+    pub fn irecv<'a, T: Equivalence>(
+        &self,
+        buf: &'a mut [T],
+        source: impl Into<Source>,
+        tag: impl Into<TagMatch>,
+    ) -> Result<Request<'a>> {
+        let source = match source.into() {
+            Source::Rank(r) => Some(self.check_rank(r)?),
+            Source::Any => None,
+        };
+        let tag = match tag.into() {
+            TagMatch::Tag(t) => Some(Self::check_tag(t)?),
+            TagMatch::Any => None,
+        };
+        let id = self
+            .shared
+            .matching()
+            .entry(self.context)
+            .or_default()
+            .post(source, tag);
+        Ok(Request::receive(self.clone(), id, bytes_mut(buf)))
+    }
+
+    /// Drives matching until receive `id` has its message (`block`), or as far as messages
+    /// already here allow. Returns the message when it matched.
+    pub(crate) fn progress(&self, id: u64, block: bool) -> Result<Option<Incoming>> {
+        let mut all = self.shared.matching();
+        loop {
+            let m = all.entry(self.context).or_default();
+            if let Some(done) = m.matched.remove(&id) {
+                return Ok(Some(done));
+            }
+            let Some(source) = m.source_of(id) else {
+                return Err(Error::InvalidArgument(
+                    "request is neither posted nor matched".into(),
+                ));
+            };
+            let timeout = if block { None } else { Some(Duration::ZERO) };
+            let msg = match self.transport().recv(
+                source.map(|s| transport::Rank(s as u32)),
+                Some(self.tag(Channel::PointToPoint)),
+                timeout,
+            ) {
+                Ok(msg) => msg,
+                Err(transport::Error::Timeout(_)) if !block => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            let incoming = decode(msg)?;
+            all.entry(self.context).or_default().deliver(incoming);
+        }
+    }
+
+    pub(crate) fn cancel(&self, id: u64) {
+        self.shared
+            .matching()
+            .entry(self.context)
+            .or_default()
+            .cancel(id);
+    }
+
+    /// `MPI_Sendrecv` (MPI-3.1 §3.10): sends `send` to `dest` and receives into `recv`.
+    ///
+    /// # Errors
+    /// As [`Communicator::send`] and [`Communicator::recv`].
+    pub fn sendrecv<T: Equivalence>(
+        &self,
+        send: &[T],
+        dest: Rank,
+        send_tag: Tag,
+        recv: &mut [T],
+        source: impl Into<Source>,
+        recv_tag: impl Into<TagMatch>,
+    ) -> Result<Status> {
+        let r = self.irecv(recv, source, recv_tag)?;
+        self.send(send, dest, send_tag)?;
+        r.wait()
+    }
+}
+
+fn decode(msg: Message) -> Result<Incoming> {
+    if msg.data.len() < HEADER {
+        return Err(Error::Transport(transport::Error::Protocol {
+            from: msg.source,
+            detail: "point-to-point message without its header".into(),
+        }));
+    }
+    let tag = i32::from_le_bytes([msg.data[0], msg.data[1], msg.data[2], msg.data[3]]);
+    Ok(Incoming {
+        source: msg.source.index(),
+        tag,
+        data: msg.data,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(source: usize, tag: Tag) -> Incoming {
+        Incoming {
+            source,
+            tag,
+            data: vec![0; HEADER],
+        }
+    }
+
+    #[test]
+    fn earlier_receives_match_first_and_unexpected_messages_wait() {
+        let mut m = Matching::default();
+        let any = m.post(None, None);
+        let from1 = m.post(Some(1), Some(7));
+        m.deliver(msg(1, 7));
+        m.deliver(msg(1, 7));
+        m.deliver(msg(2, 3));
+        assert_eq!(m.matched[&any].source, 1);
+        assert_eq!(m.matched[&from1].tag, 7);
+        assert_eq!(m.unexpected.len(), 1);
+        let late = m.post(Some(2), None);
+        assert_eq!(m.matched[&late].source, 2);
+        let never = m.post(Some(3), None);
+        m.cancel(never);
+        assert!(m.posted.is_empty());
+    }
+}

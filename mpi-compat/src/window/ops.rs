@@ -1,0 +1,408 @@
+//! RMA communication calls (MPI-3.1 §11.3): put, get, accumulate, get-accumulate,
+//! fetch-and-op, compare-and-swap.
+
+use std::any::TypeId;
+use std::sync::Arc;
+
+use transport::{wait_all, Completion, LocalSlice, Op as TOp, Region, RemoteSlice, Transport};
+
+use super::{Pending, Window};
+use crate::comm::Rank;
+use crate::datatype::{bytes, check_op, fill, Equivalence, Op};
+use crate::error::{Error, Result};
+
+/// Whether `T` is an 8-byte integer, whose `Sum` the transport's `fetch_add` does directly.
+fn is_word_integer<T: 'static>() -> bool {
+    TypeId::of::<T>() == TypeId::of::<u64>() || TypeId::of::<T>() == TypeId::of::<i64>()
+}
+
+impl Window {
+    /// Checks the target and that an access epoch covers it; returns its index.
+    fn access(&self, target: Rank) -> Result<usize> {
+        let t = self.comm.check_rank(target)?;
+        let e = self.epochs();
+        let open = e.fence
+            || e.lock_all
+            || e.locks.contains_key(&t)
+            || e.access.as_ref().is_some_and(|g| g.contains(&t));
+        if open {
+            Ok(t)
+        } else {
+            Err(Error::RmaSync(format!(
+                "no access epoch covers rank {target}: call fence, lock, lock_all or start first"
+            )))
+        }
+    }
+
+    /// `MPI_Put` (MPI-3.1 §11.3.1): writes `origin` into `target`'s part at displacement
+    /// `disp`. The origin buffer may be reused at once; the write is complete at the target
+    /// after the next `flush`, `unlock`, `complete` or `fence`.
+    ///
+    /// # One-sided
+    /// The target takes no part.
+    ///
+    /// # Errors
+    /// [`Error::InvalidRank`], [`Error::RmaSync`], [`Error::OutOfWindow`],
+    /// [`Error::InvalidDisplacement`]; transport errors.
+    pub fn put<T: Equivalence>(&self, origin: &[T], target: Rank, disp: usize) -> Result<()> {
+        let t = self.access(target)?;
+        let data = bytes(origin);
+        let offset = self.range(t, disp, data.len())?;
+        if data.is_empty() {
+            return Ok(());
+        }
+        let runs = self.remote_runs(t, offset, data.len())?;
+        let stage = self.staging(data.len())?;
+        stage.write_at(0, data)?;
+        let ops = runs
+            .into_iter()
+            .map(|(at, remote)| {
+                Ok(TOp::Write {
+                    local: LocalSlice::new(&stage, at, remote.len)?,
+                    remote,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let done = self.t().post_batch(ops)?;
+        let mut e = self.epochs();
+        let last = done.len().saturating_sub(1);
+        for (i, c) in done.into_iter().enumerate() {
+            e.pending.push(Pending {
+                target: t,
+                done: c,
+                staging: (i == last).then(|| Arc::clone(&stage)),
+            });
+        }
+        Ok(())
+    }
+
+    /// `MPI_Get` (MPI-3.1 §11.3.2): reads `target`'s part at displacement `disp` into
+    /// `origin`. Completes before it returns.
+    ///
+    /// # One-sided
+    /// The target takes no part.
+    ///
+    /// # Errors
+    /// As [`Window::put`].
+    pub fn get<T: Equivalence>(&self, origin: &mut [T], target: Rank, disp: usize) -> Result<()> {
+        let t = self.access(target)?;
+        let len = std::mem::size_of_val(origin);
+        let offset = self.range(t, disp, len)?;
+        if len == 0 {
+            return Ok(());
+        }
+        let stage = self.staging(len)?;
+        let runs = self.remote_runs(t, offset, len)?;
+        self.read_runs(&stage, runs)?;
+        let mut buf = vec![0u8; len];
+        stage.read_at(0, &mut buf)?;
+        self.recycle(stage);
+        fill(origin, &buf);
+        Ok(())
+    }
+
+    fn read_runs(&self, stage: &Arc<Region>, runs: Vec<(usize, RemoteSlice)>) -> Result<()> {
+        let ops = runs
+            .into_iter()
+            .map(|(at, remote)| {
+                Ok(TOp::Read {
+                    local: LocalSlice::new(stage, at, remote.len)?,
+                    remote,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let done = self.t().post_batch(ops)?;
+        wait_all(&done)?;
+        Ok(())
+    }
+
+    /// The home copy of the 8-byte word at byte `offset` (a multiple of 8) of `target`'s part.
+    fn word(&self, target: usize, offset: usize) -> Result<RemoteSlice> {
+        let part = &self.parts[target];
+        let slice = match &part.home {
+            Some(home) => home.region.slice(home.offset + offset as u64, 8)?,
+            None => self
+                .comm
+                .shared
+                .dsm
+                .home_slice((part.addr + offset) as *const u8, 8)?,
+        };
+        if !slice.offset.is_multiple_of(8) {
+            return Err(Error::InvalidDisplacement(format!(
+                "rank {target}'s window part is not 8-byte aligned for atomics"
+            )));
+        }
+        Ok(slice)
+    }
+
+    /// Checks an atomic access: elements aligned to their size. Returns the byte offset.
+    fn atomic_range<T: Equivalence>(
+        &self,
+        target: usize,
+        disp: usize,
+        count: usize,
+    ) -> Result<usize> {
+        let size = std::mem::size_of::<T>();
+        let offset = self.range(target, disp, count * size)?;
+        if !(self.parts[target].addr + offset).is_multiple_of(size) {
+            return Err(Error::InvalidDisplacement(format!(
+                "an atomic {} at byte {offset} is not aligned to its size",
+                T::NAME
+            )));
+        }
+        Ok(offset)
+    }
+
+    /// Applies `op` with `origin` to `count` elements at `offset` of `target`'s part,
+    /// atomically per element; returns the elements' old values.
+    fn atomic_update<T: Equivalence>(
+        &self,
+        target: usize,
+        offset: usize,
+        origin: &[T],
+        op: Op,
+        want_old: bool,
+    ) -> Result<Vec<T>> {
+        let size = std::mem::size_of::<T>();
+        let count = origin.len();
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        // Sum of 8-byte integers: one fetch-and-add per element, at the target's memory.
+        if op == Op::Sum && is_word_integer::<T>() {
+            let ops = (0..count)
+                .map(|i| {
+                    let add: u64 = bytemuck::pod_read_unaligned(bytes(&origin[i..=i]));
+                    Ok(TOp::FetchAdd {
+                        remote: self.word(target, offset + i * 8)?,
+                        add,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let done = self.t().post_batch(ops)?;
+            if !want_old {
+                let mut e = self.epochs();
+                for c in done {
+                    e.pending.push(Pending {
+                        target,
+                        done: c,
+                        staging: None,
+                    });
+                }
+                return Ok(Vec::new());
+            }
+            let mut old = Vec::with_capacity(count);
+            for c in &done {
+                old.push(bytemuck::pod_read_unaligned(&c.wait()?.to_le_bytes()));
+            }
+            return Ok(old);
+        }
+        // Otherwise: the covering words, each changed by compare-and-swap until it sticks.
+        let base = self.parts[target].addr + offset;
+        let first = base - base % 8;
+        let end = base + std::mem::size_of_val(origin);
+        let words = (end - first).div_ceil(8);
+        let word_of = |w: usize| self.word(target, offset + w * 8 - (base - first));
+        let remotes = (0..words).map(word_of).collect::<Result<Vec<_>>>()?;
+        // Atomic reads of the current values.
+        let reads = self.t().post_batch(
+            remotes
+                .iter()
+                .map(|&remote| TOp::FetchAdd { remote, add: 0 })
+                .collect(),
+        )?;
+        let mut current = reads
+            .iter()
+            .map(Completion::wait)
+            .collect::<std::result::Result<Vec<u64>, _>>()?;
+        let skip = base - first;
+        let len = std::mem::size_of_val(origin);
+        // Elements lie inside one word each (aligned to their size, which divides 8).
+        let elements_of = |w: usize| {
+            let a = skip.max(w * 8);
+            let b = (skip + len).min(w * 8 + 8);
+            ((a - skip) / size, (b - skip) / size, a - w * 8)
+        };
+        let mut olds = vec![T::zeroed(); count];
+        let mut open: Vec<usize> = (0..words).collect();
+        while !open.is_empty() {
+            let mut desired = Vec::with_capacity(open.len());
+            for &w in &open {
+                let (lo, hi, at) = elements_of(w);
+                let mut word = current[w].to_le_bytes();
+                fill(&mut olds[lo..hi], &word[at..at + (hi - lo) * size]);
+                let mut new = olds[lo..hi].to_vec();
+                T::reduce(op, &mut new, &origin[lo..hi])?;
+                word[at..at + (hi - lo) * size].copy_from_slice(bytes(&new));
+                desired.push(u64::from_le_bytes(word));
+            }
+            // Words whose value does not change need no swap: the atomic read was the update.
+            let swaps: Vec<(usize, u64)> = open
+                .iter()
+                .zip(&desired)
+                .filter(|(&w, &d)| d != current[w])
+                .map(|(&w, &d)| (w, d))
+                .collect();
+            if swaps.is_empty() {
+                break;
+            }
+            let done = self.t().post_batch(
+                swaps
+                    .iter()
+                    .map(|&(w, d)| TOp::CompareSwap {
+                        remote: remotes[w],
+                        expected: current[w],
+                        desired: d,
+                    })
+                    .collect(),
+            )?;
+            open.clear();
+            for (&(w, _), c) in swaps.iter().zip(&done) {
+                let seen = c.wait()?;
+                if seen != current[w] {
+                    // Another rank changed the word meanwhile: again from its new value.
+                    current[w] = seen;
+                    open.push(w);
+                }
+            }
+        }
+        Ok(olds)
+    }
+
+    /// `MPI_Accumulate` (MPI-3.1 §11.3.4): combines `origin` with `target`'s elements at
+    /// `disp` using `op`, atomically per element with respect to other accumulates.
+    /// Sums of `u64`/`i64` are posted and complete at the next `flush`; other operations
+    /// complete before the call returns.
+    ///
+    /// # One-sided
+    /// The target takes no part.
+    ///
+    /// # Errors
+    /// As [`Window::put`]; [`Error::InvalidOp`] for a bitwise operation on floats;
+    /// [`Error::InvalidDisplacement`] for elements not aligned to their size.
+    pub fn accumulate<T: Equivalence>(
+        &self,
+        origin: &[T],
+        target: Rank,
+        disp: usize,
+        op: Op,
+    ) -> Result<()> {
+        check_op::<T>(op)?;
+        let t = self.access(target)?;
+        let offset = self.atomic_range::<T>(t, disp, origin.len())?;
+        if op == Op::NoOp {
+            return Ok(());
+        }
+        self.atomic_update(t, offset, origin, op, false).map(drop)
+    }
+
+    /// `MPI_Get_accumulate` (MPI-3.1 §11.3.4): like [`Window::accumulate`], and `result`
+    /// receives the target's elements as they were before. With [`Op::NoOp`] it is an atomic
+    /// read. Completes before it returns.
+    ///
+    /// # One-sided
+    /// The target takes no part.
+    ///
+    /// # Errors
+    /// As [`Window::accumulate`]; [`Error::InvalidCount`] when `result` and `origin` differ
+    /// in length.
+    pub fn get_accumulate<T: Equivalence>(
+        &self,
+        origin: &[T],
+        result: &mut [T],
+        target: Rank,
+        disp: usize,
+        op: Op,
+    ) -> Result<()> {
+        check_op::<T>(op)?;
+        if result.len() != origin.len() {
+            return Err(Error::InvalidCount(format!(
+                "get-accumulate of {} elements into a result of {}",
+                origin.len(),
+                result.len()
+            )));
+        }
+        let t = self.access(target)?;
+        let offset = self.atomic_range::<T>(t, disp, origin.len())?;
+        let old = self.atomic_update(t, offset, origin, op, true)?;
+        result.copy_from_slice(&old);
+        Ok(())
+    }
+
+    /// `MPI_Fetch_and_op` (MPI-3.1 §11.3.4): applies `op` with `origin` to one element of
+    /// `target`'s part at `disp`; returns its old value.
+    ///
+    /// # One-sided
+    /// The target takes no part.
+    ///
+    /// # Errors
+    /// As [`Window::accumulate`].
+    pub fn fetch_and_op<T: Equivalence>(
+        &self,
+        origin: T,
+        target: Rank,
+        disp: usize,
+        op: Op,
+    ) -> Result<T> {
+        let mut old = [T::zeroed()];
+        self.get_accumulate(&[origin], &mut old, target, disp, op)?;
+        Ok(old[0])
+    }
+
+    /// `MPI_Compare_and_swap` (MPI-3.1 §11.3.4): if `target`'s element at `disp` equals
+    /// `compare`, replaces it with `origin`; returns its old value either way. Integer types
+    /// only, as MPI requires.
+    ///
+    /// # One-sided
+    /// The target takes no part.
+    ///
+    /// # Errors
+    /// As [`Window::put`]; [`Error::InvalidDatatype`] for floating-point types.
+    pub fn compare_and_swap<T: Equivalence>(
+        &self,
+        origin: T,
+        compare: T,
+        target: Rank,
+        disp: usize,
+    ) -> Result<T> {
+        if !T::INTEGER {
+            return Err(Error::InvalidDatatype(format!(
+                "compare-and-swap is defined on integers, not {}",
+                T::NAME
+            )));
+        }
+        let t = self.access(target)?;
+        let offset = self.atomic_range::<T>(t, disp, 1)?;
+        let size = std::mem::size_of::<T>();
+        let base = self.parts[t].addr + offset;
+        let at = base % 8;
+        let remote = self.word(t, offset - at)?;
+        let value = |w: u64| -> T { bytemuck::pod_read_unaligned(&w.to_le_bytes()[at..at + size]) };
+        let with = |w: u64, v: T| -> u64 {
+            let mut b = w.to_le_bytes();
+            b[at..at + size].copy_from_slice(bytes(&[v]));
+            u64::from_le_bytes(b)
+        };
+        if size == 8 {
+            let old = self
+                .t()
+                .compare_swap(remote, with(0, compare), with(0, origin))?;
+            return Ok(value(old));
+        }
+        // A narrower element: swap its whole word, retrying while neighbours change.
+        let mut current = self.t().fetch_add(remote, 0)?;
+        loop {
+            let old = value(current);
+            if bytes(&[old]) != bytes(&[compare]) {
+                return Ok(old);
+            }
+            let seen = self
+                .t()
+                .compare_swap(remote, current, with(current, origin))?;
+            if seen == current {
+                return Ok(old);
+            }
+            current = seen;
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! The MPI-style API on real jobs: `mpi-check` runs as N real processes over tcp, started by
+//! the runtime's launcher with a hard timeout that kills the whole job.
+
+use std::time::Duration;
+
+use dsm_core::launcher::{launch, LaunchOptions};
+
+const CHECK: &str = env!("CARGO_BIN_EXE_mpi-check");
+
+const PARTS: [&str; 7] = [
+    "p2p",
+    "nonblocking",
+    "collectives",
+    "rma",
+    "pscw",
+    "created",
+    "errors",
+];
+
+/// Runs `mpi-check` on `n` ranks with `parts`; every rank must report each part ok.
+fn check(n: usize, parts: &[&str]) {
+    let mut o = LaunchOptions::new(n, CHECK);
+    o.args = parts.iter().map(Into::into).collect();
+    o.env = vec![("DSM_TRANSPORT".into(), "tcp".into())];
+    o.timeout = Some(Duration::from_secs(120));
+    o.capture_output = true;
+    o.grace = Duration::from_secs(2);
+    let r = launch(o).expect("start the job").wait();
+    assert_eq!(r.exit_code, 0, "{:?}\n{}", r.failure, r.output);
+    for rank in 0..n {
+        for part in parts {
+            assert!(
+                r.output.contains(&format!("rank {rank}: {part} ok")),
+                "rank {rank} did not pass {part}:\n{}",
+                r.output
+            );
+        }
+    }
+}
+
+#[test]
+fn everything_on_two_ranks() {
+    check(2, &PARTS);
+}
+
+#[test]
+fn everything_on_three_ranks() {
+    check(3, &PARTS);
+}
+
+#[test]
+fn everything_on_four_ranks() {
+    check(4, &PARTS);
+}
+
+#[test]
+fn a_single_rank_job_works() {
+    check(1, &PARTS);
+}

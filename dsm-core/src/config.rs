@@ -24,7 +24,7 @@ pub mod var {
     pub const SECRET: &str = "DSM_SECRET";
     /// A file holding the secret (used when `DSM_SECRET` is not set).
     pub const SECRET_FILE: &str = "DSM_SECRET_FILE";
-    /// Address the data listener binds to; default `127.0.0.1`.
+    /// Address (or interface name) the data listener binds to; default `127.0.0.1`.
     pub const BIND: &str = "DSM_BIND";
     /// `auto`, `tcp` or `verbs`; default `auto`.
     pub const TRANSPORT: &str = "DSM_TRANSPORT";
@@ -132,6 +132,9 @@ pub enum Coordinator {
     Addr(SocketAddr),
     /// A listening socket inherited from the launcher (rank 0 only).
     Fd(RawFd),
+    /// No coordinator: the endpoints are exchanged through the key-value space of the MPI
+    /// launcher's PMI server (see [`crate::bootstrap::pmi`]; [`crate::Node::init`] does it).
+    Pmi,
 }
 
 /// What a node does when it loses a peer.
@@ -184,27 +187,13 @@ impl Config {
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config> {
         let need = |k: &str| {
             get(k).ok_or_else(|| {
-                Error::Config(format!("{k} is not set: start the program with `dsmrun -n N PROGRAM`, or see docs/ENVIRONMENT.md"))
+                Error::Config(format!("{k} is not set: start the program with `dsmrun -n N PROGRAM`, `mpiexec -n N PROGRAM` or `srun`, or see docs/ENVIRONMENT.md"))
             })
         };
         let parse_u = |k: &str, v: String| {
             v.trim()
                 .parse::<u64>()
                 .map_err(|_| Error::Config(format!("{k}={v:?} is not a non-negative integer")))
-        };
-        let secs = |k: &str, default: f64| -> Result<Duration> {
-            match get(k) {
-                None => Ok(Duration::from_secs_f64(default)),
-                Some(v) => v
-                    .trim()
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|s| s.is_finite() && *s > 0.0 && *s < 1e7)
-                    .map(Duration::from_secs_f64)
-                    .ok_or_else(|| {
-                        Error::Config(format!("{k}={v:?} is not a positive number of seconds"))
-                    }),
-            }
         };
         let nodes = parse_u(var::NODES, need(var::NODES)?)?;
         if nodes == 0 || nodes > 65_536 {
@@ -246,30 +235,42 @@ impl Config {
                 })?)
             }
         };
-        let secret = match (get(var::SECRET), get(var::SECRET_FILE)) {
-            (Some(s), _) => Secret::from_hex(&s).map_err(|_| {
-                Error::Config(format!("{} must be 64 hexadecimal digits", var::SECRET))
-            })?,
-            (None, Some(path)) => {
-                let s = std::fs::read_to_string(&path)
-                    .map_err(|e| Error::Config(format!("{}={path}: {e}", var::SECRET_FILE)))?;
-                Secret::from_hex(&s)
-                    .map_err(|_| Error::Config(format!("{path} must hold 64 hexadecimal digits")))?
-            }
-            (None, None) => {
-                return Err(Error::Config(format!(
-                    "no job secret: set {} or {} (dsmrun does it for you)",
-                    var::SECRET,
-                    var::SECRET_FILE
-                )))
+        let secret = secret_from_lookup(&get)?.ok_or_else(|| {
+            Error::Config(format!(
+                "no job secret: set {} or {} (dsmrun does it for you)",
+                var::SECRET,
+                var::SECRET_FILE
+            ))
+        })?;
+        Config::with_identity(get, Rank(rank as u32), nodes as usize, coordinator, secret)
+    }
+
+    /// The configuration of a node whose rank, job size, coordinator and secret are already
+    /// known (from a launcher such as `mpiexec` or Slurm); the rest is read through `get`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the variable that is malformed.
+    pub fn with_identity(
+        get: impl Fn(&str) -> Option<String>,
+        rank: Rank,
+        nodes: usize,
+        coordinator: Coordinator,
+        secret: Secret,
+    ) -> Result<Config> {
+        let parse_u = |k: &str, v: String| {
+            v.trim()
+                .parse::<u64>()
+                .map_err(|_| Error::Config(format!("{k}={v:?} is not a non-negative integer")))
+        };
+        let secs = |k: &str, default: f64| -> Result<Duration> {
+            match get(k) {
+                None => Ok(Duration::from_secs_f64(default)),
+                Some(v) => parse_seconds(k, &v),
             }
         };
         let bind = match get(var::BIND) {
             None => IpAddr::from([127, 0, 0, 1]),
-            Some(v) => v
-                .trim()
-                .parse()
-                .map_err(|_| Error::Config(format!("{}={v:?} is not an IP address", var::BIND)))?,
+            Some(v) => parse_bind(&v)?,
         };
         let transport = match get(var::TRANSPORT) {
             None => TransportChoice::Auto,
@@ -290,8 +291,8 @@ impl Config {
             }
         };
         Ok(Config {
-            rank: Rank(rank as u32),
-            nodes: nodes as usize,
+            rank,
+            nodes,
             coordinator,
             secret,
             bind,
@@ -302,6 +303,81 @@ impl Config {
             on_peer_lost,
         })
     }
+}
+
+/// A positive number of seconds.
+fn parse_seconds(k: &str, v: &str) -> Result<Duration> {
+    v.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s > 0.0 && *s < 1e7)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| Error::Config(format!("{k}={v:?} is not a positive number of seconds")))
+}
+
+/// `DSM_CONNECT_TIMEOUT`, or its default of 30 s: launchers need it before the rest.
+///
+/// # Errors
+/// [`Error::Config`] when it is malformed.
+pub fn connect_timeout_from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Duration> {
+    match get(var::CONNECT_TIMEOUT) {
+        None => Ok(Duration::from_secs(30)),
+        Some(v) => parse_seconds(var::CONNECT_TIMEOUT, &v),
+    }
+}
+
+/// The job's secret from `DSM_SECRET` or `DSM_SECRET_FILE`; `None` when neither is set.
+///
+/// # Errors
+/// [`Error::Config`] when the value or the file is not 64 hexadecimal digits, or the file
+/// cannot be read.
+pub fn secret_from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Option<Secret>> {
+    match (get(var::SECRET), get(var::SECRET_FILE)) {
+        (Some(s), _) => Secret::from_hex(&s)
+            .map(Some)
+            .map_err(|_| Error::Config(format!("{} must be 64 hexadecimal digits", var::SECRET))),
+        (None, Some(path)) => {
+            let s = std::fs::read_to_string(&path)
+                .map_err(|e| Error::Config(format!("{}={path}: {e}", var::SECRET_FILE)))?;
+            Secret::from_hex(&s)
+                .map(Some)
+                .map_err(|_| Error::Config(format!("{path} must hold 64 hexadecimal digits")))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// `DSM_BIND`: an IP address, or the name of a network interface (`eth0`, `ib0`), whose first
+/// IPv4 address (else its first address) is taken.
+///
+/// # Errors
+/// [`Error::Config`] when it is neither an address nor an interface with an address, listing
+/// the interfaces there are.
+pub fn parse_bind(v: &str) -> Result<IpAddr> {
+    let v = v.trim();
+    if let Ok(ip) = v.parse() {
+        return Ok(ip);
+    }
+    let ifaces = if_addrs::get_if_addrs()
+        .map_err(|e| Error::Config(format!("{}={v:?}: listing the interfaces: {e}", var::BIND)))?;
+    let mine: Vec<IpAddr> = ifaces
+        .iter()
+        .filter(|i| i.name == v)
+        .map(|i| i.ip())
+        .collect();
+    mine.iter()
+        .find(|ip| ip.is_ipv4())
+        .or(mine.first())
+        .copied()
+        .ok_or_else(|| {
+            let mut names: Vec<&str> = ifaces.iter().map(|i| i.name.as_str()).collect();
+            names.dedup();
+            Error::Config(format!(
+                "{}={v:?} is neither an IP address nor an interface with an address (interfaces: {})",
+                var::BIND,
+                names.join(", ")
+            ))
+        })
 }
 
 #[cfg(test)]
@@ -364,6 +440,16 @@ mod tests {
         assert_eq!(c.transport, TransportChoice::Tcp);
         assert_eq!(c.peer_timeout, Duration::from_millis(2500));
         assert_eq!(c.bind, IpAddr::from([127, 0, 0, 1]));
+        // An interface name stands for its address.
+        let c = cfg(&[
+            ("DSM_RANK", "0"),
+            ("DSM_NODES", "1"),
+            ("DSM_COORDINATOR", "127.0.0.1:7000"),
+            ("DSM_SECRET", S),
+            ("DSM_BIND", "lo"),
+        ])
+        .unwrap();
+        assert_eq!(c.bind, IpAddr::from([127, 0, 0, 1]));
     }
 
     #[test]
@@ -387,6 +473,7 @@ mod tests {
         );
         assert!(err(&[("DSM_RANK", "1"), ("DSM_PEER_TIMEOUT", "-1")]).contains("DSM_PEER_TIMEOUT"));
         assert!(err(&[("DSM_RANK", "1"), ("DSM_BIND", "everywhere")]).contains("DSM_BIND"));
+        assert!(err(&[("DSM_RANK", "1"), ("DSM_BIND", "eth99")]).contains("interfaces: "));
         let no_secret = cfg(&[
             ("DSM_RANK", "1"),
             ("DSM_NODES", "2"),

@@ -1,16 +1,18 @@
 //! [`Node`]: this process's membership of a job: configuration, bootstrap, transport and the
 //! watchdog that stops the node when the job breaks.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use transport::{
     AnyTransport, Rank, TcpConfig, TcpTransport, Transport, VerbsConfig, VerbsTransport,
 };
 
-use crate::bootstrap;
+use crate::bootstrap::{self, pmi::Pmi, slurm};
 use crate::collective;
-use crate::config::{Config, OnPeerLost, RdmaSettings, TransportChoice};
+use crate::config::{self, var, Config, Coordinator, OnPeerLost, RdmaSettings, TransportChoice};
 use crate::error::{Error, Result};
 
 /// Exit status of a node that stops because it lost a peer.
@@ -22,10 +24,39 @@ pub struct Node {
     config: Config,
     transport: Arc<AnyTransport>,
     watchdog: Option<JoinHandle<()>>,
+    /// The PMI server's connection, when an MPI launcher started the job: finalized on leaving.
+    pmi: Option<Pmi>,
+    launcher: Launcher,
+    init_time: Duration,
+}
+
+/// What started this node: where its rank, size and peers came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Launcher {
+    /// `DSM_RANK`, `DSM_NODES`, `DSM_COORDINATOR` (from `dsmrun` or set by hand), or
+    /// [`Node::with_config`].
+    Env,
+    /// An MPI launcher's PMI-1 server (`PMI_FD`, `PMI_RANK`, `PMI_SIZE`: `mpiexec.hydra`).
+    Pmi,
+    /// Slurm's `srun` (`SLURM_PROCID`, `SLURM_NTASKS`).
+    Slurm,
+}
+
+impl std::fmt::Display for Launcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Launcher::Env => "env",
+            Launcher::Pmi => "pmi",
+            Launcher::Slurm => "slurm",
+        })
+    }
 }
 
 impl Node {
-    /// Joins the job described by the environment (see [`Config::from_env`]).
+    /// Joins the job described by the environment. The first that applies:
+    /// `DSM_RANK` set (by `dsmrun` or by hand: [`Config::from_env`]); `PMI_FD` set (an MPI
+    /// launcher such as `mpiexec.hydra`: [`bootstrap::pmi`]); `SLURM_PROCID` set (`srun`:
+    /// [`bootstrap::slurm`]).
     ///
     /// # Collective
     /// Every node of the job must call it.
@@ -34,7 +65,50 @@ impl Node {
     /// Configuration, bootstrap and transport errors, each naming what failed.
     pub fn init() -> Result<Node> {
         init_logging();
-        Node::with_config(Config::from_env()?)
+        let started = Instant::now();
+        let get = |k: &str| std::env::var(k).ok();
+        if get(var::RANK).is_none() {
+            let timeout = config::connect_timeout_from_lookup(get)?;
+            if let Some(pmi) = Pmi::connect_from_env(get, timeout)? {
+                return Node::with_pmi(pmi, get, started);
+            }
+            if let Some(start) = slurm::start_from_lookup(get)? {
+                return Node::start(
+                    start.config,
+                    None,
+                    Launcher::Slurm,
+                    start.rendezvous,
+                    started,
+                );
+            }
+        }
+        Node::start(Config::from_env()?, None, Launcher::Env, None, started)
+    }
+
+    /// Joins a job started by an MPI launcher, through its PMI server.
+    fn with_pmi(
+        mut pmi: Pmi,
+        get: impl Fn(&str) -> Option<String> + Copy,
+        started: Instant,
+    ) -> Result<Node> {
+        let hosts = pmi.hosts()?;
+        if hosts.is_some_and(|h| h > 1) && get(var::BIND).is_none() {
+            return Err(Error::Config(format!(
+                "the job spans {} hosts: set {} to this host's address or interface (for example `mpiexec -genv {} eth0`) so that the others can reach it",
+                hosts.unwrap_or(0),
+                var::BIND,
+                var::BIND
+            )));
+        }
+        let secret = pmi.share_secret(config::secret_from_lookup(get)?)?;
+        let config = Config::with_identity(
+            get,
+            Rank(pmi.rank()),
+            pmi.size() as usize,
+            Coordinator::Pmi,
+            secret,
+        )?;
+        Node::start(config, Some(pmi), Launcher::Pmi, None, started)
     }
 
     /// Joins the job described by `config`.
@@ -45,7 +119,25 @@ impl Node {
     /// # Errors
     /// Bootstrap and transport errors, each naming what failed.
     pub fn with_config(config: Config) -> Result<Node> {
-        let transport = Arc::new(connect_transport(&config)?);
+        Node::start(config, None, Launcher::Env, None, Instant::now())
+    }
+
+    fn start(
+        config: Config,
+        mut pmi: Option<Pmi>,
+        launcher: Launcher,
+        rendezvous: Option<PathBuf>,
+        started: Instant,
+    ) -> Result<Node> {
+        let transport = connect_transport(&config, |endpoint| match pmi.as_mut() {
+            Some(p) => p.exchange(endpoint),
+            None => bootstrap::exchange(&config, endpoint),
+        });
+        if let Some(path) = rendezvous {
+            // Every rank has joined (or the job failed): the file has served.
+            let _ = std::fs::remove_file(path);
+        }
+        let transport = Arc::new(transport?);
         let watchdog = match config.on_peer_lost {
             OnPeerLost::Error => None,
             OnPeerLost::Exit => {
@@ -63,7 +155,20 @@ impl Node {
             config,
             transport,
             watchdog,
+            pmi,
+            launcher,
+            init_time: started.elapsed(),
         })
+    }
+
+    /// What started this node.
+    pub fn launcher(&self) -> Launcher {
+        self.launcher
+    }
+
+    /// How long joining the job took (from the start of [`Node::init`] to a connected mesh).
+    pub fn init_time(&self) -> Duration {
+        self.init_time
     }
 
     /// This node's rank.
@@ -121,6 +226,11 @@ impl Node {
         if let Some(w) = self.watchdog.take() {
             let _ = w.join();
         }
+        if let Some(pmi) = self.pmi.take() {
+            if let Err(e) = pmi.finalize() {
+                tracing::warn!("leaving the PMI server: {e}");
+            }
+        }
     }
 }
 
@@ -146,7 +256,10 @@ fn init_logging() {
 /// connects. Under `auto`, verbs when an active RDMA port exists, tcp otherwise; rank 0 says which
 /// on stderr. Every rank must end up with the same backend: the endpoints of the two differ and
 /// the connection fails naming the rank that chose otherwise.
-fn connect_transport(config: &Config) -> Result<AnyTransport> {
+fn connect_transport(
+    config: &Config,
+    mut exchange: impl FnMut(&[u8]) -> Result<Vec<Vec<u8>>>,
+) -> Result<AnyTransport> {
     let verbs_config = || -> Result<VerbsConfig> {
         let rdma = RdmaSettings::from_env()?;
         Ok(VerbsConfig {
@@ -185,7 +298,7 @@ fn connect_transport(config: &Config) -> Result<AnyTransport> {
                 )),
                 other => other,
             })?;
-        let endpoints = bootstrap::exchange(config, &prepared.endpoint())?;
+        let endpoints = exchange(&prepared.endpoint())?;
         return Ok(AnyTransport::Verbs(prepared.connect(&endpoints)?));
     }
     let mut tcp = TcpConfig::new(config.secret.clone());
@@ -194,7 +307,7 @@ fn connect_transport(config: &Config) -> Result<AnyTransport> {
     tcp.connect_timeout = config.connect_timeout;
     tcp.spin = config.spin;
     let prepared = TcpTransport::prepare(config.rank, config.nodes, tcp)?;
-    let endpoints = bootstrap::exchange(config, &prepared.endpoint()?)?;
+    let endpoints = exchange(&prepared.endpoint()?)?;
     Ok(AnyTransport::Tcp(prepared.connect(&endpoints)?))
 }
 

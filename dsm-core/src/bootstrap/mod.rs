@@ -6,8 +6,15 @@
 //! by rank. A node without the secret, with a wrong job size or a duplicate rank is refused
 //! with a reason, and the job goes on waiting for the real one. The whole exchange is bounded by
 //! the connect timeout, and costs rank 0 one short conversation per node: O(N).
+//!
+//! Where rank, size, coordinator and secret come from, in order ([`crate::Node::init`]):
+//! `DSM_RANK` and friends (set by `dsmrun` or by hand); an MPI launcher's PMI-1 server
+//! ([`pmi`]; the endpoints then go through its key-value space instead of a coordinator);
+//! Slurm's `srun` ([`slurm`]).
 
 pub mod message;
+pub mod pmi;
+pub mod slurm;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -43,16 +50,27 @@ pub fn exchange(config: &Config, endpoint: &[u8]) -> Result<Vec<Vec<u8>>> {
             Coordinator::Fd(fd) => unsafe { TcpListener::from_raw_fd(fd) },
             Coordinator::Addr(addr) => TcpListener::bind(addr)
                 .map_err(|e| Error::io(format!("binding the coordinator on {addr}"), e))?,
+            Coordinator::Pmi => return Err(pmi_without_client()),
         };
         coordinate(&listener, config, endpoint, deadline)
     } else {
-        let Coordinator::Addr(addr) = config.coordinator else {
-            return Err(Error::Config(
-                "only rank 0 can use an inherited coordinator socket".into(),
-            ));
+        let addr = match config.coordinator {
+            Coordinator::Addr(addr) => addr,
+            Coordinator::Fd(_) => {
+                return Err(Error::Config(
+                    "only rank 0 can use an inherited coordinator socket".into(),
+                ))
+            }
+            Coordinator::Pmi => return Err(pmi_without_client()),
         };
         join(addr, config, endpoint, deadline)
     }
+}
+
+fn pmi_without_client() -> Error {
+    Error::Config(
+        "a PMI job exchanges its endpoints through the PMI server: start it with Node::init".into(),
+    )
 }
 
 fn write_msg(s: &mut TcpStream, m: &Message) -> std::io::Result<()> {

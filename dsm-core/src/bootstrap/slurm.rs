@@ -79,11 +79,13 @@ pub fn rank_and_size(get: &impl Fn(&str) -> Option<String>) -> Result<(u32, usiz
             )))
         }
         (Some(n), _) | (None, Some(n)) => n,
-        (None, None) => return Err(Error::Config(format!(
+        (None, None) => {
+            return Err(Error::Config(format!(
             "{} is set but {} is not: start the job with srun (or set DSM_RANK, DSM_NODES by hand)",
             var::PROCID,
             var::NTASKS
-        ))),
+        )))
+        }
     };
     if size == 0 || size > 65_536 || rank >= size {
         return Err(Error::Config(format!(

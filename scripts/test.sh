@@ -24,6 +24,10 @@ target/release/dsmrun -n 2 --timeout 120 target/release/transport_bench --quick 
 step "mpiexec.hydra: the demo and the benchmark started by MPICH's launcher (PMI-1, no dsmrun)"
 MPIEXEC_TIMEOUT=120 mpiexec.hydra -n 4 target/release/dsm-demo 256
 MPIEXEC_TIMEOUT=120 mpiexec.hydra -n 2 target/release/dsm_bench --quick | grep -v '^RESULT'
+step "OSU-style programs over mpi-compat, quick run (checks they work; scripts/mpi-compare.sh measures)"
+for b in osu_latency osu_bw osu_put_latency osu_acc_latency osu_allreduce; do
+  target/release/dsmrun -n 2 --timeout 120 "target/release/$b" --quick | grep -v '^RESULT'
+done
 step "soft-RoCE: verbs tests, conformance and benchmark inside a QEMU guest (scripts/test-softroce.sh)"
 if [ -n "${DSM_SKIP_SOFTROCE:-}" ]; then
   echo "test: SKIPPING the soft-RoCE stage: DSM_SKIP_SOFTROCE is set"

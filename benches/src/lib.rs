@@ -2,6 +2,8 @@
 //! human-readable table and machine-readable JSON lines, each result beside the physical floor
 //! measured in the same run.
 
+pub mod osu;
+
 use std::time::Duration;
 
 /// Summary of repeated timings.

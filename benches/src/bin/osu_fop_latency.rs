@@ -1,0 +1,5 @@
+//! `osu_fop_latency` of the OSU micro-benchmarks over `mpi-compat` (see `benches::osu`).
+
+fn main() -> std::process::ExitCode {
+    benches::osu::main(benches::osu::Bench::FopLatency)
+}

@@ -18,7 +18,7 @@ use crate::coherence::placement::{self, Placement};
 use crate::coherence::{bit, others_write, ranks, to_notify};
 use crate::collective;
 use crate::error::{Error, Result};
-use crate::fault::{FaultEngine, FaultMode};
+use crate::fault::{self, FaultEngine, FaultEngineKind, FaultMode};
 use crate::node::Node;
 use crate::space::{self, Access, GlobalSpace, PAGE};
 use crate::stats::Stats;
@@ -44,6 +44,15 @@ fn map_entry(home: Option<usize>, manager: usize) -> u32 {
     (home.map_or(0, |h| h as u32 + 1)) | ((manager as u32 + 1) << 8)
 }
 
+/// What the application view allows for a page holding `c`.
+fn access_of(c: Cache) -> Access {
+    match c {
+        Cache::Invalid => Access::None,
+        Cache::ReadOnly => Access::Read,
+        Cache::Writable => Access::ReadWrite,
+    }
+}
+
 /// Settings of the shared memory.
 #[derive(Debug, Clone)]
 pub struct DsmConfig {
@@ -51,6 +60,8 @@ pub struct DsmConfig {
     pub global_size: usize,
     /// How page faults are resolved.
     pub fault_mode: FaultMode,
+    /// Which engine detects accesses.
+    pub fault_engine: FaultEngineKind,
     /// Most memory spent on copies of pages homed elsewhere; older copies are evicted (clean
     /// ones dropped, dirty ones written home first) to stay under it.
     pub cache_size: usize,
@@ -59,6 +70,7 @@ pub struct DsmConfig {
 impl DsmConfig {
     /// Reads `DSM_GLOBAL_SIZE` (bytes, with an optional K/M/G suffix; default 4G),
     /// `DSM_CACHE_SIZE` (default 1G),
+    /// `DSM_FAULT_ENGINE` (`auto`, the default, `sigsegv` or `uffd`),
     /// `DSM_FAULT_MODE` (`inline`, the default, or `handoff`) and `DSM_FAULT_THREADS` (service
     /// threads of the hand-off mode, default 2).
     ///
@@ -93,6 +105,10 @@ impl DsmConfig {
                 )))
             }
         };
+        let fault_engine = match std::env::var("DSM_FAULT_ENGINE") {
+            Ok(v) => FaultEngineKind::parse(&v)?,
+            Err(_) => FaultEngineKind::Auto,
+        };
         let cache_size = match std::env::var("DSM_CACHE_SIZE") {
             Ok(v) => parse_size(&v).filter(|&c| c >= 16 * PAGE).ok_or_else(|| {
                 Error::Config(format!(
@@ -104,6 +120,7 @@ impl DsmConfig {
         Ok(DsmConfig {
             global_size: size,
             fault_mode,
+            fault_engine,
             cache_size,
         })
     }
@@ -445,8 +462,12 @@ impl Inner {
                 self.make_writable(&mut g)?;
                 false
             }
-            // Another thread resolved it first.
-            _ => false,
+            // Another thread resolved it first (or, under userfaultfd, the kernel dropped the
+            // page-table entry): make sure the mapping matches the state.
+            (c, _) => {
+                self.space.remap(page, access_of(c))?;
+                false
+            }
         };
         drop(g);
         if fetched {
@@ -547,7 +568,7 @@ impl Inner {
         if write {
             self.open_for_writing(g, st)
         } else {
-            self.space.protect(page, 1, Access::Read)?;
+            self.space.set_access(page, 1, Access::None, Access::Read)?;
             g.set(st.with_cache(Cache::ReadOnly));
             Ok(())
         }
@@ -580,8 +601,12 @@ impl Inner {
         let mut twin = vec![0u8; PAGE].into_boxed_slice();
         self.runtime.read_at(page * PAGE, &mut twin)?;
         lock(&self.twins).insert(page, twin);
-        self.space.protect(page, 1, Access::ReadWrite)?;
+        // On the dirty list before it is writable: another thread of this node may write it as
+        // soon as it is mapped, and its next release must then find the page (it waits for the
+        // page's lock, which this thread holds, and then sees it writable).
         lock(&self.dirty).push(page);
+        let from = access_of(g.state().cache());
+        self.space.set_access(page, 1, from, Access::ReadWrite)?;
         g.set(st.with_cache(Cache::Writable));
         Ok(())
     }
@@ -682,7 +707,8 @@ impl Inner {
             local: self.runtime_slice(first * PAGE, n * PAGE)?,
         })?);
         wait_all(&posted)?;
-        self.space.protect(first, n, Access::Read)?;
+        self.space
+            .set_access(first, n, Access::None, Access::Read)?;
         for (i, g) in guards.iter_mut().enumerate() {
             let writers = entries.word(i * DIR_ENTRY / 8 + 1);
             let st = self.fetched_state(g.page, g.state(), writers);
@@ -760,11 +786,12 @@ impl Inner {
                 guards.push(g);
             }
         }
-        // Close first, so that no thread of this process writes while we diff.
-        let access = if then == Cache::Invalid {
-            Access::None
+        // Close first, so that no thread of this process writes while we diff. Closing to
+        // read-only only ever applies to writable pages (see `needs`).
+        let (from, access) = if then == Cache::Invalid {
+            (Access::None, Access::None)
         } else {
-            Access::Read
+            (Access::ReadWrite, Access::Read)
         };
         let mut i = 0;
         while i < guards.len() {
@@ -773,7 +800,7 @@ impl Inner {
             while i + n < guards.len() && guards[i + n].page == start + n {
                 n += 1;
             }
-            self.space.protect(start, n, access)?;
+            self.space.set_access(start, n, from, access)?;
             i += n;
         }
         let mut posted = Vec::new();
@@ -961,7 +988,8 @@ impl Inner {
             }
         }
         lock(&self.dirty).retain(|p| !(page..page + count).contains(p));
-        self.space.protect(page, count, Access::None)?;
+        self.space
+            .set_access(page, count, Access::None, Access::None)?;
         self.discard(page, count)?;
         self.pages.reset(page, count);
         Ok(())
@@ -1064,7 +1092,8 @@ impl Dsm {
             )));
         }
         let t = node.transport_arc();
-        let space = space::negotiate(&*t, config.global_size)?;
+        let mut space = space::negotiate(&*t, config.global_size)?;
+        fault::prepare(&mut space, config.fault_engine, config.fault_mode)?;
         let inner = Inner::build(t, space, &config)?;
         let engine = FaultEngine::start(Arc::clone(&inner), config.fault_mode)?;
         collective::barrier(&*inner.t, None)?;
@@ -1095,6 +1124,13 @@ impl Dsm {
     /// The base address of the global range (the same on every node) and its size.
     pub fn global_range(&self) -> (usize, usize) {
         (self.inner.space.base(), self.inner.space.size())
+    }
+
+    /// The fault engine that runs on this node (`auto` resolved to what it chose).
+    pub fn fault_engine(&self) -> FaultEngineKind {
+        self.engine
+            .as_ref()
+            .map_or(FaultEngineKind::Auto, FaultEngine::kind)
     }
 
     /// Whether `addr` points into global memory.

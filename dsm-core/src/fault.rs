@@ -1,8 +1,28 @@
 //! The fault engine: turns accesses to pages the application view does not allow into
 //! requests that the runtime resolves.
 //!
-//! The engine here is the portable one, `SIGSEGV` + `mprotect`, in one of two modes
-//! (`DSM_FAULT_MODE`):
+//! Two engines sit behind one interface ([`FaultEngine`]), chosen at start-up with
+//! `DSM_FAULT_ENGINE` ([`FaultEngineKind`]):
+//!
+//! - **`sigsegv`**: the portable one. The application view's pages are protected with
+//!   `mprotect`; an access it does not allow raises `SIGSEGV`. Each protected run of pages is a
+//!   VMA of its own, so scattered pages split the view into many VMAs (up to
+//!   `vm.max_map_count`).
+//! - **`uffd`**: userfaultfd ([`crate::uffd`]). The view is mapped read-write once and registered
+//!   for missing, minor and write-protect faults; pages are opened with `UFFDIO_CONTINUE` and
+//!   `UFFDIO_WRITEPROTECT` and invalidated with `MADV_DONTNEED`, per page-table entry: no VMA is
+//!   split. In the `inline` mode the file is opened with `UFFD_FEATURE_SIGBUS`, so a fault
+//!   raises `SIGBUS` in the faulting thread, which resolves it in the handler exactly as the
+//!   `sigsegv` engine does; in the `handoff` mode the faulting thread sleeps in the kernel and
+//!   service threads read the fault from the file, resolve it, and wake it (faults the kernel
+//!   itself takes, such as a `read(2)` into global memory, are then served too).
+//! - **`auto`**: `uffd` when this kernel and process can use it, else `sigsegv`, with the reason
+//!   logged.
+//!
+//! Either engine changes page mappings only with the page locked
+//! ([`crate::coherence::page`]), so a mapping always matches the page's state.
+//!
+//! Each engine runs in one of two modes (`DSM_FAULT_MODE`):
 //!
 //! - **`inline`** (the default): the faulting thread resolves its own fault inside the signal
 //!   handler. No thread hand-off: on a virtual CPU each hand-off costs a wake-up of tens of
@@ -20,17 +40,20 @@
 //!   resolved it. Slower by the two hand-offs; for programs that touch global memory from
 //!   places where the inline mode's reasoning does not hold (their own signal handlers).
 //!
-//! A fault outside the global range is forwarded to the handler that was installed before
+//! A signal outside the global range is forwarded to the handler that was installed before
 //! ours (Rust's stack-overflow handler, a debugger's, or the default action), so a genuine bug
 //! still crashes the program with an ordinary segmentation fault.
 
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::dsm::Inner;
 use crate::error::{Error, Result};
+use crate::space::GlobalSpace;
+
+mod userfault;
 
 const FREE: u32 = 0;
 const CLAIMED: u32 = 1;
@@ -69,7 +92,11 @@ static RANGE_START: AtomicUsize = AtomicUsize::new(0);
 static RANGE_END: AtomicUsize = AtomicUsize::new(0);
 /// How long the faulting thread and the service threads spin before they sleep, in ns.
 static SPIN_NS: AtomicUsize = AtomicUsize::new(50_000);
-static PREVIOUS: OnceLock<libc::sigaction> = OnceLock::new();
+static PREVIOUS_SEGV: OnceLock<libc::sigaction> = OnceLock::new();
+static PREVIOUS_BUS: OnceLock<libc::sigaction> = OnceLock::new();
+/// The signal our handler is installed for: `SIGSEGV` (the `sigsegv` engine) or `SIGBUS` (the
+/// `uffd` engine in the inline mode); 0 when none is.
+static SIGNAL: AtomicI32 = AtomicI32::new(0);
 /// The runtime, for the inline mode (null when the engine is stopped or in hand-off mode).
 static INLINE: AtomicPtr<Inner> = AtomicPtr::new(std::ptr::null_mut());
 static INSTALLED: AtomicBool = AtomicBool::new(false);
@@ -119,21 +146,32 @@ fn say(msg: &[u8], addr: usize) {
     unsafe { libc::write(2, buf.as_ptr().cast(), i + 1) };
 }
 
-/// Puts back the handler that was there before ours, so that returning from the signal handler
-/// re-executes the faulting instruction under it (the default action crashes the process).
-fn restore_previous() {
-    if let Some(prev) = PREVIOUS.get() {
-        // SAFETY: reinstalling a sigaction the kernel gave us; async-signal-safe.
-        unsafe { libc::sigaction(libc::SIGSEGV, prev, std::ptr::null_mut()) };
+/// Where the handler that was there before ours is kept, for `sig`.
+fn previous_cell(sig: libc::c_int) -> &'static OnceLock<libc::sigaction> {
+    if sig == libc::SIGBUS {
+        &PREVIOUS_BUS
+    } else {
+        &PREVIOUS_SEGV
     }
 }
 
-/// Hands a fault outside the global range to the previous handler.
+/// Puts back the handler that was there before ours, so that returning from the signal handler
+/// re-executes the faulting instruction under it (the default action crashes the process).
+fn restore_previous() {
+    let sig = SIGNAL.load(Ordering::Acquire);
+    if let (Some(prev), true) = (previous_cell(sig).get(), sig != 0) {
+        // SAFETY: reinstalling, for the signal it was taken from, a sigaction the kernel gave
+        // us; async-signal-safe.
+        unsafe { libc::sigaction(sig, prev, std::ptr::null_mut()) };
+    }
+}
+
+/// Hands a signal outside the global range to the previous handler.
 ///
 /// # Safety
-/// Called only from the SIGSEGV handler with the kernel's arguments.
+/// Called only from our signal handler with the kernel's arguments.
 unsafe fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
-    let Some(prev) = PREVIOUS.get() else {
+    let Some(prev) = previous_cell(sig).get() else {
         restore_previous();
         return;
     };
@@ -153,19 +191,25 @@ unsafe fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::
     }
 }
 
-extern "C" fn on_sigsegv(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
-    // SAFETY: the kernel passes a valid siginfo for SIGSEGV.
+extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo for SIGSEGV and SIGBUS.
     let info_ref = unsafe { &*info };
-    // SAFETY: for SIGSEGV the union member holding the faulting address is the valid one.
+    // SAFETY: for SIGSEGV and SIGBUS the union member holding the faulting address is the
+    // valid one.
     let addr = unsafe { info_ref.si_addr() } as usize;
     if addr < RANGE_START.load(Ordering::Acquire) || addr >= RANGE_END.load(Ordering::Acquire) {
-        say(b"dsm: segmentation fault outside global memory at ", addr);
+        if sig == libc::SIGBUS {
+            say(b"dsm: bus error outside global memory at ", addr);
+        } else {
+            say(b"dsm: segmentation fault outside global memory at ", addr);
+        }
         // SAFETY: forwarding the kernel's arguments from within the handler.
         unsafe { forward(sig, info, ctx) };
         return;
     }
-    // x86-64: bit 1 of the page-fault error code says the access was a write.
-    // SAFETY: for SIGSEGV the third argument is the interrupted context (SA_SIGINFO).
+    // x86-64: bit 1 of the page-fault error code says the access was a write (the kernel
+    // records it for a SIGBUS raised by userfaultfd as for a SIGSEGV).
+    // SAFETY: for SIGSEGV and SIGBUS the third argument is the interrupted context (SA_SIGINFO).
     let write =
         unsafe { (*(ctx as *const libc::ucontext_t)).uc_mcontext.gregs[libc::REG_ERR as usize] }
             & 2
@@ -231,6 +275,9 @@ extern "C" fn on_sigsegv(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut
 pub(crate) struct FaultEngine {
     threads: Vec<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
+    /// Wakes the userfaultfd service threads to stop (absent for the `sigsegv` engine).
+    uffd_stop: Option<userfault::StopSignal>,
+    kind: FaultEngineKind,
     /// Keeps the runtime alive while the inline handler may use it.
     _inner: Arc<Inner>,
 }
@@ -247,39 +294,142 @@ pub enum FaultMode {
     },
 }
 
+/// Which fault engine detects accesses (`DSM_FAULT_ENGINE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultEngineKind {
+    /// userfaultfd when the kernel and the process allow it, else `SIGSEGV` + `mprotect`.
+    Auto,
+    /// `SIGSEGV` + `mprotect`: portable.
+    Sigsegv,
+    /// userfaultfd: per page-table entry, no VMA split per page.
+    Userfaultfd,
+}
+
+impl FaultEngineKind {
+    /// Parses `auto`, `sigsegv` or `uffd`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the variable for anything else.
+    pub fn parse(v: &str) -> Result<FaultEngineKind> {
+        match v.trim() {
+            "auto" => Ok(FaultEngineKind::Auto),
+            "sigsegv" => Ok(FaultEngineKind::Sigsegv),
+            "uffd" | "userfaultfd" => Ok(FaultEngineKind::Userfaultfd),
+            other => Err(Error::Config(format!(
+                "DSM_FAULT_ENGINE={other:?}: expected auto, sigsegv or uffd"
+            ))),
+        }
+    }
+
+    /// The name `DSM_FAULT_ENGINE` uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultEngineKind::Auto => "auto",
+            FaultEngineKind::Sigsegv => "sigsegv",
+            FaultEngineKind::Userfaultfd => "uffd",
+        }
+    }
+}
+
+/// Chooses the engine for `space` and prepares it: under userfaultfd, opens the file with the
+/// features `mode` needs and registers the application view. Returns the engine chosen.
+///
+/// # Errors
+/// [`Error::Config`] or [`Error::Io`] when `uffd` is asked for explicitly and cannot be used
+/// (with the reason); `auto` falls back to `sigsegv` instead, logging the reason.
+pub(crate) fn prepare(
+    space: &mut GlobalSpace,
+    kind: FaultEngineKind,
+    mode: FaultMode,
+) -> Result<FaultEngineKind> {
+    match kind {
+        FaultEngineKind::Sigsegv => Ok(FaultEngineKind::Sigsegv),
+        FaultEngineKind::Userfaultfd => {
+            userfault::attach(space, mode)?;
+            Ok(FaultEngineKind::Userfaultfd)
+        }
+        FaultEngineKind::Auto => match userfault::attach(space, mode) {
+            Ok(()) => Ok(FaultEngineKind::Userfaultfd),
+            Err(e) => {
+                tracing::info!("fault engine: sigsegv, as userfaultfd cannot be used: {e}");
+                Ok(FaultEngineKind::Sigsegv)
+            }
+        },
+    }
+}
+
+/// Installs our handler for `sig`, remembering the previous one.
+fn install(sig: libc::c_int) -> Result<()> {
+    // SAFETY: an all-zero sigaction is a valid starting point (empty mask, no flags).
+    let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+    action.sa_sigaction = on_fault as *const () as usize;
+    // SA_SIGINFO: we need the address and the context. SA_RESTART: system calls interrupted
+    // by a fault resume. Not SA_ONSTACK: the inline mode resolves faults in the handler, which
+    // needs more stack than the small alternate stacks threads get; the cost is that a stack
+    // overflow (which cannot be a fault in global memory) kills the process without Rust's
+    // "stack overflow" message, as the kernel cannot run any handler on a full stack.
+    action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+    // SAFETY: an all-zero sigaction is a valid out-parameter.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: installing a handler whose body is async-signal-safe in the hand-off mode and
+    // justified for the inline mode (see the module documentation and on_fault).
+    if unsafe { libc::sigaction(sig, &action, &mut old) } != 0 {
+        return Err(Error::io(
+            "installing the fault signal handler",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // The first engine of the process records what was there before; a later engine (after
+    // `stop` put it back) finds the same handler.
+    let _ = previous_cell(sig).set(old);
+    SIGNAL.store(sig, Ordering::Release);
+    Ok(())
+}
+
 impl FaultEngine {
-    /// Installs the SIGSEGV handler for the global range and starts `threads` service threads.
+    /// Starts the engine [`prepare`] chose for `inner`'s global space: installs the signal
+    /// handler for the global range (inline mode, or the `sigsegv` engine) and starts the
+    /// service threads (hand-off mode).
     ///
     /// # Errors
     /// [`Error::Config`] when an engine is already installed in this process; [`Error::Io`]
-    /// when the handler cannot be installed.
+    /// when the handler cannot be installed or a thread cannot start.
     pub(crate) fn start(inner: Arc<Inner>, mode: FaultMode) -> Result<FaultEngine> {
         if INSTALLED.swap(true, Ordering::SeqCst) {
             return Err(Error::Config("one shared memory per process".into()));
         }
+        match FaultEngine::start_installed(inner, mode) {
+            Ok(e) => Ok(e),
+            Err(e) => {
+                INSTALLED.store(false, Ordering::SeqCst);
+                Err(e)
+            }
+        }
+    }
+
+    fn start_installed(inner: Arc<Inner>, mode: FaultMode) -> Result<FaultEngine> {
         RANGE_START.store(inner.space.base(), Ordering::Release);
         RANGE_END.store(inner.space.base() + inner.space.size(), Ordering::Release);
-        // SAFETY: an all-zero sigaction is a valid starting point (empty mask, no flags).
-        let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
-        action.sa_sigaction = on_sigsegv as *const () as usize;
-        // SA_SIGINFO: we need the address and the context. SA_RESTART: system calls interrupted
-        // by a fault resume. Not SA_ONSTACK: the inline mode resolves faults in the handler, which
-        // needs more stack than the small alternate stacks threads get; the cost is that a stack
-        // overflow (which cannot be a fault in global memory) kills the process without Rust's
-        // "stack overflow" message, as the kernel cannot run any handler on a full stack.
-        action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
-        // SAFETY: an all-zero sigaction is a valid out-parameter.
-        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
-        // SAFETY: installing a handler whose body is async-signal-safe (see on_sigsegv).
-        if unsafe { libc::sigaction(libc::SIGSEGV, &action, &mut old) } != 0 {
-            INSTALLED.store(false, Ordering::SeqCst);
-            return Err(Error::io(
-                "installing the SIGSEGV handler",
-                std::io::Error::last_os_error(),
-            ));
-        }
-        let _ = PREVIOUS.set(old);
         let stop = Arc::new(AtomicBool::new(false));
+        let uffd = inner.space.uffd().is_some();
+        let kind = if uffd {
+            FaultEngineKind::Userfaultfd
+        } else {
+            FaultEngineKind::Sigsegv
+        };
+        if uffd {
+            if let FaultMode::Handoff { threads } = mode {
+                let (threads, signal) = userfault::spawn(&inner, threads.max(1))?;
+                return Ok(FaultEngine {
+                    threads,
+                    stop,
+                    uffd_stop: Some(signal),
+                    kind,
+                    _inner: inner,
+                });
+            }
+        }
+        install(if uffd { libc::SIGBUS } else { libc::SIGSEGV })?;
         let mut handles = Vec::new();
         let threads = match mode {
             FaultMode::Inline => {
@@ -300,8 +450,15 @@ impl FaultEngine {
         Ok(FaultEngine {
             threads: handles,
             stop,
+            uffd_stop: None,
+            kind,
             _inner: inner,
         })
+    }
+
+    /// The engine that runs (never [`FaultEngineKind::Auto`]).
+    pub(crate) fn kind(&self) -> FaultEngineKind {
+        self.kind
     }
 
     /// Stops the service threads and puts the previous handler back.
@@ -310,10 +467,14 @@ impl FaultEngine {
         self.stop.store(true, Ordering::SeqCst);
         PENDING.fetch_add(1, Ordering::SeqCst);
         futex_wake(&PENDING, i32::MAX);
+        if let Some(signal) = &self.uffd_stop {
+            signal.raise();
+        }
         for t in self.threads {
             let _ = t.join();
         }
         restore_previous();
+        SIGNAL.store(0, Ordering::Release);
         RANGE_END.store(0, Ordering::Release);
         INSTALLED.store(false, Ordering::SeqCst);
     }

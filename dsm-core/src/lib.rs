@@ -48,6 +48,7 @@ pub mod space;
 pub mod stats;
 mod sync;
 pub mod typed;
+mod uffd;
 
 pub use coherence::placement::Placement;
 pub use config::Config;

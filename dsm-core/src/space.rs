@@ -9,6 +9,11 @@
 //!   them while they are protected from the application, and reads dirty data for write-back.
 //!   It is registered with the transport, so fetched pages land in place without a copy.
 //!
+//! Page protections of the application view are changed by one of two means, chosen with the
+//! fault engine ([`crate::fault`]): `mprotect` (the `SIGSEGV` engine; each protected run of
+//! pages is a VMA of its own), or userfaultfd (the view is mapped read-write once and registered;
+//! protection is per page-table entry, see [`crate::uffd`], and no VMA is ever split).
+//!
 //! The base address is negotiated ([`negotiate`]): every node proposes a range that is free in
 //! its own process, every node tries to map each proposal with `MAP_FIXED_NOREPLACE`, and the
 //! first proposal that is free everywhere wins. Nothing is hard-coded, so the layout of newer
@@ -20,6 +25,7 @@ use transport::Transport;
 
 use crate::collective;
 use crate::error::{Error, Result};
+use crate::uffd::Userfaultfd;
 
 /// Size of a page, the unit of coherence.
 pub const PAGE: usize = 4096;
@@ -54,6 +60,8 @@ pub struct GlobalSpace {
     base: usize,
     size: usize,
     runtime: usize,
+    /// Set when the userfaultfd engine drives the application view.
+    uffd: Option<Userfaultfd>,
     _memfd: OwnedFd,
 }
 
@@ -165,6 +173,7 @@ pub fn negotiate<T: Transport>(t: &T, size: usize) -> Result<GlobalSpace> {
                 base,
                 size,
                 runtime,
+                uffd: None,
                 _memfd: memfd,
             });
         }
@@ -223,6 +232,7 @@ impl GlobalSpace {
             base: p as usize,
             size,
             runtime,
+            uffd: None,
             _memfd: memfd,
         })
     }
@@ -270,17 +280,112 @@ impl GlobalSpace {
         self.runtime as *mut u8
     }
 
-    /// Sets the application view's protection of `count` pages from `page`.
+    /// Hands the application view to userfaultfd: maps it read-write (one VMA) and registers it
+    /// for missing, minor and write-protect faults. From then on every page whose page-table
+    /// entry is absent faults, so pages are invalid until [`GlobalSpace::set_access`] opens them.
     ///
     /// # Errors
-    /// [`Error::Io`] when `mprotect` fails (for example ENOMEM past `vm.max_map_count`).
-    pub fn protect(&self, page: usize, count: usize, access: Access) -> Result<()> {
+    /// [`Error::Io`] or [`Error::Config`] when the kernel refuses; the view is then back to
+    /// `PROT_NONE` and `mprotect` still drives it.
+    pub(crate) fn attach_uffd(&mut self, uffd: Userfaultfd) -> Result<()> {
+        self.mprotect(0, self.pages(), libc::PROT_READ | libc::PROT_WRITE)?;
+        if let Err(e) = uffd.register(self.base, self.size) {
+            self.mprotect(0, self.pages(), libc::PROT_NONE)?;
+            return Err(e);
+        }
+        self.uffd = Some(uffd);
+        Ok(())
+    }
+
+    /// The userfaultfd driving the application view, if any.
+    pub(crate) fn uffd(&self) -> Option<&Userfaultfd> {
+        self.uffd.as_ref()
+    }
+
+    fn mprotect(&self, page: usize, count: usize, prot: libc::c_int) -> Result<()> {
         let addr = self.base + page * PAGE;
         // SAFETY: the range lies inside the application view this value mapped (callers pass
         // page numbers below `pages()`); changing protections cannot violate Rust's memory
         // safety because the runtime never holds references into the application view.
-        if unsafe { libc::mprotect(addr as *mut libc::c_void, count * PAGE, access.prot()) } != 0 {
+        if unsafe { libc::mprotect(addr as *mut libc::c_void, count * PAGE, prot) } != 0 {
             return Err(os_err(format!("mprotect of page {page} (+{count})")));
+        }
+        Ok(())
+    }
+
+    /// Changes what the application may do with `count` pages from `page`, which it may now do
+    /// `from` (the same for every page of the run, except when going to [`Access::None`]).
+    /// Called with the pages locked, so that the mapping always matches the pages' states.
+    ///
+    /// Under `mprotect` this is one `mprotect`. Under userfaultfd: to `None`, `MADV_DONTNEED` of
+    /// the view (the page cache, shared with the runtime view, stays); from `None`,
+    /// `UFFDIO_CONTINUE` of the cached pages, write-protected for `Read`; between `Read` and
+    /// `ReadWrite`, `UFFDIO_WRITEPROTECT`. Nothing here wakes a thread waiting on a fault (the
+    /// engine does once the fault is resolved, see `crate::uffd`).
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the kernel refuses (for example `mprotect` failing with ENOMEM past
+    /// `vm.max_map_count`).
+    pub fn set_access(&self, page: usize, count: usize, from: Access, to: Access) -> Result<()> {
+        let Some(uffd) = &self.uffd else {
+            return self.mprotect(page, count, to.prot());
+        };
+        let addr = self.base + page * PAGE;
+        let len = count * PAGE;
+        match (from, to) {
+            (_, Access::None) => self.zap(page, count),
+            (Access::None, _) => self.map_cached(uffd, page, count, to),
+            (Access::Read, Access::ReadWrite) => uffd.write_protect(addr, len, false),
+            (Access::ReadWrite, Access::Read) => uffd.write_protect(addr, len, true),
+            (Access::Read, Access::Read) | (Access::ReadWrite, Access::ReadWrite) => {
+                self.map_cached(uffd, page, count, to)
+            }
+        }
+    }
+
+    /// After a fault on a page that is already valid (`access`) and locked: under userfaultfd,
+    /// makes sure its page-table entry is there with the right protection (the fault was
+    /// queued before another thread resolved it, or the kernel dropped the entry). Nothing to
+    /// do under `mprotect`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the kernel refuses.
+    pub fn remap(&self, page: usize, access: Access) -> Result<()> {
+        match &self.uffd {
+            Some(uffd) if access != Access::None => self.map_cached(uffd, page, 1, access),
+            _ => Ok(()),
+        }
+    }
+
+    /// `UFFDIO_CONTINUE` of `count` cached pages from `page`; a page already mapped gets the
+    /// protection asked for with `UFFDIO_WRITEPROTECT`.
+    fn map_cached(&self, uffd: &Userfaultfd, page: usize, count: usize, to: Access) -> Result<()> {
+        let wp = to == Access::Read;
+        let mut addr = self.base + page * PAGE;
+        let end = addr + count * PAGE;
+        while addr < end {
+            match uffd.map_cached(addr, end - addr, wp)? {
+                None => return Ok(()),
+                Some(done) => {
+                    let present = addr + done;
+                    uffd.write_protect(present, PAGE, wp)?;
+                    addr = present + PAGE;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops the application view's page-table entries of `count` pages from `page`.
+    fn zap(&self, page: usize, count: usize) -> Result<()> {
+        let addr = self.base + page * PAGE;
+        // SAFETY: the range lies inside the application view; MADV_DONTNEED on a shared mapping
+        // only removes page-table entries (the memfd keeps the data), and the runtime holds no
+        // references into the application view.
+        if unsafe { libc::madvise(addr as *mut libc::c_void, count * PAGE, libc::MADV_DONTNEED) }
+            != 0
+        {
+            return Err(os_err(format!("unmapping page {page} (+{count})")));
         }
         Ok(())
     }

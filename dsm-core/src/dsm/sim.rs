@@ -17,6 +17,7 @@ fn cluster(n: usize, cache_pages: usize) -> Vec<Arc<Inner>> {
     let config = DsmConfig {
         global_size: SIZE,
         fault_mode: FaultMode::Inline,
+        fault_engine: crate::fault::FaultEngineKind::Sigsegv,
         cache_size: cache_pages * PAGE,
     };
     std::thread::scope(|s| {

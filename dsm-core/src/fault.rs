@@ -331,6 +331,17 @@ impl FaultEngineKind {
     }
 }
 
+/// Whether the userfaultfd engine can run in this process in `mode` (what `auto` checks first).
+///
+/// # Errors
+/// [`Error::Io`] when userfaultfd cannot be opened (not compiled into the kernel, forbidden by
+/// a seccomp filter, `vm.unprivileged_userfaultfd`); [`Error::Config`] when the kernel lacks a
+/// feature the engine needs (minor faults and write-protection on shared memory, and for the
+/// inline mode `UFFD_FEATURE_SIGBUS`). The message says which.
+pub fn userfaultfd_support(mode: FaultMode) -> Result<()> {
+    userfault::check(mode).map(|_| ())
+}
+
 /// Chooses the engine for `space` and prepares it: under userfaultfd, opens the file with the
 /// features `mode` needs and registers the application view. Returns the engine chosen.
 ///

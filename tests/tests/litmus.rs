@@ -1,23 +1,26 @@
 //! Memory-model litmus tests on the shared memory over tcp: real processes, 2 to 4 nodes, each
-//! job with a hard timeout that kills its whole process group.
+//! job with a hard timeout that kills its whole process group. The default engine (`auto`) runs
+//! them all; each engine and mode also runs every scenario explicitly.
 
 use std::time::Duration;
 
+use dsm_core::fault::FaultMode;
 use tests::run_job;
 
 const LITMUS: &str = env!("CARGO_BIN_EXE_dsm-litmus");
 
 fn litmus(scenario: &str, nodes: usize) {
-    let r = run_job(
-        LITMUS,
-        nodes,
-        &[scenario],
-        &[("DSM_GLOBAL_SIZE", "256M")],
-        Duration::from_secs(120),
-    );
+    litmus_with(scenario, nodes, &[]);
+}
+
+/// Runs `scenario` on `nodes` nodes with `env` added, and checks every rank passed.
+fn litmus_with(scenario: &str, nodes: usize, env: &[(&str, &str)]) {
+    let mut all = vec![("DSM_GLOBAL_SIZE", "256M")];
+    all.extend_from_slice(env);
+    let r = run_job(LITMUS, nodes, &[scenario], &all, Duration::from_secs(120));
     assert_eq!(
         r.exit_code, 0,
-        "{scenario} on {nodes} nodes: {:?}\n{}",
+        "{scenario} on {nodes} nodes with {env:?}: {:?}\n{}",
         r.failure, r.output
     );
     for rank in 0..nodes {
@@ -27,6 +30,74 @@ fn litmus(scenario: &str, nodes: usize) {
             "{}",
             r.output
         );
+    }
+}
+
+/// Every scenario that passes, with its node count.
+const SCENARIOS: [(&str, usize); 9] = [
+    ("mp-barrier", 3),
+    ("mp-lock", 4),
+    ("counter-lock", 3),
+    ("false-sharing", 4),
+    ("atomics", 4),
+    ("store-buffering", 2),
+    ("first-touch", 4),
+    ("big-array", 3),
+    ("remote-free", 3),
+];
+
+fn env_for(scenario: &str) -> Vec<(&'static str, &'static str)> {
+    if scenario == "big-array" {
+        vec![("DSM_CACHE_SIZE", "256K")]
+    } else {
+        Vec::new()
+    }
+}
+
+/// Whether the userfaultfd engine can run here in `mode`; when it cannot, says why and, unless
+/// `DSM_REQUIRE_UFFD=1` asks for it, lets the test pass without it (containers often forbid
+/// userfaultfd with a seccomp filter).
+fn userfaultfd_here(mode: FaultMode) -> bool {
+    match dsm_core::fault::userfaultfd_support(mode) {
+        Ok(()) => true,
+        Err(e) if std::env::var("DSM_REQUIRE_UFFD").as_deref() != Ok("1") => {
+            eprintln!("SKIPPED: the userfaultfd engine cannot run here: {e}");
+            false
+        }
+        Err(e) => panic!("DSM_REQUIRE_UFFD=1 but the userfaultfd engine cannot run: {e}"),
+    }
+}
+
+#[test]
+fn every_scenario_passes_under_the_sigsegv_engine() {
+    for (scenario, nodes) in SCENARIOS {
+        let mut env = env_for(scenario);
+        env.push(("DSM_FAULT_ENGINE", "sigsegv"));
+        litmus_with(scenario, nodes, &env);
+    }
+}
+
+#[test]
+fn every_scenario_passes_under_the_userfaultfd_engine_inline() {
+    if !userfaultfd_here(FaultMode::Inline) {
+        return;
+    }
+    for (scenario, nodes) in SCENARIOS {
+        let mut env = env_for(scenario);
+        env.extend([("DSM_FAULT_ENGINE", "uffd"), ("DSM_FAULT_MODE", "inline")]);
+        litmus_with(scenario, nodes, &env);
+    }
+}
+
+#[test]
+fn every_scenario_passes_under_the_userfaultfd_engine_with_service_threads() {
+    if !userfaultfd_here(FaultMode::Handoff { threads: 2 }) {
+        return;
+    }
+    for (scenario, nodes) in SCENARIOS {
+        let mut env = env_for(scenario);
+        env.extend([("DSM_FAULT_ENGINE", "uffd"), ("DSM_FAULT_MODE", "handoff")]);
+        litmus_with(scenario, nodes, &env);
     }
 }
 
@@ -67,9 +138,7 @@ fn first_touch_places_pages_where_they_were_first_touched() {
 
 #[test]
 fn an_array_larger_than_the_cache_is_written_and_checksummed_by_all() {
-    let env = [("DSM_GLOBAL_SIZE", "256M"), ("DSM_CACHE_SIZE", "256K")];
-    let r = run_job(LITMUS, 3, &["big-array"], &env, Duration::from_secs(120));
-    assert_eq!(r.exit_code, 0, "{:?}\n{}", r.failure, r.output);
+    litmus_with("big-array", 3, &env_for("big-array"));
 }
 
 #[test]
@@ -77,13 +146,12 @@ fn any_node_frees_what_another_allocated() {
     litmus("remote-free", 3);
 }
 
-#[test]
-fn a_segfault_outside_global_memory_still_crashes() {
+fn segfault_crashes(engine: &str) {
     let r = run_job(
         LITMUS,
         2,
         &["segv"],
-        &[("DSM_GLOBAL_SIZE", "256M")],
+        &[("DSM_GLOBAL_SIZE", "256M"), ("DSM_FAULT_ENGINE", engine)],
         Duration::from_secs(60),
     );
     use std::os::unix::process::ExitStatusExt;
@@ -92,12 +160,23 @@ fn a_segfault_outside_global_memory_still_crashes() {
         other => panic!("rank 1: {other:?}\n{}", r.output),
     }
     assert_ne!(r.exit_code, 0);
-    assert!(
-        r.output
-            .contains("segmentation fault outside global memory at 0x0000000000000010"),
-        "{}",
-        r.output
-    );
+    if engine == "sigsegv" {
+        // Our handler saw it first and forwarded it.
+        assert!(
+            r.output
+                .contains("segmentation fault outside global memory at 0x0000000000000010"),
+            "{}",
+            r.output
+        );
+    }
+}
+
+#[test]
+fn a_segfault_outside_global_memory_still_crashes() {
+    segfault_crashes("sigsegv");
+    if userfaultfd_here(FaultMode::Inline) {
+        segfault_crashes("uffd");
+    }
 }
 
 #[test]

@@ -16,12 +16,13 @@ use crate::fault::FaultMode;
 use crate::space::{GlobalSpace, PAGE};
 use crate::uffd::{self, Userfaultfd};
 
-/// Opens a userfaultfd with what `mode` needs and hands `space`'s application view to it.
+/// Whether this kernel and process can run the userfaultfd engine in `mode`: the features it
+/// needs are offered. Returns the features to ask for and how the file is opened.
 ///
 /// # Errors
-/// [`Error::Io`] when userfaultfd cannot be opened or registered; [`Error::Config`] when the
-/// kernel lacks a needed feature. Each names the reason.
-pub(super) fn attach(space: &mut GlobalSpace, mode: FaultMode) -> Result<()> {
+/// [`Error::Io`] when userfaultfd cannot be opened at all; [`Error::Config`] when the kernel
+/// lacks a needed feature. Each names the reason.
+pub(super) fn check(mode: FaultMode) -> Result<(u64, uffd::Access)> {
     let (offered, access) = Userfaultfd::probe()?;
     let mut wanted = uffd::FEATURES_NEEDED;
     if mode == FaultMode::Inline {
@@ -34,6 +35,15 @@ pub(super) fn attach(space: &mut GlobalSpace, mode: FaultMode) -> Result<()> {
             uffd::describe(wanted)
         )));
     }
+    Ok((wanted, access))
+}
+
+/// Opens a userfaultfd with what `mode` needs and hands `space`'s application view to it.
+///
+/// # Errors
+/// As [`check`], and [`Error::Io`] when the view cannot be registered.
+pub(super) fn attach(space: &mut GlobalSpace, mode: FaultMode) -> Result<()> {
+    let (wanted, access) = check(mode)?;
     if access == uffd::Access::UserModeOnly && !matches!(mode, FaultMode::Inline) {
         tracing::warn!(
             "userfaultfd limited to user-mode faults (vm.unprivileged_userfaultfd=0 and no \

@@ -484,6 +484,9 @@ impl FaultEngine {
         for t in self.threads {
             let _ = t.join();
         }
+        if let Err(e) = self._inner.space.close_uffd_view() {
+            tracing::warn!("closing the application view: {e}");
+        }
         restore_previous();
         SIGNAL.store(0, Ordering::Release);
         RANGE_END.store(0, Ordering::Release);

@@ -297,6 +297,19 @@ impl GlobalSpace {
         Ok(())
     }
 
+    /// Under userfaultfd, once no service thread serves faults any more: makes the whole
+    /// application view inaccessible, so that a late access crashes with `SIGSEGV` instead of
+    /// sleeping in the kernel for a fault nobody will resolve.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when `mprotect` fails.
+    pub(crate) fn close_uffd_view(&self) -> Result<()> {
+        if self.uffd.is_some() {
+            self.mprotect(0, self.pages(), libc::PROT_NONE)?;
+        }
+        Ok(())
+    }
+
     /// The userfaultfd driving the application view, if any.
     pub(crate) fn uffd(&self) -> Option<&Userfaultfd> {
         self.uffd.as_ref()

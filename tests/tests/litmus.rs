@@ -33,9 +33,14 @@ fn litmus_with(scenario: &str, nodes: usize, env: &[(&str, &str)]) {
     }
 }
 
-/// Every scenario that passes, with its node count.
-const SCENARIOS: [(&str, usize); 9] = [
+/// Every scenario with its node count. `scattered` checks that userfaultfd splits no VMA (and
+/// that `mprotect` does); `kernel-write` that the uffd service threads serve a `read(2)` into
+/// global memory.
+const SCENARIOS: [(&str, usize); 12] = [
     ("mp-barrier", 3),
+    ("threads", 3),
+    ("scattered", 2),
+    ("kernel-write", 2),
     ("mp-lock", 4),
     ("counter-lock", 3),
     ("false-sharing", 4),

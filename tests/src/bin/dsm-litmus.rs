@@ -3,6 +3,7 @@
 
 use std::process::ExitCode;
 
+use dsm_core::fault::FaultEngineKind;
 use dsm_core::{Dsm, GlobalLock, Placement};
 
 type R = Result<(), String>;
@@ -328,6 +329,161 @@ fn segv(d: &Dsm) -> R {
     Ok(())
 }
 
+/// Several threads per node write their own byte of every page of a shared array at once
+/// (concurrent faults on one page from threads of one node and from several nodes), then read
+/// every byte at once after a barrier.
+fn threads(d: &Dsm) -> R {
+    const PAGES: usize = 64;
+    const THREADS: usize = 4;
+    let a = d
+        .alloc_collective(PAGES * 4096, Placement::Cyclic { block_pages: 1 })
+        .map_err(e)? as usize;
+    let (me, nodes) = (d.rank(), d.nodes());
+    let value = |round: usize, slot: usize, page: usize| (round * 31 + slot * 7 + page) as u8;
+    for round in 0..5 {
+        std::thread::scope(|s| {
+            for t in 0..THREADS {
+                s.spawn(move || {
+                    for k in 0..PAGES {
+                        let page = (k + t * PAGES / THREADS) % PAGES;
+                        let slot = me * THREADS + t;
+                        let p = (a + page * 4096 + slot) as *mut u8;
+                        // SAFETY: byte `slot` of every page belongs to this thread alone in
+                        // this phase; the allocation is live.
+                        unsafe { std::ptr::write_volatile(p, value(round, slot, page)) };
+                    }
+                });
+            }
+        });
+        d.barrier().map_err(e)?;
+        let bad = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..THREADS)
+                .map(|t| {
+                    s.spawn(move || {
+                        for k in 0..PAGES {
+                            let page = (k + t * PAGES / THREADS) % PAGES;
+                            for slot in 0..THREADS * nodes {
+                                let p = (a + page * 4096 + slot) as *const u8;
+                                // SAFETY: read after the barrier; nobody writes until the
+                                // next barrier.
+                                let v = unsafe { std::ptr::read_volatile(p) };
+                                let want = value(round, slot, page);
+                                if v != want {
+                                    return Some(format!(
+                                        "round {round}: page {page} slot {slot} is {v}, \
+                                         expected {want}"
+                                    ));
+                                }
+                            }
+                        }
+                        None
+                    })
+                })
+                .collect();
+            hs.into_iter().find_map(|h| h.join().ok().flatten())
+        });
+        if let Some(msg) = bad {
+            return Err(msg);
+        }
+        d.barrier().map_err(e)?;
+    }
+    Ok(())
+}
+
+/// Reading every other page of a large allocation: under userfaultfd the process's VMAs do
+/// not grow with the pages (protection is per page-table entry); under `SIGSEGV` + `mprotect`
+/// each page is a VMA of its own.
+fn scattered(d: &Dsm) -> R {
+    const PAGES: usize = 1024;
+    let a = d
+        .alloc_collective(PAGES * 4096, Placement::Blocked)
+        .map_err(e)? as usize;
+    let vmas = || {
+        std::fs::read_to_string("/proc/self/maps")
+            .map(|m| m.lines().count())
+            .map_err(|err| err.to_string())
+    };
+    let before = vmas()?;
+    for page in (0..PAGES).step_by(2) {
+        load((a + page * 4096) as *const u64);
+    }
+    let after = vmas()?;
+    let engine = d.fault_engine();
+    println!(
+        "rank {}: {} engine: {before} VMAs before reading {} scattered pages, {after} after",
+        d.rank(),
+        engine.name(),
+        PAGES / 2
+    );
+    match engine {
+        FaultEngineKind::Userfaultfd => check(after < before + 16, || {
+            format!("VMAs grew from {before} to {after} under userfaultfd")
+        })?,
+        _ => check(after >= before + PAGES / 2, || {
+            format!("VMAs grew only from {before} to {after} under mprotect")
+        })?,
+    }
+    d.barrier().map_err(e)
+}
+
+/// A system call writes into global memory (`read(2)` from a pipe into an invalid page): the
+/// userfaultfd engine with service threads serves the kernel's fault, so the call succeeds and
+/// every node sees the bytes; other engines make it fail with EFAULT (documented).
+fn kernel_write(d: &Dsm) -> R {
+    let n = d.nodes();
+    let a = d
+        .alloc_collective(n * 4096, Placement::Blocked)
+        .map_err(e)? as usize;
+    // Homed on the last node: a remote fetch for rank 0.
+    let target = a + (n - 1) * 4096;
+    let flag = a as *mut u64;
+    let must = d.fault_engine() == FaultEngineKind::Userfaultfd
+        && std::env::var("DSM_FAULT_MODE").as_deref() == Ok("handoff");
+    let msg: Vec<u8> = (0..64u8).map(|i| i.wrapping_mul(3) ^ 0x5a).collect();
+    if d.rank() == 0 {
+        let mut fds = [0; 2];
+        // SAFETY: pipe(2) fills two descriptors into a valid 2-element array.
+        if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+            return Err("pipe".into());
+        }
+        // SAFETY: writing 64 initialised bytes into the pipe we just made.
+        let w = unsafe { libc::write(fds[1], msg.as_ptr().cast(), msg.len()) };
+        check(w == 64, || format!("write to the pipe: {w}"))?;
+        // SAFETY: reading at most 64 bytes into a live global page; the runtime resolves the
+        // kernel's fault (or the call fails with EFAULT).
+        let r = unsafe { libc::read(fds[0], target as *mut libc::c_void, msg.len()) };
+        let err = std::io::Error::last_os_error();
+        // SAFETY: closing the two descriptors pipe(2) gave us.
+        unsafe { libc::close(fds[0]) };
+        // SAFETY: as above.
+        unsafe { libc::close(fds[1]) };
+        if must {
+            check(r == 64, || {
+                format!("read(2) into global memory returned {r} ({err})")
+            })?;
+        }
+        println!(
+            "rank 0: {} engine: read(2) into an invalid global page: {}",
+            d.fault_engine().name(),
+            if r == 64 {
+                "served".to_string()
+            } else {
+                format!("{err}")
+            }
+        );
+        store(flag, u64::from(r == 64));
+    }
+    d.barrier().map_err(e)?;
+    if load(flag) == 1 {
+        for (i, &want) in msg.iter().enumerate() {
+            // SAFETY: read after the barrier; nobody writes the page any more.
+            let v = unsafe { std::ptr::read_volatile((target + i) as *const u8) };
+            check(v == want, || format!("byte {i} is {v}, expected {want}"))?;
+        }
+    }
+    d.barrier().map_err(e)
+}
+
 fn main() -> ExitCode {
     let scenario = std::env::args().nth(1).unwrap_or_default();
     let d = match Dsm::init() {
@@ -348,6 +504,9 @@ fn main() -> ExitCode {
         "segv" => segv(&d),
         "big-array" => big_array(&d),
         "remote-free" => remote_free(&d),
+        "threads" => threads(&d),
+        "scattered" => scattered(&d),
+        "kernel-write" => kernel_write(&d),
         other => Err(format!("unknown scenario {other:?}")),
     };
     let rank = d.rank();

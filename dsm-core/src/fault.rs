@@ -1,14 +1,14 @@
 //! The fault engine: turns accesses to pages the application view does not allow into
 //! requests that the runtime resolves.
 //!
-//! Two engines sit behind one interface ([`FaultEngine`]), chosen at start-up with
+//! Two engines sit behind one interface (`FaultEngine`), chosen at start-up with
 //! `DSM_FAULT_ENGINE` ([`FaultEngineKind`]):
 //!
 //! - **`sigsegv`**: the portable one. The application view's pages are protected with
 //!   `mprotect`; an access it does not allow raises `SIGSEGV`. Each protected run of pages is a
 //!   VMA of its own, so scattered pages split the view into many VMAs (up to
 //!   `vm.max_map_count`).
-//! - **`uffd`**: userfaultfd ([`crate::uffd`]). The view is mapped read-write once and registered
+//! - **`uffd`**: userfaultfd (the `uffd` module). The view is mapped read-write once and registered
 //!   for missing, minor and write-protect faults; pages are opened with `UFFDIO_CONTINUE` and
 //!   `UFFDIO_WRITEPROTECT` and invalidated with `MADV_DONTNEED`, per page-table entry: no VMA is
 //!   split. In the `inline` mode the file is opened with `UFFD_FEATURE_SIGBUS`, so a fault

@@ -12,7 +12,7 @@
 //! Page protections of the application view are changed by one of two means, chosen with the
 //! fault engine ([`crate::fault`]): `mprotect` (the `SIGSEGV` engine; each protected run of
 //! pages is a VMA of its own), or userfaultfd (the view is mapped read-write once and registered;
-//! protection is per page-table entry, see [`crate::uffd`], and no VMA is ever split).
+//! protection is per page-table entry, see the `uffd` module, and no VMA is ever split).
 //!
 //! The base address is negotiated ([`negotiate`]): every node proposes a range that is free in
 //! its own process, every node tries to map each proposal with `MAP_FIXED_NOREPLACE`, and the

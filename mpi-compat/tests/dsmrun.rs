@@ -7,13 +7,14 @@ use dsm_core::launcher::{launch, LaunchOptions};
 
 const CHECK: &str = env!("CARGO_BIN_EXE_mpi-check");
 
-const PARTS: [&str; 7] = [
+const PARTS: [&str; 8] = [
     "p2p",
     "nonblocking",
     "collectives",
     "rma",
     "pscw",
     "created",
+    "raw",
     "errors",
 ];
 

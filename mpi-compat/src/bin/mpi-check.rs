@@ -1,5 +1,6 @@
 //! Checks of the MPI-style API on a real job: run as `dsmrun -n N mpi-check <part>...`, where
-//! each part is `p2p`, `nonblocking`, `collectives`, `rma`, `pscw`, `created` or `errors`.
+//! each part is `p2p`, `nonblocking`, `collectives`, `rma`, `pscw`, `created`, `raw` or
+//! `errors`.
 //! Every check compares with the value it must have; the first mismatch exits non-zero.
 
 use std::process::ExitCode;
@@ -497,6 +498,59 @@ fn created(w: &Communicator, dsm: &dsm_core::Dsm) -> Check {
     ok(dsm.free_collective(base).map_err(Into::into))
 }
 
+/// A window over ordinary process memory (registered with the transport) and a dynamic
+/// window over attached global memory.
+fn raw_and_dynamic(w: &Communicator, dsm: &dsm_core::Dsm) -> Check {
+    let (me, n) = (w.rank(), w.size());
+    let right = (me + 1) % n;
+    let left = (me + n - 1) % n;
+    let mut memory = vec![0u64; 512].into_boxed_slice();
+    let base = memory.as_mut_ptr().cast::<u8>();
+    // SAFETY: `memory` outlives the window (freed below before `memory` is dropped) and is
+    // not touched through Rust references while the window lives.
+    let win = ok(unsafe { Window::create_from_raw(w, base, 4096, 8) })?;
+    ok(win.fence(0))?;
+    ok(win.put(&[me as u64 + 1; 3], right, 5))?;
+    ok(win.accumulate(&[2u64], right, 100, Op::Sum))?;
+    ok(win.fence(0))?;
+    let mut x = [0u64; 4];
+    ok(win.read_local(5, &mut x))?;
+    ensure!(
+        x == [left as u64 + 1, left as u64 + 1, left as u64 + 1, 0],
+        "raw window {x:?}"
+    );
+    ok(win.read_local(100, &mut x[..1]))?;
+    ensure!(x[0] == 2, "raw accumulate {}", x[0]);
+    ok(win.fence(MODE_NOSUCCEED))?;
+    ok(win.free())?;
+    drop(memory);
+    // Dynamic: each rank attaches memory from its own arena and publishes the address.
+    let win = ok(Window::create_dynamic(w))?;
+    let mine = ok(dsm.malloc(256).map_err(Into::into))?;
+    ok(win.attach(mine, 256))?;
+    let mut addrs = vec![0u64; n as usize];
+    ok(w.all_gather(&[mine as u64], &mut addrs))?;
+    ok(win.lock_all(0))?;
+    ok(win.put(&[me as u32 + 10], right, addrs[right as usize] as usize + 4))?;
+    ok(win.flush(right))?;
+    ok(win.unlock_all())?;
+    ok(w.barrier())?;
+    ok(win.sync())?;
+    let mut y = [0u32];
+    ok(win.read_local(mine as usize + 4, &mut y))?;
+    ensure!(y == [left as u32 + 10], "dynamic window {y:?}");
+    ensure!(
+        matches!(
+            win.attach(std::ptr::null_mut(), 8),
+            Err(Error::InvalidArgument(_))
+        ),
+        "attach of non-global memory"
+    );
+    ok(win.detach(mine))?;
+    ok(win.free())?;
+    ok(dsm.free(mine).map_err(Into::into))
+}
+
 fn errors(w: &Communicator) -> Check {
     let n = w.size();
     let class = |r: mpi_compat::Result<()>| r.err().map(|e: Error| e.class());
@@ -641,6 +695,7 @@ fn main() -> ExitCode {
             "rma" => rma(&world),
             "pscw" => pscw(&world),
             "created" => created(&world, universe.dsm()),
+            "raw" => raw_and_dynamic(&world, universe.dsm()),
             "errors" => errors(&world),
             other => Err(format!("unknown part {other:?}")),
         };

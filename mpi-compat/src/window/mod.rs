@@ -70,8 +70,12 @@ struct Part {
     len: usize,
     /// `disp_unit`: bytes per unit of displacement.
     unit: usize,
-    /// The home copy of the whole part, when one node is home of all of it.
+    /// The home copy of the whole part, when one node is home of all of it (or the
+    /// registered memory of a part made by [`Window::create_from_raw`]).
     home: Option<RemoteSlice>,
+    /// The part is global memory reached through the coherence protocol by its owner (the
+    /// separate model): synchronisation calls reconcile it.
+    global: bool,
 }
 
 /// How the window's memory came to be.
@@ -79,8 +83,14 @@ struct Part {
 enum Memory {
     /// [`Window::allocate`]: a collective allocation, each part homed at its rank.
     Allocated { global: *mut u8, local: *mut u8 },
-    /// [`Window::create`]: memory the program allocated.
-    Created,
+    /// [`Window::create`] or [`Window::create_from_raw`]: memory the program allocated;
+    /// the registration of this rank's part when it is not global memory.
+    Created { registered: Option<Arc<Region>> },
+    /// [`Window::create_dynamic`]: displacements are addresses of global memory; the ranges
+    /// this rank attached.
+    Dynamic {
+        attached: Mutex<Vec<(usize, usize)>>,
+    },
 }
 
 /// An operation posted and not yet known to be complete.
@@ -140,7 +150,7 @@ impl Window {
     /// [`Error::InvalidDisplacement`] for a `disp_unit` of 0; [`Error::Dsm`] (class
     /// `MPI_ERR_NO_MEM`) when global memory is exhausted.
     pub fn allocate(comm: &Communicator, bytes: usize, disp_unit: usize) -> Result<Window> {
-        let mut parts = Self::exchange(comm, 0, bytes, disp_unit)?;
+        let mut parts = Self::exchange(comm, 0, bytes, disp_unit, None)?;
         let dsm = &comm.shared.dsm;
         let part_pages = parts
             .iter()
@@ -158,6 +168,7 @@ impl Window {
         for (r, p) in parts.iter_mut().enumerate() {
             p.addr = global as usize + r * part_pages * PAGE;
             p.home = Some(dsm.home_slice(p.addr as *const u8, p.len)?);
+            p.global = false;
         }
         let me = comm.rank() as usize;
         let local = dsm.home_copy(parts[me].addr as *const u8, parts[me].len)?;
@@ -194,6 +205,7 @@ impl Window {
             if bad { 0 } else { addr },
             if bad { usize::MAX } else { bytes },
             disp_unit.max(1),
+            None,
         )?;
         if let Some(r) = parts.iter().position(|p| p.len == usize::MAX) {
             return Err(if r == comm.rank() as usize && disp_unit == 0 {
@@ -204,18 +216,151 @@ impl Window {
                 ))
             });
         }
-        let parts = parts
+        let parts = Self::resolve_homes(comm, parts);
+        Self::finish(comm, parts, Memory::Created { registered: None })
+    }
+
+    /// Parts in global memory: their home copy when a single node holds all of it.
+    fn resolve_homes(comm: &Communicator, parts: Vec<Part>) -> Vec<Part> {
+        let dsm = &comm.shared.dsm;
+        parts
             .into_iter()
             .map(|mut p| {
-                p.home = dsm.home_slice(p.addr as *const u8, p.len).ok();
+                if p.global {
+                    p.home = dsm.home_slice(p.addr as *const u8, p.len).ok();
+                }
                 p
             })
-            .collect();
-        Self::finish(comm, parts, Memory::Created)
+            .collect()
+    }
+
+    /// `MPI_Win_create` over memory that is not global memory (for example a C program's
+    /// `malloc`): the memory is registered with the transport, so that RMA operations reach
+    /// it directly (the unified model: local loads and stores see RMA at once, after the
+    /// synchronisation). When `base` is global memory this is [`Window::create`].
+    ///
+    /// # Safety
+    /// `[base, base + bytes)` must be valid for reads and writes until the window is freed,
+    /// and must not be accessed through Rust references meanwhile (remote operations write it
+    /// at any time).
+    ///
+    /// # Collective
+    /// Every rank of `comm` must call it.
+    ///
+    /// # Errors
+    /// [`Error::InvalidDisplacement`] for a `disp_unit` of 0; transport errors of the
+    /// registration.
+    pub unsafe fn create_from_raw(
+        comm: &Communicator,
+        base: *mut u8,
+        bytes: usize,
+        disp_unit: usize,
+    ) -> Result<Window> {
+        let dsm = &comm.shared.dsm;
+        if bytes == 0 || dsm.is_global(base as usize) {
+            return Self::create(comm, base, bytes, disp_unit);
+        }
+        // SAFETY: the caller guarantees the memory is valid for reads and writes until the
+        // window is freed and is not borrowed by Rust meanwhile; `free` withdraws the
+        // registration before returning, and the region is dropped with the window.
+        let region = unsafe { Region::from_raw(base, bytes)? };
+        let desc = comm.transport().register(&region)?;
+        let parts = Self::exchange(comm, base as usize, bytes, disp_unit, Some(desc))?;
+        let parts = Self::resolve_homes(comm, parts);
+        Self::finish(
+            comm,
+            parts,
+            Memory::Created {
+                registered: Some(region),
+            },
+        )
+    }
+
+    /// `MPI_Win_create_dynamic` (MPI-3.1 §11.2.4): a window with no memory yet; each rank
+    /// attaches global memory with [`Window::attach`], and displacements are addresses
+    /// (`MPI_Get_address`), the same on every rank because global memory is mapped at the
+    /// same address everywhere. Local access follows the separate model, as for
+    /// [`Window::create`].
+    ///
+    /// # Collective
+    /// Every rank of `comm` must call it.
+    ///
+    /// # Errors
+    /// Transport errors.
+    pub fn create_dynamic(comm: &Communicator) -> Result<Window> {
+        let mut parts = Self::exchange(comm, 0, 0, 1, None)?;
+        for p in &mut parts {
+            p.global = true;
+        }
+        Self::finish(
+            comm,
+            parts,
+            Memory::Dynamic {
+                attached: Mutex::new(Vec::new()),
+            },
+        )
+    }
+
+    /// `MPI_Win_attach` (MPI-3.1 §11.2.4): makes `[base, base + bytes)`, which must be global
+    /// memory (from `Dsm::malloc`, `Dsm::alloc_collective` or `MPI_Alloc_mem`), accessible
+    /// through this dynamic window.
+    ///
+    /// # Errors
+    /// [`Error::InvalidWindow`] for a window not made by [`Window::create_dynamic`];
+    /// [`Error::InvalidArgument`] for memory that is not global memory.
+    pub fn attach(&self, base: *mut u8, bytes: usize) -> Result<()> {
+        let Memory::Dynamic { attached } = &self.memory else {
+            return Err(Error::InvalidWindow(
+                "attach to a window that is not dynamic".into(),
+            ));
+        };
+        let dsm = &self.comm.shared.dsm;
+        let addr = base as usize;
+        if bytes == 0
+            || !dsm.is_global(addr)
+            || !addr
+                .checked_add(bytes - 1)
+                .is_some_and(|l| dsm.is_global(l))
+        {
+            return Err(Error::InvalidArgument(
+                "a dynamic window can attach global memory only (MPI_Alloc_mem)".into(),
+            ));
+        }
+        attached
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((addr, bytes));
+        Ok(())
+    }
+
+    /// `MPI_Win_detach` (MPI-3.1 §11.2.4).
+    ///
+    /// # Errors
+    /// [`Error::InvalidWindow`] for a window that is not dynamic; [`Error::InvalidArgument`]
+    /// when nothing is attached at `base`.
+    pub fn detach(&self, base: *const u8) -> Result<()> {
+        let Memory::Dynamic { attached } = &self.memory else {
+            return Err(Error::InvalidWindow(
+                "detach from a window that is not dynamic".into(),
+            ));
+        };
+        let mut a = attached.lock().unwrap_or_else(|e| e.into_inner());
+        let before = a.len();
+        a.retain(|&(addr, _)| addr != base as usize);
+        if a.len() == before {
+            return Err(Error::InvalidArgument("nothing is attached there".into()));
+        }
+        Ok(())
     }
 
     /// Every rank's part: address, length and displacement unit.
-    fn exchange(comm: &Communicator, addr: usize, len: usize, unit: usize) -> Result<Vec<Part>> {
+    fn exchange(
+        comm: &Communicator,
+        addr: usize,
+        len: usize,
+        unit: usize,
+        registered: Option<transport::RegionDesc>,
+    ) -> Result<Vec<Part>> {
         if unit == 0 {
             // Still take part in the exchange, so that the others fail too.
             comm.all_gather_bytes(&[0u8; 24])?;
@@ -227,6 +372,9 @@ impl Window {
         for v in [addr, len, unit] {
             mine.extend_from_slice(&(v as u64).to_le_bytes());
         }
+        if let Some(d) = registered {
+            mine.extend_from_slice(&d.to_bytes());
+        }
         let all = comm.all_gather_bytes(&mine)?;
         all.iter()
             .enumerate()
@@ -236,13 +384,26 @@ impl Window {
                         .and_then(|w| w.try_into().ok())
                         .map(u64::from_le_bytes)
                 };
-                match (word(0), word(1), word(2)) {
-                    (Some(addr), Some(len), Some(unit)) if unit > 0 => Ok(Part {
-                        addr: addr as usize,
-                        len: len as usize,
-                        unit: unit as usize,
-                        home: None,
-                    }),
+                let desc = b
+                    .get(24..)
+                    .filter(|d| !d.is_empty())
+                    .map(transport::RegionDesc::from_bytes)
+                    .transpose()
+                    .ok();
+                match (word(0), word(1), word(2), desc) {
+                    (Some(addr), Some(len), Some(unit), Some(desc)) if unit > 0 => {
+                        let home = match desc {
+                            Some(d) => Some(d.slice(0, len as usize)?),
+                            None => None,
+                        };
+                        Ok(Part {
+                            addr: addr as usize,
+                            len: len as usize,
+                            unit: unit as usize,
+                            global: home.is_none(),
+                            home,
+                        })
+                    }
                     _ => Err(Error::InvalidWindow(format!(
                         "rank {r} could not create its part of the window"
                     ))),
@@ -290,8 +451,17 @@ impl Window {
         self.flush_all_internal()?;
         self.comm.barrier()?;
         let dsm = &self.comm.shared.dsm;
-        if let Memory::Allocated { global, .. } = self.memory {
-            dsm.free_collective(global)?;
+        match &self.memory {
+            Memory::Allocated { global, .. } => dsm.free_collective(*global)?,
+            Memory::Created {
+                registered: Some(_),
+            } => {
+                let me = self.comm.rank() as usize;
+                if let Some(home) = &self.parts[me].home {
+                    self.t().deregister(&home.region)?;
+                }
+            }
+            _ => {}
         }
         dsm.free_collective(self.control)?;
         Ok(())
@@ -321,7 +491,9 @@ impl Window {
     pub fn local_ptr(&self) -> *mut u8 {
         match self.memory {
             Memory::Allocated { local, .. } => local,
-            Memory::Created => self.parts[self.comm.rank() as usize].addr as *mut u8,
+            Memory::Created { .. } | Memory::Dynamic { .. } => {
+                self.parts[self.comm.rank() as usize].addr as *mut u8
+            }
         }
     }
 
@@ -386,6 +558,23 @@ impl Window {
     /// byte offset in the part.
     fn range(&self, target: usize, disp: usize, len: usize) -> Result<usize> {
         let part = &self.parts[target];
+        if let Memory::Dynamic { .. } = self.memory {
+            // The displacement is an address of global memory.
+            let dsm = &self.comm.shared.dsm;
+            let inside = len == 0
+                || (dsm.is_global(disp)
+                    && disp.checked_add(len - 1).is_some_and(|l| dsm.is_global(l)));
+            return if inside {
+                Ok(disp)
+            } else {
+                Err(Error::OutOfWindow {
+                    rank: target as Rank,
+                    offset: disp,
+                    len,
+                    size: 0,
+                })
+            };
+        }
         let offset = disp
             .checked_mul(part.unit)
             .ok_or_else(|| Error::InvalidDisplacement(format!("displacement {disp} overflows")))?;
@@ -456,7 +645,7 @@ impl Window {
 
     /// Whether this window's memory follows the separate model (see the module docs).
     fn separate(&self) -> bool {
-        matches!(self.memory, Memory::Created)
+        !matches!(self.memory, Memory::Allocated { .. })
     }
 
     /// Reconciles this rank's private and public copies of the whole window (separate model
@@ -466,7 +655,14 @@ impl Window {
             return Ok(());
         }
         let dsm = &self.comm.shared.dsm;
-        for p in &self.parts {
+        if let Memory::Dynamic { attached } = &self.memory {
+            let ranges = attached.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            for (addr, len) in ranges {
+                dsm.sync_range(addr as *const u8, len)?;
+            }
+            return Ok(());
+        }
+        for p in self.parts.iter().filter(|p| p.global) {
             dsm.sync_range(p.addr as *const u8, p.len)?;
         }
         Ok(())

@@ -84,8 +84,9 @@ if [ ! -s "$KIMG" ]; then
   fi
 fi
 
-# 3. The initramfs: busybox, the modules in dependency order, and /init (below).
-INIT_VERSION=2
+# 3. The initramfs: busybox, the modules in dependency order (veth, bridge and sch_netem for
+#    scripts/netns-test.sh's delay stages), and /init (below).
+INIT_VERSION=3
 INITRD=$CACHE/initramfs-$KVER-v$INIT_VERSION.cpio.gz
 if [ ! -s "$INITRD" ]; then
   say "building the initramfs"
@@ -97,7 +98,7 @@ if [ ! -s "$INITRD" ]; then
   ln -s busybox "$W/bin/sh"
   : > "$W/mods/order"
   for m in virtio_pci 9pnet_virtio 9p overlay crc32_generic udp_tunnel ip6_udp_tunnel \
-           ib_core ib_uverbs rdma_rxe; do
+           ib_core ib_uverbs rdma_rxe veth bridge sch_netem; do
     modprobe -d "$CACHE/kroot" -S "$KVER" --show-depends "$m" | awk '$1=="insmod"{print $2}'
   done | awk '!seen[$0]++' | while read -r ko; do
     b=$(basename "$ko")

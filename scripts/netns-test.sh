@@ -1,0 +1,192 @@
+#!/usr/bin/env bash
+# Hosts with their own addresses: one network namespace per node, joined by veth pairs to a
+# bridge (itself in a namespace of its own, so the host's network is never touched), each node
+# with its own address (10.199.0.R+1/24) and started by hand (DSM_RANK, DSM_NODES,
+# DSM_COORDINATOR, DSM_SECRET, DSM_BIND=eth0), as on a cluster without a launcher. Runs the
+# litmus programs, the mesh check, the shared-memory benchmark and a stencil across them, first
+# as they are, then with `tc netem` delay (100 us and 1 ms on every node's link, each way) and
+# 1% loss, and checks that every result stays correct. Prints the remote-fault latency and the
+# stencil's time per sweep for each condition, and `RESULT {json}` lines.
+#
+#   scripts/netns-test.sh [--nodes N] [--quick] [--no-vm]
+#
+#   --nodes N   nodes (namespaces); default 3
+#   --quick     fewer programs per condition
+#   --no-vm     where the kernel has no netem, do not re-run the delay stages in the QEMU guest
+#
+# Needs root (CI runs as root); skips with a clear message where namespaces cannot be created.
+# Loss uses netem, or nftables (`numgen random`) where the kernel has no netem. Delay needs netem:
+# where the host kernel lacks it, the delay stages run inside the soft-RoCE guest of
+# scripts/softroce-vm.sh (Debian's kernel, which has it), unless --no-vm. Every process has a
+# hard timeout; namespaces are removed on exit, failure or interruption.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+NODES=3 QUICK=0 VM=1
+while [ $# -gt 0 ]; do
+  case $1 in
+    --nodes) NODES=$2; shift 2;;
+    --quick) QUICK=1; shift;;
+    --no-vm) VM=0; shift;;
+    --only-delay) ONLY_DELAY=1; shift;;
+    *) sed -n '2,22p' "$0" >&2; exit 2;;
+  esac
+done
+ONLY_DELAY=${ONLY_DELAY:-0}
+say() { echo "netns-test: $*"; }
+skip() { say "SKIPPING: $*"; exit 0; }
+fail() { say "FAILED: $*"; exit 1; }
+
+BIN=${DSM_NETNS_BIN:-target/release}
+P=dsmt$$          # prefix of everything this run creates
+OUT=$(mktemp -d -t dsm-netns.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
+  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$P-"); do
+    ip netns pids "$ns" 2>/dev/null | xargs -r kill -KILL 2>/dev/null
+    ip netns del "$ns" 2>/dev/null
+  done
+  rm -rf "$OUT"
+}
+trap cleanup EXIT
+trap 'say "interrupted"; exit 130' INT TERM
+
+[ "$(id -u)" -eq 0 ] || skip "not root: creating network namespaces needs root (CI runs as root)"
+command -v ip >/dev/null && command -v tc >/dev/null || skip "ip/tc missing (Debian package iproute2)"
+ip netns add "$P-probe" 2>"$OUT/probe.err" ||
+  skip "cannot create a network namespace here: $(cat "$OUT/probe.err")"
+NETEM=1
+ip -n "$P-probe" link set lo up
+tc -n "$P-probe" qdisc add dev lo root netem delay 1ms 2>/dev/null || NETEM=0
+NFT=0
+if [ $NETEM = 0 ]; then
+  command -v nft >/dev/null || {
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nftables \
+      >"$OUT/apt.log" 2>&1 || say "cannot install nftables (see above); no loss stage"; }
+  ip netns exec "$P-probe" nft add table inet probe 2>/dev/null && NFT=1
+fi
+ip netns del "$P-probe"
+
+# The programs, built once (incremental).
+if [ -z "${DSM_NETNS_BIN:-}" ]; then
+  cargo build --locked --release -p tests -p benches --bins >"$OUT/build.log" 2>&1 ||
+    { cat "$OUT/build.log"; fail "cargo build"; }
+fi
+for b in dsm-check dsm-litmus dsm_bench stencil_bench; do
+  [ -x "$BIN/$b" ] || fail "$BIN/$b is missing"
+done
+
+# The network: a bridge in $P-sw, node R in $P-nR with eth0 = 10.199.0.(R+1).
+ip netns add "$P-sw" || fail "ip netns add"
+ip -n "$P-sw" link add br0 type bridge && ip -n "$P-sw" link set br0 up || fail "bridge"
+for ((r = 0; r < NODES; r++)); do
+  ns=$P-n$r
+  ip netns add "$ns" || fail "ip netns add $ns"
+  ip -n "$P-sw" link add "v$r" type veth peer name eth0 netns "$ns" || fail "veth for node $r"
+  ip -n "$P-sw" link set "v$r" master br0 up
+  ip -n "$ns" link set lo up
+  ip -n "$ns" addr add "10.199.0.$((r + 1))/24" dev eth0
+  ip -n "$ns" link set eth0 up
+done
+say "$NODES namespaces $P-n0..$((NODES - 1)) on bridge $P-sw, addresses 10.199.0.1-$NODES (netem: $([ $NETEM = 1 ] && echo yes || echo no))"
+
+# Applies a condition to every node's link: "none", "delay 100us", "loss 1%", ...
+condition() {
+  for ((r = 0; r < NODES; r++)); do
+    tc -n "$P-n$r" qdisc del dev eth0 root 2>/dev/null
+    ip netns exec "$P-n$r" nft delete table inet dsmloss 2>/dev/null
+    [ "$1" = none ] && continue
+    if [ $NETEM = 1 ]; then
+      # shellcheck disable=SC2086
+      tc -n "$P-n$r" qdisc add dev eth0 root netem $1 limit 100000 || return 1
+    else
+      local pct=${1#loss }; pct=${pct%\%}
+      ip netns exec "$P-n$r" nft -f - <<EOF || return 1
+table inet dsmloss {
+  chain out { type filter hook output priority 0; oifname "eth0" numgen random mod 100 < $pct drop; }
+}
+EOF
+    fi
+  done
+}
+
+PORT=7000
+# Runs PROGRAM ARGS on every node, started by hand; NAME labels the outputs. Fails the test
+# unless every node exits 0 within LIMIT seconds.
+job() {
+  local name=$1 limit=$2; shift 2
+  local secret; secret=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
+  PORT=$((PORT + 1))
+  local pids=() r
+  for ((r = NODES - 1; r >= 0; r--)); do
+    ip netns exec "$P-n$r" env DSM_RANK=$r DSM_NODES=$NODES DSM_COORDINATOR=10.199.0.1:$PORT \
+      DSM_SECRET="$secret" DSM_BIND=eth0 DSM_TRANSPORT=tcp DSM_GLOBAL_SIZE=256M \
+      DSM_CONNECT_TIMEOUT=60 DSM_PEER_TIMEOUT=30 \
+      timeout -k 5 "$limit" "$@" >"$OUT/$name.$r" 2>&1 &
+    pids[r]=$!; PIDS+=($!)
+  done
+  local bad=0
+  for ((r = 0; r < NODES; r++)); do
+    wait "${pids[r]}"; local st=$?
+    if [ $st -ne 0 ]; then
+      bad=1
+      say "  $name: rank $r exited with $st$([ $st = 124 ] && echo " (timeout ${limit}s)"):"
+      sed 's/^/    | /' "$OUT/$name.$r" | tail -15
+    fi
+  done
+  [ $bad = 0 ] || return 1
+  say "  $name: ok on $NODES nodes"
+}
+
+SUMMARY=()
+stage() {
+  local cond=$1 tag=$2 limit=$3
+  say "condition: $cond"
+  condition "$cond" || fail "cannot apply '$cond'"
+  job "$tag-mesh" "$limit" "$BIN/dsm-check" mesh || fail "mesh under '$cond'"
+  local scenarios="mp-lock counter-lock false-sharing atomics store-buffering mp-barrier"
+  [ $QUICK = 1 ] && scenarios="mp-lock counter-lock"
+  for s in $scenarios; do
+    job "$tag-$s" "$limit" "$BIN/dsm-litmus" "$s" || fail "litmus $s under '$cond'"
+    grep -q "rank 0: $s ok" "$OUT/$tag-$s.0" || fail "litmus $s under '$cond' did not report ok"
+  done
+  job "$tag-stencil" "$limit" "$BIN/stencil_bench" 512 10 || fail "stencil under '$cond'"
+  grep -q "every cell matches" "$OUT/$tag-stencil.0" || fail "stencil under '$cond' gave a wrong grid"
+  job "$tag-bench" "$limit" "$BIN/dsm_bench" --quick || fail "dsm_bench under '$cond'"
+  local fault sweep
+  fault=$(awk '/^remote 4 KiB read fault/ {print $7}' "$OUT/$tag-bench.0")
+  sweep=$(sed -n 's/.*(\([0-9.]*\) ms per sweep).*/\1/p' "$OUT/$tag-stencil.0")
+  say "  $cond: remote 4 KiB read fault median ${fault:-?} us; stencil 512x512 ${sweep:-?} ms per sweep"
+  SUMMARY+=("$(printf '%-14s %12s %16s' "$cond" "${fault:-?}" "${sweep:-?}")")
+  echo "RESULT {\"bench\":\"netns\",\"condition\":\"$cond\",\"nodes\":$NODES,\"fault_median_us\":${fault:-null},\"stencil_ms_per_sweep\":${sweep:-null}}"
+}
+
+if [ $ONLY_DELAY = 0 ]; then
+  stage none base 120
+fi
+if [ $NETEM = 1 ]; then
+  stage "delay 100us" d100 180
+  stage "delay 1ms" d1ms 300
+  stage "loss 1%" loss 300
+elif [ $ONLY_DELAY = 1 ]; then
+  fail "--only-delay needs netem, and this kernel has none"
+else
+  if [ $NFT = 1 ]; then
+    stage "loss 1%" loss 300
+  else
+    say "SKIPPING the loss stage: no netem and no nftables"
+  fi
+  if [ $VM = 1 ] && why=$(bash scripts/softroce-vm.sh --check 2>&1); then
+    say "this kernel has no netem: the delay stages run inside the QEMU guest (Debian's kernel)"
+    DSM_NETNS_BIN=$BIN bash scripts/softroce-vm.sh --timeout 2400 --smp 2 --mem 3G -- \
+      bash scripts/netns-test.sh --nodes "$NODES" --quick --no-vm --only-delay ||
+      fail "the delay stages inside the guest"
+  else
+    say "SKIPPING the delay stages: this kernel has no netem (CONFIG_NET_SCH_NETEM)${why:+, and the QEMU guest cannot be prepared: $why}"
+  fi
+fi
+echo
+say "condition      fault med(us)  stencil ms/sweep"
+for l in "${SUMMARY[@]}"; do say "$l"; done
+say "all passed"

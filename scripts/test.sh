@@ -19,15 +19,18 @@ RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --locked --releas
 step "cargo doc (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps
 step "transport benchmark, quick run (checks it works; numbers are not judged here)"
-cargo build --locked --release -p dsm-core -p benches --bins
+cargo build --locked --release -p dsm-core -p benches -p tests -p mpi-compat --bins
 target/release/dsmrun -n 2 --timeout 120 target/release/transport_bench --quick | grep -v '^RESULT'
 step "mpiexec.hydra: the demo and the benchmark started by MPICH's launcher (PMI-1, no dsmrun)"
 MPIEXEC_TIMEOUT=120 mpiexec.hydra -n 4 target/release/dsm-demo 256
 MPIEXEC_TIMEOUT=120 mpiexec.hydra -n 2 target/release/dsm_bench --quick | grep -v '^RESULT'
+MPIEXEC_TIMEOUT=120 mpiexec.hydra -n 4 target/release/mpi-check p2p nonblocking collectives rma
 step "OSU-style programs over mpi-compat, quick run (checks they work; scripts/mpi-compare.sh measures)"
 for b in osu_latency osu_bw osu_put_latency osu_acc_latency osu_allreduce; do
   target/release/dsmrun -n 2 --timeout 120 "target/release/$b" --quick | grep -v '^RESULT'
 done
+step "hosts with their own addresses: network namespaces, nodes started by hand, delay and loss (scripts/netns-test.sh)"
+DSM_NETNS_BIN=target/release bash scripts/netns-test.sh
 step "soft-RoCE: verbs tests, conformance and benchmark inside a QEMU guest (scripts/test-softroce.sh)"
 if [ -n "${DSM_SKIP_SOFTROCE:-}" ]; then
   echo "test: SKIPPING the soft-RoCE stage: DSM_SKIP_SOFTROCE is set"

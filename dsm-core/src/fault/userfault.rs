@@ -23,6 +23,15 @@ use crate::uffd::{self, Userfaultfd};
 /// [`Error::Io`] when userfaultfd cannot be opened at all; [`Error::Config`] when the kernel
 /// lacks a needed feature. Each names the reason.
 pub(super) fn check(mode: FaultMode) -> Result<(u64, uffd::Access)> {
+    // Valgrind runs the program's loads itself, one thread at a time: a load that sleeps in the
+    // kernel on a userfaultfd fault (hand-off) blocks every thread, and the SIGBUS of the inline
+    // mode ends the process. It announces itself through the preload of its core.
+    if std::env::var("LD_PRELOAD").is_ok_and(|p| p.contains("vgpreload")) {
+        return Err(Error::Config(
+            "running under valgrind, which cannot run a program whose faults userfaultfd serves"
+                .into(),
+        ));
+    }
     let (offered, access) = Userfaultfd::probe()?;
     let mut wanted = uffd::FEATURES_NEEDED;
     if mode == FaultMode::Inline {

@@ -45,6 +45,24 @@ impl<'a> Request<'a> {
         }
     }
 
+    /// A request that is already complete with `status` (for layers that send by other
+    /// means, such as the C API's packed sends).
+    pub fn completed(status: Status) -> Request<'static> {
+        Request {
+            state: State::Done(status),
+        }
+    }
+
+    /// [`Request::wait`] without consuming the request (it stays complete, and later waits
+    /// or tests return the same status).
+    ///
+    /// # Errors
+    /// As [`Request::wait`].
+    pub fn wait_in_place(&mut self) -> Result<Status> {
+        self.complete(true)?
+            .ok_or_else(|| Error::InvalidArgument("wait returned without a message".into()))
+    }
+
     /// `MPI_Wait` (MPI-3.1 §3.7.3): blocks until the operation is complete. For a send, the
     /// status carries this rank, the tag and the bytes sent.
     ///

@@ -82,7 +82,7 @@ struct Part {
 #[derive(Debug)]
 enum Memory {
     /// [`Window::allocate`]: a collective allocation, each part homed at its rank.
-    Allocated { global: *mut u8, local: *mut u8 },
+    Allocated { global: usize, local: usize },
     /// [`Window::create`] or [`Window::create_from_raw`]: memory the program allocated;
     /// the registration of this rank's part when it is not global memory.
     Created { registered: Option<Arc<Region>> },
@@ -128,7 +128,7 @@ pub struct Window {
     memory: Memory,
     parts: Vec<Part>,
     /// Base of the control pages (one per rank, homed at it: its lock word).
-    control: *mut u8,
+    control: usize,
     /// Each rank's lock word.
     lock_words: Vec<RemoteSlice>,
     epochs: Mutex<Epochs>,
@@ -172,7 +172,14 @@ impl Window {
         }
         let me = comm.rank() as usize;
         let local = dsm.home_copy(parts[me].addr as *const u8, parts[me].len)?;
-        Self::finish(comm, parts, Memory::Allocated { global, local })
+        Self::finish(
+            comm,
+            parts,
+            Memory::Allocated {
+                global: global as usize,
+                local: local as usize,
+            },
+        )
     }
 
     /// `MPI_Win_create` (MPI-3.1 §11.2.1): exposes `bytes` bytes of existing global memory at
@@ -424,7 +431,7 @@ impl Window {
             id: comm.shared.new_window_id(),
             memory,
             parts,
-            control,
+            control: control as usize,
             lock_words,
             epochs: Mutex::new(Epochs::default()),
             staging: Mutex::new(Vec::new()),
@@ -452,7 +459,7 @@ impl Window {
         self.comm.barrier()?;
         let dsm = &self.comm.shared.dsm;
         match &self.memory {
-            Memory::Allocated { global, .. } => dsm.free_collective(*global)?,
+            Memory::Allocated { global, .. } => dsm.free_collective(*global as *mut u8)?,
             Memory::Created {
                 registered: Some(_),
             } => {
@@ -463,7 +470,7 @@ impl Window {
             }
             _ => {}
         }
-        dsm.free_collective(self.control)?;
+        dsm.free_collective(self.control as *mut u8)?;
         Ok(())
     }
 
@@ -490,7 +497,7 @@ impl Window {
     /// global address given to [`Window::create`].
     pub fn local_ptr(&self) -> *mut u8 {
         match self.memory {
-            Memory::Allocated { local, .. } => local,
+            Memory::Allocated { local, .. } => local as *mut u8,
             Memory::Created { .. } | Memory::Dynamic { .. } => {
                 self.parts[self.comm.rank() as usize].addr as *mut u8
             }

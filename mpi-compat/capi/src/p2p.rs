@@ -1,0 +1,319 @@
+//! Point-to-point calls (MPI-3.1 chapter 3).
+
+use std::ffi::{c_int, c_void};
+
+use mpi_compat::{Source, Status, TagMatch};
+
+use crate::state::{put, with_state, CResult, Failure, ERR_ARG, ERR_REQUEST, ERR_TYPE};
+use crate::types::count;
+
+/// `MPI_Status` as `mpi.h` lays it out.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct MpiStatus {
+    /// `MPI_SOURCE`.
+    pub source: c_int,
+    /// `MPI_TAG`.
+    pub tag: c_int,
+    /// `MPI_ERROR`.
+    pub error: c_int,
+    reserved: c_int,
+    /// Bytes received.
+    pub count: i64,
+}
+
+fn source(s: c_int) -> Source {
+    if s == -2 {
+        Source::Any
+    } else {
+        Source::Rank(s)
+    }
+}
+
+fn tag(t: c_int) -> TagMatch {
+    if t == -1 {
+        TagMatch::Any
+    } else {
+        TagMatch::Tag(t)
+    }
+}
+
+/// Fills an `MPI_Status` unless it is `MPI_STATUS_IGNORE`.
+///
+/// # Safety
+/// `out` is null or valid for a write.
+unsafe fn status(out: *mut MpiStatus, st: Status) {
+    if !out.is_null() {
+        // SAFETY: not null; valid for a write by contract.
+        unsafe {
+            out.write(MpiStatus {
+                source: st.source,
+                tag: st.tag,
+                error: 0,
+                reserved: 0,
+                count: st.bytes as i64,
+            })
+        };
+    }
+}
+
+/// The bytes of a contiguous C buffer, to be written.
+///
+/// # Safety
+/// `buf` is valid for writes of `len` bytes (or `len` is 0), and not otherwise borrowed for `'a`.
+unsafe fn bytes_mut<'a>(buf: *mut c_void, len: usize) -> CResult<&'a mut [u8]> {
+    if len == 0 {
+        return Ok(&mut []);
+    }
+    if buf.is_null() {
+        return Err(Failure::new(ERR_ARG, "a null buffer"));
+    }
+    // SAFETY: not null, `len` writable bytes by contract.
+    Ok(unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), len) })
+}
+
+/// `MPI_Send` (MPI-3.1 §3.2.1).
+#[no_mangle]
+pub unsafe extern "C" fn MPI_Send(
+    buf: *const c_void,
+    n: c_int,
+    datatype: c_int,
+    dest: c_int,
+    t: c_int,
+    comm: c_int,
+) -> c_int {
+    with_state("MPI_Send", Some(comm), |s| {
+        let dt = s.tables.datatype(datatype)?;
+        // SAFETY: `buf` holds `n` elements of `datatype` by contract.
+        let data = unsafe { dt.pack(buf.cast(), count(n)?)? };
+        s.tables.comm(comm)?.comm.send(&data, dest, t)?;
+        Ok(())
+    })
+}
+
+/// `MPI_Recv` (MPI-3.1 §3.2.4).
+#[no_mangle]
+pub unsafe extern "C" fn MPI_Recv(
+    buf: *mut c_void,
+    n: c_int,
+    datatype: c_int,
+    src: c_int,
+    t: c_int,
+    comm: c_int,
+    st: *mut MpiStatus,
+) -> c_int {
+    with_state("MPI_Recv", Some(comm), |s| {
+        let dt = s.tables.datatype(datatype)?.clone();
+        let n = count(n)?;
+        let c = &s.tables.comm(comm)?.comm;
+        let got = if dt.contiguous() {
+            // SAFETY: `buf` holds `n` elements by contract.
+            let b = unsafe { bytes_mut(buf, n * dt.size)? };
+            c.recv(b, source(src), tag(t))?
+        } else {
+            let mut tmp = vec![0u8; n * dt.size];
+            let got = c.recv(&mut tmp, source(src), tag(t))?;
+            // SAFETY: `buf` holds `n` elements by contract.
+            unsafe { dt.unpack(&tmp[..got.bytes], buf.cast(), n)? };
+            got
+        };
+        // SAFETY: `st` is null or a valid `MPI_Status *`.
+        unsafe { status(st, got) };
+        Ok(())
+    })
+}
+
+/// `MPI_Isend` (MPI-3.1 §3.7.2): sends are eager, so the request is complete at once.
+#[no_mangle]
+pub unsafe extern "C" fn MPI_Isend(
+    buf: *const c_void,
+    n: c_int,
+    datatype: c_int,
+    dest: c_int,
+    t: c_int,
+    comm: c_int,
+    request: *mut c_int,
+) -> c_int {
+    with_state("MPI_Isend", Some(comm), |s| {
+        let dt = s.tables.datatype(datatype)?;
+        // SAFETY: `buf` holds `n` elements of `datatype` by contract.
+        let data = unsafe { dt.pack(buf.cast(), count(n)?)? };
+        let c = &s.tables.comm(comm)?.comm;
+        c.send(&data, dest, t)?;
+        let done = mpi_compat::Request::completed(Status {
+            source: c.rank(),
+            tag: t,
+            bytes: data.len(),
+        });
+        let h = s.tables.handle();
+        s.tables.requests.insert(h, done);
+        // SAFETY: a valid `MPI_Request *` by contract (null is refused).
+        unsafe { put(request, h) }
+    })
+}
+
+/// `MPI_Irecv` (MPI-3.1 §3.7.2): contiguous datatypes only (`MPI_ERR_TYPE` otherwise). The
+/// buffer must stay valid until the request completes, as MPI requires.
+#[no_mangle]
+pub unsafe extern "C" fn MPI_Irecv(
+    buf: *mut c_void,
+    n: c_int,
+    datatype: c_int,
+    src: c_int,
+    t: c_int,
+    comm: c_int,
+    request: *mut c_int,
+) -> c_int {
+    with_state("MPI_Irecv", Some(comm), |s| {
+        let dt = s.tables.datatype(datatype)?;
+        if !dt.contiguous() {
+            return Err(Failure::new(
+                ERR_TYPE,
+                "MPI_Irecv supports contiguous datatypes only",
+            ));
+        }
+        // SAFETY: MPI requires the buffer to hold `n` elements and to stay valid, untouched
+        // by the program, until the request completes; the request lives in the table until
+        // then (or until MPI_Finalize, which drops it without writing).
+        let b: &'static mut [u8] = unsafe { bytes_mut(buf, count(n)? * dt.size)? };
+        let r = s.tables.comm(comm)?.comm.irecv(b, source(src), tag(t))?;
+        let h = s.tables.handle();
+        s.tables.requests.insert(h, r);
+        // SAFETY: a valid `MPI_Request *` by contract (null is refused).
+        unsafe { put(request, h) }
+    })
+}
+
+/// Completes request `h` (blocking or not); on completion frees it and sets `*req` to
+/// `MPI_REQUEST_NULL`.
+///
+/// # Safety
+/// `req` is a valid `MPI_Request *`; `st` is null or a valid `MPI_Status *`.
+unsafe fn complete(
+    s: &mut crate::state::State,
+    req: *mut c_int,
+    st: *mut MpiStatus,
+    block: bool,
+) -> CResult<bool> {
+    if req.is_null() {
+        return Err(Failure::new(ERR_ARG, "a null request pointer"));
+    }
+    // SAFETY: not null; valid by contract.
+    let h = unsafe { req.read() };
+    if h == 0 {
+        // MPI_REQUEST_NULL: an empty status.
+        // SAFETY: as the caller's contract.
+        unsafe {
+            status(
+                st,
+                Status {
+                    source: -2,
+                    tag: -1,
+                    bytes: 0,
+                },
+            )
+        };
+        return Ok(true);
+    }
+    let r = s
+        .tables
+        .requests
+        .get_mut(&h)
+        .ok_or_else(|| Failure::new(ERR_REQUEST, format!("invalid request {h}")))?;
+    let done = if block {
+        Some(r.wait_in_place())
+    } else {
+        r.test().transpose()
+    };
+    match done {
+        None => Ok(false),
+        Some(result) => {
+            s.tables.requests.remove(&h);
+            // SAFETY: valid by contract.
+            unsafe { req.write(0) };
+            let got = result?;
+            // SAFETY: as the caller's contract.
+            unsafe { status(st, got) };
+            Ok(true)
+        }
+    }
+}
+
+/// `MPI_Wait` (MPI-3.1 §3.7.3).
+#[no_mangle]
+pub unsafe extern "C" fn MPI_Wait(request: *mut c_int, st: *mut MpiStatus) -> c_int {
+    with_state("MPI_Wait", None, |s| {
+        // SAFETY: pointers as the MPI contract.
+        unsafe { complete(s, request, st, true) }.map(drop)
+    })
+}
+
+/// `MPI_Test` (MPI-3.1 §3.7.3).
+#[no_mangle]
+pub unsafe extern "C" fn MPI_Test(
+    request: *mut c_int,
+    flag: *mut c_int,
+    st: *mut MpiStatus,
+) -> c_int {
+    with_state("MPI_Test", None, |s| {
+        // SAFETY: pointers as the MPI contract.
+        let done = unsafe { complete(s, request, st, false)? };
+        // SAFETY: a valid `int *` by contract (null is refused).
+        unsafe { put(flag, c_int::from(done)) }
+    })
+}
+
+/// `MPI_Waitall` (MPI-3.1 §3.7.5).
+#[no_mangle]
+pub unsafe extern "C" fn MPI_Waitall(
+    n: c_int,
+    requests: *mut c_int,
+    statuses: *mut MpiStatus,
+) -> c_int {
+    with_state("MPI_Waitall", None, |s| {
+        let n = count(n)?;
+        if n > 0 && requests.is_null() {
+            return Err(Failure::new(ERR_ARG, "a null request array"));
+        }
+        let mut first = None;
+        for i in 0..n {
+            let st = if statuses.is_null() {
+                std::ptr::null_mut()
+            } else {
+                statuses.wrapping_add(i)
+            };
+            // SAFETY: `requests` and `statuses` (unless null) hold `n` entries by contract.
+            if let Err(e) = unsafe { complete(s, requests.wrapping_add(i), st, true) } {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    })
+}
+
+/// `MPI_Get_count` (MPI-3.1 §3.2.5): `MPI_UNDEFINED` when the bytes are not a whole number of
+/// elements.
+#[no_mangle]
+pub unsafe extern "C" fn MPI_Get_count(
+    st: *const MpiStatus,
+    datatype: c_int,
+    n: *mut c_int,
+) -> c_int {
+    with_state("MPI_Get_count", None, |s| {
+        if st.is_null() {
+            return Err(Failure::new(ERR_ARG, "a null status"));
+        }
+        let size = s.tables.datatype(datatype)?.size as i64;
+        // SAFETY: not null; a valid `MPI_Status *` by contract.
+        let bytes = unsafe { st.read() }.count;
+        let v = if size == 0 {
+            0
+        } else if bytes % size == 0 {
+            (bytes / size) as c_int
+        } else {
+            -32766
+        };
+        // SAFETY: a valid `int *` by contract (null is refused).
+        unsafe { put(n, v) }
+    })
+}

@@ -1,0 +1,185 @@
+//! The library's global state (the universe and the handle tables), the error handler, and
+//! the guard every exported function runs its body in.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+
+use mpi_compat::{Communicator, Group, Request, Universe, Window};
+
+use crate::types::Datatype;
+
+/// `MPI_SUCCESS`.
+pub(crate) const SUCCESS: i32 = 0;
+pub(crate) const ERR_COUNT: i32 = 2;
+pub(crate) const ERR_TYPE: i32 = 3;
+pub(crate) const ERR_COMM: i32 = 5;
+pub(crate) const ERR_GROUP: i32 = 8;
+pub(crate) const ERR_OP: i32 = 9;
+pub(crate) const ERR_TOPOLOGY: i32 = 10;
+pub(crate) const ERR_DIMS: i32 = 11;
+pub(crate) const ERR_ARG: i32 = 12;
+pub(crate) const ERR_OTHER: i32 = 15;
+pub(crate) const ERR_INTERN: i32 = 16;
+pub(crate) const ERR_REQUEST: i32 = 19;
+pub(crate) const ERR_WIN: i32 = 53;
+/// `MPI_ERRORS_ARE_FATAL`.
+pub(crate) const ERRORS_ARE_FATAL: i32 = 1;
+/// `MPI_ERRORS_RETURN`.
+pub(crate) const ERRORS_RETURN: i32 = 2;
+
+/// An error on its way to the caller: its class and what happened.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) class: i32,
+    pub(crate) message: String,
+}
+
+impl Failure {
+    pub(crate) fn new(class: i32, message: impl Into<String>) -> Failure {
+        Failure {
+            class,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<mpi_compat::Error> for Failure {
+    fn from(e: mpi_compat::Error) -> Self {
+        Failure {
+            class: e.class() as i32,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<dsm_core::Error> for Failure {
+    fn from(e: dsm_core::Error) -> Self {
+        mpi_compat::Error::from(e).into()
+    }
+}
+
+pub(crate) type CResult<T> = Result<T, Failure>;
+
+/// A communicator handle's object: the communicator and its Cartesian topology, if any.
+#[derive(Debug)]
+pub(crate) struct CommEntry {
+    pub(crate) comm: Communicator,
+    pub(crate) cart: Option<(Vec<i32>, Vec<bool>)>,
+    pub(crate) errhandler: i32,
+}
+
+/// Everything `MPI_Init` creates.
+#[derive(Debug, Default)]
+pub(crate) struct Tables {
+    pub(crate) comms: HashMap<i32, CommEntry>,
+    pub(crate) groups: HashMap<i32, Group>,
+    pub(crate) windows: HashMap<i32, (Window, i32)>,
+    pub(crate) requests: HashMap<i32, Request<'static>>,
+    pub(crate) types: HashMap<i32, Datatype>,
+    next: i32,
+}
+
+impl Tables {
+    /// A fresh handle value (never one of the predefined ones).
+    pub(crate) fn handle(&mut self) -> i32 {
+        self.next = self.next.max(1000) + 1;
+        self.next
+    }
+}
+
+/// The library state.
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    pub(crate) universe: Option<Universe>,
+    pub(crate) tables: Tables,
+    pub(crate) finalized: bool,
+}
+
+static STATE: Mutex<Option<State>> = Mutex::new(None);
+
+pub(crate) fn lock() -> MutexGuard<'static, Option<State>> {
+    STATE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs `body` on the initialised state, catching panics; applies the error handler of
+/// `comm` (or of `MPI_COMM_WORLD`) to a failure.
+pub(crate) fn with_state(
+    name: &str,
+    comm: Option<i32>,
+    body: impl FnOnce(&mut State) -> CResult<()>,
+) -> i32 {
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut guard = lock();
+        let Some(state) = guard.as_mut().filter(|s| s.universe.is_some()) else {
+            let when = if guard.as_ref().is_some_and(|s| s.finalized) {
+                "after MPI_Finalize"
+            } else {
+                "before MPI_Init"
+            };
+            return (
+                Err(Failure::new(ERR_OTHER, format!("{name} called {when}"))),
+                ERRORS_ARE_FATAL,
+            );
+        };
+        let handler = comm
+            .and_then(|c| state.tables.comms.get(&c))
+            .or_else(|| state.tables.comms.get(&1))
+            .map_or(ERRORS_ARE_FATAL, |e| e.errhandler);
+        (body(state), handler)
+    }));
+    let (result, handler) = match outcome {
+        Ok(r) => r,
+        Err(_) => (
+            Err(Failure::new(ERR_INTERN, format!("{name}: internal panic"))),
+            ERRORS_ARE_FATAL,
+        ),
+    };
+    match result {
+        Ok(()) => SUCCESS,
+        Err(f) => {
+            if handler == ERRORS_RETURN {
+                f.class
+            } else {
+                eprintln!(
+                    "dsmmpi: fatal error in {name}: {} (error class {})",
+                    f.message, f.class
+                );
+                std::process::exit(f.class.clamp(1, 255))
+            }
+        }
+    }
+}
+
+impl Tables {
+    pub(crate) fn comm(&self, c: i32) -> CResult<&CommEntry> {
+        self.comms
+            .get(&c)
+            .ok_or_else(|| Failure::new(ERR_COMM, format!("invalid communicator {c}")))
+    }
+
+    pub(crate) fn window(&self, w: i32) -> CResult<&Window> {
+        self.windows
+            .get(&w)
+            .map(|(w, _)| w)
+            .ok_or_else(|| Failure::new(ERR_WIN, format!("invalid window {w}")))
+    }
+
+    pub(crate) fn group(&self, g: i32) -> CResult<&Group> {
+        self.groups
+            .get(&g)
+            .ok_or_else(|| Failure::new(ERR_GROUP, format!("invalid group {g}")))
+    }
+}
+
+/// Writes `v` through `p` when it is not null.
+///
+/// # Safety
+/// `p` is null or valid for a write of a `T`.
+pub(crate) unsafe fn put<T>(p: *mut T, v: T) -> CResult<()> {
+    if p.is_null() {
+        return Err(Failure::new(ERR_ARG, "a null output pointer"));
+    }
+    // SAFETY: not null (checked), and valid for a write by the caller's contract.
+    unsafe { p.write(v) };
+    Ok(())
+}

@@ -1,0 +1,67 @@
+/* Bad input through mpi.h: each call returns the matching error class (errors return). */
+#include "common.h"
+
+#define EXPECT(call, class) CHECK((call) == (class), "%s did not give %s", #call, #class)
+
+int main(int argc, char **argv)
+{
+    OK(MPI_Init(&argc, &argv));
+    OK(MPI_Comm_rank(MPI_COMM_WORLD, &me));
+    OK(MPI_Comm_size(MPI_COMM_WORLD, &np));
+    OK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
+    int x = 1;
+    EXPECT(MPI_Send(&x, 1, MPI_INT, np, 0, MPI_COMM_WORLD), MPI_ERR_RANK);
+    EXPECT(MPI_Send(&x, 1, MPI_INT, 0, -3, MPI_COMM_WORLD), MPI_ERR_TAG);
+    EXPECT(MPI_Send(&x, 1, 9999, 0, 0, MPI_COMM_WORLD), MPI_ERR_TYPE);
+    EXPECT(MPI_Send(&x, -1, MPI_INT, 0, 0, MPI_COMM_WORLD), MPI_ERR_COUNT);
+    EXPECT(MPI_Send(&x, 1, MPI_INT, 0, 0, 77), MPI_ERR_COMM);
+    EXPECT(MPI_Allreduce(&x, &x, 1, MPI_INT, 99, MPI_COMM_WORLD), MPI_ERR_OP);
+    double f = 1;
+    EXPECT(MPI_Allreduce(&f, &f, 1, MPI_DOUBLE, MPI_BXOR, MPI_COMM_WORLD), MPI_ERR_OP);
+    EXPECT(MPI_Bcast(&x, 1, MPI_INT, np + 1, MPI_COMM_WORLD), MPI_ERR_RANK);
+    MPI_Datatype t = MPI_INT;
+    EXPECT(MPI_Type_free(&t), MPI_ERR_TYPE);
+    MPI_Datatype v;
+    OK(MPI_Type_vector(2, 1, 2, MPI_INT, &v));
+    EXPECT(MPI_Send(&x, 1, v, 0, 0, MPI_COMM_WORLD), MPI_ERR_TYPE); /* not committed */
+    OK(MPI_Type_free(&v));
+    MPI_Request r = 12345;
+    EXPECT(MPI_Wait(&r, MPI_STATUS_IGNORE), MPI_ERR_REQUEST);
+    int dims[2] = { np + 1, 1 }, periods[2] = { 0, 0 };
+    MPI_Comm cart;
+    EXPECT(MPI_Cart_create(MPI_COMM_WORLD, 2, dims, periods, 0, &cart), MPI_ERR_DIMS);
+
+    /* Truncation: the message is consumed. */
+    if (np > 1) {
+        if (me == 0) {
+            int three[3] = { 1, 2, 3 };
+            OK(MPI_Send(three, 3, MPI_INT, 1, 9, MPI_COMM_WORLD));
+        } else if (me == 1) {
+            int two[2];
+            EXPECT(MPI_Recv(two, 2, MPI_INT, 0, 9, MPI_COMM_WORLD, MPI_STATUS_IGNORE), MPI_ERR_TRUNCATE);
+        }
+    }
+
+    /* Windows. */
+    long *base;
+    MPI_Win win;
+    OK(MPI_Win_allocate(64, 8, MPI_INFO_NULL, MPI_COMM_WORLD, &base, &win));
+    long l = 5;
+    EXPECT(MPI_Put(&l, 1, MPI_LONG, 0, 0, 1, MPI_LONG, win), MPI_ERR_RMA_SYNC);
+    EXPECT(MPI_Win_unlock(0, win), MPI_ERR_RMA_SYNC);
+    EXPECT(MPI_Put(&l, 1, MPI_LONG, 0, 0, 1, MPI_LONG, 4242), MPI_ERR_WIN);
+    OK(MPI_Win_fence(0, win));
+    EXPECT(MPI_Put(&l, 1, MPI_LONG, 0, 8, 1, MPI_LONG, win), MPI_ERR_RMA_RANGE);
+    EXPECT(MPI_Put(&l, 1, MPI_LONG, 0, -1, 1, MPI_LONG, win), MPI_ERR_DISP);
+    EXPECT(MPI_Put(&l, 1, MPI_LONG, np, 0, 1, MPI_LONG, win), MPI_ERR_RANK);
+    EXPECT(MPI_Put(&l, 1, MPI_LONG, 0, 0, 3, MPI_INT, win), MPI_ERR_COUNT);
+    double dd = 1, cmp = 0, res;
+    EXPECT(MPI_Compare_and_swap(&dd, &cmp, &res, MPI_DOUBLE, 0, 0, win), MPI_ERR_TYPE);
+    EXPECT(MPI_Win_lock(99, 0, 0, win), MPI_ERR_ARG);
+    OK(MPI_Win_fence(MPI_MODE_NOSUCCEED, win));
+    OK(MPI_Win_free(&win));
+    printf("rank %d: c errors ok\n", me);
+    OK(MPI_Finalize());
+    EXPECT(MPI_Finalize(), MPI_ERR_OTHER);
+    return 0;
+}

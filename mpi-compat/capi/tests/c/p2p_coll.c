@@ -1,0 +1,153 @@
+/* Point-to-point, collectives, datatypes, communicators, groups and topologies through mpi.h. */
+#include "common.h"
+
+int main(int argc, char **argv)
+{
+    int flag = 1, provided = -1;
+    OK(MPI_Initialized(&flag));
+    CHECK(flag == 0, "initialised before MPI_Init");
+    OK(MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided));
+    CHECK(provided == MPI_THREAD_SERIALIZED, "provided %d", provided);
+    OK(MPI_Comm_rank(MPI_COMM_WORLD, &me));
+    OK(MPI_Comm_size(MPI_COMM_WORLD, &np));
+    double t0 = MPI_Wtime();
+
+    /* Any source, any tag, status and count. */
+    if (me == 0) {
+        for (int i = 1; i < np; i++) {
+            long v[3];
+            MPI_Status st;
+            OK(MPI_Recv(v, 3, MPI_LONG, MPI_ANY_SOURCE, MPI_ANY_TAG, MPI_COMM_WORLD, &st));
+            int n;
+            OK(MPI_Get_count(&st, MPI_LONG, &n));
+            CHECK(n == 2 && st.MPI_TAG == 10 + st.MPI_SOURCE && v[0] == st.MPI_SOURCE * 7, "status");
+            OK(MPI_Get_count(&st, MPI_INT, &n));
+            CHECK(n == 4, "count in ints %d", n);
+        }
+    } else {
+        long v[2] = { me * 7, -1 };
+        OK(MPI_Send(v, 2, MPI_LONG, 0, 10 + me, MPI_COMM_WORLD));
+    }
+
+    /* Everyone's message is in before the ring's messages can arrive at rank 0. */
+    OK(MPI_Barrier(MPI_COMM_WORLD));
+
+    /* Non-blocking ring with wait-all and test. */
+    double out = me + 0.5, in = -1;
+    MPI_Request r[2];
+    OK(MPI_Irecv(&in, 1, MPI_DOUBLE, (me + np - 1) % np, 3, MPI_COMM_WORLD, &r[0]));
+    OK(MPI_Isend(&out, 1, MPI_DOUBLE, (me + 1) % np, 3, MPI_COMM_WORLD, &r[1]));
+    OK(MPI_Waitall(2, r, MPI_STATUSES_IGNORE));
+    CHECK(in == (me + np - 1) % np + 0.5 && r[0] == MPI_REQUEST_NULL, "ring %f", in);
+    OK(MPI_Irecv(&in, 1, MPI_DOUBLE, (me + 1) % np, 4, MPI_COMM_WORLD, &r[0]));
+    OK(MPI_Send(&out, 1, MPI_DOUBLE, (me + np - 1) % np, 4, MPI_COMM_WORLD));
+    int done = 0;
+    MPI_Status st;
+    while (!done) OK(MPI_Test(&r[0], &done, &st));
+    CHECK(in == (me + 1) % np + 0.5 && st.MPI_SOURCE == (me + 1) % np, "test ring");
+
+    /* A derived type: every other int of a row (vector), sent and received. */
+    MPI_Datatype every_other;
+    OK(MPI_Type_vector(4, 1, 2, MPI_INT, &every_other));
+    OK(MPI_Type_commit(&every_other));
+    int sz;
+    OK(MPI_Type_size(every_other, &sz));
+    CHECK(sz == 16, "vector size %d", sz);
+    int row[8], got[8];
+    for (int i = 0; i < 8; i++) { row[i] = me * 100 + i; got[i] = -1; }
+    OK(MPI_Send(row, 1, every_other, (me + 1) % np, 5, MPI_COMM_WORLD));
+    OK(MPI_Recv(got, 1, every_other, (me + np - 1) % np, 5, MPI_COMM_WORLD, MPI_STATUS_IGNORE));
+    int left = (me + np - 1) % np;
+    for (int i = 0; i < 8; i++)
+        CHECK(got[i] == (i % 2 ? -1 : left * 100 + i), "vector element %d: %d", i, got[i]);
+    OK(MPI_Type_free(&every_other));
+    char name[MPI_MAX_OBJECT_NAME];
+    int len;
+    OK(MPI_Type_get_name(MPI_DOUBLE, name, &len));
+    CHECK(!strcmp(name, "MPI_DOUBLE") && len == 10, "name %s", name);
+    MPI_Datatype pair, idx;
+    OK(MPI_Type_contiguous(2, MPI_INT, &pair));
+    OK(MPI_Type_commit(&pair));
+    int bl[2] = { 1, 2 }, dp[2] = { 3, 0 };
+    OK(MPI_Type_indexed(2, bl, dp, MPI_INT, &idx));
+    OK(MPI_Type_commit(&idx));
+    OK(MPI_Type_size(idx, &sz));
+    CHECK(sz == 12, "indexed size %d", sz);
+
+    /* Collectives. */
+    OK(MPI_Barrier(MPI_COMM_WORLD));
+    int b[2] = { 0, 0 };
+    if (me == np - 1) { b[0] = 42; b[1] = 43; }
+    OK(MPI_Bcast(b, 1, pair, np - 1, MPI_COMM_WORLD));
+    CHECK(b[0] == 42 && b[1] == 43, "bcast");
+    int x = me + 1, sum = 0, prod = 0, mx = 0;
+    OK(MPI_Allreduce(&x, &sum, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD));
+    CHECK(sum == np * (np + 1) / 2, "sum %d", sum);
+    OK(MPI_Reduce(&x, &prod, 1, MPI_INT, MPI_PROD, 0, MPI_COMM_WORLD));
+    if (me == 0) {
+        int f = 1;
+        for (int i = 1; i <= np; i++) f *= i;
+        CHECK(prod == f, "prod %d", prod);
+    }
+    double dmax = me * 1.5;
+    OK(MPI_Allreduce(MPI_IN_PLACE, &dmax, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD));
+    CHECK(dmax == (np - 1) * 1.5, "in-place max %f", dmax);
+    unsigned long bits = 1ul << me, all = 0;
+    OK(MPI_Allreduce(&bits, &all, 1, MPI_UNSIGNED_LONG, MPI_BOR, MPI_COMM_WORLD));
+    CHECK(all == (1ul << np) - 1, "bor %lx", all);
+    OK(MPI_Allreduce(&x, &mx, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
+    CHECK(mx == np, "max");
+    int *g = malloc(sizeof(int) * 2 * np);
+    int mine[2] = { me, -me };
+    OK(MPI_Gather(mine, 2, MPI_INT, g, 2, MPI_INT, 0, MPI_COMM_WORLD));
+    if (me == 0)
+        for (int i = 0; i < np; i++) CHECK(g[2 * i] == i && g[2 * i + 1] == -i, "gather %d", i);
+    memset(g, 0, sizeof(int) * 2 * np);
+    OK(MPI_Allgather(mine, 1, pair, g, 2, MPI_INT, MPI_COMM_WORLD));
+    for (int i = 0; i < np; i++) CHECK(g[2 * i] == i && g[2 * i + 1] == -i, "allgather %d", i);
+    int part[2];
+    OK(MPI_Scatter(g, 2, MPI_INT, part, 2, MPI_INT, 0, MPI_COMM_WORLD));
+    CHECK(part[0] == me && part[1] == -me, "scatter");
+    int *a2a = malloc(sizeof(int) * np), *a2b = malloc(sizeof(int) * np);
+    for (int i = 0; i < np; i++) a2a[i] = me * 10 + i;
+    OK(MPI_Alltoall(a2a, 1, MPI_INT, a2b, 1, MPI_INT, MPI_COMM_WORLD));
+    for (int i = 0; i < np; i++) CHECK(a2b[i] == i * 10 + me, "alltoall %d", i);
+
+    /* Communicators, groups, topologies. */
+    MPI_Comm dup;
+    OK(MPI_Comm_dup(MPI_COMM_WORLD, &dup));
+    int dr;
+    OK(MPI_Comm_rank(dup, &dr));
+    CHECK(dr == me, "dup rank");
+    OK(MPI_Comm_free(&dup));
+    CHECK(dup == MPI_COMM_NULL, "freed");
+    MPI_Group world, odd;
+    OK(MPI_Comm_group(MPI_COMM_WORLD, &world));
+    int pick[1] = { np - 1 };
+    OK(MPI_Group_incl(world, 1, pick, &odd));
+    OK(MPI_Group_free(&odd));
+    OK(MPI_Group_free(&world));
+    int dims[2] = { 0, 0 };
+    OK(MPI_Dims_create(np, 2, dims));
+    CHECK(dims[0] * dims[1] == np && dims[0] >= dims[1], "dims %d %d", dims[0], dims[1]);
+    int periods[2] = { 1, 0 }, coords[2], back;
+    MPI_Comm cart;
+    OK(MPI_Cart_create(MPI_COMM_WORLD, 2, dims, periods, 0, &cart));
+    OK(MPI_Cart_coords(cart, me, 2, coords));
+    OK(MPI_Cart_rank(cart, coords, &back));
+    CHECK(back == me, "cart round trip %d", back);
+    coords[0] += dims[0];
+    OK(MPI_Cart_rank(cart, coords, &back));
+    CHECK(back == me, "periodic wrap %d", back);
+    OK(MPI_Comm_free(&cart));
+
+    CHECK(MPI_Wtime() >= t0, "time runs");
+    free(g); free(a2a); free(a2b);
+    OK(MPI_Type_free(&pair));
+    OK(MPI_Type_free(&idx));
+    printf("rank %d: c p2p and collectives ok\n", me);
+    OK(MPI_Finalize());
+    OK(MPI_Finalized(&flag));
+    CHECK(flag == 1, "finalized");
+    return 0;
+}

@@ -1,0 +1,99 @@
+/* One-sided communication through mpi.h: every window kind and every synchronisation mode. */
+#include "common.h"
+
+int main(int argc, char **argv)
+{
+    OK(MPI_Init(&argc, &argv));
+    OK(MPI_Comm_rank(MPI_COMM_WORLD, &me));
+    OK(MPI_Comm_size(MPI_COMM_WORLD, &np));
+    int right = (me + 1) % np, left = (me + np - 1) % np;
+
+    /* Allocated window, fence: put, get, accumulate. */
+    long *base;
+    MPI_Win win;
+    OK(MPI_Win_allocate(64 * sizeof(long), sizeof(long), MPI_INFO_NULL, MPI_COMM_WORLD, &base, &win));
+    for (int i = 0; i < 64; i++) base[i] = 0;
+    OK(MPI_Win_fence(0, win));
+    long v[4] = { me, me + 1, me + 2, me + 3 };
+    OK(MPI_Put(v, 4, MPI_LONG, right, 8, 4, MPI_LONG, win));
+    long one = 1;
+    OK(MPI_Accumulate(&one, 1, MPI_LONG, 0, 0, 1, MPI_LONG, MPI_SUM, win));
+    OK(MPI_Win_fence(0, win));
+    for (int i = 0; i < 4; i++) CHECK(base[8 + i] == left + i, "put %d: %ld", i, base[8 + i]);
+    if (me == 0) CHECK(base[0] == np, "accumulate %ld", base[0]);
+    long back[4];
+    OK(MPI_Get(back, 4, MPI_LONG, right, 8, 4, MPI_LONG, win));
+    OK(MPI_Win_fence(0, win));
+    for (int i = 0; i < 4; i++) CHECK(back[i] == me + i, "get %d", i);
+
+    /* Passive target: exclusive lock, fetch-and-op, compare-and-swap, get-accumulate. */
+    OK(MPI_Win_fence(MPI_MODE_NOSUCCEED, win));
+    OK(MPI_Win_lock(MPI_LOCK_EXCLUSIVE, 0, 0, win));
+    long old;
+    OK(MPI_Fetch_and_op(&one, &old, MPI_LONG, 0, 1, MPI_SUM, win));
+    CHECK(old >= 0 && old < np, "fetch_and_op %ld", old);
+    long mine = 100 + me, zero = 0, prev;
+    OK(MPI_Compare_and_swap(&mine, &zero, &prev, MPI_LONG, 0, 2, win));
+    OK(MPI_Win_unlock(0, win));
+    OK(MPI_Barrier(MPI_COMM_WORLD));
+    OK(MPI_Win_lock_all(0, win));
+    long both[2];
+    OK(MPI_Get_accumulate(NULL, 0, MPI_LONG, both, 2, MPI_LONG, 0, 1, 2, MPI_LONG, MPI_NO_OP, win));
+    OK(MPI_Win_flush(0, win));
+    OK(MPI_Win_flush_local(0, win));
+    OK(MPI_Win_flush_all(win));
+    OK(MPI_Win_unlock_all(win));
+    CHECK(both[0] == np && both[1] >= 100 && both[1] < 100 + np, "counter %ld winner %ld", both[0], both[1]);
+    int won = prev == 0, wins = 0;
+    OK(MPI_Allreduce(&won, &wins, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD));
+    CHECK(wins == 1, "%d ranks won the compare-and-swap", wins);
+    OK(MPI_Win_free(&win));
+    CHECK(win == MPI_WIN_NULL, "freed");
+
+    /* A window over malloc'ed memory, with post/start/complete/wait on a ring. */
+    int *mem = calloc(16, sizeof(int));
+    OK(MPI_Win_create(mem, 16 * sizeof(int), sizeof(int), MPI_INFO_NULL, MPI_COMM_WORLD, &win));
+    MPI_Group world, from_left, to_right;
+    OK(MPI_Comm_group(MPI_COMM_WORLD, &world));
+    OK(MPI_Group_incl(world, 1, &left, &from_left));
+    OK(MPI_Group_incl(world, 1, &right, &to_right));
+    for (int round = 0; round < 3; round++) {
+        OK(MPI_Win_post(from_left, 0, win));
+        OK(MPI_Win_start(to_right, 0, win));
+        int val = me * 10 + round;
+        OK(MPI_Put(&val, 1, MPI_INT, right, round, 1, MPI_INT, win));
+        OK(MPI_Win_complete(win));
+        OK(MPI_Win_wait(win));
+        CHECK(mem[round] == left * 10 + round, "pscw round %d: %d", round, mem[round]);
+    }
+    OK(MPI_Group_free(&from_left));
+    OK(MPI_Group_free(&to_right));
+    OK(MPI_Group_free(&world));
+    OK(MPI_Win_free(&win));
+    free(mem);
+
+    /* A dynamic window over MPI_Alloc_mem memory, addressed by MPI_Get_address. */
+    OK(MPI_Win_create_dynamic(MPI_INFO_NULL, MPI_COMM_WORLD, &win));
+    double *dm;
+    OK(MPI_Alloc_mem(8 * sizeof(double), MPI_INFO_NULL, &dm));
+    OK(MPI_Win_attach(win, dm, 8 * sizeof(double)));
+    MPI_Aint addr, *addrs = malloc(sizeof(MPI_Aint) * np);
+    OK(MPI_Get_address(dm, &addr));
+    OK(MPI_Allgather(&addr, 1, MPI_AINT, addrs, 1, MPI_AINT, MPI_COMM_WORLD));
+    OK(MPI_Win_lock_all(0, win));
+    double d = me + 0.25;
+    OK(MPI_Put(&d, 1, MPI_DOUBLE, right, addrs[right] + 8, 1, MPI_DOUBLE, win));
+    OK(MPI_Win_flush(right, win));
+    OK(MPI_Win_unlock_all(win));
+    OK(MPI_Barrier(MPI_COMM_WORLD));
+    OK(MPI_Win_sync(win));
+    CHECK(dm[1] == left + 0.25, "dynamic window %f", dm[1]);
+    OK(MPI_Win_detach(win, dm));
+    OK(MPI_Win_free(&win));
+    OK(MPI_Free_mem(dm));
+    free(addrs);
+
+    printf("rank %d: c rma ok\n", me);
+    OK(MPI_Finalize());
+    return 0;
+}

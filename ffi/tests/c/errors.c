@@ -1,0 +1,144 @@
+/* The documented error of every misuse, never a crash: before dsm_init, with bad arguments,
+ * and after dsm_finalize. */
+#include <stdint.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "check.h"
+
+static void before_init(void) {
+    CHECK(dsm_initialized() == 0);
+    CHECK_STATUS(dsm_rank(), DSM_ERR_NOT_INITIALIZED);
+    CHECK_STATUS(dsm_nodes(), DSM_ERR_NOT_INITIALIZED);
+    CHECK_STATUS(dsm_barrier(), DSM_ERR_NOT_INITIALIZED);
+    CHECK_STATUS(dsm_acquire(), DSM_ERR_NOT_INITIALIZED);
+    CHECK_STATUS(dsm_release(), DSM_ERR_NOT_INITIALIZED);
+    CHECK(dsm_malloc(8) == NULL);
+    CHECK_LAST(DSM_ERR_NOT_INITIALIZED);
+    CHECK(strstr(dsm_last_error_message(), "dsm_init") != NULL);
+    CHECK(dsm_alloc_collective(8) == NULL);
+    CHECK_LAST(DSM_ERR_NOT_INITIALIZED);
+    dsm_lock_t l;
+    CHECK_STATUS(dsm_lock(&l), DSM_ERR_NOT_INITIALIZED);
+    CHECK(dsm_atomic_fetch_add_u64((uint64_t *)&l, 1) == 0);
+    CHECK_LAST(DSM_ERR_NOT_INITIALIZED);
+    dsm_stats_t st;
+    CHECK_STATUS(dsm_stats_get(&st), DSM_ERR_NOT_INITIALIZED);
+    CHECK_STATUS(dsm_finalize(), DSM_ERR_NOT_INITIALIZED);
+    /* What works before dsm_init. */
+    CHECK(dsm_wtime() >= 0.0);
+    CHECK(dsm_strerror(DSM_OK) != NULL);
+    CHECK(strstr(dsm_strerror(12345), "unknown") != NULL);
+}
+
+static void bad_arguments(void) {
+    int me = dsm_rank();
+    uint64_t local_word = 0;
+    dsm_lock_t local_lock;
+
+    /* NULL pointers. */
+    CHECK_STATUS(dsm_lock_init(NULL), DSM_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(dsm_lock(NULL), DSM_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(dsm_trylock(NULL), DSM_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(dsm_unlock(NULL), DSM_ERR_INVALID_ARGUMENT);
+    CHECK(dsm_atomic_load_u64(NULL) == 0);
+    CHECK_LAST(DSM_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(dsm_stats_get(NULL), DSM_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(dsm_broadcast(NULL, 8, 0), DSM_ERR_INVALID_ARGUMENT);
+    dsm_free(NULL); /* like free(NULL): nothing */
+    CHECK_LAST(DSM_OK);
+
+    /* Pointers outside global memory. */
+    CHECK_STATUS(dsm_lock_init(&local_lock), DSM_ERR_NOT_GLOBAL);
+    CHECK_STATUS(dsm_lock(&local_lock), DSM_ERR_NOT_GLOBAL);
+    CHECK(dsm_atomic_fetch_add_u64(&local_word, 1) == 0);
+    CHECK_LAST(DSM_ERR_NOT_GLOBAL);
+    CHECK(local_word == 0);
+    dsm_atomic_store_u64(&local_word, 5);
+    CHECK_LAST(DSM_ERR_NOT_GLOBAL);
+    CHECK(local_word == 0);
+    void *heap = malloc(16);
+    dsm_free(heap);
+    CHECK_LAST(DSM_ERR_NOT_GLOBAL);
+    free(heap);
+    dsm_free_collective(&local_word);
+    CHECK_LAST(DSM_ERR_NOT_GLOBAL);
+
+    /* Misaligned words and locks inside global memory. */
+    uint8_t *g = dsm_alloc_collective(4096);
+    CHECK(g != NULL);
+    CHECK_STATUS(dsm_lock_init((dsm_lock_t *)(g + 8)), DSM_ERR_MISALIGNED);
+    CHECK(dsm_atomic_load_u64((uint64_t *)(g + 4)) == 0);
+    CHECK_LAST(DSM_ERR_MISALIGNED);
+    CHECK(dsm_atomic_compare_exchange_u64((uint64_t *)(g + 1), 0, 1) == 0);
+    CHECK_LAST(DSM_ERR_MISALIGNED);
+
+    /* Frees of things that are not live allocations. */
+    uint8_t *block = dsm_malloc(64);
+    CHECK(block != NULL);
+    dsm_free(block + 16);
+    CHECK_LAST(DSM_ERR_INVALID_POINTER);
+    dsm_free(block);
+    CHECK_LAST(DSM_OK);
+    dsm_free(block);
+    CHECK_LAST(DSM_ERR_INVALID_POINTER); /* double free */
+    dsm_free_collective(g + 4096 * 0 + 64);
+    CHECK_LAST(DSM_ERR_INVALID_POINTER);
+
+    /* Allocation beyond the heap: NULL and nothing lost. */
+    CHECK(dsm_malloc((size_t)1 << 60) == NULL);
+    CHECK_LAST(DSM_ERR_OUT_OF_MEMORY);
+    CHECK(dsm_calloc(SIZE_MAX / 2, 4) == NULL);
+    CHECK_LAST(DSM_ERR_OUT_OF_MEMORY);
+    CHECK(dsm_alloc_collective((size_t)1 << 60) == NULL);
+    CHECK_LAST(DSM_ERR_OUT_OF_MEMORY);
+    CHECK(dsm_alloc_collective_placed(4096, 42, 0) == NULL);
+    CHECK_LAST(DSM_ERR_INVALID_ARGUMENT);
+    uint64_t *still = dsm_malloc(64);
+    CHECK(still != NULL);
+    dsm_free(still);
+    CHECK_LAST(DSM_OK);
+
+    /* Collectives with a bad root; statistics to bad descriptors. */
+    CHECK_STATUS(dsm_broadcast(&local_word, 8, -1), DSM_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(dsm_broadcast(&local_word, 8, dsm_nodes()), DSM_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(dsm_stats_print(-1), DSM_ERR_INVALID_ARGUMENT);
+    int fds[2];
+    CHECK(pipe(fds) == 0);
+    close(fds[0]);
+    close(fds[1]);
+    CHECK_STATUS(dsm_stats_print(fds[1]), DSM_ERR_IO);
+
+    /* A second dsm_init. */
+    CHECK_STATUS(dsm_init(NULL, NULL), DSM_ERR_ALREADY_INITIALIZED);
+
+    /* The runtime still works after all of that. */
+    CHECK_OK(dsm_barrier());
+    dsm_free_collective(g);
+    CHECK_LAST(DSM_OK);
+    dsm_free_collective(g);
+    CHECK_LAST(DSM_ERR_INVALID_POINTER); /* double free */
+    (void)me;
+}
+
+static void after_finalize(void) {
+    CHECK(dsm_initialized() == 0);
+    CHECK_STATUS(dsm_rank(), DSM_ERR_FINALIZED);
+    CHECK_STATUS(dsm_barrier(), DSM_ERR_FINALIZED);
+    CHECK(dsm_malloc(8) == NULL);
+    CHECK_LAST(DSM_ERR_FINALIZED);
+    CHECK_STATUS(dsm_finalize(), DSM_ERR_FINALIZED);
+    CHECK_STATUS(dsm_init(NULL, NULL), DSM_ERR_FINALIZED);
+}
+
+int main(int argc, char **argv) {
+    before_init();
+    CHECK_OK(dsm_init(&argc, &argv));
+    bad_arguments();
+    CHECK_OK(dsm_barrier());
+    int me = dsm_rank();
+    CHECK_OK(dsm_finalize());
+    after_finalize();
+    printf("rank %d: errors ok\n", me);
+    return 0;
+}

@@ -1,0 +1,149 @@
+//! C programs against `include/dsm.h` and `libdsm`: the C tests (every function, every error
+//! path) and the examples, compiled with the system's C compiler and run as real multi-node
+//! jobs through the launcher, each with a hard timeout.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use dsm_core::launcher::{launch, LaunchOptions, Report};
+
+/// The directory holding `libdsm.so`: where cargo put this test's dependencies' artifacts.
+fn library_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    // target/<profile>/deps/c_programs-<hash> -> target/<profile>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test runs from target/<profile>/deps");
+    assert!(
+        dir.join("libdsm.so").exists(),
+        "libdsm.so is missing from {}",
+        dir.display()
+    );
+    dir.to_path_buf()
+}
+
+/// Compiles `source` (relative to the crate) with warnings as errors; returns the program.
+fn compile(source: &str) -> PathBuf {
+    let krate = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let lib = library_dir();
+    let out_dir = lib.join("c-tests");
+    std::fs::create_dir_all(&out_dir).expect("create the output directory");
+    let name = Path::new(source).file_stem().unwrap().to_str().unwrap();
+    let program = out_dir.join(name);
+    let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+        .args(["-std=c11", "-D_POSIX_C_SOURCE=200809L", "-g", "-O1"])
+        .args(["-Wall", "-Wextra", "-Werror"])
+        .arg("-I")
+        .arg(krate.join("include"))
+        .arg("-I")
+        .arg(krate.join("tests/c"))
+        .arg(krate.join(source))
+        .arg("-o")
+        .arg(&program)
+        .arg("-L")
+        .arg(&lib)
+        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        .args(["-ldsm", "-lm"])
+        .status()
+        .expect("run the C compiler (cc)");
+    assert!(status.success(), "{source} does not compile");
+    program
+}
+
+fn run(program: &Path, nodes: usize, args: &[&str], wrapper: &[&str]) -> Report {
+    let (exe, mut all): (PathBuf, Vec<String>) = match wrapper.split_first() {
+        Some((w, rest)) => (
+            PathBuf::from(w),
+            rest.iter()
+                .map(|s| s.to_string())
+                .chain([program.display().to_string()])
+                .collect(),
+        ),
+        None => (program.to_path_buf(), Vec::new()),
+    };
+    all.extend(args.iter().map(|s| s.to_string()));
+    let mut o = LaunchOptions::new(nodes, exe);
+    o.args = all.into_iter().map(Into::into).collect();
+    o.timeout = Some(Duration::from_secs(120));
+    o.capture_output = true;
+    o.grace = Duration::from_secs(2);
+    launch(o).expect("start the job").wait()
+}
+
+fn assert_every_rank_says(r: &Report, nodes: usize, what: &str) {
+    assert_eq!(r.exit_code, 0, "{:?}\n{}", r.failure, r.output);
+    for rank in 0..nodes {
+        assert!(
+            r.output.contains(&format!("rank {rank}: {what}")),
+            "rank {rank} did not say {what:?}:\n{}",
+            r.output
+        );
+    }
+}
+
+#[test]
+fn every_function_works_on_two_to_four_nodes() {
+    let api = compile("tests/c/api.c");
+    for nodes in [2, 3, 4] {
+        let r = run(&api, nodes, &[], &[]);
+        assert_every_rank_says(&r, nodes, "api ok");
+    }
+}
+
+#[test]
+fn a_single_node_job_works() {
+    let api = compile("tests/c/api.c");
+    assert_every_rank_says(&run(&api, 1, &[], &[]), 1, "api ok");
+}
+
+#[test]
+fn every_misuse_gives_its_documented_error() {
+    let errors = compile("tests/c/errors.c");
+    for nodes in [1, 2, 4] {
+        let r = run(&errors, nodes, &[], &[]);
+        assert_every_rank_says(&r, nodes, "errors ok");
+    }
+}
+
+#[test]
+fn a_program_run_without_a_launcher_gets_a_clear_error() {
+    let hello = compile("examples/hello.c");
+    let out = Command::new(&hello)
+        .env_remove("DSM_RANK")
+        .env_remove("DSM_NODES")
+        .output()
+        .expect("run hello");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("DSM_ERR_CONFIG") && stderr.contains("dsmrun -n N"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_examples_give_verified_results_on_four_nodes() {
+    let r = run(&compile("examples/hello.c"), 4, &[], &[]);
+    assert_every_rank_says(&r, 4, "");
+    assert_eq!(r.output.matches("add up to 14").count(), 4, "{}", r.output);
+    let r = run(&compile("examples/counter.c"), 4, &["200"], &[]);
+    assert_eq!(r.exit_code, 0, "{:?}\n{}", r.failure, r.output);
+    assert_eq!(
+        r.output
+            .matches("counter 800, atomic 800, expected 800: ok")
+            .count(),
+        4,
+        "{}",
+        r.output
+    );
+    let r = run(&compile("examples/stencil.c"), 4, &["128", "10"], &[]);
+    assert_eq!(r.exit_code, 0, "{:?}\n{}", r.failure, r.output);
+    assert_eq!(
+        r.output.matches("max difference from serial 0: ok").count(),
+        4,
+        "{}",
+        r.output
+    );
+}

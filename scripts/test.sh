@@ -18,6 +18,8 @@ step "loom models of the page-state transitions (--cfg loom)"
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --locked --release -p dsm-core --lib loom
 step "cargo doc (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps
+step "C API: install, compile the examples with pkg-config (shared and static), run on 4 nodes"
+bash scripts/test-c-install.sh
 step "transport benchmark, quick run (checks it works; numbers are not judged here)"
 cargo build --locked --release -p dsm-core -p benches -p tests -p mpi-compat --bins
 target/release/dsmrun -n 2 --timeout 120 target/release/transport_bench --quick | grep -v '^RESULT'

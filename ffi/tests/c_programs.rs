@@ -30,6 +30,12 @@ fn compile(source: &str) -> PathBuf {
     let lib = library_dir();
     let out_dir = lib.join("c-tests");
     std::fs::create_dir_all(&out_dir).expect("create the output directory");
+    // The library's SONAME is `libdsm.so.0` (as installed); the programs find it here.
+    let soname = out_dir.join("libdsm.so.0");
+    match std::os::unix::fs::symlink(lib.join("libdsm.so"), &soname) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        r => r.expect("link libdsm.so.0"),
+    }
     let name = Path::new(source).file_stem().unwrap().to_str().unwrap();
     let program = out_dir.join(name);
     let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
@@ -44,7 +50,7 @@ fn compile(source: &str) -> PathBuf {
         .arg(&program)
         .arg("-L")
         .arg(&lib)
-        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        .arg(format!("-Wl,-rpath,{}", out_dir.display()))
         .args(["-ldsm", "-lm"])
         .status()
         .expect("run the C compiler (cc)");

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Builds the runtime in release mode and installs what C programs and job launches need:
+#   lib/libdsm.so (with its SONAME links), lib/libdsm.a, include/dsm.h,
+#   lib/pkgconfig/dsm.pc and dsm-static.pc, bin/dsmrun, share/doc/dsm/examples/*.c
+#
+#   scripts/install.sh --prefix DIR     (default: /usr/local)
+# Then: export PKG_CONFIG_PATH=DIR/lib/pkgconfig; cc prog.c $(pkg-config --cflags --libs dsm)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+prefix=/usr/local
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --prefix) [ $# -ge 2 ] || { echo "install: --prefix needs a directory" >&2; exit 2; }
+              prefix="$2"; shift 2 ;;
+    --prefix=*) prefix="${1#--prefix=}"; shift ;;
+    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    *) echo "install: unknown argument '$1' (usage: scripts/install.sh --prefix DIR)" >&2; exit 2 ;;
+  esac
+done
+mkdir -p "$prefix"
+prefix="$(cd "$prefix" && pwd)"
+
+echo "install: building libdsm and dsmrun (release)"
+# --print native-static-libs names the system libraries a static link of libdsm.a needs.
+notes=$(cargo rustc --locked --release -p dsm-ffi --lib -- --print native-static-libs 2>&1) || {
+  echo "$notes" >&2; exit 1; }
+static_libs=$(echo "$notes" | sed -n 's/.*native-static-libs: //p' | tail -1)
+[ -n "$static_libs" ] || { echo "install: rustc did not name the static libraries" >&2; exit 1; }
+cargo build --locked --release -p dsm-core --bin dsmrun
+
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+major=${version%%.*}
+echo "install: libdsm $version into $prefix"
+install -d "$prefix/lib/pkgconfig" "$prefix/include" "$prefix/bin" "$prefix/share/doc/dsm/examples"
+install -m 755 target/release/libdsm.so "$prefix/lib/libdsm.so.$version"
+ln -sf "libdsm.so.$version" "$prefix/lib/libdsm.so.$major"
+ln -sf "libdsm.so.$major" "$prefix/lib/libdsm.so"
+install -m 644 target/release/libdsm.a "$prefix/lib/libdsm.a"
+install -m 644 ffi/include/dsm.h "$prefix/include/dsm.h"
+install -m 755 target/release/dsmrun "$prefix/bin/dsmrun"
+install -m 644 ffi/examples/*.c "$prefix/share/doc/dsm/examples/"
+for pc in dsm dsm-static; do
+  sed -e "s|@PREFIX@|$prefix|" -e "s|@VERSION@|$version|" -e "s|@STATIC_LIBS@|$static_libs|" \
+    "ffi/$pc.pc.in" > "$prefix/lib/pkgconfig/$pc.pc"
+done
+echo "install: done; use: export PKG_CONFIG_PATH=$prefix/lib/pkgconfig"
+echo "install:   cc prog.c \$(pkg-config --cflags --libs dsm) && $prefix/bin/dsmrun -n 4 ./a.out"

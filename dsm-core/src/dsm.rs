@@ -298,13 +298,26 @@ impl Inner {
         // the transport, which stops every access, before the last `Arc<Inner>` goes (see `Drop
         // for Dsm`). Nothing borrows the view as a Rust slice.
         let runtime = unsafe { Region::from_raw(space.runtime_base(), space.size())? };
-        t.register(&runtime)?;
-        let home = Region::allocate_sparse(space.size())?;
+        let runtime_desc = t.register(&runtime)?;
+        // A job of one node has no one to be coherent with: its home memory is the global
+        // memory itself (the runtime view of the application's pages), so atomics and plain
+        // accesses meet in the same bytes and no fault is ever needed (see `Dsm::with_node`).
+        let solo = nodes == 1;
+        let home = if solo {
+            Arc::clone(&runtime)
+        } else {
+            Region::allocate_sparse(space.size())?
+        };
         let dir = Region::allocate_sparse(pages * DIR_ENTRY)?;
         let log = Region::allocate_sparse((LOG_CAP + 1) * 8)?;
         let scratch = Region::allocate(SCRATCH_SLOTS * 16 + BATCH_SLOTS * BATCH_PAGES * DIR_ENTRY)?;
         t.register(&scratch)?;
-        let mine = [t.register(&home)?, t.register(&dir)?, t.register(&log)?];
+        let home_desc = if solo {
+            runtime_desc
+        } else {
+            t.register(&home)?
+        };
+        let mine = [home_desc, t.register(&dir)?, t.register(&log)?];
         let mut bytes = Vec::new();
         for d in &mine {
             bytes.extend_from_slice(&d.to_bytes());
@@ -988,8 +1001,11 @@ impl Inner {
             }
         }
         lock(&self.dirty).retain(|p| !(page..page + count).contains(p));
-        self.space
-            .set_access(page, count, Access::None, Access::None)?;
+        if self.nodes > 1 {
+            // (Alone, the node's pages stay open: nothing would serve a fault.)
+            self.space
+                .set_access(page, count, Access::None, Access::None)?;
+        }
         self.discard(page, count)?;
         self.pages.reset(page, count);
         Ok(())
@@ -1093,13 +1109,25 @@ impl Dsm {
         }
         let t = node.transport_arc();
         let mut space = space::negotiate(&*t, config.global_size)?;
-        fault::prepare(&mut space, config.fault_engine, config.fault_mode)?;
+        if nodes > 1 {
+            fault::prepare(&mut space, config.fault_engine, config.fault_mode)?;
+        }
         let inner = Inner::build(t, space, &config)?;
-        let engine = FaultEngine::start(Arc::clone(&inner), config.fault_mode)?;
+        let engine = if nodes == 1 {
+            // Alone, the node is home of every page (its home memory is these very pages, see
+            // `Inner::build`): the whole range is opened once and nothing ever faults.
+            let pages = inner.space.pages();
+            inner
+                .space
+                .set_access(0, pages, Access::None, Access::ReadWrite)?;
+            None
+        } else {
+            Some(FaultEngine::start(Arc::clone(&inner), config.fault_mode)?)
+        };
         collective::barrier(&*inner.t, None)?;
         Ok(Dsm {
             inner,
-            engine: Some(engine),
+            engine,
             node: Some(node),
         })
     }

@@ -153,3 +153,35 @@ fn the_examples_give_verified_results_on_four_nodes() {
         r.output
     );
 }
+
+#[test]
+fn valgrind_finds_no_invalid_access_and_no_leak_on_one_node() {
+    let valgrind = Command::new("valgrind").arg("--version").output();
+    assert!(
+        valgrind.is_ok_and(|o| o.status.success()),
+        "valgrind is not installed: run scripts/setup.sh"
+    );
+    let memcheck = [
+        "valgrind",
+        "--error-exitcode=99",
+        "--leak-check=full",
+        "--errors-for-leak-kinds=definite",
+        "--quiet",
+    ];
+    for (source, args, says) in [
+        ("examples/hello.c", &[][..], "add up to 0"),
+        ("examples/counter.c", &["100"][..], "expected 100: ok"),
+        ("examples/stencil.c", &["64", "5"][..], "from serial 0: ok"),
+        ("tests/c/api.c", &[][..], "api ok"),
+        ("tests/c/errors.c", &[][..], "errors ok"),
+    ] {
+        let r = run(&compile(source), 1, args, &memcheck);
+        assert_eq!(r.exit_code, 0, "{source}: {:?}\n{}", r.failure, r.output);
+        assert!(r.output.contains(says), "{source}:\n{}", r.output);
+        assert!(
+            !r.output.contains("=="),
+            "{source}: valgrind said:\n{}",
+            r.output
+        );
+    }
+}

@@ -412,6 +412,33 @@ fn rma(w: &Communicator) -> Check {
         v[0]
     );
     ok(win.free())?;
+    // Concurrent accumulates into one word by compare-and-swap (each rank's remembered value
+    // goes stale as the others update it): no update may be lost.
+    let win = ok(Window::allocate(w, 64, 8))?;
+    ok(w.barrier())?;
+    ok(win.lock_all(0))?;
+    for _ in 0..50 {
+        ok(win.accumulate(&[1.0f64], 0, 1, Op::Sum))?;
+        ok(win.accumulate(&[1u8, 2], 0, 2, Op::Sum))?;
+    }
+    ok(win.flush_all())?;
+    ok(win.unlock_all())?;
+    ok(w.barrier())?;
+    ok(win.lock(LockType::Shared, 0, 0))?;
+    let total = ok(win.fetch_and_op(0.0f64, 0, 1, Op::NoOp))?;
+    let mut b = [0u8; 2];
+    ok(win.get_accumulate(&[0u8; 2], &mut b, 0, 2, Op::NoOp))?;
+    ok(win.unlock(0))?;
+    let n = w.size() as usize;
+    ensure!(
+        total == 50.0 * n as f64,
+        "concurrent f64 sums lost updates: {total}"
+    );
+    ensure!(
+        b == [(50 * n) as u8, (100 * n) as u8],
+        "concurrent byte sums {b:?}"
+    );
+    ok(win.free())?;
     // Windows of different sizes per rank, displacement unit 1; NOCHECK locks.
     let win = ok(Window::allocate(w, 100 + me as usize * 5000, 1))?;
     ok(w.barrier())?;

@@ -133,6 +133,9 @@ pub struct Window {
     lock_words: Vec<RemoteSlice>,
     epochs: Mutex<Epochs>,
     staging: Mutex<Vec<Arc<Region>>>,
+    /// The last value this rank saw in remote words it updated by compare-and-swap, by
+    /// (region key, offset): the expected value of the next compare-and-swap.
+    guesses: Mutex<std::collections::HashMap<(transport::Rank, transport::RemoteKey, u64), u64>>,
 }
 
 /// Smallest staging buffer.
@@ -435,6 +438,7 @@ impl Window {
             lock_words,
             epochs: Mutex::new(Epochs::default()),
             staging: Mutex::new(Vec::new()),
+            guesses: Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -551,6 +555,14 @@ impl Window {
             std::ptr::copy_nonoverlapping(data.as_ptr(), dst, data.len());
         }
         Ok(())
+    }
+
+    /// Remembered word values (see the field).
+    fn guesses(
+        &self,
+    ) -> MutexGuard<'_, std::collections::HashMap<(transport::Rank, transport::RemoteKey, u64), u64>>
+    {
+        self.guesses.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn epochs(&self) -> MutexGuard<'_, Epochs> {

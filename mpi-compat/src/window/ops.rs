@@ -11,6 +11,9 @@ use crate::comm::Rank;
 use crate::datatype::{bytes, check_op, fill, Equivalence, Op};
 use crate::error::{Error, Result};
 
+/// Most words whose last seen value a window remembers (see [`Window::guesses`]).
+const GUESSES: usize = 4096;
+
 /// Whether `T` is an 8-byte integer, whose `Sum` the transport's `fetch_add` does directly.
 fn is_word_integer<T: 'static>() -> bool {
     TypeId::of::<T>() == TypeId::of::<u64>() || TypeId::of::<T>() == TypeId::of::<i64>()
@@ -204,17 +207,35 @@ impl Window {
         let words = (end - first).div_ceil(8);
         let word_of = |w: usize| self.word(target, offset + w * 8 - (base - first));
         let remotes = (0..words).map(word_of).collect::<Result<Vec<_>>>()?;
-        // Atomic reads of the current values.
-        let reads = self.t().post_batch(
+        // The current values: the last ones this rank saw, when it saw every word before (a
+        // guess that the compare-and-swap below verifies, saving the read's round trip when
+        // nobody else changed them); otherwise atomic reads. An atomic read (NoOp) never
+        // guesses.
+        let guessed: Option<Vec<u64>> = if op == Op::NoOp {
+            None
+        } else {
+            let g = self.guesses();
             remotes
                 .iter()
-                .map(|&remote| TOp::FetchAdd { remote, add: 0 })
-                .collect(),
-        )?;
-        let mut current = reads
-            .iter()
-            .map(Completion::wait)
-            .collect::<std::result::Result<Vec<u64>, _>>()?;
+                .map(|r| g.get(&(r.region.rank, r.region.key, r.offset)).copied())
+                .collect()
+        };
+        let mut verified = vec![guessed.is_none(); words];
+        let mut current = match guessed {
+            Some(g) => g,
+            None => {
+                let reads = self.t().post_batch(
+                    remotes
+                        .iter()
+                        .map(|&remote| TOp::FetchAdd { remote, add: 0 })
+                        .collect(),
+                )?;
+                reads
+                    .iter()
+                    .map(Completion::wait)
+                    .collect::<std::result::Result<Vec<u64>, _>>()?
+            }
+        };
         let skip = base - first;
         let len = std::mem::size_of_val(origin);
         // Elements lie inside one word each (aligned to their size, which divides 8).
@@ -240,7 +261,7 @@ impl Window {
             let swaps: Vec<(usize, u64)> = open
                 .iter()
                 .zip(&desired)
-                .filter(|(&w, &d)| d != current[w])
+                .filter(|(&w, &d)| d != current[w] || !verified[w])
                 .map(|(&w, &d)| (w, d))
                 .collect();
             if swaps.is_empty() {
@@ -257,14 +278,25 @@ impl Window {
                     .collect(),
             )?;
             open.clear();
-            for (&(w, _), c) in swaps.iter().zip(&done) {
+            for (&(w, d), c) in swaps.iter().zip(&done) {
                 let seen = c.wait()?;
                 if seen != current[w] {
-                    // Another rank changed the word meanwhile: again from its new value.
+                    // Another rank changed the word meanwhile (or the guess was stale):
+                    // again from its real value.
                     current[w] = seen;
+                    verified[w] = true;
                     open.push(w);
+                } else {
+                    current[w] = d;
                 }
             }
+        }
+        let mut g = self.guesses();
+        if g.len() > GUESSES {
+            g.clear();
+        }
+        for (r, &v) in remotes.iter().zip(&current) {
+            g.insert((r.region.rank, r.region.key, r.offset), v);
         }
         Ok(olds)
     }

@@ -47,6 +47,7 @@ pub mod node;
 pub mod space;
 pub mod stats;
 mod sync;
+pub mod topology;
 pub mod typed;
 mod uffd;
 

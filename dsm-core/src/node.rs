@@ -14,6 +14,7 @@ use crate::bootstrap::{self, pmi::Pmi, slurm};
 use crate::collective;
 use crate::config::{self, var, Config, Coordinator, OnPeerLost, RdmaSettings, TransportChoice};
 use crate::error::{Error, Result};
+use crate::topology::{self, TopologyReport};
 
 /// Exit status of a node that stops because it lost a peer.
 pub const EXIT_PEER_LOST: i32 = 3;
@@ -28,6 +29,9 @@ pub struct Node {
     pmi: Option<Pmi>,
     launcher: Launcher,
     init_time: Duration,
+    topology: TopologyReport,
+    /// Set by the first `shutdown`.
+    closed: bool,
 }
 
 /// What started this node: where its rank, size and peers came from.
@@ -129,7 +133,15 @@ impl Node {
         rendezvous: Option<PathBuf>,
         started: Instant,
     ) -> Result<Node> {
-        let transport = connect_transport(&config, |endpoint| match pmi.as_mut() {
+        let get = |k: &str| std::env::var(k).ok();
+        let local = topology::local_ranks(
+            get,
+            config.rank.index(),
+            config.nodes,
+            config.bind.is_loopback(),
+        );
+        let (topology, pin) = topology::plan(get, local)?;
+        let transport = connect_transport(&config, pin, |endpoint| match pmi.as_mut() {
             Some(p) => p.exchange(endpoint),
             None => bootstrap::exchange(&config, endpoint),
         });
@@ -158,7 +170,14 @@ impl Node {
             pmi,
             launcher,
             init_time: started.elapsed(),
+            topology,
+            closed: false,
         })
+    }
+
+    /// The machine's topology as this node sees it, and where its progress thread runs.
+    pub fn topology(&self) -> &TopologyReport {
+        &self.topology
     }
 
     /// What started this node.
@@ -222,6 +241,17 @@ impl Node {
     }
 
     fn shutdown(&mut self) {
+        if !std::mem::replace(&mut self.closed, true)
+            && std::env::var("DSM_STATS").is_ok_and(|v| v != "0")
+        {
+            eprintln!(
+                "dsm: rank {}: started by {} in {:.1} ms; topology: {}",
+                self.config.rank,
+                self.launcher,
+                self.init_time.as_secs_f64() * 1e3,
+                self.topology
+            );
+        }
         let _ = self.transport.close();
         if let Some(w) = self.watchdog.take() {
             let _ = w.join();
@@ -258,6 +288,7 @@ fn init_logging() {
 /// the connection fails naming the rank that chose otherwise.
 fn connect_transport(
     config: &Config,
+    pin: Option<transport::ThreadHook>,
     mut exchange: impl FnMut(&[u8]) -> Result<Vec<Vec<u8>>>,
 ) -> Result<AnyTransport> {
     let verbs_config = || -> Result<VerbsConfig> {
@@ -269,6 +300,7 @@ fn connect_transport(
             peer_timeout: config.peer_timeout,
             connect_timeout: config.connect_timeout,
             spin: config.spin,
+            on_progress_start: pin.clone(),
             ..VerbsConfig::default()
         })
     };
@@ -306,6 +338,7 @@ fn connect_transport(
     tcp.peer_timeout = config.peer_timeout;
     tcp.connect_timeout = config.connect_timeout;
     tcp.spin = config.spin;
+    tcp.on_progress_start = pin;
     let prepared = TcpTransport::prepare(config.rank, config.nodes, tcp)?;
     let endpoints = exchange(&prepared.endpoint()?)?;
     Ok(AnyTransport::Tcp(prepared.connect(&endpoints)?))

@@ -46,6 +46,8 @@ pub struct TcpConfig {
     pub spin: Duration,
     /// Largest payload of one frame: bounds messages and single transfers.
     pub max_payload: u32,
+    /// Run first by the progress thread (the runtime pins it to a core with it).
+    pub on_progress_start: Option<crate::ThreadHook>,
 }
 
 impl TcpConfig {
@@ -58,6 +60,7 @@ impl TcpConfig {
             connect_timeout: Duration::from_secs(30),
             spin: DEFAULT_SPIN,
             max_payload: 64 << 20,
+            on_progress_start: None,
         }
     }
 }
@@ -321,9 +324,15 @@ impl PreparedTcp {
             start: Instant::now(),
         });
         let thread_shared = Arc::clone(&shared);
+        let hook = shared.config.on_progress_start.clone();
         let progress = std::thread::Builder::new()
             .name(format!("dsm-progress-{}", self.rank))
-            .spawn(move || progress::run(thread_shared, poll))
+            .spawn(move || {
+                if let Some(h) = hook {
+                    h.run();
+                }
+                progress::run(thread_shared, poll)
+            })
             .map_err(|e| Error::io("starting the progress thread", e))?;
         let drivers = shared
             .conns

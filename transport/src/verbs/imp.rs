@@ -1367,9 +1367,15 @@ impl PreparedVerbs {
         let connect_timeout = s.config.connect_timeout;
         let shared = Arc::new(s);
         let thread_shared = Arc::clone(&shared);
+        let hook = shared.config.on_progress_start.clone();
         let progress = std::thread::Builder::new()
             .name(format!("dsm-verbs-{}", shared.rank))
-            .spawn(move || progress(thread_shared))
+            .spawn(move || {
+                if let Some(h) = hook {
+                    h.run();
+                }
+                progress(thread_shared)
+            })
             .map_err(|e| Error::io("starting the progress thread", e))?;
         let t = VerbsTransport {
             driver: Arc::new(CqDriver(Arc::clone(&shared))),

@@ -78,6 +78,8 @@ pub struct VerbsConfig {
     pub spin: Duration,
     /// Largest two-sided message.
     pub max_message: usize,
+    /// Run first by the progress thread (the runtime pins it to a core with it).
+    pub on_progress_start: Option<crate::ThreadHook>,
 }
 
 impl Default for VerbsConfig {
@@ -91,6 +93,7 @@ impl Default for VerbsConfig {
             connect_timeout: Duration::from_secs(30),
             spin: DEFAULT_SPIN,
             max_message: 64 << 20,
+            on_progress_start: None,
         }
     }
 }

@@ -23,10 +23,9 @@ bash scripts/test-c-install.sh
 step "transport benchmark, quick run (checks it works; numbers are not judged here)"
 cargo build --locked --release -p dsm-core -p benches -p tests -p mpi-compat --bins
 target/release/dsmrun -n 2 --timeout 120 target/release/transport_bench --quick | grep -v '^RESULT'
-step "mpiexec.hydra: the demo and the benchmark started by MPICH's launcher (PMI-1, no dsmrun)"
-MPIEXEC_TIMEOUT=120 mpiexec.hydra -n 4 target/release/dsm-demo 256
+step "mpiexec.hydra: Rust, C (libdsm) and C MPI (libdsmmpi) programs started by MPICH's launcher (PMI-1, no dsmrun)"
+bash scripts/test-mpiexec.sh
 MPIEXEC_TIMEOUT=120 mpiexec.hydra -n 2 target/release/dsm_bench --quick | grep -v '^RESULT'
-MPIEXEC_TIMEOUT=120 mpiexec.hydra -n 4 target/release/mpi-check p2p nonblocking collectives rma
 step "OSU-style programs over mpi-compat, quick run (checks they work; scripts/mpi-compare.sh measures)"
 for b in osu_latency osu_bw osu_put_latency osu_acc_latency osu_allreduce; do
   target/release/dsmrun -n 2 --timeout 120 "target/release/$b" --quick | grep -v '^RESULT'

@@ -237,3 +237,40 @@ fn a_pmi_fd_that_is_not_a_socket_is_refused() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_secret_given_to_some_ranks_only_keeps_the_barriers_paired() {
+    let n = 3;
+    let kvs = Arc::new(Mutex::new(HashMap::new()));
+    let barrier = Arc::new(Barrier::new(n));
+    let given =
+        dsm_core::config::secret_from_lookup(|k| (k == "DSM_SECRET").then(|| "ab".repeat(32)))
+            .unwrap();
+    let mut clients = Vec::new();
+    for rank in 0..n {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let (kvs, barrier) = (Arc::clone(&kvs), Arc::clone(&barrier));
+        std::thread::spawn(move || serve(theirs, kvs, barrier, 1024));
+        let preset = (rank == 1).then(|| given.clone()).flatten();
+        clients.push(std::thread::spawn(move || {
+            let mut pmi = Pmi::over(ours, rank as u32, n as u32, Duration::from_secs(10))?;
+            let secret = pmi.share_secret(preset)?;
+            let table = pmi.exchange(format!("ep{rank}").as_bytes())?;
+            Ok::<_, Error>((secret.to_hex(), table))
+        }));
+    }
+    let r: Vec<_> = clients
+        .into_iter()
+        .map(|c| c.join().unwrap().unwrap())
+        .collect();
+    // Everyone finished both collective steps with the right table; rank 1 kept its own secret
+    // (its handshakes with the others would then fail, naming the secret).
+    assert_eq!(r[0].0, r[2].0);
+    assert_eq!(r[1].0, "ab".repeat(32));
+    for (_, table) in &r {
+        assert_eq!(
+            table,
+            &vec![b"ep0".to_vec(), b"ep1".to_vec(), b"ep2".to_vec()]
+        );
+    }
+}

@@ -370,25 +370,29 @@ impl Pmi {
     /// # Errors
     /// As [`Pmi::over`]; [`Error::Bootstrap`] when the published secret is malformed.
     pub fn share_secret(&mut self, preset: Option<Secret>) -> Result<Secret> {
-        if let Some(s) = preset {
-            return Ok(s);
-        }
-        let mine = if self.rank == 0 {
-            let s = Secret::generate()?;
-            self.put(SECRET_KEY, &s.to_hex())?;
-            Some(s)
-        } else {
-            None
+        // The barrier is held whether or not a secret was given, so that every rank goes
+        // through the same collective steps even when only some of them were given one (their
+        // handshakes then fail, naming the secret, instead of the barriers pairing wrongly).
+        let drawn = match (&preset, self.rank) {
+            (None, 0) => {
+                let s = Secret::generate()?;
+                self.put(SECRET_KEY, &s.to_hex())?;
+                Some(s)
+            }
+            _ => None,
         };
         self.barrier()?;
-        match mine {
-            Some(s) => Ok(s),
-            None => {
-                let hex = self.get(SECRET_KEY)?;
-                Secret::from_hex(&hex)
-                    .map_err(|_| pmi_error(format!("{SECRET_KEY} is not 64 hexadecimal digits")))
-            }
+        if let Some(s) = preset.or(drawn) {
+            return Ok(s);
         }
+        let hex = self.get(SECRET_KEY).map_err(|e| match e {
+            Error::Bootstrap(why) => pmi_error(format!(
+                "rank 0 published no secret ({why}): set DSM_SECRET on every rank or on none"
+            )),
+            other => other,
+        })?;
+        Secret::from_hex(&hex)
+            .map_err(|_| pmi_error(format!("{SECRET_KEY} is not 64 hexadecimal digits")))
     }
 
     /// Every process's endpoint, indexed by rank, exchanged through the key-value space: each

@@ -74,6 +74,22 @@ fn userfaultfd_here(mode: FaultMode) -> bool {
 }
 
 #[test]
+fn a_bad_fault_engine_is_a_clear_error() {
+    let env = [
+        ("DSM_GLOBAL_SIZE", "256M"),
+        ("DSM_FAULT_ENGINE", "mprotect"),
+    ];
+    let r = run_job(LITMUS, 2, &["mp-barrier"], &env, Duration::from_secs(60));
+    assert_ne!(r.exit_code, 0);
+    assert!(
+        r.output
+            .contains("DSM_FAULT_ENGINE=\"mprotect\": expected auto, sigsegv or uffd"),
+        "{}",
+        r.output
+    );
+}
+
+#[test]
 fn every_scenario_passes_under_the_sigsegv_engine() {
     for (scenario, nodes) in SCENARIOS {
         let mut env = env_for(scenario);

@@ -1,7 +1,7 @@
-//! Shared-memory benchmark: remote page-fault latency, VMAs after scattered faults, sequential
-//! read bandwidth through faults, lock hand-off and barrier latency, each beside its floor
-//! measured in the same run (a raw transport read, the VMAs before, a raw TCP stream, a remote
-//! atomic round trip, a message barrier). The fault engine is the one `DSM_FAULT_ENGINE` picks.
+//! Shared-memory benchmark: remote and local page-fault latency, VMAs after scattered faults,
+//! sequential read bandwidth through faults, lock hand-off and barrier latency, each beside its
+//! floor measured in the same run (a raw transport read, the kernel's fault on anonymous
+//! memory, the VMAs before, a raw TCP stream, a remote atomic round trip, a message barrier). The fault engine is the one `DSM_FAULT_ENGINE` picks.
 //!
 //! Run: `dsmrun -n 2 target/release/dsm_bench` (also with `-n 4` for the barrier). `--quick`
 //! shrinks every measurement, to check that the program works.
@@ -81,6 +81,38 @@ fn vma_count() -> Result<usize, String> {
         .map_err(|e| format!("reading /proc/self/maps: {e}"))
 }
 
+/// Times the kernel's own fault on each of `pages` pages of fresh anonymous memory (the floor
+/// of a local fault).
+fn anonymous_faults(pages: usize) -> Result<Vec<Duration>, String> {
+    let len = pages * PAGE;
+    // SAFETY: a private anonymous mapping at an address of the kernel's choosing; unmapped
+    // below, and only touched inside it.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(format!("mmap: {}", std::io::Error::last_os_error()));
+    }
+    let base = p as *mut u8;
+    let mut t = Vec::with_capacity(pages);
+    for i in 0..pages {
+        let t0 = Instant::now();
+        // SAFETY: inside the mapping made above; a write, so the kernel allocates the page.
+        unsafe { std::ptr::write_volatile(base.wrapping_add(i * PAGE), 1) };
+        t.push(t0.elapsed());
+    }
+    // SAFETY: unmapping exactly the mapping made above, which nothing refers to any more.
+    unsafe { libc::munmap(p, len) };
+    Ok(t)
+}
+
 fn run(d: &Dsm, plan: &Plan) -> Result<Vec<Row>, String> {
     let e = |err: dsm_core::Error| err.to_string();
     let te = |err: transport::Error| err.to_string();
@@ -136,11 +168,26 @@ fn run(d: &Dsm, plan: &Plan) -> Result<Vec<Row>, String> {
         // Address-space cost: VMAs of the process after reading every other page of n (the
         // first half, homed here), against the count before. `mprotect` splits one VMA per
         // protected run; userfaultfd splits none.
+        // These are local faults (the pages are homed here): the engine's own cost, against
+        // the kernel's fault on fresh anonymous memory.
         let before = vma_count()?;
+        let mut local = Vec::with_capacity(n / 2);
         for p in (0..n).step_by(2) {
+            let t0 = Instant::now();
             // SAFETY: as above: a live allocation nobody writes now.
             let _ = unsafe { std::ptr::read_volatile(arr.wrapping_add(p * PAGE)) };
+            local.push(t0.elapsed());
         }
+        let mut kernel = anonymous_faults(n.div_ceil(2))?;
+        let (l, k) = (Stats::of(&mut local), Stats::of(&mut kernel));
+        rows.push(Row {
+            metric: "local 4 KiB read fault (median)".into(),
+            value: us(l.median),
+            floor: us(k.median),
+            unit: "us",
+            better: Better::Lower,
+            target: None,
+        });
         rows.push(Row {
             metric: format!("VMAs after reading {} scattered pages", n.div_ceil(2)),
             value: vma_count()? as f64,

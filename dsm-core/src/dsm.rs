@@ -1154,7 +1154,8 @@ impl Dsm {
         (self.inner.space.base(), self.inner.space.size())
     }
 
-    /// The fault engine that runs on this node (`auto` resolved to what it chose).
+    /// The fault engine that runs on this node (`auto` resolved to what it chose), or
+    /// [`FaultEngineKind::Auto`] when none runs (a job of one node never faults).
     pub fn fault_engine(&self) -> FaultEngineKind {
         self.engine
             .as_ref()

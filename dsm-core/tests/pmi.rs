@@ -274,3 +274,65 @@ fn a_secret_given_to_some_ranks_only_keeps_the_barriers_paired() {
         );
     }
 }
+
+/// Runs dsm-demo as rank 0 of a one-process PMI job served by [`serve`], with `kvs` preloaded;
+/// returns its status and stderr.
+fn demo_under_fake_pmi(preload: &[(&str, &str)], env: &[(&str, &str)]) -> (bool, String) {
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let kvs: HashMap<String, String> = preload
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    std::thread::spawn(move || {
+        serve(
+            theirs,
+            Arc::new(Mutex::new(kvs)),
+            Arc::new(Barrier::new(1)),
+            1024,
+        )
+    });
+    let fd = ours.as_raw_fd();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dsm-demo"));
+    cmd.arg("32")
+        .env("PMI_FD", fd.to_string())
+        .env("PMI_RANK", "0")
+        .env("PMI_SIZE", "1")
+        .env("DSM_CONNECT_TIMEOUT", "10")
+        .env_remove("DSM_RANK")
+        .env_remove("DSM_BIND")
+        .env_remove("DSM_SECRET");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let inherit = move || {
+        // SAFETY: as in the garbage-server test: fcntl on our own descriptor, async-signal-safe.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } == -1 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    // SAFETY: the closure only calls fcntl between fork and exec.
+    unsafe { cmd.pre_exec(inherit) };
+    let out = cmd.output().expect("run dsm-demo");
+    drop(ours);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_job_spanning_hosts_without_dsm_bind_stops_by_name() {
+    let (ok, stderr) = demo_under_fake_pmi(&[("PMI_process_mapping", "(vector,(0,2,1))")], &[]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("spans 2 hosts") && stderr.contains("DSM_BIND"),
+        "{stderr}"
+    );
+    // With DSM_BIND it starts (a one-process job, so nobody else has to be reachable).
+    let (ok, stderr) = demo_under_fake_pmi(
+        &[("PMI_process_mapping", "(vector,(0,2,1))")],
+        &[("DSM_BIND", "lo")],
+    );
+    assert!(ok, "{stderr}");
+}

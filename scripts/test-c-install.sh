@@ -23,6 +23,12 @@ for ex in hello counter stencil; do
   cc -std=c11 -Wall -Wextra -Werror -O2 "share/doc/dsm/examples/$ex.c" -o "$ex-static" \
     $(pkg-config --cflags --libs dsm-static) -lm || fail "$ex does not link with pkg-config dsm-static"
 done
+# The header is C++ too (extern "C", no C-only constructs).
+# shellcheck disable=SC2046
+printf '#include <dsm.h>\nint main() { dsm_lock_t l; (void)l; return dsm_initialized(); }\n' |
+  c++ -std=c++17 -Wall -Wextra -Werror -x c++ - -o cxx-check $(pkg-config --cflags --libs dsm) ||
+  fail "dsm.h does not compile as C++"
+./cxx-check || fail "a C++ program linked with libdsm does not run"
 ldd hello | grep -q 'libdsm.so.0 => '"$prefix" || fail "hello does not load the installed libdsm.so.0"
 if ldd hello-static | grep -q libdsm; then fail "hello-static still needs libdsm.so"; fi
 

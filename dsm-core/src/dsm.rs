@@ -1071,6 +1071,9 @@ pub struct Dsm {
     node: Option<Node>,
 }
 
+/// The longest pause, in spin-loop hints, between two polls of a lock's `serving` word.
+const MAX_LOCK_BACKOFF: u32 = 1 << 10;
+
 /// A lock in global memory: a ticket lock (fair: first come, first served), 16 bytes, that may
 /// live anywhere in global memory and be initialised by any node.
 #[repr(C, align(16))]
@@ -1355,11 +1358,22 @@ impl Dsm {
         let (next, serving) = self.lock_words(l)?;
         let ticket = self.inner.t.fetch_add(next, 1)?;
         let mut backoff = 1u32;
-        while self.inner.t.fetch_add(serving, 0)? != ticket {
-            for _ in 0..backoff {
-                std::hint::spin_loop();
+        loop {
+            let now = self.inner.t.fetch_add(serving, 0)?;
+            if now == ticket {
+                break;
             }
-            backoff = (backoff * 2).min(1 << 10);
+            if ticket.wrapping_sub(now) > 1 || backoff == MAX_LOCK_BACKOFF {
+                // Others are served first (or the holder is slow): give the processor to
+                // whoever runs the critical section instead of polling its home at full speed,
+                // which matters when nodes share cores.
+                std::thread::yield_now();
+            } else {
+                for _ in 0..backoff {
+                    std::hint::spin_loop();
+                }
+            }
+            backoff = (backoff * 2).min(MAX_LOCK_BACKOFF);
         }
         self.inner.acquire()?;
         let s = &self.inner.stats;

@@ -1,33 +1,51 @@
 //! # dsm-core: page-based distributed shared memory
 //!
-//! `dsm-core` turns N processes, usually one per host, into one job that shares memory. This
-//! release holds the foundation the shared memory is built on:
+//! `dsm-core` turns N processes, usually one per host, into one job that shares memory: a global
+//! address space mapped at the same address in every process, kept coherent by a home-based,
+//! release-consistent protocol with passive homes, over any [`transport::Transport`].
 //!
+//! - [`Dsm`]: the shared memory of a job: collective allocation with a [`Placement`], a
+//!   non-collective heap (`malloc`/`free`), `barrier`, `acquire`/`release`, fair locks in global
+//!   memory ([`GlobalLock`]), 8-byte atomics at the word's home, statistics;
+//!   [`GlobalVec`] is the typed view of an allocation;
+//! - [`coherence`]: the protocol as pure logic (page states, directory words, exact diffs,
+//!   placement), with no I/O; its state table is `docs/PROTOCOL.md`;
+//! - [`space`] and [`fault`]: the global range (one memfd mapped as the application's view and
+//!   the runtime's view) and the fault engines (userfaultfd, or `SIGSEGV` + `mprotect`);
 //! - [`config`]: the node's settings, from the environment a launcher sets
 //!   (`docs/ENVIRONMENT.md` lists every variable);
 //! - [`bootstrap`]: rank 0 gathers every node's transport endpoint, authenticating each node
-//!   with the job's secret, and broadcasts the table;
-//! - [`node`]: [`Node::init`] joins the job and gives a connected [`transport::Transport`], with a
-//!   watchdog that stops the node (naming the lost rank) when a peer disappears;
+//!   with the job's secret, and broadcasts the table (under `dsmrun`, `mpiexec` or `srun`, or
+//!   by hand);
+//! - [`node`]: [`Node::init`] joins the job and gives a connected transport, with a watchdog
+//!   that stops the node (naming the lost rank) when a peer disappears;
 //! - [`collective`]: barrier, broadcast and all-gather over messages;
 //! - [`launcher`]: what `dsmrun` runs: N local processes, supervised, with a timeout.
 //!
-//! The global address space, the fault engines and the coherence protocol come next, on top of
-//! these (see `docs/ARCHITECTURE.md`).
+//! The memory model (sequential consistency for data-race-free programs) is
+//! `docs/MEMORY_MODEL.md`.
 //!
 //! ## Quick start
 //!
 //! ```no_run
-//! use dsm_core::Node;
-//! use transport::Transport;
+//! use dsm_core::{Dsm, Placement};
 //!
 //! // Started as `dsmrun -n 4 ./my-program`:
-//! let node = Node::init()?;
-//! println!("rank {} of {}", node.rank(), node.nodes());
-//! node.barrier()?;
-//! node.finalize()?;
+//! let d = Dsm::init()?;
+//! let v = d.alloc_vec::<u64>(1024, Placement::Blocked)?; // the same address on every node
+//! if d.rank() == 0 {
+//!     v.set(7, 42); // an ordinary store into global memory
+//! }
+//! d.barrier()?; // release, barrier, acquire
+//! assert_eq!(v.get(7), 42);
+//! d.finalize()?;
 //! # Ok::<(), dsm_core::Error>(())
 //! ```
+//!
+//! ## Thread safety
+//!
+//! `Dsm` is `Send + Sync`: any thread may touch global memory, allocate, lock and use atomics;
+//! collective calls are made by one thread per node, in the same order on every node.
 //!
 //! ## Without a launcher
 //!

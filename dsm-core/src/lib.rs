@@ -47,10 +47,13 @@
 //! `Dsm` is `Send + Sync`: any thread may touch global memory, allocate, lock and use atomics;
 //! collective calls are made by one thread per node, in the same order on every node.
 //!
-//! ## Without a launcher
+//! ## Other launchers, or none
 //!
-//! Set `DSM_RANK`, `DSM_NODES`, `DSM_COORDINATOR` and `DSM_SECRET` by hand on every node (see
-//! `docs/ENVIRONMENT.md`), or use [`Node::with_config`].
+//! The same program starts unchanged under MPICH's `mpiexec` (the ranks find each other
+//! through its PMI-1 server: [`bootstrap::pmi`]) and under Slurm's `srun`
+//! ([`bootstrap::slurm`]). Without a launcher, set `DSM_RANK`, `DSM_NODES`, `DSM_COORDINATOR`
+//! and `DSM_SECRET` by hand on every node (see `docs/ENVIRONMENT.md`), or use
+//! [`Node::with_config`]. [`topology`] pins the transport's progress thread where cores allow.
 
 pub mod alloc;
 pub mod bootstrap;

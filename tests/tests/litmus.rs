@@ -15,8 +15,10 @@ fn litmus(scenario: &str, nodes: usize) {
 
 /// Runs `scenario` on `nodes` nodes with `env` added, and checks every rank passed.
 fn litmus_with(scenario: &str, nodes: usize, env: &[(&str, &str)]) {
-    let mut all = vec![("DSM_GLOBAL_SIZE", "256M")];
-    all.extend_from_slice(env);
+    let mut all = env.to_vec();
+    if !env.iter().any(|(k, _)| *k == "DSM_GLOBAL_SIZE") {
+        all.push(("DSM_GLOBAL_SIZE", "256M"));
+    }
     let r = run_job(LITMUS, nodes, &[scenario], &all, Duration::from_secs(120));
     assert_eq!(
         r.exit_code, 0,
@@ -108,6 +110,15 @@ fn every_scenario_passes_under_the_userfaultfd_engine_inline() {
         env.extend([("DSM_FAULT_ENGINE", "uffd"), ("DSM_FAULT_MODE", "inline")]);
         litmus_with(scenario, nodes, &env);
     }
+}
+
+#[test]
+fn userfaultfd_caches_more_scattered_pages_than_vm_max_map_count_allows_vmas() {
+    if !userfaultfd_here(FaultMode::Inline) {
+        return;
+    }
+    let env = [("DSM_FAULT_ENGINE", "uffd"), ("DSM_GLOBAL_SIZE", "2G")];
+    litmus_with("many-scattered", 2, &env);
 }
 
 #[test]

@@ -426,6 +426,43 @@ fn scattered(d: &Dsm) -> R {
     d.barrier().map_err(e)
 }
 
+/// More scattered cached pages than `vm.max_map_count` allows VMAs: `mprotect` would fail with
+/// ENOMEM long before the end; userfaultfd keeps the view one VMA. Run under the uffd engine.
+fn many_scattered(d: &Dsm) -> R {
+    let max = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .map_err(|err| err.to_string())?
+        .trim()
+        .parse::<usize>()
+        .map_err(|err| err.to_string())?;
+    // Every other page: one VMA per page (and one per gap) under mprotect.
+    let pages = max + 2000;
+    let a = d
+        .alloc_collective(pages * 4096, Placement::Blocked)
+        .map_err(e)? as usize;
+    let vmas = || {
+        std::fs::read_to_string("/proc/self/maps")
+            .map(|m| m.lines().count())
+            .map_err(|err| err.to_string())
+    };
+    let before = vmas()?;
+    let mut sum = 0u64;
+    for page in (0..pages).step_by(2) {
+        sum = sum.wrapping_add(load((a + page * 4096) as *const u64));
+    }
+    let after = vmas()?;
+    println!(
+        "rank {}: {} engine: {} pages cached (vm.max_map_count {max}), VMAs {before} -> {after}",
+        d.rank(),
+        d.fault_engine().name(),
+        pages.div_ceil(2)
+    );
+    check(sum == 0, || format!("fresh memory summed to {sum}"))?;
+    check(after < before + 16, || {
+        format!("VMAs grew from {before} to {after}")
+    })?;
+    d.barrier().map_err(e)
+}
+
 /// A system call writes into global memory (`read(2)` from a pipe into an invalid page): the
 /// userfaultfd engine with service threads serves the kernel's fault, so the call succeeds and
 /// every node sees the bytes; other engines make it fail with EFAULT (documented).
@@ -507,6 +544,7 @@ fn main() -> ExitCode {
         "threads" => threads(&d),
         "scattered" => scattered(&d),
         "kernel-write" => kernel_write(&d),
+        "many-scattered" => many_scattered(&d),
         other => Err(format!("unknown scenario {other:?}")),
     };
     let rank = d.rank();

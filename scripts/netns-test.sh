@@ -14,6 +14,7 @@
 #   --quick     fewer programs per condition
 #   --no-vm     where the kernel has no netem, do not re-run the stages in the QEMU guest
 #               (also DSM_NETNS_NO_VM=1)
+#   --delay-only  only the netem delay stages (what the guest runs: the host covers the rest)
 #
 # Needs root (CI runs as root); skips with a clear message where namespaces cannot be created.
 # Loss uses netem, or nftables (`numgen random`) where the kernel has no netem. Delay needs netem:
@@ -23,13 +24,14 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-NODES=3 QUICK=0 VM=1
+NODES=3 QUICK=0 VM=1 DELAY_ONLY=0
 [ -n "${DSM_NETNS_NO_VM:-}" ] && VM=0
 while [ $# -gt 0 ]; do
   case $1 in
     --nodes) NODES=$2; shift 2;;
     --quick) QUICK=1; shift;;
     --no-vm) VM=0; shift;;
+    --delay-only) DELAY_ONLY=1; shift;;
     *) sed -n '2,22p' "$0" >&2; exit 2;;
   esac
 done
@@ -163,11 +165,13 @@ stage() {
   echo "RESULT {\"bench\":\"netns\",\"condition\":\"$cond\",\"nodes\":$NODES,\"fault_median_us\":${fault:-null},\"floor_read_us\":${floor:-null},\"stencil_ms_per_sweep\":${sweep:-null}}"
 }
 
-stage none base 120
+[ $DELAY_ONLY = 1 ] || stage none base 120
 if [ $NETEM = 1 ]; then
   stage "delay 100us" d100 180
   stage "delay 1ms" d1ms 300
-  stage "loss 1%" loss 300
+  [ $DELAY_ONLY = 1 ] || stage "loss 1%" loss 300
+elif [ $DELAY_ONLY = 1 ]; then
+  fail "--delay-only needs netem, and this kernel has none"
 else
   if [ $NFT = 1 ]; then
     stage "loss 1%" loss 300
@@ -175,12 +179,12 @@ else
     say "SKIPPING the loss stage: no netem and no nftables"
   fi
   if [ $VM = 1 ] && why=$(bash scripts/softroce-vm.sh --check 2>&1); then
-    say "this kernel has no netem: every stage runs again inside the QEMU guest (Debian's kernel; emulated, so its times compare only with each other)"
+    say "this kernel has no netem: the delay stages run inside the QEMU guest (Debian's kernel; emulated and slow, so its times say little)"
     # The guest runs Debian 12's kernel (6.1), where the uffd fault engine's UFFDIO_CONTINUE
     # fails with EINVAL; this stage tests the network, so it takes the sigsegv engine there.
     DSM_FAULT_ENGINE=${DSM_FAULT_ENGINE:-sigsegv} DSM_NETNS_BIN=$BIN \
       bash scripts/softroce-vm.sh --timeout 2400 --smp 2 --mem 3G -- \
-      bash scripts/netns-test.sh --nodes "$NODES" --quick --no-vm ||
+      bash scripts/netns-test.sh --nodes "$NODES" --quick --no-vm --delay-only ||
       fail "the delay stages inside the guest"
   else
     say "SKIPPING the delay stages: this kernel has no netem (CONFIG_NET_SCH_NETEM)$([ $VM = 0 ] && echo ", and --no-vm/DSM_NETNS_NO_VM is set")${why:+, and the QEMU guest cannot be prepared: $why}"

@@ -336,8 +336,9 @@ impl FaultEngineKind {
 /// # Errors
 /// [`Error::Io`] when userfaultfd cannot be opened (not compiled into the kernel, forbidden by
 /// a seccomp filter, `vm.unprivileged_userfaultfd`); [`Error::Config`] when the kernel lacks a
-/// feature the engine needs (minor faults and write-protection on shared memory, and for the
-/// inline mode `UFFD_FEATURE_SIGBUS`). The message says which.
+/// feature the engine needs (minor faults and write-protection on shared memory,
+/// `UFFDIO_CONTINUE_MODE_WP` (Linux 6.5), and for the inline mode `UFFD_FEATURE_SIGBUS`), or
+/// when the program runs under valgrind. The message says which.
 pub fn userfaultfd_support(mode: FaultMode) -> Result<()> {
     userfault::check(mode).map(|_| ())
 }

@@ -17,7 +17,7 @@ use crate::space::{GlobalSpace, PAGE};
 use crate::uffd::{self, Userfaultfd};
 
 /// Whether this kernel and process can run the userfaultfd engine in `mode`: the features it
-/// needs are offered. Returns the features to ask for and how the file is opened.
+/// needs are offered, and `UFFDIO_CONTINUE` can map a page write-protected. Returns the features to ask for and how the file is opened.
 ///
 /// # Errors
 /// [`Error::Io`] when userfaultfd cannot be opened at all; [`Error::Config`] when the kernel
@@ -44,6 +44,7 @@ pub(super) fn check(mode: FaultMode) -> Result<(u64, uffd::Access)> {
             uffd::describe(wanted)
         )));
     }
+    uffd::check_continue_wp(uffd::FEATURES_NEEDED)?;
     Ok((wanted, access))
 }
 

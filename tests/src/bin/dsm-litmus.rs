@@ -464,8 +464,9 @@ fn many_scattered(d: &Dsm) -> R {
 }
 
 /// A system call writes into global memory (`read(2)` from a pipe into an invalid page): the
-/// userfaultfd engine with service threads serves the kernel's fault, so the call succeeds and
-/// every node sees the bytes; other engines make it fail with EFAULT (documented).
+/// userfaultfd engine with service threads serves the kernel's fault (when the file was opened
+/// for kernel faults: as root), so the call succeeds and every node sees the bytes; other
+/// engines make it fail with EFAULT (documented).
 fn kernel_write(d: &Dsm) -> R {
     let n = d.nodes();
     let a = d
@@ -474,8 +475,13 @@ fn kernel_write(d: &Dsm) -> R {
     // Homed on the last node: a remote fetch for rank 0.
     let target = a + (n - 1) * 4096;
     let flag = a as *mut u64;
+    // Root opens userfaultfd for kernel faults too; an unprivileged process may only get it
+    // for user-mode faults (vm.unprivileged_userfaultfd=0), and then the call fails.
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
     let must = d.fault_engine() == FaultEngineKind::Userfaultfd
-        && std::env::var("DSM_FAULT_MODE").as_deref() == Ok("handoff");
+        && std::env::var("DSM_FAULT_MODE").as_deref() == Ok("handoff")
+        && root;
     let msg: Vec<u8> = (0..64u8).map(|i| i.wrapping_mul(3) ^ 0x5a).collect();
     if d.rank() == 0 {
         let mut fds = [0; 2];

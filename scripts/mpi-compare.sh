@@ -29,7 +29,8 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-if ! command -v mpicc >/dev/null || ! command -v mpiexec >/dev/null || ! command -v python3 >/dev/null; then
+have_mpi_dev() { echo '#include <mpi.h>' | mpicc -E - >/dev/null 2>&1; }
+if ! command -v mpiexec >/dev/null || ! have_mpi_dev || ! command -v python3 >/dev/null; then
   echo "mpi-compare: installing MPICH and python3 from Debian"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq

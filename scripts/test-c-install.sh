@@ -29,8 +29,12 @@ printf '#include <dsm.h>\nint main() { dsm_lock_t l; (void)l; return dsm_initial
   c++ -std=c++17 -Wall -Wextra -Werror -x c++ - -o cxx-check $(pkg-config --cflags --libs dsm) ||
   fail "dsm.h does not compile as C++"
 ./cxx-check || fail "a C++ program linked with libdsm does not run"
-ldd hello | grep -q 'libdsm.so.0 => '"$prefix" || fail "hello does not load the installed libdsm.so.0"
-if ldd hello-static | grep -q libdsm; then fail "hello-static still needs libdsm.so"; fi
+# (ldd's output is captured first: `ldd | grep -q` under pipefail fails when grep exits early.)
+needs=$(ldd hello)
+[[ "$needs" == *"libdsm.so.0 => $prefix/lib/libdsm.so.0 "* ]] ||
+  fail "hello does not load the installed libdsm.so.0: $needs"
+needs=$(ldd hello-static)
+[[ "$needs" != *libdsm* ]] || fail "hello-static still needs libdsm.so: $needs"
 
 run() {
   local out

@@ -272,8 +272,9 @@ impl Userfaultfd {
     }
 
     /// Maps the cached pages of `[start, start + len)` (`UFFDIO_CONTINUE`), write-protected
-    /// when `wp`, without waking the threads waiting on them (see [`Userfaultfd::wake`]). Stops at the first page that is
-    /// already mapped: returns the bytes mapped, or `None` when all were.
+    /// when `wp`, without waking the threads waiting on them (see [`Userfaultfd::wake`]). Stops
+    /// at the first page that is already mapped: returns the bytes mapped before it, or `None`
+    /// when all were mapped.
     ///
     /// # Errors
     /// [`Error::Io`] for any other failure (for example a page the cache does not hold).

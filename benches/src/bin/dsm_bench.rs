@@ -1,7 +1,8 @@
 //! Shared-memory benchmark: remote and local page-fault latency, VMAs after scattered faults,
 //! sequential read bandwidth through faults, lock hand-off and barrier latency, each beside its
 //! floor measured in the same run (a raw transport read, the kernel's fault on anonymous
-//! memory, the VMAs before, a raw TCP stream, a remote atomic round trip, a message barrier). The fault engine is the one `DSM_FAULT_ENGINE` picks.
+//! memory, the VMAs before, a raw TCP stream, a remote atomic round trip, a message barrier).
+//! The fault engine is the one `DSM_FAULT_ENGINE` picks.
 //!
 //! Run: `dsmrun -n 2 target/release/dsm_bench` (also with `-n 4` for the barrier). `--quick`
 //! shrinks every measurement, to check that the program works.

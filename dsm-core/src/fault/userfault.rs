@@ -3,8 +3,9 @@
 //! In the hand-off mode a faulting thread sleeps in the kernel while a service thread reads the
 //! fault from the file, resolves it with [`Inner::resolve`] (which maps the page, under its
 //! lock, with `UFFDIO_CONTINUE` or `UFFDIO_WRITEPROTECT`), wakes the sleeper once the
-//! resolution is complete, and reads the next. Several service threads read the same file, so faults on different pages are served
-//! concurrently; faults on one page wait for each other on the page's lock.
+//! resolution is complete, and reads the next. Several service threads read the same file, so
+//! faults on different pages are served concurrently; faults on one page wait for each other on
+//! the page's lock.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
@@ -17,7 +18,8 @@ use crate::space::{GlobalSpace, PAGE};
 use crate::uffd::{self, Userfaultfd};
 
 /// Whether this kernel and process can run the userfaultfd engine in `mode`: the features it
-/// needs are offered, and `UFFDIO_CONTINUE` can map a page write-protected. Returns the features to ask for and how the file is opened.
+/// needs are offered, and `UFFDIO_CONTINUE` can map a page write-protected. Returns the
+/// features to ask for and how the file is opened.
 ///
 /// # Errors
 /// [`Error::Io`] when userfaultfd cannot be opened at all; [`Error::Config`] when the kernel

@@ -17,10 +17,11 @@
 #   --delay-only  only the netem delay stages (what the guest runs: the host covers the rest)
 #
 # Needs root (CI runs as root); skips with a clear message where namespaces cannot be created.
-# Loss uses netem, or nftables (`numgen random`) where the kernel has no netem. Delay needs netem:
-# where the host kernel lacks it, the delay stages run inside the soft-RoCE guest of
-# scripts/softroce-vm.sh (Debian's kernel, which has it), unless --no-vm. Every process has a
-# hard timeout; namespaces are removed on exit, failure or interruption.
+# Loss uses netem, or nftables (`numgen random`) where the kernel has no netem. Delay uses netem,
+# or where the kernel has none, a user-space switch that holds every frame (tests' delay-switch,
+# joined to the namespaces by TAP devices), or failing that the soft-RoCE guest of
+# scripts/softroce-vm.sh (Debian's kernel has netem), unless --no-vm. Every process has a hard
+# timeout; namespaces are removed on exit, failure or interruption.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -75,7 +76,7 @@ if [ -z "${DSM_NETNS_BIN:-}" ]; then
   cargo build --locked --release -p tests -p benches --bins >"$OUT/build.log" 2>&1 ||
     { cat "$OUT/build.log"; fail "cargo build"; }
 fi
-for b in dsm-check dsm-litmus dsm_bench stencil_bench; do
+for b in dsm-check dsm-litmus dsm_bench stencil_bench delay-switch; do
   [ -x "$BIN/$b" ] || fail "$BIN/$b is missing"
 done
 
@@ -93,18 +94,42 @@ for ((r = 0; r < NODES; r++)); do
 done
 say "$NODES namespaces $P-n0..$((NODES - 1)) on bridge $P-sw, addresses 10.199.0.1-$NODES (netem: $([ $NETEM = 1 ] && echo yes || echo no))"
 
+NSP=$P-n   # the namespaces the jobs run in: $NSP$R
+
+# A second network for delay without netem: node R in $P-dD-nR, its eth0 a TAP of the
+# user-space delay switch (tests/src/bin/delay-switch.rs), which holds every frame D us.
+switch_net() {
+  local d=$1 names=() r
+  for ((r = 0; r < NODES; r++)); do names+=("dsw$$d$r"); done
+  mkfifo "$OUT/sw$d"
+  "$BIN/delay-switch" "$d" "${names[@]}" >"$OUT/sw$d" 2>"$OUT/sw$d.err" &
+  PIDS+=($!)
+  disown $!   # killed by cleanup, without bash reporting it
+  local line=""
+  read -r -t 20 line <"$OUT/sw$d" || true
+  [ "$line" = ready ] || { cat "$OUT/sw$d.err"; return 1; }
+  for ((r = 0; r < NODES; r++)); do
+    local ns=$P-d$d-n$r
+    ip netns add "$ns" && ip link set "${names[r]}" netns "$ns" &&
+      ip -n "$ns" link set "${names[r]}" name eth0 &&
+      ip -n "$ns" addr add "10.199.0.$((r + 1))/24" dev eth0 &&
+      ip -n "$ns" link set eth0 up && ip -n "$ns" link set lo up || return 1
+  done
+  NSP=$P-d$d-n
+}
+
 # Applies a condition to every node's link: "none", "delay 100us", "loss 1%", ...
 condition() {
   for ((r = 0; r < NODES; r++)); do
-    tc -n "$P-n$r" qdisc del dev eth0 root 2>/dev/null
-    ip netns exec "$P-n$r" nft delete table inet dsmloss 2>/dev/null
+    tc -n "$NSP$r" qdisc del dev eth0 root 2>/dev/null
+    ip netns exec "$NSP$r" nft delete table inet dsmloss 2>/dev/null
     [ "$1" = none ] && continue
     if [ $NETEM = 1 ]; then
       # shellcheck disable=SC2086
-      tc -n "$P-n$r" qdisc add dev eth0 root netem $1 limit 100000 || return 1
+      tc -n "$NSP$r" qdisc add dev eth0 root netem $1 limit 100000 || return 1
     else
       local pct=${1#loss }; pct=${pct%\%}
-      ip netns exec "$P-n$r" nft -f - <<EOF || return 1
+      ip netns exec "$NSP$r" nft -f - <<EOF || return 1
 table inet dsmloss {
   chain out { type filter hook output priority 0; oifname "eth0" numgen random mod 100 < $pct drop; }
 }
@@ -122,7 +147,7 @@ job() {
   PORT=$((PORT + 1))
   local pids=() r
   for ((r = NODES - 1; r >= 0; r--)); do
-    ip netns exec "$P-n$r" env DSM_RANK=$r DSM_NODES=$NODES DSM_COORDINATOR=10.199.0.1:$PORT \
+    ip netns exec "$NSP$r" env DSM_RANK=$r DSM_NODES=$NODES DSM_COORDINATOR=10.199.0.1:$PORT \
       DSM_SECRET="$secret" DSM_BIND=eth0 DSM_TRANSPORT=tcp DSM_GLOBAL_SIZE=256M \
       DSM_CONNECT_TIMEOUT=60 DSM_PEER_TIMEOUT=30 \
       timeout -k 5 "$limit" "$@" >"$OUT/$name.$r" 2>&1 &
@@ -145,7 +170,10 @@ SUMMARY=()
 stage() {
   local cond=$1 tag=$2 limit=$3
   say "condition: $cond"
-  condition "$cond" || fail "cannot apply '$cond'"
+  case $cond in
+    *switch*) ;;   # the delay is the switch's
+    *) condition "$cond" || fail "cannot apply '$cond'";;
+  esac
   job "$tag-mesh" "$limit" "$BIN/dsm-check" mesh || fail "mesh under '$cond'"
   local scenarios="mp-lock counter-lock false-sharing atomics store-buffering mp-barrier"
   [ $QUICK = 1 ] && scenarios="mp-lock counter-lock"
@@ -161,7 +189,7 @@ stage() {
   floor=$(awk '/^remote 4 KiB read fault/ {print $8}' "$OUT/$tag-bench.0")
   sweep=$(sed -n 's/.*(\([0-9.]*\) ms per sweep).*/\1/p' "$OUT/$tag-stencil.0")
   say "  $cond: remote 4 KiB read fault median ${fault:-?} us (raw transport read ${floor:-?} us); stencil 512x512 ${sweep:-?} ms per sweep"
-  SUMMARY+=("$(printf '%-14s %12s %12s %16s' "$cond" "${fault:-?}" "${floor:-?}" "${sweep:-?}")")
+  SUMMARY+=("$(printf '%-20s %12s %12s %16s' "$cond" "${fault:-?}" "${floor:-?}" "${sweep:-?}")")
   echo "RESULT {\"bench\":\"netns\",\"condition\":\"$cond\",\"nodes\":$NODES,\"fault_median_us\":${fault:-null},\"floor_read_us\":${floor:-null},\"stencil_ms_per_sweep\":${sweep:-null}}"
 }
 
@@ -178,7 +206,14 @@ else
   else
     say "SKIPPING the loss stage: no netem and no nftables"
   fi
-  if [ $VM = 1 ] && why=$(bash scripts/softroce-vm.sh --check 2>&1); then
+  if [ -c /dev/net/tun ] && switch_net 0; then
+    say "this kernel has no netem: delay comes from a user-space switch (tests/src/bin/delay-switch.rs; it adds its own forwarding time, measured at 0)"
+    stage "switch, no delay" sw0 180
+    switch_net 100 || fail "the delay switch"
+    stage "switch, delay 100us" sw100 240
+    switch_net 1000 || fail "the delay switch"
+    stage "switch, delay 1ms" sw1ms 300
+  elif [ $VM = 1 ] && why=$(bash scripts/softroce-vm.sh --check 2>&1); then
     say "this kernel has no netem: the delay stages run inside the QEMU guest (Debian's kernel; emulated and slow, so its times say little)"
     # The guest runs Debian 12's kernel (6.1), where the uffd fault engine's UFFDIO_CONTINUE
     # fails with EINVAL; this stage tests the network, so it takes the sigsegv engine there.
@@ -187,10 +222,10 @@ else
       bash scripts/netns-test.sh --nodes "$NODES" --quick --no-vm --delay-only ||
       fail "the delay stages inside the guest"
   else
-    say "SKIPPING the delay stages: this kernel has no netem (CONFIG_NET_SCH_NETEM)$([ $VM = 0 ] && echo ", and --no-vm/DSM_NETNS_NO_VM is set")${why:+, and the QEMU guest cannot be prepared: $why}"
+    say "SKIPPING the delay stages: this kernel has no netem (CONFIG_NET_SCH_NETEM), no TUN device for the user-space switch$([ $VM = 0 ] && echo ", and --no-vm/DSM_NETNS_NO_VM is set")${why:+, and the QEMU guest cannot be prepared: $why}"
   fi
 fi
 echo
-say "condition      fault med(us)  read(us) stencil ms/sweep"
+say "condition            fault med(us)  read(us) stencil ms/sweep"
 for l in "${SUMMARY[@]}"; do say "$l"; done
 say "all passed"

@@ -39,6 +39,7 @@ trap 'rm -f "$GUEST"' EXIT
   echo '#!/bin/bash'
   echo 'set -u; export DSM_REQUIRE_RDMA=1; status=0'
   echo 'echo "== guest: $(rdma link show 2>/dev/null | head -1)"'
+  echo 'echo "== guest: rxe0 on-demand paging: $(ibv_devinfo -v -d rxe0 2>/dev/null | grep -iE "odp|on.demand" | tr -s " \t" " " | head -3 | paste -sd";" - || true)"'
   for b in $bins; do
     printf 'echo "== guest: %s"\n' "$(basename "$b")"
     printf 'timeout 600 %q --test-threads=1 verbs || status=1\n' "$b"
@@ -52,6 +53,69 @@ for s in mp-barrier mp-lock counter-lock false-sharing atomics store-buffering f
   DSM_TRANSPORT=verbs DSM_GLOBAL_SIZE=64M DSM_CACHE_SIZE=256K timeout 300 \$T/dsmrun -n 2 --timeout 240 \$T/dsm-litmus \$s || status=1
 done
 LITMUS
+  # Bad input over verbs, each with a hard timeout and its output asserted.
+  cat <<'BAD'
+expect() { # name rc-wanted(0|fail) out rc patterns...: checks one bad-input step
+  local name=$1 want=$2 out=$3 rc=$4; shift 4
+  local ok=1
+  case $want in
+    0) [ "$rc" -eq 0 ] || ok=0;;
+    fail) { [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && [ "$rc" -lt 128 ]; } || ok=0;;
+  esac
+  for pat in "$@"; do grep -qiE -- "$pat" <<<"$out" || { ok=0; echo "   missing: $pat"; }; done
+  if [ $ok = 1 ]; then echo "== guest: bad input: $name: ok (exit $rc)"
+  else echo "$out" | tail -20; echo "== guest: bad input: $name: FAILED (exit $rc)"; status=1; fi
+}
+unset DSM_REQUIRE_RDMA
+export DSM_GLOBAL_SIZE=64M DSM_CACHE_SIZE=256K
+
+echo "== guest: bad input: a rank killed with SIGKILL mid-job (started by hand, not dsmrun)"
+secret=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
+t0=$(date +%s)
+for r in 0 1; do
+  DSM_TRANSPORT=verbs DSM_RANK=$r DSM_NODES=2 DSM_COORDINATOR=127.0.0.1:47391 DSM_SECRET=$secret \
+    timeout -k 5 150 $T/dsm-litmus vanish > /tmp/vanish.$r 2>&1 &
+  eval pid$r=\$!
+done
+wait $pid0; rc0=$?; wait $pid1; rc1=$?
+out="$(cat /tmp/vanish.0 /tmp/vanish.1)"
+echo "$out" | grep -E 'vanish' | sed 's/^/   /'
+echo "   survivor exit $rc0, killed rank exit $rc1, $(( $(date +%s) - t0 )) s in all"
+[ $rc1 -eq 137 ] || { echo "   the killed rank exited $rc1, not 137 (SIGKILL)"; rc0=99; }
+expect "peer killed (kill -9)" 0 "$out" $rc0 'vanish: atomic failed .*rank 1' 'rank 0: vanish ok'
+
+echo "== guest: bad input: registration over the locked-memory limit (ulimit -l 64, no CAP_IPC_LOCK)"
+out=$( ulimit -l 64; DSM_TRANSPORT=verbs timeout -k 5 120 \
+       setpriv --inh-caps=-ipc_lock --bounding-set=-ipc_lock \
+       $T/dsmrun -n 2 --timeout 100 $T/dsm-litmus mp-barrier 2>&1 ); rc=$?
+expect "locked-memory limit" fail "$out" $rc 'ibv_reg_mr' 'ulimit -l'
+
+echo "== guest: bad input: a device whose port is down (rxe1 on a veth that is down)"
+if ip link add dsmv0 type veth peer name dsmv1 && rdma link add rxe1 type rxe netdev dsmv0; then
+  echo "   $(rdma link show rxe1/1)"
+  out=$( DSM_RDMA_DEVICE=rxe1 timeout -k 5 120 $T/dsmrun -n 2 --transport verbs --timeout 100 \
+         $T/dsm-litmus mp-barrier 2>&1 ); rc=$?
+  expect "no active port, --transport verbs" fail "$out" $rc 'rxe1' 'active'
+  out=$( DSM_RDMA_DEVICE=rxe1 timeout -k 5 120 $T/dsmrun -n 2 --transport auto --timeout 100 \
+         $T/dsm-litmus mp-barrier 2>&1 ); rc=$?
+  expect "no active port, auto falls back to tcp" 0 "$out" $rc 'transport auto: using tcp' 'rxe1' 'mp-barrier ok'
+  rdma link delete rxe1; ip link delete dsmv0
+else
+  echo "== guest: bad input: cannot create rxe1 on a veth: FAILED"; status=1
+fi
+
+# Memory over verbs: what registering the global range costs (VmPin: pinned by the NIC's
+# registration), at two global sizes, against tcp.
+echo "== guest: memory use of a 2-node job (scenario memory: 8 MiB read remotely, 1 MiB cache)"
+for run in "verbs 64M" "verbs 256M" "tcp 256M"; do
+  set -- $run
+  out=$( DSM_TRANSPORT=$1 DSM_GLOBAL_SIZE=$2 DSM_CACHE_SIZE=1M timeout -k 5 200 \
+         $T/dsmrun -n 2 --timeout 180 $T/dsm-litmus memory 2>&1 ); rc=$?
+  echo "$out" | grep '^memory: ' | sed 's/^/   /'
+  [ $rc -eq 0 ] || { echo "$out" | tail; echo "== guest: memory $run: FAILED ($rc)"; status=1; }
+done
+unset DSM_GLOBAL_SIZE DSM_CACHE_SIZE
+BAD
   if [ $BENCH = 1 ]; then
     cat <<BENCH
 R=$RUNS; T=$TARGET/release
@@ -74,7 +138,7 @@ perf() { # name args... -> one result line per run
 med() { sort -g | awk '{a[NR]=\$1} END {if (NR==0) print "nan"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 lat() { perf "\$@" | awk '\$1 ~ /^[0-9]+\$/ && NF >= 5 {print \$5}'; }
 bw() { perf "\$@" | awk '\$1 ~ /^[0-9]+\$/ && NF >= 4 {print \$4}'; }
-: > /tmp/p.read8; : > /tmp/p.read4k; : > /tmp/p.write8; : > /tmp/p.atomic; : > /tmp/p.wbw; : > /tmp/d.all
+: > /tmp/p.read8; : > /tmp/p.read4k; : > /tmp/p.write8; : > /tmp/p.atomic; : > /tmp/p.wbw; : > /tmp/d.all; : > /tmp/f.all
 for r in \$(seq 1 \$R); do
   lat ib_read_lat -s 8 -n 500 >> /tmp/p.read8
   lat ib_read_lat -s 4096 -n 500 >> /tmp/p.read4k
@@ -83,19 +147,26 @@ for r in \$(seq 1 \$R); do
   bw ib_write_bw -s 65536 -n 200 >> /tmp/p.wbw
   DSM_TRANSPORT=verbs timeout 300 \$T/dsmrun -n 2 --timeout 280 \$T/transport_bench --medium > /tmp/d.run 2>&1 || { cat /tmp/d.run; status=1; }
   cat /tmp/d.run >> /tmp/d.all
+  # The DSM remote page fault (dsm_bench: 500 faults in random order on pages homed on rank 1).
+  DSM_TRANSPORT=verbs DSM_GLOBAL_SIZE=128M timeout 300 \$T/dsmrun -n 2 --timeout 280 \$T/dsm_bench --medium > /tmp/f.run 2>&1 || { cat /tmp/f.run; status=1; }
+  cat /tmp/f.run >> /tmp/f.all
+  grep -F 'remote 4 KiB read fault' /tmp/f.run | sed 's/^/   run '\$r': /'
 done
 grep -E '^# (transport|device)' /tmp/d.run
-dsm() { grep -F "\$1" /tmp/d.all | awk '{for (i = 3; i <= NF; i++) if (\$i == "us" || \$i == "GB/s") {print \$(i-2); break}}' | med; }
+grep -E '^# (transport|fault_engine)' /tmp/f.run
+dsm() { grep -F "\$1" "\${2:-/tmp/d.all}" | awk '{for (i = 3; i <= NF; i++) if (\$i == "us" || \$i == "GB/s") {print \$(i-2); break}}' | med; }
 row() { # metric dsm floor unit target better
-  awk -v m="\$1" -v d="\$2" -v f="\$3" -v u="\$4" -v t="\$5" -v b="\$6" 'BEGIN {
+  awk -v R="\$R" -v m="\$1" -v d="\$2" -v f="\$3" -v u="\$4" -v t="\$5" -v b="\$6" 'BEGIN {
     r = (f > 0) ? d / f : 0; ok = (b == "lower") ? (r <= t) : (r >= t)
-    printf "%-34s %10.2f %10.2f %6s %7.2f %s%s\n", m, d, f, u, r, (b == "lower" ? "<=" : ">="), t (ok ? " ok" : " MISS") }'
+    printf "%-34s %10.2f %10.2f %6s %7.2f %s%s\n", m, d, f, u, r, (b == "lower" ? "<=" : ">="), t (ok ? " ok" : " MISS")
+    printf "SOFTROCE {\\"metric\\":\\"%s\\",\\"dsm\\":%.3f,\\"perftest\\":%.3f,\\"unit\\":\\"%s\\",\\"ratio\\":%.3f,\\"target\\":%s,\\"better\\":\\"%s\\",\\"runs\\":%d}\n", m, d, f, u, r, t, b, R }'
 }
 printf "%-34s %10s %10s %6s %7s %s\n" "metric (median of \$R)" "dsm" "perftest" "unit" "ratio" "target"
 row "read 8 B latency" "\$(dsm 'read 8 B latency')" "\$(med < /tmp/p.read8)" us 1.3 lower
 row "read 4096 B latency" "\$(dsm 'read 4096 B latency')" "\$(med < /tmp/p.read4k)" us 1.3 lower
 row "write 8 B latency (completion)" "\$(dsm 'write 8 B latency')" "\$(med < /tmp/p.write8)" us 2.0 lower
 row "fetch_add latency" "\$(dsm 'fetch_add latency')" "\$(med < /tmp/p.atomic)" us 1.3 lower
+row "DSM remote 4 KiB fault" "\$(dsm 'remote 4 KiB read fault' /tmp/f.all)" "\$(med < /tmp/p.read4k)" us 2.0 lower
 row "write bandwidth 64 KiB" "\$(awk -v x="\$(dsm 'write bandwidth 64 KiB')" 'BEGIN{print x*1000}')" "\$(med < /tmp/p.wbw)" MB/s 0.8 higher
 BENCH
   fi

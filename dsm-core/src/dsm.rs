@@ -278,6 +278,21 @@ impl Drop for Batch<'_> {
     }
 }
 
+/// The error of a failed registration of the global range (the runtime view or the home
+/// region, each as large as the whole range): under RDMA, registration pins what it covers, so
+/// the fix is usually a smaller `DSM_GLOBAL_SIZE` (or a larger locked-memory limit).
+fn registering(t: &AnyTransport, space: &GlobalSpace, err: transport::Error) -> Error {
+    if !t.capabilities().native_one_sided {
+        return err.into();
+    }
+    Error::Config(format!(
+        "cannot register the global memory ({} MiB, DSM_GLOBAL_SIZE) with the RDMA device: \
+         registration pins the whole range, once for the application's view and, with more \
+         than one node, once for the home copy; set a smaller DSM_GLOBAL_SIZE or raise the locked-memory limit: {err}",
+        space.size() >> 20
+    ))
+}
+
 impl Inner {
     /// Registers this node's regions, exchanges their descriptors with every node, and builds
     /// the runtime state over an already mapped global range.
@@ -298,7 +313,9 @@ impl Inner {
         // the transport, which stops every access, before the last `Arc<Inner>` goes (see `Drop
         // for Dsm`). Nothing borrows the view as a Rust slice.
         let runtime = unsafe { Region::from_raw(space.runtime_base(), space.size())? };
-        let runtime_desc = t.register(&runtime)?;
+        let runtime_desc = t
+            .register(&runtime)
+            .map_err(|e| registering(&t, &space, e))?;
         // A job of one node has no one to be coherent with: its home memory is the global
         // memory itself (the runtime view of the application's pages), so atomics and plain
         // accesses meet in the same bytes and no fault is ever needed (see `Dsm::with_node`).
@@ -315,7 +332,7 @@ impl Inner {
         let home_desc = if solo {
             runtime_desc
         } else {
-            t.register(&home)?
+            t.register(&home).map_err(|e| registering(&t, &space, e))?
         };
         let mine = [home_desc, t.register(&dir)?, t.register(&log)?];
         let mut bytes = Vec::new();

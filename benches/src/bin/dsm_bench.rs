@@ -5,7 +5,8 @@
 //! The fault engine is the one `DSM_FAULT_ENGINE` picks.
 //!
 //! Run: `dsmrun -n 2 target/release/dsm_bench` (also with `-n 4` for the barrier). `--quick`
-//! shrinks every measurement, to check that the program works.
+//! shrinks every measurement, to check that the program works; `--medium` is sized for an
+//! emulated guest (scripts/test-softroce.sh runs it over soft-RoCE with a 128 MiB global range).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -300,7 +301,15 @@ fn run(d: &Dsm, plan: &Plan) -> Result<Vec<Row>, String> {
 
 fn main() -> ExitCode {
     let quick = std::env::args().any(|a| a == "--quick");
-    let plan = if quick {
+    let medium = std::env::args().any(|a| a == "--medium");
+    let plan = if medium {
+        Plan {
+            fault_pages: 500,
+            seq_bytes: 16 << 20,
+            lock_rounds: 200,
+            barriers: 200,
+        }
+    } else if quick {
         Plan {
             fault_pages: 64,
             seq_bytes: 4 << 20,

@@ -2,9 +2,11 @@
 //! tests. Each exits 0 only when its check holds on this node.
 
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use dsm_core::fault::FaultEngineKind;
 use dsm_core::{Dsm, GlobalLock, Placement};
+use transport::Transport;
 
 type R = Result<(), String>;
 
@@ -527,6 +529,114 @@ fn kernel_write(d: &Dsm) -> R {
     d.barrier().map_err(e)
 }
 
+/// A peer that vanishes mid-job: after a barrier the last rank kills itself with SIGKILL (what
+/// `kill -9` does: no clean-up, its queue pairs and sockets simply go), and every other rank
+/// goes on with remote atomics on a word homed there. Each survivor must get an error naming
+/// the lost rank within `VANISH_BOUND`, and the next collective must fail too, at once: never a
+/// hang, never a crash. Start it by hand (`DSM_RANK` ...), not under `dsmrun`, which stops the
+/// survivors itself as soon as one rank dies.
+fn vanish(d: &Dsm) -> R {
+    const VANISH_BOUND: Duration = Duration::from_secs(60);
+    let (me, nodes) = (d.rank(), d.nodes());
+    check(nodes >= 2, || "vanish needs at least 2 nodes".into())?;
+    let victim = nodes - 1;
+    let base = d
+        .alloc_collective(nodes * 4096, Placement::Blocked)
+        .map_err(e)?;
+    let word = base.wrapping_add(victim * 4096) as *const u64;
+    d.atomic_fetch_add(word, 1).map_err(e)?;
+    d.barrier().map_err(e)?;
+    if me == victim {
+        println!("rank {me}: vanishing (SIGKILL)");
+        // SAFETY: kill(2) on this process has no memory-safety preconditions; it does not return.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+        return Err("still alive after SIGKILL".into());
+    }
+    let t0 = Instant::now();
+    let err = loop {
+        if t0.elapsed() > VANISH_BOUND {
+            return Err(format!(
+                "remote atomics on rank {victim} still succeed {VANISH_BOUND:?} after it was killed"
+            ));
+        }
+        if let Err(err) = d.atomic_fetch_add(word, 1) {
+            break err;
+        }
+    };
+    let detected = t0.elapsed();
+    println!(
+        "rank {me}: vanish: atomic failed after {:.2} s: {err}",
+        detected.as_secs_f64()
+    );
+    let msg = err.to_string();
+    check(msg.contains(&format!("rank {victim}")), || {
+        format!("the error does not name rank {victim}: {msg}")
+    })?;
+    let t1 = Instant::now();
+    let barrier = d.barrier();
+    println!(
+        "rank {me}: vanish: barrier after {:.2} s: {:?}",
+        t1.elapsed().as_secs_f64(),
+        barrier.as_ref().map_err(|e| e.to_string())
+    );
+    check(barrier.is_err(), || {
+        "a barrier with a killed rank succeeded".into()
+    })?;
+    check(t1.elapsed() < VANISH_BOUND, || {
+        format!("the barrier took {:?} to fail", t1.elapsed())
+    })
+}
+
+/// Reports this node's memory use (`VmRSS`, `VmLck`, `VmPin` of `/proc/self/status`) after
+/// start-up, and again after reading `DSM_MEMORY_READ` bytes (default 8 MiB) homed on the
+/// next node through faults, as `memory:` lines: what registering the global range and keeping
+/// fetched pages costs under each transport (scripts/test-softroce.sh measures it over verbs).
+fn memory(d: &Dsm) -> R {
+    let (me, nodes) = (d.rank(), d.nodes());
+    let report = |when: &str| -> R {
+        let status = std::fs::read_to_string("/proc/self/status")
+            .map_err(|err| format!("reading /proc/self/status: {err}"))?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        println!(
+            "memory: rank {me} transport {} global {} {when}: VmRSS {} kB VmLck {} kB VmPin {} kB",
+            d.node().transport().capabilities().backend,
+            std::env::var("DSM_GLOBAL_SIZE").unwrap_or_else(|_| "default".into()),
+            field("VmRSS"),
+            field("VmLck"),
+            field("VmPin")
+        );
+        Ok(())
+    };
+    d.barrier().map_err(e)?;
+    report("after start-up")?;
+    let bytes = std::env::var("DSM_MEMORY_READ")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(8 << 20)
+        .max(4096);
+    let per = bytes.div_ceil(4096) * 4096;
+    let a = d
+        .alloc_collective(per * nodes, Placement::Blocked)
+        .map_err(e)? as usize;
+    d.barrier().map_err(e)?;
+    let from = (me + 1) % nodes;
+    let mut sum = 0u64;
+    for off in (0..per).step_by(4096) {
+        sum = sum.wrapping_add(load((a + from * per + off) as *const u64));
+    }
+    check(sum == 0, || format!("fresh global memory reads {sum}"))?;
+    d.barrier().map_err(e)?;
+    report(&format!("after reading {} KiB from rank {from}", per >> 10))?;
+    d.barrier().map_err(e)?;
+    d.free_collective(a as *mut u8).map_err(e)
+}
+
 fn main() -> ExitCode {
     let scenario = std::env::args().nth(1).unwrap_or_default();
     let d = match Dsm::init() {
@@ -551,10 +661,19 @@ fn main() -> ExitCode {
         "scattered" => scattered(&d),
         "kernel-write" => kernel_write(&d),
         "many-scattered" => many_scattered(&d),
+        "vanish" => vanish(&d),
+        "memory" => memory(&d),
         other => Err(format!("unknown scenario {other:?}")),
     };
     let rank = d.rank();
-    match r.and_then(|()| d.finalize().map_err(e)) {
+    // After `vanish` a rank is gone: finalizing (a collective) would fail; dropping the node
+    // (which must not hang either) is the survivors' clean-up.
+    let r = if scenario == "vanish" {
+        r.map(|()| drop(d))
+    } else {
+        r.and_then(|()| d.finalize().map_err(e))
+    };
+    match r {
         Ok(()) => {
             println!("rank {rank}: {scenario} ok");
             ExitCode::SUCCESS

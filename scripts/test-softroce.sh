@@ -28,9 +28,11 @@ bins=$(cargo test --locked -p transport --test conformance --test verbs --no-run
 TARGET=$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
          sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 TARGET=${TARGET:-target}
-cargo build --locked --release -p dsm-core -p tests --bins
+# One build command (one feature resolution, so dsm-core is built once).
 if [ $BENCH = 1 ]; then
-  cargo build --locked --release -p dsm-core -p benches --bins
+  cargo build --locked --release -p dsm-core -p tests -p benches --bins
+else
+  cargo build --locked --release -p dsm-core -p tests --bins
 fi
 
 GUEST=$(mktemp -t dsm-softroce-guest.XXXXXX.sh)
@@ -38,11 +40,23 @@ trap 'rm -f "$GUEST"' EXIT
 {
   echo '#!/bin/bash'
   echo 'set -u; export DSM_REQUIRE_RDMA=1; status=0'
+  # The userfaultfd engine needs UFFDIO_CONTINUE_MODE_WP (Linux 6.5); older guest kernels
+  # (Debian 12's 6.1) refuse it with EINVAL, so the DSM runs there use the sigsegv engine.
+  cat <<'ENGINE'
+kv=$(uname -r); kmaj=${kv%%.*}; kmin=${kv#*.}; kmin=${kmin%%[!0-9]*}
+if [ "$kmaj" -lt 6 ] || { [ "$kmaj" -eq 6 ] && [ "$kmin" -lt 5 ]; }; then
+  export DSM_FAULT_ENGINE=${DSM_FAULT_ENGINE:-sigsegv}
+  echo "== guest: kernel $kv has no UFFDIO_CONTINUE_MODE_WP (6.5): DSM_FAULT_ENGINE=$DSM_FAULT_ENGINE"
+fi
+ENGINE
   echo 'echo "== guest: $(rdma link show 2>/dev/null | head -1)"'
   echo 'echo "== guest: rxe0 on-demand paging: $(ibv_devinfo -v -d rxe0 2>/dev/null | grep -iE "odp|on.demand" | tr -s " \t" " " | head -3 | paste -sd";" - || true)"'
   for b in $bins; do
-    printf 'echo "== guest: %s"\n' "$(basename "$b")"
-    printf 'timeout 600 %q --test-threads=1 verbs || status=1\n' "$b"
+    # The conformance binary holds every backend's suite: only its verbs module here. The
+    # verbs binary's tests run whole.
+    filter=""; case $(basename "$b") in conformance-*) filter=verbs;; esac
+    printf 'echo "== guest: %s %s"\n' "$(basename "$b")" "$filter"
+    printf 'timeout 600 %q --test-threads=1 %s || status=1\n' "$b" "$filter"
   done
   # The shared memory over RDMA: the memory-model litmus tests, 2 nodes, small global range
   # (registration pins memory).
@@ -63,7 +77,9 @@ expect() { # name rc-wanted(0|fail) out rc patterns...: checks one bad-input ste
     fail) { [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && [ "$rc" -lt 128 ]; } || ok=0;;
   esac
   for pat in "$@"; do grep -qiE -- "$pat" <<<"$out" || { ok=0; echo "   missing: $pat"; }; done
-  if [ $ok = 1 ]; then echo "== guest: bad input: $name: ok (exit $rc)"
+  if [ $ok = 1 ]; then
+    grep -iE -- "$1" <<<"$out" | head -1 | cut -c1-400 | sed 's/^/   said: /'
+    echo "== guest: bad input: $name: ok (exit $rc)"
   else echo "$out" | tail -20; echo "== guest: bad input: $name: FAILED (exit $rc)"; status=1; fi
 }
 unset DSM_REQUIRE_RDMA
@@ -80,9 +96,14 @@ done
 wait $pid0; rc0=$?; wait $pid1; rc1=$?
 out="$(cat /tmp/vanish.0 /tmp/vanish.1)"
 echo "$out" | grep -E 'vanish' | sed 's/^/   /'
+echo "$out" | grep -E '^dsm: rank 0' | sed 's/^/   /'
 echo "   survivor exit $rc0, killed rank exit $rc1, $(( $(date +%s) - t0 )) s in all"
+# The survivor either finishes the scenario (exit 0) or is stopped first by the runtime's
+# watcher, which names the lost rank (exit 3); anything else (a hang: 124, a crash) fails.
 [ $rc1 -eq 137 ] || { echo "   the killed rank exited $rc1, not 137 (SIGKILL)"; rc0=99; }
-expect "peer killed (kill -9)" 0 "$out" $rc0 'vanish: atomic failed .*rank 1' 'rank 0: vanish ok'
+case $rc0 in 0|3) ;; *) echo "   the survivor exited $rc0"; rc0=99;; esac
+[ $rc0 -eq 3 ] && rc0=0
+expect "peer killed (kill -9)" 0 "$out" $rc0 'rank 0: vanish: atomic failed .*rank 1' 'lost rank 1''
 
 echo "== guest: bad input: registration over the locked-memory limit (ulimit -l 64, no CAP_IPC_LOCK)"
 out=$( ulimit -l 64; DSM_TRANSPORT=verbs timeout -k 5 120 \

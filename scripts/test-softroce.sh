@@ -103,7 +103,7 @@ echo "   survivor exit $rc0, killed rank exit $rc1, $(( $(date +%s) - t0 )) s in
 [ $rc1 -eq 137 ] || { echo "   the killed rank exited $rc1, not 137 (SIGKILL)"; rc0=99; }
 case $rc0 in 0|3) ;; *) echo "   the survivor exited $rc0"; rc0=99;; esac
 [ $rc0 -eq 3 ] && rc0=0
-expect "peer killed (kill -9)" 0 "$out" $rc0 'rank 0: vanish: atomic failed .*rank 1' 'lost rank 1''
+expect "peer killed (kill -9)" 0 "$out" $rc0 'rank 0: vanish: atomic failed .*rank 1' 'lost rank 1'
 
 echo "== guest: bad input: registration over the locked-memory limit (ulimit -l 64, no CAP_IPC_LOCK)"
 out=$( ulimit -l 64; DSM_TRANSPORT=verbs timeout -k 5 120 \

@@ -146,3 +146,42 @@ fn inconsistent_slurm_variables_stop_the_node_by_name() {
         ends[0].output
     );
 }
+
+/// `dsm-litmus vanish` over tcp (scripts/test-softroce.sh runs it over verbs): rank 1 dies by
+/// SIGKILL mid-job; rank 0 gets errors naming it and stops within a bounded time, no hang.
+#[test]
+fn a_rank_killed_mid_job_is_named_by_the_survivor() {
+    const LITMUS: &str = env!("CARGO_BIN_EXE_dsm-litmus");
+    let coordinator = format!("127.0.0.1:{}", free_port());
+    let envs: Vec<_> = (0..2)
+        .map(|rank| {
+            env(&[
+                ("DSM_RANK", rank.to_string()),
+                ("DSM_NODES", "2".into()),
+                ("DSM_COORDINATOR", coordinator.clone()),
+                ("DSM_SECRET", SECRET.into()),
+                ("DSM_TRANSPORT", "tcp".into()),
+                ("DSM_GLOBAL_SIZE", "64M".into()),
+                ("DSM_PEER_TIMEOUT", "3".into()),
+            ])
+        })
+        .collect();
+    let start = Instant::now();
+    let (ends, timed_out) = run_by_hand(LITMUS, &["vanish"], &envs, Duration::from_secs(60));
+    assert!(!timed_out, "{ends:?}");
+    // Rank 1 was killed by a signal; rank 0 finished the scenario (0), or the runtime's watcher
+    // stopped it first naming the lost rank (3).
+    assert_eq!(ends[1].status, None, "{}", ends[1].output);
+    assert!(
+        matches!(ends[0].status, Some(0) | Some(3)),
+        "{:?}: {}",
+        ends[0].status,
+        ends[0].output
+    );
+    let out = &ends[0].output;
+    assert!(
+        out.contains("vanish: atomic failed") && out.contains("rank 1"),
+        "{out}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(45));
+}

@@ -40,15 +40,6 @@ trap 'rm -f "$GUEST"' EXIT
 {
   echo '#!/bin/bash'
   echo 'set -u; export DSM_REQUIRE_RDMA=1; status=0'
-  # The userfaultfd engine needs UFFDIO_CONTINUE_MODE_WP (Linux 6.5); older guest kernels
-  # (Debian 12's 6.1) refuse it with EINVAL, so the DSM runs there use the sigsegv engine.
-  cat <<'ENGINE'
-kv=$(uname -r); kmaj=${kv%%.*}; kmin=${kv#*.}; kmin=${kmin%%[!0-9]*}
-if [ "$kmaj" -lt 6 ] || { [ "$kmaj" -eq 6 ] && [ "$kmin" -lt 5 ]; }; then
-  export DSM_FAULT_ENGINE=${DSM_FAULT_ENGINE:-sigsegv}
-  echo "== guest: kernel $kv has no UFFDIO_CONTINUE_MODE_WP (6.5): DSM_FAULT_ENGINE=$DSM_FAULT_ENGINE"
-fi
-ENGINE
   echo 'echo "== guest: $(rdma link show 2>/dev/null | head -1)"'
   echo 'echo "== guest: rxe0 on-demand paging: $(ibv_devinfo -v -d rxe0 2>/dev/null | grep -iE "odp|on.demand" | tr -s " \t" " " | head -3 | paste -sd";" - || true)"'
   for b in $bins; do

@@ -10,7 +10,7 @@
 //! | `put` | one `write` per run of pages with one home (one, for [`Window::allocate`]) |
 //! | `get` | one `read` per run |
 //! | `accumulate`, `get_accumulate`, `fetch_and_op` of `u64`/`i64` with `Sum` | one `fetch_add` per element |
-//! | any other `accumulate` | one `read` of the covering 8-byte words, then a `compare_swap` per word (repeated for words another rank changed meanwhile) |
+//! | any other `accumulate` | an atomic read of the covering 8-byte words (skipped when this rank remembers their last values: the swap verifies them), then a `compare_swap` per word (repeated for words another rank changed meanwhile); large accumulates therefore cost one remote atomic per 8 bytes |
 //! | `compare_and_swap` of 8-byte integers | one `compare_swap` |
 //! | `lock`/`unlock` | atomics on a lock word homed at the target |
 //! | `fence` | waits for this rank's operations, then a barrier |

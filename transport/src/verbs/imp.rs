@@ -303,6 +303,9 @@ struct Item {
     done: Option<Completer>,
     /// Signal even without a waiter (rare control messages, so that their queue drains).
     signal: bool,
+    /// Has a waiter, but a later signalled request of the same chain completes it (RC
+    /// completes in order): it may go unsignalled.
+    chained: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -476,7 +479,7 @@ impl Shared {
                 taken += 1;
                 let pos = (inner.first_pos + inner.entries.len() + entries.len()) % sq.depth;
                 let free_after = sq.depth - inner.entries.len() - entries.len() - 1;
-                let signaled = item.done.is_some()
+                let signaled = (item.done.is_some() && !item.chained)
                     || item.signal
                     || inner.unsignaled + 1 >= sq.depth / 2
                     || free_after < (sq.depth / 4).max(1);
@@ -985,6 +988,7 @@ impl Shared {
             name: "SEND",
             done: None,
             signal: !matches!(kind, K_HELLO | K_MSG),
+            chained: false,
         };
         self.post_items(p, ctrl, vec![item], wait)?;
         self.peers[p]
@@ -1562,6 +1566,7 @@ impl VerbsTransport {
             name,
             done,
             signal: false,
+            chained: false,
         }))
     }
 }
@@ -1657,6 +1662,64 @@ impl Transport for VerbsTransport {
         }
     }
 
+    /// Consecutive operations to one peer go out as one post list in which only the last
+    /// request is signalled: its completion completes the earlier ones (RC completes in
+    /// order; a failed request still produces its own completion). A page fetch (register,
+    /// read the directory entry, read the page) is one `ibv_post_send` and one completion.
+    fn post_batch(&self, ops: Vec<Op>) -> Result<Vec<Completion>> {
+        self.check_open()?;
+        let mut out = Vec::with_capacity(ops.len());
+        let mut chain: Vec<Item> = Vec::new();
+        let mut chain_peer = usize::MAX;
+        let send = |chain: &mut Vec<Item>, p: usize| -> Result<()> {
+            if let Some(last) = chain.last_mut() {
+                last.chained = false;
+                let sq = &self.shared.peers[p].req;
+                return self.shared.post_items(p, sq, std::mem::take(chain), true);
+            }
+            Ok(())
+        };
+        for op in ops {
+            let p = match self.peer_index(op.peer()) {
+                Ok(p) => p,
+                Err(e) => {
+                    // The operations before this one are posted, as the trait promises.
+                    send(&mut chain, chain_peer)?;
+                    return Err(e);
+                }
+            };
+            if p != chain_peer || chain.len() >= REQ_DEPTH as usize / 4 {
+                send(&mut chain, chain_peer)?;
+                chain_peer = p;
+            }
+            let (c, done) =
+                Completion::driven(self.shared.config.spin, Some(Arc::clone(&self.driver)));
+            let prepared = match self.prepare_op(op, Some(done)) {
+                Ok(prepared) => prepared,
+                Err(e) => {
+                    send(&mut chain, chain_peer)?;
+                    return Err(e);
+                }
+            };
+            match prepared {
+                Ok(mut item) => {
+                    item.chained = true;
+                    chain.push(item);
+                }
+                // Refused before posting (bounds, a lost peer): this one fails on its own,
+                // the others go out.
+                Err((e, done)) => {
+                    if let Some(d) = done {
+                        d.fail(e);
+                    }
+                }
+            }
+            out.push(c);
+        }
+        send(&mut chain, chain_peer)?;
+        Ok(out)
+    }
+
     fn post_all(&self, ops: impl IntoIterator<Item = Op>) -> Result<()> {
         self.check_open()?;
         // Consecutive operations to one peer go out as one chain with one signalled request
@@ -1741,6 +1804,7 @@ impl Transport for VerbsTransport {
             name: "RDMA READ (flush)",
             done: Some(done),
             signal: true,
+            chained: false,
         };
         self.shared
             .post_items(p, &self.shared.peers[p].req, vec![item], true)?;

@@ -162,7 +162,7 @@ for r in \$(seq 1 \$R); do
   # The DSM remote page fault (dsm_bench: 500 faults in random order on pages homed on rank 1).
   DSM_TRANSPORT=verbs DSM_GLOBAL_SIZE=128M timeout 300 \$T/dsmrun -n 2 --timeout 280 \$T/dsm_bench --medium > /tmp/f.run 2>&1 || { cat /tmp/f.run; status=1; }
   cat /tmp/f.run >> /tmp/f.all
-  grep -F 'remote 4 KiB read fault' /tmp/f.run | sed 's/^/   run '\$r': /'
+  grep -E '^(remote 4 KiB read fault|remote fault vs its transport ops)' /tmp/f.run | sed 's/^/   run '\$r': /'
 done
 grep -E '^# (transport|device)' /tmp/d.run
 grep -E '^# (transport|fault_engine)' /tmp/f.run

@@ -101,6 +101,11 @@ out=$( ulimit -l 64; DSM_TRANSPORT=verbs timeout -k 5 120 \
        setpriv --inh-caps=-ipc_lock --bounding-set=-ipc_lock \
        $T/dsmrun -n 2 --timeout 100 $T/dsm-litmus mp-barrier 2>&1 ); rc=$?
 expect "locked-memory limit" fail "$out" $rc 'ibv_reg_mr' 'ulimit -l'
+# A limit that fits the transport's own buffers but not the global range (pinned twice).
+out=$( ulimit -l 32768; DSM_TRANSPORT=verbs timeout -k 5 120 \
+       setpriv --inh-caps=-ipc_lock --bounding-set=-ipc_lock \
+       $T/dsmrun -n 2 --timeout 100 $T/dsm-litmus mp-barrier 2>&1 ); rc=$?
+expect "global range over the locked-memory limit" fail "$out" $rc 'DSM_GLOBAL_SIZE' 'ibv_reg_mr'
 
 echo "== guest: bad input: a device whose port is down (rxe1 on a veth that is down)"
 if ip link add dsmv0 type veth peer name dsmv1 && rdma link add rxe1 type rxe netdev dsmv0; then

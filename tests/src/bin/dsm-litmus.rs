@@ -588,9 +588,9 @@ fn vanish(d: &Dsm) -> R {
 }
 
 /// Reports this node's memory use (`VmRSS`, `VmLck`, `VmPin` of `/proc/self/status`) after
-/// start-up, and again after reading `DSM_MEMORY_READ` bytes (default 8 MiB) homed on the
-/// next node through faults, as `memory:` lines: what registering the global range and keeping
-/// fetched pages costs under each transport (scripts/test-softroce.sh measures it over verbs).
+/// start-up, and again after reading 8 MiB homed on the next node through faults, as
+/// `memory:` lines: what registering the global range and keeping fetched pages costs under
+/// each transport (scripts/test-softroce.sh measures it over verbs).
 fn memory(d: &Dsm) -> R {
     let (me, nodes) = (d.rank(), d.nodes());
     let report = |when: &str| -> R {
@@ -615,12 +615,7 @@ fn memory(d: &Dsm) -> R {
     };
     d.barrier().map_err(e)?;
     report("after start-up")?;
-    let bytes = std::env::var("DSM_MEMORY_READ")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(8 << 20)
-        .max(4096);
-    let per = bytes.div_ceil(4096) * 4096;
+    let per = 8 << 20;
     let a = d
         .alloc_collective(per * nodes, Placement::Blocked)
         .map_err(e)? as usize;

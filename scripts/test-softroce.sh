@@ -30,9 +30,9 @@ TARGET=$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
 TARGET=${TARGET:-target}
 # One build command (one feature resolution, so dsm-core is built once).
 if [ $BENCH = 1 ]; then
-  cargo build --locked --release -p dsm-core -p tests -p benches --bins
+  cargo build --locked --release -p dsm-core -p tests -p benches -p mpi-compat --bins
 else
-  cargo build --locked --release -p dsm-core -p tests --bins
+  cargo build --locked --release -p dsm-core -p tests -p mpi-compat --bins
 fi
 
 GUEST=$(mktemp -t dsm-softroce-guest.XXXXXX.sh)
@@ -57,6 +57,9 @@ for s in mp-barrier mp-lock counter-lock false-sharing atomics store-buffering f
   echo "== guest: dsm-litmus \$s over verbs"
   DSM_TRANSPORT=verbs DSM_GLOBAL_SIZE=64M DSM_CACHE_SIZE=256K timeout 300 \$T/dsmrun -n 2 --timeout 240 \$T/dsm-litmus \$s || status=1
 done
+# The MPI-style layer over RDMA: point-to-point, collectives, every RMA operation and mode.
+echo "== guest: mpi-check over verbs"
+DSM_TRANSPORT=verbs DSM_GLOBAL_SIZE=64M timeout 300 \$T/dsmrun -n 2 --timeout 240 \$T/mpi-check p2p nonblocking collectives rma pscw created raw errors || status=1
 LITMUS
   # Bad input over verbs, each with a hard timeout and its output asserted.
   cat <<'BAD'

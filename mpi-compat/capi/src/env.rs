@@ -123,7 +123,15 @@ pub unsafe extern "C" fn MPI_Finalized(flag: *mut c_int) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn MPI_Abort(_comm: c_int, errorcode: c_int) -> c_int {
     eprintln!("dsmmpi: MPI_Abort with error code {errorcode}");
-    std::process::exit(if errorcode == 0 { 1 } else { errorcode & 0xff })
+    std::process::exit(abort_status(errorcode))
+}
+
+/// The exit status of `MPI_Abort(errorcode)`: the low byte the shell sees, never 0 (success).
+fn abort_status(errorcode: c_int) -> i32 {
+    match errorcode & 0xff {
+        0 => 1,
+        low => low,
+    }
 }
 
 /// `MPI_Wtime` (MPI-3.1 §8.6).
@@ -523,4 +531,18 @@ pub unsafe extern "C" fn MPI_Get_address(location: *const c_void, address: *mut 
     // SAFETY: not null; a valid `MPI_Aint *` by contract.
     unsafe { address.write(location as isize) };
     SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::abort_status;
+
+    #[test]
+    fn abort_status_is_never_success() {
+        assert_eq!(abort_status(0), 1);
+        assert_eq!(abort_status(256), 1);
+        assert_eq!(abort_status(258), 2);
+        assert_eq!(abort_status(3), 3);
+        assert_eq!(abort_status(255), 255);
+    }
 }

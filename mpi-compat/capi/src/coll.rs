@@ -7,10 +7,42 @@ use std::ffi::{c_int, c_void};
 use bytemuck::Zeroable;
 use mpi_compat::Equivalence;
 
-use crate::state::{with_state, CResult, Failure, ERR_COUNT};
+use crate::state::{with_state, CResult, Failure, ERR_ARG, ERR_COUNT};
 use crate::types::{count, op, with_prim, Datatype};
 
 const IN_PLACE: *const c_void = usize::MAX as *const c_void;
+
+/// Refuses `MPI_IN_PLACE` where the call does not allow it (it is `(void *)-1`, never a
+/// buffer to read or write).
+fn not_in_place(buf: *const c_void, what: &str) -> CResult<()> {
+    if buf == IN_PLACE {
+        Err(Failure::new(
+            ERR_ARG,
+            format!("MPI_IN_PLACE is not allowed as the {what} here"),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// Packs block `index` (of `n` elements of `dt`) of `buf`: a rank's own contribution when
+/// it passes `MPI_IN_PLACE`.
+///
+/// # Safety
+/// `buf` must be readable over `(index + 1) × n` extents of `dt`.
+unsafe fn pack_block(
+    dt: &Datatype,
+    buf: *const c_void,
+    index: usize,
+    n: usize,
+) -> CResult<Vec<u8>> {
+    let off = index
+        .checked_mul(n)
+        .and_then(|e| e.checked_mul(dt.extent))
+        .ok_or_else(|| Failure::new(ERR_COUNT, "receive buffer too large"))?;
+    // SAFETY: block `index` lies inside the extents the caller vouches for.
+    unsafe { dt.pack(buf.cast::<u8>().wrapping_add(off), n) }
+}
 
 /// `MPI_Barrier` (MPI-3.1 §5.3).
 #[no_mangle]
@@ -34,6 +66,7 @@ pub unsafe extern "C" fn MPI_Bcast(
         let dt = s.tables.datatype(datatype)?;
         let c = &s.tables.comm(comm)?.comm;
         let n = count(n)?;
+        not_in_place(buffer, "buffer")?;
         let mut data = if c.rank() == root {
             // SAFETY: `buffer` holds `n` elements by contract.
             unsafe { dt.pack(buffer.cast(), n)? }
@@ -68,6 +101,10 @@ fn reduce_common(
         let c = &s.tables.comm(comm)?.comm;
         let n = count(n)?;
         let at_root = root.is_none_or(|r| r == c.rank());
+        not_in_place(recvbuf, "receive buffer")?;
+        if !at_root {
+            not_in_place(sendbuf, "send buffer of a non-root rank")?;
+        }
         let src = if sendbuf == IN_PLACE {
             recvbuf.cast_const()
         } else {
@@ -164,14 +201,25 @@ pub unsafe extern "C" fn MPI_Gather(
 ) -> c_int {
     with_state("MPI_Gather", Some(comm), |s| {
         let c = &s.tables.comm(comm)?.comm;
-        let st = s.tables.datatype(stype)?;
-        // SAFETY: `sendbuf` holds `scount` elements by contract.
-        let send = unsafe { st.pack(sendbuf.cast(), count(scount)?)? };
+        not_in_place(recvbuf, "receive buffer")?;
         if c.rank() != root {
+            not_in_place(sendbuf, "send buffer of a non-root rank")?;
+            let st = s.tables.datatype(stype)?;
+            // SAFETY: `sendbuf` holds `scount` elements by contract.
+            let send = unsafe { st.pack(sendbuf.cast(), count(scount)?)? };
             return Ok(c.gather(&send, &mut [], root)?);
         }
         let rt = s.tables.datatype(rtype)?;
         let rn = count(rcount)?;
+        let send = if sendbuf == IN_PLACE {
+            // SAFETY: at the root `recvbuf` holds size × `rcount` elements by contract; its
+            // own block is its contribution.
+            unsafe { pack_block(rt, recvbuf, c.rank() as usize, rn)? }
+        } else {
+            let st = s.tables.datatype(stype)?;
+            // SAFETY: `sendbuf` holds `scount` elements by contract.
+            unsafe { st.pack(sendbuf.cast(), count(scount)?)? }
+        };
         same_bytes(send.len(), rn * rt.size)?;
         let mut all = vec![0u8; send.len() * c.size() as usize];
         c.gather(&send, &mut all, root)?;
@@ -193,11 +241,18 @@ pub unsafe extern "C" fn MPI_Allgather(
 ) -> c_int {
     with_state("MPI_Allgather", Some(comm), |s| {
         let c = &s.tables.comm(comm)?.comm;
-        let st = s.tables.datatype(stype)?;
         let rt = s.tables.datatype(rtype)?;
-        // SAFETY: `sendbuf` holds `scount` elements by contract.
-        let send = unsafe { st.pack(sendbuf.cast(), count(scount)?)? };
         let rn = count(rcount)?;
+        not_in_place(recvbuf, "receive buffer")?;
+        let send = if sendbuf == IN_PLACE {
+            // SAFETY: `recvbuf` holds size × `rcount` elements by contract; this rank's own
+            // block is its contribution.
+            unsafe { pack_block(rt, recvbuf, c.rank() as usize, rn)? }
+        } else {
+            let st = s.tables.datatype(stype)?;
+            // SAFETY: `sendbuf` holds `scount` elements by contract.
+            unsafe { st.pack(sendbuf.cast(), count(scount)?)? }
+        };
         same_bytes(send.len(), rn * rt.size)?;
         let mut all = vec![0u8; send.len() * c.size() as usize];
         c.all_gather(&send, &mut all)?;
@@ -220,19 +275,35 @@ pub unsafe extern "C" fn MPI_Scatter(
 ) -> c_int {
     with_state("MPI_Scatter", Some(comm), |s| {
         let c = &s.tables.comm(comm)?.comm;
-        let rt = s.tables.datatype(rtype)?;
-        let rn = count(rcount)?;
-        let send = if c.rank() == root {
+        if c.rank() == root {
+            not_in_place(sendbuf, "send buffer")?;
             let st = s.tables.datatype(stype)?;
             let sn = count(scount)?;
-            same_bytes(sn * st.size, rn * rt.size)?;
+            let in_place = recvbuf.cast_const() == IN_PLACE;
+            if !in_place {
+                let rt = s.tables.datatype(rtype)?;
+                same_bytes(sn * st.size, count(rcount)? * rt.size)?;
+            }
+            let total = sn
+                .checked_mul(c.size() as usize)
+                .ok_or_else(|| Failure::new(ERR_COUNT, "send buffer too large"))?;
             // SAFETY: at the root `sendbuf` holds size × `scount` elements by contract.
-            unsafe { st.pack(sendbuf.cast(), sn * c.size() as usize)? }
-        } else {
-            Vec::new()
-        };
+            let send = unsafe { st.pack(sendbuf.cast(), total)? };
+            let mut mine = vec![0u8; sn * st.size];
+            c.scatter(&send, &mut mine, root)?;
+            if in_place {
+                // The root's block stays where it is in `sendbuf`.
+                return Ok(());
+            }
+            let rt = s.tables.datatype(rtype)?;
+            // SAFETY: `recvbuf` holds `rcount` elements by contract.
+            return unsafe { rt.unpack(&mine, recvbuf.cast(), count(rcount)?) };
+        }
+        not_in_place(recvbuf, "receive buffer of a non-root rank")?;
+        let rt = s.tables.datatype(rtype)?;
+        let rn = count(rcount)?;
         let mut mine = vec![0u8; rn * rt.size];
-        c.scatter(&send, &mut mine, root)?;
+        c.scatter(&[], &mut mine, root)?;
         // SAFETY: `recvbuf` holds `rcount` elements by contract.
         unsafe { rt.unpack(&mine, recvbuf.cast(), rn) }
     })
@@ -252,12 +323,20 @@ pub unsafe extern "C" fn MPI_Alltoall(
     with_state("MPI_Alltoall", Some(comm), |s| {
         let c = &s.tables.comm(comm)?.comm;
         let n = c.size() as usize;
-        let st = s.tables.datatype(stype)?;
         let rt = s.tables.datatype(rtype)?;
-        let (sn, rn) = (count(scount)?, count(rcount)?);
-        same_bytes(sn * st.size, rn * rt.size)?;
-        // SAFETY: `sendbuf` holds size × `scount` elements by contract.
-        let send = unsafe { st.pack(sendbuf.cast(), sn * n)? };
+        let rn = count(rcount)?;
+        not_in_place(recvbuf, "receive buffer")?;
+        let send = if sendbuf == IN_PLACE {
+            // SAFETY: `recvbuf` holds size × `rcount` elements by contract; it is both the
+            // data sent and (after the exchange) the data received.
+            unsafe { pack_block(rt, recvbuf, 0, rn * n)? }
+        } else {
+            let st = s.tables.datatype(stype)?;
+            let sn = count(scount)?;
+            same_bytes(sn * st.size, rn * rt.size)?;
+            // SAFETY: `sendbuf` holds size × `scount` elements by contract.
+            unsafe { st.pack(sendbuf.cast(), sn * n)? }
+        };
         let mut all = vec![0u8; send.len()];
         c.all_to_all(&send, &mut all)?;
         // SAFETY: `recvbuf` holds size × `rcount` elements by contract.

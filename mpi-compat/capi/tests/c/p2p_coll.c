@@ -112,6 +112,28 @@ int main(int argc, char **argv)
     for (int i = 0; i < np; i++) a2a[i] = me * 10 + i;
     OK(MPI_Alltoall(a2a, 1, MPI_INT, a2b, 1, MPI_INT, MPI_COMM_WORLD));
     for (int i = 0; i < np; i++) CHECK(a2b[i] == i * 10 + me, "alltoall %d", i);
+    /* MPI_IN_PLACE: each rank's own block is already in the receive buffer. */
+    memset(g, 0, sizeof(int) * 2 * np);
+    g[2 * me] = me;
+    g[2 * me + 1] = -me;
+    OK(MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, g, 2, MPI_INT, MPI_COMM_WORLD));
+    for (int i = 0; i < np; i++) CHECK(g[2 * i] == i && g[2 * i + 1] == -i, "in-place allgather %d", i);
+    if (me == 0) {
+        memset(g, 0, sizeof(int) * 2 * np);
+        OK(MPI_Gather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, g, 2, MPI_INT, 0, MPI_COMM_WORLD));
+        CHECK(g[0] == 0 && g[1] == 0, "in-place gather root block");
+        for (int i = 1; i < np; i++) CHECK(g[2 * i] == i && g[2 * i + 1] == -i, "in-place gather %d", i);
+        for (int i = 0; i < np; i++) g[2 * i] = 100 + i, g[2 * i + 1] = -100 - i;
+        OK(MPI_Scatter(g, 2, MPI_INT, MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, 0, MPI_COMM_WORLD));
+        CHECK(g[0] == 100 && g[1] == -100, "in-place scatter root block");
+    } else {
+        OK(MPI_Gather(mine, 2, MPI_INT, NULL, 0, MPI_INT, 0, MPI_COMM_WORLD));
+        OK(MPI_Scatter(NULL, 0, MPI_INT, part, 2, MPI_INT, 0, MPI_COMM_WORLD));
+        CHECK(part[0] == 100 + me && part[1] == -100 - me, "in-place scatter %d", me);
+    }
+    for (int i = 0; i < np; i++) a2b[i] = me * 10 + i;
+    OK(MPI_Alltoall(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, a2b, 1, MPI_INT, MPI_COMM_WORLD));
+    for (int i = 0; i < np; i++) CHECK(a2b[i] == i * 10 + me, "in-place alltoall %d", i);
 
     /* Communicators, groups, topologies. */
     MPI_Comm dup;

@@ -1,10 +1,7 @@
 //! This node's statistics of the shared memory.
 
 use std::ffi::c_int;
-use std::fs::File;
-use std::io::Write;
-use std::mem::ManuallyDrop;
-use std::os::fd::FromRawFd;
+use std::io;
 
 use dsm_core::stats::Snapshot;
 
@@ -141,12 +138,30 @@ pub extern "C" fn dsm_stats_print(fd: c_int) -> c_int {
         }
         with_dsm(|dsm| {
             let report = dsm.stats().report(dsm.rank()) + "\n";
-            // SAFETY: the `File` only borrows `fd`: ManuallyDrop keeps it from closing the
-            // caller's descriptor. An invalid descriptor makes the write fail with EBADF.
-            let mut file = ManuallyDrop::new(unsafe { File::from_raw_fd(fd) });
-            file.write_all(report.as_bytes()).map_err(|e| {
+            write_all(fd, report.as_bytes()).map_err(|e| {
                 Failure::new(DSM_ERR_IO, format!("write the statistics to fd {fd}: {e}"))
             })
         })
     })
+}
+
+/// Writes all of `bytes` to the caller's descriptor `fd` with write(2), which (unlike a `File`
+/// made from it) claims no ownership: a closed or invalid descriptor is just an EBADF error.
+fn write_all(fd: c_int, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        // SAFETY: `bytes` is a live slice, valid for reads of its length; write(2) on any
+        // integer descriptor is memory-safe (a bad one fails with EBADF).
+        let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+        match n {
+            n if n > 0 => bytes = &bytes[n as usize..],
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            _ => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(())
 }

@@ -100,7 +100,7 @@ pub(crate) const ALL: &[(c_int, &CStr)] = &[
     ),
     (
         DSM_ERR_MISALIGNED,
-        c"DSM_ERR_MISALIGNED: the global word is not 8-byte aligned",
+        c"DSM_ERR_MISALIGNED: a global word (8 bytes) or lock (16 bytes) is not aligned",
     ),
     (
         DSM_ERR_OUT_OF_MEMORY,

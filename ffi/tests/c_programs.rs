@@ -2,8 +2,10 @@
 //! path) and the examples, compiled with the system's C compiler and run as real multi-node
 //! jobs through the launcher, each with a hard timeout.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use dsm_core::launcher::{launch, LaunchOptions, Report};
@@ -24,8 +26,19 @@ fn library_dir() -> PathBuf {
     dir.to_path_buf()
 }
 
-/// Compiles `source` (relative to the crate) with warnings as errors; returns the program.
-fn compile(source: &str) -> PathBuf {
+/// Compiles `source` (relative to the crate) with warnings as errors, once per test process
+/// (tests run in parallel and several use the same program: none may overwrite a binary another
+/// is running); returns the program.
+fn compile(source: &'static str) -> PathBuf {
+    static COMPILED: Mutex<BTreeMap<&'static str, PathBuf>> = Mutex::new(BTreeMap::new());
+    let mut compiled = COMPILED.lock().unwrap_or_else(|e| e.into_inner());
+    compiled
+        .entry(source)
+        .or_insert_with(|| compile_now(source))
+        .clone()
+}
+
+fn compile_now(source: &str) -> PathBuf {
     let krate = Path::new(env!("CARGO_MANIFEST_DIR"));
     let lib = library_dir();
     let out_dir = lib.join("c-tests");
@@ -116,7 +129,10 @@ fn every_misuse_gives_its_documented_error() {
 #[test]
 fn a_program_run_without_a_launcher_gets_a_clear_error() {
     let hello = compile("examples/hello.c");
-    let out = Command::new(&hello)
+    // (`timeout`: a hang must fail the test, not stall it.)
+    let out = Command::new("timeout")
+        .args(["-k", "5", "60"])
+        .arg(&hello)
         .env_remove("DSM_RANK")
         .env_remove("DSM_NODES")
         .output()

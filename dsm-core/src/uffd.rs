@@ -371,11 +371,14 @@ impl Userfaultfd {
         if n == size_of::<Msg>() as isize {
             return Ok(Some(msg));
         }
+        if n >= 0 {
+            // (errno is only meaningful when the read failed.)
+            return Err(Error::Config(format!(
+                "short read of {n} bytes from userfaultfd"
+            )));
+        }
         match errno() {
             libc::EAGAIN | libc::EINTR => Ok(None),
-            _ if n >= 0 => Err(Error::Config(format!(
-                "short read of {n} bytes from userfaultfd"
-            ))),
             _ => Err(last_err("reading userfaultfd")),
         }
     }

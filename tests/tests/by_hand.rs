@@ -178,10 +178,11 @@ fn a_rank_killed_mid_job_is_named_by_the_survivor() {
         ends[0].status,
         ends[0].output
     );
+    // Over tcp the loss is seen at once, both by the failing atomic and by the watcher, so
+    // either may speak first; each must name rank 1.
     let out = &ends[0].output;
-    assert!(
-        out.contains("vanish: atomic failed") && out.contains("rank 1"),
-        "{out}"
-    );
+    let by_atomic = out.contains("vanish: atomic failed") && out.contains("rank 1");
+    let by_watcher = ends[0].status == Some(3) && out.contains("lost rank 1");
+    assert!(by_atomic || by_watcher, "{out}");
     assert!(start.elapsed() < Duration::from_secs(45));
 }

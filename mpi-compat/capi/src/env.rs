@@ -5,8 +5,8 @@ use std::ffi::{c_char, c_int, c_void};
 use mpi_compat::Group;
 
 use crate::state::{
-    lock, put, with_state, CResult, CommEntry, Failure, State, ERRORS_ARE_FATAL, ERRORS_RETURN,
-    ERR_ARG, ERR_COMM, ERR_GROUP, ERR_OTHER, ERR_TYPE, SUCCESS,
+    guarded, lock, put, with_state, CResult, CommEntry, Failure, State, ERRORS_ARE_FATAL,
+    ERRORS_RETURN, ERR_ARG, ERR_COMM, ERR_GROUP, ERR_OTHER, ERR_TYPE, SUCCESS,
 };
 use crate::types::{self, count, Datatype};
 
@@ -45,7 +45,7 @@ fn init() -> c_int {
 /// `MPI_Init` (MPI-3.1 §8.7).
 #[no_mangle]
 pub unsafe extern "C" fn MPI_Init(_argc: *mut c_int, _argv: *mut *mut *mut c_char) -> c_int {
-    init()
+    guarded("MPI_Init", init)
 }
 
 /// `MPI_Init_thread` (MPI-3.1 §12.4.3): provides at most `MPI_THREAD_SERIALIZED`.
@@ -56,17 +56,23 @@ pub unsafe extern "C" fn MPI_Init_thread(
     required: c_int,
     provided: *mut c_int,
 ) -> c_int {
-    let r = init();
-    if r == SUCCESS && !provided.is_null() {
-        // SAFETY: not null; the caller passes a valid `int *`.
-        unsafe { provided.write(required.clamp(0, 2)) };
-    }
-    r
+    guarded("MPI_Init_thread", || {
+        let r = init();
+        if r == SUCCESS && !provided.is_null() {
+            // SAFETY: not null; the caller passes a valid `int *`.
+            unsafe { provided.write(required.clamp(0, 2)) };
+        }
+        r
+    })
 }
 
 /// `MPI_Finalize` (MPI-3.1 §8.7).
 #[no_mangle]
 pub unsafe extern "C" fn MPI_Finalize() -> c_int {
+    guarded("MPI_Finalize", finalize)
+}
+
+fn finalize() -> c_int {
     let mut guard = lock();
     let Some(state) = guard.as_mut().filter(|s| s.universe.is_some()) else {
         eprintln!("dsmmpi: MPI_Finalize called before MPI_Init or twice");

@@ -101,6 +101,18 @@ pub(crate) fn lock() -> MutexGuard<'static, Option<State>> {
     STATE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Runs `body` (an entry point that needs no initialised state) catching panics: a panic is
+/// fatal, as under `with_state`, instead of unwinding into C.
+pub(crate) fn guarded(name: &str, body: impl FnOnce() -> i32) -> i32 {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
+        Ok(r) => r,
+        Err(_) => {
+            eprintln!("dsmmpi: fatal error in {name}: internal panic (error class {ERR_INTERN})");
+            std::process::exit(ERR_INTERN)
+        }
+    }
+}
+
 /// Runs `body` on the initialised state, catching panics; applies the error handler of
 /// `comm` (or of `MPI_COMM_WORLD`) to a failure.
 pub(crate) fn with_state(

@@ -3,13 +3,22 @@
 use std::ffi::c_int;
 
 use crate::env::dup_entry;
-use crate::state::{put, with_state, CResult, Failure, ERR_ARG, ERR_DIMS, ERR_TOPOLOGY};
+use crate::state::{guarded, put, with_state, CResult, Failure, ERR_ARG, ERR_DIMS, ERR_TOPOLOGY};
 use crate::types::count;
 
 /// `MPI_Dims_create` (MPI-3.1 §7.5.2): fills the zero entries of `dims` with a balanced
 /// factorisation of `nnodes`, in non-increasing order.
 #[no_mangle]
 pub unsafe extern "C" fn MPI_Dims_create(nnodes: c_int, ndims: c_int, dims: *mut c_int) -> c_int {
+    guarded("MPI_Dims_create", || {
+        // SAFETY: forwarded from this function's own contract.
+        unsafe { dims_create_entry(nnodes, ndims, dims) }
+    })
+}
+
+/// # Safety
+/// `dims` holds `ndims` ints (or is null).
+unsafe fn dims_create_entry(nnodes: c_int, ndims: c_int, dims: *mut c_int) -> c_int {
     let Ok(nd) = usize::try_from(ndims) else {
         return ERR_DIMS;
     };
@@ -25,8 +34,17 @@ pub unsafe extern "C" fn MPI_Dims_create(nnodes: c_int, ndims: c_int, dims: *mut
 }
 
 fn dims_create(nnodes: c_int, d: &mut [c_int]) -> CResult<()> {
-    let fixed: c_int = d.iter().filter(|&&x| x > 0).product();
-    if d.iter().any(|&x| x < 0) || fixed == 0 || nnodes % fixed != 0 {
+    let fixed = d
+        .iter()
+        .filter(|&&x| x > 0)
+        .try_fold(1 as c_int, |acc, &x| acc.checked_mul(x));
+    let Some(fixed) = fixed.filter(|&f| f > 0) else {
+        return Err(Failure::new(
+            ERR_DIMS,
+            "the given dims multiply beyond nnodes",
+        ));
+    };
+    if d.iter().any(|&x| x < 0) || nnodes % fixed != 0 {
         return Err(Failure::new(ERR_DIMS, "dims cannot divide the nodes"));
     }
     let free = d.iter().filter(|&&x| x == 0).count();
@@ -42,6 +60,11 @@ fn dims_create(nnodes: c_int, d: &mut [c_int]) -> CResult<()> {
     let mut factors = Vec::new();
     let mut p = 2;
     while rest > 1 {
+        if p > rest / p {
+            // No factor up to its square root: `rest` is a prime.
+            factors.push(rest);
+            break;
+        }
         while rest % p == 0 {
             factors.push(p);
             rest /= p;
@@ -172,6 +195,7 @@ pub unsafe extern "C" fn MPI_Cart_rank(
 #[cfg(test)]
 mod tests {
     use super::dims_create;
+    use std::ffi::c_int;
 
     #[test]
     fn dims_are_balanced() {
@@ -182,5 +206,14 @@ mod tests {
         dims_create(24, &mut d).unwrap();
         assert_eq!(d, [4, 3, 2]);
         assert!(dims_create(7, &mut [2, 0]).is_err());
+        // Products that overflow an int are refused, not wrapped.
+        assert!(dims_create(8, &mut [65536, 65536, 0]).is_err());
+        assert!(dims_create(8, &mut [65536, 65537, 0]).is_err());
+        let mut d = [0, 0];
+        dims_create(c_int::MAX, &mut d).unwrap();
+        assert_eq!(d, [c_int::MAX, 1]);
+        let mut d = [0, 0];
+        dims_create(2 * 3 * 5 * 7 * 11, &mut d).unwrap();
+        assert_eq!(d[0] * d[1], 2310);
     }
 }

@@ -162,8 +162,15 @@ impl Window {
             .unwrap_or(1)
             .max(1);
         let n = comm.size_usize();
+        // Every rank computes this from the same exchanged lengths, so all fail together.
+        let total = n
+            .checked_mul(part_pages)
+            .and_then(|pages| pages.checked_mul(PAGE))
+            .ok_or(Error::Dsm(dsm_core::Error::OutOfMemory {
+                requested: usize::MAX,
+            }))?;
         let global = dsm.alloc_collective(
-            n * part_pages * PAGE,
+            total,
             Placement::Cyclic {
                 block_pages: part_pages,
             },

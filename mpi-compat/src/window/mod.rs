@@ -277,10 +277,21 @@ impl Window {
         if bytes == 0 || dsm.is_global(base as usize) {
             return Self::create(comm, base, bytes, disp_unit);
         }
-        // SAFETY: the caller guarantees the memory is valid for reads and writes until the
-        // window is freed and is not borrowed by Rust meanwhile; `free` withdraws the
-        // registration before returning, and the region is dropped with the window.
-        let region = unsafe { Region::from_raw(base, bytes)? };
+        // The registration covers the 8-byte words enclosing the buffer, so that narrow
+        // atomics (a compare-and-swap of the whole word, which leaves the neighbouring bytes
+        // as they are) reach every element; puts and gets stay inside the buffer.
+        let lead = base as usize % 8;
+        let span = lead
+            .checked_add(bytes)
+            .and_then(|end| end.checked_next_multiple_of(8))
+            .ok_or_else(|| Error::InvalidArgument("window memory too large".into()))?;
+        // SAFETY: the caller guarantees `[base, base + bytes)` is valid for reads and writes
+        // until the window is freed and is not borrowed by Rust meanwhile; the enclosing
+        // 8-byte words share a page with it, so they are mapped and writable, and the window
+        // only ever rewrites their bytes outside the buffer with their own value (by
+        // compare-and-swap). `free` withdraws the registration before returning, and the
+        // region is dropped with the window.
+        let region = unsafe { Region::from_raw(base.wrapping_sub(lead), span)? };
         let desc = comm.transport().register(&region)?;
         let parts = Self::exchange(comm, base as usize, bytes, disp_unit, Some(desc))?;
         let parts = Self::resolve_homes(comm, parts);
@@ -410,7 +421,8 @@ impl Window {
                 match (word(0), word(1), word(2), desc) {
                     (Some(addr), Some(len), Some(unit), Some(desc)) if unit > 0 => {
                         let home = match desc {
-                            Some(d) => Some(d.slice(0, len as usize)?),
+                            // The registration starts at the 8-byte word enclosing `addr`.
+                            Some(d) => Some(d.slice(addr % 8, len as usize)?),
                             None => None,
                         };
                         Ok(Part {

@@ -119,16 +119,38 @@ impl Window {
         Ok(())
     }
 
-    /// The home copy of the 8-byte word at byte `offset` (a multiple of 8) of `target`'s part.
+    /// The home copy of the 8-byte word enclosing byte `offset` of `target`'s part.
+    ///
+    /// # Errors
+    /// [`Error::InvalidDisplacement`] when that word is not (8-byte aligned) in the part's
+    /// registered memory.
     fn word(&self, target: usize, offset: usize) -> Result<RemoteSlice> {
         let part = &self.parts[target];
+        // How far the enclosing word starts before the byte (the part itself need not be
+        // 8-byte aligned).
+        let back = part.addr.wrapping_add(offset) % 8;
+        let outside = || {
+            Error::InvalidDisplacement(format!(
+                "the 8-byte word around byte {offset} of rank {target}'s part lies outside it"
+            ))
+        };
         let slice = match &part.home {
-            Some(home) => home.region.slice(home.offset + offset as u64, 8)?,
-            None => self
-                .comm
-                .shared
-                .dsm
-                .home_slice((part.addr + offset) as *const u8, 8)?,
+            Some(home) => {
+                let at = home
+                    .offset
+                    .checked_add(offset as u64)
+                    .and_then(|o| o.checked_sub(back as u64))
+                    .ok_or_else(outside)?;
+                home.region.slice(at, 8)?
+            }
+            None => {
+                let at = part
+                    .addr
+                    .checked_add(offset)
+                    .map(|a| a - back)
+                    .ok_or_else(outside)?;
+                self.comm.shared.dsm.home_slice(at as *const u8, 8)?
+            }
         };
         if !slice.offset.is_multiple_of(8) {
             return Err(Error::InvalidDisplacement(format!(
@@ -205,7 +227,8 @@ impl Window {
         let first = base - base % 8;
         let end = base + std::mem::size_of_val(origin);
         let words = (end - first).div_ceil(8);
-        let word_of = |w: usize| self.word(target, offset + w * 8 - (base - first));
+        // Byte `offset + 8w` lies in word `w` (the one at `first + 8w`).
+        let word_of = |w: usize| self.word(target, offset + w * 8);
         let remotes = (0..words).map(word_of).collect::<Result<Vec<_>>>()?;
         // The current values: the last ones this rank saw, when it saw every word before (a
         // guess that the compare-and-swap below verifies, saving the read's round trip when
@@ -408,7 +431,7 @@ impl Window {
         let size = std::mem::size_of::<T>();
         let base = self.parts[t].addr + offset;
         let at = base % 8;
-        let remote = self.word(t, offset - at)?;
+        let remote = self.word(t, offset)?;
         let value = |w: u64| -> T { bytemuck::pod_read_unaligned(&w.to_le_bytes()[at..at + size]) };
         let with = |w: u64, v: T| -> u64 {
             let mut b = w.to_le_bytes();

@@ -72,6 +72,23 @@ int main(int argc, char **argv)
     OK(MPI_Win_free(&win));
     free(mem);
 
+    /* Narrow atomics on a window whose base is not 8-byte aligned: each word-wide
+       compare-and-swap must leave the neighbouring ints alone. */
+    long *words = calloc(4, sizeof(long));
+    int *ints = (int *)words;
+    ints[0] = 77;
+    ints[2] = 88;
+    OK(MPI_Win_create(ints + 1, sizeof(int), sizeof(int), MPI_INFO_NULL, MPI_COMM_WORLD, &win));
+    OK(MPI_Win_fence(0, win));
+    int inc = 1, got_old;
+    OK(MPI_Fetch_and_op(&inc, &got_old, MPI_INT, 0, 0, MPI_SUM, win));
+    OK(MPI_Win_fence(0, win));
+    if (me == 0)
+        CHECK(ints[1] == np && ints[0] == 77 && ints[2] == 88, "unaligned narrow atomics: %d %d %d",
+              ints[0], ints[1], ints[2]);
+    OK(MPI_Win_free(&win));
+    free(words);
+
     /* A dynamic window over MPI_Alloc_mem memory, addressed by MPI_Get_address. */
     OK(MPI_Win_create_dynamic(MPI_INFO_NULL, MPI_COMM_WORLD, &win));
     double *dm;

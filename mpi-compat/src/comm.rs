@@ -177,9 +177,20 @@ impl Matching {
     }
 
     /// Withdraws a receive (its request was dropped before completion): `MPI_Cancel`.
+    /// A message already matched to it goes to the next receive that matches it, or back to
+    /// the front of the unexpected queue for a later one: it is not lost.
     fn cancel(&mut self, id: u64) {
         self.posted.retain(|p| p.id != id);
-        self.matched.remove(&id);
+        if let Some(m) = self.matched.remove(&id) {
+            match self.posted.iter().position(|p| m.matches(p.source, p.tag)) {
+                Some(i) => {
+                    if let Some(p) = self.posted.remove(i) {
+                        self.matched.insert(p.id, m);
+                    }
+                }
+                None => self.unexpected.push_front(m),
+            }
+        }
     }
 
     fn source_of(&self, id: u64) -> Option<Option<usize>> {
@@ -446,5 +457,21 @@ mod tests {
         let never = m.post(Some(3), None);
         m.cancel(never);
         assert!(m.posted.is_empty());
+    }
+
+    #[test]
+    fn cancelling_a_matched_receive_keeps_its_message() {
+        let mut m = Matching::default();
+        let dropped = m.post(Some(1), None);
+        let waiting = m.post(None, Some(7));
+        m.deliver(msg(1, 7));
+        m.cancel(dropped);
+        assert_eq!(m.matched[&waiting].source, 1);
+        let dropped = m.post(Some(2), None);
+        m.deliver(msg(2, 5));
+        m.deliver(msg(2, 6));
+        m.cancel(dropped);
+        let later = m.post(Some(2), None);
+        assert_eq!(m.matched[&later].tag, 5);
     }
 }

@@ -133,6 +133,8 @@ pub struct Window {
     lock_words: Vec<RemoteSlice>,
     epochs: Mutex<Epochs>,
     staging: Mutex<Vec<Arc<Region>>>,
+    /// The registrations of every staging buffer made, withdrawn by [`Window::free`].
+    staging_registrations: Mutex<Vec<transport::RegionDesc>>,
     /// The last value this rank saw in remote words it updated by compare-and-swap, by
     /// (region key, offset): the expected value of the next compare-and-swap.
     guesses: Mutex<std::collections::HashMap<(transport::Rank, transport::RemoteKey, u64), u64>>,
@@ -457,6 +459,7 @@ impl Window {
             lock_words,
             epochs: Mutex::new(Epochs::default()),
             staging: Mutex::new(Vec::new()),
+            staging_registrations: Mutex::new(Vec::new()),
             guesses: Mutex::new(std::collections::HashMap::new()),
         })
     }
@@ -479,6 +482,20 @@ impl Window {
             }
         }
         self.flush_all_internal()?;
+        // Every operation has completed: the staging buffers are idle.
+        let staged = std::mem::take(
+            &mut *self
+                .staging_registrations
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        // A failure is reported after the collective part of `free`, so that no rank hangs.
+        let mut withdrawn: Result<()> = Ok(());
+        for desc in &staged {
+            if let Err(e) = self.t().deregister(desc) {
+                withdrawn = withdrawn.and(Err(e.into()));
+            }
+        }
         self.comm.barrier()?;
         let dsm = &self.comm.shared.dsm;
         match &self.memory {
@@ -494,7 +511,7 @@ impl Window {
             _ => {}
         }
         dsm.free_collective(self.control as *mut u8)?;
-        Ok(())
+        withdrawn
     }
 
     /// The communicator the window was created over.
@@ -670,7 +687,11 @@ impl Window {
         }
         drop(free);
         let region = Region::allocate(len.next_power_of_two().max(MIN_STAGING))?;
-        self.t().register(&region)?;
+        let desc = self.t().register(&region)?;
+        self.staging_registrations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(desc);
         Ok(region)
     }
 

@@ -386,8 +386,10 @@ pub unsafe extern "C" fn MPI_Type_size(datatype: c_int, size: *mut c_int) -> c_i
             .types
             .get(&datatype)
             .ok_or_else(|| Failure::new(ERR_TYPE, format!("invalid datatype {datatype}")))?;
+        let bytes = c_int::try_from(t.size)
+            .map_err(|_| Failure::new(ERR_TYPE, "datatype size does not fit an int"))?;
         // SAFETY: a valid `int *` by contract (null is refused).
-        unsafe { put(size, t.size as c_int) }
+        unsafe { put(size, bytes) }
     })
 }
 
@@ -452,7 +454,14 @@ pub unsafe extern "C" fn MPI_Type_vector(
         let (n, bl) = (count(n)?, count(blocklength)?);
         let stride = usize::try_from(stride)
             .map_err(|_| Failure::new(ERR_ARG, "negative strides are not supported"))?;
-        let pieces: Vec<(usize, usize)> = (0..n).map(|i| (i * stride * extent, bl)).collect();
+        let pieces = (0..n)
+            .map(|i| {
+                i.checked_mul(stride)
+                    .and_then(|e| e.checked_mul(extent))
+                    .map(|d| (d, bl))
+                    .ok_or_else(|| Failure::new(ERR_TYPE, "datatype too large"))
+            })
+            .collect::<CResult<Vec<(usize, usize)>>>()?;
         new_type(s, old, &pieces, newtype)
     })
 }
@@ -485,7 +494,10 @@ pub unsafe extern "C" fn MPI_Type_indexed(
         for (&bl, &d) in bls.iter().zip(ds) {
             let d = usize::try_from(d)
                 .map_err(|_| Failure::new(ERR_ARG, "negative displacements are not supported"))?;
-            pieces.push((d * extent, count(bl)?));
+            let d = d
+                .checked_mul(extent)
+                .ok_or_else(|| Failure::new(ERR_TYPE, "datatype too large"))?;
+            pieces.push((d, count(bl)?));
         }
         new_type(s, old, &pieces, newtype)
     })

@@ -148,6 +148,19 @@ impl Datatype {
     /// `count` copies of `old`, `stride` bytes apart, each made of `blocklen` elements at
     /// `displs` (bytes): the common shape of the three constructors.
     pub(crate) fn derive(old: &Datatype, pieces: &[(usize, usize)]) -> CResult<Datatype> {
+        // Size (an `int` in C) and extent first, checked, before any block is built.
+        let mut total: usize = 0;
+        for &(displ, count) in pieces {
+            total = count
+                .checked_mul(old.size)
+                .and_then(|bytes| total.checked_add(bytes))
+                .filter(|&t| t <= i32::MAX as usize)
+                .ok_or_else(too_big)?;
+            count
+                .checked_mul(old.extent)
+                .and_then(|span| span.checked_add(displ))
+                .ok_or_else(too_big)?;
+        }
         let mut blocks: Vec<(usize, usize)> = Vec::new();
         let mut extent = 0;
         for &(displ, count) in pieces {
@@ -166,7 +179,7 @@ impl Datatype {
             }
         }
         let size = blocks.iter().map(|b| b.1).sum();
-        if size > 1 << 31 {
+        if size > i32::MAX as usize {
             return Err(too_big());
         }
         Ok(Datatype {
@@ -271,4 +284,23 @@ pub(crate) fn op(h: i32) -> CResult<Op> {
 pub(crate) fn count(c: i32) -> CResult<usize> {
     usize::try_from(c)
         .map_err(|_| Failure::new(crate::state::ERR_COUNT, format!("negative count {c}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{install_predefined, Datatype};
+    use crate::state::Tables;
+
+    #[test]
+    fn oversized_derived_types_are_refused_up_front() {
+        let mut t = Tables::default();
+        install_predefined(&mut t);
+        let double = t.types[&14].clone();
+        // 2^28 doubles is 2^31 bytes: one more than an int holds.
+        assert!(Datatype::derive(&double, &[(0, 1 << 28)]).is_err());
+        assert!(Datatype::derive(&double, &[(0, usize::MAX)]).is_err());
+        assert!(Datatype::derive(&double, &[(usize::MAX, 2)]).is_err());
+        let ok = Datatype::derive(&double, &[(0, 2), (32, 1)]).unwrap();
+        assert_eq!((ok.size, ok.extent), (24, 40));
+    }
 }

@@ -72,29 +72,36 @@ impl Communicator {
         let n = self.size_usize();
         let vr = (self.me() + n - root) % n;
         let mut mask = 1;
+        let mut received = None;
         while mask < n {
             if vr & mask != 0 {
                 let data = self.recv_from(Channel::Broadcast, (vr - mask + root) % n)?;
-                if data.len() != std::mem::size_of_val(buf) {
-                    return Err(wrong_len(
-                        "broadcast",
-                        data.len(),
-                        std::mem::size_of_val(buf),
-                    ));
+                if data.len() == std::mem::size_of_val(buf) {
+                    fill(buf, &data);
                 }
-                fill(buf, &data);
+                received = Some(data);
                 break;
             }
             mask <<= 1;
         }
+        // What came from the root goes on down the tree even when this rank's length differs
+        // (the mismatch is this rank's error): the ranks below must not wait forever.
+        let payload: &[u8] = received.as_deref().unwrap_or_else(|| bytes(buf));
         mask >>= 1;
         while mask > 0 {
             if vr + mask < n {
-                self.send_to(Channel::Broadcast, (vr + mask + root) % n, bytes(buf))?;
+                self.send_to(Channel::Broadcast, (vr + mask + root) % n, payload)?;
             }
             mask >>= 1;
         }
-        Ok(())
+        match received {
+            Some(data) if data.len() != std::mem::size_of_val(buf) => Err(wrong_len(
+                "broadcast",
+                data.len(),
+                std::mem::size_of_val(buf),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Binomial-tree reduction of `acc` towards virtual rank 0 (`root`); on return the
@@ -103,12 +110,17 @@ impl Communicator {
         let n = self.size_usize();
         let vr = (self.me() + n - root) % n;
         let mut mask = 1;
+        // A contribution of the wrong length is an error here, but the tree still completes
+        // (this rank sends on what it has) so that no rank above waits forever.
+        let mut failed = None;
         while mask < n {
             if vr & mask == 0 {
                 let src = vr | mask;
                 if src < n {
                     let data = self.recv_from(Channel::Reduce, (src + root) % n)?;
-                    reduce_bytes(op, acc, &data)?;
+                    if let Err(e) = reduce_bytes(op, acc, &data) {
+                        failed.get_or_insert(e);
+                    }
                 }
             } else {
                 self.send_to(Channel::Reduce, (vr - mask + root) % n, bytes(acc))?;
@@ -116,7 +128,7 @@ impl Communicator {
             }
             mask <<= 1;
         }
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 
     /// `MPI_Reduce` (MPI-3.1 §5.9.1): combines every rank's `send` with `op`, element by
@@ -137,6 +149,10 @@ impl Communicator {
     ) -> Result<()> {
         let root = self.check_rank(root)?;
         check_reduction::<T>(op)?;
+        let mut acc = send.to_vec();
+        // The tree runs even when this rank's arguments are wrong, so that no other rank waits
+        // forever; the error is reported afterwards.
+        let tree = self.reduce_tree(&mut acc, op, root);
         if self.me() == root && recv.len() != send.len() {
             return Err(Error::InvalidCount(format!(
                 "reduce of {} elements into {}",
@@ -144,8 +160,7 @@ impl Communicator {
                 recv.len()
             )));
         }
-        let mut acc = send.to_vec();
-        self.reduce_tree(&mut acc, op, root)?;
+        tree?;
         if self.me() == root {
             recv.copy_from_slice(&acc);
         }
@@ -172,19 +187,25 @@ impl Communicator {
         recv.copy_from_slice(send);
         let n = self.size_usize();
         if !n.is_power_of_two() {
-            self.reduce_tree(recv, op, 0)?;
-            return self.broadcast(recv, 0);
+            // Both phases run whatever the first gave, so that no rank waits forever.
+            let reduced = self.reduce_tree(recv, op, 0);
+            let spread = self.broadcast(recv, 0);
+            return reduced.and(spread);
         }
         let me = self.me();
         let mut mask = 1;
+        let mut failed = None;
         while mask < n {
             let partner = me ^ mask;
             self.send_to(Channel::AllReduce, partner, bytes(recv))?;
             let data = self.recv_from(Channel::AllReduce, partner)?;
-            reduce_bytes(op, recv, &data)?;
+            // A contribution of the wrong length is an error here; the rounds still complete.
+            if let Err(e) = reduce_bytes(op, recv, &data) {
+                failed.get_or_insert(e);
+            }
             mask <<= 1;
         }
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 
     /// `MPI_Gather` (MPI-3.1 §5.5): `root`'s `recv` receives every rank's `send`, in rank

@@ -609,6 +609,38 @@ fn errors(w: &Communicator) -> Check {
         class(w.all_reduce(&[1u8; 2], &mut [0u8; 3], Op::Sum)) == Some(ErrorClass::Count),
         "count mismatch"
     );
+    // Mismatched lengths across ranks (detectable where the data meets): the ranks that see
+    // the mismatch get a count error, nobody waits forever, and the communicator goes on.
+    let me = w.rank();
+    let mut buf = vec![7u32; if me == 0 { 4 } else { 2 }];
+    let got = class(w.broadcast(&mut buf, 0));
+    ensure!(
+        got == if me == 0 {
+            None
+        } else {
+            Some(ErrorClass::Count)
+        },
+        "bcast with mismatched lengths: {got:?}"
+    );
+    let mine = vec![1u64; if me == n - 1 && n > 1 { 3 } else { 2 }];
+    let mut out = vec![0u64; mine.len()];
+    // (Which ranks see a reduction's mismatch depends on the tree: the odd contribution's
+    // receivers do; every rank returns.)
+    let got = class(w.reduce(&mine, &mut out, Op::Sum, 0));
+    ensure!(
+        got.is_none() || got == Some(ErrorClass::Count),
+        "reduce with mismatched lengths: {got:?}"
+    );
+    let got = class(w.all_reduce(&mine, &mut out, Op::Sum));
+    ensure!(
+        if n > 1 && me == n - 1 {
+            got == Some(ErrorClass::Count)
+        } else {
+            got.is_none() || got == Some(ErrorClass::Count)
+        },
+        "all_reduce with mismatched lengths: {got:?}"
+    );
+    ok(w.barrier())?;
     ensure!(
         class(w.all_to_all(&[1u8; 3], &mut [0u8; 3]).map(drop))
             == if n == 3 || n == 1 {

@@ -499,6 +499,11 @@ mod tests {
     fn transitions_deliver_the_faults_the_engine_expects() {
         let mode = crate::fault::FaultMode::Handoff { threads: 1 };
         if let Err(e) = crate::fault::userfaultfd_support(mode) {
+            // As the litmus tests: where userfaultfd is required, not being able to run fails.
+            assert!(
+                std::env::var_os("DSM_REQUIRE_UFFD").is_none(),
+                "DSM_REQUIRE_UFFD is set but userfaultfd cannot run here: {e}"
+            );
             eprintln!("SKIPPED: userfaultfd cannot run here: {e}");
             return;
         }

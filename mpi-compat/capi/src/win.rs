@@ -4,7 +4,7 @@
 use std::ffi::{c_int, c_void};
 
 use bytemuck::Zeroable;
-use mpi_compat::{LockType, Window};
+use mpi_compat::{LockType, Op, Window};
 
 use crate::state::{
     put, with_state, CResult, Failure, State, ERR_ARG, ERR_COUNT, ERR_TYPE, ERR_WIN,
@@ -202,7 +202,7 @@ fn accumulate(s: &State, a: &Acc, fetch: bool) -> CResult<(Vec<u8>, Datatype)> {
     let ot = s.tables.datatype(a.otype)?.clone();
     let op = op(a.op)?;
     let n = count(a.ocount)?;
-    let data = if op == mpi_compat::Op::NoOp && a.origin.is_null() {
+    let data = if op == Op::NoOp && a.origin.is_null() {
         vec![0u8; n * ot.size]
     } else {
         // SAFETY: `origin` holds `ocount` elements by contract.
@@ -280,7 +280,7 @@ pub unsafe extern "C" fn MPI_Get_accumulate(
         let rt = s.tables.datatype(rtype)?.clone();
         let rn = count(rcount)?;
         // With MPI_NO_OP the origin arguments may be unused: take the result's shape.
-        let (ocount, otype) = if o == 9 && origin.is_null() {
+        let (ocount, otype) = if matches!(op(o), Ok(Op::NoOp)) && origin.is_null() {
             (rcount, rtype)
         } else {
             (ocount, otype)

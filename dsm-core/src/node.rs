@@ -7,7 +7,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use transport::{
-    AnyTransport, Rank, TcpConfig, TcpTransport, Transport, VerbsConfig, VerbsTransport,
+    AnyTransport, Rank, Secret, TcpConfig, TcpTransport, Transport, VerbsConfig, VerbsTransport,
 };
 
 use crate::bootstrap::{self, pmi::Pmi, slurm};
@@ -73,8 +73,11 @@ impl Node {
         let get = |k: &str| std::env::var(k).ok();
         if get(var::RANK).is_none() {
             let timeout = config::connect_timeout_from_lookup(get)?;
+            // Read before the PMI connection opens: an error found later is reported with the
+            // connection held open (see `Pmi::hold_until_exit`), but one found here needs nothing.
+            let secret = config::secret_from_lookup(get)?;
             if let Some(pmi) = Pmi::connect_from_env(get, timeout)? {
-                return Node::with_pmi(pmi, get, started);
+                return Node::with_pmi(pmi, secret, get, started);
             }
             if let Some(start) = slurm::start_from_lookup(get)? {
                 return Node::start(
@@ -89,12 +92,32 @@ impl Node {
         Node::start(Config::from_env()?, None, Launcher::Env, None, started)
     }
 
-    /// Joins a job started by an MPI launcher, through its PMI server.
+    /// Joins a job started by an MPI launcher, through its PMI server. On failure the PMI
+    /// connection is held open until the process exits: Hydra kills a process whose connection
+    /// closes before `finalize` at once, before it can report the error it is returning.
     fn with_pmi(
         mut pmi: Pmi,
+        secret: Option<Secret>,
         get: impl Fn(&str) -> Option<String> + Copy,
         started: Instant,
     ) -> Result<Node> {
+        let config = match Node::pmi_config(&mut pmi, secret, get) {
+            Ok(config) => config,
+            Err(e) => {
+                pmi.hold_until_exit();
+                return Err(e);
+            }
+        };
+        Node::start(config, Some(pmi), Launcher::Pmi, None, started)
+    }
+
+    /// The configuration of a node started by a PMI launcher: rank and size from the server, the
+    /// secret shared through its key-value space.
+    fn pmi_config(
+        pmi: &mut Pmi,
+        secret: Option<Secret>,
+        get: impl Fn(&str) -> Option<String> + Copy,
+    ) -> Result<Config> {
         let hosts = pmi.hosts()?;
         if hosts.is_some_and(|h| h > 1) && get(var::BIND).is_none() {
             return Err(Error::Config(format!(
@@ -104,15 +127,14 @@ impl Node {
                 var::BIND
             )));
         }
-        let secret = pmi.share_secret(config::secret_from_lookup(get)?)?;
-        let config = Config::with_identity(
+        let secret = pmi.share_secret(secret)?;
+        Config::with_identity(
             get,
             Rank(pmi.rank()),
             pmi.size() as usize,
             Coordinator::Pmi,
             secret,
-        )?;
-        Node::start(config, Some(pmi), Launcher::Pmi, None, started)
+        )
     }
 
     /// Joins the job described by `config`.
@@ -140,16 +162,27 @@ impl Node {
             config.nodes,
             config.bind.is_loopback(),
         );
-        let (topology, pin) = topology::plan(get, local)?;
-        let transport = connect_transport(&config, pin, |endpoint| match pmi.as_mut() {
-            Some(p) => p.exchange(endpoint),
-            None => bootstrap::exchange(&config, endpoint),
+        let connected = topology::plan(get, local).and_then(|(topology, pin)| {
+            let transport = connect_transport(&config, pin, |endpoint| match pmi.as_mut() {
+                Some(p) => p.exchange(endpoint),
+                None => bootstrap::exchange(&config, endpoint),
+            });
+            transport.map(|t| (topology, t))
         });
         if let Some(path) = rendezvous {
             // Every rank has joined (or the job failed): the file has served.
             let _ = std::fs::remove_file(path);
         }
-        let transport = Arc::new(transport?);
+        let (topology, transport) = match connected {
+            Ok(c) => c,
+            Err(e) => {
+                if let Some(p) = pmi {
+                    p.hold_until_exit();
+                }
+                return Err(e);
+            }
+        };
+        let transport = Arc::new(transport);
         let watchdog = match config.on_peer_lost {
             OnPeerLost::Error => None,
             OnPeerLost::Exit => {

@@ -99,3 +99,25 @@ fn a_user_secret_is_used_when_given() {
     assert_ne!(r.status, Some(0), "{r:?}");
     assert!(r.output.contains("DSM_SECRET must be 64"), "{}", r.output);
 }
+
+#[test]
+fn an_error_found_after_joining_the_pmi_server_is_reported() {
+    let Some(m) = launcher() else { return };
+    // `DSM_BIND` is read after the PMI connection opened; the process must live to say why it
+    // failed instead of being killed by Hydra for closing that connection early.
+    let r = run_mpiexec(
+        &m,
+        1,
+        CHECK,
+        &["mesh"],
+        &[("DSM_BIND", "no-such-interface0")],
+        Duration::from_secs(60),
+    );
+    assert_ne!(r.status, Some(0), "{r:?}");
+    assert!(
+        r.output.contains("is neither an IP address nor an interface"),
+        "{}",
+        r.output
+    );
+    assert!(!r.output.contains("signal 9"), "{}", r.output);
+}

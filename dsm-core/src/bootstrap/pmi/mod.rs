@@ -22,7 +22,7 @@
 pub mod wire;
 
 use std::io::{Read, Write};
-use std::os::fd::{FromRawFd, RawFd};
+use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -316,6 +316,15 @@ impl Pmi {
     /// As [`Pmi::over`].
     pub fn finalize(mut self) -> Result<()> {
         self.call("finalize", &[], "finalize_ack").map(drop)
+    }
+
+    /// Keeps the connection open until the process exits, for a process that failed to join and
+    /// is about to report why. Hydra kills a process whose PMI connection closes before
+    /// `finalize` at once (and the rest of the job with it), so closing here would lose the
+    /// report; at exit the launcher sees an ordinary failed process instead. The descriptor is
+    /// released by the kernel when the process ends.
+    pub fn hold_until_exit(self) {
+        let _ = self.stream.into_raw_fd();
     }
 
     /// Puts `bytes` under `key`, hexadecimal, split over `key.1`, `key.2`... when longer than a

@@ -111,6 +111,11 @@ pub(crate) struct Incoming {
     tag: Tag,
     /// Header and payload, as they arrived.
     data: Vec<u8>,
+    /// Arrival order in its context (set by [`Matching::deliver`]).
+    seq: u64,
+    /// Source and tag of the receive it is matched to, while it waits there to be taken (to
+    /// match it again when that receive is cancelled).
+    receive: Option<(Option<usize>, Option<Tag>)>,
 }
 
 impl Incoming {
@@ -144,8 +149,11 @@ struct Posted {
 #[derive(Debug, Default)]
 pub(crate) struct Matching {
     next_id: u64,
+    /// Arrival number of the next message.
+    next_seq: u64,
     posted: VecDeque<Posted>,
     matched: HashMap<u64, Incoming>,
+    /// Messages no receive matched yet, in arrival order.
     unexpected: VecDeque<Incoming>,
 }
 
@@ -155,7 +163,8 @@ impl Matching {
         let id = self.next_id;
         self.next_id += 1;
         if let Some(i) = self.unexpected.iter().position(|m| m.matches(source, tag)) {
-            if let Some(m) = self.unexpected.remove(i) {
+            if let Some(mut m) = self.unexpected.remove(i) {
+                m.receive = Some((source, tag));
                 self.matched.insert(id, m);
                 return id;
             }
@@ -165,31 +174,59 @@ impl Matching {
     }
 
     /// Matches a message that arrived against the posted receives, oldest first.
-    fn deliver(&mut self, m: Incoming) {
+    fn deliver(&mut self, mut m: Incoming) {
+        m.seq = self.next_seq;
+        self.next_seq += 1;
+        self.place(m);
+    }
+
+    /// Gives `m` to the oldest posted receive that matches it, or queues it as unexpected
+    /// (behind the messages that arrived before it: the queue stays in arrival order).
+    fn place(&mut self, mut m: Incoming) {
         match self.posted.iter().position(|p| m.matches(p.source, p.tag)) {
             Some(i) => {
                 if let Some(p) = self.posted.remove(i) {
+                    m.receive = Some((p.source, p.tag));
                     self.matched.insert(p.id, m);
                 }
             }
-            None => self.unexpected.push_back(m),
+            None => {
+                m.receive = None;
+                let at = self.unexpected.partition_point(|u| u.seq < m.seq);
+                self.unexpected.insert(at, m);
+            }
         }
     }
 
     /// Withdraws a receive (its request was dropped before completion): `MPI_Cancel`.
-    /// A message already matched to it goes to the next receive that matches it, or back to
-    /// the front of the unexpected queue for a later one: it is not lost.
+    ///
+    /// A message already matched to it is not lost, and keeps its place (MPI-3.1 §3.5,
+    /// non-overtaking): the receives posted after the cancelled one that have not taken their
+    /// message yet are matched again, with that message, theirs and the unexpected ones, in
+    /// arrival order, as if the cancelled receive had never been posted. A later message of
+    /// the same sender therefore never goes ahead of it.
     fn cancel(&mut self, id: u64) {
         self.posted.retain(|p| p.id != id);
-        if let Some(m) = self.matched.remove(&id) {
-            match self.posted.iter().position(|p| m.matches(p.source, p.tag)) {
-                Some(i) => {
-                    if let Some(p) = self.posted.remove(i) {
-                        self.matched.insert(p.id, m);
-                    }
+        let Some(freed) = self.matched.remove(&id) else {
+            return;
+        };
+        let later: Vec<u64> = self.matched.keys().copied().filter(|&k| k > id).collect();
+        let mut receives: Vec<Posted> = self.posted.drain(..).collect();
+        let mut messages = vec![freed];
+        for k in later {
+            if let Some(mut m) = self.matched.remove(&k) {
+                if let Some((source, tag)) = m.receive.take() {
+                    receives.push(Posted { id: k, source, tag });
                 }
-                None => self.unexpected.push_front(m),
+                messages.push(m);
             }
+        }
+        messages.extend(self.unexpected.drain(..));
+        receives.sort_by_key(|p| p.id);
+        messages.sort_by_key(|m| m.seq);
+        self.posted = receives.into();
+        for m in messages {
+            self.place(m);
         }
     }
 
@@ -426,6 +463,8 @@ fn decode(msg: Message) -> Result<Incoming> {
         source: msg.source.index(),
         tag,
         data: msg.data,
+        seq: 0,
+        receive: None,
     })
 }
 
@@ -438,6 +477,8 @@ mod tests {
             source,
             tag,
             data: vec![0; HEADER],
+            seq: 0,
+            receive: None,
         }
     }
 
@@ -473,5 +514,34 @@ mod tests {
         m.cancel(dropped);
         let later = m.post(Some(2), None);
         assert_eq!(m.matched[&later].tag, 5);
+    }
+
+    #[test]
+    fn a_cancelled_message_goes_back_in_arrival_order() {
+        // A matched message of sender 1 behind a cancelled receive, and a later message of the
+        // same sender matched to a later receive that accepts both: the later receive must take
+        // the earlier message (non-overtaking), the later one waits as unexpected.
+        let mut m = Matching::default();
+        let dropped = m.post(Some(1), Some(5));
+        let any = m.post(Some(1), None);
+        m.deliver(msg(1, 5));
+        m.deliver(msg(1, 6));
+        assert_eq!(m.matched[&any].tag, 6);
+        m.cancel(dropped);
+        assert_eq!(m.matched[&any].tag, 5);
+        assert_eq!(m.unexpected.len(), 1);
+        assert_eq!(m.unexpected[0].tag, 6);
+        // Back in the unexpected queue: behind the messages that arrived before it, ahead of
+        // those that came after.
+        let mut m = Matching::default();
+        m.deliver(msg(1, 9));
+        let dropped = m.post(Some(1), Some(5));
+        m.deliver(msg(1, 5));
+        m.deliver(msg(1, 7));
+        m.cancel(dropped);
+        let tags: Vec<Tag> = m.unexpected.iter().map(|u| u.tag).collect();
+        assert_eq!(tags, [9, 5, 7]);
+        let next = m.post(Some(1), None);
+        assert_eq!(m.matched[&next].tag, 9);
     }
 }

@@ -115,7 +115,8 @@ fn an_error_found_after_joining_the_pmi_server_is_reported() {
     );
     assert_ne!(r.status, Some(0), "{r:?}");
     assert!(
-        r.output.contains("is neither an IP address nor an interface"),
+        r.output
+            .contains("is neither an IP address nor an interface"),
         "{}",
         r.output
     );

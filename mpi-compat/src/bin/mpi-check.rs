@@ -160,6 +160,26 @@ fn nonblocking(w: &Communicator) -> Check {
         drop(r);
         ensure!(x == [42] && dropped == [0], "{x:?} {dropped:?}");
     }
+    // Cancelling a matched receive puts its message back in arrival order (MPI-3.1 §3.5,
+    // non-overtaking): `a` holds the first message, `b` (any tag) the second; once `a` is
+    // dropped, `b` must get the first, and the second waits for the next receive.
+    if me == 0 && n > 1 {
+        for tag in [5, 6, 7] {
+            ok(w.send(&[tag], 1, tag))?;
+        }
+    } else if me == 1 {
+        let (mut a, mut b, mut c) = ([0i32], [0i32], [0i32]);
+        let ra = ok(w.irecv(&mut a, 0, 5))?;
+        let rb = ok(w.irecv(&mut b, 0, ANY_TAG))?;
+        // Waiting for the third message delivers the first two (one sender keeps its order).
+        ok(ok(w.irecv(&mut c, 0, 7))?.wait())?;
+        drop(ra);
+        let st = ok(rb.wait())?;
+        ensure!(st.tag == 5 && b == [5], "after the cancel: {st:?} {b:?}");
+        let st = ok(w.recv(&mut c, 0, ANY_TAG))?;
+        ensure!(st.tag == 6 && c == [6], "the later message: {st:?} {c:?}");
+        ensure!(a == [0], "the cancelled buffer was written: {a:?}");
+    }
     ok(w.barrier())
 }
 

@@ -10,7 +10,7 @@
 //! directory do not meet.
 
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::IntoRawFd;
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -194,8 +194,27 @@ pub fn start_from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Option<
             )))
         }
     };
-    let config = Config::with_identity(&get, Rank(rank), nodes, coordinator, secret)?;
-    Ok(Some(SlurmStart { config, rendezvous }))
+    let listener = match coordinator {
+        Coordinator::Fd(fd) => Some(fd),
+        _ => None,
+    };
+    match Config::with_identity(&get, Rank(rank), nodes, coordinator, secret) {
+        Ok(config) => Ok(Some(SlurmStart { config, rendezvous })),
+        Err(e) => {
+            // Rank 0 published a coordinator it will never serve: withdraw the file (no stale
+            // rendezvous is left in the shared directory for a later step) and close the port.
+            if let Some(path) = rendezvous {
+                let _ = std::fs::remove_file(path);
+            }
+            if let Some(fd) = listener {
+                // SAFETY: `fd` is the listener this function bound and turned into a raw
+                // descriptor above; the configuration that would have owned it was not built, so
+                // this is its only owner.
+                drop(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+            Err(e)
+        }
+    }
 }
 
 /// Writes `ADDRESS SECRET` to `path`, readable by the owner only, in one rename.
@@ -383,6 +402,28 @@ mod tests {
             // SAFETY: the descriptor came from `into_raw_fd` above and nothing else owns it.
             drop(unsafe { <std::net::TcpListener as std::os::fd::FromRawFd>::from_raw_fd(fd) });
         }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn rank_0_withdraws_its_rendezvous_file_when_its_configuration_fails() {
+        let dir = std::env::temp_dir().join(format!("dsm-slurm-withdraw-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let err = start_from_lookup(lookup(&[
+            ("SLURM_PROCID", "0"),
+            ("SLURM_NTASKS", "2"),
+            ("SLURM_JOB_ID", "78"),
+            ("SLURM_STEP_ID", "0"),
+            ("DSM_RENDEZVOUS_DIR", dir.to_str().unwrap()),
+            ("DSM_ON_PEER_LOST", "shrug"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("DSM_ON_PEER_LOST"), "{err}");
+        assert!(
+            !dir.join("dsm-78.0").exists(),
+            "the rendezvous file of a failed rank 0 was left behind"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -14,7 +14,7 @@ use transport::Transport;
 
 use crate::comm::{Channel, Communicator, Rank};
 use crate::datatype::{bytes, check_op, fill, reduce_bytes, Equivalence, Op};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorClass, Result};
 
 fn wrong_len(what: &str, got: usize, want: usize) -> Error {
     Error::InvalidCount(format!(
@@ -57,6 +57,46 @@ impl Communicator {
             dist *= 2;
         }
         Ok(())
+    }
+
+    /// A barrier that also tells every rank whether some rank failed its part of the
+    /// collective call it belongs to: each rank passes its own outcome, and gets it back, or
+    /// [`Error::FailedElsewhere`] naming a failing rank when its own part went well. The
+    /// dissemination pattern of [`Communicator::barrier`] carries the highest (class, rank)
+    /// seen, so it costs what a barrier costs.
+    ///
+    /// # Collective
+    /// Every rank must call it.
+    ///
+    /// # Errors
+    /// This rank's own error; [`Error::FailedElsewhere`]; [`Error::PeerLost`].
+    pub(crate) fn agree(&self, mine: Result<()>) -> Result<()> {
+        let n = self.size_usize();
+        let me = self.me();
+        // (class << 32 | rank), 0 for success: the maximum names the worst failure.
+        let mut worst: u64 = match &mine {
+            Ok(()) => 0,
+            Err(e) => (u64::from(e.class() as i32 as u32) << 32) | me as u64,
+        };
+        let mut dist = 1;
+        while dist < n {
+            self.send_to(Channel::Barrier, (me + dist) % n, &worst.to_le_bytes())?;
+            let got = self.recv_from(Channel::Barrier, (me + n - dist) % n)?;
+            let theirs = got
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, u64::from_le_bytes);
+            worst = worst.max(theirs);
+            dist *= 2;
+        }
+        mine?;
+        if worst == 0 {
+            return Ok(());
+        }
+        Err(Error::FailedElsewhere {
+            rank: (worst & 0xffff_ffff) as Rank,
+            class: ErrorClass::from_code((worst >> 32) as i32).unwrap_or(ErrorClass::Unknown),
+        })
     }
 
     /// `MPI_Bcast` (MPI-3.1 §5.4): copies `root`'s `buf` into every rank's `buf`.

@@ -48,6 +48,37 @@ pub enum ErrorClass {
     ProcFailed = 75,
 }
 
+impl ErrorClass {
+    /// Every class, for [`ErrorClass::from_code`].
+    const ALL: [ErrorClass; 20] = [
+        ErrorClass::Buffer,
+        ErrorClass::Count,
+        ErrorClass::Type,
+        ErrorClass::Tag,
+        ErrorClass::Comm,
+        ErrorClass::Rank,
+        ErrorClass::Root,
+        ErrorClass::Group,
+        ErrorClass::Op,
+        ErrorClass::Arg,
+        ErrorClass::Unknown,
+        ErrorClass::Truncate,
+        ErrorClass::Other,
+        ErrorClass::Intern,
+        ErrorClass::Disp,
+        ErrorClass::NoMem,
+        ErrorClass::RmaRange,
+        ErrorClass::RmaSync,
+        ErrorClass::Win,
+        ErrorClass::ProcFailed,
+    ];
+
+    /// The class with this number (`MPI_ERR_*`), if it is one of this crate's.
+    pub fn from_code(code: i32) -> Option<ErrorClass> {
+        Self::ALL.into_iter().find(|c| *c as i32 == code)
+    }
+}
+
 /// Everything that can go wrong in this crate. Each variant maps to one MPI error class
 /// ([`Error::class`]); none of them leaves memory corrupted.
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +144,16 @@ pub enum Error {
     /// Another invalid argument.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// Another rank failed its part of a collective call (for example `MPI_Win_free` while it
+    /// still held a lock): every rank learns of it in the call, so that none waits forever, and
+    /// returns the failing rank's class.
+    #[error("rank {rank} failed its part of this collective call ({class:?})")]
+    FailedElsewhere {
+        /// The rank that failed (the one with the highest class when several did).
+        rank: i32,
+        /// Its error class.
+        class: ErrorClass,
+    },
     /// A peer the call needs was lost.
     #[error("lost rank {0}")]
     PeerLost(u32),
@@ -140,6 +181,7 @@ impl Error {
             Error::RmaSync(_) => ErrorClass::RmaSync,
             Error::InvalidGroup(_) => ErrorClass::Group,
             Error::InvalidArgument(_) => ErrorClass::Arg,
+            Error::FailedElsewhere { class, .. } => *class,
             Error::PeerLost(_) => ErrorClass::ProcFailed,
             Error::Dsm(dsm_core::Error::OutOfMemory { .. }) => ErrorClass::NoMem,
             Error::Dsm(dsm_core::Error::PeerLost(_)) => ErrorClass::ProcFailed,

@@ -20,9 +20,15 @@ const PARTS: [&str; 8] = [
 
 /// Runs `mpi-check` on `n` ranks with `parts`; every rank must report each part ok.
 fn check(n: usize, parts: &[&str]) {
+    check_with(n, parts, &[]);
+}
+
+/// [`check`] with more environment for the ranks.
+fn check_with(n: usize, parts: &[&str], env: &[(&str, &str)]) {
     let mut o = LaunchOptions::new(n, CHECK);
     o.args = parts.iter().map(Into::into).collect();
     o.env = vec![("DSM_TRANSPORT".into(), "tcp".into())];
+    o.env.extend(env.iter().map(|&(k, v)| (k.into(), v.into())));
     o.timeout = Some(Duration::from_secs(120));
     o.capture_output = true;
     o.grace = Duration::from_secs(2);
@@ -57,4 +63,11 @@ fn everything_on_four_ranks() {
 #[test]
 fn a_single_rank_job_works() {
     check(1, &PARTS);
+}
+
+/// A rank leaves the job; the survivors' failing RMA synchronisation calls (`unlock`,
+/// `lock_all`, `complete`) still release what the other survivor waits for.
+#[test]
+fn failing_rma_calls_release_what_other_ranks_wait_for() {
+    check_with(3, &["lost"], &[("DSM_ON_PEER_LOST", "error")]);
 }

@@ -1,6 +1,7 @@
 //! Checks of the MPI-style API on a real job: run as `dsmrun -n N mpi-check <part>...`, where
 //! each part is `p2p`, `nonblocking`, `collectives`, `rma`, `pscw`, `created`, `raw` or
-//! `errors`.
+//! `errors`; or as `dsmrun -n 3 mpi-check lost` with `DSM_ON_PEER_LOST=error` (a rank leaves
+//! the job; see [`lost`]).
 //! Every check compares with the value it must have; the first mismatch exits non-zero.
 
 use std::process::ExitCode;
@@ -746,6 +747,49 @@ fn errors(w: &Communicator) -> Check {
     );
     ok(win.unlock(0))?;
     ok(win.free())?;
+    // A free that fails on one rank (a lock still held there) fails on every rank with that
+    // rank's class: nobody waits in the free's barrier forever.
+    let win = ok(Window::allocate(w, 64, 8))?;
+    if me == 0 {
+        ok(win.lock(LockType::Shared, 0, 0))?;
+    }
+    let got = win.free();
+    ensure!(
+        if me == 0 {
+            matches!(got, Err(Error::RmaSync(_)))
+        } else {
+            matches!(
+                got,
+                Err(Error::FailedElsewhere {
+                    rank: 0,
+                    class: ErrorClass::RmaSync
+                })
+            )
+        },
+        "free with a lock held on rank 0: {got:?}"
+    );
+    // Likewise a fence with a bad assertion on the last rank only; the window goes on.
+    let win = ok(Window::allocate(w, 64, 8))?;
+    let got = win.fence(if me == n - 1 { 1 << 30 } else { 0 });
+    ensure!(
+        if me == n - 1 {
+            matches!(&got, Err(e) if e.class() == ErrorClass::Arg)
+        } else {
+            matches!(
+                got,
+                Err(Error::FailedElsewhere { rank, class: ErrorClass::Arg }) if rank == n - 1
+            )
+        },
+        "fence with a bad assertion on rank {}: {got:?}",
+        n - 1
+    );
+    ok(win.fence(0))?;
+    ok(win.put(&[5u64], (me + 1) % n, 1))?;
+    ok(win.fence(MODE_NOSUCCEED))?;
+    let mut x = [0u64];
+    ok(win.read_local(1, &mut x))?;
+    ensure!(x == [5], "put after the failed fence: {x:?}");
+    ok(win.free())?;
     // A part outside global memory fails on every rank (nobody hangs).
     let mut plain = [0u8; 64];
     let r = Window::create(w, plain.as_mut_ptr(), 64, 1).map(drop);
@@ -754,6 +798,102 @@ fn errors(w: &Communicator) -> Check {
         "create over non-global memory"
     );
     ok(w.barrier())
+}
+
+/// Errors of one rank that other ranks wait on, caused by a rank that leaves the job: run on 3
+/// ranks with `DSM_ON_PEER_LOST=error`. Once the windows exist, rank 2 exits (without
+/// finalizing: its connections simply close). The survivors' calls that need it fail, and
+/// must still give the other survivor what it waits for: `unlock` whose reconciliation fails
+/// releases the lock, `lock_all` that fails part way gives back the locks it took, and
+/// `complete` whose first target is gone tells the other target. Each of these waited
+/// forever before; the job's timeout catches a regression.
+fn lost(w: &Communicator, dsm: &dsm_core::Dsm) -> Check {
+    let (me, n) = (w.rank(), w.size());
+    ensure!(n == 3, "lost runs on 3 ranks, not {n}");
+    let gone = 2;
+    // A created window (the separate model): rank r's part is page r + 1 of a cyclic
+    // allocation, homed at rank r + 1, so rank 1's part is homed at the rank that leaves.
+    let base = ok(dsm
+        .alloc_collective(3 * 4096, dsm_core::Placement::Cyclic { block_pages: 1 })
+        .map_err(Into::into))?;
+    let part = base.wrapping_add(((me + 1) % n) as usize * 4096);
+    let created = ok(Window::create(w, part, 64, 8))?;
+    let allocated = ok(Window::allocate(w, 64, 8))?;
+    if me == 1 {
+        // A local store under its own lock: the page is dirty here until the unlock.
+        ok(created.lock(LockType::Exclusive, 1, 0))?;
+        ok(created.write_local(0, &[7u64]))?;
+    }
+    ok(w.barrier())?;
+    if me == gone {
+        println!("rank {me}: lost ok");
+        std::process::exit(0);
+    }
+    // The departure is seen: a receive from the rank that left fails.
+    let r = w.recv(&mut [0u8], gone, 0);
+    ensure!(
+        matches!(&r, Err(e) if e.class() == ErrorClass::ProcFailed),
+        "receive from the rank that left: {r:?}"
+    );
+    // 1. unlock: reconciling rank 1's part (its store goes home, to rank 2) fails; the
+    // exclusive lock is released all the same, so rank 0 gets it.
+    if me == 1 {
+        let r = created.unlock(1);
+        ensure!(r.is_err(), "unlock whose stores cannot go home succeeded");
+        println!(
+            "rank {me}: lost: unlock failed as it must: {}",
+            r.unwrap_err()
+        );
+        ok(w.send(&[1u8], 0, 1))?;
+    } else {
+        ok(w.recv(&mut [0u8], 1, 1))?;
+        ok(created.lock(LockType::Exclusive, 1, 0))?;
+        ok(created.unlock(1))?;
+    }
+    // 2. lock_all fails at rank 2 after taking the shared locks of ranks 0 and 1; it gives
+    // them back, so rank 1 gets both exclusively.
+    if me == 0 {
+        let r = allocated.lock_all(0);
+        ensure!(r.is_err(), "lock_all with a lost rank succeeded");
+        println!(
+            "rank {me}: lost: lock_all failed as it must: {}",
+            r.unwrap_err()
+        );
+        ok(w.send(&[2u8], 1, 2))?;
+    } else {
+        ok(w.recv(&mut [0u8], 0, 2))?;
+        for t in [0, 1] {
+            ok(allocated.lock(LockType::Exclusive, t, 0))?;
+            ok(allocated.unlock(t))?;
+        }
+    }
+    // 3. complete: the first target of rank 0's access epoch is rank 2; rank 1, the second,
+    // is told all the same and sees the put.
+    // (The messages order the steps: rank 0 stays until rank 1 is done with its memory.)
+    if me == 1 {
+        ok(allocated.post(&ok(Group::of(w).include(&[0]))?, MODE_NOCHECK))?;
+        ok(w.send(&[3u8], 0, 3))?;
+        ok(allocated.wait())?;
+        let mut x = [0u64];
+        ok(allocated.read_local(0, &mut x))?;
+        ensure!(x == [42], "put of the completed epoch: {x:?}");
+        ok(w.send(&[4u8], 0, 4))?;
+    } else {
+        ok(w.recv(&mut [0u8], 1, 3))?;
+        let targets = ok(Group::of(w).include(&[gone, 1]))?;
+        ok(allocated.start(&targets, MODE_NOCHECK))?;
+        ok(allocated.put(&[42u64], 1, 0))?;
+        let r = allocated.complete();
+        ensure!(r.is_err(), "complete with a lost target succeeded");
+        println!(
+            "rank {me}: lost: complete failed as it must: {}",
+            r.unwrap_err()
+        );
+        ok(w.recv(&mut [0u8], 1, 4))?;
+    }
+    // The windows cannot be freed (a collective with the rank that left): dropped.
+    drop((created, allocated));
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -776,6 +916,7 @@ fn main() -> ExitCode {
             "created" => created(&world, universe.dsm()),
             "raw" => raw_and_dynamic(&world, universe.dsm()),
             "errors" => errors(&world),
+            "lost" => lost(&world, universe.dsm()),
             other => Err(format!("unknown part {other:?}")),
         };
         if let Err(e) = r {
@@ -785,6 +926,12 @@ fn main() -> ExitCode {
         println!("rank {}: {part} ok", world.rank());
     }
     drop(world);
+    if parts.iter().any(|p| p == "lost") {
+        // A rank has left: finalizing (a collective) would fail; dropping the runtime is the
+        // survivors' clean-up.
+        drop(universe);
+        return ExitCode::SUCCESS;
+    }
     match universe.finalize() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -472,16 +472,23 @@ impl Window {
     ///
     /// # Errors
     /// [`Error::RmaSync`] while a lock or a post/start epoch is still open; runtime errors.
+    /// A rank that fails still takes part in the call's barrier, and the others then fail
+    /// with [`Error::FailedElsewhere`] (of the same class) instead of waiting for it forever;
+    /// nothing is freed then (the window is dropped on every rank, and its memory leaks).
     pub fn free(self) -> Result<()> {
-        {
+        let mine = {
             let e = self.epochs();
             if !e.locks.is_empty() || e.lock_all || e.access.is_some() || e.exposure.is_some() {
-                return Err(Error::RmaSync(
+                Err(Error::RmaSync(
                     "free with a lock or a post/start epoch still open".into(),
-                ));
+                ))
+            } else {
+                Ok(())
             }
-        }
-        self.flush_all_internal()?;
+        };
+        let mine = mine.and_then(|()| self.flush_all_internal());
+        // Every rank is done with the window's memory once all of them are here.
+        self.comm.agree(mine)?;
         // Every operation has completed: the staging buffers are idle.
         let staged = std::mem::take(
             &mut *self
@@ -496,7 +503,6 @@ impl Window {
                 withdrawn = withdrawn.and(Err(e.into()));
             }
         }
-        self.comm.barrier()?;
         let dsm = &self.comm.shared.dsm;
         match &self.memory {
             Memory::Allocated { global, .. } => dsm.free_collective(*global as *mut u8)?,
@@ -505,7 +511,9 @@ impl Window {
             } => {
                 let me = self.comm.rank() as usize;
                 if let Some(home) = &self.parts[me].home {
-                    self.t().deregister(&home.region)?;
+                    if let Err(e) = self.t().deregister(&home.region) {
+                        withdrawn = withdrawn.and(Err(e.into()));
+                    }
                 }
             }
             _ => {}

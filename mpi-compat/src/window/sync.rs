@@ -37,6 +37,17 @@ const EXCLUSIVE: u64 = 1 << 62;
 /// Transport tags of post/start/complete/wait: above the communicators' tags.
 const PSCW_BASE: u64 = (1 << 62) + (1 << 48);
 
+/// Keeps the first error of several steps that must all run.
+fn keep_first(first: &mut Option<Error>, r: Result<()>) {
+    if let Err(e) = r {
+        first.get_or_insert(e);
+    }
+}
+
+fn first_or_ok(first: Option<Error>) -> Result<()> {
+    first.map_or(Ok(()), Err)
+}
+
 fn check_assert(assert: u32) -> Result<()> {
     if assert & !ALL_MODES != 0 {
         return Err(Error::InvalidArgument(format!(
@@ -90,8 +101,19 @@ impl Window {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for unknown assertion bits; [`Error::RmaSync`] while a lock
-    /// or post/start epoch is open; transport errors.
+    /// or post/start epoch is open; transport errors. A rank that fails still takes part in
+    /// the fence's barrier, and the others then fail with [`Error::FailedElsewhere`] (of the
+    /// same class) instead of waiting for it forever; no epoch is opened then.
     pub fn fence(&self, assert: u32) -> Result<()> {
+        let mine = self.fence_local(assert);
+        self.comm.agree(mine)?;
+        self.reconcile()?;
+        self.epochs().fence = assert & MODE_NOSUCCEED == 0;
+        Ok(())
+    }
+
+    /// This rank's part of a fence before its barrier.
+    fn fence_local(&self, assert: u32) -> Result<()> {
         check_assert(assert)?;
         {
             let e = self.epochs();
@@ -102,11 +124,7 @@ impl Window {
             }
         }
         self.wait_pending(None)?;
-        self.reconcile()?;
-        self.comm.barrier()?;
-        self.reconcile()?;
-        self.epochs().fence = assert & MODE_NOSUCCEED == 0;
-        Ok(())
+        self.reconcile()
     }
 
     /// Takes the lock word of `target`, spinning with back-off while a conflicting lock is
@@ -185,23 +203,25 @@ impl Window {
     /// The target takes no part.
     ///
     /// # Errors
-    /// [`Error::RmaSync`] when this rank does not hold a lock on `target`.
+    /// [`Error::RmaSync`] when this rank does not hold a lock on `target`; the first error
+    /// of completing the operations and reconciling. The lock is released and the epoch
+    /// closed even then, so that no other rank waits for the lock forever.
     pub fn unlock(&self, target: Rank) -> Result<()> {
         let t = self.comm.check_rank(target)?;
         let Some((kind, took)) = self.epochs().locks.get(&t).copied() else {
             return Err(Error::RmaSync(format!("rank {target} is not locked")));
         };
-        let r = self.wait_pending(Some(t));
+        let mut first = None;
+        keep_first(&mut first, self.wait_pending(Some(t)));
         if t == self.comm.rank() as usize {
-            self.reconcile()?;
+            keep_first(&mut first, self.reconcile());
         }
         self.epochs().locks.remove(&t);
-        // The lock word goes back even when an operation failed, so nobody waits forever.
         // A MODE_NOCHECK lock took no word, so it gives none back.
         if took {
-            self.release_lock(t, kind)?;
+            keep_first(&mut first, self.release_lock(t, kind));
         }
-        r
+        first_or_ok(first)
     }
 
     /// `MPI_Win_lock_all` (MPI-3.1 §11.5.3): a shared lock on every rank.
@@ -210,7 +230,9 @@ impl Window {
     /// The targets take no part.
     ///
     /// # Errors
-    /// [`Error::RmaSync`] when this rank already holds a lock of this window.
+    /// [`Error::RmaSync`] when this rank already holds a lock of this window; transport
+    /// errors ([`Error::PeerLost`]). A `lock_all` that fails part way gives back the locks it
+    /// had taken, so that no other rank waits for them forever, and opens no epoch.
     pub fn lock_all(&self, assert: u32) -> Result<()> {
         check_assert(assert)?;
         {
@@ -220,21 +242,13 @@ impl Window {
             }
         }
         if assert & MODE_NOCHECK == 0 {
-            let n = self.comm.size_usize();
-            let done = self.t().post_batch(
-                (0..n)
-                    .map(|r| TOp::FetchAdd {
-                        remote: self.lock_words[r],
-                        add: 1,
-                    })
-                    .collect(),
-            )?;
-            for (r, c) in done.iter().enumerate() {
-                if c.wait()? & EXCLUSIVE != 0 {
-                    self.t()
-                        .fetch_add(self.lock_words[r], 1u64.wrapping_neg())?;
-                    self.take_lock(r, LockType::Shared)?;
+            let mut held = Vec::with_capacity(self.comm.size_usize());
+            if let Err(e) = self.take_all_shared(&mut held) {
+                for r in held {
+                    // Best effort: the first error is the one to report.
+                    let _ = self.release_lock(r, LockType::Shared);
                 }
+                return Err(e);
             }
         }
         let mut e = self.epochs();
@@ -247,6 +261,50 @@ impl Window {
         self.reconcile()
     }
 
+    /// A shared lock on every rank; `held` lists the ranks whose lock is taken, also when an
+    /// error stops it part way.
+    fn take_all_shared(&self, held: &mut Vec<usize>) -> Result<()> {
+        // Posted one by one (one message per target either way), so that a failing post
+        // leaves the completions of those before it here, to be waited for and given back.
+        let mut posted = Vec::with_capacity(self.comm.size_usize());
+        let mut first = None;
+        for (r, &remote) in self.lock_words.iter().enumerate() {
+            match self.t().post(TOp::FetchAdd { remote, add: 1 }) {
+                Ok(c) => posted.push((r, c)),
+                Err(e) => {
+                    first = Some(e.into());
+                    break;
+                }
+            }
+        }
+        for (r, c) in posted {
+            match c.wait() {
+                Ok(old) if old & EXCLUSIVE == 0 => held.push(r),
+                Ok(_) => {
+                    // A writer holds it: withdraw, then queue like a single shared lock
+                    // (unless the call already failed: then only withdraw).
+                    let undo = self
+                        .t()
+                        .fetch_add(self.lock_words[r], 1u64.wrapping_neg())
+                        .map(drop)
+                        .map_err(Error::from);
+                    keep_first(&mut first, undo);
+                    if first.is_none() {
+                        match self.take_lock(r, LockType::Shared) {
+                            Ok(()) => held.push(r),
+                            Err(e) => first = Some(e),
+                        }
+                    }
+                }
+                // Whether the increment happened is unknown (the target is gone).
+                Err(e) => {
+                    first.get_or_insert(e.into());
+                }
+            }
+        }
+        first_or_ok(first)
+    }
+
     /// `MPI_Win_unlock_all` (MPI-3.1 §11.5.3): completes every RMA call and releases the
     /// shared locks of [`Window::lock_all`].
     ///
@@ -254,13 +312,15 @@ impl Window {
     /// The targets take no part.
     ///
     /// # Errors
-    /// [`Error::RmaSync`] without a preceding `lock_all`.
+    /// [`Error::RmaSync`] without a preceding `lock_all`; the first error of completing the
+    /// operations, reconciling and releasing. Every lock is released even then.
     pub fn unlock_all(&self) -> Result<()> {
         if !self.epochs().lock_all {
             return Err(Error::RmaSync("unlock_all without lock_all".into()));
         }
-        let r = self.wait_pending(None);
-        self.reconcile()?;
+        let mut first = None;
+        keep_first(&mut first, self.wait_pending(None));
+        keep_first(&mut first, self.reconcile());
         let held = {
             let mut e = self.epochs();
             e.lock_all = false;
@@ -268,10 +328,10 @@ impl Window {
         };
         for (t, (kind, took)) in held {
             if took {
-                self.release_lock(t, kind)?;
+                keep_first(&mut first, self.release_lock(t, kind));
             }
         }
-        r
+        first_or_ok(first)
     }
 
     fn check_passive(&self, t: usize) -> Result<()> {
@@ -339,7 +399,10 @@ impl Window {
     /// (ranks of the window's communicator) until [`Window::wait`].
     ///
     /// # Errors
-    /// [`Error::RmaSync`] when an exposure epoch is already open; [`Error::InvalidGroup`].
+    /// [`Error::RmaSync`] when an exposure epoch is already open; [`Error::InvalidGroup`];
+    /// the first error of reconciling and telling the origins. Every origin is told even
+    /// then, and the epoch is open, so that [`Window::wait`] collects the completions of
+    /// those that were told (none of them waits forever).
     pub fn post(&self, group: &Group, assert: u32) -> Result<()> {
         check_assert(assert)?;
         let origins = group.world_ranks(&self.comm)?;
@@ -348,14 +411,31 @@ impl Window {
                 "post while an exposure epoch is open".into(),
             ));
         }
-        self.reconcile()?;
+        let mut first = None;
+        keep_first(&mut first, self.reconcile());
         if assert & MODE_NOCHECK == 0 {
             for &o in &origins {
-                self.t()
-                    .send(transport::Rank(o as u32), self.pscw_tag(false), &[])?;
+                keep_first(&mut first, self.notify(o, false));
             }
         }
         self.epochs().exposure = Some(origins);
+        first_or_ok(first)
+    }
+
+    /// Sends a post (`complete == false`) or complete notification to `to`.
+    fn notify(&self, to: usize, complete: bool) -> Result<()> {
+        self.t()
+            .send(transport::Rank(to as u32), self.pscw_tag(complete), &[])?;
+        Ok(())
+    }
+
+    /// Receives a post or complete notification from `from`.
+    fn notified(&self, from: usize, complete: bool) -> Result<()> {
+        self.t().recv(
+            Some(transport::Rank(from as u32)),
+            Some(self.pscw_tag(complete)),
+            None,
+        )?;
         Ok(())
     }
 
@@ -365,7 +445,9 @@ impl Window {
     ///
     /// # Errors
     /// [`Error::RmaSync`] when an access epoch is already open; [`Error::InvalidGroup`];
-    /// [`Error::PeerLost`].
+    /// [`Error::PeerLost`]. When a target cannot be heard from, the others' posts are still
+    /// collected and each target that posted is told the (empty) epoch is complete, so that
+    /// its [`Window::wait`] returns; no epoch is opened.
     pub fn start(&self, group: &Group, assert: u32) -> Result<()> {
         check_assert(assert)?;
         let targets = group.world_ranks(&self.comm)?;
@@ -373,12 +455,22 @@ impl Window {
             return Err(Error::RmaSync("start while an access epoch is open".into()));
         }
         if assert & MODE_NOCHECK == 0 {
+            let mut first = None;
+            let mut posted = Vec::with_capacity(targets.len());
             for &t in &targets {
-                self.t().recv(
-                    Some(transport::Rank(t as u32)),
-                    Some(self.pscw_tag(false)),
-                    None,
-                )?;
+                match self.notified(t, false) {
+                    Ok(()) => posted.push(t),
+                    Err(e) => {
+                        first.get_or_insert(e);
+                    }
+                }
+            }
+            if let Some(e) = first {
+                for t in posted {
+                    // Best effort: the first error is the one to report.
+                    let _ = self.notify(t, true);
+                }
+                return Err(e);
             }
         }
         self.epochs().access = Some(targets);
@@ -389,35 +481,37 @@ impl Window {
     /// at its targets and tells them.
     ///
     /// # Errors
-    /// [`Error::RmaSync`] without a preceding `start`.
+    /// [`Error::RmaSync`] without a preceding `start`; the first error of completing the
+    /// operations and telling the targets. Every target of the epoch is told even then, so
+    /// that none waits forever in [`Window::wait`].
     pub fn complete(&self) -> Result<()> {
         let Some(targets) = self.epochs().access.take() else {
             return Err(Error::RmaSync("complete without start".into()));
         };
-        self.wait_pending(None)?;
+        let mut first = None;
+        keep_first(&mut first, self.wait_pending(None));
         for &t in &targets {
-            self.t()
-                .send(transport::Rank(t as u32), self.pscw_tag(true), &[])?;
+            keep_first(&mut first, self.notify(t, true));
         }
-        Ok(())
+        first_or_ok(first)
     }
 
     /// `MPI_Win_wait` (MPI-3.1 §11.5.2): waits until every origin of the exposure epoch has
     /// called `complete`; their RMA calls are then complete here.
     ///
     /// # Errors
-    /// [`Error::RmaSync`] without a preceding `post`; [`Error::PeerLost`].
+    /// [`Error::RmaSync`] without a preceding `post`; [`Error::PeerLost`]. The completions of
+    /// the other origins are collected even when one is lost (none is left behind to be
+    /// mistaken for the next epoch's).
     pub fn wait(&self) -> Result<()> {
         let Some(origins) = self.epochs().exposure.take() else {
             return Err(Error::RmaSync("wait without post".into()));
         };
+        let mut first = None;
         for &o in &origins {
-            self.t().recv(
-                Some(transport::Rank(o as u32)),
-                Some(self.pscw_tag(true)),
-                None,
-            )?;
+            keep_first(&mut first, self.notified(o, true));
         }
-        self.reconcile()
+        keep_first(&mut first, self.reconcile());
+        first_or_ok(first)
     }
 }

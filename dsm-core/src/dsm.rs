@@ -13,8 +13,11 @@ use transport::{
 
 use crate::alloc::RangeAllocator;
 use crate::coherence::diff::diff;
-use crate::coherence::page::{Cache, PageGuard, PageTable, OTHER_WRITERS, REG_READER, REG_WRITER};
+use crate::coherence::page::{
+    Cache, PageGuard, PageTable, State, OTHER_WRITERS, PREFETCHED, REG_READER, REG_WRITER,
+};
 use crate::coherence::placement::{self, Placement};
+use crate::coherence::prefetch;
 use crate::coherence::{bit, others_write, ranks, to_notify};
 use crate::collective;
 use crate::error::{Error, Result};
@@ -50,6 +53,16 @@ fn access_of(c: Cache) -> Access {
         Cache::Invalid => Access::None,
         Cache::ReadOnly => Access::Read,
         Cache::Writable => Access::ReadWrite,
+    }
+}
+
+/// What the application view allows for a page in state `st`: nothing while a prefetched copy
+/// waits for its first touch (see [`PREFETCHED`]).
+fn view_of(st: State) -> Access {
+    if st.has(PREFETCHED) {
+        Access::None
+    } else {
+        access_of(st.cache())
     }
 }
 
@@ -170,8 +183,9 @@ pub(crate) struct Inner {
     arena_pages: usize,
     /// The page a sequential read would fault on next.
     next_expected: std::sync::atomic::AtomicUsize,
-    /// Pages prefetched after the next sequential fault.
-    prefetch_window: std::sync::atomic::AtomicUsize,
+    /// How much to prefetch (see [`prefetch`]): the window, and its cap that pages used raise
+    /// and pages wasted lower.
+    prefetch: Mutex<prefetch::Policy>,
     pub(crate) stats: Stats,
     // Keep the registered regions alive for as long as peers may address them.
     _home: Arc<Region>,
@@ -249,7 +263,7 @@ struct Batch<'a> {
 }
 
 /// Directory entries per batch buffer (the largest prefetch run).
-const BATCH_PAGES: usize = 64;
+const BATCH_PAGES: usize = prefetch::MAX_WINDOW;
 /// Batch buffers (concurrent prefetches).
 const BATCH_SLOTS: usize = 16;
 
@@ -393,7 +407,7 @@ impl Inner {
             collective_pages,
             arena_pages,
             next_expected: std::sync::atomic::AtomicUsize::new(usize::MAX),
-            prefetch_window: std::sync::atomic::AtomicUsize::new(0),
+            prefetch: Mutex::new(prefetch::Policy::default()),
             stats: Stats::default(),
             space,
             _home: home,
@@ -483,7 +497,8 @@ impl Inner {
         let start = Instant::now();
         let page = self.space.page_of(addr);
         let mut g = self.pages.lock(page);
-        let fetched = match (g.state().cache(), write) {
+        let st = g.state();
+        let fetched = match (st.cache(), write) {
             (Cache::Invalid, _) => {
                 self.fetch(&mut g, write)?;
                 true
@@ -492,10 +507,17 @@ impl Inner {
                 self.make_writable(&mut g)?;
                 false
             }
+            // The first touch of a prefetched page: a local fault, no message.
+            (Cache::ReadOnly, false) if st.has(PREFETCHED) => {
+                self.space.set_access(page, 1, Access::None, Access::Read)?;
+                g.set(st.without(PREFETCHED));
+                self.note_used(1);
+                false
+            }
             // Another thread resolved it first (or, under userfaultfd, the kernel dropped the
             // page-table entry): make sure the mapping matches the state.
-            (c, _) => {
-                self.space.remap(page, access_of(c))?;
+            _ => {
+                self.space.remap(page, view_of(st))?;
                 false
             }
         };
@@ -635,9 +657,9 @@ impl Inner {
         // soon as it is mapped, and its next release must then find the page (it waits for the
         // page's lock, which this thread holds, and then sees it writable).
         lock(&self.dirty).push(page);
-        let from = access_of(g.state().cache());
+        let from = view_of(g.state());
         self.space.set_access(page, 1, from, Access::ReadWrite)?;
-        g.set(st.with_cache(Cache::Writable));
+        g.set(st.without(PREFETCHED).with_cache(Cache::Writable));
         Ok(())
     }
 
@@ -646,6 +668,10 @@ impl Inner {
     fn make_writable(&self, g: &mut PageGuard<'_>) -> Result<()> {
         let page = g.page;
         let mut st = g.state();
+        if st.has(PREFETCHED) {
+            // Its first touch is this write.
+            self.note_used(1);
+        }
         if !st.has(REG_WRITER) {
             let (_, manager) = self.home_of(page)?;
             let entry = self.scratch()?;
@@ -666,19 +692,37 @@ impl Inner {
         self.open_for_writing(g, st)
     }
 
+    /// Counts `n` prefetched pages the application touched, and lets the prefetch window grow
+    /// back by as many.
+    fn note_used(&self, n: usize) {
+        self.stats
+            .prefetched_used
+            .fetch_add(n as u64, Ordering::Relaxed);
+        lock(&self.prefetch).on_used(n);
+    }
+
+    /// Counts `n` prefetched pages dropped untouched by one event, and shrinks the prefetch
+    /// window: prefetching stops when it does not pay.
+    fn note_wasted(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        self.stats
+            .prefetched_wasted
+            .fetch_add(n as u64, Ordering::Relaxed);
+        lock(&self.prefetch).on_wasted(n);
+    }
+
     /// Returns the pages it fetched.
     ///
     /// Sequential read faults fetch the pages that follow in the same round of messages, in a
-    /// window that doubles (up to 64 pages) while the pattern stays sequential and closes as
-    /// soon as it does not: prefetching only what the access pattern says will be read.
+    /// window that doubles while the pattern stays sequential and closes as soon as it does
+    /// not, capped by what prefetching has recently wasted ([`prefetch`]). Prefetched pages are
+    /// installed but not mapped for the application ([`PREFETCHED`]): the first touch of each
+    /// takes a local fault that maps it and counts it used.
     fn prefetch_after(&self, page: usize) -> Result<Vec<usize>> {
         let expected = self.next_expected.swap(page + 1, Ordering::Relaxed);
-        let window = if page == expected {
-            (self.prefetch_window.load(Ordering::Relaxed) * 2).clamp(2, 64)
-        } else {
-            0
-        };
-        self.prefetch_window.store(window, Ordering::Relaxed);
+        let window = lock(&self.prefetch).on_read_fault(page == expected);
         if window == 0 {
             return Ok(Vec::new());
         }
@@ -737,12 +781,11 @@ impl Inner {
             local: self.runtime_slice(first * PAGE, n * PAGE)?,
         })?);
         wait_all(&posted)?;
-        self.space
-            .set_access(first, n, Access::None, Access::Read)?;
+        // The application view stays closed: the first touch of each page maps it.
         for (i, g) in guards.iter_mut().enumerate() {
             let writers = entries.word(i * DIR_ENTRY / 8 + 1);
             let st = self.fetched_state(g.page, g.state(), writers);
-            g.set(st.with_cache(Cache::ReadOnly));
+            g.set(st.with(PREFETCHED).with_cache(Cache::ReadOnly));
         }
         let fetched: Vec<usize> = guards.iter().map(|g| g.page).collect();
         drop(guards);
@@ -835,6 +878,7 @@ impl Inner {
         }
         let mut posted = Vec::new();
         let mut now = vec![0u8; PAGE];
+        let mut wasted = 0;
         for g in &mut guards {
             let page = g.page;
             if g.state().cache() == Cache::Writable {
@@ -871,10 +915,14 @@ impl Inner {
                 }
                 self.stats.diffs.fetch_add(1, Ordering::Relaxed);
             }
-            g.set(g.state().with_cache(then));
+            if then == Cache::Invalid && g.state().has(PREFETCHED) {
+                wasted += 1;
+            }
+            g.set(g.state().without(PREFETCHED).with_cache(then));
         }
         let changed = guards.len();
         drop(guards);
+        self.note_wasted(wasted);
         wait_all(&posted)?;
         Ok(changed)
     }
@@ -1024,6 +1072,10 @@ impl Inner {
                 .set_access(page, count, Access::None, Access::None)?;
         }
         self.discard(page, count)?;
+        let wasted = (page..page + count)
+            .filter(|&p| self.pages.peek(p).has(PREFETCHED))
+            .count();
+        self.note_wasted(wasted);
         self.pages.reset(page, count);
         Ok(())
     }

@@ -45,6 +45,8 @@ counters! {
     write_faults: "Write faults served.",
     pages_fetched: "Pages copied from their home.",
     prefetched: "Pages fetched ahead of a sequential read pattern.",
+    prefetched_used: "Prefetched pages the application touched (each once, at its first touch).",
+    prefetched_wasted: "Prefetched pages invalidated, evicted or freed before any touch.",
     bytes_written_home: "Bytes of diffs written to homes.",
     diffs: "Pages whose diff was written home.",
     invalidations: "Cached pages invalidated at acquires.",

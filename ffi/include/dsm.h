@@ -126,6 +126,14 @@ typedef struct {
    */
   uint64_t prefetched;
   /**
+   * Prefetched pages the application touched (each once, at its first touch).
+   */
+  uint64_t prefetched_used;
+  /**
+   * Prefetched pages invalidated, evicted or freed before any touch.
+   */
+  uint64_t prefetched_wasted;
+  /**
    * Bytes of diffs written to homes.
    */
   uint64_t bytes_written_home;

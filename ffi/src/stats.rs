@@ -20,6 +20,10 @@ pub struct dsm_stats_t {
     pub pages_fetched: u64,
     /// Pages fetched ahead of a sequential read pattern.
     pub prefetched: u64,
+    /// Prefetched pages the application touched (each once, at its first touch).
+    pub prefetched_used: u64,
+    /// Prefetched pages invalidated, evicted or freed before any touch.
+    pub prefetched_wasted: u64,
     /// Bytes of diffs written to homes.
     pub bytes_written_home: u64,
     /// Pages whose diff was written home.
@@ -55,6 +59,8 @@ impl From<Snapshot> for dsm_stats_t {
             write_faults,
             pages_fetched,
             prefetched,
+            prefetched_used,
+            prefetched_wasted,
             bytes_written_home,
             diffs,
             invalidations,
@@ -73,6 +79,8 @@ impl From<Snapshot> for dsm_stats_t {
             write_faults,
             pages_fetched,
             prefetched,
+            prefetched_used,
+            prefetched_wasted,
             bytes_written_home,
             diffs,
             invalidations,

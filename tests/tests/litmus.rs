@@ -38,7 +38,7 @@ fn litmus_with(scenario: &str, nodes: usize, env: &[(&str, &str)]) {
 /// Every scenario with its node count. `scattered` checks that userfaultfd splits no VMA (and
 /// that `mprotect` does); `kernel-write` that the uffd service threads serve a `read(2)` into
 /// global memory.
-const SCENARIOS: [(&str, usize); 12] = [
+const SCENARIOS: [(&str, usize); 14] = [
     ("mp-barrier", 3),
     ("threads", 3),
     ("scattered", 2),
@@ -51,6 +51,8 @@ const SCENARIOS: [(&str, usize); 12] = [
     ("first-touch", 4),
     ("big-array", 3),
     ("remote-free", 3),
+    ("prefetch-used", 2),
+    ("prefetch-wasted", 2),
 ];
 
 fn env_for(scenario: &str) -> Vec<(&'static str, &'static str)> {

@@ -22,6 +22,7 @@
 pub mod diff;
 pub mod page;
 pub mod placement;
+pub mod prefetch;
 
 /// The bit of node `rank` in a directory set (the runtime supports up to 64 nodes).
 pub fn bit(rank: usize) -> u64 {

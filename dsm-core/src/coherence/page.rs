@@ -24,6 +24,11 @@ pub const REG_READER: u64 = 1 << 3;
 pub const REG_WRITER: u64 = 1 << 4;
 /// Another node writes this page: invalidate the copy at every acquire.
 pub const OTHER_WRITERS: u64 = 1 << 5;
+/// The copy was prefetched and the application has not touched it yet: its content is valid
+/// (the cache state says `ReadOnly`) but the application view does not map it, so the first
+/// touch takes a local fault that only maps it, and counts it used. A copy dropped while the
+/// flag is set was prefetched in vain (wasted).
+pub const PREFETCHED: u64 = 1 << 6;
 
 /// The decoded state word.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +62,11 @@ impl State {
     /// The same state with `flag` set.
     pub fn with(self, flag: u64) -> State {
         State(self.0 | flag)
+    }
+
+    /// The same state with `flag` cleared.
+    pub fn without(self, flag: u64) -> State {
+        State(self.0 & !flag)
     }
 }
 

@@ -43,10 +43,14 @@ fn cluster(n: usize, cache_pages: usize) -> Vec<Arc<Inner>> {
 fn access(node: &Inner, start: usize, offset: usize, write: Option<u8>) -> u8 {
     let page = start + offset / PAGE;
     let addr = node.space.base() + start * PAGE + offset;
-    let cache = node.pages.peek(page).cache();
+    let st = node.pages.peek(page);
+    let cache = st.cache();
     match write {
         Some(_) if cache != Cache::Writable => node.resolve(addr, true).expect("write fault"),
-        None if cache == Cache::Invalid => node.resolve(addr, false).expect("read fault"),
+        // An invalid page, or a prefetched one not touched yet: the view does not map either.
+        None if cache == Cache::Invalid || st.has(crate::coherence::page::PREFETCHED) => {
+            node.resolve(addr, false).expect("read fault")
+        }
         _ => {}
     }
     match write {
@@ -135,8 +139,22 @@ fn run(
             let got = access(node, start, o, None);
             prop_assert_eq!(got, want, "final read by node {} at offset {}", n, o);
         }
+        let s = node.stats.snapshot();
+        prop_assert_eq!(
+            s.prefetched_used + s.prefetched_wasted + untouched(node),
+            s.prefetched,
+            "node {}: every prefetched page is used, wasted or still untouched",
+            n
+        );
     }
     Ok(())
+}
+
+/// Pages of `node` prefetched and not touched yet.
+fn untouched(node: &Inner) -> u64 {
+    (0..node.pages.len())
+        .filter(|&p| node.pages.peek(p).has(crate::coherence::page::PREFETCHED))
+        .count() as u64
 }
 
 fn placement() -> impl Strategy<Value = Placement> {
@@ -177,4 +195,49 @@ fn false_sharing_on_one_word_survives() {
     // Four nodes write the four bytes of one word in one phase.
     let phase = (0..4).map(|n| (n, 100 + n, Some(n as u8 + 1))).collect();
     run(4, Placement::Blocked, 1024, vec![phase]).expect("false sharing");
+}
+
+#[test]
+fn prefetched_pages_are_counted_used_or_wasted() {
+    const PAGES: usize = 64;
+    let cl = cluster(2, 1024);
+    let start = cl
+        .iter()
+        .map(|n| {
+            n.alloc_collective_local(2 * PAGES * PAGE, Placement::Blocked)
+                .expect("alloc")
+        })
+        .collect::<Vec<_>>()[0];
+    // Node 1 writes every page of its half (blocked: the second half is its own).
+    for p in PAGES..2 * PAGES {
+        access(&cl[1], start, p * PAGE, Some(p as u8));
+    }
+    barrier(&cl);
+    // Node 0 reads the first 40 of them in order: faults at 0, 1, 4, 9, 18, 35 (windows 2, 4,
+    // 8, 16, then 32 cut at the allocation's end to 28); the other 34 pages are first touches.
+    for p in PAGES..PAGES + 40 {
+        assert_eq!(access(&cl[0], start, p * PAGE, None), p as u8);
+    }
+    let s = cl[0].stats.snapshot();
+    assert_eq!(s.prefetched, 2 + 4 + 8 + 16 + 28, "{s:?}");
+    assert_eq!(s.prefetched_used, 34, "{s:?}");
+    assert_eq!(s.prefetched_wasted, 0, "{s:?}");
+    assert_eq!(untouched(&cl[0]), 24);
+    // Node 1 writes them: the barrier invalidates node 0's copies, the 24 untouched are wasted,
+    // and the waste (more than what was used since) halves the cap of the window.
+    barrier(&cl);
+    let s = cl[0].stats.snapshot();
+    assert_eq!(s.prefetched_wasted, 24, "{s:?}");
+    assert_eq!(untouched(&cl[0]), 0);
+    assert_eq!(
+        lock(&cl[0].prefetch).cap(),
+        prefetch::MAX_WINDOW,
+        "34 used, 24 wasted"
+    );
+    for p in PAGES..PAGES + 2 {
+        access(&cl[0], start, p * PAGE, None);
+    }
+    barrier(&cl);
+    assert_eq!(cl[0].stats.snapshot().prefetched_wasted, 24 + 2);
+    assert_eq!(lock(&cl[0].prefetch).cap(), prefetch::MAX_WINDOW / 2);
 }

@@ -578,8 +578,23 @@ fn raw_and_dynamic(w: &Communicator, dsm: &dsm_core::Dsm) -> Check {
     ok(win.attach(mine, 256))?;
     let mut addrs = vec![0u64; n as usize];
     ok(w.all_gather(&[mine as u64], &mut addrs))?;
+    let class = |r: mpi_compat::Result<()>| r.err().map(|e: Error| e.class());
+    let theirs = addrs[right as usize] as usize;
     ok(win.lock_all(0))?;
-    ok(win.put(&[me as u32 + 10], right, addrs[right as usize] as usize + 4))?;
+    ok(win.put(&[me as u32 + 10], right, theirs + 4))?;
+    // Global memory, but outside what the target attached: refused at the origin.
+    ensure!(
+        class(win.put(&[1u32], right, theirs + 256)) == Some(ErrorClass::RmaRange),
+        "put past the attached memory"
+    );
+    ensure!(
+        class(win.get(&mut [0u8; 8], right, theirs + 252)) == Some(ErrorClass::RmaRange),
+        "get straddling the end of the attached memory"
+    );
+    ensure!(
+        class(win.accumulate(&[1u64], right, theirs - 8, Op::Sum)) == Some(ErrorClass::RmaRange),
+        "accumulate before the attached memory"
+    );
     ok(win.flush(right))?;
     ok(win.unlock_all())?;
     ok(w.barrier())?;
@@ -593,6 +608,35 @@ fn raw_and_dynamic(w: &Communicator, dsm: &dsm_core::Dsm) -> Check {
             Err(Error::InvalidArgument(_))
         ),
         "attach of non-global memory"
+    );
+    ok(win.detach(mine))?;
+    ensure!(
+        matches!(win.detach(mine), Err(Error::InvalidArgument(_))),
+        "detach twice"
+    );
+    // Once every rank has detached, an epoch opened afterwards refuses the memory (what this
+    // rank remembered of the target's list is checked again).
+    ok(w.barrier())?;
+    ok(win.lock_all(0))?;
+    ensure!(
+        class(win.put(&[1u32], right, theirs + 4)) == Some(ErrorClass::RmaRange),
+        "put to detached memory"
+    );
+    ok(win.unlock_all())?;
+    ok(w.barrier())?;
+    // Memory attached while an epoch is open is found by the next access to it.
+    ok(win.lock_all(0))?;
+    ok(win.attach(mine, 64))?;
+    ok(w.barrier())?;
+    ok(win.put(&[me as u32 + 20], right, theirs + 8))?;
+    ok(win.flush(right))?;
+    ok(win.unlock_all())?;
+    ok(w.barrier())?;
+    ok(win.sync())?;
+    ok(win.read_local(mine as usize + 8, &mut y))?;
+    ensure!(
+        y == [left as u32 + 20],
+        "dynamic window after a new attach {y:?}"
     );
     ok(win.detach(mine))?;
     ok(win.free())?;

@@ -44,8 +44,15 @@
 //! # Errors
 //! Every operation checks the target rank, the epoch (an operation outside an access epoch
 //! that covers the target is [`Error::RmaSync`]), the displacement and the range (an access
-//! outside the target's part is [`Error::OutOfWindow`], checked before anything is sent).
+//! outside the target's part, or for a dynamic window outside the memory the target attached,
+//! is [`Error::OutOfWindow`], checked before anything is sent).
+//!
+//! A synchronisation call that fails part way still does what other ranks wait for (releases
+//! its locks, tells every target of `complete`), then returns its first error; the collective
+//! calls ([`Window::fence`], [`Window::free`]) make one rank's failure every rank's
+//! ([`Error::FailedElsewhere`]), so no rank waits forever for another that gave up.
 
+mod dynamic;
 mod ops;
 mod sync;
 
@@ -59,6 +66,7 @@ use crate::comm::{Communicator, Rank};
 use crate::datatype::{bytes, bytes_mut, Equivalence};
 use crate::error::{Error, Result};
 
+pub use dynamic::MAX_ATTACHED;
 pub use sync::{LockType, MODE_NOCHECK, MODE_NOPRECEDE, MODE_NOPUT, MODE_NOSTORE, MODE_NOSUCCEED};
 
 /// One rank's part of a window.
@@ -87,9 +95,11 @@ enum Memory {
     /// the registration of this rank's part when it is not global memory.
     Created { registered: Option<Arc<Region>> },
     /// [`Window::create_dynamic`]: displacements are addresses of global memory; the ranges
-    /// this rank attached.
+    /// this rank attached (published in its control page), and what this rank knows of the
+    /// other ranks' (see [`dynamic`]).
     Dynamic {
         attached: Mutex<Vec<(usize, usize)>>,
+        known: Mutex<Vec<Option<dynamic::Known>>>,
     },
 }
 
@@ -327,60 +337,9 @@ impl Window {
             parts,
             Memory::Dynamic {
                 attached: Mutex::new(Vec::new()),
+                known: Mutex::new(vec![None; comm.size_usize()]),
             },
         )
-    }
-
-    /// `MPI_Win_attach` (MPI-3.1 §11.2.4): makes `[base, base + bytes)`, which must be global
-    /// memory (from `Dsm::malloc`, `Dsm::alloc_collective` or `MPI_Alloc_mem`), accessible
-    /// through this dynamic window.
-    ///
-    /// # Errors
-    /// [`Error::InvalidWindow`] for a window not made by [`Window::create_dynamic`];
-    /// [`Error::InvalidArgument`] for memory that is not global memory.
-    pub fn attach(&self, base: *mut u8, bytes: usize) -> Result<()> {
-        let Memory::Dynamic { attached } = &self.memory else {
-            return Err(Error::InvalidWindow(
-                "attach to a window that is not dynamic".into(),
-            ));
-        };
-        let dsm = &self.comm.shared.dsm;
-        let addr = base as usize;
-        if bytes == 0
-            || !dsm.is_global(addr)
-            || !addr
-                .checked_add(bytes - 1)
-                .is_some_and(|l| dsm.is_global(l))
-        {
-            return Err(Error::InvalidArgument(
-                "a dynamic window can attach global memory only (MPI_Alloc_mem)".into(),
-            ));
-        }
-        attached
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((addr, bytes));
-        Ok(())
-    }
-
-    /// `MPI_Win_detach` (MPI-3.1 §11.2.4).
-    ///
-    /// # Errors
-    /// [`Error::InvalidWindow`] for a window that is not dynamic; [`Error::InvalidArgument`]
-    /// when nothing is attached at `base`.
-    pub fn detach(&self, base: *const u8) -> Result<()> {
-        let Memory::Dynamic { attached } = &self.memory else {
-            return Err(Error::InvalidWindow(
-                "detach from a window that is not dynamic".into(),
-            ));
-        };
-        let mut a = attached.lock().unwrap_or_else(|e| e.into_inner());
-        let before = a.len();
-        a.retain(|&(addr, _)| addr != base as usize);
-        if a.len() == before {
-            return Err(Error::InvalidArgument("nothing is attached there".into()));
-        }
-        Ok(())
     }
 
     /// Every rank's part: address, length and displacement unit.
@@ -622,11 +581,13 @@ impl Window {
     fn range(&self, target: usize, disp: usize, len: usize) -> Result<usize> {
         let part = &self.parts[target];
         if let Memory::Dynamic { .. } = self.memory {
-            // The displacement is an address of global memory.
+            // The displacement is an address of global memory, inside a region the target
+            // attached (MPI-3.1 §11.2.4: access elsewhere is erroneous).
             let dsm = &self.comm.shared.dsm;
             let inside = len == 0
                 || (dsm.is_global(disp)
-                    && disp.checked_add(len - 1).is_some_and(|l| dsm.is_global(l)));
+                    && disp.checked_add(len - 1).is_some_and(|l| dsm.is_global(l))
+                    && self.attached_at(target, disp, len)?);
             return if inside {
                 Ok(disp)
             } else {
@@ -722,7 +683,7 @@ impl Window {
             return Ok(());
         }
         let dsm = &self.comm.shared.dsm;
-        if let Memory::Dynamic { attached } = &self.memory {
+        if let Memory::Dynamic { attached, .. } = &self.memory {
             let ranges = attached.lock().unwrap_or_else(|e| e.into_inner()).clone();
             for (addr, len) in ranges {
                 dsm.sync_range(addr as *const u8, len)?;

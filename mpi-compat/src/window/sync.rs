@@ -107,6 +107,7 @@ impl Window {
     pub fn fence(&self, assert: u32) -> Result<()> {
         let mine = self.fence_local(assert);
         self.comm.agree(mine)?;
+        self.forget_attached();
         self.reconcile()?;
         self.epochs().fence = assert & MODE_NOSUCCEED == 0;
         Ok(())
@@ -187,6 +188,7 @@ impl Window {
         if assert & MODE_NOCHECK == 0 {
             self.take_lock(t, kind)?;
         }
+        self.forget_attached();
         self.epochs()
             .locks
             .insert(t, (kind, assert & MODE_NOCHECK == 0));
@@ -251,6 +253,7 @@ impl Window {
                 return Err(e);
             }
         }
+        self.forget_attached();
         let mut e = self.epochs();
         e.lock_all = true;
         for r in 0..self.comm.size_usize() {
@@ -473,6 +476,7 @@ impl Window {
                 return Err(e);
             }
         }
+        self.forget_attached();
         self.epochs().access = Some(targets);
         Ok(())
     }

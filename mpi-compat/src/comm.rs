@@ -26,6 +26,12 @@ pub type Tag = i32;
 /// The largest tag (`MPI_TAG_UB`; MPI-3.1 §8.1.2 requires at least 32767).
 pub const TAG_UB: Tag = i32::MAX;
 
+/// `MPI_PROC_NULL` (MPI-3.1 §3.11): a rank that is no process. A send to it or a receive
+/// from it completes at once and moves nothing (the receive's status says source
+/// `PROC_NULL`, tag `-1` (`MPI_ANY_TAG` in C), 0 bytes: [`Status::proc_null`]); an RMA call
+/// targeting it does nothing. Its value is MPICH's.
+pub const PROC_NULL: Rank = -1;
+
 /// Whom a receive accepts a message from (MPI-3.1 §3.2.4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
@@ -74,6 +80,16 @@ pub struct Status {
 }
 
 impl Status {
+    /// The status of a receive from [`PROC_NULL`] (MPI-3.1 §3.11): source `PROC_NULL`, tag
+    /// `-1` (`MPI_ANY_TAG` in C), no bytes.
+    pub fn proc_null() -> Status {
+        Status {
+            source: PROC_NULL,
+            tag: -1,
+            bytes: 0,
+        }
+    }
+
     /// `MPI_Get_count` (MPI-3.1 §3.2.5): elements of `T` received, or `None`
     /// (`MPI_UNDEFINED`) when the bytes are not a whole number of them.
     pub fn count<T: Equivalence>(&self) -> Option<usize> {
@@ -316,12 +332,17 @@ impl Communicator {
     /// `MPI_Send` (MPI-3.1 §3.2.1): sends `buf` to `dest` with `tag`. Returns once the buffer
     /// may be reused (the bytes are with the transport).
     ///
+    /// A send to [`PROC_NULL`] returns at once.
+    ///
     /// # Errors
     /// [`Error::InvalidRank`], [`Error::InvalidTag`]; transport errors ([`Error::PeerLost`]
     /// when `dest` is gone).
     pub fn send<T: Equivalence>(&self, buf: &[T], dest: Rank, tag: Tag) -> Result<()> {
-        let dest = self.check_rank(dest)?;
         let tag = Self::check_tag(tag)?;
+        if dest == PROC_NULL {
+            return Ok(());
+        }
+        let dest = self.check_rank(dest)?;
         let payload = bytes(buf);
         let mut frame = Vec::with_capacity(HEADER + payload.len());
         frame.extend_from_slice(&tag.to_le_bytes());
@@ -368,7 +389,8 @@ impl Communicator {
     /// `MPI_Irecv` (MPI-3.1 §3.7.2): posts a receive into `buf` and returns at once. The
     /// message is matched in posting order; its bytes are copied into `buf` when the request
     /// completes ([`Request::wait`], [`Request::test`], [`crate::wait_all`]). Dropping an
-    /// unfinished request cancels the receive (`MPI_Cancel`).
+    /// unfinished request cancels the receive (`MPI_Cancel`). A receive from [`PROC_NULL`]
+    /// is complete at once with [`Status::proc_null`], and leaves `buf` as it is.
     ///
     /// # Errors
     /// [`Error::InvalidRank`], [`Error::InvalidTag`].
@@ -378,11 +400,19 @@ impl Communicator {
         source: impl Into<Source>,
         tag: impl Into<TagMatch>,
     ) -> Result<Request<'a>> {
-        let source = match source.into() {
+        let source = source.into();
+        let tag = tag.into();
+        if source == Source::Rank(PROC_NULL) {
+            if let TagMatch::Tag(t) = tag {
+                Self::check_tag(t)?;
+            }
+            return Ok(Request::completed(Status::proc_null()));
+        }
+        let source = match source {
             Source::Rank(r) => Some(self.check_rank(r)?),
             Source::Any => None,
         };
-        let tag = match tag.into() {
+        let tag = match tag {
             TagMatch::Tag(t) => Some(Self::check_tag(t)?),
             TagMatch::Any => None,
         };

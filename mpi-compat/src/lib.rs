@@ -59,11 +59,29 @@
 //! Nothing changes: the runtime picks the tcp transport, whose progress thread plays the NIC
 //! for one-sided operations. `dsmrun -n 2 target/release/osu_latency` runs on any Linux box.
 //!
+//! ## What is supported
+//!
+//! - Communicators: the world ([`Universe::world`]) and [`Communicator::dup`]; no
+//!   `MPI_Comm_split` yet (every communicator has all ranks).
+//! - Point-to-point: blocking, non-blocking ([`Request`]: [`Request::wait`],
+//!   [`Request::test`], [`wait_all`], [`test_all`], [`wait_any`], [`test_any`]),
+//!   [`ANY_SOURCE`], [`ANY_TAG`], [`PROC_NULL`], `sendrecv`; dropping an unfinished receive
+//!   cancels it.
+//! - Collectives: barrier, broadcast, reduce, all-reduce, gather, all-gather, scatter,
+//!   all-to-all.
+//! - One-sided: windows allocated, created over global or registered memory, dynamic (with
+//!   attach/detach); put, get, accumulate, get-accumulate, fetch-and-op, compare-and-swap,
+//!   request-based `rput`/`rget`; fence, lock/unlock, lock_all/unlock_all, flush,
+//!   flush_local, sync, post/start/complete/wait/test. RMA calls to [`PROC_NULL`] do nothing.
+//!
 //! ## Errors
 //!
 //! Every call returns [`Result`]; [`Error::class`] gives the MPI error class. Invalid ranks,
 //! tags, counts, datatypes, operations, windows and displacements, and accesses outside a
-//! window, are refused before anything is sent.
+//! window (for a dynamic window: outside the memory its target attached), are refused before
+//! anything is sent. A call that fails never leaves another rank waiting for it: a failing
+//! synchronisation call still releases its locks and notifies its peers, and the collective
+//! window calls make one rank's failure every rank's ([`Error::FailedElsewhere`]).
 
 pub mod collective;
 pub mod comm;
@@ -74,11 +92,13 @@ pub mod request;
 pub mod universe;
 pub mod window;
 
-pub use comm::{Communicator, Rank, Source, Status, Tag, TagMatch, ANY_SOURCE, ANY_TAG, TAG_UB};
+pub use comm::{
+    Communicator, Rank, Source, Status, Tag, TagMatch, ANY_SOURCE, ANY_TAG, PROC_NULL, TAG_UB,
+};
 pub use datatype::{Equivalence, Op};
 pub use error::{Error, ErrorClass, Result};
 pub use group::Group;
-pub use request::{test_all, wait_all, Request};
+pub use request::{test_all, test_any, wait_all, wait_any, Request};
 pub use universe::{initialize, time, Universe};
 pub use window::{
     LockType, Window, MODE_NOCHECK, MODE_NOPRECEDE, MODE_NOPUT, MODE_NOSTORE, MODE_NOSUCCEED,

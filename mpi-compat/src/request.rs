@@ -178,3 +178,51 @@ pub fn test_all(requests: &mut [Request<'_>]) -> Result<Option<Vec<Status>>> {
     }
     Ok((out.len() == requests.len()).then_some(out))
 }
+
+/// `MPI_Testany` (MPI-3.1 §3.7.5): completes one request if one can be completed without
+/// blocking, removes it from `requests` and returns its index (before the removal) and
+/// status; `None` when none is complete yet (or `requests` is empty). The requests are
+/// tried in order.
+///
+/// # Errors
+/// The error of the request that completed with one (it is removed too).
+pub fn test_any(requests: &mut Vec<Request<'_>>) -> Result<Option<(usize, Status)>> {
+    for i in 0..requests.len() {
+        match requests[i].complete(false) {
+            Ok(Some(s)) => {
+                drop(requests.remove(i));
+                return Ok(Some((i, s)));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                drop(requests.remove(i));
+                return Err(e);
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// `MPI_Waitany` (MPI-3.1 §3.7.5): blocks until one of `requests` is complete, removes it
+/// and returns its index (before the removal) and status, as rsmpi's `wait_any` does;
+/// `None` (`MPI_UNDEFINED`) when `requests` is empty. The requests are polled in turn
+/// (blocking in the transport when only one is left unfinished).
+///
+/// # Errors
+/// As [`test_any`].
+pub fn wait_any(requests: &mut Vec<Request<'_>>) -> Result<Option<(usize, Status)>> {
+    if requests.is_empty() {
+        return Ok(None);
+    }
+    loop {
+        if let Some(done) = test_any(requests)? {
+            return Ok(Some(done));
+        }
+        if let [only] = requests.as_mut_slice() {
+            let r = only.complete(true);
+            drop(requests.remove(0));
+            return r.map(|s| s.map(|s| (0, s)));
+        }
+        std::hint::spin_loop();
+    }
+}

@@ -14,8 +14,9 @@
 //!
 //! What is not supported returns an error class: a non-contiguous datatype in `MPI_Irecv` or
 //! as the target datatype of an RMA call (`MPI_ERR_TYPE`), a Cartesian grid that does not
-//! cover the whole communicator (`MPI_ERR_DIMS`), `MPI_PROC_NULL`-style negative ranks
-//! (`MPI_ERR_RANK`).
+//! cover the whole communicator (`MPI_ERR_DIMS`), negative ranks other than `MPI_PROC_NULL`
+//! (`MPI_ERR_RANK`). `MPI_PROC_NULL` is a valid peer of point-to-point calls (they complete at
+//! once) and a valid RMA target (the call does nothing).
 //!
 //! # Safety
 //! The exported functions are `unsafe`: their pointer arguments must be what the MPI standard

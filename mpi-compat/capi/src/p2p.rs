@@ -2,7 +2,7 @@
 
 use std::ffi::{c_int, c_void};
 
-use mpi_compat::{Source, Status, TagMatch};
+use mpi_compat::{Source, Status, TagMatch, PROC_NULL};
 
 use crate::state::{put, with_state, CResult, Failure, ERR_ARG, ERR_REQUEST, ERR_TYPE};
 use crate::types::count;
@@ -106,7 +106,10 @@ pub unsafe extern "C" fn MPI_Recv(
         let dt = s.tables.datatype(datatype)?.clone();
         let n = count(n)?;
         let c = &s.tables.comm(comm)?.comm;
-        let got = if dt.contiguous() {
+        let got = if src == PROC_NULL {
+            // Completes at once, the buffer untouched.
+            c.recv(&mut [0u8; 0], PROC_NULL, tag(t))?
+        } else if dt.contiguous() {
             // SAFETY: `buf` holds `n` elements by contract.
             let b = unsafe { bytes_mut(buf, n * dt.size)? };
             c.recv(b, source(src), tag(t))?
@@ -288,6 +291,115 @@ pub unsafe extern "C" fn MPI_Waitall(
             }
         }
         first.map_or(Ok(()), Err)
+    })
+}
+
+/// The status `MPI_Waitany`/`MPI_Testany` give when no request is active (MPI-3.1 §3.7.3).
+const EMPTY: Status = Status {
+    source: -2,
+    tag: -1,
+    bytes: 0,
+};
+
+/// `MPI_UNDEFINED`.
+const UNDEFINED: c_int = -32766;
+
+/// Tries each active request of `requests[..n]` once, in order; completes and frees the first
+/// that is done. `Ok(Some(i))` for request `i`, `Ok(Some(UNDEFINED))` when none is active,
+/// `Ok(None)` when none is done yet.
+///
+/// # Safety
+/// `requests` holds `n` valid `MPI_Request`s; `st` is null or a valid `MPI_Status *`.
+unsafe fn complete_any(
+    s: &mut crate::state::State,
+    n: usize,
+    requests: *mut c_int,
+    st: *mut MpiStatus,
+    index: *mut c_int,
+) -> CResult<Option<c_int>> {
+    let mut active = false;
+    for i in 0..n {
+        let req = requests.wrapping_add(i);
+        // SAFETY: `requests` holds `n` entries by contract.
+        if unsafe { req.read() } == 0 {
+            continue;
+        }
+        active = true;
+        // SAFETY: as this function's contract.
+        match unsafe { complete(s, req, st, false) } {
+            Ok(true) => return Ok(Some(i as c_int)),
+            Ok(false) => {}
+            Err(e) => {
+                // SAFETY: `index` is a valid `int *` (checked by the caller).
+                unsafe { index.write(i as c_int) };
+                return Err(e);
+            }
+        }
+    }
+    if active {
+        return Ok(None);
+    }
+    // SAFETY: as this function's contract.
+    unsafe { status(st, EMPTY) };
+    Ok(Some(UNDEFINED))
+}
+
+/// Checks the arguments of `MPI_Waitany`/`MPI_Testany`.
+fn any_args(n: c_int, requests: *mut c_int, index: *mut c_int) -> CResult<usize> {
+    let n = count(n)?;
+    if n > 0 && requests.is_null() {
+        return Err(Failure::new(ERR_ARG, "a null request array"));
+    }
+    if index.is_null() {
+        return Err(Failure::new(ERR_ARG, "a null index pointer"));
+    }
+    Ok(n)
+}
+
+/// `MPI_Waitany` (MPI-3.1 §3.7.5): waits until one active request is complete, frees it and
+/// sets `*index`; `MPI_UNDEFINED` (and an empty status) when none is active.
+#[no_mangle]
+pub unsafe extern "C" fn MPI_Waitany(
+    n: c_int,
+    requests: *mut c_int,
+    index: *mut c_int,
+    st: *mut MpiStatus,
+) -> c_int {
+    with_state("MPI_Waitany", None, |s| {
+        let n = any_args(n, requests, index)?;
+        loop {
+            // SAFETY: pointers as the MPI contract (`index` checked).
+            if let Some(i) = unsafe { complete_any(s, n, requests, st, index)? } {
+                // SAFETY: checked not null; valid by contract.
+                return unsafe { put(index, i) };
+            }
+            std::hint::spin_loop();
+        }
+    })
+}
+
+/// `MPI_Testany` (MPI-3.1 §3.7.5): completes one active request if one is done (`*flag` true,
+/// `*index` its position); `*flag` true with `MPI_UNDEFINED` when none is active; `*flag`
+/// false otherwise.
+#[no_mangle]
+pub unsafe extern "C" fn MPI_Testany(
+    n: c_int,
+    requests: *mut c_int,
+    index: *mut c_int,
+    flag: *mut c_int,
+    st: *mut MpiStatus,
+) -> c_int {
+    with_state("MPI_Testany", None, |s| {
+        let n = any_args(n, requests, index)?;
+        if flag.is_null() {
+            return Err(Failure::new(ERR_ARG, "a null flag pointer"));
+        }
+        // SAFETY: pointers as the MPI contract (`index` checked).
+        let done = unsafe { complete_any(s, n, requests, st, index)? };
+        // SAFETY: checked not null; valid by contract.
+        unsafe { put(index, done.unwrap_or(UNDEFINED))? };
+        // SAFETY: checked not null; valid by contract.
+        unsafe { put(flag, c_int::from(done.is_some())) }
     })
 }
 

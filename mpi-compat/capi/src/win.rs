@@ -4,7 +4,7 @@
 use std::ffi::{c_int, c_void};
 
 use bytemuck::Zeroable;
-use mpi_compat::{LockType, Op, Window};
+use mpi_compat::{LockType, Op, Window, PROC_NULL};
 
 use crate::state::{
     put, with_state, CResult, Failure, State, ERR_ARG, ERR_COUNT, ERR_TYPE, ERR_WIN,
@@ -178,8 +178,78 @@ pub unsafe extern "C" fn MPI_Get(
         target_type(s, ttype, tcount, n * ot.size)?;
         let mut data = vec![0u8; n * ot.size];
         s.tables.window(win)?.get(&mut data, target, disp(tdisp)?)?;
+        if target == PROC_NULL {
+            return Ok(());
+        }
         // SAFETY: `origin` holds `ocount` elements by contract.
         unsafe { ot.unpack(&data, origin.cast(), n) }
+    })
+}
+
+/// `MPI_Rput` (MPI-3.1 §11.3.5): in a passive-target epoch; the request is complete at once
+/// (the data are copied when the call is made).
+#[no_mangle]
+pub unsafe extern "C" fn MPI_Rput(
+    origin: *const c_void,
+    ocount: c_int,
+    otype: c_int,
+    target: c_int,
+    tdisp: isize,
+    tcount: c_int,
+    ttype: c_int,
+    win: c_int,
+    request: *mut c_int,
+) -> c_int {
+    with_state("MPI_Rput", None, |s| {
+        if request.is_null() {
+            return Err(Failure::new(ERR_ARG, "a null request pointer"));
+        }
+        let ot = s.tables.datatype(otype)?;
+        // SAFETY: `origin` holds `ocount` elements by contract.
+        let data = unsafe { ot.pack(origin.cast(), count(ocount)?)? };
+        target_type(s, ttype, tcount, data.len())?;
+        let r = s.tables.window(win)?.rput(&data, target, disp(tdisp)?)?;
+        let h = s.tables.handle();
+        s.tables.requests.insert(h, r);
+        // SAFETY: a valid `MPI_Request *` by contract (checked not null).
+        unsafe { put(request, h) }
+    })
+}
+
+/// `MPI_Rget` (MPI-3.1 §11.3.5): in a passive-target epoch; the request is complete at once
+/// (the data are in `origin` when the call returns).
+#[no_mangle]
+pub unsafe extern "C" fn MPI_Rget(
+    origin: *mut c_void,
+    ocount: c_int,
+    otype: c_int,
+    target: c_int,
+    tdisp: isize,
+    tcount: c_int,
+    ttype: c_int,
+    win: c_int,
+    request: *mut c_int,
+) -> c_int {
+    with_state("MPI_Rget", None, |s| {
+        if request.is_null() {
+            return Err(Failure::new(ERR_ARG, "a null request pointer"));
+        }
+        let ot = s.tables.datatype(otype)?.clone();
+        let n = count(ocount)?;
+        target_type(s, ttype, tcount, n * ot.size)?;
+        let mut data = vec![0u8; n * ot.size];
+        let r = s
+            .tables
+            .window(win)?
+            .rget(&mut data, target, disp(tdisp)?)?;
+        if target != PROC_NULL {
+            // SAFETY: `origin` holds `ocount` elements by contract.
+            unsafe { ot.unpack(&data, origin.cast(), n)? };
+        }
+        let h = s.tables.handle();
+        s.tables.requests.insert(h, r);
+        // SAFETY: a valid `MPI_Request *` by contract (checked not null).
+        unsafe { put(request, h) }
     })
 }
 
@@ -297,6 +367,9 @@ pub unsafe extern "C" fn MPI_Get_accumulate(
             win,
         };
         let (old, _) = accumulate(s, &a, true)?;
+        if target == PROC_NULL {
+            return Ok(());
+        }
         if old.len() != rn * rt.size {
             return Err(Failure::new(
                 ERR_COUNT,
@@ -332,6 +405,9 @@ pub unsafe extern "C" fn MPI_Fetch_and_op(
             win,
         };
         let (old, dt) = accumulate(s, &a, true)?;
+        if target == PROC_NULL {
+            return Ok(());
+        }
         // SAFETY: `result` holds one element by contract.
         unsafe { dt.unpack(&old, result.cast(), 1) }
     })
@@ -368,8 +444,25 @@ pub unsafe extern "C" fn MPI_Compare_and_swap(
             let old = w.compare_and_swap(ov, cv, target, d)?;
             bytemuck::bytes_of(&old).to_vec()
         });
+        if target == PROC_NULL {
+            return Ok(());
+        }
         // SAFETY: `result` holds one element by contract.
         unsafe { dt.unpack(&old, result.cast(), 1) }
+    })
+}
+
+/// `MPI_Win_test` (MPI-3.1 §11.5.2): `*flag` true when every origin of the exposure epoch has
+/// completed (the epoch is then closed).
+#[no_mangle]
+pub unsafe extern "C" fn MPI_Win_test(win: c_int, flag: *mut c_int) -> c_int {
+    with_state("MPI_Win_test", None, |s| {
+        if flag.is_null() {
+            return Err(Failure::new(ERR_ARG, "a null flag pointer"));
+        }
+        let done = s.tables.window(win)?.test()?;
+        // SAFETY: a valid `int *` by contract (checked not null).
+        unsafe { put(flag, c_int::from(done)) }
     })
 }
 

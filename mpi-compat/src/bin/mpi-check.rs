@@ -7,8 +7,8 @@
 use std::process::ExitCode;
 
 use mpi_compat::{
-    wait_all, Communicator, Error, ErrorClass, Group, LockType, Op, Window, ANY_SOURCE, ANY_TAG,
-    MODE_NOCHECK, MODE_NOPRECEDE, MODE_NOSUCCEED,
+    test_any, wait_all, wait_any, Communicator, Error, ErrorClass, Group, LockType, Op, Request,
+    Status, Window, ANY_SOURCE, ANY_TAG, MODE_NOCHECK, MODE_NOPRECEDE, MODE_NOSUCCEED, PROC_NULL,
 };
 
 type Check = Result<(), String>;
@@ -89,6 +89,36 @@ fn p2p(w: &Communicator) -> Check {
         let st = ok(w.recv(&mut x, 0, 3))?;
         ensure!(st.bytes == 8 && x[0] == 1.5 && x[1] == 0.0, "{st:?} {x:?}");
     }
+    // MPI_PROC_NULL: sends and receives complete at once and move nothing.
+    let mut x = [7u32];
+    ok(w.send(&[1u32], PROC_NULL, 0))?;
+    let st = ok(w.recv(&mut x, PROC_NULL, ANY_TAG))?;
+    ensure!(
+        st == Status::proc_null() && st.source == PROC_NULL && st.tag == -1 && st.bytes == 0,
+        "{st:?}"
+    );
+    ensure!(x == [7], "a receive from PROC_NULL wrote {x:?}");
+    let r = ok(w.irecv(&mut x, PROC_NULL, 3))?;
+    ensure!(r.is_complete(), "irecv from PROC_NULL not complete at once");
+    ensure!(ok(r.wait())? == Status::proc_null(), "irecv status");
+    ok(ok(w.isend(&[1u32], PROC_NULL, 3))?.wait())?;
+    ensure!(
+        w.send(&[1u8], PROC_NULL, -3).err().map(|e| e.class()) == Some(ErrorClass::Tag),
+        "a bad tag to PROC_NULL"
+    );
+    // A shift without wrap-around: the ends talk to PROC_NULL.
+    let up = if me + 1 < n { me + 1 } else { PROC_NULL };
+    let down = if me > 0 { me - 1 } else { PROC_NULL };
+    let mut got = [-5i32];
+    let st = ok(w.sendrecv(&[me], up, 12, &mut got, down, 12))?;
+    ensure!(
+        if me == 0 {
+            got == [-5] && st.source == PROC_NULL
+        } else {
+            got == [me - 1] && st.source == me - 1 && st.tag == 12
+        },
+        "shift: {got:?} {st:?}"
+    );
     // A dup'ed communicator has its own message space.
     let d = ok(w.dup())?;
     if me == 0 && n > 1 {
@@ -160,6 +190,62 @@ fn nonblocking(w: &Communicator) -> Check {
         ensure!(st.source == 0 && st.tag == 8, "{st:?}");
         drop(r);
         ensure!(x == [42] && dropped == [0], "{x:?} {dropped:?}");
+    }
+    // wait_any: rank 0 takes one message from every other rank, in the order they complete.
+    if me == 0 {
+        let mut bufs = vec![[0i32]; n as usize - 1];
+        let mut reqs = Vec::new();
+        for (i, b) in bufs.iter_mut().enumerate() {
+            reqs.push(ok(w.irecv(b, i as i32 + 1, 13))?);
+        }
+        let mut from = Vec::new();
+        while let Some((i, st)) = ok(wait_any(&mut reqs))? {
+            ensure!(i <= reqs.len() && st.tag == 13, "wait_any gave {i} {st:?}");
+            from.push(st.source);
+        }
+        drop(reqs);
+        from.sort_unstable();
+        ensure!(
+            from == (1..n).collect::<Vec<_>>(),
+            "wait_any sources {from:?}"
+        );
+        ensure!(
+            bufs.iter()
+                .enumerate()
+                .all(|(i, b)| b[0] == (i as i32 + 1) * 3),
+            "wait_any data {bufs:?}"
+        );
+    } else {
+        ok(w.send(&[me * 3], 0, 13))?;
+    }
+    // test_any: nothing until the message is sent; the index is the request's position.
+    if me == 0 && n > 1 {
+        ok(w.recv(&mut [0u8], 1, 15))?;
+        ok(w.send(&[16u8], 1, 16))?;
+    } else if me == 1 {
+        let (mut a, mut b) = ([0u8], [9u8]);
+        let mut reqs: Vec<Request<'_>> = vec![ok(w.irecv(&mut a, 0, 16))?];
+        ensure!(
+            ok(test_any(&mut reqs))?.is_none(),
+            "test_any before the send"
+        );
+        reqs.push(ok(w.irecv(&mut b, PROC_NULL, 16))?);
+        let got = ok(test_any(&mut reqs))?;
+        ensure!(
+            got == Some((1, Status::proc_null())) && reqs.len() == 1,
+            "test_any with a PROC_NULL receive: {got:?}"
+        );
+        ok(w.send(&[0u8], 0, 15))?;
+        let st = loop {
+            if let Some((i, st)) = ok(test_any(&mut reqs))? {
+                ensure!(i == 0, "test_any index {i}");
+                break st;
+            }
+        };
+        ensure!(st.source == 0 && st.tag == 16 && reqs.is_empty(), "{st:?}");
+        ensure!(ok(wait_any(&mut reqs))?.is_none(), "wait_any of nothing");
+        drop(reqs);
+        ensure!(a == [16] && b == [9], "test_any data {a:?} {b:?}");
     }
     // Cancelling a matched receive puts its message back in arrival order (MPI-3.1 §3.5,
     // non-overtaking): `a` holds the first message, `b` (any tag) the second; once `a` is
@@ -476,6 +562,44 @@ fn rma(w: &Communicator) -> Check {
         let want: Vec<u8> = (0..w.size()).rev().map(|r| r as u8 + 1).collect();
         ensure!(tail == want, "tail {tail:?}");
     }
+    ok(win.free())?;
+    // MPI_PROC_NULL targets do nothing; request-based RMA (passive target only).
+    let win = ok(Window::allocate(w, 64, 8))?;
+    let right = (me + 1) % w.size();
+    ok(win.fence(0))?;
+    ok(win.put(&[9u64], PROC_NULL, 0))?;
+    let mut g = [3u64];
+    ok(win.get(&mut g, PROC_NULL, 1 << 40))?;
+    ensure!(g == [3], "a get from PROC_NULL wrote {g:?}");
+    ok(win.accumulate(&[1u64], PROC_NULL, 0, Op::Sum))?;
+    ensure!(
+        ok(win.fetch_and_op(1u64, PROC_NULL, 0, Op::Sum))? == 0,
+        "fetch_and_op"
+    );
+    ensure!(
+        ok(win.compare_and_swap(1u64, 0, PROC_NULL, 0))? == 0,
+        "compare_and_swap"
+    );
+    ensure!(
+        win.rput(&[1u64], right, 0).err().map(|e| e.class()) == Some(ErrorClass::RmaSync),
+        "rput in a fence epoch"
+    );
+    ok(win.fence(MODE_NOSUCCEED))?;
+    let mut x = [1u64; 8];
+    ok(win.read_local(0, &mut x))?;
+    ensure!(x == [0; 8], "PROC_NULL operations wrote {x:?}");
+    ok(w.barrier())?;
+    ok(win.lock_all(0))?;
+    let r = ok(win.rput(&[me as u64 + 100], right, 2))?;
+    ensure!(r.is_complete(), "rput request not complete at once");
+    ok(r.wait())?;
+    ok(win.flush(right))?;
+    let mut v = [0u64];
+    let r = ok(win.rget(&mut v, right, 2))?;
+    let st = ok(r.wait())?;
+    ensure!(v == [me as u64 + 100] && st.bytes == 8, "rget {v:?} {st:?}");
+    ok(ok(win.rput(&[1u64], PROC_NULL, 0))?.wait())?;
+    ok(win.unlock_all())?;
     ok(win.free())
 }
 
@@ -492,7 +616,16 @@ fn pscw(w: &Communicator) -> Check {
         ok(win.put(&[me * 100 + round], right, round as usize))?;
         ok(win.accumulate(&[1i32], right, 10, Op::Sum))?;
         ok(win.complete())?;
-        ok(win.wait())?;
+        if round == 1 {
+            // MPI_Win_test until the origin's complete is in.
+            while !ok(win.test())? {}
+            ensure!(
+                win.test().err().map(|e| e.class()) == Some(ErrorClass::RmaSync),
+                "test after the epoch closed"
+            );
+        } else {
+            ok(win.wait())?;
+        }
         let mut x = [0i32];
         ok(win.read_local(round as usize, &mut x))?;
         ensure!(x == [left * 100 + round], "pscw round {round}: {x:?}");
@@ -651,7 +784,7 @@ fn errors(w: &Communicator) -> Check {
         "bad rank"
     );
     ensure!(
-        class(w.send(&[1u8], -1, 0)) == Some(ErrorClass::Rank),
+        class(w.send(&[1u8], -3, 0)) == Some(ErrorClass::Rank),
         "negative rank"
     );
     ensure!(

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use transport::{wait_all, Completion, LocalSlice, Op as TOp, Region, RemoteSlice, Transport};
 
 use super::{Pending, Window};
-use crate::comm::Rank;
+use crate::comm::{Rank, Status, PROC_NULL};
 use crate::datatype::{bytes, check_op, fill, Equivalence, Op};
 use crate::error::{Error, Result};
+use crate::request::Request;
 
 /// Most words whose last seen value a window remembers (see [`Window::guesses`]).
 const GUESSES: usize = 4096;
@@ -39,7 +40,8 @@ impl Window {
 
     /// `MPI_Put` (MPI-3.1 §11.3.1): writes `origin` into `target`'s part at displacement
     /// `disp`. The origin buffer may be reused at once; the write is complete at the target
-    /// after the next `flush`, `unlock`, `complete` or `fence`.
+    /// after the next `flush`, `unlock`, `complete` or `fence`. Every RMA call to
+    /// [`PROC_NULL`] does nothing (MPI-3.1 §11.3).
     ///
     /// # One-sided
     /// The target takes no part.
@@ -48,6 +50,9 @@ impl Window {
     /// [`Error::InvalidRank`], [`Error::RmaSync`], [`Error::OutOfWindow`],
     /// [`Error::InvalidDisplacement`]; transport errors.
     pub fn put<T: Equivalence>(&self, origin: &[T], target: Rank, disp: usize) -> Result<()> {
+        if target == PROC_NULL {
+            return Ok(());
+        }
         let t = self.access(target)?;
         let data = bytes(origin);
         let offset = self.range(t, disp, data.len())?;
@@ -88,6 +93,9 @@ impl Window {
     /// # Errors
     /// As [`Window::put`].
     pub fn get<T: Equivalence>(&self, origin: &mut [T], target: Rank, disp: usize) -> Result<()> {
+        if target == PROC_NULL {
+            return Ok(());
+        }
         let t = self.access(target)?;
         let len = std::mem::size_of_val(origin);
         let offset = self.range(t, disp, len)?;
@@ -343,6 +351,9 @@ impl Window {
         op: Op,
     ) -> Result<()> {
         check_op::<T>(op)?;
+        if target == PROC_NULL {
+            return Ok(());
+        }
         let t = self.access(target)?;
         let offset = self.atomic_range::<T>(t, disp, origin.len())?;
         if op == Op::NoOp {
@@ -377,6 +388,9 @@ impl Window {
                 result.len()
             )));
         }
+        if target == PROC_NULL {
+            return Ok(());
+        }
         let t = self.access(target)?;
         let offset = self.atomic_range::<T>(t, disp, origin.len())?;
         let old = self.atomic_update(t, offset, origin, op, true)?;
@@ -385,7 +399,7 @@ impl Window {
     }
 
     /// `MPI_Fetch_and_op` (MPI-3.1 §11.3.4): applies `op` with `origin` to one element of
-    /// `target`'s part at `disp`; returns its old value.
+    /// `target`'s part at `disp`; returns its old value (zero for [`PROC_NULL`]).
     ///
     /// # One-sided
     /// The target takes no part.
@@ -406,7 +420,7 @@ impl Window {
 
     /// `MPI_Compare_and_swap` (MPI-3.1 §11.3.4): if `target`'s element at `disp` equals
     /// `compare`, replaces it with `origin`; returns its old value either way. Integer types
-    /// only, as MPI requires.
+    /// only, as MPI requires. With [`PROC_NULL`] nothing happens and it returns zero.
     ///
     /// # One-sided
     /// The target takes no part.
@@ -425,6 +439,9 @@ impl Window {
                 "compare-and-swap is defined on integers, not {}",
                 T::NAME
             )));
+        }
+        if target == PROC_NULL {
+            return Ok(T::zeroed());
         }
         let t = self.access(target)?;
         let offset = self.atomic_range::<T>(t, disp, 1)?;
@@ -459,5 +476,73 @@ impl Window {
             }
             current = seen;
         }
+    }
+
+    /// Request-based RMA needs a passive-target epoch on `target` (MPI-3.1 §11.3.5).
+    fn check_request_based(&self, target: Rank) -> Result<()> {
+        if target == PROC_NULL {
+            return Ok(());
+        }
+        let t = self.comm.check_rank(target)?;
+        let e = self.epochs();
+        if e.lock_all || e.locks.contains_key(&t) {
+            Ok(())
+        } else {
+            Err(Error::RmaSync(format!(
+                "request-based RMA to rank {target} outside a lock or lock_all epoch"
+            )))
+        }
+    }
+
+    /// `MPI_Rput` (MPI-3.1 §11.3.5): [`Window::put`] returning a request that completes when
+    /// the origin buffer may be reused. A put copies its data when it is called, so the
+    /// request is complete when it is returned; the write is complete at the target after the
+    /// next `flush` or `unlock`, as for a put. Allowed in passive-target epochs only, as MPI
+    /// requires.
+    ///
+    /// # One-sided
+    /// The target takes no part.
+    ///
+    /// # Errors
+    /// As [`Window::put`]; [`Error::RmaSync`] outside a `lock` or `lock_all` epoch on
+    /// `target`.
+    pub fn rput<T: Equivalence>(
+        &self,
+        origin: &[T],
+        target: Rank,
+        disp: usize,
+    ) -> Result<Request<'static>> {
+        self.check_request_based(target)?;
+        self.put(origin, target, disp)?;
+        Ok(Request::completed(Status {
+            source: target,
+            tag: -1,
+            bytes: std::mem::size_of_val(origin),
+        }))
+    }
+
+    /// `MPI_Rget` (MPI-3.1 §11.3.5): [`Window::get`] returning a request that completes when
+    /// `origin` holds the data. A get waits for its data, so the request is complete when it
+    /// is returned. Allowed in passive-target epochs only, as MPI requires.
+    ///
+    /// # One-sided
+    /// The target takes no part.
+    ///
+    /// # Errors
+    /// As [`Window::get`]; [`Error::RmaSync`] outside a `lock` or `lock_all` epoch on
+    /// `target`.
+    pub fn rget<T: Equivalence>(
+        &self,
+        origin: &mut [T],
+        target: Rank,
+        disp: usize,
+    ) -> Result<Request<'static>> {
+        self.check_request_based(target)?;
+        self.get(origin, target, disp)?;
+        Ok(Request::completed(Status {
+            source: target,
+            tag: -1,
+            bytes: std::mem::size_of_val(origin),
+        }))
     }
 }

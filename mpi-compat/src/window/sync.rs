@@ -500,6 +500,41 @@ impl Window {
         first_or_ok(first)
     }
 
+    /// `MPI_Win_test` (MPI-3.1 §11.5.2): [`Window::wait`] without blocking. Returns `true`
+    /// when every origin of the exposure epoch has called `complete` (the epoch is then
+    /// closed, as by `wait`), `false` otherwise (the origins heard from so far are
+    /// remembered; a later `test` or `wait` waits for the others only).
+    ///
+    /// # Errors
+    /// [`Error::RmaSync`] without a preceding `post`; [`Error::PeerLost`] (that origin is
+    /// given up, the epoch stays open for the others).
+    pub fn test(&self) -> Result<bool> {
+        let Some(origins) = self.epochs().exposure.take() else {
+            return Err(Error::RmaSync("test without post".into()));
+        };
+        let mut first = None;
+        let mut left = Vec::with_capacity(origins.len());
+        for o in origins {
+            match self.t().recv(
+                Some(transport::Rank(o as u32)),
+                Some(self.pscw_tag(true)),
+                Some(std::time::Duration::ZERO),
+            ) {
+                Ok(_) => {}
+                Err(transport::Error::Timeout(_)) => left.push(o),
+                Err(e) => {
+                    first.get_or_insert(e.into());
+                }
+            }
+        }
+        if !left.is_empty() {
+            self.epochs().exposure = Some(left);
+            return first.map_or(Ok(false), Err);
+        }
+        keep_first(&mut first, self.reconcile());
+        first_or_ok(first).map(|()| true)
+    }
+
     /// `MPI_Win_wait` (MPI-3.1 §11.5.2): waits until every origin of the exposure epoch has
     /// called `complete`; their RMA calls are then complete here.
     ///

@@ -27,6 +27,7 @@ int main(int argc, char **argv)
     OK(MPI_Type_free(&v));
     MPI_Request r = 12345;
     EXPECT(MPI_Wait(&r, MPI_STATUS_IGNORE), MPI_ERR_REQUEST);
+    EXPECT(MPI_Send(&x, 1, MPI_INT, -5, 0, MPI_COMM_WORLD), MPI_ERR_RANK);
     int dims[2] = { np + 1, 1 }, periods[2] = { 0, 0 };
     MPI_Comm cart;
     EXPECT(MPI_Cart_create(MPI_COMM_WORLD, 2, dims, periods, 0, &cart), MPI_ERR_DIMS);
@@ -58,6 +59,10 @@ int main(int argc, char **argv)
     double dd = 1, cmp = 0, res;
     EXPECT(MPI_Compare_and_swap(&dd, &cmp, &res, MPI_DOUBLE, 0, 0, win), MPI_ERR_TYPE);
     EXPECT(MPI_Win_lock(99, 0, 0, win), MPI_ERR_ARG);
+    MPI_Request rq;
+    EXPECT(MPI_Rput(&l, 1, MPI_LONG, 0, 0, 1, MPI_LONG, win, &rq), MPI_ERR_RMA_SYNC);
+    int flag;
+    EXPECT(MPI_Win_test(win, &flag), MPI_ERR_RMA_SYNC);
     OK(MPI_Win_fence(MPI_MODE_NOSUCCEED, win));
     OK(MPI_Win_free(&win));
     printf("rank %d: c errors ok\n", me);

@@ -163,6 +163,67 @@ int main(int argc, char **argv)
     CHECK(back == me, "periodic wrap %d", back);
     OK(MPI_Comm_free(&cart));
 
+    /* MPI_PROC_NULL: a shift without wrap-around; the ends talk to nobody. */
+    int up = me + 1 < np ? me + 1 : MPI_PROC_NULL, down = me > 0 ? me - 1 : MPI_PROC_NULL;
+    int sv = me * 5, rv = -7;
+    MPI_Request sr[2];
+    OK(MPI_Irecv(&rv, 1, MPI_INT, down, 20, MPI_COMM_WORLD, &sr[0]));
+    OK(MPI_Isend(&sv, 1, MPI_INT, up, 20, MPI_COMM_WORLD, &sr[1]));
+    OK(MPI_Wait(&sr[0], &st));
+    OK(MPI_Wait(&sr[1], MPI_STATUS_IGNORE));
+    int cnt = -1;
+    OK(MPI_Get_count(&st, MPI_INT, &cnt));
+    if (me == 0)
+        CHECK(rv == -7 && st.MPI_SOURCE == MPI_PROC_NULL && st.MPI_TAG == MPI_ANY_TAG && cnt == 0,
+              "receive from PROC_NULL: %d %d %d %d", rv, st.MPI_SOURCE, st.MPI_TAG, cnt);
+    else
+        CHECK(rv == (me - 1) * 5 && st.MPI_SOURCE == me - 1 && cnt == 1, "shift %d", rv);
+    OK(MPI_Send(&sv, 1, MPI_INT, MPI_PROC_NULL, 0, MPI_COMM_WORLD));
+    OK(MPI_Recv(&rv, 1, MPI_INT, MPI_PROC_NULL, MPI_ANY_TAG, MPI_COMM_WORLD, &st));
+    CHECK(st.MPI_SOURCE == MPI_PROC_NULL, "recv from PROC_NULL");
+
+    /* MPI_Waitany / MPI_Testany: rank 0 hears from every other rank in any order. */
+    int at = 0, fl = 0;
+    MPI_Request none[2] = { MPI_REQUEST_NULL, MPI_REQUEST_NULL };
+    OK(MPI_Waitany(2, none, &at, &st));
+    CHECK(at == MPI_UNDEFINED, "waitany of null requests %d", at);
+    OK(MPI_Testany(2, none, &at, &fl, MPI_STATUS_IGNORE));
+    CHECK(at == MPI_UNDEFINED && fl == 1, "testany of null requests %d %d", at, fl);
+    if (me == 0) {
+        int *vals = malloc(sizeof(int) * np);
+        MPI_Request *rs = malloc(sizeof(MPI_Request) * np);
+        for (int i = 1; i < np; i++)
+            OK(MPI_Irecv(&vals[i], 1, MPI_INT, i, 21, MPI_COMM_WORLD, &rs[i - 1]));
+        int seen = 0;
+        for (int k = 1; k < np; k++) {
+            OK(MPI_Waitany(np - 1, rs, &at, &st));
+            CHECK(at >= 0 && at < np - 1 && rs[at] == MPI_REQUEST_NULL && st.MPI_SOURCE == at + 1,
+                  "waitany index %d source %d", at, st.MPI_SOURCE);
+            CHECK(vals[at + 1] == (at + 1) * 11, "waitany value %d", vals[at + 1]);
+            seen |= 1 << at;
+        }
+        CHECK(seen == (1 << (np - 1)) - 1, "waitany saw %x", seen);
+        OK(MPI_Waitany(np - 1, rs, &at, MPI_STATUS_IGNORE));
+        CHECK(at == MPI_UNDEFINED, "waitany after all %d", at);
+        /* Testany: nothing before rank 1 sends, which it does only when told. */
+        OK(MPI_Irecv(&vals[0], 1, MPI_INT, 1, 22, MPI_COMM_WORLD, &rs[0]));
+        OK(MPI_Testany(1, rs, &at, &fl, &st));
+        CHECK(fl == 0 && at == MPI_UNDEFINED, "testany before the send %d %d", fl, at);
+        OK(MPI_Send(&sv, 1, MPI_INT, 1, 23, MPI_COMM_WORLD));
+        for (fl = 0; !fl;) OK(MPI_Testany(1, rs, &at, &fl, &st));
+        CHECK(at == 0 && vals[0] == 99 && st.MPI_TAG == 22, "testany %d %d", at, vals[0]);
+        free(vals);
+        free(rs);
+    } else {
+        int v = me * 11;
+        OK(MPI_Send(&v, 1, MPI_INT, 0, 21, MPI_COMM_WORLD));
+        if (me == 1) {
+            v = 99;
+            OK(MPI_Recv(&rv, 1, MPI_INT, 0, 23, MPI_COMM_WORLD, MPI_STATUS_IGNORE));
+            OK(MPI_Send(&v, 1, MPI_INT, 0, 22, MPI_COMM_WORLD));
+        }
+    }
+
     CHECK(MPI_Wtime() >= t0, "time runs");
     free(g); free(a2a); free(a2b);
     OK(MPI_Type_free(&pair));

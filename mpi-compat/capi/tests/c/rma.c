@@ -42,6 +42,22 @@ int main(int argc, char **argv)
     OK(MPI_Win_flush(0, win));
     OK(MPI_Win_flush_local(0, win));
     OK(MPI_Win_flush_all(win));
+    /* Request-based RMA (passive target), and MPI_PROC_NULL targets that do nothing. */
+    MPI_Request rq[2];
+    long rv = 1000 + me, rg = -1, untouched = 5;
+    OK(MPI_Rput(&rv, 1, MPI_LONG, right, 20, 1, MPI_LONG, win, &rq[0]));
+    OK(MPI_Wait(&rq[0], MPI_STATUS_IGNORE));
+    OK(MPI_Win_flush(right, win));
+    OK(MPI_Rget(&rg, 1, MPI_LONG, right, 20, 1, MPI_LONG, win, &rq[1]));
+    OK(MPI_Wait(&rq[1], MPI_STATUS_IGNORE));
+    CHECK(rg == 1000 + me && rq[0] == MPI_REQUEST_NULL, "rput/rget %ld", rg);
+    OK(MPI_Put(&rv, 1, MPI_LONG, MPI_PROC_NULL, 0, 1, MPI_LONG, win));
+    OK(MPI_Get(&untouched, 1, MPI_LONG, MPI_PROC_NULL, 0, 1, MPI_LONG, win));
+    OK(MPI_Fetch_and_op(&one, &untouched, MPI_LONG, MPI_PROC_NULL, 0, MPI_SUM, win));
+    OK(MPI_Compare_and_swap(&one, &zero, &untouched, MPI_LONG, MPI_PROC_NULL, 0, win));
+    OK(MPI_Rget(&untouched, 1, MPI_LONG, MPI_PROC_NULL, 0, 1, MPI_LONG, win, &rq[1]));
+    OK(MPI_Wait(&rq[1], MPI_STATUS_IGNORE));
+    CHECK(untouched == 5, "a PROC_NULL target wrote %ld", untouched);
     OK(MPI_Win_unlock_all(win));
     CHECK(both[0] == np && both[1] >= 100 && both[1] < 100 + np, "counter %ld winner %ld", both[0], both[1]);
     int won = prev == 0, wins = 0;
@@ -63,7 +79,12 @@ int main(int argc, char **argv)
         int val = me * 10 + round;
         OK(MPI_Put(&val, 1, MPI_INT, right, round, 1, MPI_INT, win));
         OK(MPI_Win_complete(win));
-        OK(MPI_Win_wait(win));
+        if (round == 1) {
+            int flag = 0;
+            while (!flag) OK(MPI_Win_test(win, &flag));
+        } else {
+            OK(MPI_Win_wait(win));
+        }
         CHECK(mem[round] == left * 10 + round, "pscw round %d: %d", round, mem[round]);
     }
     OK(MPI_Group_free(&from_left));

@@ -24,15 +24,14 @@ fn wrong_len(what: &str, got: usize, want: usize) -> Error {
 
 impl Communicator {
     fn send_to(&self, ch: Channel, to: usize, data: &[u8]) -> Result<()> {
-        self.transport()
-            .send(transport::Rank(to as u32), self.tag(ch), data)?;
+        self.transport().send(self.peer(to), self.tag(ch), data)?;
         Ok(())
     }
 
     fn recv_from(&self, ch: Channel, from: usize) -> Result<Vec<u8>> {
         Ok(self
             .transport()
-            .recv(Some(transport::Rank(from as u32)), Some(self.tag(ch)), None)?
+            .recv(Some(self.peer(from)), Some(self.tag(ch)), None)?
             .data)
     }
 

@@ -252,14 +252,17 @@ impl Matching {
 }
 
 /// A communicator: a set of ranks with a private message space (MPI-3.1 §6.1). Obtained
-/// from [`crate::Universe::world`] (`MPI_COMM_WORLD`) or [`Communicator::dup`]. Cheap to
-/// clone; clones are the same communicator.
+/// from [`crate::Universe::world`] (`MPI_COMM_WORLD`), [`Communicator::dup`] or
+/// [`Communicator::split`]. Cheap to clone; clones are the same communicator.
 #[derive(Debug, Clone)]
 pub struct Communicator {
     pub(crate) shared: Arc<Shared>,
     context: u32,
     rank: Rank,
     size: usize,
+    /// The job ranks of this communicator's ranks, in rank order; `None` when they are every
+    /// rank of the job in job order (the world and its duplicates).
+    members: Option<Arc<[usize]>>,
 }
 
 impl Communicator {
@@ -271,7 +274,38 @@ impl Communicator {
             context,
             rank,
             size,
+            members: None,
         }
+    }
+
+    /// The transport rank (job rank) of this communicator's rank `r` (checked before).
+    pub(crate) fn peer(&self, r: usize) -> transport::Rank {
+        transport::Rank(self.members.as_ref().map_or(r, |m| m[r]) as u32)
+    }
+
+    /// This communicator's rank of job rank `job` (`PROC_NULL` when it is no member).
+    fn rank_of_job_rank(&self, job: usize) -> Rank {
+        match &self.members {
+            None => job as Rank,
+            Some(m) => m
+                .iter()
+                .position(|&x| x == job)
+                .map_or(PROC_NULL, |r| r as Rank),
+        }
+    }
+
+    /// The status of a message taken off the transport, with its source as a rank of this
+    /// communicator.
+    pub(crate) fn status_of(&self, m: &Incoming) -> Status {
+        let mut st = m.status();
+        st.source = self.rank_of_job_rank(st.source as usize);
+        st
+    }
+
+    /// Whether this communicator has every rank of the job, in job order (the world and its
+    /// duplicates), as the runtime's collective allocations need.
+    pub(crate) fn is_whole_job(&self) -> bool {
+        self.members.is_none()
     }
 
     pub(crate) fn transport(&self) -> &transport::AnyTransport {
@@ -300,14 +334,74 @@ impl Communicator {
     /// that its messages never match this communicator's.
     ///
     /// # Collective
-    /// Every rank must call it, in the same order relative to other `dup` calls.
+    /// Every rank must call it.
     ///
     /// # Errors
-    /// Transport errors of the synchronising barrier.
+    /// Transport errors of the all-reduce that agrees on the new context.
     pub fn dup(&self) -> Result<Communicator> {
-        let context = self.shared.new_context();
-        self.barrier()?;
-        Ok(Communicator::new(Arc::clone(&self.shared), context))
+        let context = self.agree_context()?;
+        Ok(Communicator {
+            context,
+            ..self.clone()
+        })
+    }
+
+    /// A context none of this communicator's ranks uses yet: the highest of their proposals.
+    fn agree_context(&self) -> Result<u32> {
+        let mut agreed = [0u32];
+        self.all_reduce(
+            &[self.shared.proposed_context()],
+            &mut agreed,
+            crate::Op::Max,
+        )?;
+        self.shared.claim_context(agreed[0]);
+        Ok(agreed[0])
+    }
+
+    /// `MPI_Comm_split` (MPI-3.1 §6.4.2): splits this communicator into one communicator per
+    /// `color`, its ranks ordered by `key` (ties: by rank here). A rank whose `color` is
+    /// `None` (`MPI_UNDEFINED`) gets `None` (`MPI_COMM_NULL`). Point-to-point calls and
+    /// collectives on the new communicator use its ranks; windows need a communicator of the
+    /// whole job (the runtime's collective allocations are job-wide) and refuse it.
+    ///
+    /// # Collective
+    /// Every rank of this communicator must call it.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a negative color (the other ranks go on without this
+    /// rank); transport errors of the exchange.
+    pub fn split(&self, color: Option<i32>, key: i32) -> Result<Option<Communicator>> {
+        let bad = color.is_some_and(|c| c < 0);
+        // (color, key) of every rank; -1 for no color (undefined or invalid).
+        let mine = [color.filter(|_| !bad).unwrap_or(-1), key];
+        let mut all = vec![0i32; 2 * self.size];
+        self.all_gather(&mine, &mut all)?;
+        let context = self.agree_context()?;
+        if bad {
+            return Err(Error::InvalidArgument(format!(
+                "color {} is negative (use None for MPI_UNDEFINED)",
+                color.unwrap_or_default()
+            )));
+        }
+        let Some(color) = color else {
+            return Ok(None);
+        };
+        let mut ranks: Vec<usize> = (0..self.size).filter(|&r| all[2 * r] == color).collect();
+        ranks.sort_by_key(|&r| (all[2 * r + 1], r));
+        let members: Vec<usize> = ranks.iter().map(|&r| self.peer(r).index()).collect();
+        let me = self.peer(self.rank as usize).index();
+        let rank = members.iter().position(|&j| j == me).ok_or_else(|| {
+            Error::InvalidArgument("this rank is missing from its own color".into())
+        })? as Rank;
+        let whole = members.len() == self.shared.dsm.nodes()
+            && members.iter().enumerate().all(|(i, &j)| i == j);
+        Ok(Some(Communicator {
+            shared: Arc::clone(&self.shared),
+            context,
+            rank,
+            size: members.len(),
+            members: (!whole).then(|| members.into()),
+        }))
     }
 
     /// Checks a rank argument.
@@ -347,11 +441,8 @@ impl Communicator {
         let mut frame = Vec::with_capacity(HEADER + payload.len());
         frame.extend_from_slice(&tag.to_le_bytes());
         frame.extend_from_slice(payload);
-        self.transport().send(
-            transport::Rank(dest as u32),
-            self.tag(Channel::PointToPoint),
-            &frame,
-        )?;
+        self.transport()
+            .send(self.peer(dest), self.tag(Channel::PointToPoint), &frame)?;
         Ok(())
     }
 
@@ -408,8 +499,10 @@ impl Communicator {
             }
             return Ok(Request::completed(Status::proc_null()));
         }
+        // Matching is done with job ranks (as messages arrive); statuses give them back as ranks
+        // of this communicator.
         let source = match source {
-            Source::Rank(r) => Some(self.check_rank(r)?),
+            Source::Rank(r) => Some(self.peer(self.check_rank(r)?).index()),
             Source::Any => None,
         };
         let tag = match tag {

@@ -114,6 +114,10 @@ pub enum Error {
         /// Bytes the buffer holds.
         room: usize,
     },
+    /// A communicator the call cannot use (for example a window over a communicator made by
+    /// [`crate::Communicator::split`]).
+    #[error("invalid communicator: {0}")]
+    InvalidCommunicator(String),
     /// A window that cannot be used (freed, or created with inconsistent arguments).
     #[error("invalid window: {0}")]
     InvalidWindow(String),
@@ -176,6 +180,7 @@ impl Error {
             Error::InvalidOp(_) => ErrorClass::Op,
             Error::Truncate { .. } => ErrorClass::Truncate,
             Error::InvalidWindow(_) => ErrorClass::Win,
+            Error::InvalidCommunicator(_) => ErrorClass::Comm,
             Error::InvalidDisplacement(_) => ErrorClass::Disp,
             Error::OutOfWindow { .. } => ErrorClass::RmaRange,
             Error::RmaSync(_) => ErrorClass::RmaSync,

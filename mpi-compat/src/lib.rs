@@ -61,8 +61,9 @@
 //!
 //! ## What is supported
 //!
-//! - Communicators: the world ([`Universe::world`]) and [`Communicator::dup`]; no
-//!   `MPI_Comm_split` yet (every communicator has all ranks).
+//! - Communicators: the world ([`Universe::world`]), [`Communicator::dup`] and
+//!   [`Communicator::split`] (sub-communicators with their own ranks for point-to-point and
+//!   collectives; windows need a communicator of the whole job).
 //! - Point-to-point: blocking, non-blocking ([`Request`]: [`Request::wait`],
 //!   [`Request::test`], [`wait_all`], [`test_all`], [`wait_any`], [`test_any`]),
 //!   [`ANY_SOURCE`], [`ANY_TAG`], [`PROC_NULL`], `sendrecv`; dropping an unfinished receive

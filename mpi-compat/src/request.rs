@@ -107,7 +107,7 @@ impl<'a> Request<'a> {
         };
         match comm.progress(id, block) {
             Ok(Some(m)) => {
-                let status = m.status();
+                let status = comm.status_of(&m);
                 let payload = m.payload();
                 if payload.len() > buf.len() {
                     fill(buf, &payload[..buf.len()]);

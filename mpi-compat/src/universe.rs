@@ -25,8 +25,16 @@ impl Shared {
         self.matching.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn new_context(&self) -> u32 {
-        self.next_context.fetch_add(1, Ordering::Relaxed)
+    /// The context this rank would give the next communicator it creates.
+    pub(crate) fn proposed_context(&self) -> u32 {
+        self.next_context.load(Ordering::Relaxed)
+    }
+
+    /// Takes `context` (agreed by the members of a new communicator: the highest of their
+    /// proposals, so that none of them uses it yet); later contexts come after it.
+    pub(crate) fn claim_context(&self, context: u32) {
+        self.next_context
+            .fetch_max(context.saturating_add(1), Ordering::Relaxed);
     }
 
     pub(crate) fn new_window_id(&self) -> u32 {

@@ -7,7 +7,7 @@ use dsm_core::launcher::{launch, LaunchOptions};
 
 const CHECK: &str = env!("CARGO_BIN_EXE_mpi-check");
 
-const PARTS: [&str; 8] = [
+const PARTS: [&str; 9] = [
     "p2p",
     "nonblocking",
     "collectives",
@@ -16,6 +16,7 @@ const PARTS: [&str; 8] = [
     "created",
     "raw",
     "errors",
+    "split",
 ];
 
 /// Runs `mpi-check` on `n` ranks with `parts`; every rank must report each part ok.

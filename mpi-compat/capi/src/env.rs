@@ -298,6 +298,45 @@ pub unsafe extern "C" fn MPI_Comm_dup(comm: c_int, newcomm: *mut c_int) -> c_int
     })
 }
 
+/// `MPI_Comm_split` (MPI-3.1 §6.4.2): one communicator per color, ranks ordered by key
+/// (ties by rank); `MPI_UNDEFINED` gives `MPI_COMM_NULL`. The new communicator keeps the
+/// error handler of `comm`. Windows cannot be created over it unless it has every rank in
+/// order (`MPI_ERR_COMM`).
+#[no_mangle]
+pub unsafe extern "C" fn MPI_Comm_split(
+    comm: c_int,
+    color: c_int,
+    key: c_int,
+    newcomm: *mut c_int,
+) -> c_int {
+    with_state("MPI_Comm_split", Some(comm), |s| {
+        let e = s.tables.comm(comm)?;
+        let errhandler = e.errhandler;
+        // The split is collective: it is made even when `newcomm` is null (refused after).
+        let sub = e.comm.split((color != UNDEFINED).then_some(color), key)?;
+        let h = match sub {
+            None => 0,
+            Some(c) => {
+                let h = s.tables.handle();
+                s.tables.comms.insert(
+                    h,
+                    CommEntry {
+                        comm: c,
+                        cart: None,
+                        errhandler,
+                    },
+                );
+                h
+            }
+        };
+        // SAFETY: a valid `MPI_Comm *` by contract (null is refused).
+        unsafe { put(newcomm, h) }
+    })
+}
+
+/// `MPI_UNDEFINED`.
+const UNDEFINED: c_int = -32766;
+
 /// `MPI_Comm_free` (MPI-3.1 §6.4.3). `MPI_COMM_WORLD` cannot be freed.
 #[no_mangle]
 pub unsafe extern "C" fn MPI_Comm_free(comm: *mut c_int) -> c_int {

@@ -1,6 +1,6 @@
 //! Checks of the MPI-style API on a real job: run as `dsmrun -n N mpi-check <part>...`, where
-//! each part is `p2p`, `nonblocking`, `collectives`, `rma`, `pscw`, `created`, `raw` or
-//! `errors`; or as `dsmrun -n 3 mpi-check lost` with `DSM_ON_PEER_LOST=error` (a rank leaves
+//! each part is `p2p`, `nonblocking`, `collectives`, `rma`, `pscw`, `created`, `raw`,
+//! `errors` or `split`; or as `dsmrun -n 3 mpi-check lost` with `DSM_ON_PEER_LOST=error` (a rank leaves
 //! the job; see [`lost`]).
 //! Every check compares with the value it must have; the first mismatch exits non-zero.
 
@@ -267,6 +267,92 @@ fn nonblocking(w: &Communicator) -> Check {
         ensure!(st.tag == 6 && c == [6], "the later message: {st:?} {c:?}");
         ensure!(a == [0], "the cancelled buffer was written: {a:?}");
     }
+    ok(w.barrier())
+}
+
+/// `split`: sub-communicators with their own ranks for point-to-point and collectives.
+fn split(w: &Communicator) -> Check {
+    let (me, n) = (w.rank(), w.size());
+    // Even and odd ranks, each ordered by descending world rank; the last rank opts out when
+    // there are more than two.
+    let out = n > 2 && me == n - 1;
+    let sub = ok(w.split(if out { None } else { Some(me % 2) }, -me))?;
+    if out {
+        ensure!(sub.is_none(), "MPI_UNDEFINED gave a communicator");
+    } else {
+        let sub = sub.ok_or("no communicator for a color")?;
+        let members: Vec<i32> = (0..n)
+            .filter(|&r| r % 2 == me % 2 && !(n > 2 && r == n - 1))
+            .rev()
+            .collect();
+        let (sr, ss) = (sub.rank(), sub.size());
+        ensure!(
+            ss as usize == members.len() && members[sr as usize] == me,
+            "rank {sr} of {ss}, members {members:?}"
+        );
+        // A ring in the sub-communicator: ranks and statuses are its own.
+        let (next, prev) = ((sr + 1) % ss, (sr + ss - 1) % ss);
+        let mut got = [-1i32];
+        let st = ok(sub.sendrecv(&[me], next, 1, &mut got, prev, 1))?;
+        ensure!(
+            got == [members[prev as usize]] && st.source == prev,
+            "ring: {got:?} {st:?}"
+        );
+        if sr == 0 {
+            for _ in 1..ss {
+                let mut x = [0i32];
+                let st = ok(sub.recv(&mut x, ANY_SOURCE, 2))?;
+                ensure!(
+                    x == [members[st.source as usize]],
+                    "any source: {x:?} {st:?}"
+                );
+            }
+        } else {
+            ok(sub.send(&[me], 0, 2))?;
+        }
+        let mut sum = [0i32];
+        ok(sub.all_reduce(&[me], &mut sum, Op::Sum))?;
+        ensure!(sum == [members.iter().sum::<i32>()], "all_reduce {sum:?}");
+        let mut b = [if sr == ss - 1 { me } else { -1 }];
+        ok(sub.broadcast(&mut b, ss - 1))?;
+        ensure!(b == [members[ss as usize - 1]], "broadcast {b:?}");
+        let mut all = vec![0i32; ss as usize];
+        ok(sub.all_gather(&[me], &mut all))?;
+        ensure!(all == members, "all_gather {all:?}");
+        let d = ok(sub.dup())?;
+        ensure!(
+            d.rank() == sr && d.size() == ss,
+            "dup of a split communicator"
+        );
+        ok(d.barrier())?;
+        if ss < n {
+            ensure!(
+                Window::allocate(&sub, 64, 8).err().map(|e| e.class()) == Some(ErrorClass::Comm),
+                "a window over a split communicator"
+            );
+        }
+    }
+    // One color, ranks in order: the whole job again (windows work on it).
+    let same = ok(w.split(Some(7), 0))?.ok_or("no communicator for color 7")?;
+    ensure!(same.rank() == me && same.size() == n, "split of one color");
+    let win = ok(Window::allocate(&same, 64, 8))?;
+    ok(win.free())?;
+    // A negative color is this rank's error; the others go on without it.
+    let r = w.split(Some(if me == 0 { -4 } else { 0 }), 0);
+    if me == 0 {
+        ensure!(
+            r.as_ref().err().map(|e| e.class()) == Some(ErrorClass::Arg),
+            "negative color: {r:?}"
+        );
+    } else {
+        let c = ok(r)?.ok_or("no communicator")?;
+        ensure!(c.size() == n - 1 && c.rank() == me - 1, "without rank 0");
+        ok(c.barrier())?;
+    }
+    // The world's messages are not the sub-communicators'.
+    let mut total = [0i32];
+    ok(w.all_reduce(&[1], &mut total, Op::Sum))?;
+    ensure!(total == [n], "world all_reduce after split {total:?}");
     ok(w.barrier())
 }
 
@@ -1093,6 +1179,7 @@ fn main() -> ExitCode {
             "created" => created(&world, universe.dsm()),
             "raw" => raw_and_dynamic(&world, universe.dsm()),
             "errors" => errors(&world),
+            "split" => split(&world),
             "lost" => lost(&world, universe.dsm()),
             other => Err(format!("unknown part {other:?}")),
         };

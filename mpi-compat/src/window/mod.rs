@@ -130,7 +130,10 @@ struct Epochs {
 
 /// An RMA window: `MPI_Win`. Created collectively by [`Window::allocate`] or
 /// [`Window::create`], freed collectively by [`Window::free`] (dropping it without `free`
-/// leaks its global memory but is otherwise harmless).
+/// leaks its global memory but is otherwise harmless). Its communicator must have every rank
+/// of the job (the world or a duplicate): the constructors refuse one made by
+/// [`Communicator::split`] with [`Error::InvalidCommunicator`] (`MPI_ERR_COMM`), on every rank
+/// that calls them.
 #[derive(Debug)]
 pub struct Window {
     comm: Communicator,
@@ -165,6 +168,7 @@ impl Window {
     /// [`Error::InvalidDisplacement`] for a `disp_unit` of 0; [`Error::Dsm`] (class
     /// `MPI_ERR_NO_MEM`) when global memory is exhausted.
     pub fn allocate(comm: &Communicator, bytes: usize, disp_unit: usize) -> Result<Window> {
+        Self::check_comm(comm)?;
         let mut parts = Self::exchange(comm, 0, bytes, disp_unit, None)?;
         let dsm = &comm.shared.dsm;
         let part_pages = parts
@@ -219,6 +223,7 @@ impl Window {
         bytes: usize,
         disp_unit: usize,
     ) -> Result<Window> {
+        Self::check_comm(comm)?;
         let dsm = &comm.shared.dsm;
         let addr = base as usize;
         let inside = bytes == 0
@@ -247,6 +252,20 @@ impl Window {
         }
         let parts = Self::resolve_homes(comm, parts);
         Self::finish(comm, parts, Memory::Created { registered: None })
+    }
+
+    /// Windows are made of job-wide collective allocations of the runtime, so their
+    /// communicator must have every rank of the job (the world or a duplicate of it).
+    fn check_comm(comm: &Communicator) -> Result<()> {
+        if comm.is_whole_job() {
+            Ok(())
+        } else {
+            Err(Error::InvalidCommunicator(
+                "windows need a communicator of every rank of the job (the world or a \
+                 duplicate): the runtime's collective allocations are job-wide"
+                    .into(),
+            ))
+        }
     }
 
     /// Parts in global memory: their home copy when a single node holds all of it.
@@ -285,6 +304,7 @@ impl Window {
         bytes: usize,
         disp_unit: usize,
     ) -> Result<Window> {
+        Self::check_comm(comm)?;
         let dsm = &comm.shared.dsm;
         if bytes == 0 || dsm.is_global(base as usize) {
             return Self::create(comm, base, bytes, disp_unit);
@@ -328,6 +348,7 @@ impl Window {
     /// # Errors
     /// Transport errors.
     pub fn create_dynamic(comm: &Communicator) -> Result<Window> {
+        Self::check_comm(comm)?;
         let mut parts = Self::exchange(comm, 0, 0, 1, None)?;
         for p in &mut parts {
             p.global = true;

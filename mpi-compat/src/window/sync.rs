@@ -428,14 +428,14 @@ impl Window {
     /// Sends a post (`complete == false`) or complete notification to `to`.
     fn notify(&self, to: usize, complete: bool) -> Result<()> {
         self.t()
-            .send(transport::Rank(to as u32), self.pscw_tag(complete), &[])?;
+            .send(self.comm.peer(to), self.pscw_tag(complete), &[])?;
         Ok(())
     }
 
     /// Receives a post or complete notification from `from`.
     fn notified(&self, from: usize, complete: bool) -> Result<()> {
         self.t().recv(
-            Some(transport::Rank(from as u32)),
+            Some(self.comm.peer(from)),
             Some(self.pscw_tag(complete)),
             None,
         )?;
@@ -516,7 +516,7 @@ impl Window {
         let mut left = Vec::with_capacity(origins.len());
         for o in origins {
             match self.t().recv(
-                Some(transport::Rank(o as u32)),
+                Some(self.comm.peer(o)),
                 Some(self.pscw_tag(true)),
                 Some(std::time::Duration::ZERO),
             ) {

@@ -224,6 +224,34 @@ int main(int argc, char **argv)
         }
     }
 
+    /* MPI_Comm_split: even and odd ranks, highest world rank first; MPI_UNDEFINED. */
+    MPI_Comm half, rest;
+    OK(MPI_Comm_split(MPI_COMM_WORLD, me % 2, -me, &half));
+    int hr, hs, hsum = 0, want_sum = 0, want_rank = 0, want_size = 0;
+    for (int r = 0; r < np; r++)
+        if (r % 2 == me % 2) { want_size++; want_sum += r; want_rank += r > me; }
+    OK(MPI_Comm_rank(half, &hr));
+    OK(MPI_Comm_size(half, &hs));
+    CHECK(hs == want_size && hr == want_rank, "split rank %d of %d", hr, hs);
+    OK(MPI_Allreduce(&me, &hsum, 1, MPI_INT, MPI_SUM, half));
+    CHECK(hsum == want_sum, "split allreduce %d", hsum);
+    int from = -1;
+    MPI_Request hq;
+    OK(MPI_Irecv(&from, 1, MPI_INT, (hr + hs - 1) % hs, 30, half, &hq));
+    OK(MPI_Send(&me, 1, MPI_INT, (hr + 1) % hs, 30, half));
+    OK(MPI_Wait(&hq, &st));
+    CHECK(st.MPI_SOURCE == (hr + hs - 1) % hs && from % 2 == me % 2, "split ring %d", from);
+    OK(MPI_Comm_free(&half));
+    OK(MPI_Comm_split(MPI_COMM_WORLD, me == 0 ? MPI_UNDEFINED : 1, 0, &rest));
+    if (me == 0) {
+        CHECK(rest == MPI_COMM_NULL, "MPI_UNDEFINED gave %d", rest);
+    } else {
+        OK(MPI_Comm_size(rest, &hs));
+        CHECK(hs == np - 1, "split without rank 0: %d", hs);
+        OK(MPI_Barrier(rest));
+        OK(MPI_Comm_free(&rest));
+    }
+
     CHECK(MPI_Wtime() >= t0, "time runs");
     free(g); free(a2a); free(a2b);
     OK(MPI_Type_free(&pair));

@@ -1053,6 +1053,22 @@ fn errors(w: &Communicator) -> Check {
     ok(win.read_local(1, &mut x))?;
     ensure!(x == [5], "put after the failed fence: {x:?}");
     ok(win.free())?;
+    // A window over process memory whose size overflows on one rank fails on every rank.
+    let mut mine = vec![0u64; 8].into_boxed_slice();
+    let huge = if me == 0 { usize::MAX - 2 } else { 64 };
+    // SAFETY: `mine` outlives the call and is not borrowed meanwhile; on rank 0 the size
+    // overflows, which the call refuses before it touches or registers the memory.
+    let r = unsafe { Window::create_from_raw(w, mine.as_mut_ptr().cast(), huge, 8) }.map(drop);
+    ensure!(
+        class(r)
+            == Some(if me == 0 {
+                ErrorClass::Arg
+            } else {
+                ErrorClass::Win
+            }),
+        "create_from_raw with an overflowing size on rank 0"
+    );
+    drop(mine);
     // A part outside global memory fails on every rank (nobody hangs).
     let mut plain = [0u8; 64];
     let r = Window::create(w, plain.as_mut_ptr(), 64, 1).map(drop);

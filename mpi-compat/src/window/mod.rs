@@ -313,19 +313,44 @@ impl Window {
         // atomics (a compare-and-swap of the whole word, which leaves the neighbouring bytes
         // as they are) reach every element; puts and gets stay inside the buffer.
         let lead = base as usize % 8;
-        let span = lead
+        let registered = lead
             .checked_add(bytes)
             .and_then(|end| end.checked_next_multiple_of(8))
-            .ok_or_else(|| Error::InvalidArgument("window memory too large".into()))?;
-        // SAFETY: the caller guarantees `[base, base + bytes)` is valid for reads and writes
-        // until the window is freed and is not borrowed by Rust meanwhile; the enclosing
-        // 8-byte words share a page with it, so they are mapped and writable, and the window
-        // only ever rewrites their bytes outside the buffer with their own value (by
-        // compare-and-swap). `free` withdraws the registration before returning, and the
-        // region is dropped with the window.
-        let region = unsafe { Region::from_raw(base.wrapping_sub(lead), span)? };
-        let desc = comm.transport().register(&region)?;
-        let parts = Self::exchange(comm, base as usize, bytes, disp_unit, Some(desc))?;
+            .ok_or_else(|| Error::InvalidArgument("window memory too large".into()))
+            .and_then(|span| {
+                // SAFETY: the caller guarantees `[base, base + bytes)` is valid for reads and
+                // writes until the window is freed and is not borrowed by Rust meanwhile; the
+                // enclosing 8-byte words share a page with it, so they are mapped and
+                // writable, and the window only ever rewrites their bytes outside the buffer
+                // with their own value (by compare-and-swap). `free` withdraws the
+                // registration before returning, and the region is dropped with the window.
+                let region = unsafe { Region::from_raw(base.wrapping_sub(lead), span)? };
+                let desc = comm.transport().register(&region)?;
+                Ok((region, desc))
+            });
+        // A rank that failed still takes part in the exchange, with the failure marker of
+        // `create`, so that every rank fails instead of waiting for it.
+        let parts = match &registered {
+            Ok((_, desc)) => Self::exchange(comm, base as usize, bytes, disp_unit, Some(*desc)),
+            Err(_) => Self::exchange(comm, 0, usize::MAX, 1, None),
+        };
+        let failed = parts
+            .as_ref()
+            .ok()
+            .and_then(|p| p.iter().position(|p| p.len == usize::MAX));
+        let (region, desc) = registered?;
+        let parts = match (parts, failed) {
+            (Ok(parts), None) => parts,
+            (parts, failed) => {
+                // Best effort: the error to report is the exchange's or the failed rank's.
+                let _ = comm.transport().deregister(&desc);
+                parts?;
+                return Err(Error::InvalidWindow(format!(
+                    "rank {} could not create its part of the window",
+                    failed.unwrap_or_default()
+                )));
+            }
+        };
         let parts = Self::resolve_homes(comm, parts);
         Self::finish(
             comm,

@@ -186,6 +186,10 @@ pub(crate) struct Inner {
     /// How much to prefetch (see [`prefetch`]): the window, and its cap that pages used raise
     /// and pages wasted lower.
     prefetch: Mutex<prefetch::Policy>,
+    /// Prefetches whose data is still on its way (their pages stay locked until installed).
+    inflight: Mutex<Vec<Inflight>>,
+    /// The first page of the latest prefetched run: its first touch posts the next run.
+    trigger: std::sync::atomic::AtomicUsize,
     pub(crate) stats: Stats,
     // Keep the registered regions alive for as long as peers may address them.
     _home: Arc<Region>,
@@ -289,6 +293,23 @@ impl Batch<'_> {
 impl Drop for Batch<'_> {
     fn drop(&mut self) {
         lock(&self.inner.free_batches).push(self.slot);
+    }
+}
+
+/// A run of prefetched pages whose data is on its way: the pages stay locked (with their
+/// states as of locking) until [`Inner::install`] waits for the data and opens them.
+#[derive(Debug)]
+struct Inflight {
+    first: usize,
+    states: Vec<State>,
+    /// The batch buffer receiving the run's directory entries (taken out of the free list).
+    batch: usize,
+    done: Vec<Completion>,
+}
+
+impl Inflight {
+    fn holds(&self, page: usize) -> bool {
+        (self.first..self.first + self.states.len()).contains(&page)
     }
 }
 
@@ -408,6 +429,8 @@ impl Inner {
             arena_pages,
             next_expected: std::sync::atomic::AtomicUsize::new(usize::MAX),
             prefetch: Mutex::new(prefetch::Policy::default()),
+            inflight: Mutex::new(Vec::new()),
+            trigger: std::sync::atomic::AtomicUsize::new(usize::MAX),
             stats: Stats::default(),
             space,
             _home: home,
@@ -437,11 +460,76 @@ impl Inner {
 }
 
 impl Inner {
-    fn batch(&self) -> Result<Batch<'_>> {
-        let slot = lock(&self.free_batches)
-            .pop()
-            .ok_or_else(|| Error::Bootstrap("out of prefetch buffers".into()))?;
-        Ok(Batch { inner: self, slot })
+    /// A batch buffer, if one is free (else no prefetch now).
+    fn try_batch(&self) -> Option<Batch<'_>> {
+        let slot = lock(&self.free_batches).pop()?;
+        Some(Batch { inner: self, slot })
+    }
+
+    /// Locks `page`; when a prefetch in flight holds it, installs that prefetch first (so that
+    /// no thread waits for a run nobody completes).
+    fn lock_page(&self, page: usize) -> Result<PageGuard<'_>> {
+        let mut spins = 0u32;
+        loop {
+            if let Some(g) = self.pages.try_lock(page) {
+                return Ok(g);
+            }
+            if !self.finish_prefetches(Some(page))? {
+                spins = spins.wrapping_add(1);
+                crate::sync::pause(spins);
+            }
+        }
+    }
+
+    /// Installs the prefetch in flight that holds `page` (every one, for `None`): waits for its
+    /// data and opens its pages as prefetched copies. Returns whether it installed any.
+    fn finish_prefetches(&self, page: Option<usize>) -> Result<bool> {
+        let taken: Vec<Inflight> = {
+            let mut all = lock(&self.inflight);
+            match page {
+                None => std::mem::take(&mut *all),
+                Some(p) => match all.iter().position(|w| w.holds(p)) {
+                    Some(i) => vec![all.swap_remove(i)],
+                    None => return Ok(false),
+                },
+            }
+        };
+        let any = !taken.is_empty();
+        let mut result = Ok(any);
+        for w in taken {
+            if let Err(e) = self.install(w) {
+                result = result.and(Err(e));
+            }
+        }
+        result
+    }
+
+    /// Waits for a prefetched run's data and unlocks its pages as prefetched copies (content
+    /// valid, application view still closed: [`PREFETCHED`]).
+    fn install(&self, w: Inflight) -> Result<()> {
+        let entries = Batch {
+            inner: self,
+            slot: w.batch,
+        };
+        let n = w.states.len();
+        if let Err(e) = wait_all(&w.done) {
+            for (i, st) in w.states.into_iter().enumerate() {
+                self.pages.unlock_kept(w.first + i, st);
+            }
+            return Err(e.into());
+        }
+        for (i, st) in w.states.into_iter().enumerate() {
+            let page = w.first + i;
+            let writers = entries.word(i * DIR_ENTRY / 8 + 1);
+            let st = self.fetched_state(page, st, writers);
+            self.pages
+                .unlock_kept(page, st.with(PREFETCHED).with_cache(Cache::ReadOnly));
+        }
+        self.stats
+            .pages_fetched
+            .fetch_add(n as u64, Ordering::Relaxed);
+        self.stats.prefetched.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(())
     }
 
     fn scratch(&self) -> Result<Scratch<'_>> {
@@ -496,39 +584,41 @@ impl Inner {
     pub(crate) fn resolve(&self, addr: usize, write: bool) -> Result<()> {
         let start = Instant::now();
         let page = self.space.page_of(addr);
-        let mut g = self.pages.lock(page);
+        let mut g = self.lock_page(page)?;
         let st = g.state();
-        let fetched = match (st.cache(), write) {
+        // Pages this fault brought in (the faulting one, and prefetched runs posted).
+        let fresh = match (st.cache(), write) {
             (Cache::Invalid, _) => {
-                self.fetch(&mut g, write)?;
-                true
+                let mut ahead = self.fetch(&mut g, write)?;
+                ahead.push(page);
+                ahead
             }
             (Cache::ReadOnly, true) => {
                 self.make_writable(&mut g)?;
-                false
+                Vec::new()
             }
-            // The first touch of a prefetched page: a local fault, no message.
+            // The first touch of a prefetched page: a local fault, no message (but, at the
+            // first page of the latest run, the next run is posted).
             (Cache::ReadOnly, false) if st.has(PREFETCHED) => {
                 self.space.set_access(page, 1, Access::None, Access::Read)?;
                 g.set(st.without(PREFETCHED));
                 self.note_used(1);
-                false
+                // (The page itself among them, so that no eviction it causes takes it away
+                // before the access that faulted.)
+                let mut ahead = self.prefetch_ahead(page)?;
+                ahead.push(page);
+                ahead
             }
             // Another thread resolved it first (or, under userfaultfd, the kernel dropped the
             // page-table entry): make sure the mapping matches the state.
             _ => {
                 self.space.remap(page, view_of(st))?;
-                false
+                Vec::new()
             }
         };
         drop(g);
-        if fetched {
-            let ahead = if write {
-                Vec::new()
-            } else {
-                self.prefetch_after(page)?
-            };
-            self.account_cached(std::iter::once(page).chain(ahead))?;
+        if !fresh.is_empty() {
+            self.account_cached(fresh)?;
         }
         self.stats
             .fault_ns
@@ -605,11 +695,19 @@ impl Inner {
     }
 
     /// Fetches an invalid page (see [`Inner::post_fetch`]) and opens it for reading, or for
-    /// writing with a twin and the writer registration done, in one round of messages.
-    fn fetch(&self, g: &mut PageGuard<'_>, write: bool) -> Result<()> {
+    /// writing with a twin and the writer registration done, in one round of messages. A read
+    /// posts the prefetch the access pattern calls for in the same round, and returns as soon
+    /// as its own page is in (the prefetched pages stay locked until their data lands).
+    /// Returns the pages prefetched.
+    fn fetch(&self, g: &mut PageGuard<'_>, write: bool) -> Result<Vec<usize>> {
         let page = g.page;
         let mut posted = Vec::with_capacity(4);
         let (entry, as_writer) = self.post_fetch(page, g.state(), write, &mut posted)?;
+        let ahead = if write {
+            Vec::new()
+        } else {
+            self.prefetch_after(page)?
+        };
         wait_all(&posted)?;
         self.stats.pages_fetched.fetch_add(1, Ordering::Relaxed);
         let (readers, writers) = (entry.word(0), entry.word(1));
@@ -618,12 +716,12 @@ impl Inner {
             st = self.registered_writer(page, st, readers, c.wait()?)?;
         }
         if write {
-            self.open_for_writing(g, st)
+            self.open_for_writing(g, st)?;
         } else {
             self.space.set_access(page, 1, Access::None, Access::Read)?;
             g.set(st.with_cache(Cache::ReadOnly));
-            Ok(())
         }
+        Ok(ahead)
     }
 
     /// After this node's writer bit went in: tell the other sharers, note other writers.
@@ -713,21 +811,56 @@ impl Inner {
         lock(&self.prefetch).on_wasted(n);
     }
 
-    /// Returns the pages it fetched.
+    /// After a read fault on `page` that went to its home: whether the pattern is sequential,
+    /// and if so, posts the prefetch of the pages after it ([`Inner::post_run`]). Returns the
+    /// pages posted.
     ///
-    /// Sequential read faults fetch the pages that follow in the same round of messages, in a
-    /// window that doubles while the pattern stays sequential and closes as soon as it does
-    /// not, capped by what prefetching has recently wasted ([`prefetch`]). Prefetched pages are
-    /// installed but not mapped for the application ([`PREFETCHED`]): the first touch of each
-    /// takes a local fault that maps it and counts it used.
+    /// Sequential read faults prefetch the pages that follow, in a window that doubles while
+    /// the pattern stays sequential and closes as soon as it does not, capped by what
+    /// prefetching has recently wasted ([`prefetch`]). Prefetched pages are installed but not
+    /// mapped for the application ([`PREFETCHED`]): the first touch of each takes a local
+    /// fault that maps it and counts it used.
     fn prefetch_after(&self, page: usize) -> Result<Vec<usize>> {
         let expected = self.next_expected.swap(page + 1, Ordering::Relaxed);
         let window = lock(&self.prefetch).on_read_fault(page == expected);
+        self.post_run(page + 1, window)
+    }
+
+    /// At the first touch of `page`: when it is the first page of the latest prefetched run,
+    /// the application is consuming that run sequentially, so the next run is posted now, to
+    /// land while it consumes this one (no remote fault at the end of the run). Returns the
+    /// pages posted.
+    fn prefetch_ahead(&self, page: usize) -> Result<Vec<usize>> {
+        if self
+            .trigger
+            .compare_exchange(page, usize::MAX, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            return Ok(Vec::new());
+        }
+        let from = self.next_expected.load(Ordering::Relaxed);
+        let window = lock(&self.prefetch).on_read_fault(true);
+        self.post_run(from, window)
+    }
+
+    /// Posts the prefetch of up to `window` pages from `from`: the invalid, allocated pages
+    /// that follow with one home and manager. Per page, the reader registration; for the whole
+    /// run, one read of the directory entries and one of the content. The pages stay locked
+    /// until [`Inner::install`] (by whichever thread needs them first) opens them. Returns the
+    /// pages posted.
+    fn post_run(&self, from: usize, window: usize) -> Result<Vec<usize>> {
         if window == 0 {
             return Ok(Vec::new());
         }
+        let Some(entries) = self.try_batch() else {
+            // Every batch buffer is in flight: this run is not worth waiting for.
+            return Ok(Vec::new());
+        };
+        // Held from before the pages are locked until the run is on the list, so that a thread
+        // that finds one of them locked finds the run (see `lock_page`).
+        let mut inflight = lock(&self.inflight);
         let mut guards = Vec::with_capacity(window);
-        for q in page + 1..(page + 1 + window).min(self.pages.len()) {
+        for q in from..(from + window).min(self.pages.len()) {
             // Stop at the first page that is valid, busy, or not allocated.
             if self.pages.peek(q).cache() != Cache::Invalid
                 || self.map[q].load(Ordering::Relaxed) == 0
@@ -742,8 +875,6 @@ impl Inner {
         if guards.is_empty() {
             return Ok(Vec::new());
         }
-        // One run of pages with the same home and manager: per page, the reader registration;
-        // for the whole run, one read of the directory entries and one of the content.
         let first = guards[0].page;
         let (home, manager) = self.home_of(first)?;
         let mut n = 1;
@@ -769,7 +900,6 @@ impl Inner {
                 })?);
             }
         }
-        let entries = self.batch()?;
         let remote = self.dirs[manager].slice((first * DIR_ENTRY) as u64, n * DIR_ENTRY)?;
         posted.push(self.post(Op::Read {
             remote,
@@ -780,21 +910,20 @@ impl Inner {
             remote,
             local: self.runtime_slice(first * PAGE, n * PAGE)?,
         })?);
-        wait_all(&posted)?;
-        // The application view stays closed: the first touch of each page maps it.
-        for (i, g) in guards.iter_mut().enumerate() {
-            let writers = entries.word(i * DIR_ENTRY / 8 + 1);
-            let st = self.fetched_state(g.page, g.state(), writers);
-            g.set(st.with(PREFETCHED).with_cache(Cache::ReadOnly));
-        }
-        let fetched: Vec<usize> = guards.iter().map(|g| g.page).collect();
-        drop(guards);
+        let pages: Vec<usize> = (first..first + n).collect();
+        let states = guards.into_iter().map(PageGuard::keep_locked).collect();
+        let batch = entries.slot;
+        std::mem::forget(entries);
+        inflight.push(Inflight {
+            first,
+            states,
+            batch,
+            done: posted,
+        });
+        drop(inflight);
         self.next_expected.store(first + n, Ordering::Relaxed);
-        self.stats
-            .pages_fetched
-            .fetch_add(n as u64, Ordering::Relaxed);
-        self.stats.prefetched.fetch_add(n as u64, Ordering::Relaxed);
-        Ok(fetched)
+        self.trigger.store(first, Ordering::Relaxed);
+        Ok(pages)
     }
 
     /// Appends `page` to the notification log of every node in `set`.
@@ -853,7 +982,7 @@ impl Inner {
             let g = if skip_busy {
                 self.pages.try_lock(p)
             } else {
-                Some(self.pages.lock(p))
+                Some(self.lock_page(p)?)
             };
             if let Some(g) = g.filter(|g| needs(g.state().cache())) {
                 guards.push(g);
@@ -974,7 +1103,8 @@ impl Inner {
         };
         let n = self.close_pages(victims.clone(), Cache::Invalid, true)?;
         for &p in &victims {
-            if self.pages.peek(p).cache() == Cache::Invalid {
+            // (A page locked now is being fetched or prefetched: its memory stays.)
+            if self.pages.peek(p).cache() == Cache::Invalid && !self.pages.is_locked(p) {
                 lock(&self.sharers).remove(&p);
                 self.discard(p, 1)?;
             } else {
@@ -1001,6 +1131,9 @@ impl Inner {
     /// Acquire: invalidates every cached page that another node writes.
     pub(crate) fn acquire(&self) -> Result<()> {
         let start = Instant::now();
+        // A run prefetched before this acquire may hold data older than what it must see: it is
+        // installed first, so that the invalidations below cover it.
+        self.finish_prefetches(None)?;
         let full = self.drain_log();
         let victims: Vec<usize> = if full {
             lock(&self.sharers).clear();
@@ -1044,7 +1177,9 @@ impl Inner {
             *consumed += 1;
             let page = v as usize - 1;
             if page < self.pages.len() {
-                let mut g = self.pages.lock(page);
+                let Ok(mut g) = self.lock_page(page) else {
+                    return true;
+                };
                 let st = g.state().with(OTHER_WRITERS);
                 if st.cache() != Cache::Invalid {
                     lock(&self.sharers).insert(page);
@@ -1057,6 +1192,8 @@ impl Inner {
 
     /// Forgets everything about `count` pages from `page` (their allocation was freed).
     fn reset_pages(&self, page: usize, count: usize) -> Result<()> {
+        // No run in flight may stay locked over pages that are reset.
+        self.finish_prefetches(None)?;
         {
             let mut sharers = lock(&self.sharers);
             let mut twins = lock(&self.twins);

@@ -98,6 +98,11 @@ impl PageTable {
         State(self.words[page].load(Ordering::Acquire) & !BUSY)
     }
 
+    /// Whether a thread holds `page` locked now.
+    pub fn is_locked(&self, page: usize) -> bool {
+        self.words[page].load(Ordering::Acquire) & BUSY != 0
+    }
+
     /// Locks `page`, waiting for another thread that holds it.
     pub fn lock(&self, page: usize) -> PageGuard<'_> {
         let word = &self.words[page];
@@ -136,6 +141,11 @@ impl PageTable {
             })
     }
 
+    /// Unlocks a page kept locked with [`PageGuard::keep_locked`], storing `state`.
+    pub fn unlock_kept(&self, page: usize, state: State) {
+        self.words[page].store(state.0 & !BUSY, Ordering::Release);
+    }
+
     /// Resets `count` pages from `page` to the initial state (when an allocation is freed).
     pub fn reset(&self, page: usize, count: usize) {
         for w in &self.words[page..page + count] {
@@ -163,6 +173,15 @@ impl PageGuard<'_> {
     /// Changes the state; stored when the guard drops.
     pub fn set(&mut self, s: State) {
         self.state = State(s.0 & !BUSY);
+    }
+
+    /// Leaves the page locked past the guard (for an operation that completes later, such as
+    /// a prefetch in flight) and returns its state. Whoever completes the operation unlocks it
+    /// with [`PageTable::unlock_kept`]; until then every [`PageTable::lock`] of it waits.
+    pub fn keep_locked(self) -> State {
+        let state = self.state;
+        std::mem::forget(self);
+        state
     }
 }
 

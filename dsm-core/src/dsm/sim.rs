@@ -213,14 +213,17 @@ fn prefetched_pages_are_counted_used_or_wasted() {
         access(&cl[1], start, p * PAGE, Some(p as u8));
     }
     barrier(&cl);
-    // Node 0 reads the first 40 of them in order: faults at 0, 1, 4, 9, 18, 35 (windows 2, 4,
-    // 8, 16, then 32 cut at the allocation's end to 28); the other 34 pages are first touches.
+    // Node 0 reads the first 40 of them in order: remote faults at 0 and 1 (window 2); then
+    // the first touch of each run's first page posts the next run, twice as long (4, 8, 16,
+    // 32 pages; the next would start past the allocation's end): no other remote fault.
     for p in PAGES..PAGES + 40 {
         assert_eq!(access(&cl[0], start, p * PAGE, None), p as u8);
     }
     let s = cl[0].stats.snapshot();
-    assert_eq!(s.prefetched, 2 + 4 + 8 + 16 + 28, "{s:?}");
-    assert_eq!(s.prefetched_used, 34, "{s:?}");
+    assert_eq!(s.read_faults, 40, "{s:?}");
+    assert_eq!(s.pages_fetched, 2 + 62, "{s:?}");
+    assert_eq!(s.prefetched, 2 + 4 + 8 + 16 + 32, "{s:?}");
+    assert_eq!(s.prefetched_used, 38, "{s:?}");
     assert_eq!(s.prefetched_wasted, 0, "{s:?}");
     assert_eq!(untouched(&cl[0]), 24);
     // Node 1 writes them: the barrier invalidates node 0's copies, the 24 untouched are wasted,

@@ -15,6 +15,7 @@ use crate::alloc::RangeAllocator;
 use crate::coherence::diff::diff;
 use crate::coherence::page::{
     Cache, PageGuard, PageTable, State, OTHER_WRITERS, PREFETCHED, REG_READER, REG_WRITER,
+    RUN_START,
 };
 use crate::coherence::placement::{self, Placement};
 use crate::coherence::prefetch;
@@ -65,6 +66,14 @@ fn view_of(st: State) -> Access {
         access_of(st.cache())
     }
 }
+
+/// `st` after the application's first touch of a prefetched copy (or its loss).
+fn touched(st: State) -> State {
+    st.without(PREFETCHED).without(RUN_START)
+}
+
+/// Prefetched runs kept in flight beyond the one a sequential reader is consuming.
+const RUNS_AHEAD: usize = 2;
 
 /// Settings of the shared memory.
 #[derive(Debug, Clone)]
@@ -188,8 +197,6 @@ pub(crate) struct Inner {
     prefetch: Mutex<prefetch::Policy>,
     /// Prefetches whose data is still on its way (their pages stay locked until installed).
     inflight: Mutex<Vec<Inflight>>,
-    /// The first page of the latest prefetched run: its first touch posts the next run.
-    trigger: std::sync::atomic::AtomicUsize,
     pub(crate) stats: Stats,
     // Keep the registered regions alive for as long as peers may address them.
     _home: Arc<Region>,
@@ -430,7 +437,6 @@ impl Inner {
             next_expected: std::sync::atomic::AtomicUsize::new(usize::MAX),
             prefetch: Mutex::new(prefetch::Policy::default()),
             inflight: Mutex::new(Vec::new()),
-            trigger: std::sync::atomic::AtomicUsize::new(usize::MAX),
             stats: Stats::default(),
             space,
             _home: home,
@@ -521,9 +527,11 @@ impl Inner {
         for (i, st) in w.states.into_iter().enumerate() {
             let page = w.first + i;
             let writers = entries.word(i * DIR_ENTRY / 8 + 1);
-            let st = self.fetched_state(page, st, writers);
-            self.pages
-                .unlock_kept(page, st.with(PREFETCHED).with_cache(Cache::ReadOnly));
+            let mut st = self.fetched_state(page, st, writers).with(PREFETCHED);
+            if i == 0 {
+                st = st.with(RUN_START);
+            }
+            self.pages.unlock_kept(page, st.with_cache(Cache::ReadOnly));
         }
         self.stats
             .pages_fetched
@@ -601,11 +609,15 @@ impl Inner {
             // first page of the latest run, the next run is posted).
             (Cache::ReadOnly, false) if st.has(PREFETCHED) => {
                 self.space.set_access(page, 1, Access::None, Access::Read)?;
-                g.set(st.without(PREFETCHED));
+                g.set(touched(st));
                 self.note_used(1);
                 // (The page itself among them, so that no eviction it causes takes it away
                 // before the access that faulted.)
-                let mut ahead = self.prefetch_ahead(page)?;
+                let mut ahead = if st.has(RUN_START) {
+                    self.prefetch_ahead(page)?
+                } else {
+                    Vec::new()
+                };
                 ahead.push(page);
                 ahead
             }
@@ -757,7 +769,7 @@ impl Inner {
         lock(&self.dirty).push(page);
         let from = view_of(g.state());
         self.space.set_access(page, 1, from, Access::ReadWrite)?;
-        g.set(st.without(PREFETCHED).with_cache(Cache::Writable));
+        g.set(touched(st).with_cache(Cache::Writable));
         Ok(())
     }
 
@@ -826,21 +838,26 @@ impl Inner {
         self.post_run(page + 1, window)
     }
 
-    /// At the first touch of `page`: when it is the first page of the latest prefetched run,
-    /// the application is consuming that run sequentially, so the next run is posted now, to
-    /// land while it consumes this one (no remote fault at the end of the run). Returns the
-    /// pages posted.
+    /// At the first touch of `page`, the first page of a prefetched run ([`RUN_START`]): the
+    /// application is consuming that run sequentially, so the runs that follow are posted now,
+    /// up to [`RUNS_AHEAD`] runs beyond this one, to land while it consumes this one (no remote
+    /// fault at the end of a run, no wait for the next). Returns the pages posted.
     fn prefetch_ahead(&self, page: usize) -> Result<Vec<usize>> {
-        if self
-            .trigger
-            .compare_exchange(page, usize::MAX, Ordering::Relaxed, Ordering::Relaxed)
-            .is_err()
-        {
-            return Ok(Vec::new());
-        }
-        let from = self.next_expected.load(Ordering::Relaxed);
         let window = lock(&self.prefetch).on_read_fault(true);
-        self.post_run(from, window)
+        let mut posted = Vec::new();
+        for _ in 0..=RUNS_AHEAD {
+            let from = self.next_expected.load(Ordering::Relaxed);
+            // (Not behind the reader: another fault moved the pattern elsewhere.)
+            if window == 0 || from <= page || from >= page + (RUNS_AHEAD + 1) * window {
+                break;
+            }
+            let run = self.post_run(from, window)?;
+            if run.is_empty() {
+                break;
+            }
+            posted.extend(run);
+        }
+        Ok(posted)
     }
 
     /// Posts the prefetch of up to `window` pages from `from`: the invalid, allocated pages
@@ -922,7 +939,6 @@ impl Inner {
         });
         drop(inflight);
         self.next_expected.store(first + n, Ordering::Relaxed);
-        self.trigger.store(first, Ordering::Relaxed);
         Ok(pages)
     }
 
@@ -1047,7 +1063,7 @@ impl Inner {
             if then == Cache::Invalid && g.state().has(PREFETCHED) {
                 wasted += 1;
             }
-            g.set(g.state().without(PREFETCHED).with_cache(then));
+            g.set(touched(g.state()).with_cache(then));
         }
         let changed = guards.len();
         drop(guards);

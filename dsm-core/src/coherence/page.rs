@@ -29,6 +29,9 @@ pub const OTHER_WRITERS: u64 = 1 << 5;
 /// touch takes a local fault that only maps it, and counts it used. A copy dropped while the
 /// flag is set was prefetched in vain (wasted).
 pub const PREFETCHED: u64 = 1 << 6;
+/// With [`PREFETCHED`]: the first page of a prefetched run, whose first touch posts the runs
+/// that follow (a sequential reader is consuming this one).
+pub const RUN_START: u64 = 1 << 7;
 
 /// The decoded state word.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

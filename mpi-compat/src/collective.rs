@@ -256,7 +256,8 @@ impl Communicator {
     ///
     /// # Errors
     /// [`Error::InvalidRank`]; [`Error::InvalidCount`] for a `recv` of the wrong length or a
-    /// contribution of another length.
+    /// contribution of another length. The root takes every contribution off the transport
+    /// even then, so none is left behind for the next gather.
     pub fn gather<T: Equivalence>(&self, send: &[T], recv: &mut [T], root: Rank) -> Result<()> {
         let root = self.check_rank(root)?;
         let k = send.len();
@@ -264,20 +265,24 @@ impl Communicator {
             return self.send_to(Channel::Gather, root, bytes(send));
         }
         let n = self.size_usize();
-        check_len("gather", recv.len(), n * k)?;
+        let mut first = check_len("gather", recv.len(), n * k).err();
         for r in 0..n {
-            let part = &mut recv[r * k..(r + 1) * k];
-            if r == root {
-                part.copy_from_slice(send);
+            let data = if r == root {
+                None
             } else {
-                let data = self.recv_from(Channel::Gather, r)?;
-                if data.len() != std::mem::size_of_val(part) {
-                    return Err(wrong_len("gather", data.len(), std::mem::size_of_val(part)));
-                }
-                fill(part, &data);
+                Some(self.recv_from(Channel::Gather, r)?)
+            };
+            if first.is_some() {
+                continue;
+            }
+            let part = &mut recv[r * k..(r + 1) * k];
+            match data {
+                None => part.copy_from_slice(send),
+                Some(d) if d.len() == std::mem::size_of_val(part) => fill(part, &d),
+                Some(d) => first = Some(wrong_len("gather", d.len(), std::mem::size_of_val(part))),
             }
         }
-        Ok(())
+        first.map_or(Ok(()), Err)
     }
 
     /// `MPI_Allgather` (MPI-3.1 §5.7): every rank's `recv` receives every rank's `send`, in
@@ -287,30 +292,38 @@ impl Communicator {
     /// Every rank must call it with the same length.
     ///
     /// # Errors
-    /// [`Error::InvalidCount`] as for [`Communicator::gather`].
+    /// [`Error::InvalidCount`] as for [`Communicator::gather`]. A rank whose `recv` has the
+    /// wrong length still sends its contribution and takes the others', so no rank waits for
+    /// it and none is left behind.
     pub fn all_gather<T: Equivalence>(&self, send: &[T], recv: &mut [T]) -> Result<()> {
         let n = self.size_usize();
         let k = send.len();
-        check_len("all-gather", recv.len(), n * k)?;
+        let mut first = check_len("all-gather", recv.len(), n * k).err();
         let me = self.me();
         for d in 1..n {
             self.send_to(Channel::AllGather, (me + d) % n, bytes(send))?;
         }
-        recv[me * k..(me + 1) * k].copy_from_slice(send);
+        if first.is_none() {
+            recv[me * k..(me + 1) * k].copy_from_slice(send);
+        }
         for d in 1..n {
             let r = (me + n - d) % n;
-            let part = &mut recv[r * k..(r + 1) * k];
             let data = self.recv_from(Channel::AllGather, r)?;
-            if data.len() != std::mem::size_of_val(part) {
-                return Err(wrong_len(
+            if first.is_some() {
+                continue;
+            }
+            let part = &mut recv[r * k..(r + 1) * k];
+            if data.len() == std::mem::size_of_val(part) {
+                fill(part, &data);
+            } else {
+                first = Some(wrong_len(
                     "all-gather",
                     data.len(),
                     std::mem::size_of_val(part),
                 ));
             }
-            fill(part, &data);
         }
-        Ok(())
+        first.map_or(Ok(()), Err)
     }
 
     /// `MPI_Scatter` (MPI-3.1 §5.6): rank `r`'s `recv` receives the `r`-th block of
@@ -322,17 +335,26 @@ impl Communicator {
     ///
     /// # Errors
     /// [`Error::InvalidRank`]; [`Error::InvalidCount`] for a `send` of the wrong length or a
-    /// block of another length.
+    /// block of another length. A root whose `send` has the wrong length sends every rank an
+    /// empty block, so that none waits forever (they fail with a count error unless they
+    /// expect no elements).
     pub fn scatter<T: Equivalence>(&self, send: &[T], recv: &mut [T], root: Rank) -> Result<()> {
         let root = self.check_rank(root)?;
         let k = recv.len();
         if self.me() == root {
             let n = self.size_usize();
-            check_len("scatter", send.len(), n * k)?;
+            let bad = check_len("scatter", send.len(), n * k).err();
             for r in 0..n {
                 if r != root {
-                    self.send_to(Channel::Scatter, r, bytes(&send[r * k..(r + 1) * k]))?;
+                    let block = match bad {
+                        None => bytes(&send[r * k..(r + 1) * k]),
+                        Some(_) => &[],
+                    };
+                    self.send_to(Channel::Scatter, r, block)?;
                 }
+            }
+            if let Some(e) = bad {
+                return Err(e);
             }
             recv.copy_from_slice(&send[root * k..(root + 1) * k]);
             return Ok(());
@@ -357,12 +379,13 @@ impl Communicator {
     ///
     /// # Errors
     /// [`Error::InvalidCount`] for buffers whose lengths differ or are not a multiple of the
-    /// size, or a block of another length.
+    /// size, or a block of another length. A rank with bad buffers sends every rank an empty
+    /// block and takes theirs, so no rank waits for it and none is left behind.
     pub fn all_to_all<T: Equivalence>(&self, send: &[T], recv: &mut [T]) -> Result<()> {
         let n = self.size_usize();
-        check_len("all-to-all", recv.len(), send.len())?;
-        if !send.len().is_multiple_of(n) {
-            return Err(Error::InvalidCount(format!(
+        let mut first = check_len("all-to-all", recv.len(), send.len()).err();
+        if first.is_none() && !send.len().is_multiple_of(n) {
+            first = Some(Error::InvalidCount(format!(
                 "all-to-all of {} elements over {n} ranks",
                 send.len()
             )));
@@ -371,23 +394,33 @@ impl Communicator {
         let me = self.me();
         for d in 1..n {
             let to = (me + d) % n;
-            self.send_to(Channel::AllToAll, to, bytes(&send[to * k..(to + 1) * k]))?;
+            let block = match first {
+                None => bytes(&send[to * k..(to + 1) * k]),
+                Some(_) => &[],
+            };
+            self.send_to(Channel::AllToAll, to, block)?;
         }
-        recv[me * k..(me + 1) * k].copy_from_slice(&send[me * k..(me + 1) * k]);
+        if first.is_none() {
+            recv[me * k..(me + 1) * k].copy_from_slice(&send[me * k..(me + 1) * k]);
+        }
         for d in 1..n {
             let r = (me + n - d) % n;
-            let part = &mut recv[r * k..(r + 1) * k];
             let data = self.recv_from(Channel::AllToAll, r)?;
-            if data.len() != std::mem::size_of_val(part) {
-                return Err(wrong_len(
+            if first.is_some() {
+                continue;
+            }
+            let part = &mut recv[r * k..(r + 1) * k];
+            if data.len() == std::mem::size_of_val(part) {
+                fill(part, &data);
+            } else {
+                first = Some(wrong_len(
                     "all-to-all",
                     data.len(),
                     std::mem::size_of_val(part),
                 ));
             }
-            fill(part, &data);
         }
-        Ok(())
+        first.map_or(Ok(()), Err)
     }
 
     /// Every rank's bytes, in rank order (used to set windows up).

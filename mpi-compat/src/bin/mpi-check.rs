@@ -925,6 +925,74 @@ fn errors(w: &Communicator) -> Check {
         "all_reduce with mismatched lengths: {got:?}"
     );
     ok(w.barrier())?;
+    // One rank's buffer of the wrong length: that rank fails, the others are not left waiting
+    // for it, and nothing is left behind to spoil the next call.
+    let nu = n as usize;
+    let mut all = vec![0i32; if me == 0 { nu } else { 2 * nu }];
+    let got = class(w.all_gather(&[me, -me], &mut all));
+    ensure!(
+        got == if me == 0 {
+            Some(ErrorClass::Count)
+        } else {
+            None
+        },
+        "all_gather with a short buffer on rank 0: {got:?}"
+    );
+    let mut all = vec![0i32; 2 * nu];
+    ok(w.all_gather(&[me + 1, 7], &mut all))?;
+    ensure!(
+        all == (0..n).flat_map(|r| [r + 1, 7]).collect::<Vec<_>>(),
+        "all_gather after the failed one: {all:?}"
+    );
+    let root = n - 1;
+    let mut g = vec![0i32; if me == root { nu + 1 } else { 0 }];
+    let got = class(w.gather(&[me], &mut g, root));
+    ensure!(
+        got == if me == root {
+            Some(ErrorClass::Count)
+        } else {
+            None
+        },
+        "gather into a long buffer: {got:?}"
+    );
+    let mut g = vec![0i32; if me == root { nu } else { 0 }];
+    ok(w.gather(&[me * 2], &mut g, root))?;
+    ensure!(
+        me != root || g == (0..n).map(|r| r * 2).collect::<Vec<_>>(),
+        "gather after the failed one: {g:?}"
+    );
+    let src = vec![1i32; if me == 0 { 2 * nu + 1 } else { 0 }];
+    let mut part = [0i32; 2];
+    let got = class(w.scatter(&src, &mut part, 0));
+    ensure!(
+        got == Some(ErrorClass::Count),
+        "scatter of a send buffer of the wrong length: {got:?}"
+    );
+    let src: Vec<i32> = if me == 0 {
+        (0..2 * n).collect()
+    } else {
+        Vec::new()
+    };
+    ok(w.scatter(&src, &mut part, 0))?;
+    ensure!(
+        part == [2 * me, 2 * me + 1],
+        "scatter after the failed one: {part:?}"
+    );
+    if n > 1 {
+        let len = if me == 0 { 2 * nu + 1 } else { 2 * nu };
+        let mut recv = vec![0i32; len];
+        let got = class(w.all_to_all(&vec![me; len], &mut recv));
+        ensure!(
+            got == Some(ErrorClass::Count),
+            "all_to_all with rank 0's buffers not a multiple of the size: {got:?}"
+        );
+        let mut recv = vec![0i32; 2 * nu];
+        ok(w.all_to_all(&vec![me; 2 * nu], &mut recv))?;
+        ensure!(
+            recv == (0..n).flat_map(|r| [r, r]).collect::<Vec<_>>(),
+            "all_to_all after the failed one: {recv:?}"
+        );
+    }
     ensure!(
         class(w.all_to_all(&[1u8; 3], &mut [0u8; 3]).map(drop))
             == if n == 3 || n == 1 {

@@ -133,6 +133,9 @@ pub(crate) struct Conn {
     pub(crate) rx: Mutex<Rx>,
     /// Set by the progress thread on a readable event before it tries `rx`.
     pub(crate) rx_pending: AtomicBool,
+    /// Set while the frames of one received batch are handled: the responses they produce are
+    /// queued and leave together at [`Conn::uncork`] (one `sendmsg`, not one per request).
+    corked: AtomicBool,
 }
 
 impl Conn {
@@ -159,6 +162,7 @@ impl Conn {
                 direct: None,
             }),
             rx_pending: AtomicBool::new(false),
+            corked: AtomicBool::new(false),
         }
     }
 
@@ -252,7 +256,7 @@ impl Conn {
             sent: 0,
         });
         self.last_send_ms.store(now_ms, Ordering::Relaxed);
-        if q.len() == 1 {
+        if q.len() == 1 && !self.corked.load(Ordering::Acquire) {
             // Nothing was queued before us: write straight away instead of waking anybody.
             if let Err(e) = drain(&self.stream, &mut q) {
                 drop(q);
@@ -265,6 +269,28 @@ impl Conn {
             }
         }
         Ok(())
+    }
+
+    /// Holds back what [`Conn::send`] would write at once, until [`Conn::uncork`].
+    pub(crate) fn cork(&self) {
+        self.corked.store(true, Ordering::Release);
+    }
+
+    /// Writes what was queued since [`Conn::cork`], with as few system calls as the socket
+    /// allows (the rest goes at the writable event, as for [`Conn::send`]).
+    pub(crate) fn uncork(&self) {
+        self.corked.store(false, Ordering::Release);
+        let mut q = lock(&self.out);
+        if q.is_empty() {
+            return;
+        }
+        if let Err(e) = drain(&self.stream, &mut q) {
+            drop(q);
+            self.mark_down(Error::PeerLost {
+                peer: self.peer,
+                reason: format!("send failed: {e}"),
+            });
+        }
     }
 
     /// Sends several frames with as few system calls as the socket allows (see

@@ -397,8 +397,18 @@ fn try_direct(shared: &Shared, conn: &Conn, rx: &mut Rx, h: Header) -> bool {
 
 /// Handles every complete frame buffered in the reader, stopping early when a large payload
 /// switches to direct reading. Returns false when the connection was closed for a protocol
-/// violation.
+/// violation. The responses to the batch leave together once it is handled: a peer that posts
+/// several requests at once (a page fault's registration, directory read and page read) gets
+/// one write back, not one per request.
 fn handle_frames(shared: &Shared, conn: &Conn, rx: &mut Rx) -> bool {
+    conn.cork();
+    let open = handle_batch(shared, conn, rx);
+    conn.uncork();
+    open
+}
+
+/// [`handle_frames`] without the corking.
+fn handle_batch(shared: &Shared, conn: &Conn, rx: &mut Rx) -> bool {
     let violation = |detail: String| {
         shared.peer_down(
             conn,

@@ -104,6 +104,10 @@ const HEADER: usize = 4;
 const BASE: u64 = 1 << 62;
 /// Transport tags per communicator context.
 const PER_CONTEXT: u64 = 16;
+/// How long a blocked receive waits for the network (or for the thread that does) before it
+/// looks at its request again: bounds how long an erroneous wait for a sender that closed in
+/// order goes unnoticed.
+const LISTEN_SLICE: Duration = Duration::from_millis(100);
 
 /// Transport tags of a communicator: point-to-point and one per collective kind.
 #[derive(Debug, Clone, Copy)]
@@ -171,6 +175,10 @@ pub(crate) struct Matching {
     matched: HashMap<u64, Incoming>,
     /// Messages no receive matched yet, in arrival order.
     unexpected: VecDeque<Incoming>,
+    /// Whether a thread waits for the network on behalf of this context's receives.
+    listening: bool,
+    /// Threads asleep on [`Shared::progressed`] for a receive of this context.
+    waiting: usize,
 }
 
 impl Matching {
@@ -520,7 +528,17 @@ impl Communicator {
 
     /// Drives matching until receive `id` has its message (`block`), or as far as messages
     /// already here allow. Returns the message when it matched.
+    ///
+    /// No lock is held while waiting, so a thread blocked here does not block other threads'
+    /// sends and receives. Messages are taken from the transport only under the matching
+    /// lock and without waiting ([`Transport::try_recv`]), so they are matched in the order
+    /// they arrived. One blocked thread per context at a time, the *listener*, waits for the
+    /// network ([`Transport::wait_message`], which takes nothing); the others sleep on the
+    /// matching condition variable, and the listener wakes them after every arrival and when
+    /// it leaves, so that one of them takes its place.
     pub(crate) fn progress(&self, id: u64, block: bool) -> Result<Option<Incoming>> {
+        let tag = self.tag(Channel::PointToPoint);
+        let transport = self.transport();
         let mut all = self.shared.matching();
         loop {
             let m = all.entry(self.context).or_default();
@@ -532,18 +550,71 @@ impl Communicator {
                     "request is neither posted nor matched".into(),
                 ));
             };
-            let timeout = if block { None } else { Some(Duration::ZERO) };
-            let msg = match self.transport().recv(
-                source.map(|s| transport::Rank(s as u32)),
-                Some(self.tag(Channel::PointToPoint)),
-                timeout,
-            ) {
-                Ok(msg) => msg,
-                Err(transport::Error::Timeout(_)) if !block => return Ok(None),
+            // Everything of this context that has arrived, in arrival order.
+            let mut took = false;
+            while let Some(got) = transport.try_recv(None, Some(tag)) {
+                m.deliver(decode(got?)?);
+                took = true;
+            }
+            if took && m.waiting > 0 {
+                self.shared.progressed.notify_all();
+            }
+            if let Some(done) = m.matched.remove(&id) {
+                return Ok(Some(done));
+            }
+            let from = source.map(|s| transport::Rank(s as u32));
+            if let Some(s) = from {
+                // The awaited sender is gone (lost, or closed in order) and nothing of it is
+                // left: no message can come.
+                match transport.try_recv(Some(s), Some(tag)) {
+                    Some(Err(e)) => return Err(e.into()),
+                    // It arrived just now: match it.
+                    Some(Ok(msg)) => {
+                        m.deliver(decode(msg)?);
+                        continue;
+                    }
+                    None => {}
+                }
+            }
+            if !block {
+                if m.listening {
+                    return Ok(None);
+                }
+                // One look at the network, as a test must make progress.
+                drop(all);
+                match transport.wait_message(from, Some(tag), Some(Duration::ZERO)) {
+                    Ok(()) => {}
+                    Err(transport::Error::Timeout(_)) => return Ok(None),
+                    Err(e) => return Err(e.into()),
+                }
+                all = self.shared.matching();
+                continue;
+            }
+            if m.listening {
+                m.waiting += 1;
+                all = self
+                    .shared
+                    .progressed
+                    .wait_timeout(all, LISTEN_SLICE)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+                let m = all.entry(self.context).or_default();
+                m.waiting -= 1;
+                continue;
+            }
+            m.listening = true;
+            drop(all);
+            let waited = transport.wait_message(None, Some(tag), Some(LISTEN_SLICE));
+            all = self.shared.matching();
+            let m = all.entry(self.context).or_default();
+            m.listening = false;
+            if m.waiting > 0 {
+                self.shared.progressed.notify_all();
+            }
+            match waited {
+                Ok(()) | Err(transport::Error::Timeout(_)) => {}
                 Err(e) => return Err(e.into()),
-            };
-            let incoming = decode(msg)?;
-            all.entry(self.context).or_default().deliver(incoming);
+            }
         }
     }
 

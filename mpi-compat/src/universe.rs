@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
 use dsm_core::Dsm;
@@ -16,6 +16,9 @@ use crate::error::{Error, Result};
 pub(crate) struct Shared {
     pub(crate) dsm: Dsm,
     pub(crate) matching: Mutex<HashMap<u32, Matching>>,
+    /// Signalled (with `matching` held) when messages were matched or a listener left; see
+    /// `Communicator::progress`.
+    pub(crate) progressed: Condvar,
     next_context: AtomicU32,
     next_window: AtomicU32,
 }
@@ -45,8 +48,10 @@ impl Shared {
 /// The job, as `MPI_Init` leaves it: obtained from [`initialize`], it hands out the world
 /// communicator and ends with [`Universe::finalize`].
 ///
-/// Thread level: `MPI_THREAD_SERIALIZED` (MPI-3.1 §12.4.3): every object may be used from any
-/// thread, and calls on one communicator are serialised internally.
+/// Thread level: `MPI_THREAD_SERIALIZED` (MPI-3.1 §12.4.3) is what is promised: every object
+/// may be used from any thread. Point-to-point calls from several threads at once also work
+/// (a thread blocked in a receive does not hold up other threads' sends and receives), but
+/// collectives on one communicator must not run concurrently.
 #[derive(Debug)]
 pub struct Universe {
     shared: Arc<Shared>,
@@ -85,6 +90,7 @@ impl Universe {
             shared: Arc::new(Shared {
                 dsm,
                 matching: Mutex::new(HashMap::new()),
+                progressed: Condvar::new(),
                 next_context: AtomicU32::new(1),
                 next_window: AtomicU32::new(0),
             }),

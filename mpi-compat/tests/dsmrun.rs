@@ -10,6 +10,7 @@ const CHECK: &str = env!("CARGO_BIN_EXE_mpi-check");
 const PARTS: [&str; 9] = [
     "p2p",
     "nonblocking",
+    "threads",
     "collectives",
     "rma",
     "pscw",

@@ -68,6 +68,17 @@ impl Transport for AnyTransport {
     ) -> Result<Message> {
         each!(self, t => t.recv(from, tag, timeout))
     }
+    fn try_recv(&self, from: Option<Rank>, tag: Option<Tag>) -> Option<Result<Message>> {
+        each!(self, t => t.try_recv(from, tag))
+    }
+    fn wait_message(
+        &self,
+        from: Option<Rank>,
+        tag: Option<Tag>,
+        timeout: Option<Duration>,
+    ) -> Result<()> {
+        each!(self, t => t.wait_message(from, tag, timeout))
+    }
     fn wait_failure(&self) -> crate::Error {
         each!(self, t => t.wait_failure())
     }

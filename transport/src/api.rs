@@ -75,6 +75,29 @@ pub trait Transport: Send + Sync {
         timeout: Option<Duration>,
     ) -> Result<Message>;
 
+    /// Takes the oldest message that matches `from` and `tag` if one has already arrived,
+    /// without waiting: `None` when there is none yet.
+    ///
+    /// # Errors
+    /// Inside the `Some`: the errors of [`Transport::recv`] that end any wait for such a
+    /// message ([`crate::Error::PeerLost`], [`crate::Error::Closed`], ...).
+    fn try_recv(&self, from: Option<Rank>, tag: Option<Tag>) -> Option<Result<Message>>;
+
+    /// Waits until a message that matches `from` and `tag` has arrived, without taking it, at
+    /// most `timeout`: a caller that must not hold its own lock while it waits (a matching
+    /// layer with several receiving threads) waits here, then takes messages with
+    /// [`Transport::try_recv`] under its lock, so that they enter its queues in the order they
+    /// arrived. Another thread may take the message first.
+    ///
+    /// # Errors
+    /// As [`Transport::recv`].
+    fn wait_message(
+        &self,
+        from: Option<Rank>,
+        tag: Option<Tag>,
+        timeout: Option<Duration>,
+    ) -> Result<()>;
+
     /// Blocks until a peer is lost, returning [`crate::Error::PeerLost`] naming it, or until
     /// the transport is closed, returning [`crate::Error::Closed`]. A watchdog thread calls this
     /// to stop the whole node when the job breaks, instead of letting it hang.

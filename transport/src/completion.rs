@@ -29,8 +29,31 @@ struct Slot {
 /// Something a waiting thread can do to make progress itself instead of waiting for another
 /// thread to do it (for tcp: read the connection the response will arrive on).
 pub(crate) trait Driver: Send + Sync + std::fmt::Debug {
+    /// The waiter starts spinning (tcp: the progress thread stops being woken by arrivals on
+    /// the connection). Paired with [`Driver::end`].
+    fn begin(&self) {}
+
     /// One non-blocking attempt to make progress.
     fn drive(&self);
+
+    /// The waiter stops spinning (completed, or about to sleep).
+    fn end(&self) {}
+}
+
+/// Calls [`Driver::end`] when dropped.
+struct Spinning<'a>(&'a dyn Driver);
+
+impl<'a> Spinning<'a> {
+    fn new(driver: &'a dyn Driver) -> Spinning<'a> {
+        driver.begin();
+        Spinning(driver)
+    }
+}
+
+impl Drop for Spinning<'_> {
+    fn drop(&mut self) {
+        self.0.end();
+    }
 }
 
 /// The handle of one posted operation. Wait for it with [`Completion::wait`].
@@ -106,21 +129,28 @@ impl Completion {
     }
 
     fn wait_deadline(&self, deadline: Option<Instant>) -> Result<u64> {
+        if self.is_done() {
+            return self.outcome();
+        }
         let spin_until = Instant::now() + self.spin;
-        let mut spins = 0u32;
-        while !self.is_done() {
-            if Instant::now() >= spin_until {
-                self.block(deadline)?;
-                break;
-            }
-            spins += 1;
-            if let Some(d) = &self.driver {
+        if let Some(d) = &self.driver {
+            let _spinning = Spinning::new(&**d);
+            while !self.is_done() && Instant::now() < spin_until {
                 d.drive();
-            } else if spins.is_multiple_of(64) {
-                std::thread::yield_now();
-            } else {
-                std::hint::spin_loop();
             }
+        } else {
+            let mut spins = 0u32;
+            while !self.is_done() && Instant::now() < spin_until {
+                spins += 1;
+                if spins.is_multiple_of(64) {
+                    std::thread::yield_now();
+                } else {
+                    std::hint::spin_loop();
+                }
+            }
+        }
+        if !self.is_done() {
+            self.block(deadline)?;
         }
         self.outcome()
     }

@@ -31,6 +31,7 @@ pub fn run_all<T: Transport>(job: &[T]) {
     rejects_bad_access(job);
     flush_makes_writes_visible(job);
     batched_operations_land_exactly(job);
+    waiting_for_a_message_takes_nothing(job);
 }
 
 const BIG: usize = 4 << 20;
@@ -280,6 +281,41 @@ pub fn messages_keep_order_per_peer<T: Transport>(job: &[T]) {
             });
         }
     });
+}
+
+/// [`Transport::wait_message`] returns once a matching message is there and leaves it for
+/// [`Transport::try_recv`], which takes it without waiting; both ignore messages that do not
+/// match.
+pub fn waiting_for_a_message_takes_nothing<T: Transport>(job: &[T]) {
+    let (a, b) = (&job[0], &job[1]);
+    let long = Some(Duration::from_secs(30));
+    b.send(a.rank(), Tag(8), b"other").expect("send");
+    b.send(a.rank(), Tag(7), b"first").expect("send");
+    b.send(a.rank(), Tag(7), b"second").expect("send");
+    a.wait_message(Some(b.rank()), Some(Tag(7)), long)
+        .expect("wait for the first message");
+    a.wait_message(Some(b.rank()), Some(Tag(7)), long)
+        .expect("the first message is still there");
+    let first = a
+        .try_recv(Some(b.rank()), Some(Tag(7)))
+        .expect("a message is there")
+        .expect("no error");
+    assert_eq!(first.data, b"first");
+    a.wait_message(None, Some(Tag(7)), long)
+        .expect("wait for the second message");
+    let second = a.recv(None, Some(Tag(7)), long).expect("second");
+    assert_eq!((second.source, second.data), (b.rank(), b"second".to_vec()));
+    assert!(a.try_recv(Some(b.rank()), Some(Tag(7))).is_none());
+    assert!(matches!(
+        a.wait_message(
+            Some(b.rank()),
+            Some(Tag(7)),
+            Some(Duration::from_millis(20))
+        ),
+        Err(Error::Timeout(_))
+    ));
+    let other = a.recv(Some(b.rank()), Some(Tag(8)), long).expect("other");
+    assert_eq!(other.data, b"other");
 }
 
 fn expect_fault<T: Transport>(t: &T, op: Op, want: RemoteFault) {

@@ -153,6 +153,19 @@ impl Transport for LoopbackTransport {
         self.me().mailbox.recv(from, tag, timeout)
     }
 
+    fn try_recv(&self, from: Option<Rank>, tag: Option<Tag>) -> Option<Result<Message>> {
+        self.me().mailbox.poll(from, tag)
+    }
+
+    fn wait_message(
+        &self,
+        from: Option<Rank>,
+        tag: Option<Tag>,
+        timeout: Option<Duration>,
+    ) -> Result<()> {
+        self.me().mailbox.await_message(from, tag, timeout)
+    }
+
     fn wait_failure(&self) -> Error {
         self.me().mailbox.wait_failure()
     }

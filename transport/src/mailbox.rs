@@ -16,6 +16,9 @@ struct State {
     /// The first peer lost, in time: the root cause to report.
     first_lost: Option<Error>,
     closed: bool,
+    /// Receivers asleep on the condition variable: deliveries skip the wake-up system call
+    /// when there are none.
+    sleepers: usize,
 }
 
 /// The per-node queue of received messages.
@@ -23,6 +26,9 @@ struct State {
 pub(crate) struct Mailbox {
     state: Mutex<State>,
     arrived: Condvar,
+    /// Where [`Mailbox::wait_failure`] sleeps: told of lost peers and closing only, so that a
+    /// watchdog is not woken by every message.
+    failed: Condvar,
     events: AtomicU64,
     spin: Duration,
 }
@@ -35,8 +41,10 @@ impl Mailbox {
                 down: vec![None; nodes],
                 first_lost: None,
                 closed: false,
+                sleepers: 0,
             }),
             arrived: Condvar::new(),
+            failed: Condvar::new(),
             events: AtomicU64::new(0),
             spin,
         }
@@ -49,12 +57,21 @@ impl Mailbox {
     fn notify(&self) {
         self.events.fetch_add(1, Ordering::SeqCst);
         self.arrived.notify_all();
+        self.failed.notify_all();
     }
 
     /// Queues a message that arrived.
     pub(crate) fn deliver(&self, msg: Message) {
-        self.lock().queue.push_back(msg);
-        self.notify();
+        let mut state = self.lock();
+        state.queue.push_back(msg);
+        // Sleepers count themselves under the lock before they look at the queue, so one that
+        // has not counted itself yet will see this message.
+        let sleeping = state.sleepers > 0;
+        drop(state);
+        self.events.fetch_add(1, Ordering::SeqCst);
+        if sleeping {
+            self.arrived.notify_all();
+        }
     }
 
     /// Records that `peer` is gone: receives that can only be satisfied by it fail with `error`.
@@ -87,24 +104,69 @@ impl Mailbox {
             if state.closed {
                 return Error::Closed;
             }
-            state = self.arrived.wait(state).unwrap_or_else(|e| e.into_inner());
+            state = self.failed.wait(state).unwrap_or_else(|e| e.into_inner());
         }
     }
 
-    /// Takes the oldest message matching `from` and `tag` (`None` matches any).
+    /// Sleeps on the condition variable, counted as a sleeper, at most until `deadline`.
+    fn sleep<'a>(
+        &'a self,
+        mut state: std::sync::MutexGuard<'a, State>,
+        deadline: Option<Instant>,
+    ) -> std::sync::MutexGuard<'a, State> {
+        state.sleepers += 1;
+        let mut state = match deadline {
+            None => self.arrived.wait(state).unwrap_or_else(|e| e.into_inner()),
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                self.arrived
+                    .wait_timeout(state, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0
+            }
+        };
+        state.sleepers -= 1;
+        state
+    }
+
+    /// Takes the oldest message matching `from` and `tag` (`None` matches any), spinning for
+    /// a while before it sleeps.
     pub(crate) fn recv(
         &self,
         from: Option<Rank>,
         tag: Option<Tag>,
         timeout: Option<Duration>,
     ) -> Result<Message> {
+        self.spin_then_wait(from, tag, timeout, take)?
+    }
+
+    /// Waits until a message matching `from` and `tag` is queued, without taking it, spinning
+    /// for a while before it sleeps.
+    pub(crate) fn await_message(
+        &self,
+        from: Option<Rank>,
+        tag: Option<Tag>,
+        timeout: Option<Duration>,
+    ) -> Result<()> {
+        self.spin_then_wait(from, tag, timeout, |_, _| ())
+    }
+
+    fn spin_then_wait<T>(
+        &self,
+        from: Option<Rank>,
+        tag: Option<Tag>,
+        timeout: Option<Duration>,
+        found: impl Fn(&mut State, usize) -> T,
+    ) -> Result<T> {
         let start = Instant::now();
-        let deadline = timeout.map(|t| start + t);
         // Spin while nothing new arrives, to avoid the cost of sleeping on a short wait.
         loop {
             let seen = self.events.load(Ordering::SeqCst);
-            if let Some(r) = self.try_take(&mut self.lock(), from, tag) {
-                return r;
+            {
+                let mut state = self.lock();
+                if let Some(r) = locate(&state, from, tag) {
+                    return r.map(|i| found(&mut state, i));
+                }
             }
             if start.elapsed() >= self.spin {
                 break;
@@ -113,66 +175,101 @@ impl Mailbox {
                 std::hint::spin_loop();
             }
         }
+        let left = timeout.map(|t| t.saturating_sub(start.elapsed()));
+        self.sleep_until(from, tag, left, found)
+    }
+
+    /// Like [`Mailbox::recv`], sleeping at once instead of spinning first.
+    pub(crate) fn wait(
+        &self,
+        from: Option<Rank>,
+        tag: Option<Tag>,
+        timeout: Option<Duration>,
+    ) -> Result<Message> {
+        self.sleep_until(from, tag, timeout, take)?
+    }
+
+    /// Like [`Mailbox::await_message`], sleeping at once instead of spinning first.
+    pub(crate) fn wait_present(
+        &self,
+        from: Option<Rank>,
+        tag: Option<Tag>,
+        timeout: Option<Duration>,
+    ) -> Result<()> {
+        self.sleep_until(from, tag, timeout, |_, _| ())
+    }
+
+    fn sleep_until<T>(
+        &self,
+        from: Option<Rank>,
+        tag: Option<Tag>,
+        timeout: Option<Duration>,
+        found: impl Fn(&mut State, usize) -> T,
+    ) -> Result<T> {
+        let deadline = timeout.map(|t| Instant::now() + t);
         let mut state = self.lock();
         loop {
-            if let Some(r) = self.try_take(&mut state, from, tag) {
-                return r;
+            if let Some(r) = locate(&state, from, tag) {
+                return r.map(|i| found(&mut state, i));
             }
-            state = match deadline {
-                None => self.arrived.wait(state).unwrap_or_else(|e| e.into_inner()),
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        return Err(Error::Timeout(format!(
-                            "no message from {} with tag {} within {:?}",
-                            from.map_or("any rank".to_string(), |r| format!("rank {r}")),
-                            tag.map_or("any".to_string(), |t| t.0.to_string()),
-                            timeout.unwrap_or_default()
-                        )));
-                    }
-                    self.arrived
-                        .wait_timeout(state, d - now)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0
+            if let Some(d) = deadline {
+                if Instant::now() >= d {
+                    return Err(Error::Timeout(format!(
+                        "no message from {} with tag {} within {:?}",
+                        from.map_or("any rank".to_string(), |r| format!("rank {r}")),
+                        tag.map_or("any".to_string(), |t| t.0.to_string()),
+                        timeout.unwrap_or_default()
+                    )));
                 }
-            };
+            }
+            state = self.sleep(state, deadline);
         }
     }
 
     /// Takes a matching message if one is there (or the error that ends the wait), without
     /// waiting.
     pub(crate) fn poll(&self, from: Option<Rank>, tag: Option<Tag>) -> Option<Result<Message>> {
-        self.try_take(&mut self.lock(), from, tag)
+        let mut state = self.lock();
+        locate(&state, from, tag).map(|r| r.and_then(|i| take(&mut state, i)))
     }
 
-    fn try_take(
-        &self,
-        state: &mut State,
-        from: Option<Rank>,
-        tag: Option<Tag>,
-    ) -> Option<Result<Message>> {
-        let pos = state
-            .queue
-            .iter()
-            .position(|m| from.is_none_or(|f| f == m.source) && tag.is_none_or(|t| t == m.tag));
-        if let Some(i) = pos {
-            return state.queue.remove(i).map(Ok);
-        }
-        if state.closed {
-            return Some(Err(Error::Closed));
-        }
-        match from {
-            Some(f) => state.down.get(f.index()).and_then(|d| d.clone()).map(Err),
-            // Any source: only a lost peer breaks the job; one that closed in order does not.
-            None => state
-                .down
-                .iter()
-                .flatten()
-                .find(|e| matches!(e, Error::PeerLost { .. }))
-                .cloned()
-                .map(Err),
-        }
+    /// Whether a matching message is there (or the error that ends a wait for one), without
+    /// taking it.
+    pub(crate) fn peek(&self, from: Option<Rank>, tag: Option<Tag>) -> Option<Result<()>> {
+        locate(&self.lock(), from, tag).map(|r| r.map(drop))
     }
+}
+
+/// Where the oldest message matching `from` and `tag` is queued, or the error that ends a
+/// wait for one; `None` when neither is there yet.
+fn locate(state: &State, from: Option<Rank>, tag: Option<Tag>) -> Option<Result<usize>> {
+    let pos = state
+        .queue
+        .iter()
+        .position(|m| from.is_none_or(|f| f == m.source) && tag.is_none_or(|t| t == m.tag));
+    if let Some(i) = pos {
+        return Some(Ok(i));
+    }
+    if state.closed {
+        return Some(Err(Error::Closed));
+    }
+    match from {
+        Some(f) => state.down.get(f.index()).and_then(|d| d.clone()).map(Err),
+        // Any source: only a lost peer breaks the job; one that closed in order does not.
+        None => state
+            .down
+            .iter()
+            .flatten()
+            .find(|e| matches!(e, Error::PeerLost { .. }))
+            .cloned()
+            .map(Err),
+    }
+}
+
+/// Takes the message `locate` found at `i`.
+fn take(state: &mut State, i: usize) -> Result<Message> {
+    // `i` came from `locate` under the same lock, so the message is there.
+    state.queue.remove(i).ok_or(Error::Closed)
 }
 
 #[cfg(test)]

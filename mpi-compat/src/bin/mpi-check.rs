@@ -1,7 +1,7 @@
 //! Checks of the MPI-style API on a real job: run as `dsmrun -n N mpi-check <part>...`, where
-//! each part is `p2p`, `nonblocking`, `collectives`, `rma`, `pscw`, `created`, `raw`,
-//! `errors` or `split`; or as `dsmrun -n 3 mpi-check lost` with `DSM_ON_PEER_LOST=error` (a rank leaves
-//! the job; see [`lost`]).
+//! each part is `p2p`, `nonblocking`, `threads`, `collectives`, `rma`, `pscw`, `created`,
+//! `raw`, `errors` or `split`; or as `dsmrun -n 3 mpi-check lost` with
+//! `DSM_ON_PEER_LOST=error` (a rank leaves the job; see [`lost`]).
 //! Every check compares with the value it must have; the first mismatch exits non-zero.
 
 use std::process::ExitCode;
@@ -23,6 +23,56 @@ macro_rules! ensure {
 
 fn ok<T>(r: mpi_compat::Result<T>) -> Result<T, String> {
     r.map_err(|e| format!("unexpected error: {e}"))
+}
+
+/// Receives from several threads at once: a thread blocked in a receive must not hold up
+/// another thread's receive and send. Rank 0's first thread waits for a message that rank 1
+/// sends only after rank 0's second thread has received its own message and answered it, so
+/// a receive that blocked the others would never finish (the job's timeout would end it).
+fn threads(w: &Communicator) -> Check {
+    const ROUNDS: u32 = 50;
+    let me = w.rank();
+    if w.size() < 2 || me > 1 {
+        return Ok(());
+    }
+    for round in 0..ROUNDS {
+        let tag = |t: i32| t + 10 * round as i32;
+        if me == 0 {
+            let (first, second) = std::thread::scope(|s| {
+                let first = s.spawn(|| -> Result<u32, String> {
+                    let mut x = [0u32];
+                    ok(w.recv(&mut x, 1, tag(1)))?;
+                    Ok(x[0])
+                });
+                let second = s.spawn(|| -> Result<u32, String> {
+                    let mut x = [0u32];
+                    ok(w.recv(&mut x, 1, tag(2)))?;
+                    ok(w.send(&[x[0] + 1], 1, tag(3)))?;
+                    Ok(x[0])
+                });
+                (
+                    first
+                        .join()
+                        .map_err(|_| "first thread panicked".to_string()),
+                    second
+                        .join()
+                        .map_err(|_| "second thread panicked".to_string()),
+                )
+            });
+            let (first, second) = (first??, second??);
+            ensure!(
+                second == round && first == round + 2,
+                "round {round}: {first} {second}"
+            );
+        } else {
+            ok(w.send(&[round], 0, tag(2)))?;
+            let mut x = [0u32];
+            ok(w.recv(&mut x, 0, tag(3)))?;
+            ensure!(x[0] == round + 1, "round {round}: answer {}", x[0]);
+            ok(w.send(&[round + 2], 0, tag(1)))?;
+        }
+    }
+    Ok(())
 }
 
 fn p2p(w: &Communicator) -> Check {
@@ -1257,6 +1307,7 @@ fn main() -> ExitCode {
         let r = match part.as_str() {
             "p2p" => p2p(&world),
             "nonblocking" => nonblocking(&world),
+            "threads" => threads(&world),
             "collectives" => collectives(&world),
             "rma" => rma(&world),
             "pscw" => pscw(&world),

@@ -1,7 +1,9 @@
 //! One authenticated connection to a peer: its send queue, its outstanding requests and its
-//! health. Any thread may send on it; only the progress thread reads from it.
+//! health. Any thread may send on it; one thread at a time reads from it (the progress thread,
+//! or a thread that waits for something to arrive on it: see `progress::drain`).
 
 use std::collections::{HashMap, VecDeque};
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -136,12 +138,21 @@ pub(crate) struct Conn {
     /// Set while the frames of one received batch are handled: the responses they produce are
     /// queued and leave together at [`Conn::uncork`] (one `sendmsg`, not one per request).
     corked: AtomicBool,
+    /// A second descriptor of the socket, registered with the progress thread's poller for
+    /// readability only (the socket's own descriptor is registered for writability), so that
+    /// read interest can be withdrawn while threads wait on the connection without touching
+    /// write interest (see `progress::Driving`).
+    pub(crate) read_fd: OwnedFd,
+    /// How many threads are reading the connection while they wait: while there are any, the
+    /// progress thread is not woken by arrivals on it.
+    pub(crate) waiters: Mutex<usize>,
 }
 
 impl Conn {
     pub(crate) fn new(
         peer: Rank,
         stream: mio::net::TcpStream,
+        read_fd: OwnedFd,
         mailbox: Arc<Mailbox>,
         max_payload: u32,
     ) -> Conn {
@@ -163,6 +174,8 @@ impl Conn {
             }),
             rx_pending: AtomicBool::new(false),
             corked: AtomicBool::new(false),
+            read_fd,
+            waiters: Mutex::new(0),
         }
     }
 
@@ -341,7 +354,7 @@ impl Conn {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 

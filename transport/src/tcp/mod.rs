@@ -31,6 +31,9 @@ use conn::{Conn, Payload, Pending};
 
 const AUTH_CONTEXT: &str = "dsm tcp data connection v1";
 
+/// Default of [`TcpConfig::message_spin`].
+pub const MESSAGE_SPIN: Duration = Duration::from_millis(1);
+
 /// Settings of the tcp backend.
 #[derive(Debug, Clone)]
 pub struct TcpConfig {
@@ -44,6 +47,12 @@ pub struct TcpConfig {
     pub connect_timeout: Duration,
     /// How long a waiter spins before it sleeps.
     pub spin: Duration,
+    /// How long a thread waiting for a message spins (reading its connections) before it
+    /// sleeps, while recent waits were shorter than that; after a longer wait it spins only
+    /// [`TcpConfig::spin`]. It must outlast a round trip in which the peer slept (two wake-ups
+    /// on each side, over 100 µs on a loaded two-vCPU machine): with a shorter spin, one slow
+    /// round trip makes both sides sleep on every message from then on.
+    pub message_spin: Duration,
     /// Largest payload of one frame: bounds messages and single transfers.
     pub max_payload: u32,
     /// Run first by the progress thread (the runtime pins it to a core with it).
@@ -59,6 +68,7 @@ impl TcpConfig {
             peer_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(30),
             spin: DEFAULT_SPIN,
+            message_spin: MESSAGE_SPIN,
             max_payload: 64 << 20,
             on_progress_start: None,
         }
@@ -80,9 +90,15 @@ pub(crate) struct Shared {
     rank: Rank,
     config: TcpConfig,
     regions: RegionTable,
+    /// The progress thread's poller (a descriptor of its own, valid after the thread ends):
+    /// waiters withdraw and restore read interest through it.
+    registry: mio::Registry,
     mailbox: Arc<Mailbox>,
     /// Indexed by rank; `None` for this node.
     conns: Vec<Option<Arc<Conn>>>,
+    /// Whether the last wait for a message outlasted `config.message_spin`: the next one then
+    /// spins only `config.spin`.
+    long_waits: AtomicBool,
     /// Set first by `close`: no new operations.
     closing: AtomicBool,
     /// Set by `close` once every goodbye is queued: the progress thread may finish.
@@ -145,9 +161,21 @@ struct ConnDriver {
 }
 
 impl Driver for ConnDriver {
+    fn begin(&self) {
+        if let Some(Some(conn)) = self.shared.conns.get(self.peer) {
+            progress::waiter_arrives(&self.shared, conn);
+        }
+    }
+
     fn drive(&self) {
         if let Some(Some(conn)) = self.shared.conns.get(self.peer) {
             progress::drain(&self.shared, conn, progress::Reading::Waiter);
+        }
+    }
+
+    fn end(&self) {
+        if let Some(Some(conn)) = self.shared.conns.get(self.peer) {
+            progress::waiter_leaves(&self.shared, conn);
         }
     }
 }
@@ -296,6 +324,10 @@ impl PreparedTcp {
         let poll = mio::Poll::new().map_err(|e| Error::io("creating the poller", e))?;
         let waker = mio::Waker::new(poll.registry(), progress::WAKER)
             .map_err(|e| Error::io("creating the poller's waker", e))?;
+        let registry = poll
+            .registry()
+            .try_clone()
+            .map_err(|e| Error::io("sharing the poller", e))?;
         let mailbox = Arc::new(Mailbox::new(self.nodes, self.config.spin));
         let mut conns = Vec::with_capacity(self.nodes);
         for (peer, s) in streams.into_iter().enumerate() {
@@ -304,21 +336,31 @@ impl PreparedTcp {
                 Some(s) => {
                     s.set_nonblocking(true)
                         .map_err(|e| Error::io("configuring a connection", e))?;
+                    let read_fd = std::os::fd::AsFd::as_fd(&s)
+                        .try_clone_to_owned()
+                        .map_err(|e| Error::io("duplicating a connection's descriptor", e))?;
                     Some(Arc::new(Conn::new(
                         Rank(peer as u32),
                         mio::net::TcpStream::from_std(s),
+                        read_fd,
                         Arc::clone(&mailbox),
                         self.config.max_payload,
                     )))
                 }
             });
         }
+        for conn in conns.iter().flatten() {
+            progress::register(poll.registry(), conn)
+                .map_err(|e| Error::io("registering a connection with the poller", e))?;
+        }
         let shared = Arc::new(Shared {
             rank: self.rank,
+            registry,
             mailbox,
             config: self.config,
             regions: RegionTable::default(),
             conns,
+            long_waits: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             start: Instant::now(),
@@ -506,6 +548,79 @@ impl TcpTransport {
         header.id = conn.add_pending(Pending { completer, dest })?;
         conn.send(header, payload, self.shared.now_ms())?;
         Ok(completion)
+    }
+    /// How long the next wait for a message spins (see [`TcpConfig::message_spin`]).
+    fn message_spin(&self, timeout: Option<Duration>) -> Duration {
+        let config = &self.shared.config;
+        if self.shared.long_waits.load(Ordering::Relaxed) {
+            config.spin
+        } else {
+            config.spin.max(config.message_spin)
+        }
+        .min(timeout.unwrap_or(Duration::MAX))
+    }
+
+    /// Records how long a wait for a message took, for [`TcpTransport::message_spin`].
+    fn waited(&self, start: Instant) {
+        let long = start.elapsed() >= self.shared.config.message_spin;
+        if long != self.shared.long_waits.load(Ordering::Relaxed) {
+            self.shared.long_waits.store(long, Ordering::Relaxed);
+        }
+    }
+
+    /// Waits for a message from `from` (any rank: `None`) until `found` finds what it looks
+    /// for: first spinning `spin`, reading the connections with the progress thread's read
+    /// interest withdrawn (a message then needs no wake-up of the progress thread and of this
+    /// thread, each of which costs more than the message itself), then sleeping in `sleep`
+    /// (given the time left of `timeout`, counted from `start`) while the progress thread reads.
+    fn await_with<T>(
+        &self,
+        from: Option<Rank>,
+        timeout: Option<Duration>,
+        start: Instant,
+        found: impl Fn() -> Option<Result<T>>,
+        sleep: impl FnOnce(Option<Duration>) -> Result<T>,
+    ) -> Result<T> {
+        if let Some(f) = from {
+            if f.index() >= self.nodes {
+                return Err(Error::InvalidArgument(format!(
+                    "rank {f} outside a job of {} nodes",
+                    self.nodes
+                )));
+            }
+        }
+        if let Some(r) = found() {
+            return r;
+        }
+        let spin = self.message_spin(timeout);
+        let conns: Vec<&Conn> = match from {
+            Some(f) => self
+                .shared
+                .conns
+                .get(f.index())
+                .and_then(Option::as_deref)
+                .into_iter()
+                .collect(),
+            None => self.shared.conns.iter().flatten().map(|c| &**c).collect(),
+        };
+        if spin.is_zero() {
+            // A poll: read what is there once, without withdrawing anything.
+            for c in &conns {
+                progress::drain(&self.shared, c, progress::Reading::Waiter);
+            }
+        } else if !conns.is_empty() {
+            let driving = progress::Driving::new(&self.shared, conns);
+            loop {
+                driving.drive();
+                if let Some(r) = found() {
+                    return r;
+                }
+                if start.elapsed() >= spin {
+                    break;
+                }
+            }
+        }
+        sleep(timeout.map(|t| t.saturating_sub(start.elapsed())))
     }
 }
 
@@ -707,44 +822,40 @@ impl Transport for TcpTransport {
         tag: Option<Tag>,
         timeout: Option<Duration>,
     ) -> Result<Message> {
-        if let Some(f) = from {
-            if f.index() >= self.nodes {
-                return Err(Error::InvalidArgument(format!(
-                    "rank {f} outside a job of {} nodes",
-                    self.nodes
-                )));
-            }
-        }
-        // Spin first, reading the connections ourselves: a message then needs no wake-up of the
-        // progress thread and of this thread, which costs more than the message itself.
         let start = Instant::now();
-        let spin = self
-            .shared
-            .config
-            .spin
-            .min(timeout.unwrap_or(Duration::MAX));
-        let drivers: Vec<&Arc<dyn Driver>> = match from {
-            Some(f) => self
-                .drivers
-                .get(f.index())
-                .and_then(Option::as_ref)
-                .into_iter()
-                .collect(),
-            None => self.drivers.iter().flatten().collect(),
-        };
-        loop {
-            if let Some(r) = self.shared.mailbox.poll(from, tag) {
-                return r;
-            }
-            if start.elapsed() >= spin || drivers.is_empty() {
-                break;
-            }
-            for d in &drivers {
-                d.drive();
-            }
-        }
-        let left = timeout.map(|t| t.saturating_sub(start.elapsed()));
-        self.shared.mailbox.recv(from, tag, left)
+        let mailbox = &self.shared.mailbox;
+        let got = self.await_with(
+            from,
+            timeout,
+            start,
+            || mailbox.poll(from, tag),
+            |left| mailbox.wait(from, tag, left),
+        );
+        self.waited(start);
+        got
+    }
+
+    fn try_recv(&self, from: Option<Rank>, tag: Option<Tag>) -> Option<Result<Message>> {
+        self.shared.mailbox.poll(from, tag)
+    }
+
+    fn wait_message(
+        &self,
+        from: Option<Rank>,
+        tag: Option<Tag>,
+        timeout: Option<Duration>,
+    ) -> Result<()> {
+        let start = Instant::now();
+        let mailbox = &self.shared.mailbox;
+        let got = self.await_with(
+            from,
+            timeout,
+            start,
+            || mailbox.peek(from, tag),
+            |left| mailbox.wait_present(from, tag, left),
+        );
+        self.waited(start);
+        got
     }
 
     fn wait_failure(&self) -> Error {

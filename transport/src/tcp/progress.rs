@@ -9,14 +9,14 @@ use std::time::{Duration, Instant};
 use std::os::fd::AsRawFd;
 
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Registry, Token};
 
 use crate::error::{Error, RemoteFault};
 use crate::exec;
 use crate::types::{Message, Rank, Tag};
 use crate::wire::{Frame, Header, Kind};
 
-use super::conn::{Conn, Direct, DirectEnd, Payload, Rx, CLOSING, DOWN};
+use super::conn::{lock, Conn, Direct, DirectEnd, Payload, Rx, CLOSING, DOWN};
 use super::Shared;
 
 pub(crate) const WAKER: Token = Token(usize::MAX);
@@ -30,19 +30,6 @@ const CLOSE_FLUSH: Duration = Duration::from_secs(2);
 /// Runs until the transport is closed.
 pub(crate) fn run(shared: Arc<Shared>, mut poll: Poll) {
     let conns: Vec<&Arc<Conn>> = shared.conns.iter().flatten().collect();
-    for conn in &conns {
-        let fd = conn.stream.as_raw_fd();
-        let interest = Interest::READABLE | Interest::WRITABLE;
-        if let Err(e) =
-            poll.registry()
-                .register(&mut SourceFd(&fd), Token(conn.peer.index()), interest)
-        {
-            shared.peer_down(
-                conn,
-                Error::io("registering a connection with the poller", e),
-            );
-        }
-    }
     let tick =
         (shared.config.peer_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
     let mut events = Events::with_capacity(256);
@@ -138,6 +125,105 @@ pub(crate) fn run(shared: Arc<Shared>, mut poll: Poll) {
                 }
                 return;
             }
+        }
+    }
+}
+
+/// Registers `conn` with the progress thread's poller: its socket for writability, its second
+/// descriptor for readability, both under the peer's token.
+///
+/// # Errors
+/// The poller's error.
+pub(crate) fn register(registry: &Registry, conn: &Conn) -> std::io::Result<()> {
+    let token = Token(conn.peer.index());
+    registry.register(
+        &mut SourceFd(&conn.stream.as_raw_fd()),
+        token,
+        Interest::WRITABLE,
+    )?;
+    registry.register(
+        &mut SourceFd(&conn.read_fd.as_raw_fd()),
+        token,
+        Interest::READABLE,
+    )
+}
+
+/// Sets whether the progress thread is woken by arrivals on `conn`: registers or deregisters
+/// its read descriptor. (Narrowing the interest instead would not do: every arrival also
+/// signals urgent-data interest, and a wake-up that reports nothing still costs the wake-up.)
+/// Registering again polls the socket, so data that arrived meanwhile raises an event at once.
+fn watch_reads(registry: &Registry, conn: &Conn, reads: bool) -> std::io::Result<()> {
+    let mut fd = SourceFd(&conn.read_fd.as_raw_fd());
+    if reads {
+        registry.register(&mut fd, Token(conn.peer.index()), Interest::READABLE)
+    } else {
+        registry.deregister(&mut fd)
+    }
+}
+
+/// A thread starts reading `conn` itself while it waits (with [`drain`] and
+/// [`Reading::Waiter`]). The first such thread withdraws the progress thread's read interest
+/// (a hang-up or error then shows to the waiter, which reads the socket):
+/// on two virtual CPUs a wake-up of the progress thread per arriving message costs more than
+/// the message, and the woken thread then competes with the waiter for a CPU. Every call is
+/// paired with [`waiter_leaves`].
+pub(crate) fn waiter_arrives(shared: &Shared, conn: &Conn) {
+    let mut waiters = lock(&conn.waiters);
+    *waiters += 1;
+    if *waiters == 1 {
+        if let Err(e) = watch_reads(&shared.registry, conn, false) {
+            // Harmless: the progress thread keeps being woken, as before.
+            tracing::debug!("rank {}: withdrawing read interest: {e}", conn.peer);
+        }
+    }
+}
+
+/// The thread that called [`waiter_arrives`] stops reading `conn`. The last one to leave gives
+/// read interest back to the progress thread, which then reads whatever is waiting: nothing is
+/// left unread once no thread waits.
+pub(crate) fn waiter_leaves(shared: &Shared, conn: &Conn) {
+    let mut waiters = lock(&conn.waiters);
+    *waiters = waiters.saturating_sub(1);
+    if *waiters == 0 {
+        if let Err(e) = watch_reads(&shared.registry, conn, true) {
+            // Nobody would read the connection any more: fail it rather than hang.
+            drop(waiters);
+            shared.peer_down(
+                conn,
+                lost(conn.peer, format!("cannot watch the connection: {e}")),
+            );
+        }
+    }
+}
+
+/// Reads some connections on behalf of a waiting thread for as long as it lives (see
+/// [`waiter_arrives`]); dropping it hands them back to the progress thread.
+#[derive(Debug)]
+pub(crate) struct Driving<'a> {
+    shared: &'a Shared,
+    conns: Vec<&'a Conn>,
+}
+
+impl<'a> Driving<'a> {
+    pub(crate) fn new(shared: &'a Shared, conns: Vec<&'a Conn>) -> Driving<'a> {
+        for c in &conns {
+            waiter_arrives(shared, c);
+        }
+        Driving { shared, conns }
+    }
+
+    /// Reads and handles what has arrived on the connections, without blocking.
+    pub(crate) fn drive(&self) {
+        for c in &self.conns {
+            drain(self.shared, c, Reading::Waiter);
+        }
+    }
+}
+
+impl Drop for Driving<'_> {
+    fn drop(&mut self) {
+        for c in &self.conns {
+            waiter_leaves(self.shared, c);
         }
     }
 }

@@ -1856,6 +1856,19 @@ impl Transport for VerbsTransport {
         self.shared.mailbox.recv(from, tag, timeout)
     }
 
+    fn try_recv(&self, from: Option<Rank>, tag: Option<Tag>) -> Option<Result<Message>> {
+        self.shared.mailbox.poll(from, tag)
+    }
+
+    fn wait_message(
+        &self,
+        from: Option<Rank>,
+        tag: Option<Tag>,
+        timeout: Option<Duration>,
+    ) -> Result<()> {
+        self.shared.mailbox.await_message(from, tag, timeout)
+    }
+
     fn wait_failure(&self) -> Error {
         self.shared.mailbox.wait_failure()
     }

@@ -94,6 +94,17 @@ impl Transport for VerbsTransport {
     ) -> Result<Message> {
         match self.0 {}
     }
+    fn try_recv(&self, _from: Option<Rank>, _tag: Option<Tag>) -> Option<Result<Message>> {
+        match self.0 {}
+    }
+    fn wait_message(
+        &self,
+        _from: Option<Rank>,
+        _tag: Option<Tag>,
+        _t: Option<Duration>,
+    ) -> Result<()> {
+        match self.0 {}
+    }
     fn wait_failure(&self) -> Error {
         match self.0 {}
     }

@@ -175,8 +175,9 @@ pub(crate) struct Matching {
     matched: HashMap<u64, Incoming>,
     /// Messages no receive matched yet, in arrival order.
     unexpected: VecDeque<Incoming>,
-    /// Whether a thread waits for the network on behalf of this context's receives.
-    listening: bool,
+    /// The sources (`None`: any) that threads wait for on the network for this context's
+    /// receives; see `Communicator::progress`.
+    listeners: Vec<Option<usize>>,
     /// Threads asleep on [`Shared::progressed`] for a receive of this context.
     waiting: usize,
 }
@@ -251,6 +252,16 @@ impl Matching {
         self.posted = receives.into();
         for m in messages {
             self.place(m);
+        }
+    }
+
+    /// Whether a thread receiving from `source` may take messages and wait for the network:
+    /// nobody listens for any source, nor for this one (a receive from any source needs that
+    /// nobody listens at all).
+    fn free_to_take(&self, source: Option<usize>) -> bool {
+        match source {
+            None => self.listeners.is_empty(),
+            Some(_) => !self.listeners.iter().any(|l| l.is_none() || *l == source),
         }
     }
 
@@ -531,11 +542,13 @@ impl Communicator {
     ///
     /// No lock is held while waiting, so a thread blocked here does not block other threads'
     /// sends and receives. Messages are taken from the transport only under the matching
-    /// lock and without waiting ([`Transport::try_recv`]), so they are matched in the order
-    /// they arrived. One blocked thread per context at a time, the *listener*, waits for the
-    /// network ([`Transport::wait_message`], which takes nothing); the others sleep on the
-    /// matching condition variable, and the listener wakes them after every arrival and when
-    /// it leaves, so that one of them takes its place.
+    /// lock and without waiting ([`Transport::try_recv`]), so the messages of one sender are
+    /// matched in the order they arrived. A blocked thread waits for the network
+    /// ([`Transport::wait_message`], which takes nothing) as the *listener* of its source,
+    /// unless another thread already listens for that source or for any source; it then sleeps
+    /// on the matching condition variable, which listeners signal after every arrival and when
+    /// they leave. A thread takes messages only from sources nobody else listens for, so a
+    /// listener never misses its message because another thread took it.
     pub(crate) fn progress(&self, id: u64, block: bool) -> Result<Option<Incoming>> {
         let tag = self.tag(Channel::PointToPoint);
         let transport = self.transport();
@@ -550,34 +563,46 @@ impl Communicator {
                     "request is neither posted nor matched".into(),
                 ));
             };
-            // Everything of this context that has arrived, in arrival order.
-            let mut took = false;
-            while let Some(got) = transport.try_recv(None, Some(tag)) {
-                m.deliver(decode(got?)?);
-                took = true;
-            }
-            if took && m.waiting > 0 {
-                self.shared.progressed.notify_all();
-            }
-            if let Some(done) = m.matched.remove(&id) {
-                return Ok(Some(done));
-            }
             let from = source.map(|s| transport::Rank(s as u32));
-            if let Some(s) = from {
-                // The awaited sender is gone (lost, or closed in order) and nothing of it is
-                // left: no message can come.
-                match transport.try_recv(Some(s), Some(tag)) {
-                    Some(Err(e)) => return Err(e.into()),
-                    // It arrived just now: match it.
-                    Some(Ok(msg)) => {
-                        m.deliver(decode(msg)?);
-                        continue;
+            let free = m.free_to_take(source);
+            if free {
+                // Everything that has arrived from the source (from all when nobody listens),
+                // in arrival order.
+                let take = if m.listeners.is_empty() { None } else { from };
+                let mut took = false;
+                while let Some(got) = transport.try_recv(take, Some(tag)) {
+                    match got {
+                        Ok(msg) => {
+                            m.deliver(decode(msg)?);
+                            took = true;
+                        }
+                        // A lost or closed sender ends only the receives that wait for it.
+                        Err(e) if take.is_some() || from.is_none() => return Err(e.into()),
+                        Err(_) => break,
                     }
-                    None => {}
+                }
+                if took && m.waiting > 0 {
+                    self.shared.progressed.notify_all();
+                }
+                if let Some(done) = m.matched.remove(&id) {
+                    return Ok(Some(done));
+                }
+                if let Some(s) = from.filter(|_| take.is_none()) {
+                    // The awaited sender is gone (lost, or closed in order) and nothing of it
+                    // is left: no message can come.
+                    match transport.try_recv(Some(s), Some(tag)) {
+                        Some(Err(e)) => return Err(e.into()),
+                        // It arrived just now: match it.
+                        Some(Ok(msg)) => {
+                            m.deliver(decode(msg)?);
+                            continue;
+                        }
+                        None => {}
+                    }
                 }
             }
             if !block {
-                if m.listening {
+                if !free {
                     return Ok(None);
                 }
                 // One look at the network, as a test must make progress.
@@ -590,7 +615,7 @@ impl Communicator {
                 all = self.shared.matching();
                 continue;
             }
-            if m.listening {
+            if !free {
                 m.waiting += 1;
                 all = self
                     .shared
@@ -598,16 +623,17 @@ impl Communicator {
                     .wait_timeout(all, LISTEN_SLICE)
                     .unwrap_or_else(|e| e.into_inner())
                     .0;
-                let m = all.entry(self.context).or_default();
-                m.waiting -= 1;
+                all.entry(self.context).or_default().waiting -= 1;
                 continue;
             }
-            m.listening = true;
+            m.listeners.push(source);
             drop(all);
-            let waited = transport.wait_message(None, Some(tag), Some(LISTEN_SLICE));
+            let waited = transport.wait_message(from, Some(tag), Some(LISTEN_SLICE));
             all = self.shared.matching();
             let m = all.entry(self.context).or_default();
-            m.listening = false;
+            if let Some(i) = m.listeners.iter().position(|l| *l == source) {
+                m.listeners.swap_remove(i);
+            }
             if m.waiting > 0 {
                 self.shared.progressed.notify_all();
             }

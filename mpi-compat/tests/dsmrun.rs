@@ -7,7 +7,7 @@ use dsm_core::launcher::{launch, LaunchOptions};
 
 const CHECK: &str = env!("CARGO_BIN_EXE_mpi-check");
 
-const PARTS: [&str; 9] = [
+const PARTS: [&str; 10] = [
     "p2p",
     "nonblocking",
     "threads",

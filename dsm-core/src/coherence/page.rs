@@ -266,6 +266,57 @@ mod loom_models {
         });
     }
 
+    /// A prefetch in flight keeps its page locked past the guard (`keep_locked`), listed
+    /// under the list's lock; a faulting thread that finds the page locked installs the run
+    /// itself when it is listed (as `Inner::lock_page` does) instead of waiting for the thread
+    /// that posted it. Whatever the interleaving, the fault gets the page, and once the run is
+    /// installed (as the next acquire would) nobody holds it.
+    #[test]
+    fn a_page_kept_locked_is_released_by_whoever_installs_its_run() {
+        loom::model(|| {
+            let t = Arc::new(PageTable::new(1));
+            let list = Arc::new(loom::sync::Mutex::new(Vec::<State>::new()));
+            let install = |t: &PageTable, list: &loom::sync::Mutex<Vec<State>>| -> bool {
+                let taken = list.lock().unwrap().pop();
+                match taken {
+                    Some(st) => {
+                        t.unlock_kept(0, st.with(PREFETCHED).with_cache(Cache::ReadOnly));
+                        true
+                    }
+                    None => false,
+                }
+            };
+            let (t2, l2) = (Arc::clone(&t), Arc::clone(&list));
+            let prefetch = loom::thread::spawn(move || {
+                let mut listed = l2.lock().unwrap();
+                if let Some(g) = t2.try_lock(0) {
+                    if g.state().cache() == Cache::Invalid {
+                        listed.push(g.keep_locked());
+                    }
+                }
+            });
+            let mut spins = 0u32;
+            let g = loop {
+                if let Some(g) = t.try_lock(0) {
+                    break g;
+                }
+                if !install(&t, &list) {
+                    spins += 1;
+                    pause(spins);
+                }
+            };
+            let seen = g.state();
+            drop(g);
+            prefetch.join().unwrap();
+            install(&t, &list);
+            assert!(!t.is_locked(0), "a page stayed locked");
+            assert!(list.lock().unwrap().is_empty());
+            if seen.has(PREFETCHED) {
+                assert_eq!(seen.cache(), Cache::ReadOnly);
+            }
+        });
+    }
+
     /// A prefetching thread's `try_lock` and a faulting thread's `lock` never both hold the page,
     /// and the fault sees the prefetch's result (or the prefetch sees the fault's).
     #[test]

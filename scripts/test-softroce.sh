@@ -59,7 +59,7 @@ for s in mp-barrier mp-lock counter-lock false-sharing atomics store-buffering f
 done
 # The MPI-style layer over RDMA: point-to-point, collectives, every RMA operation and mode.
 echo "== guest: mpi-check over verbs"
-DSM_TRANSPORT=verbs DSM_GLOBAL_SIZE=64M timeout 300 \$T/dsmrun -n 2 --timeout 240 \$T/mpi-check p2p nonblocking collectives rma pscw created raw errors || status=1
+DSM_TRANSPORT=verbs DSM_GLOBAL_SIZE=64M timeout 300 \$T/dsmrun -n 2 --timeout 240 \$T/mpi-check p2p nonblocking collectives rma pscw created raw errors split threads || status=1
 LITMUS
   # Bad input over verbs, each with a hard timeout and its output asserted.
   cat <<'BAD'

@@ -41,7 +41,7 @@ macro_rules! counters {
 }
 
 counters! {
-    read_faults: "Read faults served.",
+    read_faults: "Read faults served (with the first touches of prefetched pages).",
     write_faults: "Write faults served.",
     pages_fetched: "Pages copied from their home.",
     prefetched: "Pages fetched ahead of a sequential read pattern.",

@@ -110,7 +110,7 @@ typedef int dsm_placement;
  */
 typedef struct {
   /**
-   * Read faults served.
+   * Read faults served (with the first touches of prefetched pages).
    */
   uint64_t read_faults;
   /**

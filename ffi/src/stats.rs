@@ -12,7 +12,7 @@ use crate::status::{Failure, DSM_ERR_IO};
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct dsm_stats_t {
-    /// Read faults served.
+    /// Read faults served (with the first touches of prefetched pages).
     pub read_faults: u64,
     /// Write faults served.
     pub write_faults: u64,

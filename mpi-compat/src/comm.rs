@@ -156,6 +156,14 @@ impl Incoming {
     }
 }
 
+impl Drop for Incoming {
+    /// A large payload's buffer goes back to the transport's pool: the next large message
+    /// reuses its pages instead of faulting in new ones.
+    fn drop(&mut self) {
+        transport::pool::recycle(std::mem::take(&mut self.data));
+    }
+}
+
 /// A posted receive that no message matched yet.
 #[derive(Debug)]
 struct Posted {
@@ -457,11 +465,11 @@ impl Communicator {
         }
         let dest = self.check_rank(dest)?;
         let payload = bytes(buf);
-        let mut frame = Vec::with_capacity(HEADER + payload.len());
+        let mut frame = transport::pool::buffer(HEADER + payload.len());
         frame.extend_from_slice(&tag.to_le_bytes());
         frame.extend_from_slice(payload);
         self.transport()
-            .send(self.peer(dest), self.tag(Channel::PointToPoint), &frame)?;
+            .send_owned(self.peer(dest), self.tag(Channel::PointToPoint), frame)?;
         Ok(())
     }
 

@@ -68,6 +68,9 @@ impl Transport for AnyTransport {
     ) -> Result<Message> {
         each!(self, t => t.recv(from, tag, timeout))
     }
+    fn send_owned(&self, peer: Rank, tag: Tag, data: Vec<u8>) -> Result<()> {
+        each!(self, t => t.send_owned(peer, tag, data))
+    }
     fn try_recv(&self, from: Option<Rank>, tag: Option<Tag>) -> Option<Result<Message>> {
         each!(self, t => t.try_recv(from, tag))
     }

@@ -62,6 +62,18 @@ pub trait Transport: Send + Sync {
     /// [`Capabilities::max_message`] or an unknown rank; peer errors when it cannot be delivered.
     fn send(&self, peer: Rank, tag: Tag, data: &[u8]) -> Result<()>;
 
+    /// Like [`Transport::send`], taking the bytes by value: the tcp backend sends them without
+    /// copying them again. Build large ones in [`crate::pool::buffer`]; the backend recycles
+    /// them once sent.
+    ///
+    /// # Errors
+    /// As [`Transport::send`].
+    fn send_owned(&self, peer: Rank, tag: Tag, data: Vec<u8>) -> Result<()> {
+        let sent = self.send(peer, tag, &data);
+        crate::pool::recycle(data);
+        sent
+    }
+
     /// Receives the oldest message that matches `from` and `tag` (`None` matches any), waiting at
     /// most `timeout` (`None`: without limit, but never past the loss of the awaited peer).
     ///

@@ -76,6 +76,7 @@ pub mod hook;
 pub mod loopback;
 mod mailbox;
 pub mod net;
+pub mod pool;
 pub mod region;
 pub mod tcp;
 pub mod types;

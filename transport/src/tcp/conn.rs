@@ -146,6 +146,9 @@ pub(crate) struct Conn {
     /// How many threads are reading the connection while they wait: while there are any, the
     /// progress thread is not woken by arrivals on it.
     pub(crate) waiters: Mutex<usize>,
+    /// Set when a request of the peer was answered: the progress thread keeps polling a while
+    /// after that (see `progress::run`).
+    pub(crate) served: AtomicBool,
 }
 
 impl Conn {
@@ -176,6 +179,7 @@ impl Conn {
             corked: AtomicBool::new(false),
             read_fd,
             waiters: Mutex::new(0),
+            served: AtomicBool::new(false),
         }
     }
 
@@ -348,6 +352,33 @@ impl Conn {
         drain(&self.stream, &mut lock(&self.out))
     }
 
+    /// Writes queued frames until the socket would block, unless another thread is writing or
+    /// the connection is corked: a thread that waits on the connection pushes out what is
+    /// queued (its own large sends, typically) instead of leaving it to the progress thread.
+    pub(crate) fn try_flush(&self) {
+        if self.corked.load(Ordering::Acquire) {
+            return;
+        }
+        let Ok(mut q) = self.out.try_lock() else {
+            return;
+        };
+        if q.is_empty() || self.state() == DOWN {
+            return;
+        }
+        if let Err(e) = drain(&self.stream, &mut q) {
+            drop(q);
+            let err = if self.state() == CLOSING {
+                Error::PeerClosed(self.peer)
+            } else {
+                Error::PeerLost {
+                    peer: self.peer,
+                    reason: format!("send failed: {e}"),
+                }
+            };
+            self.mark_down(err);
+        }
+    }
+
     /// Whether frames are still waiting to be written.
     pub(crate) fn has_queued(&self) -> bool {
         !lock(&self.out).is_empty()
@@ -423,7 +454,13 @@ fn drain(stream: &mio::net::TcpStream, q: &mut VecDeque<Queued>) -> std::io::Res
             front.sent += take;
             left -= take;
             if front.sent == front.total() {
-                q.pop_front();
+                if let Some(Queued {
+                    payload: Payload::Bytes(b),
+                    ..
+                }) = q.pop_front()
+                {
+                    crate::pool::recycle(b);
+                }
             }
         }
     }

@@ -801,19 +801,25 @@ impl Transport for TcpTransport {
     }
 
     fn send(&self, peer: Rank, tag: Tag, data: &[u8]) -> Result<()> {
+        let mut owned = crate::pool::buffer(data.len());
+        owned.extend_from_slice(data);
+        self.send_owned(peer, tag, owned)
+    }
+
+    fn send_owned(&self, peer: Rank, tag: Tag, data: Vec<u8>) -> Result<()> {
         self.check_len(data.len())?;
         if peer == self.shared.rank {
             self.shared.mailbox.deliver(Message {
                 source: peer,
                 tag,
-                data: data.to_vec(),
+                data,
             });
             return Ok(());
         }
         let conn = self.conn(peer)?;
         let mut h = Header::new(Kind::Message);
         h.a = tag.0;
-        conn.send(h, Payload::Bytes(data.to_vec()), self.shared.now_ms())
+        conn.send(h, Payload::Bytes(data), self.shared.now_ms())
     }
 
     fn recv(

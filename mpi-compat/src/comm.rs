@@ -131,11 +131,6 @@ pub(crate) struct Incoming {
     tag: Tag,
     /// Header and payload, as they arrived.
     data: Vec<u8>,
-    /// Arrival order in its context (set by [`Matching::deliver`]).
-    seq: u64,
-    /// Source and tag of the receive it is matched to, while it waits there to be taken (to
-    /// match it again when that receive is cancelled).
-    receive: Option<(Option<usize>, Option<Tag>)>,
 }
 
 impl Incoming {
@@ -177,8 +172,6 @@ struct Posted {
 #[derive(Debug, Default)]
 pub(crate) struct Matching {
     next_id: u64,
-    /// Arrival number of the next message.
-    next_seq: u64,
     posted: VecDeque<Posted>,
     matched: HashMap<u64, Incoming>,
     /// Messages no receive matched yet, in arrival order.
@@ -196,8 +189,7 @@ impl Matching {
         let id = self.next_id;
         self.next_id += 1;
         if let Some(i) = self.unexpected.iter().position(|m| m.matches(source, tag)) {
-            if let Some(mut m) = self.unexpected.remove(i) {
-                m.receive = Some((source, tag));
+            if let Some(m) = self.unexpected.remove(i) {
                 self.matched.insert(id, m);
                 return id;
             }
@@ -206,61 +198,34 @@ impl Matching {
         id
     }
 
-    /// Matches a message that arrived against the posted receives, oldest first.
-    fn deliver(&mut self, mut m: Incoming) {
-        m.seq = self.next_seq;
-        self.next_seq += 1;
-        self.place(m);
-    }
-
-    /// Gives `m` to the oldest posted receive that matches it, or queues it as unexpected
-    /// (behind the messages that arrived before it: the queue stays in arrival order).
-    fn place(&mut self, mut m: Incoming) {
+    /// Gives a message that arrived to the oldest posted receive that matches it, or queues
+    /// it as unexpected (behind the messages that arrived before it).
+    fn deliver(&mut self, m: Incoming) {
         match self.posted.iter().position(|p| m.matches(p.source, p.tag)) {
             Some(i) => {
                 if let Some(p) = self.posted.remove(i) {
-                    m.receive = Some((p.source, p.tag));
                     self.matched.insert(p.id, m);
                 }
             }
-            None => {
-                m.receive = None;
-                let at = self.unexpected.partition_point(|u| u.seq < m.seq);
-                self.unexpected.insert(at, m);
-            }
+            None => self.unexpected.push_back(m),
         }
     }
 
-    /// Withdraws a receive (its request was dropped before completion): `MPI_Cancel`.
+    /// Withdraws a receive (its request was dropped before completion): `MPI_Cancel`
+    /// (MPI-3.1 §3.8.4). Returns whether the cancel succeeded.
     ///
-    /// A message already matched to it is not lost, and keeps its place (MPI-3.1 §3.5,
-    /// non-overtaking): the receives posted after the cancelled one that have not taken their
-    /// message yet are matched again, with that message, theirs and the unexpected ones, in
-    /// arrival order, as if the cancelled receive had never been posted. A later message of
-    /// the same sender therefore never goes ahead of it.
-    fn cancel(&mut self, id: u64) {
-        self.posted.retain(|p| p.id != id);
-        let Some(freed) = self.matched.remove(&id) else {
-            return;
-        };
-        let later: Vec<u64> = self.matched.keys().copied().filter(|&k| k > id).collect();
-        let mut receives: Vec<Posted> = self.posted.drain(..).collect();
-        let mut messages = vec![freed];
-        for k in later {
-            if let Some(mut m) = self.matched.remove(&k) {
-                if let Some((source, tag)) = m.receive.take() {
-                    receives.push(Posted { id: k, source, tag });
-                }
-                messages.push(m);
-            }
+    /// A receive that no message matched yet is cancelled: it is as if it was never posted.
+    /// One that already has its message cannot be: handing the message to another receive
+    /// could let a later message of the same sender, already taken by a later receive, go
+    /// ahead of it (MPI-3.1 §3.5, non-overtaking). The cancel fails then, as MPICH's does for
+    /// an eager message it matched: the receive counts as complete and its message is
+    /// discarded (nothing is written to the buffer: the program may have freed it).
+    fn cancel(&mut self, id: u64) -> bool {
+        if let Some(i) = self.posted.iter().position(|p| p.id == id) {
+            self.posted.remove(i);
+            return true;
         }
-        messages.extend(self.unexpected.drain(..));
-        receives.sort_by_key(|p| p.id);
-        messages.sort_by_key(|m| m.seq);
-        self.posted = receives.into();
-        for m in messages {
-            self.place(m);
-        }
+        self.matched.remove(&id).is_none()
     }
 
     /// Whether a thread receiving from `source` may take messages and wait for the network:
@@ -507,7 +472,9 @@ impl Communicator {
     /// `MPI_Irecv` (MPI-3.1 §3.7.2): posts a receive into `buf` and returns at once. The
     /// message is matched in posting order; its bytes are copied into `buf` when the request
     /// completes ([`Request::wait`], [`Request::test`], [`crate::wait_all`]). Dropping an
-    /// unfinished request cancels the receive (`MPI_Cancel`). A receive from [`PROC_NULL`]
+    /// unfinished request cancels the receive (`MPI_Cancel`, MPI-3.1 §3.8.4) if no message
+    /// matched it yet; otherwise the receive completes and its message is discarded, unread.
+    /// A receive from [`PROC_NULL`]
     /// is complete at once with [`Status::proc_null`], and leaves `buf` as it is.
     ///
     /// # Errors
@@ -584,8 +551,15 @@ impl Communicator {
                             m.deliver(decode(msg)?);
                             took = true;
                         }
-                        // A lost or closed sender ends only the receives that wait for it.
-                        Err(e) if take.is_some() || from.is_none() => return Err(e.into()),
+                        // A lost or closed sender ends only the receives that wait for it
+                        // (and not one that has just been given its message: an any-source
+                        // receive whose message came in before another peer was lost).
+                        Err(e) if take.is_some() || from.is_none() => {
+                            return match m.matched.remove(&id) {
+                                Some(done) => Ok(Some(done)),
+                                None => Err(e.into()),
+                            };
+                        }
                         Err(_) => break,
                     }
                 }
@@ -652,12 +626,13 @@ impl Communicator {
         }
     }
 
-    pub(crate) fn cancel(&self, id: u64) {
+    /// Cancels receive `id` (see `Matching::cancel`); whether the cancel succeeded.
+    pub(crate) fn cancel(&self, id: u64) -> bool {
         self.shared
             .matching()
             .entry(self.context)
             .or_default()
-            .cancel(id);
+            .cancel(id)
     }
 
     /// `MPI_Sendrecv` (MPI-3.1 §3.10): sends `send` to `dest` and receives into `recv`.
@@ -691,8 +666,6 @@ fn decode(msg: Message) -> Result<Incoming> {
         source: msg.source.index(),
         tag,
         data: msg.data,
-        seq: 0,
-        receive: None,
     })
 }
 
@@ -705,8 +678,6 @@ mod tests {
             source,
             tag,
             data: vec![0; HEADER],
-            seq: 0,
-            receive: None,
         }
     }
 
@@ -724,52 +695,30 @@ mod tests {
         let late = m.post(Some(2), None);
         assert_eq!(m.matched[&late].source, 2);
         let never = m.post(Some(3), None);
-        m.cancel(never);
+        assert!(m.cancel(never));
         assert!(m.posted.is_empty());
     }
 
     #[test]
-    fn cancelling_a_matched_receive_keeps_its_message() {
+    fn a_receive_that_has_its_message_cannot_be_cancelled() {
+        // Sender 1 sends tag 5 then tag 6; r1 (tag 5) and r2 (any tag) take them; r2 completes with tag 6; a later any-tag receive must not get tag 5
+        // once r1 is dropped (it would see the sender's messages out of order).
         let mut m = Matching::default();
-        let dropped = m.post(Some(1), None);
-        let waiting = m.post(None, Some(7));
-        m.deliver(msg(1, 7));
-        m.cancel(dropped);
-        assert_eq!(m.matched[&waiting].source, 1);
-        let dropped = m.post(Some(2), None);
-        m.deliver(msg(2, 5));
-        m.deliver(msg(2, 6));
-        m.cancel(dropped);
-        let later = m.post(Some(2), None);
-        assert_eq!(m.matched[&later].tag, 5);
-    }
-
-    #[test]
-    fn a_cancelled_message_goes_back_in_arrival_order() {
-        // A matched message of sender 1 behind a cancelled receive, and a later message of the
-        // same sender matched to a later receive that accepts both: the later receive must take
-        // the earlier message (non-overtaking), the later one waits as unexpected.
-        let mut m = Matching::default();
-        let dropped = m.post(Some(1), Some(5));
-        let any = m.post(Some(1), None);
+        let r1 = m.post(Some(1), Some(5));
+        let r2 = m.post(Some(1), None);
         m.deliver(msg(1, 5));
         m.deliver(msg(1, 6));
-        assert_eq!(m.matched[&any].tag, 6);
-        m.cancel(dropped);
-        assert_eq!(m.matched[&any].tag, 5);
-        assert_eq!(m.unexpected.len(), 1);
-        assert_eq!(m.unexpected[0].tag, 6);
-        // Back in the unexpected queue: behind the messages that arrived before it, ahead of
-        // those that came after.
-        let mut m = Matching::default();
-        m.deliver(msg(1, 9));
-        let dropped = m.post(Some(1), Some(5));
-        m.deliver(msg(1, 5));
+        assert_eq!(m.matched.remove(&r2).map(|x| x.tag), Some(6));
+        let r3 = m.post(Some(1), None);
+        assert!(!m.cancel(r1), "the cancel of a matched receive succeeded");
+        assert!(m.matched.is_empty() && m.unexpected.is_empty());
         m.deliver(msg(1, 7));
-        m.cancel(dropped);
-        let tags: Vec<Tag> = m.unexpected.iter().map(|u| u.tag).collect();
-        assert_eq!(tags, [9, 5, 7]);
-        let next = m.post(Some(1), None);
-        assert_eq!(m.matched[&next].tag, 9);
+        assert_eq!(m.matched[&r3].tag, 7);
+        // A receive still waiting for its message is cancelled, and takes nothing.
+        let r4 = m.post(Some(1), None);
+        assert!(m.cancel(r4));
+        m.deliver(msg(1, 8));
+        assert_eq!(m.unexpected.len(), 1);
+        assert!(m.posted.is_empty() && !m.matched.contains_key(&r4));
     }
 }

@@ -67,7 +67,8 @@
 //! - Point-to-point: blocking, non-blocking ([`Request`]: [`Request::wait`],
 //!   [`Request::test`], [`wait_all`], [`test_all`], [`wait_any`], [`test_any`]),
 //!   [`ANY_SOURCE`], [`ANY_TAG`], [`PROC_NULL`], `sendrecv`; dropping an unfinished receive
-//!   cancels it.
+//!   cancels it, or, when a message already matched it, completes it and discards the message
+//!   (MPI-3.1 §3.8.4: such a cancel fails, as in MPICH).
 //! - Collectives: barrier, broadcast, reduce, all-reduce, gather, all-gather, scatter,
 //!   all-to-all.
 //! - One-sided: windows allocated, created over global or registered memory, dynamic (with

@@ -5,7 +5,10 @@
 //! guarantee. Here a receive's bytes are copied into the buffer by the call that completes the
 //! request (`wait`, `test`, [`wait_all`]); nothing writes into the buffer behind the program's
 //! back, so dropping an unfinished request is safe: it cancels the receive (`MPI_Cancel`,
-//! §3.8.4) and leaves the buffer as it was. `Drop` never blocks and never panics.
+//! §3.8.4) and leaves the buffer as it was. A receive that a message already matched cannot be
+//! cancelled (giving its message to another receive could let a later message of the same
+//! sender overtake it, §3.5): dropping it completes it, and the message is discarded.
+//! `Drop` never blocks and never panics.
 
 use crate::comm::{Communicator, Rank, Status, Tag};
 use crate::datatype::fill;
@@ -27,7 +30,8 @@ enum State<'a> {
 
 /// An outstanding non-blocking operation: `MPI_Request`.
 #[derive(Debug)]
-#[must_use = "a request must be waited for or tested; dropping it cancels a receive"]
+#[must_use = "a request must be waited for or tested; dropping it cancels a receive \
+              (or discards its message)"]
 pub struct Request<'a> {
     state: State<'a>,
 }

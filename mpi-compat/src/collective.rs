@@ -104,7 +104,8 @@ impl Communicator {
     /// Every rank must call it with the same root and buffer length.
     ///
     /// # Errors
-    /// [`Error::InvalidRank`] for a bad root; [`Error::InvalidCount`] when the root's buffer
+    /// [`Error::InvalidRank`] for a bad root (at once: the exception of
+    /// [the crate's errors](crate#errors)); [`Error::InvalidCount`] when the root's buffer
     /// has another length than this rank's.
     pub fn broadcast<T: Equivalence>(&self, buf: &mut [T], root: Rank) -> Result<()> {
         let root = self.check_rank(root)?;
@@ -144,8 +145,14 @@ impl Communicator {
     }
 
     /// Binomial-tree reduction of `acc` towards virtual rank 0 (`root`); on return the
-    /// root's `acc` holds the result.
-    fn reduce_tree<T: Equivalence>(&self, acc: &mut [T], op: Op, root: usize) -> Result<()> {
+    /// root's `acc` holds the result. With `op` `None` (this rank's operation is invalid) the
+    /// contributions are taken but not combined: `acc` goes on as it is.
+    fn reduce_tree<T: Equivalence>(
+        &self,
+        acc: &mut [T],
+        op: Option<Op>,
+        root: usize,
+    ) -> Result<()> {
         let n = self.size_usize();
         let vr = (self.me() + n - root) % n;
         let mut mask = 1;
@@ -157,7 +164,7 @@ impl Communicator {
                 let src = vr | mask;
                 if src < n {
                     let data = self.recv_from(Channel::Reduce, (src + root) % n)?;
-                    if let Err(e) = reduce_bytes(op, acc, &data) {
+                    if let Some(Err(e)) = op.map(|op| reduce_bytes(op, acc, &data)) {
                         failed.get_or_insert(e);
                     }
                 }
@@ -178,7 +185,12 @@ impl Communicator {
     ///
     /// # Errors
     /// [`Error::InvalidRank`], [`Error::InvalidOp`] (a bitwise operation on floats,
-    /// `Replace`/`NoOp`), [`Error::InvalidCount`] for buffers of different lengths.
+    /// `Replace`/`NoOp`), [`Error::InvalidCount`] for buffers of different lengths. A rank
+    /// with an invalid operation or a `recv` of the wrong length still takes part (its `send`
+    /// goes up the tree, uncombined when the operation is invalid), so no other rank waits for
+    /// it; the error is reported afterwards. An invalid root cannot take part (no rank knows
+    /// where the tree would end): it fails at once, and the ranks that were given a valid root
+    /// wait for it; see [the crate's errors](crate#errors).
     pub fn reduce<T: Equivalence>(
         &self,
         send: &[T],
@@ -187,11 +199,14 @@ impl Communicator {
         root: Rank,
     ) -> Result<()> {
         let root = self.check_rank(root)?;
-        check_reduction::<T>(op)?;
+        let bad_op = check_reduction::<T>(op).err();
         let mut acc = send.to_vec();
         // The tree runs even when this rank's arguments are wrong, so that no other rank waits
         // forever; the error is reported afterwards.
-        let tree = self.reduce_tree(&mut acc, op, root);
+        let tree = self.reduce_tree(&mut acc, bad_op.is_none().then_some(op), root);
+        if let Some(e) = bad_op {
+            return Err(e);
+        }
         if self.me() == root && recv.len() != send.len() {
             return Err(Error::InvalidCount(format!(
                 "reduce of {} elements into {}",
@@ -213,22 +228,42 @@ impl Communicator {
     /// Every rank must call it with the same operation and length.
     ///
     /// # Errors
-    /// As [`Communicator::reduce`].
+    /// As [`Communicator::reduce`] (without a root): a rank with an invalid operation or a
+    /// `recv` of the wrong length still takes part with its `send`, and fails afterwards.
     pub fn all_reduce<T: Equivalence>(&self, send: &[T], recv: &mut [T], op: Op) -> Result<()> {
-        check_reduction::<T>(op)?;
-        if recv.len() != send.len() {
-            return Err(Error::InvalidCount(format!(
+        let bad_op = check_reduction::<T>(op).err();
+        let bad_len = (recv.len() != send.len()).then(|| {
+            Error::InvalidCount(format!(
                 "all-reduce of {} elements into {}",
                 send.len(),
                 recv.len()
-            )));
+            ))
+        });
+        // The exchange runs even when this rank's arguments are wrong (with its `send` in a
+        // scratch accumulator when `recv` cannot hold it), so that no other rank waits forever.
+        let mut scratch = Vec::new();
+        let acc: &mut [T] = if bad_len.is_none() {
+            recv.copy_from_slice(send);
+            recv
+        } else {
+            scratch.extend_from_slice(send);
+            &mut scratch
+        };
+        let exchanged = self.all_reduce_in_place(acc, bad_op.is_none().then_some(op));
+        match bad_op.or(bad_len) {
+            Some(e) => Err(e),
+            None => exchanged,
         }
-        recv.copy_from_slice(send);
+    }
+
+    /// The all-reduce exchange on `acc` (this rank's contribution, then the result); `op`
+    /// `None` as in [`Communicator::reduce_tree`].
+    fn all_reduce_in_place<T: Equivalence>(&self, acc: &mut [T], op: Option<Op>) -> Result<()> {
         let n = self.size_usize();
         if !n.is_power_of_two() {
             // Both phases run whatever the first gave, so that no rank waits forever.
-            let reduced = self.reduce_tree(recv, op, 0);
-            let spread = self.broadcast(recv, 0);
+            let reduced = self.reduce_tree(acc, op, 0);
+            let spread = self.broadcast(acc, 0);
             return reduced.and(spread);
         }
         let me = self.me();
@@ -236,10 +271,10 @@ impl Communicator {
         let mut failed = None;
         while mask < n {
             let partner = me ^ mask;
-            self.send_to(Channel::AllReduce, partner, bytes(recv))?;
+            self.send_to(Channel::AllReduce, partner, bytes(acc))?;
             let data = self.recv_from(Channel::AllReduce, partner)?;
             // A contribution of the wrong length is an error here; the rounds still complete.
-            if let Err(e) = reduce_bytes(op, recv, &data) {
+            if let Some(Err(e)) = op.map(|op| reduce_bytes(op, acc, &data)) {
                 failed.get_or_insert(e);
             }
             mask <<= 1;
@@ -255,9 +290,10 @@ impl Communicator {
     /// Every rank must call it with the same root and length.
     ///
     /// # Errors
-    /// [`Error::InvalidRank`]; [`Error::InvalidCount`] for a `recv` of the wrong length or a
-    /// contribution of another length. The root takes every contribution off the transport
-    /// even then, so none is left behind for the next gather.
+    /// [`Error::InvalidRank`] (at once: the exception of [the crate's errors](crate#errors));
+    /// [`Error::InvalidCount`] for a `recv` of the wrong length or a contribution of another
+    /// length. The root takes every contribution off the transport even then, so none is left
+    /// behind for the next gather.
     pub fn gather<T: Equivalence>(&self, send: &[T], recv: &mut [T], root: Rank) -> Result<()> {
         let root = self.check_rank(root)?;
         let k = send.len();
@@ -334,8 +370,8 @@ impl Communicator {
     /// Every rank must call it with the same root and length.
     ///
     /// # Errors
-    /// [`Error::InvalidRank`]; [`Error::InvalidCount`] for a `send` of the wrong length or a
-    /// block of another length. A root whose `send` has the wrong length sends every rank an
+    /// [`Error::InvalidRank`] (at once: the exception of [the crate's errors](crate#errors));
+    /// [`Error::InvalidCount`] for a `send` of the wrong length or a block of another length. A root whose `send` has the wrong length sends every rank an
     /// empty block, so that none waits forever (they fail with a count error unless they
     /// expect no elements).
     pub fn scatter<T: Equivalence>(&self, send: &[T], recv: &mut [T], root: Rank) -> Result<()> {

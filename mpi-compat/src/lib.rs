@@ -83,7 +83,16 @@
 //! window (for a dynamic window: outside the memory its target attached), are refused before
 //! anything is sent. A call that fails never leaves another rank waiting for it: a failing
 //! synchronisation call still releases its locks and notifies its peers, and the collective
-//! window calls make one rank's failure every rank's ([`Error::FailedElsewhere`]).
+//! window calls make one rank's failure every rank's ([`Error::FailedElsewhere`]). A rank
+//! whose own arguments to a collective are wrong (a buffer of the wrong length, an operation
+//! its type does not have) still takes part with what it can send, and fails afterwards.
+//!
+//! One exception: a rooted collective (broadcast, reduce, gather, scatter) given an invalid
+//! root fails at once with [`Error::InvalidRank`]. When every rank passes the same invalid
+//! root, every rank fails and none waits; when only some do, they cannot take part (no tree or
+//! exchange can be built around a rank that does not exist, and they cannot tell which root
+//! the others use), so the ranks given a valid root wait for them, as they would for a rank
+//! that never makes the call (an erroneous program, MPI-3.1 §5.1).
 
 pub mod collective;
 pub mod comm;

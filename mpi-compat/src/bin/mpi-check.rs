@@ -1055,6 +1055,46 @@ fn errors(w: &Communicator) -> Check {
             },
         "all_to_all count"
     );
+    // Reductions with one rank's own arguments wrong: that rank still takes part and fails
+    // afterwards; the others are not left waiting, and the next reduction is not spoiled.
+    // A receive buffer too short on rank 0: its contribution still counts.
+    let sum: i64 = (0..i64::from(n)).map(|r| r + 1).sum();
+    let mut out = vec![0i64; if me == 0 { 1 } else { 2 }];
+    let got = class(w.all_reduce(&[i64::from(me) + 1, 1], &mut out, Op::Sum));
+    ensure!(
+        if me == 0 {
+            got == Some(ErrorClass::Count)
+        } else {
+            got.is_none() && out == [sum, i64::from(n)]
+        },
+        "all_reduce with a short recv on rank 0: {got:?} {out:?}"
+    );
+    // An operation the type does not have (bitwise on floats) on the last rank only.
+    let last = n - 1;
+    let op = if me == last { Op::BAnd } else { Op::Sum };
+    let mut x = [0.0f64];
+    let got = class(w.all_reduce(&[1.0f64], &mut x, op));
+    ensure!(
+        got == (me == last).then_some(ErrorClass::Op),
+        "all_reduce with an invalid op on rank {last}: {got:?}"
+    );
+    let got = class(w.reduce(&[1.0f64], &mut x, op, 0));
+    ensure!(
+        got == (me == last).then_some(ErrorClass::Op),
+        "reduce with an invalid op on rank {last}: {got:?}"
+    );
+    let mut out = [0i64; 2];
+    ok(w.all_reduce(&[i64::from(me) + 1, 1], &mut out, Op::Sum))?;
+    ensure!(
+        out == [sum, i64::from(n)],
+        "all_reduce after the failed ones: {out:?}"
+    );
+    let mut x = [0.0f64];
+    ok(w.reduce(&[2.0f64], &mut x, Op::Sum, 0))?;
+    ensure!(
+        me != 0 || x == [2.0 * f64::from(n)],
+        "reduce after the failed ones: {x:?}"
+    );
     // Truncation: the message is consumed and reported.
     if w.rank() == 0 && n > 1 {
         ok(w.send(&[1u32, 2, 3], 1, 11))?;

@@ -43,6 +43,16 @@ int main(int argc, char **argv)
         }
     }
 
+    /* One rank's operation is not defined on its datatype: that rank fails, and the others
+       are not left waiting for it; the next reduction is not spoiled. */
+    double d = me + 1, sum = 0;
+    int rc = MPI_Allreduce(&d, &sum, 1, MPI_DOUBLE, me == np - 1 ? MPI_BAND : MPI_SUM, MPI_COMM_WORLD);
+    CHECK(rc == (me == np - 1 ? MPI_ERR_OP : MPI_SUCCESS), "allreduce with MPI_BAND on rank %d gave %d", np - 1, rc);
+    rc = MPI_Reduce(&d, &sum, 1, MPI_DOUBLE, me == np - 1 ? MPI_BAND : MPI_SUM, 0, MPI_COMM_WORLD);
+    CHECK(rc == (me == np - 1 ? MPI_ERR_OP : MPI_SUCCESS), "reduce with MPI_BAND on rank %d gave %d", np - 1, rc);
+    OK(MPI_Allreduce(&d, &sum, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD));
+    CHECK(sum == np * (np + 1) / 2.0, "allreduce after the failed ones: %g", sum);
+
     /* Windows. */
     long *base;
     MPI_Win win;

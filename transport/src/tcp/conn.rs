@@ -6,6 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use crate::completion::Completer;
 use crate::error::{Error, Result};
@@ -102,6 +103,18 @@ pub(crate) enum DirectEnd {
     Write { id: u64 },
 }
 
+/// Who reads a connection.
+#[derive(Debug)]
+pub(crate) struct Watch {
+    /// Threads reading the connection while they wait for something on it.
+    pub(crate) waiters: usize,
+    /// Whether the read descriptor is registered with the progress thread's poller.
+    pub(crate) registered: bool,
+    /// When the last waiter left with read interest still withdrawn (it is given back to the
+    /// progress thread after `linger::LINGER`).
+    pub(crate) left_at: Option<Instant>,
+}
+
 /// An outstanding request of ours.
 #[derive(Debug)]
 pub(crate) struct Pending {
@@ -143,9 +156,9 @@ pub(crate) struct Conn {
     /// read interest can be withdrawn while threads wait on the connection without touching
     /// write interest (see `progress::Driving`).
     pub(crate) read_fd: OwnedFd,
-    /// How many threads are reading the connection while they wait: while there are any, the
-    /// progress thread is not woken by arrivals on it.
-    pub(crate) waiters: Mutex<usize>,
+    /// Who reads the connection: the threads waiting on it, or the progress thread (see
+    /// `progress::waiter_arrives`).
+    pub(crate) watch: Mutex<Watch>,
     /// Set when a request of the peer was answered: the progress thread keeps polling a while
     /// after that (see `progress::run`).
     pub(crate) served: AtomicBool,
@@ -178,7 +191,11 @@ impl Conn {
             rx_pending: AtomicBool::new(false),
             corked: AtomicBool::new(false),
             read_fd,
-            waiters: Mutex::new(0),
+            watch: Mutex::new(Watch {
+                waiters: 0,
+                registered: true,
+                left_at: None,
+            }),
             served: AtomicBool::new(false),
         }
     }

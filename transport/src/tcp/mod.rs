@@ -8,6 +8,7 @@
 //! connects to the lower ranks and accepts the higher ones, authenticating both ways).
 
 mod conn;
+mod linger;
 mod progress;
 
 use std::io::Read;
@@ -93,6 +94,8 @@ pub(crate) struct Shared {
     /// The progress thread's poller (a descriptor of its own, valid after the thread ends):
     /// waiters withdraw and restore read interest through it.
     registry: mio::Registry,
+    /// Gives lingering connections back to the progress thread (see `linger`).
+    linger: linger::LingerTimer,
     mailbox: Arc<Mailbox>,
     /// Indexed by rank; `None` for this node.
     conns: Vec<Option<Arc<Conn>>>,
@@ -175,7 +178,7 @@ impl Driver for ConnDriver {
 
     fn end(&self) {
         if let Some(Some(conn)) = self.shared.conns.get(self.peer) {
-            progress::waiter_leaves(&self.shared, conn);
+            progress::waiter_leaves(&self.shared, conn, false);
         }
     }
 }
@@ -353,9 +356,18 @@ impl PreparedTcp {
             progress::register(poll.registry(), conn)
                 .map_err(|e| Error::io("registering a connection with the poller", e))?;
         }
+        let linger = linger::LingerTimer::new()?;
+        poll.registry()
+            .register(
+                &mut mio::unix::SourceFd(&linger.raw_fd()),
+                progress::LINGER,
+                mio::Interest::READABLE,
+            )
+            .map_err(|e| Error::io("registering the linger timer", e))?;
         let shared = Arc::new(Shared {
             rank: self.rank,
             registry,
+            linger,
             mailbox,
             config: self.config,
             regions: RegionTable::default(),
@@ -609,10 +621,11 @@ impl TcpTransport {
                 progress::drain(&self.shared, c, progress::Reading::Waiter);
             }
         } else if !conns.is_empty() {
-            let driving = progress::Driving::new(&self.shared, conns);
+            let mut driving = progress::Driving::new(&self.shared, conns);
             loop {
                 driving.drive();
                 if let Some(r) = found() {
+                    driving.got_it();
                     return r;
                 }
                 if start.elapsed() >= spin {

@@ -16,10 +16,13 @@ use crate::exec;
 use crate::types::{Message, Rank, Tag};
 use crate::wire::{Frame, Header, Kind};
 
-use super::conn::{lock, Conn, Direct, DirectEnd, Payload, Rx, CLOSING, DOWN};
+use super::conn::{lock, Conn, Direct, DirectEnd, Payload, Rx, Watch, CLOSING, DOWN};
+use super::linger;
 use super::Shared;
 
 pub(crate) const WAKER: Token = Token(usize::MAX);
+/// The linger timer's token (see `linger`).
+pub(crate) const LINGER: Token = Token(usize::MAX - 1);
 
 /// Bytes read from one connection before the progress thread turns to the others.
 const READ_BUDGET: usize = 4 << 20;
@@ -61,6 +64,10 @@ pub(crate) fn run(shared: Arc<Shared>, mut poll: Poll) {
         }
         for ev in events.iter() {
             if ev.token() == WAKER {
+                continue;
+            }
+            if ev.token() == LINGER {
+                linger_expired(&shared, &conns);
                 continue;
             }
             let Some(Some(conn)) = shared.conns.get(ev.token().0) else {
@@ -171,36 +178,80 @@ fn watch_reads(registry: &Registry, conn: &Conn, reads: bool) -> std::io::Result
 
 /// A thread starts reading `conn` itself while it waits (with [`drain`] and
 /// [`Reading::Waiter`]). The first such thread withdraws the progress thread's read interest
-/// (a hang-up or error then shows to the waiter, which reads the socket):
-/// on two virtual CPUs a wake-up of the progress thread per arriving message costs more than
-/// the message, and the woken thread then competes with the waiter for a CPU. Every call is
-/// paired with [`waiter_leaves`].
+/// (a hang-up or error then shows to the waiter, which reads the socket): on two virtual CPUs
+/// a wake-up of the progress thread per arriving message costs more than the message, and the
+/// woken thread then competes with the waiter for a CPU. Every call is paired with
+/// [`waiter_leaves`].
 pub(crate) fn waiter_arrives(shared: &Shared, conn: &Conn) {
-    let mut waiters = lock(&conn.waiters);
-    *waiters += 1;
-    if *waiters == 1 {
-        if let Err(e) = watch_reads(&shared.registry, conn, false) {
+    let mut watch = lock(&conn.watch);
+    watch.waiters += 1;
+    watch.left_at = None;
+    if watch.registered {
+        match watch_reads(&shared.registry, conn, false) {
+            Ok(()) => watch.registered = false,
             // Harmless: the progress thread keeps being woken, as before.
-            tracing::debug!("rank {}: withdrawing read interest: {e}", conn.peer);
+            Err(e) => tracing::debug!("rank {}: withdrawing read interest: {e}", conn.peer),
         }
     }
 }
 
-/// The thread that called [`waiter_arrives`] stops reading `conn`. The last one to leave gives
-/// read interest back to the progress thread, which then reads whatever is waiting: nothing is
-/// left unread once no thread waits.
-pub(crate) fn waiter_leaves(shared: &Shared, conn: &Conn) {
-    let mut waiters = lock(&conn.waiters);
-    *waiters = waiters.saturating_sub(1);
-    if *waiters == 0 {
-        if let Err(e) = watch_reads(&shared.registry, conn, true) {
+/// The thread that called [`waiter_arrives`] stops reading `conn`. When it is the last one,
+/// read interest goes back to the progress thread: at once when `linger` is false (the thread
+/// is about to sleep, or returns to the application after a one-sided operation), else after
+/// [`linger::LINGER`] unless a thread waits on the connection again before (it got the message
+/// it waited for and will likely wait again soon). Either way the progress thread then reads
+/// whatever is waiting: nothing is left unread once no thread waits.
+pub(crate) fn waiter_leaves(shared: &Shared, conn: &Conn, linger: bool) {
+    let mut watch = lock(&conn.watch);
+    watch.waiters = watch.waiters.saturating_sub(1);
+    if watch.waiters > 0 || watch.registered {
+        return;
+    }
+    if linger {
+        watch.left_at = Some(Instant::now());
+        drop(watch);
+        shared.linger.arm(linger::LINGER);
+        return;
+    }
+    give_back(shared, conn, &mut watch);
+}
+
+/// Registers `conn`'s read descriptor again (the progress thread reads it from now on).
+fn give_back(shared: &Shared, conn: &Conn, watch: &mut Watch) {
+    watch.left_at = None;
+    match watch_reads(&shared.registry, conn, true) {
+        Ok(()) => watch.registered = true,
+        Err(e) => {
             // Nobody would read the connection any more: fail it rather than hang.
-            drop(waiters);
             shared.peer_down(
                 conn,
                 lost(conn.peer, format!("cannot watch the connection: {e}")),
             );
         }
+    }
+}
+
+/// The linger timer expired: takes back the connections nobody waited on for
+/// [`linger::LINGER`], and arms the timer again for those that lingered less.
+fn linger_expired(shared: &Shared, conns: &[&Arc<Conn>]) {
+    shared.linger.expired();
+    let now = Instant::now();
+    let mut next: Option<Duration> = None;
+    for conn in conns {
+        let mut watch = lock(&conn.watch);
+        if watch.waiters > 0 || watch.registered {
+            continue;
+        }
+        match watch.left_at.map(|t| t + linger::LINGER) {
+            Some(due) if due > now => {
+                let left = due - now;
+                next = Some(next.map_or(left, |n| n.min(left)));
+            }
+            _ => give_back(shared, conn, &mut watch),
+        }
+    }
+    if let Some(d) = next {
+        shared.linger.arm(d);
     }
 }
 
@@ -210,6 +261,10 @@ pub(crate) fn waiter_leaves(shared: &Shared, conn: &Conn) {
 pub(crate) struct Driving<'a> {
     shared: &'a Shared,
     conns: Vec<&'a Conn>,
+    /// The connections' read descriptors, asked for readability in one `poll` per turn.
+    ready: Vec<libc::pollfd>,
+    /// Whether the connections linger when it is dropped.
+    linger: bool,
 }
 
 impl<'a> Driving<'a> {
@@ -217,14 +272,41 @@ impl<'a> Driving<'a> {
         for c in &conns {
             waiter_arrives(shared, c);
         }
-        Driving { shared, conns }
+        let ready = conns
+            .iter()
+            .map(|c| libc::pollfd {
+                fd: c.read_fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        Driving {
+            shared,
+            conns,
+            ready,
+            linger: false,
+        }
+    }
+
+    /// The wait got what it waited for: the connections linger (see [`waiter_leaves`]).
+    pub(crate) fn got_it(&mut self) {
+        self.linger = true;
     }
 
     /// Reads and handles what has arrived on the connections, and writes what is queued on
     /// them, without blocking.
-    pub(crate) fn drive(&self) {
-        for c in &self.conns {
-            drain(self.shared, c, Reading::Waiter);
+    pub(crate) fn drive(&mut self) {
+        // Readiness first, in one system call for all the connections: `poll` does not take
+        // the socket lock, which a `recv` on an empty socket would, holding up the very
+        // packet it waits for (the kernel queues it to the lock holder's backlog).
+        let n = self.ready.len() as libc::nfds_t;
+        // SAFETY: `ready` is a live, exclusively borrowed array of `n` pollfds; the kernel
+        // writes only their `revents` and returns without keeping the pointer (timeout 0).
+        let polled = unsafe { libc::poll(self.ready.as_mut_ptr(), n, 0) };
+        for (c, p) in self.conns.iter().zip(&self.ready) {
+            if polled < 0 || p.revents != 0 || c.rx_pending.load(Ordering::SeqCst) {
+                drain(self.shared, c, Reading::Waiter);
+            }
             c.try_flush();
         }
     }
@@ -233,7 +315,7 @@ impl<'a> Driving<'a> {
 impl Drop for Driving<'_> {
     fn drop(&mut self) {
         for c in &self.conns {
-            waiter_leaves(self.shared, c);
+            waiter_leaves(self.shared, c, self.linger);
         }
     }
 }

@@ -1412,7 +1412,9 @@ impl Dsm {
     /// Every node must call it, in the same order, with the same pointer.
     ///
     /// # Errors
-    /// [`Error::InvalidPointer`] for a pointer that is not a live collective allocation.
+    /// [`Error::InvalidPointer`] for a pointer that is not a live collective allocation;
+    /// transport errors of the release of this node's changes, reported after the call's
+    /// barriers (the allocation is freed all the same, so no other node waits for this one).
     pub fn free_collective(&self, ptr: *mut u8) -> Result<()> {
         let addr = ptr as usize;
         let bad = Error::InvalidPointer(addr);
@@ -1425,9 +1427,20 @@ impl Dsm {
         if start >= self.inner.collective_pages {
             return Err(bad);
         }
-        // Everything written before the free is home, and nobody uses the pages any more.
-        self.inner.release()?;
+        // Everything written before the free is home, and nobody uses the pages any more. A
+        // local failure is reported after both barriers, so that no other node is left
+        // waiting in one, and the pages are freed all the same (every node's collective heap
+        // must stay the same).
+        let released = self.inner.release();
         collective::barrier(&*self.inner.t, None)?;
+        let freed = self.free_collective_pages(start, bad);
+        collective::barrier(&*self.inner.t, None)?;
+        released.and(freed)
+    }
+
+    /// The local part of [`Dsm::free_collective`] between its barriers: frees the run at page
+    /// `start` in the collective heap, resets its pages and clears what this node holds of it.
+    fn free_collective_pages(&self, start: usize, bad: Error) -> Result<()> {
         let pages = lock(&self.inner.collective_heap).free(start).ok_or(bad)?;
         self.inner.reset_pages(start, pages)?;
         // Clear the directory entries this node manages, and the home copies it holds.
@@ -1441,7 +1454,6 @@ impl Dsm {
             .inner
             ._home
             .write_at(start * PAGE, &vec![0u8; pages * PAGE]);
-        collective::barrier(&*self.inner.t, None)?;
         Ok(())
     }
 

@@ -1192,8 +1192,10 @@ fn errors(w: &Communicator) -> Check {
         },
         "free with a lock held on rank 0: {got:?}"
     );
-    // Likewise a fence with a bad assertion on the last rank only; the window goes on.
+    // Likewise a fence with a bad assertion on the last rank only; it closes the epoch it
+    // ends and opens none (a put then fails on every rank); the window goes on.
     let win = ok(Window::allocate(w, 64, 8))?;
+    ok(win.fence(0))?;
     let got = win.fence(if me == n - 1 { 1 << 30 } else { 0 });
     ensure!(
         if me == n - 1 {
@@ -1207,6 +1209,10 @@ fn errors(w: &Communicator) -> Check {
         "fence with a bad assertion on rank {}: {got:?}",
         n - 1
     );
+    ensure!(
+        class(win.put(&[5u64], (me + 1) % n, 1)) == Some(ErrorClass::RmaSync),
+        "put after the failed fence"
+    );
     ok(win.fence(0))?;
     ok(win.put(&[5u64], (me + 1) % n, 1))?;
     ok(win.fence(MODE_NOSUCCEED))?;
@@ -1214,6 +1220,33 @@ fn errors(w: &Communicator) -> Check {
     ok(win.read_local(1, &mut x))?;
     ensure!(x == [5], "put after the failed fence: {x:?}");
     ok(win.free())?;
+    // A window over process memory whose free fails on the last rank (a lock held there, its
+    // put to rank 0 not flushed): the failing rank still completes its put before the free's
+    // agreement, so the put is in rank 0's memory when rank 0's free returns, and the
+    // registration is withdrawn on every rank (the memory may be freed then).
+    let last = n - 1;
+    let mut raw = vec![0u64; 8].into_boxed_slice();
+    // SAFETY: `raw` is not touched until the window is gone (its free returns on this rank),
+    // and outlives it.
+    let win = ok(unsafe { Window::create_from_raw(w, raw.as_mut_ptr().cast(), 64, 8) })?;
+    if me == last {
+        ok(win.lock(LockType::Shared, 0, 0))?;
+        ok(win.put(&[77u64], 0, 2))?;
+    }
+    let got = win.free();
+    ensure!(
+        if me == last {
+            matches!(got, Err(Error::RmaSync(_)))
+        } else {
+            matches!(got, Err(Error::FailedElsewhere { rank, class: ErrorClass::RmaSync }) if rank == last)
+        },
+        "free of a raw window with a lock held on rank {last}: {got:?}"
+    );
+    ensure!(
+        me != 0 || raw[2] == 77,
+        "the failing rank's put before the failed free: {raw:?}"
+    );
+    drop(raw);
     // A window over process memory whose size overflows on one rank fails on every rank.
     let mut mine = vec![0u64; 8].into_boxed_slice();
     let huge = if me == 0 { usize::MAX - 2 } else { 64 };

@@ -477,11 +477,14 @@ impl Window {
     ///
     /// # Errors
     /// [`Error::RmaSync`] while a lock or a post/start epoch is still open; runtime errors.
-    /// A rank that fails still takes part in the call's barrier, and the others then fail
-    /// with [`Error::FailedElsewhere`] (of the same class) instead of waiting for it forever;
-    /// nothing is freed then (the window is dropped on every rank, and its memory leaks).
+    /// A rank that fails still completes its operations and takes part in the call's barrier,
+    /// and the others then fail with [`Error::FailedElsewhere`] (of the same class) instead of
+    /// waiting for it forever. The window is gone on every rank then: the memory given to
+    /// [`Window::create_from_raw`] and the staging buffers are no longer registered (no late
+    /// operation can reach them, so the caller may free that memory), but the global memory of
+    /// the window and its control words are not freed (they leak).
     pub fn free(self) -> Result<()> {
-        let mine = {
+        let open = {
             let e = self.epochs();
             if !e.locks.is_empty() || e.lock_all || e.access.is_some() || e.exposure.is_some() {
                 Err(Error::RmaSync(
@@ -491,39 +494,53 @@ impl Window {
                 Ok(())
             }
         };
-        let mine = mine.and_then(|()| self.flush_all_internal());
-        // Every rank is done with the window's memory once all of them are here.
-        self.comm.agree(mine)?;
-        // Every operation has completed: the staging buffers are idle.
+        // Even a rank that fails completes its puts and gets, so that once every rank has
+        // passed the agreement no operation on the window is left in flight.
+        let flushed = self.flush_all_internal();
+        let agreed = self.comm.agree(open.and(flushed));
+        // Whether or not the free succeeds, nothing may reach this rank's registered memory
+        // once it returns: a failed free consumes the window too, and the caller may then
+        // release the memory of `create_from_raw`.
+        let withdrawn = self.withdraw_registrations();
+        agreed?;
+        // Both collective frees run even when the first fails locally, so that no rank is
+        // left in the second one's barriers.
+        let dsm = &self.comm.shared.dsm;
+        let memory = match &self.memory {
+            Memory::Allocated { global, .. } => dsm.free_collective(*global as *mut u8),
+            _ => Ok(()),
+        };
+        let control = dsm.free_collective(self.control as *mut u8);
+        memory?;
+        control?;
+        withdrawn
+    }
+
+    /// Withdraws this rank's registrations: its staging buffers and, for a window created over
+    /// process memory, its part. Every one is tried; the first failure is returned.
+    fn withdraw_registrations(&self) -> Result<()> {
         let staged = std::mem::take(
             &mut *self
                 .staging_registrations
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()),
         );
-        // A failure is reported after the collective part of `free`, so that no rank hangs.
         let mut withdrawn: Result<()> = Ok(());
         for desc in &staged {
             if let Err(e) = self.t().deregister(desc) {
                 withdrawn = withdrawn.and(Err(e.into()));
             }
         }
-        let dsm = &self.comm.shared.dsm;
-        match &self.memory {
-            Memory::Allocated { global, .. } => dsm.free_collective(*global as *mut u8)?,
-            Memory::Created {
-                registered: Some(_),
-            } => {
-                let me = self.comm.rank() as usize;
-                if let Some(home) = &self.parts[me].home {
-                    if let Err(e) = self.t().deregister(&home.region) {
-                        withdrawn = withdrawn.and(Err(e.into()));
-                    }
+        if let Memory::Created {
+            registered: Some(_),
+        } = &self.memory
+        {
+            if let Some(home) = &self.parts[self.comm.rank() as usize].home {
+                if let Err(e) = self.t().deregister(&home.region) {
+                    withdrawn = withdrawn.and(Err(e.into()));
                 }
             }
-            _ => {}
         }
-        dsm.free_collective(self.control as *mut u8)?;
         withdrawn
     }
 

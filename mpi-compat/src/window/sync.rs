@@ -103,28 +103,34 @@ impl Window {
     /// [`Error::InvalidArgument`] for unknown assertion bits; [`Error::RmaSync`] while a lock
     /// or post/start epoch is open; transport errors. A rank that fails still takes part in
     /// the fence's barrier, and the others then fail with [`Error::FailedElsewhere`] (of the
-    /// same class) instead of waiting for it forever; no epoch is opened then.
+    /// same class) instead of waiting for it forever; the epoch the fence ends is closed
+    /// and no epoch is opened then.
     pub fn fence(&self, assert: u32) -> Result<()> {
         let mine = self.fence_local(assert);
-        self.comm.agree(mine)?;
-        self.forget_attached();
-        self.reconcile()?;
-        self.epochs().fence = assert & MODE_NOSUCCEED == 0;
-        Ok(())
+        let done = self.comm.agree(mine).and_then(|()| {
+            self.forget_attached();
+            self.reconcile()
+        });
+        // A failed fence closes the epoch it ends and opens none.
+        self.epochs().fence = done.is_ok() && assert & MODE_NOSUCCEED == 0;
+        done
     }
 
-    /// This rank's part of a fence before its barrier.
+    /// This rank's part of a fence before its barrier. This rank's operations are completed
+    /// even when its arguments are wrong, so that none is left in flight past the fence.
     fn fence_local(&self, assert: u32) -> Result<()> {
-        check_assert(assert)?;
-        {
+        let checked = check_assert(assert).and_then(|()| {
             let e = self.epochs();
             if !e.locks.is_empty() || e.lock_all || e.access.is_some() || e.exposure.is_some() {
                 return Err(Error::RmaSync(
                     "fence inside a lock or post/start epoch".into(),
                 ));
             }
-        }
-        self.wait_pending(None)?;
+            Ok(())
+        });
+        let flushed = self.wait_pending(None);
+        checked?;
+        flushed?;
         self.reconcile()
     }
 

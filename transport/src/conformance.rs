@@ -32,6 +32,7 @@ pub fn run_all<T: Transport>(job: &[T]) {
     flush_makes_writes_visible(job);
     batched_operations_land_exactly(job);
     waiting_for_a_message_takes_nothing(job);
+    large_messages_arrive_whole(job);
 }
 
 const BIG: usize = 4 << 20;
@@ -316,6 +317,34 @@ pub fn waiting_for_a_message_takes_nothing<T: Transport>(job: &[T]) {
     ));
     let other = a.recv(Some(b.rank()), Some(Tag(8)), long).expect("other");
     assert_eq!(other.data, b"other");
+}
+
+/// Large messages (read by tcp straight into their own buffers) arrive whole and in order
+/// between small ones, sent by copy and by value.
+pub fn large_messages_arrive_whole<T: Transport>(job: &[T]) {
+    let (a, b) = (&job[0], &job[1]);
+    let sizes = [100 << 10, 7, (1 << 20) + 3, 20 << 10, 0, 3 << 20];
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for (i, &len) in sizes.iter().enumerate() {
+                let data = pattern(i, len);
+                if i % 2 == 0 {
+                    b.send(a.rank(), Tag(9), &data).expect("send");
+                } else {
+                    let mut owned = crate::pool::buffer(len);
+                    owned.extend_from_slice(&data);
+                    b.send_owned(a.rank(), Tag(9), owned).expect("send_owned");
+                }
+            }
+        });
+        for (i, &len) in sizes.iter().enumerate() {
+            let m = a
+                .recv(Some(b.rank()), Some(Tag(9)), Some(Duration::from_secs(30)))
+                .expect("recv");
+            assert_eq!(m.data.len(), len, "message {i}: length");
+            assert!(m.data == pattern(i, len), "message {i}: bytes");
+        }
+    });
 }
 
 fn expect_fault<T: Transport>(t: &T, op: Op, want: RemoteFault) {

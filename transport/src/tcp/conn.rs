@@ -81,17 +81,25 @@ pub(crate) struct Rx {
 }
 
 /// A payload read straight into its destination: the data of a read response, or of a write
-/// request aimed at this node's memory.
+/// request aimed at this node's memory, or a large message (into its own buffer).
 #[derive(Debug)]
 pub(crate) struct Direct {
-    /// Where it goes (bounds-checked when this was made; the `Arc` keeps it mapped).
-    pub(crate) region: Arc<Region>,
-    pub(crate) offset: usize,
+    /// Where it goes.
+    pub(crate) into: DirectInto,
     pub(crate) len: usize,
     /// Bytes already placed.
     pub(crate) done: usize,
     /// What to do once it is all there.
     pub(crate) then: DirectEnd,
+}
+
+/// The destination of a direct payload.
+#[derive(Debug)]
+pub(crate) enum DirectInto {
+    /// Registered memory (bounds-checked when this was made; the `Arc` keeps it mapped).
+    Region { region: Arc<Region>, offset: usize },
+    /// A message's buffer: capacity for the whole payload, length the bytes placed so far.
+    Buffer(Vec<u8>),
 }
 
 /// What completes a direct payload.
@@ -101,6 +109,8 @@ pub(crate) enum DirectEnd {
     Response(Pending),
     /// A peer's write request: answer it.
     Write { id: u64 },
+    /// A message with this transport tag: deliver it.
+    Message { tag: u64 },
 }
 
 /// Who reads a connection.

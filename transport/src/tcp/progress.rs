@@ -16,7 +16,7 @@ use crate::exec;
 use crate::types::{Message, Rank, Tag};
 use crate::wire::{Frame, Header, Kind};
 
-use super::conn::{lock, Conn, Direct, DirectEnd, Payload, Rx, Watch, CLOSING, DOWN};
+use super::conn::{lock, Conn, Direct, DirectEnd, DirectInto, Payload, Rx, Watch, CLOSING, DOWN};
 use super::linger;
 use super::Shared;
 
@@ -497,24 +497,42 @@ fn read_available(shared: &Shared, conn: &Conn, rx: &mut Rx, how: Reading) -> bo
 fn recv_direct(conn: &Conn, d: &mut Direct) -> std::io::Result<(usize, bool)> {
     use std::os::fd::AsRawFd;
     let want = d.len - d.done;
-    let dst = d.region.as_ptr().wrapping_add(d.offset + d.done);
-    // SAFETY: `offset..offset+len` lies inside the region (checked when the Direct was made),
-    // `done < len`, so `dst..dst+want` is inside it too; the `Arc` keeps the region mapped. The
-    // kernel writes through the raw pointer; no Rust reference to the bytes exists.
+    let dst = match &mut d.into {
+        DirectInto::Region { region, offset } => region.as_ptr().wrapping_add(*offset + d.done),
+        // The buffer holds `done` bytes and has room for `len`.
+        DirectInto::Buffer(b) => b.spare_capacity_mut().as_mut_ptr().cast::<u8>(),
+    };
+    // SAFETY: for a region, `offset..offset+len` lies inside it (checked when the Direct was
+    // made) and `done < len`, so `dst..dst+want` is inside it too; the `Arc` keeps it mapped.
+    // For a buffer, `dst` starts its spare capacity, of at least `len - done = want` bytes. The
+    // kernel writes through the raw pointer; no Rust reference to the bytes exists meanwhile.
     let n = unsafe { libc::recv(conn.stream.as_raw_fd(), dst.cast(), want, 0) };
     if n < 0 {
         return Err(std::io::Error::last_os_error());
     }
     let n = n as usize;
+    if let DirectInto::Buffer(b) = &mut d.into {
+        // SAFETY: the kernel initialised the first `n <= want` bytes of the spare capacity.
+        unsafe { b.set_len(b.len() + n) };
+    }
     d.done += n;
     Ok((n, n < want))
 }
 
 /// Completes a direct payload that has fully arrived.
 fn finish_direct(shared: &Shared, conn: &Conn, d: Direct) {
-    match d.then {
-        DirectEnd::Response(p) => p.completer.complete(0),
-        DirectEnd::Write { id } => respond(shared, conn, id, Ok(0), Payload::None),
+    match (d.then, d.into) {
+        (DirectEnd::Response(p), _) => p.completer.complete(0),
+        (DirectEnd::Write { id }, _) => respond(shared, conn, id, Ok(0), Payload::None),
+        (DirectEnd::Message { tag }, DirectInto::Buffer(data)) => {
+            shared.mailbox.deliver(Message {
+                source: conn.peer,
+                tag: Tag(tag),
+                data,
+            });
+        }
+        // Never made: a message always goes to its own buffer.
+        (DirectEnd::Message { .. }, DirectInto::Region { .. }) => {}
     }
 }
 
@@ -535,6 +553,17 @@ fn try_direct(shared: &Shared, conn: &Conn, rx: &mut Rx, h: Header) -> bool {
     let len = h.payload_len as usize;
     if len < DIRECT_MIN || rx.reader.payload_buffered() >= len {
         return false;
+    }
+    if h.kind == Kind::Message {
+        let mut data = crate::pool::buffer(len);
+        data.extend_from_slice(rx.reader.detach_payload());
+        rx.direct = Some(Direct {
+            done: data.len(),
+            into: DirectInto::Buffer(data),
+            len,
+            then: DirectEnd::Message { tag: h.a },
+        });
+        return true;
     }
     let (region, offset, then) = match h.kind {
         Kind::Response if h.a == 0 && conn.pending_read_len(h.id) == Some(len) => {
@@ -564,8 +593,7 @@ fn try_direct(shared: &Shared, conn: &Conn, rx: &mut Rx, h: Header) -> bool {
     }
     let done = prefix.len();
     rx.direct = Some(Direct {
-        region,
-        offset,
+        into: DirectInto::Region { region, offset },
         len,
         done,
         then,

@@ -198,8 +198,7 @@ pub(crate) struct Inner {
     /// Prefetches whose data is still on its way (their pages stay locked until installed).
     inflight: Mutex<Vec<Inflight>>,
     pub(crate) stats: Stats,
-    // Keep the registered regions alive for as long as peers may address them.
-    _home: Arc<Region>,
+    // Keep the registered directory alive for as long as peers may address it.
     _dir: Arc<Region>,
 }
 
@@ -320,17 +319,18 @@ impl Inflight {
     }
 }
 
-/// The error of a failed registration of the global range (the runtime view or the home
-/// region, each as large as the whole range): under RDMA, registration pins what it covers, so
-/// the fix is usually a smaller `DSM_GLOBAL_SIZE` (or a larger locked-memory limit).
+/// The error of a failed registration of the global range (the runtime view, which is also this
+/// node's home memory): under RDMA, registration pins what it covers, so the fix is usually a
+/// smaller `DSM_GLOBAL_SIZE` (or a larger locked-memory limit).
 fn registering(t: &AnyTransport, space: &GlobalSpace, err: transport::Error) -> Error {
     if !t.capabilities().native_one_sided {
         return err.into();
     }
     Error::Config(format!(
         "cannot register the global memory ({} MiB, DSM_GLOBAL_SIZE) with the RDMA device: \
-         registration pins the whole range, once for the application's view and, with more \
-         than one node, once for the home copy; set a smaller DSM_GLOBAL_SIZE or raise the locked-memory limit: {err}",
+         registration pins the whole range once (the runtime view of global memory, which is \
+         also this node's home memory); set a smaller DSM_GLOBAL_SIZE or raise the \
+         locked-memory limit: {err}",
         space.size() >> 20
     ))
 }
@@ -358,25 +358,17 @@ impl Inner {
         let runtime_desc = t
             .register(&runtime)
             .map_err(|e| registering(&t, &space, e))?;
-        // A job of one node has no one to be coherent with: its home memory is the global
-        // memory itself (the runtime view of the application's pages), so atomics and plain
-        // accesses meet in the same bytes and no fault is ever needed (see `Dsm::with_node`).
-        let solo = nodes == 1;
-        let home = if solo {
-            Arc::clone(&runtime)
-        } else {
-            Region::allocate_sparse(space.size())?
-        };
+        // A node's home memory is its runtime view: the authoritative copy of a page homed here
+        // is this node's own copy of it, at the page's offset (peers read and write it
+        // one-sided). So a node never discards, zeroes or overwrites a page it homes except when
+        // the page is freed (see `Inner::homed_here`), and one registration of the range
+        // suffices. A job of one node homes every page: atomics and plain accesses meet in the
+        // same bytes and no fault is ever needed (see `Dsm::with_node`).
         let dir = Region::allocate_sparse(pages * DIR_ENTRY)?;
         let log = Region::allocate_sparse((LOG_CAP + 1) * 8)?;
         let scratch = Region::allocate(SCRATCH_SLOTS * 16 + BATCH_SLOTS * BATCH_PAGES * DIR_ENTRY)?;
         t.register(&scratch)?;
-        let home_desc = if solo {
-            runtime_desc
-        } else {
-            t.register(&home).map_err(|e| registering(&t, &space, e))?
-        };
-        let mine = [home_desc, t.register(&dir)?, t.register(&log)?];
+        let mine = [runtime_desc, t.register(&dir)?, t.register(&log)?];
         let mut bytes = Vec::new();
         for d in &mine {
             bytes.extend_from_slice(&d.to_bytes());
@@ -439,7 +431,6 @@ impl Inner {
             inflight: Mutex::new(Vec::new()),
             stats: Stats::default(),
             space,
-            _home: home,
             _dir: dir,
         });
         Ok(inner)
@@ -569,6 +560,27 @@ impl Inner {
         Ok(LocalSlice::new(&self.runtime, offset, len)?)
     }
 
+    /// Whether `page` is allocated and homed at this node (without choosing the home of a
+    /// first-touch page nobody has touched yet). Such a page's authoritative copy is this
+    /// node's own: it must never be discarded, zeroed, evicted or invalidated here, except when
+    /// it is freed.
+    fn homed_here(&self, page: usize) -> bool {
+        self.map[page].load(Ordering::Acquire) & 0xff == self.me as u32 + 1
+    }
+
+    /// Under userfaultfd, makes sure the memfd holds a page at `page` (a page never written
+    /// is a hole, and `UFFDIO_CONTINUE` maps only pages the cache holds) without changing a
+    /// byte of it: an atomic add of zero through the runtime view, which a peer's concurrent
+    /// one-sided write to the same page cannot lose.
+    fn populate(&self, page: usize) -> Result<()> {
+        if self.space.uffd().is_some() {
+            self.runtime
+                .atomic_u64(page * PAGE)?
+                .fetch_add(0, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
     /// The home and manager of `page`, choosing the home of a first-touch page.
     fn home_of(&self, page: usize) -> Result<(usize, usize)> {
         let e = self.map[page].load(Ordering::Acquire);
@@ -678,11 +690,17 @@ impl Inner {
             remote,
             local: entry.pair()?,
         });
-        let remote = self.homes[home].slice((page * PAGE) as u64, PAGE)?;
-        ops.push(Op::Read {
-            remote,
-            local: self.runtime_slice(page * PAGE, PAGE)?,
-        });
+        if home == self.me {
+            // This node's copy is the home's: there is nothing to read (and a copy of the page
+            // onto itself could undo a peer's diff landing meanwhile).
+            self.populate(page)?;
+        } else {
+            let remote = self.homes[home].slice((page * PAGE) as u64, PAGE)?;
+            ops.push(Op::Read {
+                remote,
+                local: self.runtime_slice(page * PAGE, PAGE)?,
+            });
+        }
         let mut done = self.post_batch(ops)?;
         let as_writer = writer_at.map(|i| done[i].clone());
         posted.append(&mut done);
@@ -894,6 +912,10 @@ impl Inner {
         }
         let first = guards[0].page;
         let (home, manager) = self.home_of(first)?;
+        if home == self.me {
+            // Nothing to fetch: this node's copy is the home's.
+            return Ok(Vec::new());
+        }
         let mut n = 1;
         while n < guards.len() && self.home_of(guards[n].page)? == (home, manager) {
             n += 1;
@@ -1029,6 +1051,16 @@ impl Inner {
             if g.state().cache() == Cache::Writable {
                 let twin = lock(&self.twins).remove(&page);
                 let (home, _) = self.home_of(page)?;
+                if home == self.me {
+                    // The application wrote the home's copy itself: nothing to write back
+                    // (and copying the page onto itself could undo a peer's diff landing
+                    // meanwhile, in bytes this node did not write).
+                    if then == Cache::Invalid && g.state().has(PREFETCHED) {
+                        wasted += 1;
+                    }
+                    g.set(touched(g.state()).with_cache(then));
+                    continue;
+                }
                 self.runtime.read_at(page * PAGE, &mut now)?;
                 let runs = match &twin {
                     Some(t) => diff(&now, t),
@@ -1041,23 +1073,13 @@ impl Inner {
                 self.stats
                     .bytes_written_home
                     .fetch_add(bytes as u64, Ordering::Relaxed);
-                if home == self.me {
-                    // This node is the home: apply the diff in place. The home copy is only
-                    // ever written through diffs (here and by peers' one-sided writes of other
-                    // bytes), so a plain copy of exactly these bytes is what a peer would do.
-                    for r in &runs {
-                        let off = page * PAGE + r.offset;
-                        self._home.write_at(off, &now[r.offset..r.offset + r.len])?;
-                    }
-                } else {
-                    let spans: Vec<(u32, u32)> = runs
-                        .iter()
-                        .map(|r| (r.offset as u32, r.len as u32))
-                        .collect();
-                    let remote = self.homes[home].slice((page * PAGE) as u64, PAGE)?;
-                    let local = self.runtime_slice(page * PAGE, PAGE)?;
-                    posted.extend(self.t.write_runs(remote, &local, &spans)?);
-                }
+                let spans: Vec<(u32, u32)> = runs
+                    .iter()
+                    .map(|r| (r.offset as u32, r.len as u32))
+                    .collect();
+                let remote = self.homes[home].slice((page * PAGE) as u64, PAGE)?;
+                let local = self.runtime_slice(page * PAGE, PAGE)?;
+                posted.extend(self.t.write_runs(remote, &local, &spans)?);
                 self.stats.diffs.fetch_add(1, Ordering::Relaxed);
             }
             if then == Cache::Invalid && g.state().has(PREFETCHED) {
@@ -1090,7 +1112,7 @@ impl Inner {
         let victims: Vec<usize> = {
             let mut cached = lock(&self.cached);
             for &p in &fresh {
-                if self.home_of(p).map(|(h, _)| h != self.me).unwrap_or(false) {
+                if !self.homed_here(p) && self.map[p].load(Ordering::Relaxed) != 0 {
                     cached.push(p);
                 }
             }
@@ -1224,7 +1246,15 @@ impl Inner {
             self.space
                 .set_access(page, count, Access::None, Access::None)?;
         }
-        self.discard(page, count)?;
+        // The pages' memory (home copies included: a page homed here lives in the runtime view)
+        // goes back to the system, or is zeroed where the NIC pins it, so that whatever is
+        // allocated here next starts from zeros at its home.
+        if self.t.capabilities().native_one_sided {
+            self.runtime
+                .write_at(page * PAGE, &vec![0u8; count * PAGE])?;
+        } else {
+            self.space.discard(page, count)?;
+        }
         let wasted = (page..page + count)
             .filter(|&p| self.pages.peek(p).has(PREFETCHED))
             .count();
@@ -1257,7 +1287,7 @@ impl Inner {
         while list != 0 {
             let block = list as usize;
             let mut next = [0u8; 8];
-            if block + 8 > self._home.len() || self._home.read_at(block, &mut next).is_err() {
+            if block + 8 > self.runtime.len() || self.runtime.read_at(block, &mut next).is_err() {
                 tracing::warn!("a remote free left a link outside the arena: {block:#x}");
                 break;
             }
@@ -1443,17 +1473,13 @@ impl Dsm {
     fn free_collective_pages(&self, start: usize, bad: Error) -> Result<()> {
         let pages = lock(&self.inner.collective_heap).free(start).ok_or(bad)?;
         self.inner.reset_pages(start, pages)?;
-        // Clear the directory entries this node manages, and the home copies it holds.
+        // Clear the directory entries this node manages.
         for p in start..start + pages {
             let e = self.inner.map[p].swap(0, Ordering::AcqRel);
             if ((e >> 8) & 0xff) as usize == self.inner.me + 1 {
                 let _ = self.inner._dir.write_at(p * DIR_ENTRY, &[0u8; DIR_ENTRY]);
             }
         }
-        let _ = self
-            .inner
-            ._home
-            .write_at(start * PAGE, &vec![0u8; pages * PAGE]);
         Ok(())
     }
 
@@ -1760,9 +1786,9 @@ impl Dsm {
             return Err(Error::InvalidPointer(ptr as usize));
         }
         let offset = ptr as usize - self.inner.space.base();
-        self.inner._home.check(offset, len)?;
-        // In bounds of the home region (checked just above), which lives as long as `self`.
-        Ok(self.inner._home.as_ptr().wrapping_add(offset))
+        self.inner.runtime.check(offset, len)?;
+        // In bounds of the runtime view (checked just above), which lives as long as `self`.
+        Ok(self.inner.runtime.as_ptr().wrapping_add(offset))
     }
 
     /// Writes this node's changes to the pages of `[ptr, ptr + len)` home and drops its cached

@@ -109,6 +109,10 @@ const PER_CONTEXT: u64 = 16;
 /// order goes unnoticed.
 const LISTEN_SLICE: Duration = Duration::from_millis(100);
 
+/// How long [`Communicator::await_any`] waits before its caller polls again when the network
+/// wait fails at once (a peer is lost while the receives wait for others).
+const DEGRADED_SLICE: Duration = Duration::from_millis(1);
+
 /// Transport tags of a communicator: point-to-point and one per collective kind.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Channel {
@@ -623,6 +627,67 @@ impl Communicator {
                 Ok(()) | Err(transport::Error::Timeout(_)) => {}
                 Err(e) => return Err(e.into()),
             }
+        }
+    }
+
+    /// Whether `other` is this communicator (or a clone of it): the same job and context.
+    pub(crate) fn same_context(&self, other: &Communicator) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared) && self.context == other.context
+    }
+
+    /// Blocks until one of receives `ids` may complete, at most `slice`, without taking
+    /// anything: until a message arrives for this communicator (from their source, when they
+    /// all have the same), or until a thread that listens here reports one. `wait_any` polls
+    /// its requests between these waits instead of spinning. Errors are left to the polls:
+    /// a receive whose sender is gone reports it there; when the network wait fails at once
+    /// (some peer lost, while these receives wait for others) this waits on the condition
+    /// variable instead, so the caller never spins.
+    pub(crate) fn await_any(&self, ids: &[u64], slice: Duration) {
+        let tag = self.tag(Channel::PointToPoint);
+        let mut all = self.shared.matching();
+        let m = all.entry(self.context).or_default();
+        if ids.iter().any(|id| m.matched.contains_key(id)) {
+            return;
+        }
+        let mut sources = ids.iter().filter_map(|&id| m.source_of(id));
+        let Some(first) = sources.next() else {
+            return;
+        };
+        let source = if sources.all(|s| s == first) {
+            first
+        } else {
+            None
+        };
+        // How long to wait for another thread's report (`None`: this thread listened).
+        let mut sleep = Some(slice);
+        if m.free_to_take(source) {
+            m.listeners.push(source);
+            drop(all);
+            let from = source.map(|s| transport::Rank(s as u32));
+            let waited = self.transport().wait_message(from, Some(tag), Some(slice));
+            all = self.shared.matching();
+            let m = all.entry(self.context).or_default();
+            if let Some(i) = m.listeners.iter().position(|l| *l == source) {
+                m.listeners.swap_remove(i);
+            }
+            if m.waiting > 0 {
+                self.shared.progressed.notify_all();
+            }
+            sleep = match waited {
+                Ok(()) | Err(transport::Error::Timeout(_)) => None,
+                // Failed at once: wait a little, then poll again.
+                Err(_) => Some(slice.min(DEGRADED_SLICE)),
+            };
+        }
+        if let Some(sleep) = sleep {
+            all.entry(self.context).or_default().waiting += 1;
+            all = self
+                .shared
+                .progressed
+                .wait_timeout(all, sleep)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+            all.entry(self.context).or_default().waiting -= 1;
         }
     }
 

@@ -109,7 +109,9 @@ pub use comm::{
 pub use datatype::{Equivalence, Op};
 pub use error::{Error, ErrorClass, Result};
 pub use group::Group;
-pub use request::{test_all, test_any, wait_all, wait_any, Request};
+pub use request::{
+    test_all, test_any, wait_all, wait_any, wait_any_in_place, Request, RequestFailed,
+};
 pub use universe::{initialize, time, Universe};
 pub use window::{
     LockType, Window, MODE_NOCHECK, MODE_NOPRECEDE, MODE_NOPUT, MODE_NOSTORE, MODE_NOSUCCEED,

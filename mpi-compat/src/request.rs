@@ -10,6 +10,8 @@
 //! sender overtake it, §3.5): dropping it completes it, and the message is discarded.
 //! `Drop` never blocks and never panics.
 
+use std::time::Duration;
+
 use crate::comm::{Communicator, Rank, Status, Tag};
 use crate::datatype::fill;
 use crate::error::{Error, Result};
@@ -92,6 +94,14 @@ impl<'a> Request<'a> {
     /// Whether the request has completed (without driving progress).
     pub fn is_complete(&self) -> bool {
         matches!(self.state, State::Done(_))
+    }
+
+    /// The communicator and id of a receive not complete yet.
+    fn receiving(&self) -> Option<(&Communicator, u64)> {
+        match &self.state {
+            State::Receiving { comm, id, .. } => Some((comm, *id)),
+            _ => None,
+        }
     }
 
     fn complete(&mut self, block: bool) -> Result<Option<Status>> {
@@ -183,50 +193,141 @@ pub fn test_all(requests: &mut [Request<'_>]) -> Result<Option<Vec<Status>>> {
     Ok((out.len() == requests.len()).then_some(out))
 }
 
+/// The error of the request that [`test_any`] or [`wait_any`] completed (it is removed from
+/// the list, like a request that completes normally): `MPI_Testany`/`MPI_Waitany` set
+/// `*index` then too. Converts into [`Error`] for `?`.
+#[derive(Debug, thiserror::Error)]
+#[error("request {index}: {error}")]
+pub struct RequestFailed {
+    /// The request's position in the list (before its removal).
+    pub index: usize,
+    /// Its error.
+    #[source]
+    pub error: Error,
+}
+
+impl From<RequestFailed> for Error {
+    fn from(e: RequestFailed) -> Error {
+        e.error
+    }
+}
+
+/// Empty polls of every request before [`wait_any_in_place`] blocks between polls.
+const SPIN_POLLS: u32 = 16;
+/// How long [`wait_any_in_place`] blocks between polls when every unfinished receive is on
+/// one communicator (it wakes at once when a message arrives there).
+const ONE_COMMUNICATOR_SLICE: Duration = Duration::from_millis(100);
+/// The same when unfinished receives are on several communicators (it listens on one).
+const SEVERAL_COMMUNICATORS_SLICE: Duration = Duration::from_millis(1);
+
 /// `MPI_Testany` (MPI-3.1 §3.7.5): completes one request if one can be completed without
 /// blocking, removes it from `requests` and returns its index (before the removal) and
 /// status; `None` when none is complete yet (or `requests` is empty). The requests are
 /// tried in order.
 ///
 /// # Errors
-/// The error of the request that completed with one (it is removed too).
-pub fn test_any(requests: &mut Vec<Request<'_>>) -> Result<Option<(usize, Status)>> {
+/// [`RequestFailed`]: the index and error of the request that completed with one (it is
+/// removed too).
+pub fn test_any(
+    requests: &mut Vec<Request<'_>>,
+) -> std::result::Result<Option<(usize, Status)>, RequestFailed> {
     for i in 0..requests.len() {
-        match requests[i].complete(false) {
-            Ok(Some(s)) => {
-                drop(requests.remove(i));
-                return Ok(Some((i, s)));
-            }
-            Ok(None) => {}
-            Err(e) => {
-                drop(requests.remove(i));
-                return Err(e);
-            }
+        let got = requests[i].complete(false);
+        if let Some(done) = take_completed(requests, i, got)? {
+            return Ok(Some(done));
         }
     }
     Ok(None)
 }
 
+/// Removes request `i` if `got` completed it; its index and status, or its error.
+fn take_completed(
+    requests: &mut Vec<Request<'_>>,
+    i: usize,
+    got: Result<Option<Status>>,
+) -> std::result::Result<Option<(usize, Status)>, RequestFailed> {
+    match got {
+        Ok(None) => Ok(None),
+        Ok(Some(s)) => {
+            drop(requests.remove(i));
+            Ok(Some((i, s)))
+        }
+        Err(error) => {
+            drop(requests.remove(i));
+            Err(RequestFailed { index: i, error })
+        }
+    }
+}
+
 /// `MPI_Waitany` (MPI-3.1 §3.7.5): blocks until one of `requests` is complete, removes it
 /// and returns its index (before the removal) and status, as rsmpi's `wait_any` does;
-/// `None` (`MPI_UNDEFINED`) when `requests` is empty. The requests are polled in turn
-/// (blocking in the transport when only one is left unfinished).
+/// `None` (`MPI_UNDEFINED`) when `requests` is empty. Waits as [`wait_any_in_place`].
 ///
 /// # Errors
 /// As [`test_any`].
-pub fn wait_any(requests: &mut Vec<Request<'_>>) -> Result<Option<(usize, Status)>> {
-    if requests.is_empty() {
+pub fn wait_any(
+    requests: &mut Vec<Request<'_>>,
+) -> std::result::Result<Option<(usize, Status)>, RequestFailed> {
+    let mut refs: Vec<&mut Request<'_>> = requests.iter_mut().collect();
+    let Some((i, got)) = wait_any_in_place(&mut refs) else {
         return Ok(None);
+    };
+    drop(refs);
+    take_completed(requests, i, got.map(Some))
+}
+
+/// [`wait_any`] for requests kept elsewhere (the C API keeps them in a table): blocks until
+/// one of `requests` is complete and returns its position and outcome; the request stays
+/// where it is (complete, or finished with its error). `None` when `requests` is empty.
+///
+/// The requests are polled in turn; when only one is unfinished, this blocks on it. After a
+/// few empty polls it blocks between polls until a message arrives for the communicator of
+/// the first unfinished receive (or a bounded slice passes), so it never spins against the
+/// threads that make progress.
+pub fn wait_any_in_place(requests: &mut [&mut Request<'_>]) -> Option<(usize, Result<Status>)> {
+    if requests.is_empty() {
+        return None;
     }
+    let mut polls = 0u32;
     loop {
-        if let Some(done) = test_any(requests)? {
-            return Ok(Some(done));
+        let mut unfinished = Vec::new();
+        for (i, r) in requests.iter_mut().enumerate() {
+            match r.complete(false) {
+                Ok(Some(s)) => return Some((i, Ok(s))),
+                Ok(None) => unfinished.push(i),
+                Err(e) => return Some((i, Err(e))),
+            }
         }
-        if let [only] = requests.as_mut_slice() {
-            let r = only.complete(true);
-            drop(requests.remove(0));
-            return r.map(|s| s.map(|s| (0, s)));
+        if let [only] = unfinished[..] {
+            let got = requests[only].complete(true).and_then(|s| {
+                s.ok_or_else(|| Error::InvalidArgument("wait returned without a message".into()))
+            });
+            return Some((only, got));
         }
-        std::hint::spin_loop();
+        polls += 1;
+        if polls < SPIN_POLLS {
+            std::hint::spin_loop();
+            continue;
+        }
+        let receives: Vec<(&Communicator, u64)> = unfinished
+            .iter()
+            .filter_map(|&i| requests[i].receiving())
+            .collect();
+        let Some(&(comm, _)) = receives.first() else {
+            // (Unfinished requests are receives; nothing to wait for otherwise.)
+            std::thread::yield_now();
+            continue;
+        };
+        let ids: Vec<u64> = receives
+            .iter()
+            .filter(|(c, _)| c.same_context(comm))
+            .map(|&(_, id)| id)
+            .collect();
+        let slice = if ids.len() == receives.len() {
+            ONE_COMMUNICATOR_SLICE
+        } else {
+            SEVERAL_COMMUNICATORS_SLICE
+        };
+        comm.await_any(&ids, slice);
     }
 }

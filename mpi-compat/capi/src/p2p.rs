@@ -357,7 +357,8 @@ fn any_args(n: c_int, requests: *mut c_int, index: *mut c_int) -> CResult<usize>
 }
 
 /// `MPI_Waitany` (MPI-3.1 §3.7.5): waits until one active request is complete, frees it and
-/// sets `*index`; `MPI_UNDEFINED` (and an empty status) when none is active.
+/// sets `*index`; `MPI_UNDEFINED` (and an empty status) when none is active. The wait is
+/// `mpi_compat::wait_any_in_place`: it blocks between polls instead of spinning.
 #[no_mangle]
 pub unsafe extern "C" fn MPI_Waitany(
     n: c_int,
@@ -367,14 +368,47 @@ pub unsafe extern "C" fn MPI_Waitany(
 ) -> c_int {
     with_state("MPI_Waitany", None, |s| {
         let n = any_args(n, requests, index)?;
-        loop {
-            // SAFETY: pointers as the MPI contract (`index` checked).
-            if let Some(i) = unsafe { complete_any(s, n, requests, st, index)? } {
-                // SAFETY: checked not null; valid by contract.
-                return unsafe { put(index, i) };
-            }
-            std::hint::spin_loop();
+        // One pass first: a request already complete (or unknown) is answered at once.
+        // SAFETY: pointers as the MPI contract (`index` checked).
+        if let Some(i) = unsafe { complete_any(s, n, requests, st, index)? } {
+            // SAFETY: checked not null; valid by contract.
+            return unsafe { put(index, i) };
         }
+        // The active handles, by their position in `requests` (the first of duplicates).
+        let mut active: Vec<(c_int, usize)> = Vec::new();
+        for i in 0..n {
+            // SAFETY: `requests` holds `n` entries by contract.
+            let h = unsafe { requests.wrapping_add(i).read() };
+            if h != 0 && !active.iter().any(|&(x, _)| x == h) {
+                active.push((h, i));
+            }
+        }
+        let mut table: Vec<(usize, &mut mpi_compat::Request<'static>)> = s
+            .tables
+            .requests
+            .iter_mut()
+            .filter_map(|(h, r)| active.iter().find(|&&(x, _)| x == *h).map(|&(_, i)| (i, r)))
+            .collect();
+        table.sort_by_key(|&(i, _)| i);
+        let (positions, mut refs): (Vec<usize>, Vec<&mut mpi_compat::Request<'static>>) =
+            table.into_iter().unzip();
+        let Some((k, got)) = mpi_compat::wait_any_in_place(&mut refs) else {
+            return Err(Failure::new(ERR_REQUEST, "no active request left"));
+        };
+        drop(refs);
+        let i = positions[k];
+        let req = requests.wrapping_add(i);
+        // SAFETY: `requests` holds `n` entries by contract.
+        let h = unsafe { req.read() };
+        s.tables.requests.remove(&h);
+        // SAFETY: as above.
+        unsafe { req.write(0) };
+        // SAFETY: checked not null; valid by contract.
+        unsafe { put(index, i as c_int)? };
+        let got = got?;
+        // SAFETY: `st` is null or a valid `MPI_Status *` by contract.
+        unsafe { status(st, got) };
+        Ok(())
     })
 }
 

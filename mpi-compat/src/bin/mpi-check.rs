@@ -8,10 +8,15 @@ use std::process::ExitCode;
 
 use mpi_compat::{
     test_any, wait_all, wait_any, Communicator, Error, ErrorClass, Group, LockType, Op, Request,
-    Status, Window, ANY_SOURCE, ANY_TAG, MODE_NOCHECK, MODE_NOPRECEDE, MODE_NOSUCCEED, PROC_NULL,
+    RequestFailed, Status, Window, ANY_SOURCE, ANY_TAG, MODE_NOCHECK, MODE_NOPRECEDE,
+    MODE_NOSUCCEED, PROC_NULL,
 };
 
 type Check = Result<(), String>;
+
+fn ok_any<T>(r: Result<T, RequestFailed>) -> Result<T, String> {
+    r.map_err(|e| format!("unexpected error: {e}"))
+}
 
 macro_rules! ensure {
     ($cond:expr, $($fmt:tt)*) => {
@@ -249,7 +254,7 @@ fn nonblocking(w: &Communicator) -> Check {
             reqs.push(ok(w.irecv(b, i as i32 + 1, 13))?);
         }
         let mut from = Vec::new();
-        while let Some((i, st)) = ok(wait_any(&mut reqs))? {
+        while let Some((i, st)) = ok_any(wait_any(&mut reqs))? {
             ensure!(i <= reqs.len() && st.tag == 13, "wait_any gave {i} {st:?}");
             from.push(st.source);
         }
@@ -276,26 +281,103 @@ fn nonblocking(w: &Communicator) -> Check {
         let (mut a, mut b) = ([0u8], [9u8]);
         let mut reqs: Vec<Request<'_>> = vec![ok(w.irecv(&mut a, 0, 16))?];
         ensure!(
-            ok(test_any(&mut reqs))?.is_none(),
+            ok_any(test_any(&mut reqs))?.is_none(),
             "test_any before the send"
         );
         reqs.push(ok(w.irecv(&mut b, PROC_NULL, 16))?);
-        let got = ok(test_any(&mut reqs))?;
+        let got = ok_any(test_any(&mut reqs))?;
         ensure!(
             got == Some((1, Status::proc_null())) && reqs.len() == 1,
             "test_any with a PROC_NULL receive: {got:?}"
         );
         ok(w.send(&[0u8], 0, 15))?;
         let st = loop {
-            if let Some((i, st)) = ok(test_any(&mut reqs))? {
+            if let Some((i, st)) = ok_any(test_any(&mut reqs))? {
                 ensure!(i == 0, "test_any index {i}");
                 break st;
             }
         };
         ensure!(st.source == 0 && st.tag == 16 && reqs.is_empty(), "{st:?}");
-        ensure!(ok(wait_any(&mut reqs))?.is_none(), "wait_any of nothing");
+        ensure!(
+            ok_any(wait_any(&mut reqs))?.is_none(),
+            "wait_any of nothing"
+        );
         drop(reqs);
         ensure!(a == [16] && b == [9], "test_any data {a:?} {b:?}");
+    }
+    // wait_any blocks instead of spinning: rank 0 waits for one message from every other rank;
+    // the last sends only some time after rank 0 has started waiting, the others (and the last
+    // a second message, so that two requests are open even on two ranks) only after that
+    // message. Over that time, rank 0's thread must have been mostly off the CPU.
+    if me == 0 && n > 1 {
+        let mut bufs = vec![[0i32]; n as usize - 1];
+        let mut extra = [0i32];
+        let mut reqs = Vec::new();
+        for (i, b) in bufs.iter_mut().enumerate() {
+            reqs.push(ok(w.irecv(b, i as i32 + 1, 31))?);
+        }
+        reqs.push(ok(w.irecv(&mut extra, n - 1, 37))?);
+        ok(w.send(&[0u8], n - 1, 32))?;
+        let (cpu, start) = (thread_cpu()?, std::time::Instant::now());
+        let got = ok_any(wait_any(&mut reqs))?;
+        let (cpu, wall) = (thread_cpu()? - cpu, start.elapsed());
+        ensure!(
+            matches!(got, Some((i, st)) if i == n as usize - 2 && st.source == n - 1),
+            "wait_any for the last rank: {got:?}"
+        );
+        ensure!(
+            cpu < wall / 4,
+            "wait_any used {cpu:?} of CPU while it waited {wall:?}"
+        );
+        for to in 1..n {
+            ok(w.send(&[0u8], to, 32))?;
+        }
+        while ok_any(wait_any(&mut reqs))?.is_some() {}
+        drop(reqs);
+        ensure!(
+            bufs.iter().enumerate().all(|(i, b)| b[0] == i as i32 + 1) && extra == [n - 1],
+            "wait_any data {bufs:?} {extra:?}"
+        );
+    } else if me > 0 {
+        ok(w.recv(&mut [0u8], 0, 32))?;
+        if me == n - 1 {
+            // A delay (nothing depends on its length: a shorter one only measures less).
+            let (_keep, delay) = std::sync::mpsc::channel::<()>();
+            let _ = delay.recv_timeout(std::time::Duration::from_millis(300));
+            ok(w.send(&[me], 0, 31))?;
+            ok(w.recv(&mut [0u8], 0, 32))?;
+            ok(w.send(&[me], 0, 37))?;
+        } else {
+            ok(w.send(&[me], 0, 31))?;
+        }
+    }
+    // A request that fails in wait_any is named by its index (and removed).
+    if me == 0 && n > 1 {
+        let (mut a, mut short) = ([0u32], [0u8]);
+        let mut reqs = vec![ok(w.irecv(&mut a, 1, 34))?, ok(w.irecv(&mut short, 1, 35))?];
+        let got = wait_any(&mut reqs);
+        ensure!(
+            matches!(
+                &got,
+                Err(RequestFailed {
+                    index: 1,
+                    error: Error::Truncate { .. }
+                })
+            ) && reqs.len() == 1,
+            "wait_any with a truncated message: {got:?}"
+        );
+        ok(w.send(&[0u8], 1, 36))?;
+        let got = ok_any(wait_any(&mut reqs))?;
+        ensure!(
+            matches!(got, Some((0, st)) if st.tag == 34) && reqs.is_empty(),
+            "wait_any after the failed one: {got:?}"
+        );
+        drop(reqs);
+        ensure!(a == [34], "{a:?}");
+    } else if me == 1 {
+        ok(w.send(&[35u32], 0, 35))?;
+        ok(w.recv(&mut [0u8], 0, 36))?;
+        ok(w.send(&[34u32], 0, 34))?;
     }
     // A receive that a message already matched cannot be cancelled (MPI-3.1 §3.8.4): dropping
     // it completes it and discards its message. `a` (tag 5) holds the first message, `b` (any
@@ -321,6 +403,18 @@ fn nonblocking(w: &Communicator) -> Check {
         ensure!(a == [0], "the dropped receive's buffer was written: {a:?}");
     }
     ok(w.barrier())
+}
+
+/// CPU time of the calling thread so far (Linux: `/proc/thread-self/schedstat`).
+fn thread_cpu() -> Result<std::time::Duration, String> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat")
+        .map_err(|e| format!("/proc/thread-self/schedstat: {e}"))?;
+    let ns = stat
+        .split_whitespace()
+        .next()
+        .and_then(|t| t.parse().ok())
+        .ok_or_else(|| format!("/proc/thread-self/schedstat: {stat:?}"))?;
+    Ok(std::time::Duration::from_nanos(ns))
 }
 
 /// `split`: sub-communicators with their own ranks for point-to-point and collectives.

@@ -43,6 +43,28 @@ int main(int argc, char **argv)
         }
     }
 
+    /* A request that fails in MPI_Waitany is named by *index (and freed). */
+    if (np > 1) {
+        int go = 0;
+        if (me == 0) {
+            int one = 0, two[2];
+            MPI_Request rq2[2];
+            OK(MPI_Irecv(&one, 1, MPI_INT, 1, 40, MPI_COMM_WORLD, &rq2[0]));
+            OK(MPI_Irecv(two, 2, MPI_INT, 1, 41, MPI_COMM_WORLD, &rq2[1]));
+            int at = -1;
+            EXPECT(MPI_Waitany(2, rq2, &at, MPI_STATUS_IGNORE), MPI_ERR_TRUNCATE);
+            CHECK(at == 1 && rq2[1] == MPI_REQUEST_NULL, "waitany error index %d", at);
+            OK(MPI_Send(&go, 1, MPI_INT, 1, 42, MPI_COMM_WORLD));
+            OK(MPI_Waitany(2, rq2, &at, MPI_STATUS_IGNORE));
+            CHECK(at == 0 && one == 40, "waitany after the error: index %d value %d", at, one);
+        } else if (me == 1) {
+            int three[3] = { 1, 2, 3 }, v = 40;
+            OK(MPI_Send(three, 3, MPI_INT, 0, 41, MPI_COMM_WORLD));
+            OK(MPI_Recv(&go, 1, MPI_INT, 0, 42, MPI_COMM_WORLD, MPI_STATUS_IGNORE));
+            OK(MPI_Send(&v, 1, MPI_INT, 0, 40, MPI_COMM_WORLD));
+        }
+    }
+
     /* One rank's operation is not defined on its datatype: that rank fails, and the others
        are not left waiting for it; the next reduction is not spoiled. */
     double d = me + 1, sum = 0;

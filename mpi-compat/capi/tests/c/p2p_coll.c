@@ -1,9 +1,20 @@
 /* Point-to-point, collectives, datatypes, communicators, groups and topologies through mpi.h. */
 #include "common.h"
+#include <time.h>
+
+/* CPU time of the calling thread, in seconds. */
+static double thread_cpu(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
 
 int main(int argc, char **argv)
 {
     int flag = 1, provided = -1;
+    /* "no-timing": CPU-time checks are skipped (under valgrind every instruction is slow). */
+    int timing = !(argc > 1 && strcmp(argv[1], "no-timing") == 0);
     OK(MPI_Initialized(&flag));
     CHECK(flag == 0, "initialised before MPI_Init");
     OK(MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided));
@@ -221,6 +232,37 @@ int main(int argc, char **argv)
             v = 99;
             OK(MPI_Recv(&rv, 1, MPI_INT, 0, 23, MPI_COMM_WORLD, MPI_STATUS_IGNORE));
             OK(MPI_Send(&v, 1, MPI_INT, 0, 22, MPI_COMM_WORLD));
+        }
+    }
+
+    /* MPI_Waitany blocks instead of spinning: rank 0 waits on two requests; the last rank
+       sends the first message only some time after rank 0 started waiting (a delay nothing
+       depends on), the second when told. Rank 0's thread must have been mostly off the CPU. */
+    if (np > 1) {
+        if (me == 0) {
+            int a = 0, b = 0;
+            MPI_Request two[2];
+            OK(MPI_Irecv(&a, 1, MPI_INT, np - 1, 25, MPI_COMM_WORLD, &two[0]));
+            OK(MPI_Irecv(&b, 1, MPI_INT, np - 1, 24, MPI_COMM_WORLD, &two[1]));
+            OK(MPI_Send(&sv, 1, MPI_INT, np - 1, 23, MPI_COMM_WORLD));
+            double cpu = thread_cpu(), wall = MPI_Wtime();
+            OK(MPI_Waitany(2, two, &at, &st));
+            cpu = thread_cpu() - cpu;
+            wall = MPI_Wtime() - wall;
+            CHECK(at == 1 && b == 24 && st.MPI_TAG == 24, "waitany index %d tag %d", at, st.MPI_TAG);
+            CHECK(!timing || cpu < wall / 4, "MPI_Waitany used %.3f s of CPU while it waited %.3f s", cpu, wall);
+            OK(MPI_Send(&sv, 1, MPI_INT, np - 1, 23, MPI_COMM_WORLD));
+            OK(MPI_Waitany(2, two, &at, &st));
+            CHECK(at == 0 && a == 25 && two[0] == MPI_REQUEST_NULL, "waitany index %d value %d", at, a);
+        } else if (me == np - 1) {
+            int v = 24;
+            OK(MPI_Recv(&rv, 1, MPI_INT, 0, 23, MPI_COMM_WORLD, MPI_STATUS_IGNORE));
+            struct timespec delay = { 0, 300 * 1000 * 1000 };
+            nanosleep(&delay, NULL);
+            OK(MPI_Send(&v, 1, MPI_INT, 0, 24, MPI_COMM_WORLD));
+            OK(MPI_Recv(&rv, 1, MPI_INT, 0, 23, MPI_COMM_WORLD, MPI_STATUS_IGNORE));
+            v = 25;
+            OK(MPI_Send(&v, 1, MPI_INT, 0, 25, MPI_COMM_WORLD));
         }
     }
 

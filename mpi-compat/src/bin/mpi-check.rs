@@ -14,8 +14,11 @@ use mpi_compat::{
 
 type Check = Result<(), String>;
 
+/// [`ok`] for [`wait_any`] and [`test_any`].
+#[track_caller]
 fn ok_any<T>(r: Result<T, RequestFailed>) -> Result<T, String> {
-    r.map_err(|e| format!("unexpected error: {e}"))
+    let at = std::panic::Location::caller();
+    r.map_err(|e| format!("{at}: unexpected error: {e}"))
 }
 
 macro_rules! ensure {
@@ -26,8 +29,11 @@ macro_rules! ensure {
     };
 }
 
+/// The value, or a message naming the caller's line and the error.
+#[track_caller]
 fn ok<T>(r: mpi_compat::Result<T>) -> Result<T, String> {
-    r.map_err(|e| format!("unexpected error: {e}"))
+    let at = std::panic::Location::caller();
+    r.map_err(|e| format!("{at}: unexpected error: {e}"))
 }
 
 /// Receives from several threads at once: a thread blocked in a receive must not hold up

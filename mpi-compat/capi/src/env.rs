@@ -312,8 +312,12 @@ pub unsafe extern "C" fn MPI_Comm_split(
     with_state("MPI_Comm_split", Some(comm), |s| {
         let e = s.tables.comm(comm)?;
         let errhandler = e.errhandler;
-        // The split is collective: it is made even when `newcomm` is null (refused after).
+        // The split is collective: it is made even when `newcomm` is null (refused after,
+        // before the new communicator gets a handle: it is dropped).
         let sub = e.comm.split((color != UNDEFINED).then_some(color), key)?;
+        if newcomm.is_null() {
+            return Err(Failure::new(ERR_ARG, "a null communicator pointer"));
+        }
         let h = match sub {
             None => 0,
             Some(c) => {

@@ -20,6 +20,7 @@ pub(crate) const ERR_DIMS: i32 = 11;
 pub(crate) const ERR_ARG: i32 = 12;
 pub(crate) const ERR_OTHER: i32 = 15;
 pub(crate) const ERR_INTERN: i32 = 16;
+pub(crate) const ERR_NO_MEM: i32 = 34;
 pub(crate) const ERR_REQUEST: i32 = 19;
 pub(crate) const ERR_WIN: i32 = 53;
 /// `MPI_ERRORS_ARE_FATAL`.

@@ -7,7 +7,7 @@ use bytemuck::Zeroable;
 use mpi_compat::{LockType, Op, Window, PROC_NULL};
 
 use crate::state::{
-    put, with_state, CResult, Failure, State, ERR_ARG, ERR_COUNT, ERR_TYPE, ERR_WIN,
+    put, with_state, CResult, Failure, State, ERR_ARG, ERR_COUNT, ERR_NO_MEM, ERR_TYPE, ERR_WIN,
 };
 use crate::types::{count, op, with_prim, Datatype};
 
@@ -236,12 +236,19 @@ pub unsafe extern "C" fn MPI_Rget(
         }
         let ot = s.tables.datatype(otype)?.clone();
         let n = count(ocount)?;
-        target_type(s, ttype, tcount, n * ot.size)?;
-        let mut data = vec![0u8; n * ot.size];
-        let r = s
-            .tables
-            .window(win)?
-            .rget(&mut data, target, disp(tdisp)?)?;
+        let bytes = n
+            .checked_mul(ot.size)
+            .ok_or_else(|| Failure::new(ERR_COUNT, "MPI_Rget of more bytes than memory has"))?;
+        target_type(s, ttype, tcount, bytes)?;
+        let w = s.tables.window(win)?;
+        let tdisp = disp(tdisp)?;
+        // A huge count must fail, not abort on a failed allocation.
+        let mut data = Vec::new();
+        data.try_reserve_exact(bytes).map_err(|_| {
+            Failure::new(ERR_NO_MEM, format!("MPI_Rget: no memory for {bytes} bytes"))
+        })?;
+        data.resize(bytes, 0u8);
+        let r = w.rget(&mut data, target, tdisp)?;
         if target != PROC_NULL {
             // SAFETY: `origin` holds `ocount` elements by contract.
             unsafe { ot.unpack(&data, origin.cast(), n)? };

@@ -9,6 +9,15 @@ int main(int argc, char **argv)
     OK(MPI_Comm_rank(MPI_COMM_WORLD, &me));
     OK(MPI_Comm_size(MPI_COMM_WORLD, &np));
     OK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
+    /* MPI_Comm_split with a null newcomm fails after its collective part and keeps nothing.
+       Handles are numbered in order, so the one before the next new handle must name no
+       communicator. */
+    EXPECT(MPI_Comm_split(MPI_COMM_WORLD, 0, 0, NULL), MPI_ERR_ARG);
+    MPI_Comm dup, before;
+    OK(MPI_Comm_dup(MPI_COMM_WORLD, &dup));
+    before = dup - 1;
+    EXPECT(MPI_Comm_free(&before), MPI_ERR_COMM);
+    OK(MPI_Comm_free(&dup));
     int x = 1;
     EXPECT(MPI_Send(&x, 1, MPI_INT, np, 0, MPI_COMM_WORLD), MPI_ERR_RANK);
     EXPECT(MPI_Send(&x, 1, MPI_INT, 0, -3, MPI_COMM_WORLD), MPI_ERR_TAG);
@@ -93,6 +102,13 @@ int main(int argc, char **argv)
     EXPECT(MPI_Win_lock(99, 0, 0, win), MPI_ERR_ARG);
     MPI_Request rq;
     EXPECT(MPI_Rput(&l, 1, MPI_LONG, 0, 0, 1, MPI_LONG, win, &rq), MPI_ERR_RMA_SYNC);
+    /* A valid but huge count (2^30 elements of 1 MiB: more than the address space) fails
+       with MPI_ERR_NO_MEM instead of aborting the program on a failed allocation. */
+    MPI_Datatype mib;
+    OK(MPI_Type_contiguous(1 << 20, MPI_BYTE, &mib));
+    OK(MPI_Type_commit(&mib));
+    EXPECT(MPI_Rget(&l, 1 << 30, mib, 0, 0, 1 << 30, mib, win, &rq), MPI_ERR_NO_MEM);
+    OK(MPI_Type_free(&mib));
     int flag;
     EXPECT(MPI_Win_test(win, &flag), MPI_ERR_RMA_SYNC);
     OK(MPI_Win_fence(MPI_MODE_NOSUCCEED, win));

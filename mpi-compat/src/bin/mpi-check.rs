@@ -1390,6 +1390,7 @@ fn lost(w: &Communicator, dsm: &dsm_core::Dsm) -> Check {
         .alloc_collective(3 * 4096, dsm_core::Placement::Cyclic { block_pages: 1 })
         .map_err(Into::into))?;
     let part = base.wrapping_add(((me + 1) % n) as usize * 4096);
+    let other = ok(w.dup())?;
     let created = ok(Window::create(w, part, 64, 8))?;
     let allocated = ok(Window::allocate(w, 64, 8))?;
     if me == 1 {
@@ -1408,6 +1409,28 @@ fn lost(w: &Communicator, dsm: &dsm_core::Dsm) -> Check {
         std::process::exit(0);
     }
     ok(w.send(&[0u8], gone, 9))?;
+    // A message that arrived before the departure is seen still reaches an any-source receive
+    // that takes it off the transport after (the loss of another rank does not fail a receive
+    // that has its message): rank 1's message waits on rank 0's transport, untaken, while rank
+    // 0 learns of the departure on another communicator.
+    if me == 1 {
+        ok(w.send(&[8u8], 0, 8))?;
+        ok(other.send(&[1u8], 0, 1))?;
+    } else {
+        // Rank 1's message on `w` came before this one.
+        ok(other.recv(&mut [0u8], 1, 1))?;
+        let r = other.recv(&mut [0u8], gone, 2);
+        ensure!(
+            matches!(&r, Err(e) if e.class() == ErrorClass::ProcFailed),
+            "receive from the rank that left: {r:?}"
+        );
+        let mut x = [0u8];
+        let st = ok(w.recv(&mut x, ANY_SOURCE, 8))?;
+        ensure!(
+            st.source == 1 && x == [8],
+            "any-source receive after a loss: {st:?} {x:?}"
+        );
+    }
     // The departure is seen: a receive from the rank that left fails.
     let r = w.recv(&mut [0u8], gone, 0);
     ensure!(

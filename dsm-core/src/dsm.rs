@@ -19,7 +19,7 @@ use crate::coherence::page::{
 };
 use crate::coherence::placement::{self, Placement};
 use crate::coherence::prefetch;
-use crate::coherence::{bit, others_write, ranks, to_notify};
+use crate::coherence::{bit, home_fault, others_write, ranks, to_notify};
 use crate::collective;
 use crate::error::{Error, Result};
 use crate::fault::{self, FaultEngine, FaultEngineKind, FaultMode};
@@ -606,8 +606,17 @@ impl Inner {
         let page = self.space.page_of(addr);
         let mut g = self.lock_page(page)?;
         let st = g.state();
+        let home_page = match st.cache() {
+            Cache::Invalid => self.home_of(page)?.0 == self.me,
+            _ => self.homed_here(page),
+        };
         // Pages this fault brought in (the faulting one, and prefetched runs posted).
         let fresh = match (st.cache(), write) {
+            // The home's own copy: always valid here, nothing to fetch (rows H1-H3).
+            _ if home_page => {
+                self.resolve_home(&mut g, write)?;
+                Vec::new()
+            }
             (Cache::Invalid, _) => {
                 let mut ahead = self.fetch(&mut g, write)?;
                 ahead.push(page);
@@ -656,6 +665,46 @@ impl Inner {
         Ok(())
     }
 
+    /// A fault on a page homed here (see [`home_fault`]): maps this node's copy, which is the
+    /// authoritative one; a first write registers this node as a writer (notifying every other
+    /// sharer, so that their next acquire invalidates their copies). No fetch, no twin, not on
+    /// the dirty list, never invalidated: releases and acquires skip the page.
+    fn resolve_home(&self, g: &mut PageGuard<'_>, write: bool) -> Result<()> {
+        let page = g.page;
+        let mut st = g.state();
+        let (to, register) = home_fault(st.cache(), st.has(REG_WRITER), write);
+        if register {
+            let (_, manager) = self.home_of(page)?;
+            let entry = self.scratch()?;
+            let add = self.post(Op::FetchAdd {
+                remote: self.dir_word(manager, page, 1)?,
+                add: bit(self.me),
+            })?;
+            // Posted after the fetch-and-add on the same connection: it sees our bit.
+            let remote = self.dirs[manager].slice((page * DIR_ENTRY) as u64, 16)?;
+            let read = self.post(Op::Read {
+                remote,
+                local: entry.pair()?,
+            })?;
+            let old_writers = add.wait()?;
+            read.wait()?;
+            st = self.registered_writer(page, st, entry.word(0), old_writers)?;
+        }
+        if to == st.cache() {
+            // Another thread resolved it first (or, under userfaultfd, the kernel dropped the
+            // page-table entry).
+            self.space.remap(page, access_of(to))?;
+        } else {
+            if st.cache() == Cache::Invalid {
+                self.populate(page)?;
+            }
+            self.space
+                .set_access(page, 1, access_of(st.cache()), access_of(to))?;
+        }
+        g.set(st.with_cache(to));
+        Ok(())
+    }
+
     /// Posts what fetching a page needs: registration as reader (once) and as writer (once, for
     /// a write), a read of the directory entry (after the registrations, on the same
     /// connection, so it sees them), and the page's content. Returns the scratch slot that will
@@ -690,17 +739,12 @@ impl Inner {
             remote,
             local: entry.pair()?,
         });
-        if home == self.me {
-            // This node's copy is the home's: there is nothing to read (and a copy of the page
-            // onto itself could undo a peer's diff landing meanwhile).
-            self.populate(page)?;
-        } else {
-            let remote = self.homes[home].slice((page * PAGE) as u64, PAGE)?;
-            ops.push(Op::Read {
-                remote,
-                local: self.runtime_slice(page * PAGE, PAGE)?,
-            });
-        }
+        debug_assert_ne!(home, self.me, "a page homed here is never fetched");
+        let remote = self.homes[home].slice((page * PAGE) as u64, PAGE)?;
+        ops.push(Op::Read {
+            remote,
+            local: self.runtime_slice(page * PAGE, PAGE)?,
+        });
         let mut done = self.post_batch(ops)?;
         let as_writer = writer_at.map(|i| done[i].clone());
         posted.append(&mut done);
@@ -766,7 +810,9 @@ impl Inner {
         let mut st = st.with(REG_WRITER);
         if others_write(old_writers, self.me) {
             st = st.with(OTHER_WRITERS);
-            lock(&self.sharers).insert(page);
+            if !self.homed_here(page) {
+                lock(&self.sharers).insert(page);
+            }
         }
         Ok(st)
     }
@@ -1011,6 +1057,9 @@ impl Inner {
     fn close_pages(&self, mut pages: Vec<usize>, then: Cache, skip_busy: bool) -> Result<usize> {
         pages.sort_unstable();
         pages.dedup();
+        // A page homed here holds the home's copy: never dirty (nothing to write back), never
+        // stale (nothing to invalidate), never evicted.
+        pages.retain(|&p| !self.homed_here(p));
         let needs = |c: Cache| match then {
             Cache::ReadOnly => c == Cache::Writable,
             _ => c != Cache::Invalid,
@@ -1051,16 +1100,6 @@ impl Inner {
             if g.state().cache() == Cache::Writable {
                 let twin = lock(&self.twins).remove(&page);
                 let (home, _) = self.home_of(page)?;
-                if home == self.me {
-                    // The application wrote the home's copy itself: nothing to write back
-                    // (and copying the page onto itself could undo a peer's diff landing
-                    // meanwhile, in bytes this node did not write).
-                    if then == Cache::Invalid && g.state().has(PREFETCHED) {
-                        wasted += 1;
-                    }
-                    g.set(touched(g.state()).with_cache(then));
-                    continue;
-                }
                 self.runtime.read_at(page * PAGE, &mut now)?;
                 let runs = match &twin {
                     Some(t) => diff(&now, t),
@@ -1158,6 +1197,9 @@ impl Inner {
     /// returns.
     pub(crate) fn release(&self) -> Result<()> {
         let start = Instant::now();
+        // The application's stores to pages homed here are already in the home's copy: order
+        // them before whatever follows the release (the operations that let others see them).
+        std::sync::atomic::fence(Ordering::SeqCst);
         let dirty = std::mem::take(&mut *lock(&self.dirty));
         self.close_and_write_back(dirty, Cache::ReadOnly)?;
         self.stats
@@ -1176,7 +1218,7 @@ impl Inner {
         let victims: Vec<usize> = if full {
             lock(&self.sharers).clear();
             (0..self.pages.len())
-                .filter(|&p| self.pages.peek(p).cache() != Cache::Invalid)
+                .filter(|&p| self.pages.peek(p).cache() != Cache::Invalid && !self.homed_here(p))
                 .collect()
         } else {
             lock(&self.sharers).drain().collect()
@@ -1219,7 +1261,7 @@ impl Inner {
                     return true;
                 };
                 let st = g.state().with(OTHER_WRITERS);
-                if st.cache() != Cache::Invalid {
+                if st.cache() != Cache::Invalid && !self.homed_here(page) {
                     lock(&self.sharers).insert(page);
                 }
                 g.set(st);

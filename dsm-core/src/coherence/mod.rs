@@ -65,6 +65,22 @@ pub fn to_notify(readers: u64, old_writers: u64, me: usize) -> u64 {
     (readers | old_writers) & !bit(me)
 }
 
+/// A fault on a page homed at the faulting node `me`: the copy it leaves, and whether `me`
+/// must first register as the page's writer (directory fetch-and-add, then notify the other
+/// sharers, as a remote writer does). The home's copy is the authoritative one, always valid:
+/// no fetch, no twin, no diff, no reader registration (nobody needs to tell the home about a
+/// write: releases write into this very copy), and a copy once writable stays writable (a
+/// release has nothing to write back from it, and the writer registration is sticky).
+pub fn home_fault(cache: page::Cache, registered_writer: bool, write: bool) -> (page::Cache, bool) {
+    use page::Cache;
+    let to = if write || cache == Cache::Writable {
+        Cache::Writable
+    } else {
+        Cache::ReadOnly
+    };
+    (to, write && !registered_writer)
+}
+
 /// The ranks in a set, lowest first.
 pub fn ranks(set: u64) -> impl Iterator<Item = usize> {
     (0..64).filter(move |r| set & (1u64 << r) != 0)
@@ -88,5 +104,18 @@ mod tests {
         assert!(!others_write(bit(1), 1));
         assert_eq!(to_notify(bit(0) | bit(1), bit(3), 1), bit(0) | bit(3));
         assert_eq!(ranks(bit(0) | bit(5)).collect::<Vec<_>>(), vec![0, 5]);
+    }
+
+    #[test]
+    fn home_faults() {
+        use page::Cache::*;
+        // A read maps the home's copy; a write registers once and keeps it writable.
+        assert_eq!(home_fault(Invalid, false, false), (ReadOnly, false));
+        assert_eq!(home_fault(Invalid, false, true), (Writable, true));
+        assert_eq!(home_fault(ReadOnly, false, true), (Writable, true));
+        assert_eq!(home_fault(ReadOnly, true, true), (Writable, false));
+        assert_eq!(home_fault(Invalid, true, false), (ReadOnly, false));
+        // A read fault on a writable page (another thread resolved it first) leaves it so.
+        assert_eq!(home_fault(Writable, true, false), (Writable, false));
     }
 }

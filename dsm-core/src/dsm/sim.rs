@@ -249,3 +249,59 @@ fn prefetched_pages_are_counted_used_or_wasted() {
     assert_eq!(cl[0].stats.snapshot().prefetched_wasted, 24 + 2);
     assert_eq!(lock(&cl[0].prefetch).cap(), prefetch::MAX_WINDOW / 2);
 }
+
+#[test]
+fn a_home_writes_its_own_pages_in_place() {
+    const PAGES: usize = 8;
+    let cl = cluster(2, 1024);
+    let start = cl
+        .iter()
+        .map(|n| {
+            n.alloc_collective_local(2 * PAGES * PAGE, Placement::Blocked)
+                .expect("alloc")
+        })
+        .collect::<Vec<_>>()[0];
+    // Node 1 reads, then writes, every page of its half (blocked: the second half is its own),
+    // and node 0 writes one byte of each at the same time (false sharing with the home).
+    for p in PAGES..2 * PAGES {
+        assert_eq!(access(&cl[1], start, p * PAGE, None), 0);
+        access(&cl[1], start, p * PAGE, Some(p as u8));
+        access(&cl[0], start, p * PAGE + 1, Some(p as u8 + 100));
+    }
+    let s = cl[1].stats.snapshot();
+    assert_eq!(
+        (s.read_faults, s.write_faults),
+        (PAGES as u64, PAGES as u64),
+        "{s:?}"
+    );
+    assert_eq!(s.pages_fetched, 0, "the home fetches nothing: {s:?}");
+    assert!(lock(&cl[1].twins).is_empty(), "no twin of a home page");
+    assert!(
+        lock(&cl[1].dirty).is_empty(),
+        "no home page on the dirty list"
+    );
+    barrier(&cl);
+    let s = cl[1].stats.snapshot();
+    assert_eq!(
+        (s.diffs, s.bytes_written_home, s.invalidations),
+        (0, 0, 0),
+        "{s:?}"
+    );
+    // Both writes are at the home, and node 0 reads node 1's after the barrier.
+    for p in PAGES..2 * PAGES {
+        assert_eq!(access(&cl[1], start, p * PAGE + 1, None), p as u8 + 100);
+        assert_eq!(access(&cl[0], start, p * PAGE, None), p as u8);
+    }
+    // The home's pages stay writable across the barrier: writing them again takes no fault,
+    // and node 0 (now a reader, notified or having seen the writer) sees the new values.
+    barrier(&cl);
+    for p in PAGES..2 * PAGES {
+        access(&cl[1], start, p * PAGE, Some(p as u8 + 1));
+    }
+    assert_eq!(cl[1].stats.snapshot().write_faults, PAGES as u64);
+    barrier(&cl);
+    for p in PAGES..2 * PAGES {
+        assert_eq!(access(&cl[0], start, p * PAGE, None), p as u8 + 1);
+    }
+    assert_eq!(cl[1].stats.snapshot().invalidations, 0);
+}

@@ -568,15 +568,12 @@ impl Inner {
         self.map[page].load(Ordering::Acquire) & 0xff == self.me as u32 + 1
     }
 
-    /// Under userfaultfd, makes sure the memfd holds a page at `page` (a page never written
-    /// is a hole, and `UFFDIO_CONTINUE` maps only pages the cache holds) without changing a
-    /// byte of it: an atomic add of zero through the runtime view, which a peer's concurrent
-    /// one-sided write to the same page cannot lose.
+    /// Under userfaultfd, makes sure the memfd holds a page at `page` without changing a byte
+    /// of it ([`GlobalSpace::populate`]: a peer's concurrent one-sided write to the same page
+    /// is never lost).
     fn populate(&self, page: usize) -> Result<()> {
         if self.space.uffd().is_some() {
-            self.runtime
-                .atomic_u64(page * PAGE)?
-                .fetch_add(0, Ordering::Relaxed);
+            self.space.populate(page)?;
         }
         Ok(())
     }

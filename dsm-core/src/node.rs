@@ -163,10 +163,24 @@ impl Node {
             config.bind.is_loopback(),
         );
         let connected = topology::plan(get, local).and_then(|(topology, pin)| {
-            let transport = connect_transport(&config, pin, |endpoint| match pmi.as_mut() {
-                Some(p) => p.exchange(endpoint),
-                None => bootstrap::exchange(&config, endpoint),
-            });
+            // More ranks on this host than hardware threads: a rank that spins waiting for a
+            // message holds a processor its sender may need, so message waits spin no longer
+            // than other waits.
+            let pus = if topology.pus > 0 {
+                topology.pus
+            } else {
+                std::thread::available_parallelism().map_or(1, usize::from)
+            };
+            let message_spin = if local.0 > pus {
+                config.spin
+            } else {
+                transport::tcp::MESSAGE_SPIN
+            };
+            let transport =
+                connect_transport(&config, pin, message_spin, |endpoint| match pmi.as_mut() {
+                    Some(p) => p.exchange(endpoint),
+                    None => bootstrap::exchange(&config, endpoint),
+                });
             transport.map(|t| (topology, t))
         });
         if let Some(path) = rendezvous {
@@ -322,6 +336,7 @@ fn init_logging() {
 fn connect_transport(
     config: &Config,
     pin: Option<transport::ThreadHook>,
+    message_spin: std::time::Duration,
     mut exchange: impl FnMut(&[u8]) -> Result<Vec<Vec<u8>>>,
 ) -> Result<AnyTransport> {
     let verbs_config = || -> Result<VerbsConfig> {
@@ -371,6 +386,7 @@ fn connect_transport(
     tcp.peer_timeout = config.peer_timeout;
     tcp.connect_timeout = config.connect_timeout;
     tcp.spin = config.spin;
+    tcp.message_spin = message_spin;
     tcp.on_progress_start = pin;
     let prepared = TcpTransport::prepare(config.rank, config.nodes, tcp)?;
     let endpoints = exchange(&prepared.endpoint()?)?;

@@ -167,6 +167,7 @@ impl Communicator {
                     if let Some(Err(e)) = op.map(|op| reduce_bytes(op, acc, &data)) {
                         failed.get_or_insert(e);
                     }
+                    transport::pool::recycle(data);
                 }
             } else {
                 self.send_to(Channel::Reduce, (vr - mask + root) % n, bytes(acc))?;
@@ -277,6 +278,8 @@ impl Communicator {
             if let Some(Err(e)) = op.map(|op| reduce_bytes(op, acc, &data)) {
                 failed.get_or_insert(e);
             }
+            // Its pages serve the next large message (see `transport::pool`).
+            transport::pool::recycle(data);
             mask <<= 1;
         }
         failed.map_or(Ok(()), Err)

@@ -1814,8 +1814,9 @@ impl Dsm {
     }
 
     /// A pointer to this node's own home copy of `[ptr, ptr + len)`: the memory that remote
-    /// writes through [`Dsm::home_slice`] change. Loads and stores through it bypass the
-    /// coherence protocol.
+    /// writes through [`Dsm::home_slice`] change. It is the runtime view of those pages, the
+    /// very bytes the application's view of them maps here (a node's home memory is its own
+    /// copy). Loads and stores through it bypass the coherence protocol (no fault).
     ///
     /// # Errors
     /// [`Error::InvalidPointer`] when some page of the range is not homed at this node.
@@ -1832,7 +1833,8 @@ impl Dsm {
 
     /// Writes this node's changes to the pages of `[ptr, ptr + len)` home and drops its cached
     /// copies of them, so that the next access fetches what their homes hold now (including
-    /// one-sided writes made through [`Dsm::home_slice`]).
+    /// one-sided writes made through [`Dsm::home_slice`]). The pages homed at this node need
+    /// nothing: this node's copy of them is the home's, where such writes land.
     ///
     /// # Errors
     /// [`Error::InvalidPointer`] for a range outside global memory; transport errors.

@@ -33,6 +33,7 @@ pub fn run_all<T: Transport>(job: &[T]) {
     batched_operations_land_exactly(job);
     waiting_for_a_message_takes_nothing(job);
     large_messages_arrive_whole(job);
+    reads_see_no_later_request(job);
 }
 
 const BIG: usize = 4 << 20;
@@ -599,6 +600,69 @@ pub fn batched_operations_land_exactly<T: Transport>(job: &[T]) {
                 "rank {r}: batch from rank {me}"
             );
         }
+    }
+    unexpose(job, &descs);
+}
+
+/// Requests on one connection are served in order: a read posted in one batch before a write
+/// and an atomic to the same bytes returns the bytes as they were before them, and a read
+/// posted after them sees both. Small and large (directly received) payloads.
+pub fn reads_see_no_later_request<T: Transport>(job: &[T]) {
+    const ROUNDS: usize = 100;
+    let n = job.len();
+    let sizes = [64usize, 64 * 1024];
+    let slot = sizes[1];
+    let (homes, descs) = expose(job, n * slot);
+    for (me, t) in job.iter().enumerate() {
+        let target = (me + 1) % n;
+        let buf = Region::allocate(3 * slot).expect("allocate");
+        let bd = t.register(&buf).expect("register");
+        for &len in &sizes {
+            let remote = descs[target].slice((me * slot) as u64, len).expect("slice");
+            let word = descs[target].word((me * slot) as u64).expect("word");
+            let mut now = pattern(me, len);
+            homes[target].write_at(me * slot, &now).expect("fill");
+            for round in 1..=ROUNDS {
+                let new = pattern(me + 17 * round, len);
+                buf.write_at(slot, &new).expect("fill");
+                let ops = vec![
+                    Op::Read {
+                        remote,
+                        local: LocalSlice::new(&buf, 0, len).expect("local"),
+                    },
+                    Op::Write {
+                        remote,
+                        local: LocalSlice::new(&buf, slot, len).expect("local"),
+                    },
+                    Op::FetchAdd {
+                        remote: word,
+                        add: 1,
+                    },
+                    Op::Read {
+                        remote,
+                        local: LocalSlice::new(&buf, 2 * slot, len).expect("local"),
+                    },
+                ];
+                let done = t.post_batch(ops).expect("post_batch");
+                wait_all(&done).unwrap_or_else(|e| panic!("rank {me}: batch failed: {e}"));
+                let mut before = vec![0u8; len];
+                buf.read_at(0, &mut before).expect("read back");
+                assert!(
+                    before == now,
+                    "rank {me}: round {round}: a {len}-byte read returned data written by a later request of its batch"
+                );
+                now = new;
+                let first = u64::from_le_bytes(now[..8].try_into().expect("8 bytes"));
+                now[..8].copy_from_slice(&first.wrapping_add(1).to_le_bytes());
+                let mut after = vec![0u8; len];
+                buf.read_at(2 * slot, &mut after).expect("read back");
+                assert!(
+                    after == now,
+                    "rank {me}: round {round}: a {len}-byte read missed the write and add posted before it"
+                );
+            }
+        }
+        t.deregister(&bd).expect("deregister");
     }
     unexpose(job, &descs);
 }

@@ -161,6 +161,10 @@ pub(crate) struct Conn {
     /// Set while the frames of one received batch are handled: the responses they produce are
     /// queued and leave together at [`Conn::uncork`] (one `sendmsg`, not one per request).
     corked: AtomicBool,
+    /// Set when a frame whose payload points at registered memory ([`Payload::Region`]) is
+    /// queued; cleared by [`Conn::before_memory_change`] once none is left (a hint: frames
+    /// that left meanwhile do not clear it).
+    region_queued: AtomicBool,
     /// A second descriptor of the socket, registered with the progress thread's poller for
     /// readability only (the socket's own descriptor is registered for writability), so that
     /// read interest can be withdrawn while threads wait on the connection without touching
@@ -200,6 +204,7 @@ impl Conn {
             }),
             rx_pending: AtomicBool::new(false),
             corked: AtomicBool::new(false),
+            region_queued: AtomicBool::new(false),
             read_fd,
             watch: Mutex::new(Watch {
                 waiters: 0,
@@ -294,6 +299,9 @@ impl Conn {
         header.payload_len = u32::try_from(payload.len())
             .map_err(|_| Error::InvalidArgument("payload longer than 4 GiB".into()))?;
         let mut q = lock(&self.out);
+        if matches!(payload, Payload::Region { .. }) {
+            self.region_queued.store(true, Ordering::Relaxed);
+        }
         q.push_back(Queued {
             header: header.encode(),
             payload,
@@ -313,6 +321,34 @@ impl Conn {
             }
         }
         Ok(())
+    }
+
+    /// Called before a request of the peer changes this node's memory: a queued frame whose
+    /// payload still points at registered memory (the response to an earlier read, held back
+    /// by the cork or by a full socket) gets a copy of its bytes now, so that the read returns
+    /// the memory as it was when the read was served. Requests on one connection are served in
+    /// order (PROTOCOL.md), and a read never sees a later request's write.
+    pub(crate) fn before_memory_change(&self) {
+        if !self.region_queued.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut q = lock(&self.out);
+        for f in q.iter_mut() {
+            if let Payload::Region {
+                region,
+                offset,
+                len,
+            } = &f.payload
+            {
+                let mut copy = crate::pool::buffer(*len);
+                copy.resize(*len, 0);
+                if region.read_at(*offset, &mut copy).is_ok() {
+                    // Same length, so `sent` still counts the same bytes.
+                    f.payload = Payload::Bytes(copy);
+                }
+            }
+        }
+        self.region_queued.store(false, Ordering::Relaxed);
     }
 
     /// Holds back what [`Conn::send`] would write at once, until [`Conn::uncork`].
@@ -348,6 +384,9 @@ impl Conn {
         for (mut header, payload) in frames {
             header.payload_len = u32::try_from(payload.len())
                 .map_err(|_| Error::InvalidArgument("payload longer than 4 GiB".into()))?;
+            if matches!(payload, Payload::Region { .. }) {
+                self.region_queued.store(true, Ordering::Relaxed);
+            }
             q.push_back(Queued {
                 header: header.encode(),
                 payload,

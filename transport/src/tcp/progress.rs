@@ -581,7 +581,10 @@ fn try_direct(shared: &Shared, conn: &Conn, rx: &mut Rx, h: Header) -> bool {
         }
         Kind::Write => match exec::range(&shared.regions, h.a, h.b, h.payload_len.into()) {
             // `range` checked b..b+len against the region, so `b` fits in usize.
-            Ok((region, _)) => (region, h.b as usize, DirectEnd::Write { id: h.id }),
+            Ok((region, _)) => {
+                conn.before_memory_change();
+                (region, h.b as usize, DirectEnd::Write { id: h.id })
+            }
             Err(_) => return false,
         },
         _ => return false,
@@ -668,6 +671,13 @@ fn respond(
 fn handle(shared: &Shared, conn: &Conn, frame: Frame<'_>) -> Result<(), String> {
     let h = frame.header;
     let table = &shared.regions;
+    if matches!(
+        h.kind,
+        Kind::Write | Kind::AddStrided | Kind::WriteRuns | Kind::CompareSwap | Kind::FetchAdd
+    ) {
+        // An earlier read's response must not carry this request's change.
+        conn.before_memory_change();
+    }
     match h.kind {
         Kind::Read => {
             match exec::range(table, h.a, h.b, h.c) {

@@ -15,9 +15,15 @@ const DATA_CONTEXT: &str = "dsm tcp data connection v1";
 
 /// Rank 0 is a real node; rank 1 is this test speaking raw bytes on an authenticated socket.
 fn real_and_fake() -> (TcpTransport, TcpStream) {
+    real_and_fake_with(Duration::from_secs(10))
+}
+
+/// [`real_and_fake`], the real node declaring a peer lost after `peer_timeout` of silence.
+fn real_and_fake_with(peer_timeout: Duration) -> (TcpTransport, TcpStream) {
     let secret = Secret::generate().unwrap();
     let mut config = TcpConfig::new(secret.clone());
     config.connect_timeout = Duration::from_secs(20);
+    config.peer_timeout = peer_timeout;
     let prepared = TcpTransport::prepare(Rank(0), 2, config).unwrap();
     let ep = prepared.endpoint().unwrap();
     let addr = String::from_utf8(ep.clone()).unwrap();
@@ -233,6 +239,42 @@ fn a_peer_that_dies_mid_operation_fails_the_operation() {
         real.fetch_add(remote.word(0).unwrap(), 1),
         Err(Error::PeerLost { .. })
     ));
+}
+
+/// A peer that freezes (alive, socket open, silent) part-way through the payload of a large
+/// read's response: the heartbeat declares it lost and the read, whose payload was being
+/// received straight into memory, fails with it instead of waiting forever.
+#[test]
+fn a_peer_that_freezes_mid_response_fails_the_read() {
+    const LEN: usize = 256 * 1024;
+    let (real, mut fake) = real_and_fake_with(Duration::from_secs(2));
+    let buf = Region::allocate(LEN).unwrap();
+    real.register(&buf).unwrap();
+    let remote = transport::RegionDesc {
+        rank: Rank(1),
+        key: transport::RemoteKey(1),
+        addr: 0,
+        len: LEN as u64,
+    };
+    let c = real
+        .post(transport::Op::Read {
+            remote: remote.slice(0, LEN).unwrap(),
+            local: LocalSlice::whole(&buf),
+        })
+        .unwrap();
+    let h = read_header(&mut fake);
+    assert_eq!(h.kind, Kind::Read);
+    // The response's header and its first 32 KiB, then silence with the socket left open.
+    let mut r = Header::new(Kind::Response);
+    r.id = h.id;
+    r.payload_len = LEN as u32;
+    fake.write_all(&r.encode()).unwrap();
+    fake.write_all(&[5u8; 32 * 1024]).unwrap();
+    match c.wait_timeout(Duration::from_secs(30)) {
+        Err(Error::PeerLost { peer: Rank(1), .. }) => {}
+        other => panic!("expected the read to fail with a lost peer, got {other:?}"),
+    }
+    drop(fake);
 }
 
 #[test]

@@ -248,6 +248,13 @@ impl Conn {
         }
         lock(&self.out).clear();
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        // A read whose payload was arriving straight into memory is no longer in `pending`.
+        // `try_lock`: the reader's own error path calls this holding `rx` (and fails it
+        // itself); a reader busy in another thread sees the shutdown, or the down state at its
+        // next turn, and fails it then.
+        if let Ok(mut rx) = self.rx.try_lock() {
+            crate::tcp::progress::fail_direct(&mut rx, &error);
+        }
         if matches!(error, Error::PeerLost { .. } | Error::Protocol { .. }) {
             tracing::error!("connection to rank {}: {error}", self.peer);
         }

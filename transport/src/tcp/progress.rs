@@ -423,6 +423,9 @@ const DIRECT_MIN: usize = 16 * 1024;
 /// budget ran out).
 fn read_available(shared: &Shared, conn: &Conn, rx: &mut Rx, how: Reading) -> bool {
     if conn.state() == DOWN {
+        // Marked down elsewhere (heartbeat, a failed send, close) while a read was arriving
+        // straight into memory: `mark_down` fails only what it can reach without waiting.
+        fail_direct(rx, &conn.down_error());
         return false;
     }
     let mut read = 0usize;
@@ -537,7 +540,7 @@ fn finish_direct(shared: &Shared, conn: &Conn, d: Direct) {
 }
 
 /// Fails the read whose payload was arriving directly when the connection broke.
-fn fail_direct(rx: &mut Rx, err: &Error) {
+pub(crate) fn fail_direct(rx: &mut Rx, err: &Error) {
     if let Some(Direct {
         then: DirectEnd::Response(p),
         ..

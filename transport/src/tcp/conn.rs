@@ -252,7 +252,12 @@ impl Conn {
         // `try_lock`: the reader's own error path calls this holding `rx` (and fails it
         // itself); a reader busy in another thread sees the shutdown, or the down state at its
         // next turn, and fails it then.
-        if let Ok(mut rx) = self.rx.try_lock() {
+        let rx = match self.rx.try_lock() {
+            Ok(rx) => Some(rx),
+            Err(std::sync::TryLockError::Poisoned(rx)) => Some(rx.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        };
+        if let Some(mut rx) = rx {
             crate::tcp::progress::fail_direct(&mut rx, &error);
         }
         if matches!(error, Error::PeerLost { .. } | Error::Protocol { .. }) {
@@ -319,10 +324,7 @@ impl Conn {
             // Nothing was queued before us: write straight away instead of waking anybody.
             if let Err(e) = drain(&self.stream, &mut q) {
                 drop(q);
-                let err = Error::PeerLost {
-                    peer: self.peer,
-                    reason: format!("send failed: {e}"),
-                };
+                let err = self.send_error(&e);
                 self.mark_down(err.clone());
                 return Err(err);
             }
@@ -358,6 +360,19 @@ impl Conn {
         self.region_queued.store(false, Ordering::Relaxed);
     }
 
+    /// The error for a failed send: an orderly close when the peer said goodbye, a loss
+    /// otherwise.
+    pub(crate) fn send_error(&self, e: &std::io::Error) -> Error {
+        if self.state() == CLOSING {
+            Error::PeerClosed(self.peer)
+        } else {
+            Error::PeerLost {
+                peer: self.peer,
+                reason: format!("send failed: {e}"),
+            }
+        }
+    }
+
     /// Holds back what [`Conn::send`] would write at once, until [`Conn::uncork`].
     pub(crate) fn cork(&self) {
         self.corked.store(true, Ordering::Release);
@@ -373,10 +388,7 @@ impl Conn {
         }
         if let Err(e) = drain(&self.stream, &mut q) {
             drop(q);
-            self.mark_down(Error::PeerLost {
-                peer: self.peer,
-                reason: format!("send failed: {e}"),
-            });
+            self.mark_down(self.send_error(&e));
         }
     }
 
@@ -404,14 +416,7 @@ impl Conn {
         if was_empty {
             if let Err(e) = drain(&self.stream, &mut q) {
                 drop(q);
-                let err = if self.state() == CLOSING {
-                    Error::PeerClosed(self.peer)
-                } else {
-                    Error::PeerLost {
-                        peer: self.peer,
-                        reason: format!("send failed: {e}"),
-                    }
-                };
+                let err = self.send_error(&e);
                 self.mark_down(err.clone());
                 return Err(err);
             }
@@ -440,15 +445,7 @@ impl Conn {
         }
         if let Err(e) = drain(&self.stream, &mut q) {
             drop(q);
-            let err = if self.state() == CLOSING {
-                Error::PeerClosed(self.peer)
-            } else {
-                Error::PeerLost {
-                    peer: self.peer,
-                    reason: format!("send failed: {e}"),
-                }
-            };
-            self.mark_down(err);
+            self.mark_down(self.send_error(&e));
         }
     }
 

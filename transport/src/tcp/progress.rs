@@ -119,6 +119,9 @@ pub(crate) fn run(shared: Arc<Shared>, mut poll: Poll) {
         if now.duration_since(last_tick) >= tick {
             last_tick = now;
             heartbeat(&shared, &conns);
+            // The linger timer's fallback: a connection whose timer could not be armed is
+            // taken back here at the latest.
+            linger_expired(&shared, &conns);
         }
         if shared.stopping.load(Ordering::SeqCst) {
             // Closing in order: flush what is queued (our goodbye last), shut our side, then keep
@@ -326,11 +329,7 @@ fn lost(peer: Rank, reason: String) -> Error {
 
 /// The error for a failed send: an orderly close when the peer said goodbye, a loss otherwise.
 pub(crate) fn send_failed(conn: &Conn, e: &std::io::Error) -> Error {
-    if conn.state() == CLOSING {
-        Error::PeerClosed(conn.peer)
-    } else {
-        lost(conn.peer, format!("send failed: {e}"))
-    }
+    conn.send_error(e)
 }
 
 fn heartbeat(shared: &Shared, conns: &[&Arc<Conn>]) {
@@ -393,15 +392,30 @@ pub(crate) enum Drained {
 ///
 /// Edge-triggered readiness is never lost: the progress thread sets `rx_pending` before it tries
 /// the lock, and whoever holds the lock checks `rx_pending` again after releasing it.
+///
+/// Only the progress thread stops at the read budget ([`Drained::More`]): it comes back on its
+/// next turn. Another thread reads what it took over until the socket would block, since
+/// nobody would come back for what it left (the edge-triggered event that announced it was
+/// consumed by the progress thread).
 pub(crate) fn drain(shared: &Shared, conn: &Conn, how: Reading) -> Drained {
+    let budgeted = how != Reading::Waiter;
     let mut how = how;
     let mut outcome = Drained::Busy;
     loop {
-        let Ok(mut rx) = conn.rx.try_lock() else {
-            return outcome;
+        let mut rx = match conn.rx.try_lock() {
+            Ok(rx) => rx,
+            Err(std::sync::TryLockError::WouldBlock) => return outcome,
+            Err(std::sync::TryLockError::Poisoned(rx)) => {
+                // A reader panicked part-way through a frame: what is buffered cannot be
+                // trusted, and a lock that stays poisoned must not look busy forever.
+                drop(rx);
+                let reason = "a thread panicked while reading the connection".to_string();
+                shared.peer_down(conn, lost(conn.peer, reason));
+                return Drained::Done;
+            }
         };
         conn.rx_pending.store(false, Ordering::SeqCst);
-        if read_available(shared, conn, &mut rx, how) {
+        if read_available(shared, conn, &mut rx, how, budgeted) {
             return Drained::More;
         }
         outcome = Drained::Done;
@@ -420,8 +434,8 @@ const DIRECT_MIN: usize = 16 * 1024;
 
 /// Reads until the socket would block (or comes back short, as `how` allows),
 /// handling each complete frame. Returns true when it stopped with data possibly left (the read
-/// budget ran out).
-fn read_available(shared: &Shared, conn: &Conn, rx: &mut Rx, how: Reading) -> bool {
+/// budget ran out, which only happens when `budgeted`).
+fn read_available(shared: &Shared, conn: &Conn, rx: &mut Rx, how: Reading, budgeted: bool) -> bool {
     if conn.state() == DOWN {
         // Marked down elsewhere (heartbeat, a failed send, close) while a read was arriving
         // straight into memory: `mark_down` fails only what it can reach without waiting.
@@ -470,7 +484,7 @@ fn read_available(shared: &Shared, conn: &Conn, rx: &mut Rx, how: Reading) -> bo
                 if rx.direct.is_none() && !handle_frames(shared, conn, rx) {
                     return false;
                 }
-                if read >= READ_BUDGET && how != Reading::Waiter {
+                if budgeted && read >= READ_BUDGET {
                     // Let the other peers have a turn; the progress thread comes back here.
                     return true;
                 }

@@ -3,12 +3,12 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use transport::auth::{handshake, Role};
 use transport::wire::{Header, Kind, HEADER_LEN};
 use transport::{
-    Error, LocalSlice, Rank, Region, RemoteFault, Secret, TcpConfig, TcpTransport, Transport,
+    Error, LocalSlice, Rank, Region, RemoteFault, Secret, Tag, TcpConfig, TcpTransport, Transport,
 };
 
 const DATA_CONTEXT: &str = "dsm tcp data connection v1";
@@ -273,6 +273,60 @@ fn a_peer_that_freezes_mid_response_fails_the_read() {
     match c.wait_timeout(Duration::from_secs(30)) {
         Err(Error::PeerLost { peer: Rank(1), .. }) => {}
         other => panic!("expected the read to fail with a lost peer, got {other:?}"),
+    }
+    drop(fake);
+}
+
+/// After the application received a message and stopped calling the transport (the connection
+/// lingering with it), a peer that says goodbye and shuts its side, keeping its socket open, is
+/// noticed as closed in order: only the progress thread, once the connection is handed back to
+/// it, can read that (`try_recv` reads nothing, and the half-closed socket raises no event on
+/// the write side). Without the hand-back, only the heartbeat would notice, as a lost peer.
+#[test]
+fn a_goodbye_after_a_receive_is_read_without_the_application() {
+    const ROUNDS: u8 = 20;
+    let (real, fake) = real_and_fake();
+    // A ping-pong, so that the real node's last receive is likely to get its message while
+    // it reads the connection itself (which leaves the connection lingering with it); then
+    // the fake says goodbye and shuts its side, keeping the socket open.
+    let fake = std::thread::spawn(move || {
+        let mut fake = fake;
+        for _ in 0..ROUNDS {
+            let h = read_header(&mut fake);
+            assert_eq!(h.kind, Kind::Message);
+            let mut data = vec![0u8; h.payload_len as usize];
+            fake.read_exact(&mut data).unwrap();
+            let mut m = Header::new(Kind::Message);
+            m.a = h.a;
+            m.payload_len = data.len() as u32;
+            fake.write_all(&m.encode()).unwrap();
+            fake.write_all(&data).unwrap();
+        }
+        fake.write_all(&Header::new(Kind::Goodbye).encode())
+            .unwrap();
+        fake.shutdown(std::net::Shutdown::Write).unwrap();
+        fake
+    });
+    for round in 0..ROUNDS {
+        real.send(Rank(1), Tag(1), &[round]).unwrap();
+        let got = real
+            .recv(Some(Rank(1)), Some(Tag(1)), Some(Duration::from_secs(30)))
+            .unwrap();
+        assert_eq!(got.data, [round]);
+    }
+    let fake = fake.join().unwrap();
+    // A hard limit, not a synchronisation: without the hand-back nothing would ever be read.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let outcome = loop {
+        if let Some(r) = real.try_recv(Some(Rank(1)), Some(Tag(1))) {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "the goodbye was never read");
+        std::thread::yield_now();
+    };
+    match outcome {
+        Err(Error::PeerClosed(Rank(1))) => {}
+        other => panic!("expected rank 1 to have closed in order, got {other:?}"),
     }
     drop(fake);
 }

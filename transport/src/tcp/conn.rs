@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::mailbox::Mailbox;
 use crate::region::Region;
 use crate::types::{LocalSlice, Rank};
-use crate::wire::{FrameReader, Header, HEADER_LEN};
+use crate::wire::{FrameReader, Header, Kind, HEADER_LEN};
 
 pub(crate) const OPEN: u8 = 0;
 /// The peer said goodbye: its end of stream will be orderly.
@@ -63,6 +63,9 @@ struct Queued {
     payload: Payload,
     /// Bytes of header + payload already written.
     sent: usize,
+    /// A response whose payload must show memory as it was when it was queued (see
+    /// [`Conn::before_memory_change`]).
+    response: bool,
 }
 
 impl Queued {
@@ -161,8 +164,8 @@ pub(crate) struct Conn {
     /// Set while the frames of one received batch are handled: the responses they produce are
     /// queued and leave together at [`Conn::uncork`] (one `sendmsg`, not one per request).
     corked: AtomicBool,
-    /// Set when a frame whose payload points at registered memory ([`Payload::Region`]) is
-    /// queued; cleared by [`Conn::before_memory_change`] once none is left (a hint: frames
+    /// Set when a response whose payload points at registered memory ([`Payload::Region`]:
+    /// the data of a peer's read) is queued; cleared by [`Conn::before_memory_change`] once none is left (a hint: frames
     /// that left meanwhile do not clear it).
     region_queued: AtomicBool,
     /// A second descriptor of the socket, registered with the progress thread's poller for
@@ -311,13 +314,15 @@ impl Conn {
         header.payload_len = u32::try_from(payload.len())
             .map_err(|_| Error::InvalidArgument("payload longer than 4 GiB".into()))?;
         let mut q = lock(&self.out);
-        if matches!(payload, Payload::Region { .. }) {
+        let response = header.kind == Kind::Response;
+        if response && matches!(payload, Payload::Region { .. }) {
             self.region_queued.store(true, Ordering::Relaxed);
         }
         q.push_back(Queued {
             header: header.encode(),
             payload,
             sent: 0,
+            response,
         });
         self.last_send_ms.store(now_ms, Ordering::Relaxed);
         if q.len() == 1 && !self.corked.load(Ordering::Acquire) {
@@ -342,7 +347,7 @@ impl Conn {
             return;
         }
         let mut q = lock(&self.out);
-        for f in q.iter_mut() {
+        for f in q.iter_mut().filter(|f| f.response) {
             if let Payload::Region {
                 region,
                 offset,
@@ -403,13 +408,15 @@ impl Conn {
         for (mut header, payload) in frames {
             header.payload_len = u32::try_from(payload.len())
                 .map_err(|_| Error::InvalidArgument("payload longer than 4 GiB".into()))?;
-            if matches!(payload, Payload::Region { .. }) {
+            let response = header.kind == Kind::Response;
+            if response && matches!(payload, Payload::Region { .. }) {
                 self.region_queued.store(true, Ordering::Relaxed);
             }
             q.push_back(Queued {
                 header: header.encode(),
                 payload,
                 sent: 0,
+                response,
             });
         }
         self.last_send_ms.store(now_ms, Ordering::Relaxed);

@@ -671,21 +671,7 @@ impl Inner {
         let mut st = g.state();
         let (to, register) = home_fault(st.cache(), st.has(REG_WRITER), write);
         if register {
-            let (_, manager) = self.home_of(page)?;
-            let entry = self.scratch()?;
-            let add = self.post(Op::FetchAdd {
-                remote: self.dir_word(manager, page, 1)?,
-                add: bit(self.me),
-            })?;
-            // Posted after the fetch-and-add on the same connection: it sees our bit.
-            let remote = self.dirs[manager].slice((page * DIR_ENTRY) as u64, 16)?;
-            let read = self.post(Op::Read {
-                remote,
-                local: entry.pair()?,
-            })?;
-            let old_writers = add.wait()?;
-            read.wait()?;
-            st = self.registered_writer(page, st, entry.word(0), old_writers)?;
+            st = self.register_writer(page, st)?;
         }
         if to == st.cache() {
             // Another thread resolved it first (or, under userfaultfd, the kernel dropped the
@@ -844,23 +830,33 @@ impl Inner {
             self.note_used(1);
         }
         if !st.has(REG_WRITER) {
-            let (_, manager) = self.home_of(page)?;
-            let entry = self.scratch()?;
-            let add = self.post(Op::FetchAdd {
-                remote: self.dir_word(manager, page, 1)?,
-                add: bit(self.me),
-            })?;
-            // Posted after the fetch-and-add on the same connection: it sees our bit.
-            let remote = self.dirs[manager].slice((page * DIR_ENTRY) as u64, 16)?;
-            let read = self.post(Op::Read {
-                remote,
-                local: entry.pair()?,
-            })?;
-            let old_writers = add.wait()?;
-            read.wait()?;
-            st = self.registered_writer(page, st, entry.word(0), old_writers)?;
+            st = self.register_writer(page, st)?;
         }
         self.open_for_writing(g, st)
+    }
+
+    /// Adds this node to the page's writers in the directory and reads the entry back (posted
+    /// after the fetch-and-add on the same connection, so it sees our bit), then tells the
+    /// other sharers (see [`Inner::registered_writer`]).
+    fn register_writer(
+        &self,
+        page: usize,
+        st: crate::coherence::page::State,
+    ) -> Result<crate::coherence::page::State> {
+        let (_, manager) = self.home_of(page)?;
+        let entry = self.scratch()?;
+        let add = self.post(Op::FetchAdd {
+            remote: self.dir_word(manager, page, 1)?,
+            add: bit(self.me),
+        })?;
+        let remote = self.dirs[manager].slice((page * DIR_ENTRY) as u64, 16)?;
+        let read = self.post(Op::Read {
+            remote,
+            local: entry.pair()?,
+        })?;
+        let old_writers = add.wait()?;
+        read.wait()?;
+        self.registered_writer(page, st, entry.word(0), old_writers)
     }
 
     /// Counts `n` prefetched pages the application touched, and lets the prefetch window grow

@@ -9,7 +9,7 @@
 //! send of §3.4 may buffer), so a send completes without waiting for its receive.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 
 use transport::{Message, Transport};
@@ -602,14 +602,7 @@ impl Communicator {
                 continue;
             }
             if !free {
-                m.waiting += 1;
-                all = self
-                    .shared
-                    .progressed
-                    .wait_timeout(all, LISTEN_SLICE)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
-                all.entry(self.context).or_default().waiting -= 1;
+                all = self.nap(all, LISTEN_SLICE);
                 continue;
             }
             m.listeners.push(source);
@@ -680,15 +673,26 @@ impl Communicator {
             };
         }
         if let Some(sleep) = sleep {
-            all.entry(self.context).or_default().waiting += 1;
-            all = self
-                .shared
-                .progressed
-                .wait_timeout(all, sleep)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-            all.entry(self.context).or_default().waiting -= 1;
+            drop(self.nap(all, sleep));
         }
+    }
+
+    /// Sleeps at most `slice` on [`Shared::progressed`], counted among this context's waiters
+    /// (so that a thread that delivers or listens wakes it), and returns the matching state.
+    fn nap<'a>(
+        &self,
+        mut all: MutexGuard<'a, HashMap<u32, Matching>>,
+        slice: Duration,
+    ) -> MutexGuard<'a, HashMap<u32, Matching>> {
+        all.entry(self.context).or_default().waiting += 1;
+        let mut all = self
+            .shared
+            .progressed
+            .wait_timeout(all, slice)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
+        all.entry(self.context).or_default().waiting -= 1;
+        all
     }
 
     /// Cancels receive `id` (see `Matching::cancel`); whether the cancel succeeded.

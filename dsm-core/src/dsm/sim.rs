@@ -66,6 +66,20 @@ fn access(node: &Inner, start: usize, offset: usize, write: Option<u8>) -> u8 {
 }
 
 /// Release on every node, then acquire on every node: a barrier.
+/// Allocates `bytes` collectively on every node of `nodes`; the start page, checked to be the
+/// same everywhere.
+fn alloc_everywhere(nodes: &[Arc<Inner>], bytes: usize, placement: Placement) -> usize {
+    let start: Vec<usize> = nodes
+        .iter()
+        .map(|n| n.alloc_collective_local(bytes, placement).expect("alloc"))
+        .collect();
+    assert!(
+        start.iter().all(|&s| s == start[0]),
+        "collective allocation differs between nodes: {start:?}"
+    );
+    start[0]
+}
+
 fn barrier(nodes: &[Arc<Inner>]) {
     for n in nodes {
         n.release().expect("release");
@@ -101,15 +115,7 @@ fn run(
     phases: Vec<Vec<Access>>,
 ) -> std::result::Result<(), TestCaseError> {
     let cl = cluster(nodes, cache_pages);
-    let start = cl
-        .iter()
-        .map(|n| n.alloc_collective_local(SPAN, placement).expect("alloc"))
-        .collect::<Vec<_>>();
-    prop_assert!(
-        start.iter().all(|&s| s == start[0]),
-        "collective allocation differs between nodes"
-    );
-    let start = start[0];
+    let start = alloc_everywhere(&cl, SPAN, placement);
     let mut memory = vec![0u8; SPAN];
     for phase in phases {
         let phase = race_free(phase, nodes);
@@ -201,13 +207,7 @@ fn false_sharing_on_one_word_survives() {
 fn prefetched_pages_are_counted_used_or_wasted() {
     const PAGES: usize = 64;
     let cl = cluster(2, 1024);
-    let start = cl
-        .iter()
-        .map(|n| {
-            n.alloc_collective_local(2 * PAGES * PAGE, Placement::Blocked)
-                .expect("alloc")
-        })
-        .collect::<Vec<_>>()[0];
+    let start = alloc_everywhere(&cl, 2 * PAGES * PAGE, Placement::Blocked);
     // Node 1 writes every page of its half (blocked: the second half is its own).
     for p in PAGES..2 * PAGES {
         access(&cl[1], start, p * PAGE, Some(p as u8));
@@ -254,13 +254,7 @@ fn prefetched_pages_are_counted_used_or_wasted() {
 fn a_home_writes_its_own_pages_in_place() {
     const PAGES: usize = 8;
     let cl = cluster(2, 1024);
-    let start = cl
-        .iter()
-        .map(|n| {
-            n.alloc_collective_local(2 * PAGES * PAGE, Placement::Blocked)
-                .expect("alloc")
-        })
-        .collect::<Vec<_>>()[0];
+    let start = alloc_everywhere(&cl, 2 * PAGES * PAGE, Placement::Blocked);
     // Node 1 reads, then writes, every page of its half (blocked: the second half is its own),
     // and node 0 writes one byte of each at the same time (false sharing with the home).
     for p in PAGES..2 * PAGES {

@@ -18,7 +18,7 @@ fn library_dir() -> PathBuf {
         .parent()
         .and_then(Path::parent)
         .expect("the test runs from target/<profile>/deps");
-    build_library(dir, "dsm-ffi");
+    tests::build_cdylib(dir, "dsm-ffi");
     assert!(
         dir.join("libdsm.so").exists(),
         "libdsm.so is missing from {}",
@@ -201,20 +201,4 @@ fn valgrind_finds_no_invalid_access_and_no_leak_on_one_node() {
             r.output
         );
     }
-}
-
-/// Builds `package`'s library (with its `cdylib`) into the profile directory `dir` of this test,
-/// once per test process: `cargo test` builds only the rlib the tests link, so without this the
-/// C programs would load whatever `.so` an earlier `cargo build` left there, perhaps stale.
-fn build_library(dir: &Path, package: &str) {
-    static BUILT: std::sync::Once = std::sync::Once::new();
-    BUILT.call_once(|| {
-        let mut cargo = std::process::Command::new(env!("CARGO"));
-        cargo.args(["build", "--lib", "-p", package]);
-        if dir.file_name().is_some_and(|p| p == "release") {
-            cargo.arg("--release");
-        }
-        let status = cargo.status().expect("run cargo build");
-        assert!(status.success(), "cargo build -p {package} failed");
-    });
 }

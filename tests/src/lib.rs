@@ -216,3 +216,26 @@ pub fn run_by_hand(
     let _ = collector.join();
     (ends, timed_out)
 }
+
+/// Builds `package`'s library (with its `cdylib`) into the profile directory `dir` of the
+/// calling test, once per package and test process: `cargo test` builds only the rlib a test
+/// links, so without this a test's C programs would load whatever `.so` an earlier
+/// `cargo build` left there, perhaps stale.
+///
+/// # Panics
+/// When `cargo build` fails (a broken test setup).
+pub fn build_cdylib(dir: &std::path::Path, package: &str) {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if built.iter().any(|p| p == package) {
+        return;
+    }
+    let mut cargo = std::process::Command::new(env!("CARGO"));
+    cargo.args(["build", "--lib", "-p", package]);
+    if dir.file_name().is_some_and(|p| p == "release") {
+        cargo.arg("--release");
+    }
+    let status = cargo.status().expect("run cargo build");
+    assert!(status.success(), "cargo build -p {package} failed");
+    built.push(package.to_owned());
+}

@@ -16,7 +16,7 @@ fn lib_dir() -> PathBuf {
         .and_then(Path::parent)
         .expect("target/<profile>")
         .to_path_buf();
-    build_library(&dir, "dsmmpi");
+    tests::build_cdylib(&dir, "dsmmpi");
     assert!(
         dir.join("libdsmmpi.so").exists(),
         "libdsmmpi.so missing in {}",
@@ -132,20 +132,4 @@ fn c_programs_run_clean_under_valgrind() {
             r.output
         );
     }
-}
-
-/// Builds `package`'s library (with its `cdylib`) into the profile directory `dir` of this test,
-/// once per test process: `cargo test` builds only the rlib the tests link, so without this the
-/// C programs would load whatever `.so` an earlier `cargo build` left there, perhaps stale.
-fn build_library(dir: &Path, package: &str) {
-    static BUILT: std::sync::Once = std::sync::Once::new();
-    BUILT.call_once(|| {
-        let mut cargo = std::process::Command::new(env!("CARGO"));
-        cargo.args(["build", "--lib", "-p", package]);
-        if dir.file_name().is_some_and(|p| p == "release") {
-            cargo.arg("--release");
-        }
-        let status = cargo.status().expect("run cargo build");
-        assert!(status.success(), "cargo build -p {package} failed");
-    });
 }

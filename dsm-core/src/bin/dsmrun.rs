@@ -5,19 +5,26 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use clap::Parser;
+use dsm_core::config::RdmaSettings;
+use dsm_core::fault::{userfaultfd_support, FaultMode};
 use dsm_core::launcher::{launch, LaunchOptions};
+use transport::verbs::VerbsConfig;
 
 /// Start N processes of PROGRAM as the nodes of one DSM job on this machine.
 ///
 /// Each process gets its rank, the job size, the coordinator's address and a fresh job secret in
 /// its environment (see docs/ENVIRONMENT.md). When any process fails, is killed, or the timeout
 /// passes, dsmrun stops the others and exits non-zero, naming the rank and what happened.
+///
+/// `dsmrun --info` starts nothing: it says which fault engines and transports can run on this
+/// machine, and why not where one cannot.
 #[derive(Debug, Parser)]
 #[command(name = "dsmrun", version, about, long_about = None)]
 struct Args {
     /// Number of processes (nodes) to start.
-    #[arg(short = 'n', long = "nodes", value_parser = clap::value_parser!(u32).range(1..=1024))]
-    nodes: u32,
+    #[arg(short = 'n', long = "nodes", value_parser = clap::value_parser!(u32).range(1..=1024),
+          required_unless_present = "info")]
+    nodes: Option<u32>,
     /// Transport between the nodes.
     #[arg(long, value_parser = ["auto", "tcp", "verbs"])]
     transport: Option<String>,
@@ -30,9 +37,12 @@ struct Args {
     /// Address the nodes bind their listeners to.
     #[arg(long, default_value = "127.0.0.1")]
     bind: IpAddr,
+    /// Say which fault engines and transports can run here, and why not, then exit.
+    #[arg(long, exclusive = true)]
+    info: bool,
     /// The program, then its arguments.
     #[arg(
-        required = true,
+        required_unless_present = "info",
         trailing_var_arg = true,
         allow_hyphen_values = true,
         value_name = "PROGRAM [ARGS]"
@@ -48,14 +58,62 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("{s:?} is not a positive number of seconds"))
 }
 
+/// One line per fault engine and transport: `NAME: available[ (detail)]` or
+/// `NAME: unavailable: REASON`. Scripts read it (`scripts/test.sh` requires the userfaultfd
+/// tests where the engine is available).
+fn info() {
+    let line = |name: &str, r: Result<String, String>| match r {
+        Ok(detail) if detail.is_empty() => println!("{name}: available"),
+        Ok(detail) => println!("{name}: available ({detail})"),
+        Err(why) => println!("{name}: unavailable: {why}"),
+    };
+    println!("dsmrun {}", env!("CARGO_PKG_VERSION"));
+    line("fault engine sigsegv", Ok(String::new()));
+    for (name, mode) in [
+        ("fault engine uffd inline", FaultMode::Inline),
+        (
+            "fault engine uffd handoff",
+            FaultMode::Handoff { threads: 1 },
+        ),
+    ] {
+        line(
+            name,
+            userfaultfd_support(mode)
+                .map(|()| String::new())
+                .map_err(|e| e.to_string()),
+        );
+    }
+    line("transport tcp", Ok(String::new()));
+    let verbs = RdmaSettings::from_env()
+        .map_err(|e| e.to_string())
+        .and_then(|rdma| {
+            let config = VerbsConfig {
+                device: rdma.device,
+                port: rdma.port,
+                gid_index: rdma.gid_index,
+                ..VerbsConfig::default()
+            };
+            transport::verbs::probe(&config).map_err(|e| e.to_string())
+        });
+    line("transport verbs", verbs);
+}
+
 fn main() {
     let args = Args::parse();
+    if args.info {
+        info();
+        return;
+    }
+    let Some(nodes) = args.nodes else {
+        eprintln!("dsmrun: -n NODES is required");
+        std::process::exit(2);
+    };
     let mut command = args.command.into_iter();
     let Some(program) = command.next() else {
         eprintln!("dsmrun: no program given");
         std::process::exit(2);
     };
-    let mut options = LaunchOptions::new(args.nodes as usize, program);
+    let mut options = LaunchOptions::new(nodes as usize, program);
     options.args = command.collect();
     options.transport = args.transport;
     options.timeout = args.timeout;

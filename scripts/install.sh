@@ -7,6 +7,7 @@
 # Then: export PKG_CONFIG_PATH=DIR/lib/pkgconfig; cc prog.c $(pkg-config --cflags --libs dsm)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/toolchain.sh
 
 prefix=/usr/local
 while [ $# -gt 0 ]; do

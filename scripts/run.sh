@@ -4,6 +4,7 @@
 #   scripts/run.sh [NODES]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/toolchain.sh
 NODES=${1:-4}
 bash scripts/setup.sh
 echo "run: building (release)"

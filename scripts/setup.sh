@@ -25,6 +25,7 @@ else
   echo "setup: system packages present (${PACKAGES[*]})"
 fi
 
+source "$(dirname "$0")/toolchain.sh"
 if ! command -v cargo >/dev/null; then
   echo "setup: cargo not found: install the Rust toolchain (https://rustup.rs) first" >&2
   exit 1

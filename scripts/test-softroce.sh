@@ -9,6 +9,7 @@
 # Exit status: the tests' (0 when all pass), 124 on timeout, 125 when the guest could not start.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/toolchain.sh
 BENCH=0 RUNS=3 TIMEOUT=1200
 while [ $# -gt 0 ]; do
   case $1 in
@@ -199,6 +200,21 @@ BENCH
   echo 'exit $status'
 } > "$GUEST"
 chmod +x "$GUEST"
+
+# The watchdog of softroce-vm.sh: a guest that stalls before showing a sign of life is stopped
+# and booted once more (and the run goes on); one that stalls twice is given up (status 125).
+say "the guest watchdog: a first boot that stalls is retried"
+rc=0
+out=$(DSM_SOFTROCE_STALL_BOOTS=1 DSM_SOFTROCE_LIFE_TIMEOUT=30 \
+      bash scripts/softroce-vm.sh --timeout 120 -- bash -c 'echo guest-ran-$((6 * 7))' 2>&1) || rc=$?
+grep -q 'no sign of life within 30s: stopped it, booting once more' <<<"$out" && grep -q guest-ran-42 <<<"$out" &&
+  [ $rc = 0 ] || { echo "$out"; say "FAILED: the watchdog did not retry a stalled boot (exit $rc)"; exit 1; }
+rc=0
+out=$(DSM_SOFTROCE_STALL_BOOTS=2 DSM_SOFTROCE_LIFE_TIMEOUT=5 \
+      bash scripts/softroce-vm.sh --timeout 60 -- true 2>&1) || rc=$?
+grep -q 'no sign of life within 5s, twice: giving up' <<<"$out" && [ $rc = 125 ] ||
+  { echo "$out"; say "FAILED: the watchdog did not give up after two stalled boots (exit $rc)"; exit 1; }
+say "the guest watchdog: ok (retries once, then gives up with 125)"
 
 say "booting the soft-RoCE guest (QEMU, emulated: expect about a minute)"
 set +e

@@ -1,45 +1,164 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: format, lints, build, every test, docs.
-#   scripts/test.sh
-set -euo pipefail
+# The whole test suite, as CI runs it: format, lints, build, every test, docs, the C API, the
+# launchers, network namespaces and soft-RoCE. Ends with a table of its stages: passed, FAILED,
+# skipped (with the reason) or skipped (not wanted), and the time each took.
+#
+#   scripts/test.sh                      every stage
+#   DSM_SKIP=softroce,netns scripts/test.sh    all but the named stages ("not wanted")
+#   DSM_ONLY=fmt,clippy scripts/test.sh        only the named stages (the others: not wanted)
+#
+# A stage that cannot run here (no namespaces, no way to prepare the QEMU guest, no
+# userfaultfd) is skipped and says why. When CI is set (and not "false" or "0"), a stage that did
+# not run, or ran only in part, fails the whole run, unless DSM_SKIP names it. Every stage runs
+# even after one failed, so that the table is complete; the exit status is 0 only when every
+# stage that was wanted passed (and, under CI, ran whole). Each stage's output is also kept in
+# target/test-stages/NAME.log.
+#
+# A stage's command exits 0 (passed), 77 (skipped: it could not run here) or 78 (ran, but a
+# part of it could not: it passed what it ran), anything else (failed); it says why it skipped
+# in lines containing "SKIP: ".
+set -uo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
-step() { echo; echo "== test: $*"; }
-step "cargo fmt --check"
-cargo fmt --all -- --check
-step "cargo clippy (all targets, -D warnings)"
-cargo clippy --locked --workspace --all-targets -- -D warnings
-step "cargo build"
-cargo build --locked --workspace --all-targets
-step "cargo test"
-# mpich is installed by setup.sh: the mpiexec tests must run, not skip.
-DSM_REQUIRE_MPIEXEC=1 cargo test --locked --workspace
-step "loom models of the page-state transitions (--cfg loom)"
-RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --locked --release -p dsm-core --lib loom
-step "cargo doc (warnings are errors)"
-RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps
-step "C API: install, compile the examples with pkg-config (shared and static), run on 4 nodes"
-bash scripts/test-c-install.sh
-step "transport benchmark, quick run (checks it works; numbers are not judged here)"
-cargo build --locked --release -p dsm-core -p benches -p tests -p mpi-compat --bins
-target/release/dsmrun -n 2 --timeout 120 target/release/transport_bench --quick | grep -v '^RESULT'
-step "mpiexec.hydra: Rust, C (libdsm) and C MPI (libdsmmpi) programs started by MPICH's launcher (PMI-1, no dsmrun)"
-bash scripts/test-mpiexec.sh
-MPIEXEC_TIMEOUT=120 mpiexec.hydra -n 2 target/release/dsm_bench --quick | grep -v '^RESULT'
-step "OSU-style programs over mpi-compat, quick run (checks they work; scripts/mpi-compare.sh measures)"
-for b in osu_latency osu_bw osu_put_latency osu_acc_latency osu_allreduce; do
-  target/release/dsmrun -n 2 --timeout 120 "target/release/$b" --quick | grep -v '^RESULT'
+source scripts/toolchain.sh
+
+STAGES=(setup fmt clippy build test uffd loom doc c-api bench-quick mpiexec osu-quick netns softroce)
+in_list() { # word list: is word in the comma- or space-separated list?
+  [[ ",${2//[[:space:]]/,}," == *",$1,"* ]]
+}
+for list in "${DSM_SKIP:-}" "${DSM_ONLY:-}"; do
+  for s in ${list//,/ }; do
+    in_list "$s" "${STAGES[*]}" || {
+      echo "test: unknown stage '$s' in DSM_SKIP/DSM_ONLY (stages: ${STAGES[*]})" >&2; exit 2; }
+  done
 done
-step "hosts with their own addresses: network namespaces, nodes started by hand, delay and loss (scripts/netns-test.sh)"
-DSM_NETNS_BIN=target/release bash scripts/netns-test.sh
-step "soft-RoCE: verbs tests, conformance and benchmark inside a QEMU guest (scripts/test-softroce.sh)"
-if [ -n "${DSM_SKIP_SOFTROCE:-}" ]; then
-  echo "test: SKIPPING the soft-RoCE stage: DSM_SKIP_SOFTROCE is set"
-elif why=$(bash scripts/softroce-vm.sh --check 2>&1); then
+CI_MODE=0
+case "${CI:-}" in ""|false|0) ;; *) CI_MODE=1;; esac
+
+LOGS=target/test-stages
+mkdir -p "$LOGS"
+ROWS=()   # name|result|seconds|note
+record() { ROWS+=("$1|$2|$3|$4"); }
+wanted() {
+  if in_list "$1" "${DSM_SKIP:-}"; then return 1; fi
+  if [ -n "${DSM_ONLY:-}" ] && ! in_list "$1" "$DSM_ONLY"; then return 1; fi
+  return 0
+}
+
+# stage NAME TITLE COMMAND...: runs COMMAND (unless not wanted), shows and keeps its output, and
+# records the result.
+stage() {
+  local name=$1 title=$2; shift 2
+  echo
+  echo "== test: $name: $title"
+  if ! wanted "$name"; then
+    echo "test: $name: not wanted (DSM_SKIP/DSM_ONLY)"
+    record "$name" "skipped (not wanted)" 0 "DSM_SKIP/DSM_ONLY"
+    return
+  fi
+  local t0=$SECONDS rc
+  "$@" 2>&1 | tee "$LOGS/$name.log"
+  rc=${PIPESTATUS[0]}
+  local took=$((SECONDS - t0)) why
+  why=$(grep -o 'SKIP: .*' "$LOGS/$name.log" | sed 's/^SKIP: //' | paste -sd';' - | cut -c1-300)
+  case $rc in
+    0) record "$name" passed "$took" "";;
+    77) record "$name" skipped "$took" "${why:-no reason given}";;
+    78) record "$name" "passed, in part" "$took" "skipped: ${why:-no reason given}";;
+    *) record "$name" FAILED "$took" "exit status $rc (log: $LOGS/$name.log)";;
+  esac
+}
+
+# The stages' commands.
+# Whether the userfaultfd engine can run here, as dsmrun --info (built by the build stage) says.
+UFFD_WHY=""
+uffd_probe() {
+  local info
+  cargo build --locked -q -p dsm-core --bin dsmrun || { UFFD_WHY="cannot build dsmrun"; return 1; }
+  info=$(target/debug/dsmrun --info 2>&1) || { UFFD_WHY="dsmrun --info failed: $info"; return 1; }
+  UFFD_WHY=$(grep '^fault engine uffd' <<<"$info" | grep -v ': available' | paste -sd';' -)
+  [ -z "$UFFD_WHY" ]
+}
+cargo_test() {
+  local req=()
+  uffd_probe && req=(DSM_REQUIRE_UFFD=1)
+  # mpich is installed by setup.sh: the mpiexec tests must run, not skip. The tests named
+  # userfaultfd are the uffd stage's.
+  env DSM_REQUIRE_MPIEXEC=1 "${req[@]}" cargo test --locked --workspace -- --skip userfaultfd
+}
+uffd_tests() {
+  if ! uffd_probe; then
+    echo "SKIP: the userfaultfd fault engine cannot run on this host: $UFFD_WHY"
+    return 77
+  fi
+  DSM_REQUIRE_UFFD=1 cargo test --locked -p tests --test litmus userfaultfd
+}
+bench_quick() {
+  cargo build --locked --release -p dsm-core -p benches -p tests -p mpi-compat --bins || return 1
+  target/release/dsmrun -n 2 --timeout 120 target/release/transport_bench --quick | grep -v '^RESULT'
+}
+mpiexec_stage() {
+  bash scripts/test-mpiexec.sh || return 1
+  MPIEXEC_TIMEOUT=120 mpiexec.hydra -n 2 target/release/dsm_bench --quick | grep -v '^RESULT'
+}
+osu_quick() {
+  local b
+  for b in osu_latency osu_bw osu_put_latency osu_acc_latency osu_allreduce; do
+    target/release/dsmrun -n 2 --timeout 120 "target/release/$b" --quick | grep -v '^RESULT' || return 1
+  done
+}
+softroce() {
+  if ! bash scripts/softroce-vm.sh --prepare; then
+    echo "SKIP: the soft-RoCE guest cannot be prepared on this machine (see softroce-vm's lines above)"
+    return 77
+  fi
   bash scripts/test-softroce.sh --bench --runs 3
-else
-  echo "test: SKIPPING the soft-RoCE stage: this machine cannot prepare the guest:"
-  echo "$why" | sed 's/^/test:   /'
-fi
+}
+
+stage setup "install what is missing (scripts/setup.sh)" bash scripts/setup.sh
+stage fmt "cargo fmt --check" cargo fmt --all -- --check
+stage clippy "cargo clippy (all targets, -D warnings)" \
+  cargo clippy --locked --workspace --all-targets -- -D warnings
+stage build "cargo build" cargo build --locked --workspace --all-targets
+stage test "cargo test (the workspace, but the userfaultfd litmus tests)" cargo_test
+stage uffd "the litmus suite under the userfaultfd engine, both modes (required where it can run)" uffd_tests
+stage loom "loom models of the page-state transitions (--cfg loom)" \
+  env RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
+  cargo test --locked --release -p dsm-core --lib loom
+stage doc "cargo doc (warnings are errors)" \
+  env RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps
+stage c-api "C API: from the target directory, installed with pkg-config (shared and static), on 4 nodes" \
+  bash scripts/test-c-install.sh
+stage bench-quick "transport benchmark, quick run (checks it works; numbers are not judged here)" bench_quick
+stage mpiexec "mpiexec.hydra: Rust, C (libdsm) and C MPI (libdsmmpi) programs started by MPICH's launcher" \
+  mpiexec_stage
+stage osu-quick "OSU-style programs over mpi-compat, quick run (scripts/mpi-compare.sh measures)" osu_quick
+stage netns "hosts with their own addresses: network namespaces, nodes started by hand, delay and loss" \
+  env DSM_NETNS_BIN=target/release bash scripts/netns-test.sh
+stage softroce "soft-RoCE: verbs tests, conformance, litmus, mpi-check, benchmark inside a QEMU guest" softroce
+
 echo
+echo "== test: stages$([ $CI_MODE = 1 ] && echo " (CI: a stage that did not run whole fails the run)")"
+printf 'test: %-12s %-22s %6s  %s\n' stage result time note
+failed=() missing=()
+for row in "${ROWS[@]}"; do
+  IFS='|' read -r name result took note <<<"$row"
+  printf 'test: %-12s %-22s %5ss  %s\n' "$name" "$result" "$took" "$note"
+  case $result in
+    FAILED) failed+=("$name");;
+    skipped|"passed, in part") missing+=("$name");;
+  esac
+done
+echo
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "test: FAILED: ${failed[*]}"
+  exit 1
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ $CI_MODE = 1 ]; then
+    echo "test: FAILED under CI: ${missing[*]} did not run whole (reasons above); name a stage in DSM_SKIP if it is not wanted"
+    exit 1
+  fi
+  echo "test: passed, but ${missing[*]} did not run whole (reasons above; under CI this fails)"
+  exit 0
+fi
 echo "test: all passed"

@@ -27,6 +27,7 @@ use crate::node::Node;
 use crate::space::{self, Access, GlobalSpace, PAGE};
 use crate::stats::Stats;
 
+mod held;
 #[cfg(test)]
 mod sim;
 
@@ -1356,6 +1357,7 @@ pub struct Dsm {
     inner: Arc<Inner>,
     engine: Option<FaultEngine>,
     node: Option<Node>,
+    held: held::HeldLocks,
 }
 
 /// The longest pause, in spin-loop hints, between two polls of a lock's `serving` word.
@@ -1419,6 +1421,7 @@ impl Dsm {
             inner,
             engine,
             node: Some(node),
+            held: held::HeldLocks::default(),
         })
     }
 
@@ -1635,6 +1638,7 @@ impl Dsm {
     /// [`Error::Misaligned`] for a lock not in global memory or not 16-byte aligned.
     pub fn lock_init(&self, l: *const GlobalLock) -> Result<()> {
         let (next, serving) = self.lock_words(l)?;
+        self.held.forget(l as usize);
         for w in [next, serving] {
             let mut cur = self.inner.t.fetch_add(w, 0)?;
             while cur != 0 {
@@ -1644,13 +1648,18 @@ impl Dsm {
         Ok(())
     }
 
-    /// Takes the lock (first come, first served), then acquires.
+    /// Takes the lock (first come, first served), then acquires. The lock is held by this
+    /// node: any of its threads may unlock it; other threads of this node wait for it as other
+    /// nodes do.
     ///
     /// # Errors
-    /// Transport errors.
+    /// [`Error::LockHeldByCaller`] when the calling thread holds it already (nothing changes);
+    /// [`Error::Misaligned`] for a lock not in global memory or not 16-byte aligned; transport
+    /// errors.
     pub fn lock(&self, l: *const GlobalLock) -> Result<()> {
         let start = Instant::now();
         let (next, serving) = self.lock_words(l)?;
+        self.held.check_not_mine(l as usize)?;
         let ticket = self.inner.t.fetch_add(next, 1)?;
         let mut backoff = 1u32;
         loop {
@@ -1670,6 +1679,7 @@ impl Dsm {
             }
             backoff = (backoff * 2).min(MAX_LOCK_BACKOFF);
         }
+        self.held.taken(l as usize);
         self.inner.acquire()?;
         let s = &self.inner.stats;
         s.lock_acquires.fetch_add(1, Ordering::Relaxed);
@@ -1678,16 +1688,18 @@ impl Dsm {
         Ok(())
     }
 
-    /// Takes the lock if it is free; returns whether it did.
+    /// Takes the lock if it is free; returns whether it did (`false` also when this node
+    /// holds it already).
     ///
     /// # Errors
-    /// Transport errors.
+    /// [`Error::Misaligned`]; transport errors.
     pub fn try_lock(&self, l: *const GlobalLock) -> Result<bool> {
         let (next, serving) = self.lock_words(l)?;
         let now = self.inner.t.fetch_add(serving, 0)?;
         if self.inner.t.compare_swap(next, now, now + 1)? != now {
             return Ok(false);
         }
+        self.held.taken(l as usize);
         self.inner.acquire()?;
         self.inner
             .stats
@@ -1699,9 +1711,12 @@ impl Dsm {
     /// Releases, then passes the lock on.
     ///
     /// # Errors
-    /// Transport errors.
+    /// [`Error::LockNotHeld`] when this node does not hold the lock (a second unlock, an unlock
+    /// of a free lock or of another node's): nothing changes, the lock stays as it was;
+    /// [`Error::Misaligned`]; transport errors.
     pub fn unlock(&self, l: *const GlobalLock) -> Result<()> {
         let (_, serving) = self.lock_words(l)?;
+        self.held.give_up(l as usize)?;
         self.inner.release()?;
         self.inner.t.fetch_add(serving, 1)?;
         Ok(())

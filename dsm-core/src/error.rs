@@ -47,6 +47,14 @@ pub enum Error {
     /// A global word or lock that is outside global memory or not aligned.
     #[error("{0:#x} is not an aligned word of global memory")]
     Misaligned(usize),
+    /// `unlock` of a lock this node does not hold: unlocked already, never locked, or held by
+    /// another node. Nothing was changed.
+    #[error("the lock at {0:#x} is not held by this node (a second unlock, or an unlock without a lock)")]
+    LockNotHeld(usize),
+    /// `lock` of a lock the calling thread holds already: waiting would never end. Nothing was
+    /// changed.
+    #[error("the lock at {0:#x} is already held by this thread: taking it again would deadlock")]
+    LockHeldByCaller(usize),
     /// An operating-system call failed.
     #[error("{context}: {source}")]
     Io {

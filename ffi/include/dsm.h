@@ -97,6 +97,16 @@ typedef enum {
    * A bug in the runtime (a caught panic); the message says where.
    */
   DSM_ERR_INTERNAL = -16,
+  /**
+   * `dsm_unlock` of a lock this node does not hold (a second unlock, an unlock of a free
+   * lock or of another node's); nothing was changed.
+   */
+  DSM_ERR_NOT_HELD = -17,
+  /**
+   * `dsm_lock` of a lock the calling thread holds already (it would wait forever); nothing
+   * was changed.
+   */
+  DSM_ERR_DEADLOCK = -18,
 } dsm_status;
 
 /**
@@ -511,15 +521,18 @@ int dsm_lock_init(dsm_lock_t *lock);
  * Takes the lock, waiting for it, then acquires (what the previous holders wrote is visible).
  *
  * One-sided. Thread safety: thread-safe; the lock is held by the node, not the thread (two
- * threads of one node exclude each other too, since each takes its own ticket).
+ * threads of one node exclude each other too, since each takes its own ticket; any thread of
+ * the node may unlock it), but the thread that took it cannot take it again.
  * Errors: `DSM_ERR_INVALID_ARGUMENT` (NULL), `DSM_ERR_NOT_GLOBAL`, `DSM_ERR_MISALIGNED`,
- * `DSM_ERR_UNALLOCATED`, `DSM_ERR_PEER_LOST`, `DSM_ERR_NOT_INITIALIZED`, `DSM_ERR_FINALIZED`.
+ * `DSM_ERR_UNALLOCATED`, `DSM_ERR_DEADLOCK` (this thread holds it already: nothing changes),
+ * `DSM_ERR_PEER_LOST`, `DSM_ERR_NOT_INITIALIZED`, `DSM_ERR_FINALIZED`.
  */
 int dsm_lock(dsm_lock_t *lock);
 
 /**
  * Takes the lock if it is free and returns `DSM_OK`; returns `DSM_BUSY` (a positive status,
- * not a failure) at once if another holder has it.
+ * not a failure) at once if a holder has it (this node included); `dsm_last_error` then says
+ * `DSM_BUSY` too.
  *
  * One-sided. Thread safety: thread-safe.
  * Errors: as `dsm_lock`.
@@ -530,7 +543,9 @@ int dsm_trylock(dsm_lock_t *lock);
  * Releases (this node's writes become visible to the next holder), then passes the lock on.
  *
  * One-sided. Thread safety: thread-safe.
- * Errors: as `dsm_lock`.
+ * Errors: `DSM_ERR_NOT_HELD` when this node does not hold the lock (a second unlock, an
+ * unlock of a free lock or of another node's lock): nothing changes, the lock stays as it
+ * was; otherwise as `dsm_lock`.
  */
 int dsm_unlock(dsm_lock_t *lock);
 

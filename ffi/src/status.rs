@@ -48,6 +48,12 @@ pub enum dsm_status {
     DSM_ERR_IO = -15,
     /// A bug in the runtime (a caught panic); the message says where.
     DSM_ERR_INTERNAL = -16,
+    /// `dsm_unlock` of a lock this node does not hold (a second unlock, an unlock of a free
+    /// lock or of another node's); nothing was changed.
+    DSM_ERR_NOT_HELD = -17,
+    /// `dsm_lock` of a lock the calling thread holds already (it would wait forever); nothing
+    /// was changed.
+    DSM_ERR_DEADLOCK = -18,
 }
 
 pub(crate) const DSM_OK: c_int = dsm_status::DSM_OK as c_int;
@@ -69,6 +75,8 @@ pub(crate) const DSM_ERR_PEER_LOST: c_int = dsm_status::DSM_ERR_PEER_LOST as c_i
 pub(crate) const DSM_ERR_TIMEOUT: c_int = dsm_status::DSM_ERR_TIMEOUT as c_int;
 pub(crate) const DSM_ERR_IO: c_int = dsm_status::DSM_ERR_IO as c_int;
 pub(crate) const DSM_ERR_INTERNAL: c_int = dsm_status::DSM_ERR_INTERNAL as c_int;
+pub(crate) const DSM_ERR_NOT_HELD: c_int = dsm_status::DSM_ERR_NOT_HELD as c_int;
+pub(crate) const DSM_ERR_DEADLOCK: c_int = dsm_status::DSM_ERR_DEADLOCK as c_int;
 
 /// Every status with its name and meaning, for `dsm_strerror` and the tests.
 pub(crate) const ALL: &[(c_int, &CStr)] = &[
@@ -129,6 +137,14 @@ pub(crate) const ALL: &[(c_int, &CStr)] = &[
         DSM_ERR_INTERNAL,
         c"DSM_ERR_INTERNAL: internal error in the runtime",
     ),
+    (
+        DSM_ERR_NOT_HELD,
+        c"DSM_ERR_NOT_HELD: this node does not hold the lock",
+    ),
+    (
+        DSM_ERR_DEADLOCK,
+        c"DSM_ERR_DEADLOCK: this thread holds the lock already",
+    ),
 ];
 
 /// A failure of a C API call: its status and a message for people.
@@ -165,6 +181,8 @@ impl From<dsm_core::Error> for Failure {
             E::InvalidPointer(_) => DSM_ERR_INVALID_POINTER,
             E::Misaligned(_) => DSM_ERR_MISALIGNED,
             E::Io { .. } => DSM_ERR_IO,
+            E::LockNotHeld(_) => DSM_ERR_NOT_HELD,
+            E::LockHeldByCaller(_) => DSM_ERR_DEADLOCK,
             _ => DSM_ERR_INTERNAL,
         };
         Failure::new(status, e.to_string())

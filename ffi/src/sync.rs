@@ -5,7 +5,7 @@ use std::ffi::c_int;
 use dsm_core::{Dsm, GlobalLock};
 
 use crate::runtime::{global, status_call, with_dsm};
-use crate::status::{Failure, DSM_BUSY, DSM_ERR_MISALIGNED, DSM_OK};
+use crate::status::{self, Failure, DSM_BUSY, DSM_ERR_MISALIGNED, DSM_OK};
 
 /// A lock that lives in global memory: 16 bytes, 16-byte aligned, plain data. It may be a field
 /// of a struct in global memory; any node initialises it once with `dsm_lock_init` before use.
@@ -66,16 +66,19 @@ pub extern "C" fn dsm_lock_init(lock: *mut dsm_lock_t) -> c_int {
 /// Takes the lock, waiting for it, then acquires (what the previous holders wrote is visible).
 ///
 /// One-sided. Thread safety: thread-safe; the lock is held by the node, not the thread (two
-/// threads of one node exclude each other too, since each takes its own ticket).
+/// threads of one node exclude each other too, since each takes its own ticket; any thread of
+/// the node may unlock it), but the thread that took it cannot take it again.
 /// Errors: `DSM_ERR_INVALID_ARGUMENT` (NULL), `DSM_ERR_NOT_GLOBAL`, `DSM_ERR_MISALIGNED`,
-/// `DSM_ERR_UNALLOCATED`, `DSM_ERR_PEER_LOST`, `DSM_ERR_NOT_INITIALIZED`, `DSM_ERR_FINALIZED`.
+/// `DSM_ERR_UNALLOCATED`, `DSM_ERR_DEADLOCK` (this thread holds it already: nothing changes),
+/// `DSM_ERR_PEER_LOST`, `DSM_ERR_NOT_INITIALIZED`, `DSM_ERR_FINALIZED`.
 #[no_mangle]
 pub extern "C" fn dsm_lock(lock: *mut dsm_lock_t) -> c_int {
     status_call(|| with_lock(lock, |dsm, l| Ok(dsm.lock(l)?)))
 }
 
 /// Takes the lock if it is free and returns `DSM_OK`; returns `DSM_BUSY` (a positive status,
-/// not a failure) at once if another holder has it.
+/// not a failure) at once if a holder has it (this node included); `dsm_last_error` then says
+/// `DSM_BUSY` too.
 ///
 /// One-sided. Thread safety: thread-safe.
 /// Errors: as `dsm_lock`.
@@ -89,7 +92,11 @@ pub extern "C" fn dsm_trylock(lock: *mut dsm_lock_t) -> c_int {
         })
     });
     if status == DSM_OK && !taken {
-        DSM_BUSY
+        // dsm_last_error and dsm_last_error_message say so too (not an earlier failure's).
+        status::record(Err(Failure::new(
+            DSM_BUSY,
+            format!("the lock at {lock:p} is taken (DSM_BUSY)"),
+        )))
     } else {
         status
     }
@@ -98,7 +105,9 @@ pub extern "C" fn dsm_trylock(lock: *mut dsm_lock_t) -> c_int {
 /// Releases (this node's writes become visible to the next holder), then passes the lock on.
 ///
 /// One-sided. Thread safety: thread-safe.
-/// Errors: as `dsm_lock`.
+/// Errors: `DSM_ERR_NOT_HELD` when this node does not hold the lock (a second unlock, an
+/// unlock of a free lock or of another node's lock): nothing changes, the lock stays as it
+/// was; otherwise as `dsm_lock`.
 #[no_mangle]
 pub extern "C" fn dsm_unlock(lock: *mut dsm_lock_t) -> c_int {
     status_call(|| with_lock(lock, |dsm, l| Ok(dsm.unlock(l)?)))

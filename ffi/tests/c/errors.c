@@ -121,6 +121,58 @@ static void bad_arguments(void) {
     (void)me;
 }
 
+/* Lock misuse: an error that changes nothing, never a broken lock. A foreign unlock (of a lock
+ * another node holds), an unlock of a free lock and a second unlock are DSM_ERR_NOT_HELD; a
+ * lock taken again by its holder is DSM_ERR_DEADLOCK; afterwards mutual exclusion holds. */
+static void lock_misuse(void) {
+    int me = dsm_rank(), n = dsm_nodes();
+    struct shared { dsm_lock_t lock; uint64_t inside, max_inside, count; } *s =
+        dsm_alloc_collective(sizeof *s);
+    CHECK(s != NULL);
+    if (me == 0) CHECK_OK(dsm_lock_init(&s->lock));
+    CHECK_OK(dsm_barrier());
+
+    CHECK_STATUS(dsm_unlock(&s->lock), DSM_ERR_NOT_HELD); /* free: nobody holds it */
+    CHECK(strstr(dsm_last_error_message(), "not held") != NULL);
+    CHECK_OK(dsm_barrier());
+    if (me == 0) {
+        CHECK_OK(dsm_lock(&s->lock));
+        CHECK_STATUS(dsm_lock(&s->lock), DSM_ERR_DEADLOCK); /* would wait for itself */
+        CHECK_STATUS(dsm_trylock(&s->lock), DSM_BUSY);
+        CHECK_LAST(DSM_BUSY);
+        CHECK(strstr(dsm_last_error_message(), "taken") != NULL);
+    }
+    CHECK_OK(dsm_barrier()); /* rank 0 holds it */
+    if (me != 0) {
+        CHECK_STATUS(dsm_unlock(&s->lock), DSM_ERR_NOT_HELD); /* another node's lock */
+        CHECK_STATUS(dsm_trylock(&s->lock), DSM_BUSY);         /* still rank 0's */
+    }
+    CHECK_OK(dsm_barrier());
+    if (me == 0) {
+        CHECK_OK(dsm_unlock(&s->lock));
+        CHECK_STATUS(dsm_unlock(&s->lock), DSM_ERR_NOT_HELD); /* a second unlock */
+    }
+    CHECK_OK(dsm_barrier());
+
+    /* The lock still excludes: nobody is ever inside with someone else. */
+    for (int i = 0; i < 50; i++) {
+        CHECK_OK(dsm_lock(&s->lock));
+        uint64_t in = ++s->inside;
+        if (in > s->max_inside) s->max_inside = in;
+        s->count++;
+        s->inside--;
+        CHECK_OK(dsm_unlock(&s->lock));
+        if (me != 0 && i == 25) CHECK_STATUS(dsm_unlock(&s->lock), DSM_ERR_NOT_HELD);
+    }
+    CHECK_OK(dsm_barrier());
+    CHECK(s->count == 50 * (uint64_t)n);
+    CHECK(s->max_inside == 1);
+    CHECK(s->inside == 0);
+    CHECK_OK(dsm_barrier());
+    dsm_free_collective(s);
+    CHECK_LAST(DSM_OK);
+}
+
 static void after_finalize(void) {
     CHECK(dsm_initialized() == 0);
     CHECK_STATUS(dsm_rank(), DSM_ERR_FINALIZED);
@@ -136,6 +188,7 @@ int main(int argc, char **argv) {
     CHECK_OK(dsm_init(&argc, &argv));
     bad_arguments();
     CHECK_OK(dsm_barrier());
+    lock_misuse();
     int me = dsm_rank();
     CHECK_OK(dsm_finalize());
     after_finalize();

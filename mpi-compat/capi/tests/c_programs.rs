@@ -70,6 +70,38 @@ fn point_to_point_and_collectives_in_c() {
 }
 
 #[test]
+fn vector_collectives_and_reduce_scatter_in_c() {
+    let p = compile("coll_v");
+    for n in [1, 2, 3, 4] {
+        run(&p, n, "c coll v ok");
+    }
+}
+
+#[test]
+fn non_blocking_collectives_in_c() {
+    let p = compile("nbc");
+    for n in [1, 2, 3, 4] {
+        run(&p, n, "c nbc ok");
+    }
+}
+
+#[test]
+fn distributed_graphs_and_neighbourhood_collectives_in_c() {
+    let p = compile("neighbor");
+    for n in [1, 2, 3, 4] {
+        run(&p, n, "c neighbor ok");
+    }
+}
+
+#[test]
+fn persistent_requests_in_c() {
+    let p = compile("persistent");
+    for n in [1, 2, 3, 4] {
+        run(&p, n, "c persistent ok");
+    }
+}
+
+#[test]
 fn one_sided_in_c() {
     let p = compile("rma");
     for n in [2, 3] {
@@ -110,6 +142,10 @@ fn c_programs_run_clean_under_valgrind() {
     for (name, expect) in [
         ("p2p_coll", "c p2p and collectives ok"),
         ("errors", "c errors ok"),
+        ("coll_v", "c coll v ok"),
+        ("nbc", "c nbc ok"),
+        ("neighbor", "c neighbor ok"),
+        ("persistent", "c persistent ok"),
     ] {
         let p = compile(name);
         let mut o = LaunchOptions::new(2, "valgrind");

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the runtime in release mode and installs what C programs and job launches need:
 #   lib/libdsm.so (with its SONAME links), lib/libdsm.a, include/dsm.h,
-#   lib/pkgconfig/dsm.pc and dsm-static.pc, bin/dsmrun, share/doc/dsm/examples/*.c
+#   lib/pkgconfig/dsm.pc and dsm-static.pc, bin/dsmrun, share/doc/dsm/examples/*.c; and the
+#   MPI layer: lib/libdsmmpi.so, include/dsmmpi/mpi.h, lib/pkgconfig/dsmmpi.pc,
+#   bin/dsmmpicc and bin/dsmmpicxx
 #
 #   scripts/install.sh --prefix DIR     (default: /usr/local)
 # Then: export PKG_CONFIG_PATH=DIR/lib/pkgconfig; cc prog.c $(pkg-config --cflags --libs dsm)
@@ -29,11 +31,13 @@ notes=$(cargo rustc --locked --release -p dsm-ffi --lib -- --print native-static
 static_libs=$(echo "$notes" | sed -n 's/.*native-static-libs: //p' | tail -1)
 [ -n "$static_libs" ] || { echo "install: rustc did not name the static libraries" >&2; exit 1; }
 cargo build --locked --release -p dsm-core --bin dsmrun
+cargo build --locked --release -p dsmmpi
 
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 major=${version%%.*}
 echo "install: libdsm $version into $prefix"
-install -d "$prefix/lib/pkgconfig" "$prefix/include" "$prefix/bin" "$prefix/share/doc/dsm/examples"
+install -d "$prefix/lib/pkgconfig" "$prefix/include/dsmmpi" "$prefix/bin" \
+  "$prefix/share/doc/dsm/examples"
 install -m 755 target/release/libdsm.so "$prefix/lib/libdsm.so.$version"
 ln -sf "libdsm.so.$version" "$prefix/lib/libdsm.so.$major"
 ln -sf "libdsm.so.$major" "$prefix/lib/libdsm.so"
@@ -41,9 +45,14 @@ install -m 644 target/release/libdsm.a "$prefix/lib/libdsm.a"
 install -m 644 ffi/include/dsm.h "$prefix/include/dsm.h"
 install -m 755 target/release/dsmrun "$prefix/bin/dsmrun"
 install -m 644 ffi/examples/*.c "$prefix/share/doc/dsm/examples/"
-for pc in dsm dsm-static; do
+install -m 755 target/release/libdsmmpi.so "$prefix/lib/libdsmmpi.so"
+install -m 644 mpi-compat/capi/include/mpi.h "$prefix/include/dsmmpi/mpi.h"
+install -m 755 mpi-compat/capi/dsmmpicc "$prefix/bin/dsmmpicc"
+ln -sf dsmmpicc "$prefix/bin/dsmmpicxx"
+for pc in ffi/dsm ffi/dsm-static mpi-compat/capi/dsmmpi; do
   sed -e "s|@PREFIX@|$prefix|" -e "s|@VERSION@|$version|" -e "s|@STATIC_LIBS@|$static_libs|" \
-    "ffi/$pc.pc.in" > "$prefix/lib/pkgconfig/$pc.pc"
+    "$pc.pc.in" > "$prefix/lib/pkgconfig/$(basename "$pc").pc"
 done
 echo "install: done; use: export PKG_CONFIG_PATH=$prefix/lib/pkgconfig"
 echo "install:   cc prog.c \$(pkg-config --cflags --libs dsm) && $prefix/bin/dsmrun -n 4 ./a.out"
+echo "install:   MPI: $prefix/bin/dsmmpicc prog.c (or pkg-config dsmmpi) && $prefix/bin/dsmrun -n 4 ./a.out"

@@ -23,14 +23,14 @@ fn init() -> c_int {
         Ok(u) => {
             let mut s = State::default();
             types::install_predefined(&mut s.tables);
-            s.tables.comms.insert(
-                1,
-                CommEntry {
-                    comm: u.world(),
-                    cart: None,
-                    errhandler: ERRORS_ARE_FATAL,
-                },
-            );
+            let world = match CommEntry::new(u.world(), ERRORS_ARE_FATAL) {
+                Ok(e) => e,
+                Err(f) => {
+                    eprintln!("dsmmpi: fatal error in MPI_Init: {}", f.message);
+                    std::process::exit(f.class.clamp(1, 255))
+                }
+            };
+            s.tables.comms.insert(1, world);
             s.universe = Some(u);
             *guard = Some(s);
             SUCCESS
@@ -80,6 +80,7 @@ fn finalize() -> c_int {
     };
     // Everything that refers to the universe goes first.
     state.tables.requests.clear();
+    state.tables.detached.clear();
     let windows: Vec<_> = state.tables.windows.drain().collect();
     drop(windows);
     state.tables.comms.clear();
@@ -279,11 +280,10 @@ pub unsafe extern "C" fn MPI_Comm_size(comm: c_int, size: *mut c_int) -> c_int {
 
 pub(crate) fn dup_entry(s: &mut State, comm: c_int) -> CResult<CommEntry> {
     let e = s.tables.comm(comm)?;
-    Ok(CommEntry {
-        comm: e.comm.dup()?,
-        cart: e.cart.clone(),
-        errhandler: e.errhandler,
-    })
+    let mut new = CommEntry::new(e.comm.dup()?, e.errhandler)?;
+    new.cart = e.cart.clone();
+    new.graph = e.graph.clone();
+    Ok(new)
 }
 
 /// `MPI_Comm_dup` (MPI-3.1 §6.4.2).
@@ -315,21 +315,15 @@ pub unsafe extern "C" fn MPI_Comm_split(
         // The split is collective: it is made even when `newcomm` is null (refused after,
         // before the new communicator gets a handle: it is dropped).
         let sub = e.comm.split((color != UNDEFINED).then_some(color), key)?;
+        let entry = sub.map(|c| CommEntry::new(c, errhandler)).transpose()?;
         if newcomm.is_null() {
             return Err(Failure::new(ERR_ARG, "a null communicator pointer"));
         }
-        let h = match sub {
+        let h = match entry {
             None => 0,
-            Some(c) => {
+            Some(e) => {
                 let h = s.tables.handle();
-                s.tables.comms.insert(
-                    h,
-                    CommEntry {
-                        comm: c,
-                        cart: None,
-                        errhandler,
-                    },
-                );
+                s.tables.comms.insert(h, e);
                 h
             }
         };

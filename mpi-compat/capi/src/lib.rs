@@ -1,7 +1,10 @@
 //! # libdsmmpi: a C `mpi.h` subset over the DSM runtime
 //!
 //! The functions of `include/mpi.h` (MPI 3.1: environment, communicators and groups,
-//! point-to-point, collectives, derived datatypes, one-sided windows, Cartesian topologies),
+//! point-to-point with persistent requests, blocking and non-blocking collectives with their
+//! v/w forms and reduce-scatter, derived datatypes, one-sided windows, Cartesian and
+//! distributed-graph topologies with neighbourhood collectives: everything the OSU
+//! Micro-Benchmarks 7.x use),
 //! exported with C linkage from `libdsmmpi.so` / `libdsmmpi.a` and implemented on
 //! [`mpi_compat`]. Build a C program with `mpi-compat/capi/dsmmpicc prog.c -o prog` and run it
 //! with `dsmrun -n 4 ./prog`.
@@ -12,8 +15,16 @@
 //! the job. Calls before `MPI_Init` or after `MPI_Finalize` are errors of class
 //! `MPI_ERR_OTHER`.
 //!
-//! What is not supported returns an error class: a non-contiguous datatype in `MPI_Irecv` or
-//! as the target datatype of an RMA call (`MPI_ERR_TYPE`), a Cartesian grid that does not
+//! Non-blocking collectives (and the v/w, reduce-scatter and neighbourhood collectives) are
+//! schedules of point-to-point messages on a hidden duplicate of the communicator: every
+//! message is sent when the collective starts, and `MPI_Wait`/`MPI_Test` complete its
+//! receives (module `sched`), so ranks may do other communication between the start and the
+//! wait without deadlock.
+//!
+//! What is not supported returns an error class: a non-contiguous datatype in `MPI_Irecv`,
+//! `MPI_Recv_init` or as the target datatype of an RMA call (`MPI_ERR_TYPE`), a neighbourhood
+//! collective on a communicator without a distributed graph (`MPI_ERR_TOPOLOGY`: Cartesian
+//! neighbourhoods are not provided, nor is the general `MPI_Dist_graph_create`), a Cartesian grid that does not
 //! cover the whole communicator (`MPI_ERR_DIMS`), negative ranks other than `MPI_PROC_NULL`
 //! (`MPI_ERR_RANK`). `MPI_PROC_NULL` is a valid peer of point-to-point calls (they complete at
 //! once) and a valid RMA target (the call does nothing).
@@ -26,15 +37,25 @@
 #![allow(non_snake_case, clippy::missing_safety_doc)]
 
 mod coll;
+mod collv;
 mod env;
+mod icoll;
+mod neighbor;
 mod p2p;
+mod persist;
+mod request;
+mod sched;
 mod state;
 mod topo;
 mod types;
 mod win;
 
 pub use coll::*;
+pub use collv::*;
 pub use env::*;
+pub use icoll::*;
+pub use neighbor::*;
 pub use p2p::*;
+pub use persist::*;
 pub use topo::*;
 pub use win::*;

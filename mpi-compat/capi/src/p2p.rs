@@ -4,6 +4,7 @@ use std::ffi::{c_int, c_void};
 
 use mpi_compat::{Source, Status, TagMatch, PROC_NULL};
 
+use crate::request::CRequest;
 use crate::state::{put, with_state, CResult, Failure, ERR_ARG, ERR_REQUEST, ERR_TYPE};
 use crate::types::count;
 
@@ -149,7 +150,7 @@ pub unsafe extern "C" fn MPI_Isend(
             bytes: data.len(),
         });
         let h = s.tables.handle();
-        s.tables.requests.insert(h, done);
+        s.tables.requests.insert(h, CRequest::Plain(done));
         // SAFETY: a valid `MPI_Request *` by contract (null is refused).
         unsafe { put(request, h) }
     })
@@ -181,14 +182,15 @@ pub unsafe extern "C" fn MPI_Irecv(
         let b: &'static mut [u8] = unsafe { bytes_mut(buf, count(n)? * dt.size)? };
         let r = s.tables.comm(comm)?.comm.irecv(b, source(src), tag(t))?;
         let h = s.tables.handle();
-        s.tables.requests.insert(h, r);
+        s.tables.requests.insert(h, CRequest::Plain(r));
         // SAFETY: a valid `MPI_Request *` by contract (null is refused).
         unsafe { put(request, h) }
     })
 }
 
 /// Completes request `h` (blocking or not); on completion frees it and sets `*req` to
-/// `MPI_REQUEST_NULL`.
+/// `MPI_REQUEST_NULL`, unless it is persistent (it stays, inactive). Requests freed before
+/// they completed are progressed too.
 ///
 /// # Safety
 /// `req` is a valid `MPI_Request *`; `st` is null or a valid `MPI_Status *`.
@@ -223,17 +225,23 @@ unsafe fn complete(
         .requests
         .get_mut(&h)
         .ok_or_else(|| Failure::new(ERR_REQUEST, format!("invalid request {h}")))?;
-    let done = if block {
-        Some(r.wait_in_place())
-    } else {
-        r.test().transpose()
-    };
-    match done {
+    let progress = r.progress(block).transpose();
+    if !s.tables.detached.is_empty() {
+        // After the request: what it waited for may have brought theirs too. Their errors
+        // have nobody to go to (MPI-3.1 §3.7.3).
+        s.tables
+            .detached
+            .retain_mut(|r| matches!(r.progress(false), Ok(None)));
+    }
+    match progress {
         None => Ok(false),
         Some(result) => {
-            s.tables.requests.remove(&h);
-            // SAFETY: valid by contract.
-            unsafe { req.write(0) };
+            let persistent = matches!(s.tables.requests.get(&h), Some(r) if r.persistent());
+            if !persistent {
+                s.tables.requests.remove(&h);
+                // SAFETY: valid by contract.
+                unsafe { req.write(0) };
+            }
             let got = result?;
             // SAFETY: as the caller's contract.
             unsafe { status(st, got) };
@@ -383,11 +391,22 @@ pub unsafe extern "C" fn MPI_Waitany(
                 active.push((h, i));
             }
         }
+        let plain = active
+            .iter()
+            .all(|(h, _)| matches!(s.tables.requests.get(h), Some(CRequest::Plain(_)) | None));
+        if !plain {
+            // Collectives and persistent requests among them: polled in turn.
+            // SAFETY: pointers as the MPI contract (`index` checked).
+            return unsafe { poll_any(s, n, requests, index, st) };
+        }
         let mut table: Vec<(usize, &mut mpi_compat::Request<'static>)> = s
             .tables
             .requests
             .iter_mut()
-            .filter_map(|(h, r)| active.iter().find(|&&(x, _)| x == *h).map(|&(_, i)| (i, r)))
+            .filter_map(|(h, r)| match r {
+                CRequest::Plain(r) => active.iter().find(|&&(x, _)| x == *h).map(|&(_, i)| (i, r)),
+                _ => None,
+            })
             .collect();
         table.sort_by_key(|&(i, _)| i);
         let (positions, mut refs): (Vec<usize>, Vec<&mut mpi_compat::Request<'static>>) =
@@ -410,6 +429,40 @@ pub unsafe extern "C" fn MPI_Waitany(
         unsafe { status(st, got) };
         Ok(())
     })
+}
+
+/// `MPI_Waitany` over requests that are not all point-to-point: tries each in turn until one
+/// completes, yielding the processor between rounds; blocks on the last active one.
+///
+/// # Safety
+/// As [`complete_any`]; `index` is a valid `int *`.
+unsafe fn poll_any(
+    s: &mut crate::state::State,
+    n: usize,
+    requests: *mut c_int,
+    index: *mut c_int,
+    st: *mut MpiStatus,
+) -> CResult<()> {
+    loop {
+        // SAFETY: as this function's contract.
+        if let Some(i) = unsafe { complete_any(s, n, requests, st, index)? } {
+            // SAFETY: checked not null by the caller; valid by contract.
+            return unsafe { put(index, i) };
+        }
+        let mut active = (0..n).filter(|&i| {
+            // SAFETY: `requests` holds `n` entries by contract.
+            let h = unsafe { requests.wrapping_add(i).read() };
+            h != 0
+        });
+        if let (Some(only), None) = (active.next(), active.next()) {
+            // One left: block on it.
+            // SAFETY: as this function's contract.
+            unsafe { complete(s, requests.wrapping_add(only), st, true)? };
+            // SAFETY: checked not null by the caller; valid by contract.
+            return unsafe { put(index, only as c_int) };
+        }
+        std::thread::yield_now();
+    }
 }
 
 /// `MPI_Testany` (MPI-3.1 §3.7.5): completes one active request if one is done (`*flag` true,

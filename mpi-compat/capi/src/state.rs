@@ -4,8 +4,10 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
-use mpi_compat::{Communicator, Group, Request, Universe, Window};
+use mpi_compat::{Communicator, Group, Universe, Window};
 
+use crate::neighbor::DistGraph;
+use crate::request::CRequest;
 use crate::types::Datatype;
 
 /// `MPI_SUCCESS`.
@@ -13,11 +15,13 @@ pub(crate) const SUCCESS: i32 = 0;
 pub(crate) const ERR_COUNT: i32 = 2;
 pub(crate) const ERR_TYPE: i32 = 3;
 pub(crate) const ERR_COMM: i32 = 5;
+pub(crate) const ERR_ROOT: i32 = 7;
 pub(crate) const ERR_GROUP: i32 = 8;
 pub(crate) const ERR_OP: i32 = 9;
 pub(crate) const ERR_TOPOLOGY: i32 = 10;
 pub(crate) const ERR_DIMS: i32 = 11;
 pub(crate) const ERR_ARG: i32 = 12;
+pub(crate) const ERR_TRUNCATE: i32 = 14;
 pub(crate) const ERR_OTHER: i32 = 15;
 pub(crate) const ERR_INTERN: i32 = 16;
 pub(crate) const ERR_NO_MEM: i32 = 34;
@@ -61,12 +65,41 @@ impl From<dsm_core::Error> for Failure {
 
 pub(crate) type CResult<T> = Result<T, Failure>;
 
-/// A communicator handle's object: the communicator and its Cartesian topology, if any.
+/// A communicator handle's object: the communicator, its topology (Cartesian or distributed
+/// graph), if any, and the hidden duplicate that carries its schedule-based collectives.
 #[derive(Debug)]
 pub(crate) struct CommEntry {
     pub(crate) comm: Communicator,
+    /// A duplicate of `comm` (same ranks, a context of its own) for the collectives run as
+    /// schedules of point-to-point messages (`crate::sched`): their messages never match the
+    /// program's own. Made when the communicator is, a collective call already.
+    pub(crate) coll: Communicator,
+    /// The number of schedule-based collectives started on this communicator: the tag of the
+    /// next one (every rank starts collectives in the same order, MPI-3.1 §5.12).
+    pub(crate) seq: u32,
     pub(crate) cart: Option<(Vec<i32>, Vec<bool>)>,
+    pub(crate) graph: Option<DistGraph>,
     pub(crate) errhandler: i32,
+}
+
+impl CommEntry {
+    /// The entry of `comm`, without topology.
+    ///
+    /// # Collective
+    /// Every rank of `comm` must call it (it duplicates `comm`).
+    ///
+    /// # Errors
+    /// Those of the duplication.
+    pub(crate) fn new(comm: Communicator, errhandler: i32) -> CResult<CommEntry> {
+        Ok(CommEntry {
+            coll: comm.dup()?,
+            comm,
+            seq: 0,
+            cart: None,
+            graph: None,
+            errhandler,
+        })
+    }
 }
 
 /// Everything `MPI_Init` creates.
@@ -75,7 +108,10 @@ pub(crate) struct Tables {
     pub(crate) comms: HashMap<i32, CommEntry>,
     pub(crate) groups: HashMap<i32, Group>,
     pub(crate) windows: HashMap<i32, (Window, i32)>,
-    pub(crate) requests: HashMap<i32, Request<'static>>,
+    pub(crate) requests: HashMap<i32, CRequest>,
+    /// Requests freed by `MPI_Request_free` before they completed: progressed with the others
+    /// until they do (MPI-3.1 §3.7.3), dropped at `MPI_Finalize`.
+    pub(crate) detached: Vec<CRequest>,
     pub(crate) types: HashMap<i32, Datatype>,
     next: i32,
 }
@@ -167,6 +203,12 @@ impl Tables {
     pub(crate) fn comm(&self, c: i32) -> CResult<&CommEntry> {
         self.comms
             .get(&c)
+            .ok_or_else(|| Failure::new(ERR_COMM, format!("invalid communicator {c}")))
+    }
+
+    pub(crate) fn comm_mut(&mut self, c: i32) -> CResult<&mut CommEntry> {
+        self.comms
+            .get_mut(&c)
             .ok_or_else(|| Failure::new(ERR_COMM, format!("invalid communicator {c}")))
     }
 

@@ -210,7 +210,9 @@ pub unsafe extern "C" fn MPI_Rput(
         target_type(s, ttype, tcount, data.len())?;
         let r = s.tables.window(win)?.rput(&data, target, disp(tdisp)?)?;
         let h = s.tables.handle();
-        s.tables.requests.insert(h, r);
+        s.tables
+            .requests
+            .insert(h, crate::request::CRequest::Plain(r));
         // SAFETY: a valid `MPI_Request *` by contract (checked not null).
         unsafe { put(request, h) }
     })
@@ -254,7 +256,9 @@ pub unsafe extern "C" fn MPI_Rget(
             unsafe { ot.unpack(&data, origin.cast(), n)? };
         }
         let h = s.tables.handle();
-        s.tables.requests.insert(h, r);
+        s.tables
+            .requests
+            .insert(h, crate::request::CRequest::Plain(r));
         // SAFETY: a valid `MPI_Request *` by contract (checked not null).
         unsafe { put(request, h) }
     })

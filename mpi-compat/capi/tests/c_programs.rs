@@ -70,6 +70,38 @@ fn point_to_point_and_collectives_in_c() {
 }
 
 #[test]
+fn vector_collectives_and_reduce_scatter_in_c() {
+    let p = compile("coll_v");
+    for n in [1, 2, 3, 4] {
+        run(&p, n, "c coll v ok");
+    }
+}
+
+#[test]
+fn non_blocking_collectives_in_c() {
+    let p = compile("nbc");
+    for n in [1, 2, 3, 4] {
+        run(&p, n, "c nbc ok");
+    }
+}
+
+#[test]
+fn distributed_graphs_and_neighbourhood_collectives_in_c() {
+    let p = compile("neighbor");
+    for n in [1, 2, 3, 4] {
+        run(&p, n, "c neighbor ok");
+    }
+}
+
+#[test]
+fn persistent_requests_in_c() {
+    let p = compile("persistent");
+    for n in [1, 2, 3, 4] {
+        run(&p, n, "c persistent ok");
+    }
+}
+
+#[test]
 fn one_sided_in_c() {
     let p = compile("rma");
     for n in [2, 3] {
@@ -110,6 +142,10 @@ fn c_programs_run_clean_under_valgrind() {
     for (name, expect) in [
         ("p2p_coll", "c p2p and collectives ok"),
         ("errors", "c errors ok"),
+        ("coll_v", "c coll v ok"),
+        ("nbc", "c nbc ok"),
+        ("neighbor", "c neighbor ok"),
+        ("persistent", "c persistent ok"),
     ] {
         let p = compile(name);
         let mut o = LaunchOptions::new(2, "valgrind");
@@ -132,4 +168,131 @@ fn c_programs_run_clean_under_valgrind() {
             r.output
         );
     }
+}
+
+/// The wrapper script in this crate, by name (`dsmmpicc` or `dsmmpicxx`).
+fn wrapper(name: &str) -> Command {
+    let mut c = Command::new("timeout");
+    c.arg("60")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join(name))
+        .env_remove("DSMMPI_CC")
+        .env_remove("DSMMPI_CXX");
+    c
+}
+
+/// `-show` prints the command (with link flags only when something is linked) and runs
+/// nothing.
+#[test]
+fn dsmmpicc_show_prints_the_command() {
+    let o = wrapper("dsmmpicc")
+        .env("DSMMPI_LIB_DIR", "/some/lib")
+        .args(["-show", "a.c", "-o", "a"])
+        .output()
+        .expect("run dsmmpicc");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}");
+    assert!(out.starts_with("cc -I"), "{out}");
+    assert!(
+        out.contains("include a.c -o a -L/some/lib -ldsmmpi -Wl,-rpath,/some/lib"),
+        "{out}"
+    );
+    for only in ["-c", "-E", "-M", "-S"] {
+        let o = wrapper("dsmmpicc")
+            .args(["-show", only, "a.c"])
+            .output()
+            .expect("run dsmmpicc");
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(!out.contains("-ldsmmpi"), "{only}: {out}");
+    }
+    let o = wrapper("dsmmpicxx")
+        .env("DSMMPI_CXX", "g++ -m64")
+        .args(["-show", "a.cc"])
+        .output()
+        .expect("run dsmmpicxx");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.starts_with("g++ -m64 -I"), "{out}");
+}
+
+/// As `CC` of a configure script the wrapper is in the environment as `CC`: it must not
+/// call itself (it reads `DSMMPI_CC`), and a `DSMMPI_CC` naming it is refused.
+#[test]
+fn dsmmpicc_is_safe_as_cc() {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("c-as-cc");
+    let o = wrapper("dsmmpicc")
+        .env("CC", here.join("dsmmpicc"))
+        .env("DSMMPI_LIB_DIR", lib_dir())
+        .arg("-o")
+        .arg(&out)
+        .arg(here.join("tests/c/p2p_coll.c"))
+        .output()
+        .expect("run dsmmpicc");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = wrapper("dsmmpicc")
+        .env("DSMMPI_CC", here.join("dsmmpicc"))
+        .args(["-c", "x.c"])
+        .output()
+        .expect("run dsmmpicc");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("names this wrapper"));
+}
+
+/// `dsmmpicxx` compiles and links a C++ program that runs.
+#[test]
+fn dsmmpicxx_builds_a_cxx_program() {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cxx-hello");
+    let o = wrapper("dsmmpicxx")
+        .env("DSMMPI_LIB_DIR", lib_dir())
+        .args(["-Wall", "-Werror", "-o"])
+        .arg(&out)
+        .arg(here.join("tests/cxx/hello.cc"))
+        .output()
+        .expect("run dsmmpicxx (needs a C++ compiler)");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    run(&out, 2, "c++ ok");
+}
+
+/// `dsmmpi.pc.in`, filled in as `scripts/install.sh` does over an installed layout, gives
+/// the flags that build a program.
+#[test]
+fn the_pkg_config_file_builds_a_program() {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let prefix = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pc-prefix");
+    let _ = std::fs::remove_dir_all(&prefix);
+    for d in ["include/dsmmpi", "lib/pkgconfig"] {
+        std::fs::create_dir_all(prefix.join(d)).expect("create the prefix");
+    }
+    std::os::unix::fs::symlink(
+        here.join("include/mpi.h"),
+        prefix.join("include/dsmmpi/mpi.h"),
+    )
+    .expect("link mpi.h");
+    std::os::unix::fs::symlink(
+        lib_dir().join("libdsmmpi.so"),
+        prefix.join("lib/libdsmmpi.so"),
+    )
+    .expect("link libdsmmpi.so");
+    let pc = std::fs::read_to_string(here.join("dsmmpi.pc.in"))
+        .expect("read dsmmpi.pc.in")
+        .replace("@PREFIX@", prefix.to_str().expect("utf-8 path"))
+        .replace("@VERSION@", "0");
+    std::fs::write(prefix.join("lib/pkgconfig/dsmmpi.pc"), pc).expect("write dsmmpi.pc");
+    let o = Command::new("pkg-config")
+        .env("PKG_CONFIG_PATH", prefix.join("lib/pkgconfig"))
+        .args(["--cflags", "--libs", "dsmmpi"])
+        .output()
+        .expect("run pkg-config");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let flags = String::from_utf8_lossy(&o.stdout).to_string();
+    let out = prefix.join("p2p_coll");
+    let o = Command::new("cc")
+        .arg(here.join("tests/c/p2p_coll.c"))
+        .arg("-o")
+        .arg(&out)
+        .args(flags.split_whitespace())
+        .output()
+        .expect("run cc");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    run(&out, 2, "c p2p and collectives ok");
 }

@@ -2,7 +2,7 @@
 # Builds the runtime in release mode and installs what C programs and job launches need:
 #   lib/libdsm.so (with its SONAME links), lib/libdsm.a, include/dsm.h,
 #   lib/pkgconfig/dsm.pc and dsm-static.pc, bin/dsmrun, share/doc/dsm/examples/*.c; and the
-#   MPI layer: lib/libdsmmpi.so, include/dsmmpi/mpi.h, lib/pkgconfig/dsmmpi.pc,
+#   MPI layer: lib/libdsmmpi.so (with its SONAME links), include/dsmmpi/mpi.h, lib/pkgconfig/dsmmpi.pc,
 #   bin/dsmmpicc and bin/dsmmpicxx
 #
 #   scripts/install.sh --prefix DIR     (default: /usr/local)
@@ -38,14 +38,15 @@ major=${version%%.*}
 echo "install: libdsm $version into $prefix"
 install -d "$prefix/lib/pkgconfig" "$prefix/include/dsmmpi" "$prefix/bin" \
   "$prefix/share/doc/dsm/examples"
-install -m 755 target/release/libdsm.so "$prefix/lib/libdsm.so.$version"
-ln -sf "libdsm.so.$version" "$prefix/lib/libdsm.so.$major"
-ln -sf "libdsm.so.$major" "$prefix/lib/libdsm.so"
+for lib in dsm dsmmpi; do   # the file, then its SONAME link (lib$lib.so.$major), then the dev link
+  install -m 755 "target/release/lib$lib.so" "$prefix/lib/lib$lib.so.$version"
+  ln -sf "lib$lib.so.$version" "$prefix/lib/lib$lib.so.$major"
+  ln -sf "lib$lib.so.$major" "$prefix/lib/lib$lib.so"
+done
 install -m 644 target/release/libdsm.a "$prefix/lib/libdsm.a"
 install -m 644 ffi/include/dsm.h "$prefix/include/dsm.h"
 install -m 755 target/release/dsmrun "$prefix/bin/dsmrun"
 install -m 644 ffi/examples/*.c "$prefix/share/doc/dsm/examples/"
-install -m 755 target/release/libdsmmpi.so "$prefix/lib/libdsmmpi.so"
 install -m 644 mpi-compat/capi/include/mpi.h "$prefix/include/dsmmpi/mpi.h"
 install -m 755 mpi-compat/capi/dsmmpicc "$prefix/bin/dsmmpicc"
 ln -sf dsmmpicc "$prefix/bin/dsmmpicxx"

@@ -268,11 +268,14 @@ fn the_pkg_config_file_builds_a_program() {
         prefix.join("include/dsmmpi/mpi.h"),
     )
     .expect("link mpi.h");
-    std::os::unix::fs::symlink(
-        lib_dir().join("libdsmmpi.so"),
-        prefix.join("lib/libdsmmpi.so"),
-    )
-    .expect("link libdsmmpi.so");
+    // As installed: the library, its SONAME link (what the program loads) and the dev link.
+    for name in ["libdsmmpi.so", "libdsmmpi.so.0"] {
+        std::os::unix::fs::symlink(
+            lib_dir().join("libdsmmpi.so"),
+            prefix.join("lib").join(name),
+        )
+        .expect("link libdsmmpi.so");
+    }
     let pc = std::fs::read_to_string(here.join("dsmmpi.pc.in"))
         .expect("read dsmmpi.pc.in")
         .replace("@PREFIX@", prefix.to_str().expect("utf-8 path"))

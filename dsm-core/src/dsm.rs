@@ -1467,11 +1467,46 @@ impl Dsm {
     /// Every node must call it, in the same order, with the same arguments.
     ///
     /// # Errors
-    /// [`Error::OutOfMemory`] when the collective heap has no room (nothing is changed).
+    /// [`Error::OutOfMemory`] when the collective heap has no room (nothing is changed);
+    /// [`Error::CollectiveMismatch`] on every node when the nodes passed different arguments
+    /// or are in different collective calls (nothing is changed).
     pub fn alloc_collective(&self, bytes: usize, placement: Placement) -> Result<*mut u8> {
-        let start = self.inner.alloc_collective_local(bytes, placement)?;
-        collective::barrier(&*self.inner.t, None)?;
-        Ok((self.inner.space.base() + start * PAGE) as *mut u8)
+        let (kind, block_pages) = match placement {
+            Placement::Blocked => (0, 0),
+            Placement::FirstTouch => (1, 0),
+            Placement::Cyclic { block_pages } => (2, block_pages as u64),
+        };
+        let args = [
+            ("bytes", bytes as u64),
+            ("placement (0 blocked, 1 first-touch, 2 cyclic)", kind),
+            ("the cyclic placement's block pages", block_pages),
+        ];
+        let start = self.inner.alloc_collective_local(bytes, placement);
+        // The check covers failures too: a node out of memory where the others are not must
+        // not leave the others' heaps with one allocation more.
+        let ok = (
+            "allocation succeeded here (1) or failed (0)",
+            start.is_ok() as u64,
+        );
+        let agreed = collective::checked_barrier(
+            &*self.inner.t,
+            "alloc_collective",
+            &[args[0], args[1], args[2], ok],
+            None,
+        );
+        match (start, agreed) {
+            (Ok(start), Ok(())) => Ok((self.inner.space.base() + start * PAGE) as *mut u8),
+            (Ok(start), Err(mismatch)) => {
+                // Nothing was handed out: give the run back, so that every heap stays the same.
+                lock(&self.inner.collective_heap).free(start);
+                for p in start..start + bytes.div_ceil(PAGE).max(1) {
+                    self.inner.map[p].store(0, Ordering::Release);
+                }
+                Err(mismatch)
+            }
+            (Err(_), Err(mismatch)) => Err(mismatch),
+            (Err(local), Ok(())) => Err(local),
+        }
     }
 
     /// Frees a collective allocation.
@@ -1481,6 +1516,8 @@ impl Dsm {
     ///
     /// # Errors
     /// [`Error::InvalidPointer`] for a pointer that is not a live collective allocation;
+    /// [`Error::CollectiveMismatch`] on every node when the nodes passed different pointers or
+    /// are in different collective calls (a free on some nodes only): nothing is freed;
     /// transport errors of the release of this node's changes, reported after the call's
     /// barriers (the allocation is freed all the same, so no other node waits for this one).
     pub fn free_collective(&self, ptr: *mut u8) -> Result<()> {
@@ -1500,7 +1537,11 @@ impl Dsm {
         // waiting in one, and the pages are freed all the same (every node's collective heap
         // must stay the same).
         let released = self.inner.release();
-        collective::barrier(&*self.inner.t, None)?;
+        let offset = (
+            "pointer (offset in global memory)",
+            (addr - self.inner.space.base()) as u64,
+        );
+        collective::checked_barrier(&*self.inner.t, "free_collective", &[offset], None)?;
         let freed = self.free_collective_pages(start, bad);
         collective::barrier(&*self.inner.t, None)?;
         released.and(freed)

@@ -55,6 +55,10 @@ pub enum Error {
     /// changed.
     #[error("the lock at {0:#x} is already held by this thread: taking it again would deadlock")]
     LockHeldByCaller(usize),
+    /// The nodes made a collective call with different arguments, or are in different
+    /// collective calls; every node gets this error, and nothing was changed.
+    #[error("collective call mismatch: {0}")]
+    CollectiveMismatch(String),
     /// An operating-system call failed.
     #[error("{context}: {source}")]
     Io {

@@ -45,7 +45,8 @@ typedef enum {
   DSM_ERR_FINALIZED = -3,
   /**
    * An argument is invalid: a NULL pointer where one is needed, a size that overflows, an
-   * unknown placement, a root that is not a rank.
+   * unknown placement, a root that is not a rank, a collective call whose arguments differ
+   * between nodes (or nodes in different collective calls).
    */
   DSM_ERR_INVALID_ARGUMENT = -4,
   /**
@@ -383,7 +384,9 @@ size_t dsm_page_size(void);
  *
  * Collective: every node calls it, in the same order, with the same size.
  * Thread safety: call collective functions from one thread per node.
- * Errors: `DSM_ERR_OUT_OF_MEMORY` (nothing is changed), `DSM_ERR_NOT_INITIALIZED`,
+ * Errors: `DSM_ERR_OUT_OF_MEMORY` (nothing is changed), `DSM_ERR_INVALID_ARGUMENT` on every
+ * node when the nodes asked for different sizes (or are in different collective calls; nothing
+ * is changed), `DSM_ERR_NOT_INITIALIZED`,
  * `DSM_ERR_FINALIZED`, `DSM_ERR_PEER_LOST`.
  */
 void *dsm_alloc_collective(size_t bytes);
@@ -395,7 +398,8 @@ void *dsm_alloc_collective(size_t bytes);
  *
  * Collective: every node calls it, in the same order, with the same arguments.
  * Thread safety: call collective functions from one thread per node.
- * Errors: `DSM_ERR_INVALID_ARGUMENT` (unknown policy), `DSM_ERR_OUT_OF_MEMORY` (nothing is
+ * Errors: `DSM_ERR_INVALID_ARGUMENT` (unknown policy; or, on every node, arguments that differ
+ * between nodes: nothing is changed), `DSM_ERR_OUT_OF_MEMORY` (nothing is
  * changed), `DSM_ERR_NOT_INITIALIZED`, `DSM_ERR_FINALIZED`, `DSM_ERR_PEER_LOST`.
  */
 void *dsm_alloc_collective_placed(size_t bytes, dsm_placement policy, size_t block);
@@ -405,7 +409,9 @@ void *dsm_alloc_collective_placed(size_t bytes, dsm_placement policy, size_t blo
  *
  * Collective: every node calls it, in the same order, with the same pointer.
  * Thread safety: call collective functions from one thread per node.
- * Errors: `DSM_ERR_NOT_GLOBAL`, `DSM_ERR_INVALID_POINTER` (not the start of a live collective
+ * Errors: `DSM_ERR_INVALID_ARGUMENT` on every node when the nodes passed different pointers or
+ * are in different collective calls (a free on some nodes only; nothing is freed),
+ * `DSM_ERR_NOT_GLOBAL`, `DSM_ERR_INVALID_POINTER` (not the start of a live collective
  * allocation: double free, a `dsm_malloc` block), `DSM_ERR_NOT_INITIALIZED`,
  * `DSM_ERR_FINALIZED`.
  */
@@ -484,7 +490,8 @@ int dsm_stats_print(int fd);
  *
  * Collective: every node calls it.
  * Thread safety: call collective functions from one thread per node.
- * Errors: `DSM_ERR_NOT_INITIALIZED`, `DSM_ERR_FINALIZED`, `DSM_ERR_PEER_LOST`,
+ * Errors: `DSM_ERR_INVALID_ARGUMENT` on every node when another node is in a different
+ * collective call, `DSM_ERR_NOT_INITIALIZED`, `DSM_ERR_FINALIZED`, `DSM_ERR_PEER_LOST`,
  * `DSM_ERR_TRANSPORT`.
  */
 int dsm_barrier(void);

@@ -25,7 +25,9 @@ pub const DSM_PLACEMENT_FIRST_TOUCH: dsm_placement = 2;
 ///
 /// Collective: every node calls it, in the same order, with the same size.
 /// Thread safety: call collective functions from one thread per node.
-/// Errors: `DSM_ERR_OUT_OF_MEMORY` (nothing is changed), `DSM_ERR_NOT_INITIALIZED`,
+/// Errors: `DSM_ERR_OUT_OF_MEMORY` (nothing is changed), `DSM_ERR_INVALID_ARGUMENT` on every
+/// node when the nodes asked for different sizes (or are in different collective calls; nothing
+/// is changed), `DSM_ERR_NOT_INITIALIZED`,
 /// `DSM_ERR_FINALIZED`, `DSM_ERR_PEER_LOST`.
 #[no_mangle]
 pub extern "C" fn dsm_alloc_collective(bytes: usize) -> *mut c_void {
@@ -38,7 +40,8 @@ pub extern "C" fn dsm_alloc_collective(bytes: usize) -> *mut c_void {
 ///
 /// Collective: every node calls it, in the same order, with the same arguments.
 /// Thread safety: call collective functions from one thread per node.
-/// Errors: `DSM_ERR_INVALID_ARGUMENT` (unknown policy), `DSM_ERR_OUT_OF_MEMORY` (nothing is
+/// Errors: `DSM_ERR_INVALID_ARGUMENT` (unknown policy; or, on every node, arguments that differ
+/// between nodes: nothing is changed), `DSM_ERR_OUT_OF_MEMORY` (nothing is
 /// changed), `DSM_ERR_NOT_INITIALIZED`, `DSM_ERR_FINALIZED`, `DSM_ERR_PEER_LOST`.
 #[no_mangle]
 pub extern "C" fn dsm_alloc_collective_placed(
@@ -63,7 +66,9 @@ pub extern "C" fn dsm_alloc_collective_placed(
 ///
 /// Collective: every node calls it, in the same order, with the same pointer.
 /// Thread safety: call collective functions from one thread per node.
-/// Errors: `DSM_ERR_NOT_GLOBAL`, `DSM_ERR_INVALID_POINTER` (not the start of a live collective
+/// Errors: `DSM_ERR_INVALID_ARGUMENT` on every node when the nodes passed different pointers or
+/// are in different collective calls (a free on some nodes only; nothing is freed),
+/// `DSM_ERR_NOT_GLOBAL`, `DSM_ERR_INVALID_POINTER` (not the start of a live collective
 /// allocation: double free, a `dsm_malloc` block), `DSM_ERR_NOT_INITIALIZED`,
 /// `DSM_ERR_FINALIZED`.
 #[no_mangle]

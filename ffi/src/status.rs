@@ -21,7 +21,8 @@ pub enum dsm_status {
     /// The runtime was finalized; it cannot be used (or initialised) again in this process.
     DSM_ERR_FINALIZED = -3,
     /// An argument is invalid: a NULL pointer where one is needed, a size that overflows, an
-    /// unknown placement, a root that is not a rank.
+    /// unknown placement, a root that is not a rank, a collective call whose arguments differ
+    /// between nodes (or nodes in different collective calls).
     DSM_ERR_INVALID_ARGUMENT = -4,
     /// A pointer that should point into global memory does not.
     DSM_ERR_NOT_GLOBAL = -5,
@@ -182,6 +183,7 @@ impl From<dsm_core::Error> for Failure {
             E::Misaligned(_) => DSM_ERR_MISALIGNED,
             E::Io { .. } => DSM_ERR_IO,
             E::LockNotHeld(_) => DSM_ERR_NOT_HELD,
+            E::CollectiveMismatch(_) => DSM_ERR_INVALID_ARGUMENT,
             E::LockHeldByCaller(_) => DSM_ERR_DEADLOCK,
             _ => DSM_ERR_INTERNAL,
         };

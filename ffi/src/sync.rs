@@ -25,7 +25,8 @@ const _: () = assert!(align_of::<dsm_lock_t>() == align_of::<GlobalLock>());
 ///
 /// Collective: every node calls it.
 /// Thread safety: call collective functions from one thread per node.
-/// Errors: `DSM_ERR_NOT_INITIALIZED`, `DSM_ERR_FINALIZED`, `DSM_ERR_PEER_LOST`,
+/// Errors: `DSM_ERR_INVALID_ARGUMENT` on every node when another node is in a different
+/// collective call, `DSM_ERR_NOT_INITIALIZED`, `DSM_ERR_FINALIZED`, `DSM_ERR_PEER_LOST`,
 /// `DSM_ERR_TRANSPORT`.
 #[no_mangle]
 pub extern "C" fn dsm_barrier() -> c_int {

@@ -173,6 +173,46 @@ static void lock_misuse(void) {
     CHECK_LAST(DSM_OK);
 }
 
+/* Collective calls that differ between nodes fail on every node, naming the argument, and
+ * change nothing: the heaps stay the same, so later allocations agree again. */
+static void mismatched_collectives(void) {
+    int me = dsm_rank(), n = dsm_nodes();
+    if (n < 2) return;
+    uint64_t *a = dsm_alloc_collective(me == 1 ? 8192 : 4096);
+    CHECK(a == NULL);
+    CHECK_LAST(DSM_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(dsm_last_error_message(), "bytes: from 4096 to 8192") != NULL);
+    CHECK(dsm_alloc_collective_placed(4096, me == 0 ? DSM_PLACEMENT_CYCLIC : DSM_PLACEMENT_BLOCKED, 4096) == NULL);
+    CHECK_LAST(DSM_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(dsm_last_error_message(), "placement") != NULL);
+
+    /* Every node gets the same pointer afterwards, and the memory works. */
+    uint64_t *b = dsm_alloc_collective(4096);
+    CHECK(b != NULL);
+    uint64_t *ptrs = dsm_alloc_collective(sizeof(uint64_t) * (size_t)n);
+    CHECK(ptrs != NULL);
+    ptrs[me] = (uint64_t)(uintptr_t)b;
+    CHECK_OK(dsm_barrier());
+    for (int r = 0; r < n; r++) CHECK(ptrs[r] == (uint64_t)(uintptr_t)b);
+
+    /* A free on one node only, while the others are in a barrier: both fail, nothing freed. */
+    if (me == 0) {
+        dsm_free_collective(b);
+        CHECK_LAST(DSM_ERR_INVALID_ARGUMENT);
+        CHECK(strstr(dsm_last_error_message(), "not in the same collective call") != NULL);
+    } else {
+        CHECK_STATUS(dsm_barrier(), DSM_ERR_INVALID_ARGUMENT);
+    }
+    b[me] = 7; /* still allocated everywhere */
+    CHECK_OK(dsm_barrier());
+    for (int r = 0; r < n; r++) CHECK(b[r] == 7);
+    CHECK_OK(dsm_barrier());
+    dsm_free_collective(ptrs);
+    CHECK_LAST(DSM_OK);
+    dsm_free_collective(b);
+    CHECK_LAST(DSM_OK);
+}
+
 static void after_finalize(void) {
     CHECK(dsm_initialized() == 0);
     CHECK_STATUS(dsm_rank(), DSM_ERR_FINALIZED);
@@ -189,6 +229,7 @@ int main(int argc, char **argv) {
     bad_arguments();
     CHECK_OK(dsm_barrier());
     lock_misuse();
+    mismatched_collectives();
     int me = dsm_rank();
     CHECK_OK(dsm_finalize());
     after_finalize();

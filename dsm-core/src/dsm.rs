@@ -25,7 +25,25 @@ use crate::error::{Error, Result};
 use crate::fault::{self, FaultEngine, FaultEngineKind, FaultMode};
 use crate::node::Node;
 use crate::space::{self, Access, GlobalSpace, PAGE};
+use crate::sparse::SparseTable;
 use crate::stats::Stats;
+
+/// The storage of the page table: sparse in the runtime (memory only for the pages a node
+/// uses), a `Vec` of loom's atomics in the loom models.
+#[cfg(not(loom))]
+type PageWords = SparseTable<crate::sync::AtomicU64>;
+#[cfg(loom)]
+type PageWords = Vec<crate::sync::AtomicU64>;
+
+#[cfg(not(loom))]
+fn page_words(pages: usize) -> Result<PageWords> {
+    SparseTable::new(pages)
+}
+
+#[cfg(loom)]
+fn page_words(pages: usize) -> Result<PageWords> {
+    Ok((0..pages).map(|_| crate::sync::AtomicU64::new(0)).collect())
+}
 
 mod held;
 #[cfg(test)]
@@ -180,8 +198,8 @@ pub(crate) struct Inner {
     homes: Vec<RegionDesc>,
     dirs: Vec<RegionDesc>,
     logs: Vec<RegionDesc>,
-    pages: PageTable,
-    map: Vec<AtomicU32>,
+    pages: PageTable<PageWords>,
+    map: SparseTable<AtomicU32>,
     twins: Mutex<HashMap<usize, Box<[u8]>>>,
     dirty: Mutex<Vec<usize>>,
     sharers: Mutex<HashSet<usize>>,
@@ -388,17 +406,9 @@ impl Inner {
         let collective_pages = pages / 2;
         let arena_pages = (pages - collective_pages) / nodes;
         let arena_start = (collective_pages + me * arena_pages) * PAGE;
-        let map: Vec<AtomicU32> = (0..pages).map(|_| AtomicU32::new(0)).collect();
-        // Arena pages: homed (and managed) by their owner, known to everybody without asking.
-        for (p, e) in map
-            .iter()
-            .enumerate()
-            .skip(collective_pages)
-            .take(arena_pages * nodes)
-        {
-            let owner = (p - collective_pages) / arena_pages;
-            e.store(map_entry(Some(owner), owner), Ordering::Relaxed);
-        }
+        // The home/manager entries of the collective heap's pages; those of the arenas follow
+        // from the page number (`Inner::entry`). Both tables cost memory only where used.
+        let map = SparseTable::new(collective_pages)?;
         let inner = Arc::new(Inner {
             t,
             me,
@@ -413,7 +423,7 @@ impl Inner {
             homes,
             dirs,
             logs,
-            pages: PageTable::new(pages),
+            pages: PageTable::over(page_words(pages)?),
             map,
             twins: Mutex::new(HashMap::new()),
             dirty: Mutex::new(Vec::new()),
@@ -566,7 +576,7 @@ impl Inner {
     /// node's own: it must never be discarded, zeroed, evicted or invalidated here, except when
     /// it is freed.
     fn homed_here(&self, page: usize) -> bool {
-        self.map[page].load(Ordering::Acquire) & 0xff == self.me as u32 + 1
+        self.entry(page) & 0xff == self.me as u32 + 1
     }
 
     /// Under userfaultfd, makes sure the memfd holds a page at `page` without changing a byte
@@ -579,9 +589,23 @@ impl Inner {
         Ok(())
     }
 
+    /// The home/manager entry of `page` ([`map_entry`]): from the table in the collective heap;
+    /// computed in the arenas (each node homes and manages its own); 0 past the last arena.
+    fn entry(&self, page: usize) -> u32 {
+        if page < self.collective_pages {
+            return self.map[page].load(Ordering::Acquire);
+        }
+        let owner = (page - self.collective_pages) / self.arena_pages.max(1);
+        if owner < self.nodes {
+            map_entry(Some(owner), owner)
+        } else {
+            0
+        }
+    }
+
     /// The home and manager of `page`, choosing the home of a first-touch page.
     fn home_of(&self, page: usize) -> Result<(usize, usize)> {
-        let e = self.map[page].load(Ordering::Acquire);
+        let e = self.entry(page);
         let manager = ((e >> 8) & 0xff) as usize;
         if manager == 0 {
             return Err(Error::Unallocated(self.space.base() + page * PAGE));
@@ -937,9 +961,7 @@ impl Inner {
         let mut guards = Vec::with_capacity(window);
         for q in from..(from + window).min(self.pages.len()) {
             // Stop at the first page that is valid, busy, or not allocated.
-            if self.pages.peek(q).cache() != Cache::Invalid
-                || self.map[q].load(Ordering::Relaxed) == 0
-            {
+            if self.pages.peek(q).cache() != Cache::Invalid || self.entry(q) == 0 {
                 break;
             }
             match self.pages.try_lock(q) {
@@ -1145,7 +1167,7 @@ impl Inner {
         let victims: Vec<usize> = {
             let mut cached = lock(&self.cached);
             for &p in &fresh {
-                if !self.homed_here(p) && self.map[p].load(Ordering::Relaxed) != 0 {
+                if !self.homed_here(p) && self.entry(p) != 0 {
                     cached.push(p);
                 }
             }

@@ -55,6 +55,7 @@
 //! and `DSM_SECRET` by hand on every node (see `docs/ENVIRONMENT.md`), or use
 //! [`Node::with_config`]. [`topology`] pins the transport's progress thread where cores allow.
 
+pub mod address;
 pub mod alloc;
 pub mod bootstrap;
 pub mod coherence;
@@ -66,6 +67,7 @@ pub mod fault;
 pub mod launcher;
 pub mod node;
 pub mod space;
+pub mod sparse;
 pub mod stats;
 mod sync;
 pub mod topology;

@@ -23,6 +23,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use transport::Transport;
 
+use crate::address;
 use crate::collective;
 use crate::error::{Error, Result};
 use crate::uffd::Userfaultfd;
@@ -67,25 +68,6 @@ pub struct GlobalSpace {
 
 fn os_err(what: impl Into<String>) -> Error {
     Error::io(what, std::io::Error::last_os_error())
-}
-
-/// Finds `size` bytes of free, `ALIGN`-aligned address space in this process and returns its
-/// start, leaving it unmapped (a proposal for [`negotiate`]).
-fn propose(size: usize) -> Result<usize> {
-    let len = size + ALIGN;
-    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
-    // SAFETY: a PROT_NONE anonymous mapping at an address of the kernel's choosing touches no
-    // existing memory; it is only used to learn a free range and is unmapped right away.
-    let p = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_NONE, flags, -1, 0) };
-    if p == libc::MAP_FAILED {
-        return Err(os_err(format!(
-            "finding {size} bytes of free address space"
-        )));
-    }
-    let aligned = (p as usize).div_ceil(ALIGN) * ALIGN;
-    // SAFETY: unmapping exactly the mapping created above.
-    unsafe { libc::munmap(p, len) };
-    Ok(aligned)
 }
 
 /// Maps `fd` (`size` bytes) at exactly `addr` without replacing anything; false when something
@@ -144,42 +126,47 @@ pub fn negotiate<T: Transport>(t: &T, size: usize) -> Result<GlobalSpace> {
         )));
     }
     let memfd = backing(size)?;
+    // Each round: every node's free ranges, their intersection, the same deterministic choice
+    // on every node, a vote on whether the mapping there succeeded everywhere. A round fails
+    // only when another thread mapped something in the chosen range meanwhile; the next round
+    // sees that mapping in the node's free ranges.
+    let mut largest = 0;
     for round in 0..8 {
-        let mine = propose(size)?;
-        let proposals: Vec<usize> = collective::all_gather(t, &(mine as u64).to_le_bytes(), None)?
+        let mine = address::free_here(ALIGN)?;
+        let all = collective::all_gather(t, &address::encode(&mine), None)?;
+        let common = all
             .iter()
-            .map(|b| b.as_slice().try_into().map(u64::from_le_bytes).unwrap_or(0) as usize)
-            .collect();
-        let mut mapped = Vec::with_capacity(proposals.len());
-        let mut ok = vec![0u8; proposals.len()];
-        for (i, &addr) in proposals.iter().enumerate() {
-            if addr != 0 && map_at(addr, size, &memfd)? {
-                ok[i] = 1;
-                mapped.push(addr);
+            .map(|b| address::decode(b))
+            .fold(mine, |acc, theirs| address::intersect(&acc, &theirs));
+        largest = address::largest(&common);
+        let chosen = address::choose(&common, size);
+        let mapped = match chosen {
+            Some(base) => map_at(base, size, &memfd)?,
+            None => false,
+        };
+        let votes = collective::all_gather(t, &[u8::from(mapped)], None)?;
+        let everywhere = votes.iter().all(|v| v.as_slice() == [1]);
+        match chosen {
+            Some(base) if everywhere => {
+                let runtime = map_runtime_view(size, &memfd)?;
+                tracing::debug!("global range at {base:#x} after {} round(s)", round + 1);
+                return Ok(GlobalSpace {
+                    base,
+                    size,
+                    runtime,
+                    uffd: None,
+                    _memfd: memfd,
+                });
             }
-        }
-        let votes = collective::all_gather(t, &ok, None)?;
-        let chosen = (0..proposals.len()).find(|&i| votes.iter().all(|v| v.get(i) == Some(&1)));
-        for &addr in &mapped {
-            if Some(addr) != chosen.map(|i| proposals[i]) {
-                unmap(addr, size);
-            }
-        }
-        if let Some(i) = chosen {
-            let base = proposals[i];
-            let runtime = map_runtime_view(size, &memfd)?;
-            tracing::debug!("global range at {base:#x} after {} round(s)", round + 1);
-            return Ok(GlobalSpace {
-                base,
-                size,
-                runtime,
-                uffd: None,
-                _memfd: memfd,
-            });
+            Some(base) if mapped => unmap(base, size),
+            Some(_) => {}
+            // Nothing fits on every node: no later round will do better.
+            None => break,
         }
     }
     Err(Error::Bootstrap(format!(
-        "no address range of {size} bytes is free on every node"
+        "no address range of {size} bytes is free on every node (the largest common free range \
+         is {largest} bytes): use a smaller DSM_GLOBAL_SIZE"
     )))
 }
 

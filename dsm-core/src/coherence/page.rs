@@ -73,10 +73,12 @@ impl State {
     }
 }
 
-/// The state words of every page of the global range.
+/// The state words of every page of the global range, in any storage of atomic words: a `Vec`
+/// (tests, loom models) or, in the runtime, a table that costs memory only for the pages a node
+/// uses ([`crate::sparse::SparseTable`]; the initial state is all zero bits).
 #[derive(Debug)]
-pub struct PageTable {
-    words: Vec<AtomicU64>,
+pub struct PageTable<W = Vec<AtomicU64>> {
+    words: W,
 }
 
 /// A locked page: the state can be read and changed; dropping it stores the state and unlocks.
@@ -91,9 +93,14 @@ pub struct PageGuard<'a> {
 impl PageTable {
     /// A table of `pages` pages, all invalid.
     pub fn new(pages: usize) -> PageTable {
-        PageTable {
-            words: (0..pages).map(|_| AtomicU64::new(0)).collect(),
-        }
+        PageTable::over((0..pages).map(|_| AtomicU64::new(0)).collect())
+    }
+}
+
+impl<W: std::ops::Deref<Target = [AtomicU64]>> PageTable<W> {
+    /// A table over `words`, which must all be 0 (every page invalid).
+    pub fn over(words: W) -> PageTable<W> {
+        PageTable { words }
     }
 
     /// The current state of `page` (without locking; for statistics and fast checks).

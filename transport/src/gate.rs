@@ -226,7 +226,8 @@ const WAKER: mio::Token = mio::Token(1);
 ///
 /// # Errors
 /// [`Error::Io`] when the listener fails (other than a connection aborted before it was
-/// accepted) or the poller cannot be set up.
+/// accepted, or a shortage of descriptors, which drops the oldest connection in its handshake
+/// and tries again) or the poller cannot be set up.
 pub fn serve<T, H, A>(
     listener: &TcpListener,
     config: &GateConfig,
@@ -260,6 +261,9 @@ where
         let mut pending: Vec<Pending> = Vec::new();
         let mut next_id = 0u64;
         let mut events = mio::Events::with_capacity(8);
+        // Set when accepting ran out of descriptors: connections wait in the backlog, with no
+        // new readiness to wake us, so the next wait is short.
+        let mut short_of_descriptors;
         let served = 'serve: loop {
             while let Ok((id, from, outcome)) = rx.try_recv() {
                 pending.retain(|p| p.id != id);
@@ -281,10 +285,23 @@ where
             if now >= deadline {
                 break Ok(Served::DeadlinePassed);
             }
+            short_of_descriptors = false;
             loop {
                 let (stream, from) = match listener.accept() {
                     Ok(x) => x,
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) if is_shortage(&e) => {
+                        // Strangers must not make the job fail this way either: make room by
+                        // dropping the oldest connection in its handshake, and accept again soon.
+                        if !pending.is_empty() {
+                            let oldest = pending.remove(0);
+                            if oldest.drop_connection() {
+                                log.refused(oldest.from, &format!("dropped in its handshake: {e}"));
+                            }
+                        }
+                        short_of_descriptors = true;
+                        break;
+                    }
                     Err(e)
                         if matches!(
                             e.kind(),
@@ -358,9 +375,12 @@ where
                     Err(e) => log.refused(from, &format!("starting its handshake thread: {e}")),
                 }
             }
-            let wait = deadline
+            let mut wait = deadline
                 .saturating_duration_since(now)
                 .max(Duration::from_millis(1));
+            if short_of_descriptors {
+                wait = wait.min(SHORTAGE_RETRY);
+            }
             match poll.poll(&mut events, Some(wait)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -374,6 +394,17 @@ where
     });
     log.finish();
     served
+}
+
+/// How soon accepting is tried again after running out of descriptors.
+const SHORTAGE_RETRY: Duration = Duration::from_millis(2);
+
+/// Whether accepting failed for want of descriptors or memory (not a broken listener).
+fn is_shortage(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
 }
 
 /// Refusals for the log, with a rate limit.

@@ -32,6 +32,9 @@ pub mod var {
     pub const PEER_TIMEOUT: &str = "DSM_PEER_TIMEOUT";
     /// Seconds the whole bootstrap may take; default 30.
     pub const CONNECT_TIMEOUT: &str = "DSM_CONNECT_TIMEOUT";
+    /// Seconds one connection to the coordinator or a data listener may take, from being
+    /// accepted, to authenticate (and, at the coordinator, to send its join); default 3.
+    pub const HANDSHAKE_TIMEOUT: &str = "DSM_HANDSHAKE_TIMEOUT";
     /// Microseconds a waiting thread spins before it sleeps; default 50.
     pub const SPIN_US: &str = "DSM_SPIN_US";
     /// What a node does when a peer is lost: `exit` (default) or `error`.
@@ -165,6 +168,8 @@ pub struct Config {
     pub peer_timeout: Duration,
     /// Time allowed for the whole bootstrap.
     pub connect_timeout: Duration,
+    /// Time allowed to one joining connection, from being accepted, for its whole handshake.
+    pub handshake_timeout: Duration,
     /// Spin time before sleeping.
     pub spin: Duration,
     /// Reaction to a lost peer.
@@ -299,6 +304,10 @@ impl Config {
             transport,
             peer_timeout: secs(var::PEER_TIMEOUT, 10.0)?,
             connect_timeout: secs(var::CONNECT_TIMEOUT, 30.0)?,
+            handshake_timeout: secs(
+                var::HANDSHAKE_TIMEOUT,
+                transport::gate::DEFAULT_HANDSHAKE_TIMEOUT.as_secs_f64(),
+            )?,
             spin,
             on_peer_lost,
         })
@@ -434,11 +443,13 @@ mod tests {
             ("DSM_SECRET", S),
             ("DSM_TRANSPORT", "tcp"),
             ("DSM_PEER_TIMEOUT", "2.5"),
+            ("DSM_HANDSHAKE_TIMEOUT", "0.5"),
         ])
         .unwrap();
         assert_eq!((c.rank, c.nodes), (Rank(2), 4));
         assert_eq!(c.transport, TransportChoice::Tcp);
         assert_eq!(c.peer_timeout, Duration::from_millis(2500));
+        assert_eq!(c.handshake_timeout, Duration::from_millis(500));
         assert_eq!(c.bind, IpAddr::from([127, 0, 0, 1]));
         // An interface name stands for its address.
         let c = cfg(&[
@@ -472,6 +483,8 @@ mod tests {
                 .contains("unknown transport")
         );
         assert!(err(&[("DSM_RANK", "1"), ("DSM_PEER_TIMEOUT", "-1")]).contains("DSM_PEER_TIMEOUT"));
+        assert!(err(&[("DSM_RANK", "1"), ("DSM_HANDSHAKE_TIMEOUT", "0")])
+            .contains("DSM_HANDSHAKE_TIMEOUT"));
         assert!(err(&[("DSM_RANK", "1"), ("DSM_BIND", "everywhere")]).contains("DSM_BIND"));
         assert!(err(&[("DSM_RANK", "1"), ("DSM_BIND", "eth99")]).contains("interfaces: "));
         let no_secret = cfg(&[

@@ -385,6 +385,7 @@ fn connect_transport(
     tcp.bind = config.bind;
     tcp.peer_timeout = config.peer_timeout;
     tcp.connect_timeout = config.connect_timeout;
+    tcp.handshake_timeout = config.handshake_timeout;
     tcp.spin = config.spin;
     tcp.message_spin = message_spin;
     tcp.on_progress_start = pin;

@@ -19,6 +19,7 @@ fn config(rank: u32, nodes: usize, coordinator: Coordinator, secret: Secret) -> 
         transport: TransportChoice::Tcp,
         peer_timeout: Duration::from_secs(10),
         connect_timeout: Duration::from_secs(20),
+        handshake_timeout: Duration::from_secs(3),
         spin: Duration::from_micros(10),
         on_peer_lost: OnPeerLost::Error,
     }

@@ -47,6 +47,7 @@ fn the_progress_thread_runs_where_the_report_says() {
         transport: TransportChoice::Tcp,
         peer_timeout: Duration::from_secs(10),
         connect_timeout: Duration::from_secs(10),
+        handshake_timeout: Duration::from_secs(3),
         spin: Duration::from_micros(10),
         on_peer_lost: OnPeerLost::Error,
     })

@@ -159,14 +159,48 @@ pub fn run_by_hand(
     envs: &[Vec<(String, String)>],
     timeout: Duration,
 ) -> (Vec<ProcessEnd>, bool) {
-    use std::os::unix::process::CommandExt;
-    let mut pgid = 0;
-    let mut waiters = Vec::new();
+    let mut job = ByHand::new(program, args, timeout);
     for env in envs {
-        let mut cmd = std::process::Command::new(program);
-        cmd.args(args)
+        job.start(env);
+    }
+    job.wait()
+}
+
+/// A job started by hand one process at a time (see [`run_by_hand`]), so that a test can act
+/// between two starts. The hard timeout counts from [`ByHand::new`]; the whole process group
+/// is killed when it passes in [`ByHand::wait`], and at once when the `ByHand` is dropped
+/// without waiting (a failed assertion in between).
+#[derive(Debug)]
+pub struct ByHand {
+    program: String,
+    args: Vec<String>,
+    deadline: std::time::Instant,
+    pgid: i32,
+    waiters: Vec<std::thread::JoinHandle<std::io::Result<std::process::Output>>>,
+}
+
+impl ByHand {
+    /// A job of `program args` that must end within `timeout`.
+    pub fn new(program: &str, args: &[&str], timeout: Duration) -> ByHand {
+        ByHand {
+            program: program.into(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            deadline: std::time::Instant::now() + timeout,
+            pgid: 0,
+            waiters: Vec::new(),
+        }
+    }
+
+    /// Starts one more process with `env` added (see [`run_by_hand`]); its process id.
+    ///
+    /// # Panics
+    /// When the process cannot be started (a broken test setup).
+    pub fn start(&mut self, env: &[(String, String)]) -> u32 {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = std::process::Command::new(&self.program);
+        cmd.args(&self.args)
             .stdin(std::process::Stdio::null())
-            .process_group(pgid);
+            .process_group(self.pgid);
         for (k, _) in std::env::vars() {
             if k.starts_with("DSM_") || k.starts_with("SLURM_") || k.starts_with("PMI_") {
                 cmd.env_remove(k);
@@ -178,43 +212,69 @@ pub fn run_by_hand(
         cmd.stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
         let child = cmd.spawn().expect("start a process");
-        if pgid == 0 {
-            pgid = child.id() as i32;
+        let pid = child.id();
+        if self.pgid == 0 {
+            self.pgid = pid as i32;
         }
         // wait_with_output reads both pipes and waits: one thread per process.
-        waiters.push(std::thread::spawn(move || child.wait_with_output()));
+        self.waiters
+            .push(std::thread::spawn(move || child.wait_with_output()));
+        pid
     }
-    let (tx, rx) = std::sync::mpsc::channel();
-    let collector = std::thread::spawn(move || {
-        let ends: Vec<ProcessEnd> = waiters
-            .into_iter()
-            .map(|w| match w.join() {
-                Ok(Ok(out)) => ProcessEnd {
-                    status: out.status.code(),
-                    output: format!(
-                        "{}{}",
-                        String::from_utf8_lossy(&out.stdout),
-                        String::from_utf8_lossy(&out.stderr)
-                    ),
-                },
-                _ => ProcessEnd {
-                    status: None,
-                    output: String::new(),
-                },
-            })
-            .collect();
-        let _ = tx.send(ends);
-    });
-    let (ends, timed_out) = match rx.recv_timeout(timeout) {
-        Ok(e) => (e, false),
-        Err(_) => {
+
+    /// Waits for every process, killing the group when the timeout passes; how each ended (in
+    /// the order started) and whether the timeout passed.
+    pub fn wait(mut self) -> (Vec<ProcessEnd>, bool) {
+        let waiters = std::mem::take(&mut self.waiters);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let collector = std::thread::spawn(move || {
+            let ends: Vec<ProcessEnd> = waiters
+                .into_iter()
+                .map(|w| match w.join() {
+                    Ok(Ok(out)) => ProcessEnd {
+                        status: out.status.code(),
+                        output: format!(
+                            "{}{}",
+                            String::from_utf8_lossy(&out.stdout),
+                            String::from_utf8_lossy(&out.stderr)
+                        ),
+                    },
+                    _ => ProcessEnd {
+                        status: None,
+                        output: String::new(),
+                    },
+                })
+                .collect();
+            let _ = tx.send(ends);
+        });
+        let left = self
+            .deadline
+            .saturating_duration_since(std::time::Instant::now());
+        let (ends, timed_out) = match rx.recv_timeout(left) {
+            Ok(e) => (e, false),
+            Err(_) => {
+                self.kill();
+                (rx.recv().unwrap_or_default(), true)
+            }
+        };
+        let _ = collector.join();
+        self.pgid = 0;
+        (ends, timed_out)
+    }
+
+    fn kill(&self) {
+        if self.pgid > 0 {
             // SAFETY: kill has no memory-safety preconditions; the group is the one we created.
-            unsafe { libc::kill(-pgid, libc::SIGKILL) };
-            (rx.recv().unwrap_or_default(), true)
+            unsafe { libc::kill(-self.pgid, libc::SIGKILL) };
         }
-    };
-    let _ = collector.join();
-    (ends, timed_out)
+    }
+}
+
+impl Drop for ByHand {
+    fn drop(&mut self) {
+        // Not waited for (a test failed in between): no process may outlive the test.
+        self.kill();
+    }
 }
 
 /// Builds `package`'s library (with its `cdylib`) into the profile directory `dir` of the

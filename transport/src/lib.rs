@@ -72,6 +72,7 @@ pub mod completion;
 pub mod conformance;
 pub mod error;
 mod exec;
+pub mod gate;
 pub mod hook;
 pub mod loopback;
 mod mailbox;

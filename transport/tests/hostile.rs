@@ -362,3 +362,65 @@ fn a_stranger_on_the_data_listener_is_refused_and_the_mesh_still_forms() {
     assert_eq!(t1.fetch_add(desc.word(0).unwrap(), 5).unwrap(), 0);
     assert_eq!(t1.fetch_add(desc.word(0).unwrap(), 0).unwrap(), 5);
 }
+
+/// A stranger that sends one byte per `every` until dropped (or its connection breaks).
+struct Drip {
+    stop: std::sync::mpsc::Sender<()>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drip {
+    fn start(addr: &str, every: Duration) -> Drip {
+        let mut s = TcpStream::connect(addr).unwrap();
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            // The pacing of an attacker, not synchronisation: a stop ends it at once.
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every)
+            {
+                if s.write_all(b"D").is_err() {
+                    return;
+                }
+            }
+        });
+        Drip {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Drip {
+    fn drop(&mut self) {
+        let _ = self.stop.send(());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Issue 18: strangers connected to a data listener before the real peer, saying nothing or
+/// one byte a second, held the mesh up by up to 5 s each (30 s and a failure for 8 + 1).
+#[test]
+fn idle_and_dripping_strangers_on_a_data_listener_do_not_delay_the_mesh() {
+    let secret = Secret::generate().unwrap();
+    let mut config = TcpConfig::new(secret);
+    config.connect_timeout = Duration::from_secs(10);
+    let p0 = TcpTransport::prepare(Rank(0), 2, config.clone()).unwrap();
+    let p1 = TcpTransport::prepare(Rank(1), 2, config).unwrap();
+    let endpoints = vec![p0.endpoint().unwrap(), p1.endpoint().unwrap()];
+    let addr = String::from_utf8(endpoints[0].clone()).unwrap();
+    let idle: Vec<TcpStream> = (0..8).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+    let drip = Drip::start(&addr, Duration::from_secs(1));
+    let start = Instant::now();
+    let eps = endpoints.clone();
+    let rank0 = std::thread::spawn(move || p0.connect(&eps));
+    let t1 = p1.connect(&endpoints).unwrap();
+    let t0 = rank0.join().unwrap().unwrap();
+    let took = start.elapsed();
+    println!("mesh of 2 with 8 idle and 1 dripping stranger: {took:?}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    let home = Region::allocate(64).unwrap();
+    let desc = t0.register(&home).unwrap();
+    assert_eq!(t1.fetch_add(desc.word(0).unwrap(), 5).unwrap(), 0);
+    drop((idle, drip));
+}

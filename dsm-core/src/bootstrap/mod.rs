@@ -5,7 +5,10 @@
 //! endpoint. When all `N - 1` have joined, rank 0 sends everyone the table of endpoints, indexed
 //! by rank. A node without the secret, with a wrong job size or a duplicate rank is refused
 //! with a reason, and the job goes on waiting for the real one. The whole exchange is bounded by
-//! the connect timeout, and costs rank 0 one short conversation per node: O(N).
+//! the connect timeout, and costs rank 0 one short conversation per node: O(N). Rank 0 holds
+//! these conversations concurrently, each within the handshake timeout as a whole, and holds only
+//! so many unauthenticated connections at once ([`transport::gate`]): strangers connected to the
+//! coordinator's port cannot delay the real nodes.
 //!
 //! Where rank, size, coordinator and secret come from, in order ([`crate::Node::init`]):
 //! `DSM_RANK` and friends (set by `dsmrun` or by hand); an MPI launcher's PMI-1 server
@@ -22,6 +25,7 @@ use std::os::fd::FromRawFd;
 use std::time::{Duration, Instant};
 
 use transport::auth::{handshake, Role};
+use transport::gate::{self, Admission, DeadlineStream, GateConfig, Served};
 use transport::{Rank, Secret};
 
 use crate::config::{Config, Coordinator};
@@ -29,8 +33,6 @@ use crate::error::{Error, Result};
 use message::{Message, MAX_MESSAGE};
 
 const AUTH_CONTEXT: &str = "dsm bootstrap v1";
-/// Longest a single joining node may take to authenticate and say who it is.
-const PER_NODE: Duration = Duration::from_secs(5);
 
 /// Runs the bootstrap for this node and returns every node's endpoint, indexed by rank.
 ///
@@ -73,7 +75,7 @@ fn pmi_without_client() -> Error {
     )
 }
 
-fn write_msg(s: &mut TcpStream, m: &Message) -> std::io::Result<()> {
+fn write_msg(s: &mut impl Write, m: &Message) -> std::io::Result<()> {
     let body = m.encode();
     let mut framed = (body.len() as u32).to_le_bytes().to_vec();
     framed.extend_from_slice(&body);
@@ -81,7 +83,7 @@ fn write_msg(s: &mut TcpStream, m: &Message) -> std::io::Result<()> {
     s.flush()
 }
 
-fn read_msg(s: &mut TcpStream, from: Rank) -> Result<Message> {
+fn read_msg(s: &mut impl Read, from: Rank) -> Result<Message> {
     let mut len = [0u8; 4];
     s.read_exact(&mut len)
         .map_err(|e| Error::io(format!("reading from rank {from}"), e))?;
@@ -101,13 +103,9 @@ fn read_msg(s: &mut TcpStream, from: Rank) -> Result<Message> {
     })
 }
 
-fn set_timeouts(s: &TcpStream, t: Duration) -> std::io::Result<()> {
-    let t = Some(t.max(Duration::from_millis(1)));
-    s.set_nodelay(true)?;
-    s.set_read_timeout(t)?;
-    s.set_write_timeout(t)
-}
-
+/// Gathers every node's `Join` through [`transport::gate`]: each joining connection
+/// authenticates and sends its `Join` on a thread of its own, within the handshake timeout, so
+/// strangers cannot delay the real nodes; then sends everyone the table.
 fn coordinate(
     listener: &TcpListener,
     config: &Config,
@@ -118,12 +116,40 @@ fn coordinate(
     let mut table: Vec<Option<Vec<u8>>> = vec![None; n];
     let mut streams: Vec<TcpStream> = Vec::with_capacity(n.saturating_sub(1));
     table[0] = Some(endpoint.to_vec());
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| Error::io("configuring the coordinator", e))?;
-    while streams.len() + 1 < n {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
+    if n > 1 {
+        let gate = GateConfig::for_peers("coordinator", config.handshake_timeout, n - 1);
+        let secret = &config.secret;
+        let served = gate::serve(
+            listener,
+            &gate,
+            deadline,
+            |s: &mut DeadlineStream| {
+                handshake(s, secret, AUTH_CONTEXT, Role::Acceptor, 0).map_err(|e| e.to_string())?;
+                read_msg(s, Rank(u32::MAX)).map_err(|e| e.to_string())
+            },
+            |arrival| {
+                let (mut s, from) = (arrival.stream, arrival.from);
+                match admit(arrival.value, config, &table) {
+                    Ok((rank, ep)) => {
+                        tracing::debug!("rank {rank} joined from {from}");
+                        table[rank as usize] = Some(ep);
+                        streams.push(s);
+                        if streams.len() + 1 == n {
+                            Admission::Finished
+                        } else {
+                            Admission::Admitted
+                        }
+                    }
+                    Err(why) => {
+                        // Best effort, and short: the node proved it has the secret, so it reads.
+                        let _ = s.set_write_timeout(Some(config.handshake_timeout));
+                        let _ = write_msg(&mut s, &Message::Refuse(why.clone()));
+                        Admission::Refused(why)
+                    }
+                }
+            },
+        )?;
+        if served == Served::DeadlinePassed {
             let missing: Vec<String> = (1..n)
                 .filter(|r| table[*r].is_none())
                 .map(|r| r.to_string())
@@ -134,82 +160,52 @@ fn coordinate(
                 config.connect_timeout
             )));
         }
-        let (mut s, from) = match listener.accept() {
-            Ok(x) => x,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                transport::net::wait_readable(listener, left.min(Duration::from_millis(100)));
-                continue;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::io("accepting a joining node", e)),
-        };
-        match admit(&mut s, config, &table, left.min(PER_NODE)) {
-            Ok((rank, ep)) => {
-                tracing::debug!("rank {rank} joined from {from}");
-                table[rank as usize] = Some(ep);
-                streams.push(s);
-            }
-            Err(reason) => {
-                tracing::warn!("refused a node from {from}: {reason}");
-                eprintln!("dsm: rank 0: refused a node from {from}: {reason}");
-            }
-        }
     }
     let table: Vec<Vec<u8>> = table.into_iter().map(Option::unwrap_or_default).collect();
     let msg = Message::Table(table.clone());
-    for s in &mut streams {
-        write_msg(s, &msg).map_err(|e| Error::io("sending the endpoint table", e))?;
+    for s in streams {
+        // The connect timeout bounds the whole bootstrap, this last step included.
+        let mut s = DeadlineStream::until(s, deadline);
+        write_msg(&mut s, &msg).map_err(|e| Error::io("sending the endpoint table", e))?;
     }
     Ok(table)
 }
 
-/// Authenticates one joining node and checks its `Join`; refuses it with a reason otherwise.
+/// Checks an authenticated node's first message; the reason to refuse it otherwise.
 fn admit(
-    s: &mut TcpStream,
+    msg: Message,
     config: &Config,
     table: &[Option<Vec<u8>>],
-    limit: Duration,
 ) -> Result<(u32, Vec<u8>), String> {
-    s.set_nonblocking(false).map_err(|e| e.to_string())?;
-    set_timeouts(s, limit).map_err(|e| e.to_string())?;
-    handshake(s, &config.secret, AUTH_CONTEXT, Role::Acceptor, 0).map_err(|e| e.to_string())?;
-    let refuse = |s: &mut TcpStream, why: String| {
-        let _ = write_msg(s, &Message::Refuse(why.clone()));
-        why
-    };
-    match read_msg(s, Rank(u32::MAX)) {
-        Ok(Message::Join {
+    match msg {
+        Message::Join {
             rank,
             nodes,
             endpoint,
-        }) => {
+        } => {
             if nodes as usize != config.nodes {
-                Err(refuse(
-                    s,
-                    format!(
-                        "rank {rank} believes the job has {nodes} nodes; it has {}",
-                        config.nodes
-                    ),
+                Err(format!(
+                    "rank {rank} believes the job has {nodes} nodes; it has {}",
+                    config.nodes
                 ))
             } else if rank == 0 || rank as usize >= config.nodes {
-                Err(refuse(
-                    s,
-                    format!(
-                        "rank {rank} is not a joining rank of a {}-node job",
-                        config.nodes
-                    ),
+                Err(format!(
+                    "rank {rank} is not a joining rank of a {}-node job",
+                    config.nodes
                 ))
             } else if table[rank as usize].is_some() {
-                Err(refuse(s, format!("rank {rank} has already joined")))
+                Err(format!("rank {rank} has already joined"))
             } else {
                 Ok((rank, endpoint))
             }
         }
-        Ok(other) => Err(refuse(s, format!("expected a join, got {other:?}"))),
-        Err(e) => Err(e.to_string()),
+        other => Err(format!("expected a join, got {other:?}")),
     }
 }
 
+/// Joins the coordinator at `addr`: connects (again, while it is not listening yet or drops us
+/// during authentication, as it may among many strangers), authenticates, sends our `Join` and
+/// waits for the table, all before `deadline`.
 fn join(
     addr: SocketAddr,
     config: &Config,
@@ -217,16 +213,33 @@ fn join(
     deadline: Instant,
 ) -> Result<Vec<Vec<u8>>> {
     let mut backoff = Duration::from_millis(5);
+    let mut last: Option<Error> = None;
     let mut s = loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
+            let last = last.map(|e| format!(" (last: {e})")).unwrap_or_default();
             return Err(Error::Timeout(format!(
-                "the coordinator (rank 0) at {addr} did not answer within {:?}",
+                "the coordinator (rank 0) at {addr} did not answer within {:?}{last}",
                 config.connect_timeout
             )));
         }
         match TcpStream::connect_timeout(&addr, left) {
-            Ok(s) => break s,
+            Ok(s) => {
+                let _ = s.set_nodelay(true);
+                let mut s = DeadlineStream::until(s, deadline);
+                match handshake(
+                    &mut s,
+                    &config.secret,
+                    AUTH_CONTEXT,
+                    Role::Connector,
+                    config.rank.0,
+                ) {
+                    Ok(_) => break s,
+                    // Closed or reset before we were authenticated: dropped among strangers.
+                    Err(e @ transport::Error::Io { .. }) => last = Some(e.into()),
+                    Err(e) => return Err(e.into()),
+                }
+            }
             Err(e)
                 if matches!(
                     e.kind(),
@@ -234,8 +247,10 @@ fn join(
                 ) =>
             {
                 // Rank 0 may not be listening yet: retry with a bounded back-off.
-                transport::net::backoff(backoff.min(left));
-                backoff = (backoff * 2).min(Duration::from_millis(200));
+                last = Some(Error::io(
+                    format!("connecting to the coordinator at {addr}"),
+                    e,
+                ));
             }
             Err(e) => {
                 return Err(Error::io(
@@ -244,16 +259,9 @@ fn join(
                 ))
             }
         }
+        transport::net::backoff(backoff.min(deadline.saturating_duration_since(Instant::now())));
+        backoff = (backoff * 2).min(Duration::from_millis(200));
     };
-    set_timeouts(&s, deadline.saturating_duration_since(Instant::now()))
-        .map_err(|e| Error::io("configuring the bootstrap connection", e))?;
-    handshake(
-        &mut s,
-        &config.secret,
-        AUTH_CONTEXT,
-        Role::Connector,
-        config.rank.0,
-    )?;
     let join = Message::Join {
         rank: config.rank.0,
         nodes: config.nodes as u32,
@@ -273,12 +281,7 @@ fn join(
             from: Rank(0),
             detail: "sent a join".into(),
         }),
-        Err(Error::Io { source, .. })
-            if matches!(
-                source.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ) =>
-        {
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::TimedOut => {
             Err(Error::Timeout(format!(
                 "the endpoint table did not arrive within {:?}",
                 config.connect_timeout

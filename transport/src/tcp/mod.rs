@@ -5,21 +5,22 @@
 //! Setting up is two-phase, so that a bootstrap can exchange endpoints in between:
 //! [`TcpTransport::prepare`] binds the data listener and yields this node's endpoint;
 //! [`PreparedTcp::connect`] takes every node's endpoint and builds the full mesh (each node
-//! connects to the lower ranks and accepts the higher ones, authenticating both ways).
+//! connects to the lower ranks and accepts the higher ones, authenticating both ways; see
+//! [`crate::gate`] for how strangers on the data listener are kept from delaying it).
 
 mod conn;
 mod linger;
+mod mesh;
 mod progress;
 
-use std::io::Read;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::api::Transport;
-use crate::auth::{handshake, Role, Secret};
+use crate::auth::Secret;
 use crate::completion::{Completion, Driver, DEFAULT_SPIN};
 use crate::error::{Error, Result};
 use crate::exec;
@@ -46,6 +47,9 @@ pub struct TcpConfig {
     pub peer_timeout: Duration,
     /// How long connecting to the mesh may take.
     pub connect_timeout: Duration,
+    /// How long a connection to the data listener may take, from being accepted, to finish
+    /// authenticating; see [`crate::gate`].
+    pub handshake_timeout: Duration,
     /// How long a waiter spins before it sleeps.
     pub spin: Duration,
     /// How long a thread waiting for a message spins (reading its connections) before it
@@ -61,13 +65,14 @@ pub struct TcpConfig {
 }
 
 impl TcpConfig {
-    /// Defaults: loopback, 10 s peer timeout, 30 s to connect, 64 MiB frames.
+    /// Defaults: loopback, 10 s peer timeout, 30 s to connect, 3 s per handshake, 64 MiB frames.
     pub fn new(secret: Secret) -> TcpConfig {
         TcpConfig {
             bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
             secret,
             peer_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(30),
+            handshake_timeout: crate::gate::DEFAULT_HANDSHAKE_TIMEOUT,
             spin: DEFAULT_SPIN,
             message_spin: MESSAGE_SPIN,
             max_payload: 64 << 20,
@@ -276,52 +281,7 @@ impl PreparedTcp {
                 self.nodes
             )));
         }
-        let deadline = Instant::now() + self.config.connect_timeout;
-        let mut streams: Vec<Option<TcpStream>> = (0..self.nodes).map(|_| None).collect();
-        for (peer, ep) in endpoints.iter().enumerate().take(self.rank.index()) {
-            let addr: SocketAddr = std::str::from_utf8(ep)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| Error::Protocol {
-                    from: Rank(peer as u32),
-                    detail: "endpoint is not a socket address".into(),
-                })?;
-            streams[peer] = Some(self.connect_one(Rank(peer as u32), addr, deadline)?);
-        }
-        let mut missing = self.nodes - 1 - self.rank.index();
-        self.listener
-            .set_nonblocking(true)
-            .map_err(|e| Error::io("configuring the listener", e))?;
-        while missing > 0 {
-            match self.listener.accept() {
-                Ok((stream, from)) => match self.accept_one(stream, deadline) {
-                    Ok((peer, s)) if streams[peer.index()].is_none() => {
-                        streams[peer.index()] = Some(s);
-                        missing -= 1;
-                    }
-                    Ok((peer, _)) => tracing::warn!(
-                        "refused a second connection claiming rank {peer} from {from}"
-                    ),
-                    Err(e) => tracing::warn!("refused a connection from {from}: {e}"),
-                },
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    if Instant::now() >= deadline {
-                        let waiting: Vec<String> = (self.rank.index() + 1..self.nodes)
-                            .filter(|r| streams[*r].is_none())
-                            .map(|r| r.to_string())
-                            .collect();
-                        return Err(Error::Timeout(format!(
-                            "ranks {} did not connect within {:?}",
-                            waiting.join(", "),
-                            self.config.connect_timeout
-                        )));
-                    }
-                    crate::net::wait_readable(&self.listener, Duration::from_millis(50));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::io("accepting a peer", e)),
-            }
-        }
+        let streams = mesh::streams(&self, endpoints)?;
         drop(self.listener);
 
         let poll = mio::Poll::new().map_err(|e| Error::io("creating the poller", e))?;
@@ -409,97 +369,6 @@ impl PreparedTcp {
             nodes: self.nodes,
         })
     }
-
-    fn connect_one(&self, peer: Rank, addr: SocketAddr, deadline: Instant) -> Result<TcpStream> {
-        let mut backoff = Duration::from_millis(5);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(Error::Timeout(format!(
-                    "connecting to rank {peer} at {addr}"
-                )));
-            }
-            match TcpStream::connect_timeout(&addr, left) {
-                Ok(mut s) => {
-                    configure(&s, left)?;
-                    let who = handshake(
-                        &mut s,
-                        &self.config.secret,
-                        AUTH_CONTEXT,
-                        Role::Connector,
-                        self.rank.0,
-                    )?;
-                    if who.peer_rank != peer.0 {
-                        return Err(Error::Protocol {
-                            from: peer,
-                            detail: format!("the node at {addr} says it is rank {}", who.peer_rank),
-                        });
-                    }
-                    let mut ack = [0u8; 1];
-                    s.read_exact(&mut ack).map_err(|e| {
-                        Error::io(format!("waiting for rank {peer} to accept us"), e)
-                    })?;
-                    if ack[0] != 1 {
-                        return Err(Error::Protocol {
-                            from: peer,
-                            detail: "refused our rank".into(),
-                        });
-                    }
-                    s.set_read_timeout(None)
-                        .map_err(|e| Error::io("configuring a connection", e))?;
-                    return Ok(s);
-                }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    // The peer's listener is bound before its endpoint is published, so this
-                    // only happens for a stale endpoint; retry until the deadline.
-                    crate::net::backoff(backoff);
-                    backoff = (backoff * 2).min(Duration::from_millis(500));
-                }
-                Err(e) => return Err(Error::io(format!("connecting to rank {peer} at {addr}"), e)),
-            }
-        }
-    }
-
-    fn accept_one(&self, mut s: TcpStream, deadline: Instant) -> Result<(Rank, TcpStream)> {
-        s.set_nonblocking(false)
-            .map_err(|e| Error::io("configuring a connection", e))?;
-        // A stranger that connects and says nothing holds us up for a bounded time only.
-        let left = deadline.saturating_duration_since(Instant::now());
-        configure(&s, left.min(Duration::from_secs(5)))?;
-        let who = handshake(
-            &mut s,
-            &self.config.secret,
-            AUTH_CONTEXT,
-            Role::Acceptor,
-            self.rank.0,
-        )?;
-        let peer = Rank(who.peer_rank);
-        let ok = peer.index() > self.rank.index() && peer.index() < self.nodes;
-        std::io::Write::write_all(&mut s, &[u8::from(ok)])
-            .map_err(|e| Error::io("answering a peer", e))?;
-        if !ok {
-            return Err(Error::Protocol {
-                from: peer,
-                detail: "a rank that should not connect to us".into(),
-            });
-        }
-        s.set_read_timeout(None)
-            .map_err(|e| Error::io("configuring a connection", e))?;
-        Ok((peer, s))
-    }
-}
-
-fn configure(s: &TcpStream, timeout: Duration) -> Result<()> {
-    let t = Some(timeout.max(Duration::from_millis(1)));
-    s.set_nodelay(true)
-        .and_then(|()| s.set_read_timeout(t))
-        .and_then(|()| s.set_write_timeout(t))
-        .map_err(|e| Error::io("configuring a connection", e))
 }
 
 impl TcpTransport {

@@ -25,9 +25,10 @@ mkdir -p "$prefix"
 prefix="$(cd "$prefix" && pwd)"
 
 echo "install: building libdsm and dsmrun (release)"
-# --print native-static-libs names the system libraries a static link of libdsm.a needs.
-notes=$(cargo rustc --locked --release -p dsm-ffi --lib -- --print native-static-libs 2>&1) || {
-  echo "$notes" >&2; exit 1; }
+# --print native-static-libs names the system libraries a static link of libdsm.a needs. The
+# build's progress is shown as it goes (a first build takes a minute or more).
+notes=$(cargo rustc --locked --release -p dsm-ffi --lib -- --print native-static-libs 2>&1 |
+        tee /dev/stderr)
 static_libs=$(echo "$notes" | sed -n 's/.*native-static-libs: //p' | tail -1)
 [ -n "$static_libs" ] || { echo "install: rustc did not name the static libraries" >&2; exit 1; }
 cargo build --locked --release -p dsm-core --bin dsmrun

@@ -380,6 +380,7 @@ pub fn parse_bind(v: &str) -> Result<IpAddr> {
         .copied()
         .ok_or_else(|| {
             let mut names: Vec<&str> = ifaces.iter().map(|i| i.name.as_str()).collect();
+            names.sort_unstable();
             names.dedup();
             Error::Config(format!(
                 "{}={v:?} is neither an IP address nor an interface with an address (interfaces: {})",

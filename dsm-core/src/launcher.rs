@@ -245,9 +245,9 @@ pub fn launch(options: LaunchOptions) -> Result<Job> {
         // `getppid` and `fcntl`, which are async-signal-safe, allocates nothing (its errors are
         // bare errno values) and takes no lock, so it is sound in the fork of a threaded process.
         unsafe { cmd.pre_exec(prepare_child) };
-        if options.tag_output || options.capture_output {
-            cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        }
+        // Always through pipes, forwarded a whole line at a time: the lines of different ranks
+        // never mix mid-line (a rank's own writes may be partial lines).
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {
@@ -266,7 +266,7 @@ pub fn launch(options: LaunchOptions) -> Result<Job> {
             job.pgid = child.id() as libc::pid_t;
         }
         job.alive += 1;
-        if options.tag_output || options.capture_output {
+        {
             let out = child.stdout.take();
             let err = child.stderr.take();
             for (stream, is_err) in [
@@ -276,10 +276,11 @@ pub fn launch(options: LaunchOptions) -> Result<Job> {
                 if let Some(s) = stream {
                     let tx = tx.clone();
                     let capture = options.capture_output;
+                    let tag = options.tag_output || capture;
                     job.copiers += 1;
                     // Detached: a rank's leftover child may hold the pipe open (see `wait`).
                     std::thread::spawn(move || {
-                        copy_lines(rank, s, is_err, capture, &tx);
+                        copy_lines(rank, s, is_err, tag, capture, &tx);
                         let _ = tx.send(Event::OutputClosed);
                     });
                 }
@@ -302,10 +303,14 @@ fn wait_child(rank: usize, mut child: Child, tx: &Sender<Event>) {
     let _ = tx.send(Event::Exited(rank, child.wait()));
 }
 
+/// Copies one rank's stream a whole line at a time (a last line without its newline gets one),
+/// prefixed with `[rank] ` when `tag` is set, to this process's stream or, when `capture` is
+/// set, to the job's events.
 fn copy_lines(
     rank: usize,
     stream: Box<dyn Read + Send>,
     is_err: bool,
+    tag: bool,
     capture: bool,
     tx: &Sender<Event>,
 ) {
@@ -319,14 +324,20 @@ fn copy_lines(
                 if !line.ends_with(b"\n") {
                     line.push(b'\n');
                 }
-                let text = format!("[{rank}] {}", String::from_utf8_lossy(&line));
                 if capture {
+                    let text = format!("[{rank}] {}", String::from_utf8_lossy(&line));
                     let _ = tx.send(Event::Line(text));
-                } else if is_err {
-                    let _ = std::io::stderr().lock().write_all(text.as_bytes());
-                } else {
-                    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+                    continue;
                 }
+                if tag {
+                    line.splice(0..0, format!("[{rank}] ").into_bytes());
+                }
+                // One write per line, under the stream's lock: lines stay whole.
+                let _ = if is_err {
+                    std::io::stderr().lock().write_all(&line)
+                } else {
+                    std::io::stdout().lock().write_all(&line)
+                };
             }
         }
     }

@@ -363,7 +363,11 @@ fn connect_transport(
                 true
             }
             Err(why) => {
-                if config.rank.0 == 0 {
+                // A machine without any RDMA device is the common case: say so only in the
+                // log. A device that is there but cannot be used deserves a line.
+                if transport::verbs::device_names().is_empty() {
+                    tracing::info!("transport auto: using tcp ({why})");
+                } else if config.rank.0 == 0 {
                     eprintln!("dsm: transport auto: using tcp ({why})");
                 }
                 false

@@ -93,10 +93,39 @@ fn wrong_arguments_are_refused() {
         &["-n", "2"],
         &["--transport", "smoke", "-n", "2", "true"],
         &["-n", "2", "--timeout", "-3", "true"],
+        // An unknown option is an error, not a program named "--frobnicate" (exit 127).
+        &["-n", "2", "--frobnicate", "true"],
+        &["-n", "2", "--bind", "no-such-interface0", "true"],
+        &["-n", "1025", "true"],
     ] {
         let o = dsmrun(args);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
         assert!(text(&o).contains("error"), "{args:?}: {}", text(&o));
+    }
+}
+
+#[test]
+fn binds_to_an_interface_given_by_name() {
+    let o = dsmrun(&["-n", "2", "--bind", "lo", "--timeout", "60", DEMO, "64"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("every check passed"), "{}", text(&o));
+}
+
+#[test]
+fn the_lines_of_different_ranks_never_mix() {
+    // Each rank writes its lines in pieces (printf of one word at a time, no newline until the
+    // end), many times: without forwarding whole lines, pieces of different ranks interleave.
+    let script = "for i in $(seq 1 200); do printf 'rank%s ' $DSM_RANK; printf 'line%s ' $i; \
+                  printf 'end%s\\n' $DSM_RANK; done >&2";
+    let o = dsmrun(&["-n", "4", "--timeout", "60", "sh", "-c", script]);
+    assert!(o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("rank")).collect();
+    assert_eq!(lines.len(), 800, "{err}");
+    for l in lines {
+        let w: Vec<&str> = l.split(' ').collect();
+        assert_eq!(w.len(), 3, "a mixed line: {l:?}");
+        assert_eq!(w[0].strip_prefix("rank"), w[2].strip_prefix("end"), "{l:?}");
     }
 }
 

@@ -195,6 +195,8 @@ fn transport_status(e: &transport::Error) -> c_int {
     match e {
         transport::Error::PeerLost { .. } => DSM_ERR_PEER_LOST,
         transport::Error::Timeout(_) => DSM_ERR_TIMEOUT,
+        // A wrong job secret is refused while the job is assembled.
+        transport::Error::Auth(_) => DSM_ERR_BOOTSTRAP,
         _ => DSM_ERR_TRANSPORT,
     }
 }
@@ -243,6 +245,12 @@ pub(crate) fn last_message() -> *const c_char {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_authentication_is_a_bootstrap_failure() {
+        let e = dsm_core::Error::Transport(transport::Error::Auth("wrong secret".into()));
+        assert_eq!(Failure::from(e).status, DSM_ERR_BOOTSTRAP);
+    }
 
     #[test]
     fn every_status_is_distinct_and_named_after_itself() {

@@ -21,7 +21,7 @@ use transport::verbs::VerbsConfig;
 #[derive(Debug, Parser)]
 #[command(name = "dsmrun", version, about, long_about = None)]
 struct Args {
-    /// Number of processes (nodes) to start.
+    /// Number of processes (nodes) to start (1 to 1024).
     #[arg(short = 'n', long = "nodes", value_parser = clap::value_parser!(u32).range(1..=1024),
           required_unless_present = "info")]
     nodes: Option<u32>,
@@ -34,8 +34,9 @@ struct Args {
     /// Prefix every output line with the rank that printed it.
     #[arg(long)]
     tag_output: bool,
-    /// Address the nodes bind their listeners to.
-    #[arg(long, default_value = "127.0.0.1")]
+    /// Address the nodes bind their listeners to: an IP address or a network interface's name
+    /// (its first IPv4 address).
+    #[arg(long, default_value = "127.0.0.1", value_parser = parse_bind)]
     bind: IpAddr,
     /// Say which fault engines and transports can run here, and why not, then exit.
     #[arg(long, exclusive = true)]
@@ -44,10 +45,13 @@ struct Args {
     #[arg(
         required_unless_present = "info",
         trailing_var_arg = true,
-        allow_hyphen_values = true,
         value_name = "PROGRAM [ARGS]"
     )]
     command: Vec<OsString>,
+}
+
+fn parse_bind(s: &str) -> Result<IpAddr, String> {
+    dsm_core::config::parse_bind(s).map_err(|e| e.to_string())
 }
 
 fn parse_secs(s: &str) -> Result<Duration, String> {
@@ -124,7 +128,14 @@ fn main() {
         Ok(job) => job,
         Err(e) => {
             eprintln!("dsmrun: {e}");
-            std::process::exit(127);
+            // 127 only when the program could not be started, as a shell says it; 2 for the
+            // rest (a bad setting, a bind that failed).
+            let code = if matches!(e, dsm_core::Error::Launch(_)) {
+                127
+            } else {
+                2
+            };
+            std::process::exit(code);
         }
     };
     let report = job.wait();

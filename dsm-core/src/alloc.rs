@@ -65,6 +65,12 @@ impl RangeAllocator {
         Some(len)
     }
 
+    /// The live allocation (start, length) that contains `unit`, if any.
+    pub fn block_at(&self, unit: usize) -> Option<(usize, usize)> {
+        let (&start, &len) = self.live.range(..=unit).next_back()?;
+        (unit < start + len).then_some((start, len))
+    }
+
     /// The length of the live allocation that starts at `start`.
     pub fn len_of(&self, start: usize) -> Option<usize> {
         self.live.get(&start).copied()
@@ -89,7 +95,10 @@ mod tests {
         let z = a.alloc(4).unwrap();
         assert_eq!((x, y, z), (10, 13, 16));
         assert_eq!(a.alloc(1), None, "full");
+        assert_eq!(a.block_at(14), Some((13, 3)));
+        assert_eq!(a.block_at(9), None);
         assert_eq!(a.free(y), Some(3));
+        assert_eq!(a.block_at(14), None, "freed");
         assert_eq!(a.free(y), None, "double free");
         assert_eq!(a.free(x), Some(3));
         assert_eq!(a.alloc(6), Some(10), "coalesced with its neighbour");

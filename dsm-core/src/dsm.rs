@@ -27,6 +27,7 @@ use crate::node::Node;
 use crate::space::{self, Access, GlobalSpace, PAGE};
 use crate::sparse::SparseTable;
 use crate::stats::Stats;
+use arena::{Arena, MALLOC_GRANULE};
 
 /// The storage of the page table: sparse in the runtime (memory only for the pages a node
 /// uses), a `Vec` of loom's atomics in the loom models.
@@ -45,6 +46,7 @@ fn page_words(pages: usize) -> Result<PageWords> {
     Ok((0..pages).map(|_| crate::sync::AtomicU64::new(0)).collect())
 }
 
+mod arena;
 mod held;
 #[cfg(test)]
 mod sim;
@@ -55,12 +57,6 @@ const DIR_ENTRY: usize = 32;
 const LOG_CAP: usize = 1 << 16;
 /// Size of the scratch area used as the local side of small remote operations.
 const SCRATCH_SLOTS: usize = 4096;
-/// Bytes at the start of each node's arena: the head of its stack of blocks freed by other
-/// nodes (a global word homed at the owner).
-const ARENA_HEADER: usize = 64;
-/// Granule of non-collective allocations, in bytes.
-const MALLOC_GRANULE: usize = 16;
-
 /// The home/manager table entry of a page: bits 0–7 home + 1 (0: not known yet), bits 8–15
 /// manager + 1 (0: the page is not allocated).
 fn map_entry(home: Option<usize>, manager: usize) -> u32 {
@@ -205,7 +201,11 @@ pub(crate) struct Inner {
     sharers: Mutex<HashSet<usize>>,
     log_consumed: Mutex<u64>,
     collective_heap: Mutex<RangeAllocator>,
-    arena: Mutex<RangeAllocator>,
+    arena: Mutex<Arena>,
+    /// Pages of other nodes' arenas seen holding a live block (their owners' bitmaps said so):
+    /// atomics and locks there need not ask again. Never forgotten: a page whose blocks were
+    /// all freed since is not refused (the check is for memory never allocated).
+    known_live: Mutex<HashSet<usize>>,
     collective_pages: usize,
     /// Pages of each node's arena.
     arena_pages: usize,
@@ -430,11 +430,8 @@ impl Inner {
             sharers: Mutex::new(HashSet::new()),
             log_consumed: Mutex::new(0),
             collective_heap: Mutex::new(RangeAllocator::new(0, collective_pages, 1)),
-            arena: Mutex::new(RangeAllocator::new(
-                arena_start + ARENA_HEADER,
-                arena_start + arena_pages * PAGE,
-                MALLOC_GRANULE,
-            )),
+            arena: Mutex::new(Arena::new(arena_start, arena_pages)),
+            known_live: Mutex::new(HashSet::new()),
             collective_pages,
             arena_pages,
             next_expected: std::sync::atomic::AtomicUsize::new(usize::MAX),
@@ -1349,7 +1346,7 @@ impl Inner {
                 tracing::warn!("a remote free left a link outside the arena: {block:#x}");
                 break;
             }
-            if arena.free(block).is_none() {
+            if arena.free(block, &self.runtime).is_none() {
                 tracing::warn!(
                     "another node freed {:#x}, which is not a live allocation here",
                     self.space.base() + block
@@ -1365,8 +1362,38 @@ impl Inner {
         if !self.space.contains(addr) || !addr.is_multiple_of(8) {
             return Err(Error::Misaligned(addr));
         }
-        let (home, _) = self.home_of(self.space.page_of(addr))?;
+        let page = self.space.page_of(addr);
+        let (home, _) = self.home_of(page)?;
+        if page >= self.collective_pages {
+            self.check_arena_word(addr, page, home)?;
+        }
         Ok(self.homes[home].word((addr - self.space.base()) as u64)?)
+    }
+
+    /// Refuses an atomic on `malloc` arena memory that no block covers: exactly in this node's
+    /// own arena; in another node's, by its owner's page bitmap (one remote read the first time
+    /// a page is used, remembered after).
+    fn check_arena_word(&self, addr: usize, page: usize, owner: usize) -> Result<()> {
+        let off = addr - self.space.base();
+        if owner == self.me {
+            return if lock(&self.arena).covers(off, 8) {
+                Ok(())
+            } else {
+                Err(Error::Unallocated(addr))
+            };
+        }
+        if lock(&self.known_live).contains(&page) {
+            return Ok(());
+        }
+        let index = page - self.collective_pages - owner * self.arena_pages;
+        let word =
+            self.homes[owner].word((self.arena_head(owner) + arena::bitmap_word(index)) as u64)?;
+        let bits = self.t.fetch_add(word, 0)?;
+        if bits >> (index % 64) & 1 == 0 {
+            return Err(Error::Unallocated(addr));
+        }
+        lock(&self.known_live).insert(page);
+        Ok(())
     }
 }
 
@@ -1592,7 +1619,7 @@ impl Dsm {
     pub fn malloc(&self, bytes: usize) -> Result<*mut u8> {
         self.inner.take_remote_frees()?;
         let off = lock(&self.inner.arena)
-            .alloc(bytes)
+            .alloc(bytes, &self.inner.runtime)
             .ok_or(Error::OutOfMemory { requested: bytes })?;
         Ok((self.inner.space.base() + off) as *mut u8)
     }
@@ -1624,7 +1651,7 @@ impl Dsm {
         if owner == inner.me {
             inner.take_remote_frees()?;
             return lock(&inner.arena)
-                .free(off)
+                .free(off, &inner.runtime)
                 .map(drop)
                 .ok_or(Error::InvalidPointer(addr));
         }

@@ -7,20 +7,37 @@
 //! section on a node-local mutex. A lock is held by the node (any of its threads may unlock
 //! it, as `docs/C_API.md` says); only the thread that took it cannot take it again.
 
+use std::cell::Cell;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::thread::ThreadId;
 
 use crate::error::{Error, Result};
 
-/// The global locks this node holds: lock address → the thread that took it.
+/// A number for the calling thread, unique in the process. Not `std::thread::current().id()`:
+/// that allocates a handle on the first call in a thread the runtime did not start (a C
+/// program's main thread), which valgrind reports as possibly lost at exit.
+fn caller() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        static ME: Cell<u64> = const { Cell::new(0) };
+    }
+    ME.with(|me| {
+        if me.get() == 0 {
+            me.set(NEXT.fetch_add(1, Ordering::Relaxed));
+        }
+        me.get()
+    })
+}
+
+/// The global locks this node holds: lock address → the thread that took it ([`caller`]).
 #[derive(Debug, Default)]
 pub(super) struct HeldLocks {
-    held: Mutex<HashMap<usize, ThreadId>>,
+    held: Mutex<HashMap<usize, u64>>,
 }
 
 impl HeldLocks {
-    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<usize, ThreadId>> {
+    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<usize, u64>> {
         // A panic while holding this mutex cannot leave the map inconsistent (single inserts
         // and removes): go on with it.
         self.held.lock().unwrap_or_else(|e| e.into_inner())
@@ -32,7 +49,7 @@ impl HeldLocks {
     /// # Errors
     /// [`Error::LockHeldByCaller`].
     pub(super) fn check_not_mine(&self, addr: usize) -> Result<()> {
-        if self.table().get(&addr) == Some(&std::thread::current().id()) {
+        if self.table().get(&addr) == Some(&caller()) {
             return Err(Error::LockHeldByCaller(addr));
         }
         Ok(())
@@ -40,7 +57,7 @@ impl HeldLocks {
 
     /// Records that the calling thread took the lock at `addr`.
     pub(super) fn taken(&self, addr: usize) {
-        self.table().insert(addr, std::thread::current().id());
+        self.table().insert(addr, caller());
     }
 
     /// Before passing the lock at `addr` on: forgets it.

@@ -213,6 +213,46 @@ static void mismatched_collectives(void) {
     CHECK_LAST(DSM_OK);
 }
 
+/* Atomics and locks on malloc-arena memory that no block covers are DSM_ERR_UNALLOCATED and
+ * change nothing, in this node's arena and in another's, as on the collective heap. */
+static void unallocated_arena_words(void) {
+    int me = dsm_rank(), n = dsm_nodes();
+    uint64_t *mine = dsm_malloc(64);
+    CHECK(mine != NULL);
+    uint64_t *nowhere = mine + (1 << 17); /* 1 MiB further: never allocated */
+    CHECK(dsm_atomic_fetch_add_u64(mine + 2, 5) == 0);
+    CHECK_LAST(DSM_OK);
+    CHECK(dsm_atomic_fetch_add_u64(nowhere, 1) == 0);
+    CHECK_LAST(DSM_ERR_UNALLOCATED);
+    CHECK(dsm_atomic_fetch_add_u64(mine + 8, 1) == 0); /* just past the 64-byte block */
+    CHECK_LAST(DSM_ERR_UNALLOCATED);
+    CHECK_STATUS(dsm_lock_init((dsm_lock_t *)nowhere), DSM_ERR_UNALLOCATED);
+    CHECK_STATUS(dsm_lock((dsm_lock_t *)nowhere), DSM_ERR_UNALLOCATED);
+
+    uint64_t **ptrs = dsm_alloc_collective(sizeof(uint64_t *) * (size_t)n);
+    CHECK(ptrs != NULL);
+    ptrs[me] = mine;
+    CHECK_OK(dsm_barrier());
+    uint64_t *theirs = ptrs[(me + 1) % n];
+    CHECK(dsm_atomic_fetch_add_u64(theirs + 3, 1) == 0); /* live block: fine */
+    CHECK_LAST(DSM_OK);
+    if (n > 1) {
+        CHECK(dsm_atomic_fetch_add_u64(theirs + (1 << 17), 1) == 0);
+        CHECK_LAST(DSM_ERR_UNALLOCATED);
+        CHECK_STATUS(dsm_lock((dsm_lock_t *)(theirs + (1 << 17))), DSM_ERR_UNALLOCATED);
+    }
+    CHECK_OK(dsm_barrier());
+    CHECK(dsm_atomic_load_u64(mine + 3) == 1);
+    CHECK(dsm_atomic_load_u64(mine + 2) == 5);
+    CHECK_OK(dsm_barrier());
+    dsm_free_collective(ptrs);
+    CHECK_LAST(DSM_OK);
+    dsm_free(mine);
+    CHECK_LAST(DSM_OK);
+    CHECK(dsm_atomic_fetch_add_u64(mine + 2, 1) == 0); /* freed: nothing covers it any more */
+    CHECK_LAST(DSM_ERR_UNALLOCATED);
+}
+
 static void after_finalize(void) {
     CHECK(dsm_initialized() == 0);
     CHECK_STATUS(dsm_rank(), DSM_ERR_FINALIZED);
@@ -230,6 +270,7 @@ int main(int argc, char **argv) {
     CHECK_OK(dsm_barrier());
     lock_misuse();
     mismatched_collectives();
+    unallocated_arena_words();
     int me = dsm_rank();
     CHECK_OK(dsm_finalize());
     after_finalize();

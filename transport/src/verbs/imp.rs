@@ -8,8 +8,11 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::sys::{self, Channel, Context, Cq, Mr, Path, Pd, Qp, Remote, Wc, Wr, WrKind};
-use super::VerbsConfig;
+use super::config::VerbsConfig;
+use super::control::{fragments, Control, Reassembly, FRAG};
+use super::endpoint::{self, psn_for, Endpoint, PeerEndpoint, Towards, MAX_NODES};
+use super::select::{select, Selected};
+use super::sys::{Channel, Cq, Mr, Path, Pd, Qp, Remote, Wc, Wr, WrKind};
 use crate::api::Transport;
 use crate::completion::{Completer, Completion, Driver};
 use crate::error::{Error, RemoteFault, Result};
@@ -17,179 +20,12 @@ use crate::mailbox::Mailbox;
 use crate::region::Region;
 use crate::types::{BackendKind, Capabilities, LocalSlice, Message, Op, Rank, RegionDesc, Tag};
 
-/// Largest job: every endpoint carries one entry per node and must fit the bootstrap's 64 KiB.
-pub(crate) const MAX_NODES: usize = 3000;
-const MAGIC: &[u8; 8] = b"DSMVERB1";
-const FIXED: usize = 8 + 4 + 4 + 2 + 1 + 1 + 16 + 4 + 8 + 4;
-const PER_PEER: usize = 20;
 /// Work requests of a peer's one-sided send queue.
 const REQ_DEPTH: u32 = 256;
 /// Send and receive slots of a peer's control queue pair (messages, heartbeats).
 const CTRL_DEPTH: u32 = 32;
-/// Bytes of one control receive buffer: the largest fragment of a message, header included.
-const FRAG: usize = 16 << 10;
-const HEADER: usize = 16;
 const INLINE_WANTED: u32 = 128;
 const RECV_BIT: u64 = 1 << 63;
-
-const K_HELLO: u8 = 1;
-const K_MSG: u8 = 2;
-const K_GOODBYE: u8 = 3;
-const K_RESET: u8 = 4;
-const K_RESET_ACK: u8 = 5;
-const F_FIRST: u8 = 1;
-
-/// What the device selection found.
-#[derive(Debug)]
-pub(crate) struct Selected {
-    ctx: Arc<Context>,
-    port: u8,
-    port_info: sys::PortInfo,
-    caps: sys::DeviceCaps,
-    gid_index: u8,
-    gid: [u8; 16],
-    global: bool,
-}
-
-impl Selected {
-    pub(crate) fn describe(&self) -> String {
-        format!(
-            "{} port {} ({}, GID index {} = {})",
-            self.ctx.name,
-            self.port,
-            if self.port_info.link_layer == sys::LINK_LAYER_INFINIBAND {
-                "InfiniBand"
-            } else {
-                "Ethernet/RoCE"
-            },
-            self.gid_index,
-            gid_text(&self.gid)
-        )
-    }
-}
-
-fn gid_text(g: &[u8; 16]) -> String {
-    std::net::Ipv6Addr::from(*g).to_string()
-}
-
-fn ipv4_mapped(g: &[u8; 16]) -> bool {
-    g[..10].iter().all(|&b| b == 0) && g[10] == 0xff && g[11] == 0xff
-}
-
-fn port_state_name(s: u32) -> &'static str {
-    match s {
-        1 => "DOWN",
-        2 => "INIT",
-        3 => "ARMED",
-        4 => "ACTIVE",
-        5 => "ACTIVE_DEFER",
-        _ => "unknown",
-    }
-}
-
-/// Finds the device and port to use (the configured ones, or the first active port), and the
-/// GID: the configured index, else for RoCE the first RoCE v2 IPv4-mapped GID.
-pub(crate) fn select(config: &VerbsConfig) -> Result<Selected> {
-    let names = sys::device_names();
-    if names.is_empty() {
-        return Err(Error::Unsupported(
-            "no RDMA device on this machine (ibv_get_device_list found none; is the kernel's RDMA support loaded?)".into(),
-        ));
-    }
-    let candidates: Vec<String> = match &config.device {
-        Some(d) if names.iter().any(|n| n == d) => vec![d.clone()],
-        Some(d) => {
-            return Err(Error::Unsupported(format!(
-                "no RDMA device called {d} (DSM_RDMA_DEVICE); this machine has {}",
-                names.join(", ")
-            )))
-        }
-        None => names,
-    };
-    let mut why = Vec::new();
-    for name in candidates {
-        let ctx = Context::open(&name)?;
-        let caps = ctx.caps()?;
-        let ports: Vec<u8> = match config.port {
-            Some(p) if p >= 1 && p <= caps.ports => vec![p],
-            Some(p) => {
-                why.push(format!("{name} has no port {p} (it has {})", caps.ports));
-                continue;
-            }
-            None => (1..=caps.ports).collect(),
-        };
-        for port in ports {
-            let info = ctx.port(port)?;
-            if !info.active {
-                why.push(format!(
-                    "{name} port {port} is {}",
-                    port_state_name(info.state)
-                ));
-                continue;
-            }
-            let (gid_index, gid, global) = pick_gid(&ctx, port, &info, config.gid_index)?;
-            return Ok(Selected {
-                ctx,
-                port,
-                port_info: info,
-                caps,
-                gid_index,
-                gid,
-                global,
-            });
-        }
-    }
-    Err(Error::Unsupported(format!(
-        "no active RDMA port: {}",
-        why.join("; ")
-    )))
-}
-
-fn pick_gid(
-    ctx: &Context,
-    port: u8,
-    info: &sys::PortInfo,
-    wanted: Option<u8>,
-) -> Result<(u8, [u8; 16], bool)> {
-    if let Some(i) = wanted {
-        return match ctx.gid(port, i32::from(i)) {
-            Some(g) if g != [0; 16] => Ok((i, g, true)),
-            _ => Err(Error::Unsupported(format!(
-                "{} port {port} has no GID at index {i} (DSM_RDMA_GID_INDEX)",
-                ctx.name
-            ))),
-        };
-    }
-    if info.link_layer == sys::LINK_LAYER_INFINIBAND {
-        let g = ctx.gid(port, 0).unwrap_or([0; 16]);
-        return Ok((0, g, false));
-    }
-    let len = info.gid_table_len.clamp(0, 256);
-    let gids: Vec<(u8, [u8; 16])> = (0..len)
-        .filter_map(|i| ctx.gid(port, i).map(|g| (i as u8, g)))
-        .filter(|(_, g)| *g != [0; 16])
-        .collect();
-    let roce_v2 = |i: u8| {
-        std::fs::read_to_string(format!(
-            "/sys/class/infiniband/{}/ports/{port}/gid_attrs/types/{i}",
-            ctx.name
-        ))
-        .map(|t| t.trim().eq_ignore_ascii_case("RoCE v2"))
-        .unwrap_or(false)
-    };
-    let pick = gids
-        .iter()
-        .find(|(i, g)| ipv4_mapped(g) && roce_v2(*i))
-        .or_else(|| gids.iter().find(|(_, g)| ipv4_mapped(g)))
-        .or_else(|| gids.first());
-    match pick {
-        Some(&(i, g)) => Ok((i, g, true)),
-        None => Err(Error::Unsupported(format!(
-            "{} port {port} has no usable GID (is the interface up with an address?)",
-            ctx.name
-        ))),
-    }
-}
 
 /// A registered region: the registration is dropped before the region it covers.
 #[derive(Debug)]
@@ -315,29 +151,6 @@ enum Status {
     Lost,
 }
 
-/// What a peer published in its endpoint.
-#[derive(Debug, Clone, Copy)]
-struct PeerEndpoint {
-    lid: u16,
-    mtu: u32,
-    gid: [u8; 16],
-    flush_rkey: u32,
-    flush_addr: u64,
-    /// Its queue pairs towards us.
-    ctrl_qpn: u32,
-    ctrl_psn: u32,
-    req_qpn: u32,
-    req_psn: u32,
-    resp_qpn: u32,
-}
-
-#[derive(Debug)]
-struct Assembly {
-    tag: u64,
-    total: usize,
-    data: Vec<u8>,
-}
-
 #[derive(Debug)]
 struct Peer {
     rank: Rank,
@@ -354,7 +167,7 @@ struct Peer {
     last_recv_ms: AtomicU64,
     last_send_ms: AtomicU64,
     heard: AtomicBool,
-    assembly: Mutex<Option<Assembly>>,
+    assembly: Mutex<Reassembly>,
 }
 
 /// Work found while holding the completion queue that must be done after releasing it.
@@ -771,19 +584,9 @@ impl Shared {
         actions: &mut Vec<Action>,
     ) -> std::result::Result<(), String> {
         let peer = &self.peers[p];
-        if buf.len() < HEADER {
-            return Err(format!("control message of {} bytes", buf.len()));
-        }
-        let kind = buf[0];
-        let flags = buf[1];
-        let total = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]) as usize;
-        let mut t = [0u8; 8];
-        t.copy_from_slice(&buf[8..16]);
-        let tag = u64::from_le_bytes(t);
-        let body = &buf[HEADER..];
-        match kind {
-            K_HELLO => Ok(()),
-            K_GOODBYE => {
+        match Control::decode(buf)? {
+            Control::Hello => Ok(()),
+            Control::Goodbye => {
                 let mut st = peer.status.lock().unwrap_or_else(|e| e.into_inner());
                 if st.0 == Status::Up {
                     *st = (Status::Closed, Some(Error::PeerClosed(peer.rank)));
@@ -793,51 +596,25 @@ impl Shared {
                 }
                 Ok(())
             }
-            K_RESET => {
-                actions.push(Action::ServeReset(p, total as u32));
+            Control::Reset { psn } => {
+                actions.push(Action::ServeReset(p, psn));
                 Ok(())
             }
-            K_RESET_ACK => {
+            Control::ResetAck => {
                 actions.push(Action::Reconnect(p));
                 Ok(())
             }
-            K_MSG => {
-                if total > self.config.max_message {
-                    return Err(format!(
-                        "message of {total} bytes, over the limit of {}",
-                        self.config.max_message
-                    ));
-                }
+            Control::Fragment(f) => {
                 let mut asm = peer.assembly.lock().unwrap_or_else(|e| e.into_inner());
-                if flags & F_FIRST != 0 {
-                    if asm.is_some() {
-                        return Err("a new message before the previous one was complete".into());
-                    }
-                    *asm = Some(Assembly {
-                        tag,
-                        total,
-                        data: Vec::with_capacity(total),
+                if let Some((tag, data)) = asm.push(f, self.config.max_message)? {
+                    self.mailbox.deliver(Message {
+                        source: peer.rank,
+                        tag: Tag(tag),
+                        data,
                     });
-                }
-                let Some(a) = asm.as_mut() else {
-                    return Err("a continuation without a first fragment".into());
-                };
-                if a.tag != tag || a.total != total || a.data.len() + body.len() > total {
-                    return Err("a fragment that does not continue its message".into());
-                }
-                a.data.extend_from_slice(body);
-                if a.data.len() == a.total {
-                    if let Some(a) = asm.take() {
-                        self.mailbox.deliver(Message {
-                            source: peer.rank,
-                            tag: Tag(a.tag),
-                            data: a.data,
-                        });
-                    }
                 }
                 Ok(())
             }
-            other => Err(format!("unknown control message kind {other}")),
         }
     }
 
@@ -848,7 +625,7 @@ impl Shared {
                 if p == self.rank.index() {
                     self.serve_reset(p, psn);
                     self.reconnect(p);
-                } else if let Err(e) = self.send_ctrl(p, K_RESET, 0, psn, Tag(0), &[], true) {
+                } else if let Err(e) = self.send_ctrl(p, &Control::Reset { psn }, true) {
                     self.lose(
                         p,
                         Error::PeerLost {
@@ -861,7 +638,7 @@ impl Shared {
             Action::ServeReset(p, psn) => {
                 self.serve_reset(p, psn);
                 if p != self.rank.index() {
-                    let _ = self.send_ctrl(p, K_RESET_ACK, 0, 0, Tag(0), &[], true);
+                    let _ = self.send_ctrl(p, &Control::ResetAck, true);
                 }
             }
             Action::Reconnect(p) => self.reconnect(p),
@@ -962,32 +739,18 @@ impl Shared {
         peer.resp.to_error();
     }
 
-    /// Sends one control message (a fragment, or a header-only message) to peer `p`.
-    #[allow(clippy::too_many_arguments)]
-    fn send_ctrl(
-        &self,
-        p: usize,
-        kind: u8,
-        flags: u8,
-        total: u32,
-        tag: Tag,
-        body: &[u8],
-        wait: bool,
-    ) -> Result<()> {
+    /// Sends one control message to peer `p`.
+    fn send_ctrl(&self, p: usize, msg: &Control<'_>, wait: bool) -> Result<()> {
         let Some(ctrl) = &self.peers[p].ctrl else {
             return Ok(());
         };
-        let mut bytes = Vec::with_capacity(HEADER + body.len());
-        bytes.extend_from_slice(&[kind, flags, 0, 0]);
-        bytes.extend_from_slice(&total.to_le_bytes());
-        bytes.extend_from_slice(&tag.0.to_le_bytes());
-        bytes.extend_from_slice(body);
+        let bytes = msg.encode();
         let item = Item {
             kind: WrKind::Send,
             local: Local::Bytes(bytes),
             name: "SEND",
             done: None,
-            signal: !matches!(kind, K_HELLO | K_MSG),
+            signal: msg.signalled(),
             chained: false,
         };
         self.post_items(p, ctrl, vec![item], wait)?;
@@ -1032,7 +795,7 @@ fn progress(shared: Arc<Shared>) {
                     && now.saturating_sub(peer.last_send_ms.load(Ordering::Relaxed))
                         >= hb.as_millis() as u64
                 {
-                    let _ = shared.send_ctrl(p, K_HELLO, 0, 0, Tag(0), &[], false);
+                    let _ = shared.send_ctrl(p, &Control::Hello, false);
                 }
                 let silent = now.saturating_sub(peer.last_recv_ms.load(Ordering::Relaxed));
                 if silent >= shared.config.peer_timeout.as_millis() as u64 {
@@ -1179,7 +942,7 @@ impl VerbsTransport {
                 last_recv_ms: AtomicU64::new(0),
                 last_send_ms: AtomicU64::new(0),
                 heard: AtomicBool::new(false),
-                assembly: Mutex::new(None),
+                assembly: Mutex::new(Reassembly::default()),
             });
         }
         let flush = Scratch::new(&pd, 1, 64)?;
@@ -1279,25 +1042,27 @@ impl PreparedVerbs {
     /// pairs meant for it.
     pub fn endpoint(&self) -> Vec<u8> {
         let s = &self.shared;
-        let mut b = Vec::with_capacity(FIXED + PER_PEER * s.nodes);
-        b.extend_from_slice(MAGIC);
-        b.extend_from_slice(&(s.nodes as u32).to_le_bytes());
-        b.extend_from_slice(&s.rank.0.to_le_bytes());
-        b.extend_from_slice(&s.sel.port_info.lid.to_le_bytes());
-        b.push(s.sel.port_info.active_mtu as u8);
-        b.push(u8::from(s.sel.global));
-        b.extend_from_slice(&s.sel.gid);
-        b.extend_from_slice(&s.flush.mr.rkey.to_le_bytes());
-        b.extend_from_slice(&s.flush.addr(0).to_le_bytes());
-        b.extend_from_slice(&[0; 4]);
-        for peer in &s.peers {
-            b.extend_from_slice(&peer.ctrl.as_ref().map_or(0, |c| c.qp.qpn).to_le_bytes());
-            b.extend_from_slice(&psn_for(s.rank.0, peer.rank.0, 0).to_le_bytes());
-            b.extend_from_slice(&peer.req.qp.qpn.to_le_bytes());
-            b.extend_from_slice(&psn_for(s.rank.0, peer.rank.0, 1).to_le_bytes());
-            b.extend_from_slice(&peer.resp.qpn.to_le_bytes());
+        Endpoint {
+            rank: s.rank.0,
+            lid: s.sel.port_info.lid,
+            mtu: s.sel.port_info.active_mtu as u8,
+            global: s.sel.global,
+            gid: s.sel.gid,
+            flush_rkey: s.flush.mr.rkey,
+            flush_addr: s.flush.addr(0),
+            towards: s
+                .peers
+                .iter()
+                .map(|peer| Towards {
+                    ctrl_qpn: peer.ctrl.as_ref().map_or(0, |c| c.qp.qpn),
+                    ctrl_psn: psn_for(s.rank.0, peer.rank.0, 0),
+                    req_qpn: peer.req.qp.qpn,
+                    req_psn: psn_for(s.rank.0, peer.rank.0, 1),
+                    resp_qpn: peer.resp.qpn,
+                })
+                .collect(),
         }
-        b
+        .encode()
     }
 
     /// Connects every queue pair to its peer's (given every node's endpoint, indexed by rank),
@@ -1317,7 +1082,7 @@ impl PreparedVerbs {
         }
         let me = s.rank.index();
         for (p, ep) in endpoints.iter().enumerate() {
-            let e = parse_endpoint(ep, s.nodes, p, me)?;
+            let e = endpoint::decode(ep, s.nodes, p, me)?;
             *s.peers[p].remote.lock().unwrap_or_else(|x| x.into_inner()) = Some(e);
         }
         for (p, peer) in s.peers.iter().enumerate() {
@@ -1393,7 +1158,7 @@ impl PreparedVerbs {
         let deadline = Instant::now() + connect_timeout;
         for p in 0..sh.nodes {
             if p != me {
-                sh.send_ctrl(p, K_HELLO, 0, 0, Tag(0), &[], true)?;
+                sh.send_ctrl(p, &Control::Hello, true)?;
             }
         }
         loop {
@@ -1420,46 +1185,6 @@ impl PreparedVerbs {
         }
         Ok(t)
     }
-}
-
-/// The first packet sequence number of the queue pair from `from` to `to` (`which`: 0 control,
-/// 1 one-sided). Derived, not random, so that a reset can be checked; 24 bits.
-fn psn_for(from: u32, to: u32, which: u32) -> u32 {
-    (from.wrapping_mul(2_654_435_761) ^ to.wrapping_mul(40_503) ^ which.wrapping_mul(97))
-        & 0x00ff_ffff
-}
-
-fn parse_endpoint(b: &[u8], nodes: usize, from: usize, me: usize) -> Result<PeerEndpoint> {
-    let bad = |detail: &str| Error::Protocol {
-        from: Rank(from as u32),
-        detail: format!("verbs endpoint: {detail}"),
-    };
-    if b.len() != FIXED + PER_PEER * nodes || &b[..8] != MAGIC {
-        return Err(bad(
-            "wrong length or magic (is every node using the verbs transport?)",
-        ));
-    }
-    let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-    let mut a8 = [0u8; 8];
-    a8.copy_from_slice(&b[40..48]);
-    if u32_at(8) as usize != nodes || u32_at(12) as usize != from {
-        return Err(bad("job size or rank differs"));
-    }
-    let mut gid = [0u8; 16];
-    gid.copy_from_slice(&b[20..36]);
-    let base = FIXED + PER_PEER * me;
-    Ok(PeerEndpoint {
-        lid: u16::from_le_bytes([b[16], b[17]]),
-        mtu: u32::from(b[18]),
-        gid,
-        flush_rkey: u32_at(36),
-        flush_addr: u64::from_le_bytes(a8),
-        ctrl_qpn: u32_at(base),
-        ctrl_psn: u32_at(base + 4),
-        req_qpn: u32_at(base + 8),
-        req_psn: u32_at(base + 12),
-        resp_qpn: u32_at(base + 16),
-    })
 }
 
 impl VerbsTransport {
@@ -1836,13 +1561,8 @@ impl Transport for VerbsTransport {
             .send_lock
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        let total = data.len() as u32;
-        let mut chunks = data.chunks(FRAG - HEADER);
-        let first = chunks.next().unwrap_or(&[]);
-        self.shared
-            .send_ctrl(p, K_MSG, F_FIRST, total, tag, first, true)?;
-        for c in chunks {
-            self.shared.send_ctrl(p, K_MSG, 0, total, tag, c, true)?;
+        for f in fragments(tag.0, data) {
+            self.shared.send_ctrl(p, &Control::Fragment(f), true)?;
         }
         Ok(())
     }
@@ -1883,7 +1603,7 @@ impl Transport for VerbsTransport {
         let mut result = Ok(());
         for p in 0..sh.nodes {
             if p != sh.rank.index() && sh.peer_error(p).is_none() {
-                if let Err(e) = sh.send_ctrl(p, K_GOODBYE, 0, 0, Tag(0), &[], true) {
+                if let Err(e) = sh.send_ctrl(p, &Control::Goodbye, true) {
                     result = Err(e);
                 }
             }

@@ -47,13 +47,23 @@ mod control;
 #[cfg(any(feature = "verbs", test))]
 mod endpoint;
 #[cfg(feature = "verbs")]
-mod imp;
+mod progress;
 #[cfg(feature = "verbs")]
 mod select;
 #[cfg(feature = "verbs")]
+mod sendq;
+#[cfg(feature = "verbs")]
+mod setup;
+#[cfg(feature = "verbs")]
+mod shared;
+#[cfg(feature = "verbs")]
 mod sys;
 #[cfg(feature = "verbs")]
-pub use imp::{PreparedVerbs, VerbsTransport};
+mod transport;
+#[cfg(feature = "verbs")]
+pub use setup::PreparedVerbs;
+#[cfg(feature = "verbs")]
+pub use transport::VerbsTransport;
 
 #[cfg(not(feature = "verbs"))]
 mod stub;

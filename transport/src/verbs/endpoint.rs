@@ -28,6 +28,8 @@ pub(super) const MAX_NODES: usize = 3000;
 const MAGIC: &[u8; 8] = b"DSMVERB1";
 const FIXED: usize = 8 + 4 + 4 + 2 + 1 + 1 + 16 + 4 + 8 + 4;
 const PER_PEER: usize = 20;
+// The largest job's endpoint fits the bootstrap's 64 KiB.
+const _: () = assert!(FIXED + PER_PEER * MAX_NODES <= 64 << 10);
 
 /// The queue pairs a node created for one peer, as that peer must know them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

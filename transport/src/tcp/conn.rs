@@ -83,6 +83,19 @@ pub(crate) struct Rx {
     pub(crate) direct: Option<Direct>,
 }
 
+impl Rx {
+    /// Fails the read whose payload was arriving directly when the connection broke.
+    pub(crate) fn fail_direct(&mut self, err: &Error) {
+        if let Some(Direct {
+            then: DirectEnd::Response(p),
+            ..
+        }) = self.direct.take()
+        {
+            p.completer.fail(err.clone());
+        }
+    }
+}
+
 /// A payload read straight into its destination: the data of a read response, or of a write
 /// request aimed at this node's memory, or a large message (into its own buffer).
 #[derive(Debug)]
@@ -261,7 +274,7 @@ impl Conn {
             Err(std::sync::TryLockError::WouldBlock) => None,
         };
         if let Some(mut rx) = rx {
-            crate::tcp::progress::fail_direct(&mut rx, &error);
+            rx.fail_direct(&error);
         }
         if matches!(error, Error::PeerLost { .. } | Error::Protocol { .. }) {
             tracing::error!("connection to rank {}: {error}", self.peer);

@@ -11,7 +11,17 @@ use crate::error::{Error, Result};
 use crate::gate::{self, Admission, DeadlineStream, GateConfig, Served};
 use crate::types::Rank;
 
-use super::{PreparedTcp, AUTH_CONTEXT};
+use super::config::TcpConfig;
+
+const AUTH_CONTEXT: &str = "dsm tcp data connection v1";
+
+/// What building the mesh needs of the node being set up.
+pub(super) struct Node<'a> {
+    pub(super) rank: Rank,
+    pub(super) nodes: usize,
+    pub(super) config: &'a TcpConfig,
+    pub(super) listener: &'a std::net::TcpListener,
+}
 
 /// The acceptor's answer after authentication: this rank should connect to us.
 const WELCOME: u8 = 1;
@@ -20,7 +30,7 @@ const UNWELCOME: u8 = 0;
 
 /// One connection to every other node, indexed by rank (`None` for this node), each in blocking
 /// mode with `TCP_NODELAY` and no read timeout.
-pub(super) fn streams(p: &PreparedTcp, endpoints: &[Vec<u8>]) -> Result<Vec<Option<TcpStream>>> {
+pub(super) fn streams(p: &Node<'_>, endpoints: &[Vec<u8>]) -> Result<Vec<Option<TcpStream>>> {
     let deadline = Instant::now() + p.config.connect_timeout;
     let mut streams: Vec<Option<TcpStream>> = (0..p.nodes).map(|_| None).collect();
     for (peer, ep) in endpoints.iter().enumerate().take(p.rank.index()) {
@@ -40,7 +50,7 @@ pub(super) fn streams(p: &PreparedTcp, endpoints: &[Vec<u8>]) -> Result<Vec<Opti
     let gate = GateConfig::for_peers("data listener", p.config.handshake_timeout, missing);
     let (me, nodes, secret) = (p.rank, p.nodes, &p.config.secret);
     let served = gate::serve(
-        &p.listener,
+        p.listener,
         &gate,
         deadline,
         |s: &mut DeadlineStream| {
@@ -96,12 +106,7 @@ fn finish(s: &TcpStream) -> std::io::Result<()> {
 /// Connects to `peer` and authenticates, until `deadline`. A connection closed during the
 /// handshake (the peer's listener dropped it among strangers, or its handshake deadline passed
 /// on a loaded host) is tried again, as is one refused (the peer not listening yet).
-fn connect_one(
-    p: &PreparedTcp,
-    peer: Rank,
-    addr: SocketAddr,
-    deadline: Instant,
-) -> Result<TcpStream> {
+fn connect_one(p: &Node<'_>, peer: Rank, addr: SocketAddr, deadline: Instant) -> Result<TcpStream> {
     let mut backoff = Duration::from_millis(5);
     let mut last: Option<Error> = None;
     loop {
@@ -137,7 +142,7 @@ fn connect_one(
 
 /// Authenticates a new connection to `peer` and waits for its welcome, all before `deadline`.
 fn greet(
-    p: &PreparedTcp,
+    p: &Node<'_>,
     peer: Rank,
     addr: SocketAddr,
     s: TcpStream,

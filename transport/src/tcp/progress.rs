@@ -18,7 +18,7 @@ use crate::wire::{Frame, Header, Kind};
 
 use super::conn::{lock, Conn, Direct, DirectEnd, DirectInto, Payload, Rx, Watch, CLOSING, DOWN};
 use super::linger;
-use super::Shared;
+use super::shared::Shared;
 
 pub(crate) const WAKER: Token = Token(usize::MAX);
 /// The linger timer's token (see `linger`).
@@ -439,7 +439,7 @@ fn read_available(shared: &Shared, conn: &Conn, rx: &mut Rx, how: Reading, budge
     if conn.state() == DOWN {
         // Marked down elsewhere (heartbeat, a failed send, close) while a read was arriving
         // straight into memory: `mark_down` fails only what it can reach without waiting.
-        fail_direct(rx, &conn.down_error());
+        rx.fail_direct(&conn.down_error());
         return false;
     }
     let mut read = 0usize;
@@ -468,7 +468,7 @@ fn read_available(shared: &Shared, conn: &Conn, rx: &mut Rx, how: Reading, budge
                 if rx.direct.is_none() {
                     handle_frames(shared, conn, rx);
                 }
-                fail_direct(rx, &err);
+                rx.fail_direct(&err);
                 shared.peer_down(conn, err);
                 return false;
             }
@@ -501,7 +501,7 @@ fn read_available(shared: &Shared, conn: &Conn, rx: &mut Rx, how: Reading, budge
                 } else {
                     lost(conn.peer, format!("receive failed: {e}"))
                 };
-                fail_direct(rx, &err);
+                rx.fail_direct(&err);
                 shared.peer_down(conn, err);
                 return false;
             }
@@ -550,17 +550,6 @@ fn finish_direct(shared: &Shared, conn: &Conn, d: Direct) {
         }
         // Never made: a message always goes to its own buffer.
         (DirectEnd::Message { .. }, DirectInto::Region { .. }) => {}
-    }
-}
-
-/// Fails the read whose payload was arriving directly when the connection broke.
-pub(crate) fn fail_direct(rx: &mut Rx, err: &Error) {
-    if let Some(Direct {
-        then: DirectEnd::Response(p),
-        ..
-    }) = rx.direct.take()
-    {
-        p.completer.fail(err.clone());
     }
 }
 

@@ -41,62 +41,39 @@
 //! returns [`Error::Unsupported`](crate::Error::Unsupported), and nothing links against
 //! `libibverbs`. On a machine whose kernel has no RDMA, [`probe`] says so quietly.
 
-use std::time::Duration;
-
-use crate::completion::DEFAULT_SPIN;
-
+mod config;
+#[cfg(any(feature = "verbs", test))]
+mod control;
+#[cfg(any(feature = "verbs", test))]
+mod endpoint;
 #[cfg(feature = "verbs")]
-mod imp;
+mod progress;
+#[cfg(feature = "verbs")]
+mod select;
+#[cfg(feature = "verbs")]
+mod sendq;
+#[cfg(feature = "verbs")]
+mod setup;
+#[cfg(feature = "verbs")]
+mod shared;
 #[cfg(feature = "verbs")]
 mod sys;
 #[cfg(feature = "verbs")]
-pub use imp::{PreparedVerbs, VerbsTransport};
+mod transport;
+#[cfg(feature = "verbs")]
+pub use setup::PreparedVerbs;
+#[cfg(feature = "verbs")]
+pub use transport::VerbsTransport;
 
 #[cfg(not(feature = "verbs"))]
 mod stub;
 #[cfg(not(feature = "verbs"))]
 pub use stub::{PreparedVerbs, VerbsTransport};
 
+pub use config::VerbsConfig;
+
 /// Whether this build has the verbs backend (the `verbs` cargo feature).
 pub const AVAILABLE: bool = cfg!(feature = "verbs");
-
-/// Settings of the verbs backend.
-#[derive(Debug, Clone)]
-pub struct VerbsConfig {
-    /// The RDMA device (`rxe0`, `mlx5_0`); `None`: the first with an active port.
-    pub device: Option<String>,
-    /// The port (from 1); `None`: the device's first active port.
-    pub port: Option<u8>,
-    /// The GID index; `None`: for RoCE the first RoCE v2 IPv4-mapped GID, for InfiniBand the
-    /// port's LID without a global route.
-    pub gid_index: Option<u8>,
-    /// A peer silent for this long is lost. Heartbeats go out every quarter of it.
-    pub peer_timeout: Duration,
-    /// How long connecting to every peer may take.
-    pub connect_timeout: Duration,
-    /// How long a waiter spins (polling the completion queue itself) before it sleeps.
-    pub spin: Duration,
-    /// Largest two-sided message.
-    pub max_message: usize,
-    /// Run first by the progress thread (the runtime pins it to a core with it).
-    pub on_progress_start: Option<crate::ThreadHook>,
-}
-
-impl Default for VerbsConfig {
-    /// Automatic device, port and GID; 10 s peer timeout, 30 s to connect, 64 MiB messages.
-    fn default() -> Self {
-        VerbsConfig {
-            device: None,
-            port: None,
-            gid_index: None,
-            peer_timeout: Duration::from_secs(10),
-            connect_timeout: Duration::from_secs(30),
-            spin: DEFAULT_SPIN,
-            max_message: 64 << 20,
-            on_progress_start: None,
-        }
-    }
-}
 
 /// Looks for a usable RDMA port as `config` describes it, without creating anything.
 ///
@@ -109,7 +86,7 @@ impl Default for VerbsConfig {
 pub fn probe(config: &VerbsConfig) -> crate::Result<String> {
     #[cfg(feature = "verbs")]
     {
-        imp::select(config).map(|s| s.describe())
+        select::select(config).map(|s| s.describe())
     }
     #[cfg(not(feature = "verbs"))]
     {

@@ -4,7 +4,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::VerbsConfig;
+use super::config::VerbsConfig;
 use crate::api::Transport;
 use crate::completion::Completion;
 use crate::error::{Error, Result};

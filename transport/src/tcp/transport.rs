@@ -1,0 +1,505 @@
+//! The `Transport` impl of the tcp backend: one-sided operations as request frames, messages,
+//! waiting, closing.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::conn::{Conn, Payload, Pending};
+use super::progress;
+use super::shared::Shared;
+use crate::api::Transport;
+use crate::completion::{Completion, Driver};
+use crate::error::{Error, Result};
+use crate::exec;
+use crate::region::Region;
+use crate::types::{BackendKind, Capabilities, Message, Op, Rank, RegionDesc, Tag};
+use crate::wire::{Header, Kind};
+
+/// The frame of a one-sided operation (request id still to be assigned), its payload, and
+/// where a read's data goes.
+fn frame_of(op: Op) -> (Header, Payload, Option<crate::LocalSlice>) {
+    match op {
+        Op::Read { remote, local } => {
+            let mut h = Header::new(Kind::Read);
+            (h.a, h.b, h.c) = (remote.region.key.0, remote.offset, remote.len as u64);
+            (h, Payload::None, Some(local))
+        }
+        Op::Write { remote, local } => {
+            let mut h = Header::new(Kind::Write);
+            (h.a, h.b) = (remote.region.key.0, remote.offset);
+            let payload = Payload::Region {
+                region: Arc::clone(local.region()),
+                offset: local.offset(),
+                len: local.len(),
+            };
+            (h, payload, None)
+        }
+        Op::CompareSwap {
+            remote,
+            expected,
+            desired,
+        } => {
+            let mut h = Header::new(Kind::CompareSwap);
+            (h.a, h.b, h.c, h.d) = (remote.region.key.0, remote.offset, expected, desired);
+            (h, Payload::None, None)
+        }
+        Op::FetchAdd { remote, add } => {
+            let mut h = Header::new(Kind::FetchAdd);
+            (h.a, h.b, h.c) = (remote.region.key.0, remote.offset, add);
+            (h, Payload::None, None)
+        }
+    }
+}
+
+/// Reads one connection on behalf of a thread that waits for a response on it.
+#[derive(Debug)]
+pub(super) struct ConnDriver {
+    pub(super) shared: Arc<Shared>,
+    pub(super) peer: usize,
+}
+
+impl Driver for ConnDriver {
+    fn begin(&self) {
+        if let Some(Some(conn)) = self.shared.conns.get(self.peer) {
+            progress::waiter_arrives(&self.shared, conn);
+        }
+    }
+
+    fn drive(&self) {
+        if let Some(Some(conn)) = self.shared.conns.get(self.peer) {
+            progress::drain(&self.shared, conn, progress::Reading::Waiter);
+        }
+    }
+
+    fn end(&self) {
+        if let Some(Some(conn)) = self.shared.conns.get(self.peer) {
+            progress::waiter_leaves(&self.shared, conn, false);
+        }
+    }
+}
+
+/// A node of a job connected over TCP.
+#[derive(Debug)]
+pub struct TcpTransport {
+    pub(super) shared: Arc<Shared>,
+    /// Per peer: lets a thread waiting for a response read the connection itself.
+    pub(super) drivers: Vec<Option<Arc<dyn Driver>>>,
+    pub(super) waker: mio::Waker,
+    pub(super) progress: Mutex<Option<JoinHandle<()>>>,
+    pub(super) nodes: usize,
+}
+
+impl TcpTransport {
+    fn conn(&self, peer: Rank) -> Result<&Arc<Conn>> {
+        if self.shared.closing.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        match self.shared.conns.get(peer.index()) {
+            Some(Some(c)) => Ok(c),
+            Some(None) => Err(Error::InvalidArgument("no connection to self".into())),
+            None => Err(Error::InvalidArgument(format!(
+                "rank {peer} outside a job of {} nodes",
+                self.nodes
+            ))),
+        }
+    }
+
+    fn check_len(&self, len: usize) -> Result<()> {
+        if len > self.shared.config.max_payload as usize {
+            return Err(Error::InvalidArgument(format!(
+                "{len} bytes exceed the transfer limit of {} bytes",
+                self.shared.config.max_payload
+            )));
+        }
+        Ok(())
+    }
+
+    /// What can be checked before an operation leaves: lengths, alignment, registration.
+    fn check_op(&self, op: &Op) -> Result<()> {
+        op.validate()?;
+        if let Op::Read { local, .. } | Op::Write { local, .. } = op {
+            self.shared.regions.check_local(local.region())?;
+            self.check_len(local.len())?;
+        }
+        Ok(())
+    }
+
+    /// An operation on this node's own memory, executed in place.
+    fn execute_here(&self, op: &Op) -> Result<Completion> {
+        if self.shared.closing.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        Ok(match exec::execute(&self.shared.regions, op) {
+            Ok(v) => Completion::ready(v),
+            Err(e) => Completion::failed(e),
+        })
+    }
+
+    fn request(
+        &self,
+        conn: &Conn,
+        mut header: Header,
+        payload: Payload,
+        dest: Option<crate::LocalSlice>,
+    ) -> Result<Completion> {
+        let driver = self.drivers.get(conn.peer.index()).cloned().flatten();
+        let (completion, completer) = Completion::driven(self.shared.config.spin, driver);
+        header.id = conn.add_pending(Pending { completer, dest })?;
+        conn.send(header, payload, self.shared.now_ms())?;
+        Ok(completion)
+    }
+    /// How long the next wait for a message spins (see [`TcpConfig::message_spin`]).
+    fn message_spin(&self, timeout: Option<Duration>) -> Duration {
+        let config = &self.shared.config;
+        if self.shared.long_waits.load(Ordering::Relaxed) {
+            config.spin
+        } else {
+            config.spin.max(config.message_spin)
+        }
+        .min(timeout.unwrap_or(Duration::MAX))
+    }
+
+    /// Records how long a wait for a message took, for [`TcpTransport::message_spin`].
+    fn waited(&self, start: Instant) {
+        let long = start.elapsed() >= self.shared.config.message_spin;
+        if long != self.shared.long_waits.load(Ordering::Relaxed) {
+            self.shared.long_waits.store(long, Ordering::Relaxed);
+        }
+    }
+
+    /// Waits for a message from `from` (any rank: `None`) until `found` finds what it looks
+    /// for: first spinning `spin`, reading the connections with the progress thread's read
+    /// interest withdrawn (a message then needs no wake-up of the progress thread and of this
+    /// thread, each of which costs more than the message itself), then sleeping in `sleep`
+    /// (given the time left of `timeout`, counted from `start`) while the progress thread reads.
+    fn await_with<T>(
+        &self,
+        from: Option<Rank>,
+        timeout: Option<Duration>,
+        start: Instant,
+        found: impl Fn() -> Option<Result<T>>,
+        sleep: impl FnOnce(Option<Duration>) -> Result<T>,
+    ) -> Result<T> {
+        if let Some(f) = from {
+            if f.index() >= self.nodes {
+                return Err(Error::InvalidArgument(format!(
+                    "rank {f} outside a job of {} nodes",
+                    self.nodes
+                )));
+            }
+        }
+        if let Some(r) = found() {
+            return r;
+        }
+        let spin = self.message_spin(timeout);
+        let conns: Vec<&Conn> = match from {
+            Some(f) => self
+                .shared
+                .conns
+                .get(f.index())
+                .and_then(Option::as_deref)
+                .into_iter()
+                .collect(),
+            None => self.shared.conns.iter().flatten().map(|c| &**c).collect(),
+        };
+        if spin.is_zero() {
+            // A poll: read what is there once, without withdrawing anything.
+            for c in &conns {
+                progress::drain(&self.shared, c, progress::Reading::Waiter);
+            }
+        } else if !conns.is_empty() {
+            let mut driving = progress::Driving::new(&self.shared, conns);
+            loop {
+                driving.drive();
+                if let Some(r) = found() {
+                    driving.got_it();
+                    return r;
+                }
+                if start.elapsed() >= spin {
+                    break;
+                }
+            }
+        }
+        sleep(timeout.map(|t| t.saturating_sub(start.elapsed())))
+    }
+}
+
+impl Transport for TcpTransport {
+    fn post_batch(&self, ops: Vec<Op>) -> Result<Vec<Completion>> {
+        let mut out = Vec::with_capacity(ops.len());
+        let mut frames: Vec<(Header, Payload)> = Vec::new();
+        let mut target: Option<Rank> = None;
+        let flush = |target: Option<Rank>, frames: &mut Vec<(Header, Payload)>| -> Result<()> {
+            if let Some(peer) = target.filter(|_| !frames.is_empty()) {
+                self.conn(peer)?
+                    .send_batch(std::mem::take(frames), self.shared.now_ms())?;
+            }
+            Ok(())
+        };
+        let post_all = || -> Result<()> {
+            for op in ops {
+                self.check_op(&op)?;
+                let peer = op.peer();
+                if peer == self.shared.rank {
+                    out.push(self.execute_here(&op)?);
+                    continue;
+                }
+                if target != Some(peer) {
+                    flush(target, &mut frames)?;
+                    target = Some(peer);
+                }
+                let conn = self.conn(peer)?;
+                let (mut h, payload, dest) = frame_of(op);
+                let driver = self.drivers.get(conn.peer.index()).cloned().flatten();
+                let (completion, completer) = Completion::driven(self.shared.config.spin, driver);
+                h.id = conn.add_pending(Pending { completer, dest })?;
+                frames.push((h, payload));
+                out.push(completion);
+            }
+            Ok(())
+        };
+        let posted = post_all();
+        // Whatever was registered goes out, even when a later operation was refused.
+        flush(target, &mut frames)?;
+        posted.map(|()| out)
+    }
+
+    fn add_strided(
+        &self,
+        first: crate::RemoteSlice,
+        stride: u64,
+        count: u32,
+        add: u64,
+    ) -> Result<Vec<Completion>> {
+        crate::api::check_strided(&first, stride)?;
+        if first.rank() == self.shared.rank {
+            let (key, offset) = (first.region.key.0, first.offset);
+            let done = match exec::add_strided(
+                &self.shared.regions,
+                key,
+                offset,
+                stride,
+                count.into(),
+                add,
+            ) {
+                Ok(()) => Completion::ready(0),
+                Err(fault) => Completion::failed(Error::Remote {
+                    peer: first.rank(),
+                    fault,
+                }),
+            };
+            return Ok(vec![done]);
+        }
+        let conn = self.conn(first.rank())?;
+        let mut h = Header::new(Kind::AddStrided);
+        (h.a, h.b, h.c, h.d) = (
+            first.region.key.0,
+            first.offset,
+            add,
+            (stride << 32) | u64::from(count),
+        );
+        Ok(vec![self.request(conn, h, Payload::None, None)?])
+    }
+
+    fn write_runs(
+        &self,
+        remote: crate::RemoteSlice,
+        local: &crate::LocalSlice,
+        runs: &[(u32, u32)],
+    ) -> Result<Vec<Completion>> {
+        crate::api::check_runs(&remote, local, runs)?;
+        self.shared.regions.check_local(local.region())?;
+        // The runs' bytes, read straight from the local region into the frame.
+        let mut payload = crate::wire::runs_table(runs);
+        for &(off, len) in runs {
+            let at = payload.len();
+            payload.resize(at + len as usize, 0);
+            local
+                .region()
+                .read_at(local.offset() + off as usize, &mut payload[at..])?;
+        }
+        self.check_len(payload.len())?;
+        if remote.rank() == self.shared.rank {
+            let decoded = crate::wire::decode_runs(&payload).unwrap_or_default();
+            let done = match exec::write_runs(
+                &self.shared.regions,
+                remote.region.key.0,
+                remote.offset,
+                &decoded,
+            ) {
+                Ok(()) => Completion::ready(0),
+                Err(fault) => Completion::failed(Error::Remote {
+                    peer: remote.rank(),
+                    fault,
+                }),
+            };
+            return Ok(vec![done]);
+        }
+        let conn = self.conn(remote.rank())?;
+        let mut h = Header::new(Kind::WriteRuns);
+        (h.a, h.b) = (remote.region.key.0, remote.offset);
+        Ok(vec![self.request(
+            conn,
+            h,
+            Payload::Bytes(payload),
+            None,
+        )?])
+    }
+
+    fn rank(&self) -> Rank {
+        self.shared.rank
+    }
+
+    fn nodes(&self) -> usize {
+        self.nodes
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let max = self.shared.config.max_payload as usize;
+        Capabilities {
+            backend: BackendKind::Tcp,
+            native_one_sided: false,
+            atomics_coherent_with_cpu: true,
+            ordered_writes: true,
+            max_message: max,
+            max_transfer: max,
+        }
+    }
+
+    fn register(&self, region: &Arc<Region>) -> Result<RegionDesc> {
+        let key = self.shared.regions.insert(Arc::clone(region));
+        Ok(RegionDesc {
+            rank: self.shared.rank,
+            key,
+            addr: region.as_ptr() as u64,
+            len: region.len() as u64,
+        })
+    }
+
+    fn deregister(&self, desc: &RegionDesc) -> Result<()> {
+        self.shared.regions.remove(desc.key)
+    }
+
+    fn post(&self, op: Op) -> Result<Completion> {
+        self.check_op(&op)?;
+        if op.peer() == self.shared.rank {
+            return self.execute_here(&op);
+        }
+        let conn = self.conn(op.peer())?;
+        let (h, payload, dest) = frame_of(op);
+        self.request(conn, h, payload, dest)
+    }
+
+    fn flush(&self, peer: Rank) -> Result<()> {
+        if peer == self.shared.rank {
+            return Ok(());
+        }
+        let conn = self.conn(peer)?;
+        self.request(conn, Header::new(Kind::Flush), Payload::None, None)?
+            .wait()
+            .map(drop)
+    }
+
+    fn send(&self, peer: Rank, tag: Tag, data: &[u8]) -> Result<()> {
+        let mut owned = crate::pool::buffer(data.len());
+        owned.extend_from_slice(data);
+        self.send_owned(peer, tag, owned)
+    }
+
+    fn send_owned(&self, peer: Rank, tag: Tag, data: Vec<u8>) -> Result<()> {
+        self.check_len(data.len())?;
+        if peer == self.shared.rank {
+            self.shared.mailbox.deliver(Message {
+                source: peer,
+                tag,
+                data,
+            });
+            return Ok(());
+        }
+        let conn = self.conn(peer)?;
+        let mut h = Header::new(Kind::Message);
+        h.a = tag.0;
+        conn.send(h, Payload::Bytes(data), self.shared.now_ms())
+    }
+
+    fn recv(
+        &self,
+        from: Option<Rank>,
+        tag: Option<Tag>,
+        timeout: Option<Duration>,
+    ) -> Result<Message> {
+        let start = Instant::now();
+        let mailbox = &self.shared.mailbox;
+        let got = self.await_with(
+            from,
+            timeout,
+            start,
+            || mailbox.poll(from, tag),
+            |left| mailbox.wait(from, tag, left),
+        );
+        self.waited(start);
+        got
+    }
+
+    fn try_recv(&self, from: Option<Rank>, tag: Option<Tag>) -> Option<Result<Message>> {
+        self.shared.mailbox.poll(from, tag)
+    }
+
+    fn wait_message(
+        &self,
+        from: Option<Rank>,
+        tag: Option<Tag>,
+        timeout: Option<Duration>,
+    ) -> Result<()> {
+        let start = Instant::now();
+        let mailbox = &self.shared.mailbox;
+        let got = self.await_with(
+            from,
+            timeout,
+            start,
+            || mailbox.peek(from, tag),
+            |left| mailbox.wait_present(from, tag, left),
+        );
+        self.waited(start);
+        got
+    }
+
+    fn wait_failure(&self) -> Error {
+        self.shared.mailbox.wait_failure()
+    }
+
+    fn close(&self) -> Result<()> {
+        if self.shared.closing.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        for conn in self.shared.conns.iter().flatten() {
+            let _ = conn.send(
+                Header::new(Kind::Goodbye),
+                Payload::None,
+                self.shared.now_ms(),
+            );
+        }
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        let woke = self.waker.wake();
+        let handle = self
+            .progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(h) = handle {
+            if h.join().is_err() {
+                tracing::error!("the progress thread panicked");
+            }
+        }
+        self.shared.mailbox.close();
+        woke.map_err(|e| Error::io("waking the progress thread", e))
+    }
+}
+
+impl Drop for TcpTransport {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}

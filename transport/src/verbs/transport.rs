@@ -1,0 +1,511 @@
+//! The `Transport` impl of the verbs backend: one-sided operations as work requests, messages
+//! as fragments on the control queue pairs, registration, closing.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::control::{fragments, Control};
+use super::sendq::{Item, Local, SqState};
+use super::shared::{Registered, Shared, REQ_DEPTH};
+use super::sys::{Mr, WrKind};
+use crate::api::Transport;
+use crate::completion::{Completer, Completion, Driver};
+use crate::error::{Error, RemoteFault, Result};
+use crate::region::Region;
+use crate::types::{BackendKind, Capabilities, Message, Op, Rank, RegionDesc, Tag};
+
+/// A node of a job connected over RDMA verbs.
+#[derive(Debug)]
+pub struct VerbsTransport {
+    pub(super) shared: Arc<Shared>,
+    pub(super) driver: Arc<dyn Driver>,
+    pub(super) progress: Mutex<Option<JoinHandle<()>>>,
+    pub(super) closed: AtomicBool,
+}
+
+impl VerbsTransport {
+    /// The device, port and GID in use, for reports.
+    pub fn device(&self) -> String {
+        self.shared.sel.describe()
+    }
+}
+
+fn op_name(op: &Op) -> &'static str {
+    match op {
+        Op::Read { .. } => "RDMA READ",
+        Op::Write { .. } => "RDMA WRITE",
+        Op::CompareSwap { .. } => "compare-and-swap",
+        Op::FetchAdd { .. } => "fetch-and-add",
+    }
+}
+
+impl VerbsTransport {
+    fn check_open(&self) -> Result<()> {
+        if self.shared.closing.load(Ordering::Acquire) {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn peer_index(&self, peer: Rank) -> Result<usize> {
+        if peer.index() < self.shared.nodes {
+            Ok(peer.index())
+        } else {
+            Err(Error::InvalidArgument(format!(
+                "rank {peer} outside a job of {} nodes",
+                self.shared.nodes
+            )))
+        }
+    }
+
+    /// Checks an operation and turns it into a work request, or the error it completes with.
+    fn prepare_op(
+        &self,
+        op: Op,
+        done: Option<Completer>,
+    ) -> Result<std::result::Result<Item, (Error, Option<Completer>)>> {
+        op.validate()?;
+        let p = self.peer_index(op.peer())?;
+        let name = op_name(&op);
+        let (remote, local) = match &op {
+            Op::Read { remote, local } | Op::Write { remote, local } => {
+                (*remote, Some(local.clone()))
+            }
+            Op::CompareSwap { remote, .. } | Op::FetchAdd { remote, .. } => (*remote, None),
+        };
+        let lkey = match &local {
+            Some(l) => Some(self.shared.lkey_of(l)?),
+            None => None,
+        };
+        if remote.len > self.shared.max_transfer {
+            return Err(Error::InvalidArgument(format!(
+                "a transfer of {} bytes is over the device's limit of {}",
+                remote.len, self.shared.max_transfer
+            )));
+        }
+        if let Some(e) = self.shared.peer_error(p) {
+            return Ok(Err((e, done)));
+        }
+        let peer = remote.rank();
+        let Ok(rkey) = u32::try_from(remote.region.key.0) else {
+            return Ok(Err((
+                Error::Remote {
+                    peer,
+                    fault: RemoteFault::BadKey,
+                },
+                done,
+            )));
+        };
+        let in_bounds = remote
+            .offset
+            .checked_add(remote.len as u64)
+            .is_some_and(|end| end <= remote.region.len);
+        let Some(raddr) = remote
+            .region
+            .addr
+            .checked_add(remote.offset)
+            .filter(|_| in_bounds)
+        else {
+            return Ok(Err((
+                Error::Remote {
+                    peer,
+                    fault: RemoteFault::OutOfBounds,
+                },
+                done,
+            )));
+        };
+        let (kind, local) = match op {
+            Op::Read { local, .. } => (
+                WrKind::Read { raddr, rkey },
+                Local::Slice(local, lkey.unwrap_or(0)),
+            ),
+            Op::Write { local, .. } => (
+                WrKind::Write { raddr, rkey },
+                Local::Slice(local, lkey.unwrap_or(0)),
+            ),
+            Op::CompareSwap {
+                expected, desired, ..
+            } => (
+                WrKind::CompareSwap {
+                    raddr,
+                    rkey,
+                    expected,
+                    desired,
+                },
+                Local::Result,
+            ),
+            Op::FetchAdd { add, .. } => (WrKind::FetchAdd { raddr, rkey, add }, Local::Result),
+        };
+        Ok(Ok(Item {
+            kind,
+            local,
+            name,
+            done,
+            signal: false,
+            chained: false,
+        }))
+    }
+}
+
+impl Transport for VerbsTransport {
+    fn rank(&self) -> Rank {
+        self.shared.rank
+    }
+
+    fn nodes(&self) -> usize {
+        self.shared.nodes
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            backend: BackendKind::Verbs,
+            native_one_sided: true,
+            atomics_coherent_with_cpu: false,
+            ordered_writes: true,
+            max_message: self.shared.config.max_message,
+            max_transfer: self.shared.max_transfer,
+        }
+    }
+
+    fn register(&self, region: &Arc<Region>) -> Result<RegionDesc> {
+        self.check_open()?;
+        let mut regions = self
+            .shared
+            .regions
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = regions.by_id.get(&region.id()) {
+            return Ok(RegionDesc {
+                rank: self.shared.rank,
+                key: crate::RemoteKey(u64::from(r.mr.rkey)),
+                addr: region.as_ptr() as u64,
+                len: region.len() as u64,
+            });
+        }
+        // SAFETY: the region is kept alive by the table entry, which drops the registration
+        // first.
+        let mr = unsafe { Mr::register(&self.shared.pd, region.as_ptr(), region.len()) }?;
+        let rkey = mr.rkey;
+        regions.id_of_rkey.insert(rkey, region.id());
+        regions.by_id.insert(
+            region.id(),
+            Registered {
+                mr,
+                _region: Arc::clone(region),
+            },
+        );
+        Ok(RegionDesc {
+            rank: self.shared.rank,
+            key: crate::RemoteKey(u64::from(rkey)),
+            addr: region.as_ptr() as u64,
+            len: region.len() as u64,
+        })
+    }
+
+    fn deregister(&self, desc: &RegionDesc) -> Result<()> {
+        let mut regions = self
+            .shared
+            .regions
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        let id = u32::try_from(desc.key.0)
+            .ok()
+            .and_then(|k| regions.id_of_rkey.remove(&k));
+        match id.and_then(|id| regions.by_id.remove(&id)) {
+            Some(r) => {
+                drop(regions);
+                drop(r);
+                Ok(())
+            }
+            None => Err(Error::InvalidArgument(format!(
+                "no region registered under key {}",
+                desc.key.0
+            ))),
+        }
+    }
+
+    fn post(&self, op: Op) -> Result<Completion> {
+        self.check_open()?;
+        let (c, done) = Completion::driven(self.shared.config.spin, Some(Arc::clone(&self.driver)));
+        let p = op.peer().index();
+        match self.prepare_op(op, Some(done))? {
+            Ok(item) => {
+                let sq = &self.shared.peers[p].req;
+                self.shared.post_items(p, sq, vec![item], true)?;
+                Ok(c)
+            }
+            Err((e, _)) => Ok(Completion::failed(e)),
+        }
+    }
+
+    /// Consecutive operations to one peer go out as one post list in which only the last
+    /// request is signalled: its completion completes the earlier ones (RC completes in
+    /// order; a failed request still produces its own completion). A page fetch (register,
+    /// read the directory entry, read the page) is one `ibv_post_send` and one completion.
+    fn post_batch(&self, ops: Vec<Op>) -> Result<Vec<Completion>> {
+        self.check_open()?;
+        let mut out = Vec::with_capacity(ops.len());
+        let mut chain: Vec<Item> = Vec::new();
+        let mut chain_peer = usize::MAX;
+        let send = |chain: &mut Vec<Item>, p: usize| -> Result<()> {
+            if let Some(last) = chain.last_mut() {
+                last.chained = false;
+                let sq = &self.shared.peers[p].req;
+                return self.shared.post_items(p, sq, std::mem::take(chain), true);
+            }
+            Ok(())
+        };
+        for op in ops {
+            let p = match self.peer_index(op.peer()) {
+                Ok(p) => p,
+                Err(e) => {
+                    // The operations before this one are posted, as the trait promises.
+                    send(&mut chain, chain_peer)?;
+                    return Err(e);
+                }
+            };
+            if p != chain_peer || chain.len() >= REQ_DEPTH as usize / 4 {
+                send(&mut chain, chain_peer)?;
+                chain_peer = p;
+            }
+            let (c, done) =
+                Completion::driven(self.shared.config.spin, Some(Arc::clone(&self.driver)));
+            let prepared = match self.prepare_op(op, Some(done)) {
+                Ok(prepared) => prepared,
+                Err(e) => {
+                    send(&mut chain, chain_peer)?;
+                    return Err(e);
+                }
+            };
+            match prepared {
+                Ok(mut item) => {
+                    item.chained = true;
+                    chain.push(item);
+                }
+                // Refused before posting (bounds, a lost peer): this one fails on its own,
+                // the others go out.
+                Err((e, done)) => {
+                    if let Some(d) = done {
+                        d.fail(e);
+                    }
+                }
+            }
+            out.push(c);
+        }
+        send(&mut chain, chain_peer)?;
+        Ok(out)
+    }
+
+    fn post_all(&self, ops: impl IntoIterator<Item = Op>) -> Result<()> {
+        self.check_open()?;
+        // Consecutive operations to one peer go out as one chain with one signalled request
+        // at its end; a completion for each chain is what we wait for.
+        let mut waits = Vec::new();
+        let mut first_err = None;
+        let mut batch: Vec<Item> = Vec::new();
+        let mut batch_peer = usize::MAX;
+        let flush_batch =
+            |batch: &mut Vec<Item>, p: usize, waits: &mut Vec<Completion>| -> Result<()> {
+                if batch.is_empty() {
+                    return Ok(());
+                }
+                let (c, done) =
+                    Completion::driven(self.shared.config.spin, Some(Arc::clone(&self.driver)));
+                if let Some(last) = batch.last_mut() {
+                    last.done = Some(done);
+                }
+                waits.push(c);
+                let sq = &self.shared.peers[p].req;
+                self.shared.post_items(p, sq, std::mem::take(batch), true)
+            };
+        for op in ops {
+            let p = match self.peer_index(op.peer()) {
+                Ok(p) => p,
+                Err(e) => {
+                    first_err = Some(e);
+                    break;
+                }
+            };
+            if p != batch_peer {
+                if let Err(e) = flush_batch(&mut batch, batch_peer, &mut waits) {
+                    first_err = Some(e);
+                    break;
+                }
+                batch_peer = p;
+            }
+            match self.prepare_op(op, None) {
+                Ok(Ok(item)) => batch.push(item),
+                Ok(Err((e, _))) | Err(e) => {
+                    first_err = Some(e);
+                    break;
+                }
+            }
+            if batch.len() >= REQ_DEPTH as usize / 2 {
+                if let Err(e) = flush_batch(&mut batch, batch_peer, &mut waits) {
+                    first_err = Some(e);
+                    break;
+                }
+            }
+        }
+        if first_err.is_none() {
+            if let Err(e) = flush_batch(&mut batch, batch_peer, &mut waits) {
+                first_err = Some(e);
+            }
+        }
+        let waited = crate::completion::wait_all(&waits);
+        match first_err {
+            Some(e) => Err(e),
+            None => waited,
+        }
+    }
+
+    fn flush(&self, peer: Rank) -> Result<()> {
+        self.check_open()?;
+        let p = self.peer_index(peer)?;
+        if let Some(e) = self.shared.peer_error(p) {
+            return Err(e);
+        }
+        let Some(ep) = self.shared.endpoint_of(p) else {
+            return Err(Error::Closed);
+        };
+        // A read completes after every earlier request on the queue pair has been executed at
+        // the target: the writes before it are in its memory.
+        let (c, done) = Completion::driven(self.shared.config.spin, Some(Arc::clone(&self.driver)));
+        let item = Item {
+            kind: WrKind::Read {
+                raddr: ep.flush_addr,
+                rkey: ep.flush_rkey,
+            },
+            local: Local::Result,
+            name: "RDMA READ (flush)",
+            done: Some(done),
+            signal: true,
+            chained: false,
+        };
+        self.shared
+            .post_items(p, &self.shared.peers[p].req, vec![item], true)?;
+        c.wait().map(drop)
+    }
+
+    fn send(&self, peer: Rank, tag: Tag, data: &[u8]) -> Result<()> {
+        self.check_open()?;
+        let p = self.peer_index(peer)?;
+        if data.len() > self.shared.config.max_message {
+            return Err(Error::InvalidArgument(format!(
+                "message of {} bytes over the limit of {}",
+                data.len(),
+                self.shared.config.max_message
+            )));
+        }
+        if p == self.shared.rank.index() {
+            self.shared.mailbox.deliver(Message {
+                source: peer,
+                tag,
+                data: data.to_vec(),
+            });
+            return Ok(());
+        }
+        if let Some(e) = self.shared.peer_error(p) {
+            return Err(e);
+        }
+        let _whole = self.shared.peers[p]
+            .send_lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for f in fragments(tag.0, data) {
+            self.shared.send_ctrl(p, &Control::Fragment(f), true)?;
+        }
+        Ok(())
+    }
+
+    fn recv(
+        &self,
+        from: Option<Rank>,
+        tag: Option<Tag>,
+        timeout: Option<Duration>,
+    ) -> Result<Message> {
+        self.shared.mailbox.recv(from, tag, timeout)
+    }
+
+    fn try_recv(&self, from: Option<Rank>, tag: Option<Tag>) -> Option<Result<Message>> {
+        self.shared.mailbox.poll(from, tag)
+    }
+
+    fn wait_message(
+        &self,
+        from: Option<Rank>,
+        tag: Option<Tag>,
+        timeout: Option<Duration>,
+    ) -> Result<()> {
+        self.shared.mailbox.await_message(from, tag, timeout)
+    }
+
+    fn wait_failure(&self) -> Error {
+        self.shared.mailbox.wait_failure()
+    }
+
+    fn close(&self) -> Result<()> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Err(Error::Closed);
+        }
+        let sh = &self.shared;
+        sh.quiet.store(true, Ordering::Release);
+        // Goodbyes first, while the queues still run.
+        let mut result = Ok(());
+        for p in 0..sh.nodes {
+            if p != sh.rank.index() && sh.peer_error(p).is_none() {
+                if let Err(e) = sh.send_ctrl(p, &Control::Goodbye, true) {
+                    result = Err(e);
+                }
+            }
+        }
+        sh.closing.store(true, Ordering::Release);
+        // Let the goodbyes leave (bounded): wait until the control queues are empty.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline
+            && sh
+                .peers
+                .iter()
+                .filter_map(|p| p.ctrl.as_ref())
+                .any(|c| !c.lock().entries.is_empty())
+        {
+            sh.drive(false);
+            std::thread::yield_now();
+        }
+        sh.stopping.store(true, Ordering::Release);
+        sh.wake_progress();
+        if let Some(h) = self
+            .progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            let _ = h.join();
+        }
+        // Fail whatever is still outstanding: nobody will complete it now.
+        for peer in &sh.peers {
+            for sq in std::iter::once(&peer.req).chain(peer.ctrl.as_ref()) {
+                let mut inner = sq.lock();
+                inner.state = SqState::Dead(Error::Closed);
+                for e in inner.entries.drain(..) {
+                    if let Some(d) = e.done {
+                        d.fail(Error::Closed);
+                    }
+                }
+                drop(inner);
+                sq.changed.notify_all();
+            }
+        }
+        sh.mailbox.close();
+        result
+    }
+}
+
+impl Drop for VerbsTransport {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}

@@ -86,7 +86,7 @@ cargo_test() {
   uffd_probe && req=(DSM_REQUIRE_UFFD=1)
   # mpich is installed by setup.sh: the mpiexec tests must run, not skip. The tests named
   # userfaultfd are the uffd stage's.
-  env DSM_REQUIRE_MPIEXEC=1 "${req[@]}" cargo test --locked --workspace -- --skip userfaultfd
+  env DSM_REQUIRE_MPIEXEC=1 "${req[@]}" cargo test --locked --workspace --no-fail-fast -- --skip userfaultfd
 }
 uffd_tests() {
   if ! uffd_probe; then

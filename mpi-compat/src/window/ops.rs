@@ -8,7 +8,7 @@ use transport::{wait_all, Completion, LocalSlice, Op as TOp, Region, RemoteSlice
 
 use super::{Pending, Window};
 use crate::comm::{Rank, Status, PROC_NULL};
-use crate::datatype::{bytes, check_op, fill, Equivalence, Op};
+use crate::datatype::{bytes, bytes_mut, check_op, fill, Equivalence, Op};
 use crate::error::{Error, Result};
 use crate::request::Request;
 
@@ -105,11 +105,10 @@ impl Window {
         let stage = self.staging(len)?;
         let runs = self.remote_runs(t, offset, len)?;
         self.read_runs(&stage, runs)?;
-        let mut buf = vec![0u8; len];
-        stage.read_at(0, &mut buf)?;
+        // Straight from the staging region into the origin: no intermediate buffer.
+        let read = stage.read_at(0, bytes_mut(origin));
         self.recycle(stage);
-        fill(origin, &buf);
-        Ok(())
+        Ok(read?)
     }
 
     fn read_runs(&self, stage: &Arc<Region>, runs: Vec<(usize, RemoteSlice)>) -> Result<()> {

@@ -1,10 +1,12 @@
 /*
  * The MPI counterparts of the osu_* programs of benches/src/osu.rs: the same loops, sizes,
- * iteration counts and output, written against the real mpi.h so that scripts/mpi-compare.sh
- * can run them under MPICH (or any MPI) in the same run as ours.
+ * iteration counts and output, written against the standard mpi.h. scripts/mpi-compare.sh
+ * builds this one source twice, against libdsmmpi and against MPICH, and runs both side by
+ * side (with the Rust programs) in the same run.
  *
- *   mpicc -O2 -o osu_mpi osu_mpi.c
- *   mpiexec -n 2 ./osu_mpi osu_latency [-m MAX] [-i ITERS] [-x SKIP] [--quick]
+ *   mpicc -O2 -o osu_mpi osu_mpi.c            mpiexec -n 2 ./osu_mpi osu_latency
+ *   dsmmpicc -O2 -o osu_mpi osu_mpi.c         dsmrun -n 2 ./osu_mpi osu_latency
+ *   options: [-m MAX] [-i ITERS] [-x SKIP] [--quick]
  *
  * Each loop follows the OSU micro-benchmarks (v7) defaults: window 64 for bandwidth,
  * MPI_Win_allocate with a shared lock held by rank 0 and MPI_Win_flush after every operation

@@ -108,6 +108,15 @@ impl Transport for AnyTransport {
     ) -> Result<Vec<Completion>> {
         each!(self, t => t.add_strided(first, stride, count, add))
     }
+    fn accumulate(
+        &self,
+        remote: crate::RemoteSlice,
+        local: &crate::LocalSlice,
+        reduction: crate::Reduction,
+        fetch: Option<crate::LocalSlice>,
+    ) -> Result<Completion> {
+        each!(self, t => t.accumulate(remote, local, reduction, fetch))
+    }
     fn post_all(&self, ops: impl IntoIterator<Item = Op>) -> Result<()> {
         each!(self, t => t.post_all(ops))
     }

@@ -238,6 +238,37 @@ pub trait Transport: Send + Sync {
         self.post_batch(ops)
     }
 
+    /// Combines the elements in `local` into `remote` with `reduction`, at the target, in one
+    /// pass over its memory (MPI's accumulate, MPI-3.1 §11.3.4); with `fetch` (as long as
+    /// `local`), the target's elements as they were before are written into `fetch`
+    /// (get-accumulate). The target applies it atomically with respect to the remote
+    /// fetch-and-adds, compare-and-swaps and other reductions on its memory, and in order with
+    /// the operations posted to it before. Backends without [`Capabilities::remote_reduce`]
+    /// return [`crate::Error::Unsupported`]: the caller then updates word by word with remote
+    /// atomics.
+    ///
+    /// # One-sided
+    /// The target's application takes no part.
+    ///
+    /// # Errors
+    /// [`crate::Error::Unsupported`] as above; [`crate::Error::InvalidArgument`] for slices of
+    /// different lengths or more than the transfer limit; errors at the target (a range not
+    /// aligned to the element size: [`crate::RemoteFault::Misaligned`]) arrive through the
+    /// completion.
+    fn accumulate(
+        &self,
+        remote: RemoteSlice,
+        local: &LocalSlice,
+        reduction: crate::Reduction,
+        fetch: Option<LocalSlice>,
+    ) -> Result<Completion> {
+        let _ = (remote, local, reduction, fetch);
+        Err(crate::Error::Unsupported(format!(
+            "{:?} transport: remote reductions",
+            self.capabilities().backend
+        )))
+    }
+
     /// Posts every operation, then waits for all of them.
     ///
     /// # Errors
@@ -299,6 +330,30 @@ pub(crate) fn check_strided(first: &RemoteSlice, stride: u64) -> Result<()> {
             "add_strided needs an aligned word and a positive stride that is a multiple of 8"
                 .into(),
         ));
+    }
+    Ok(())
+}
+
+/// The checks every backend's [`Transport::accumulate`] makes before anything leaves.
+pub(crate) fn check_accumulate(
+    remote: &RemoteSlice,
+    local: &LocalSlice,
+    reduction: crate::Reduction,
+    fetch: Option<&LocalSlice>,
+) -> Result<()> {
+    let size = reduction.elem().size();
+    if remote.len != local.len() || fetch.is_some_and(|f| f.len() != local.len()) {
+        return Err(crate::Error::InvalidArgument(format!(
+            "accumulate of {} local bytes into {} remote bytes",
+            local.len(),
+            remote.len
+        )));
+    }
+    if !local.len().is_multiple_of(size) {
+        return Err(crate::Error::InvalidArgument(format!(
+            "accumulate of {} bytes: not a whole number of {size}-byte elements",
+            local.len()
+        )));
     }
     Ok(())
 }

@@ -34,6 +34,7 @@ pub fn run_all<T: Transport>(job: &[T]) {
     waiting_for_a_message_takes_nothing(job);
     large_messages_arrive_whole(job);
     reads_see_no_later_request(job);
+    accumulates_land_exactly(job);
 }
 
 const BIG: usize = 4 << 20;
@@ -663,6 +664,77 @@ pub fn reads_see_no_later_request<T: Transport>(job: &[T]) {
             }
         }
         t.deregister(&bd).expect("deregister");
+    }
+    unexpose(job, &descs);
+}
+
+/// Where the backend reduces at the target ([`crate::Capabilities::remote_reduce`]): every rank
+/// adds 1 to each of 512 `u64`s on every rank, `K` times (every other time fetching the old
+/// elements), while also fetch-and-adding the first word; the totals are exact, so reductions
+/// and remote atomics never lose each other's updates. Elsewhere `accumulate` says
+/// `Unsupported`.
+pub fn accumulates_land_exactly<T: Transport>(job: &[T]) {
+    use crate::reduce::{Elem, ReduceOp, Reduction};
+    const K: u64 = 40;
+    const WORDS: usize = 512;
+    let n = job.len() as u64;
+    let sum = Reduction::new(Elem::U64, ReduceOp::Sum).expect("a valid reduction");
+    let (homes, descs) = expose(job, WORDS * 8);
+    let ones: Vec<u8> = (0..WORDS).flat_map(|_| 1u64.to_le_bytes()).collect();
+    if !job[0].capabilities().remote_reduce {
+        let src = Region::allocate(WORDS * 8).expect("allocate");
+        let sd = job[0].register(&src).expect("register");
+        let local = LocalSlice::new(&src, 0, WORDS * 8).expect("local slice");
+        let remote = descs[0].slice(0, WORDS * 8).expect("remote slice");
+        let got = job[0].accumulate(remote, &local, sum, None);
+        assert!(matches!(got, Err(Error::Unsupported(_))), "{got:?}");
+        job[0].deregister(&sd).expect("deregister");
+        unexpose(job, &descs);
+        return;
+    }
+    std::thread::scope(|s| {
+        for (me, t) in job.iter().enumerate() {
+            let (descs, ones) = (&descs, &ones);
+            s.spawn(move || {
+                let src = Region::allocate(WORDS * 8).expect("allocate");
+                let res = Region::allocate(WORDS * 8).expect("allocate");
+                let (sd, rd) = (
+                    t.register(&src).expect("register"),
+                    t.register(&res).expect("register"),
+                );
+                src.write_at(0, ones).expect("fill");
+                let local = LocalSlice::new(&src, 0, WORDS * 8).expect("local slice");
+                for k in 0..K {
+                    for d in descs.iter() {
+                        let remote = d.slice(0, WORDS * 8).expect("remote slice");
+                        let fetch = (k % 2 == 1)
+                            .then(|| LocalSlice::new(&res, 0, WORDS * 8).expect("result slice"));
+                        t.accumulate(remote, &local, sum, fetch)
+                            .and_then(|c| c.wait())
+                            .unwrap_or_else(|e| panic!("rank {me}: accumulate: {e}"));
+                        t.fetch_add(d.word(0).expect("word"), 1)
+                            .unwrap_or_else(|e| panic!("rank {me}: fetch_add: {e}"));
+                    }
+                    if k % 2 == 1 {
+                        // The last element fetched is one this rank's own earlier sums raised.
+                        let mut last = [0u8; 8];
+                        res.read_at((WORDS - 1) * 8, &mut last).expect("read");
+                        assert!(u64::from_le_bytes(last) >= k, "rank {me}: stale old value");
+                    }
+                }
+                t.deregister(&sd).expect("deregister");
+                t.deregister(&rd).expect("deregister");
+            });
+        }
+    });
+    for (r, home) in homes.iter().enumerate() {
+        let mut all = vec![0u8; WORDS * 8];
+        home.read_at(0, &mut all).expect("read");
+        for (w, v) in all.chunks_exact(8).enumerate() {
+            let v = u64::from_le_bytes(v.try_into().expect("8 bytes"));
+            let want = n * K + if w == 0 { n * K } else { 0 };
+            assert_eq!(v, want, "word {w} on rank {r}");
+        }
     }
     unexpose(job, &descs);
 }

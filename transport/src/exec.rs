@@ -81,6 +81,7 @@ fn with_word(
 ) -> Result<u64, RemoteFault> {
     let region = table.get(key)?;
     let word = region.word(offset)?;
+    let _shared = table.atomics.read().unwrap_or_else(|e| e.into_inner());
     Ok(f(word))
 }
 
@@ -176,8 +177,60 @@ pub(crate) fn add_strided(
             .ok_or(RemoteFault::OutOfBounds)?;
         words.push(region.word(at)?);
     }
+    let _shared = table.atomics.read().unwrap_or_else(|e| e.into_inner());
     for w in words {
         w.fetch_add(add, Ordering::SeqCst);
     }
     Ok(())
+}
+
+/// Applies `reduction` with the elements `data` to region `key` at `offset`, in one pass under
+/// the exclusive atomics lock; with `old`, copies the bytes there first into it (its length is
+/// `data.len()`).
+pub(crate) fn accumulate(
+    table: &RegionTable,
+    key: u64,
+    offset: u64,
+    reduction: crate::reduce::Reduction,
+    data: &[u8],
+    old: Option<&mut [u8]>,
+) -> Result<(), RemoteFault> {
+    let (_keep, dst) = range(table, key, offset, data.len() as u64)?;
+    let _exclusive = table.atomics.write().unwrap_or_else(|e| e.into_inner());
+    // SAFETY: `dst` points at `data.len()` bytes inside a registered region kept alive by
+    // `_keep` (checked by `range`); remote atomics on the node are held off by the exclusive
+    // lock, and MPI forbids conflicting plain accesses meanwhile; `data` and `old` are separate
+    // buffers (a received frame or a local region's copy, and a fresh buffer).
+    unsafe { crate::reduce::apply(reduction, dst, data, old) }
+}
+
+/// [`crate::Transport::accumulate`] on `table` (the target's regions) from this thread, for a
+/// node addressing itself or the loopback backend: `local`'s elements are copied out first (the
+/// local region may be the target's), the old elements go to `fetch`.
+pub(crate) fn accumulate_here(
+    table: &RegionTable,
+    remote: &crate::RemoteSlice,
+    local: &crate::LocalSlice,
+    reduction: crate::reduce::Reduction,
+    fetch: Option<&crate::LocalSlice>,
+) -> Result<u64> {
+    let mut data = vec![0u8; local.len()];
+    local.region().read_at(local.offset(), &mut data)?;
+    let mut old = fetch.map(|f| vec![0u8; f.len()]);
+    accumulate(
+        table,
+        remote.region.key.0,
+        remote.offset,
+        reduction,
+        &data,
+        old.as_deref_mut(),
+    )
+    .map_err(|fault| Error::Remote {
+        peer: remote.rank(),
+        fault,
+    })?;
+    if let (Some(f), Some(old)) = (fetch, old) {
+        f.region().write_at(f.offset(), &old)?;
+    }
+    Ok(0)
 }

@@ -78,6 +78,7 @@ pub mod loopback;
 mod mailbox;
 pub mod net;
 pub mod pool;
+pub mod reduce;
 pub mod region;
 pub mod tcp;
 pub mod types;
@@ -91,6 +92,7 @@ pub use completion::{wait_all, Completion};
 pub use error::{Error, RemoteFault, Result};
 pub use hook::ThreadHook;
 pub use loopback::LoopbackTransport;
+pub use reduce::{Elem, ReduceOp, Reduction};
 pub use region::Region;
 pub use tcp::{PreparedTcp, TcpConfig, TcpTransport};
 pub use types::{

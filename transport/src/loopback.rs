@@ -96,6 +96,7 @@ impl Transport for LoopbackTransport {
             ordered_writes: true,
             max_message: MAX_LEN,
             max_transfer: MAX_LEN,
+            remote_reduce: true,
         }
     }
 
@@ -123,6 +124,28 @@ impl Transport for LoopbackTransport {
             Ok(v) => Completion::ready(v),
             Err(e) => Completion::failed(e),
         })
+    }
+
+    fn accumulate(
+        &self,
+        remote: crate::RemoteSlice,
+        local: &crate::LocalSlice,
+        reduction: crate::Reduction,
+        fetch: Option<crate::LocalSlice>,
+    ) -> Result<Completion> {
+        crate::api::check_accumulate(&remote, local, reduction, fetch.as_ref())?;
+        self.me().regions.check_local(local.region())?;
+        if let Some(f) = &fetch {
+            self.me().regions.check_local(f.region())?;
+        }
+        let target = self.peer(remote.rank())?;
+        Ok(
+            match exec::accumulate_here(&target.regions, &remote, local, reduction, fetch.as_ref())
+            {
+                Ok(v) => Completion::ready(v),
+                Err(e) => Completion::failed(e),
+            },
+        )
     }
 
     fn flush(&self, peer: Rank) -> Result<()> {

@@ -272,6 +272,10 @@ impl Region {
 pub(crate) struct RegionTable {
     by_key: RwLock<HashMap<u64, Arc<Region>>>,
     key_of_id: RwLock<HashMap<u64, u64>>,
+    /// Taken shared by every remote word atomic on these regions and exclusively by a
+    /// reduction ([`crate::reduce`]), so that a reduction's plain loop is atomic with respect
+    /// to them.
+    pub(crate) atomics: RwLock<()>,
 }
 
 impl RegionTable {

@@ -326,4 +326,7 @@ pub struct Capabilities {
     pub max_message: usize,
     /// Largest length of one read or write.
     pub max_transfer: usize,
+    /// [`crate::Transport::accumulate`] is served by the target (software on the target applies
+    /// reductions to its memory); when `false` it returns `Unsupported`.
+    pub remote_reduce: bool,
 }

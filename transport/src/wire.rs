@@ -55,6 +55,9 @@ pub enum Kind {
     /// offset `b`, each `d >> 32` bytes after the previous one: one frame for a run of
     /// directory registrations. No payload; the response carries only the status.
     AddStrided = 11,
+    /// Combine the payload's elements into region `a` at offset `b` with the reduction `c`
+    /// ([`crate::Reduction`]); when `d` is 1 the response carries the bytes as they were before.
+    Accumulate = 12,
 }
 
 impl Kind {
@@ -71,6 +74,7 @@ impl Kind {
             9 => Kind::Goodbye,
             10 => Kind::WriteRuns,
             11 => Kind::AddStrided,
+            12 => Kind::Accumulate,
             _ => return None,
         })
     }
@@ -212,7 +216,7 @@ impl Header {
                     return malformed("this kind carries no payload");
                 }
             }
-            Kind::Write | Kind::Response | Kind::Message | Kind::WriteRuns => {}
+            Kind::Write | Kind::Response | Kind::Message | Kind::WriteRuns | Kind::Accumulate => {}
         }
         Ok(hd)
     }

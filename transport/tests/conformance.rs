@@ -48,12 +48,12 @@ macro_rules! suite {
 suite!(loopback: read_write_round_trips, many_in_flight, atomics_give_exact_totals,
     messages_keep_order_per_peer, rejects_bad_access, flush_makes_writes_visible,
     batched_operations_land_exactly, waiting_for_a_message_takes_nothing,
-    large_messages_arrive_whole, reads_see_no_later_request);
+    large_messages_arrive_whole, reads_see_no_later_request, accumulates_land_exactly);
 suite!(tcp: read_write_round_trips, many_in_flight, atomics_give_exact_totals,
     messages_keep_order_per_peer, rejects_bad_access, flush_makes_writes_visible,
     batched_operations_land_exactly, waiting_for_a_message_takes_nothing,
-    large_messages_arrive_whole, reads_see_no_later_request);
+    large_messages_arrive_whole, reads_see_no_later_request, accumulates_land_exactly);
 suite!(verbs: read_write_round_trips, many_in_flight, atomics_give_exact_totals,
     messages_keep_order_per_peer, rejects_bad_access, flush_makes_writes_visible,
     batched_operations_land_exactly, waiting_for_a_message_takes_nothing,
-    large_messages_arrive_whole, reads_see_no_later_request);
+    large_messages_arrive_whole, reads_see_no_later_request, accumulates_land_exactly);

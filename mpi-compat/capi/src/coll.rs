@@ -1,11 +1,12 @@
-//! Collective calls (MPI-3.1 chapter 5). Buffers are packed into contiguous bytes (so any
-//! committed datatype works and C buffers need no particular alignment), the collective of
-//! `mpi-compat` runs on them, and the result is unpacked.
+//! Collective calls (MPI-3.1 chapter 5). Broadcasts of a contiguous datatype, and reductions
+//! of one whose buffers are aligned for its element type, run on the C buffers in place;
+//! otherwise buffers are packed into contiguous bytes (so any committed datatype works and C
+//! buffers need no particular alignment), the collective of `mpi-compat` runs on them, and the
+//! result is unpacked.
 
 use std::ffi::{c_int, c_void};
 
-use bytemuck::Zeroable;
-use mpi_compat::Equivalence;
+use mpi_compat::{Communicator, Equivalence};
 
 use crate::state::{with_state, CResult, Failure, ERR_ARG, ERR_COUNT};
 use crate::types::{count, op, with_prim, Datatype};
@@ -67,6 +68,22 @@ pub unsafe extern "C" fn MPI_Bcast(
         let c = &s.tables.comm(comm)?.comm;
         let n = count(n)?;
         not_in_place(buffer, "buffer")?;
+        if dt.contiguous() {
+            let len = n
+                .checked_mul(dt.size)
+                .ok_or_else(|| Failure::new(ERR_COUNT, "broadcast too large"))?;
+            if len == 0 {
+                return Ok(c.broadcast::<u8>(&mut [], root)?);
+            }
+            if buffer.is_null() {
+                return Err(Failure::new(ERR_ARG, "a null buffer"));
+            }
+            // SAFETY: not null; `buffer` holds `n` elements (`len` bytes in one run) by
+            // contract, and the program does not touch it during the call.
+            let b = unsafe { std::slice::from_raw_parts_mut(buffer.cast::<u8>(), len) };
+            // In place: no packing, no copies.
+            return Ok(c.broadcast(b, root)?);
+        }
         let mut data = if c.rank() == root {
             // SAFETY: `buffer` holds `n` elements by contract.
             unsafe { dt.pack(buffer.cast(), n)? }
@@ -110,24 +127,102 @@ fn reduce_common(
         } else {
             sendbuf
         };
-        // SAFETY: the send buffer (or, in place, the receive buffer) holds `n` elements.
-        let send = unsafe { dt.pack(src.cast(), n)? };
-        let result: Vec<u8> = with_prim!(dt.prim, T => {
-            let mine: Vec<T> = elements(&send);
-            let mut out = vec![T::zeroed(); mine.len()];
-            match root {
-                Some(r) => c.reduce(&mine, &mut out, op, r)?,
-                None => c.all_reduce(&mine, &mut out, op)?,
-            }
-            bytemuck::cast_slice(&out).to_vec()
-        });
-        if at_root {
-            // SAFETY: the receive buffer holds `n` elements at the root (every rank for
-            // all-reduce) by contract.
-            unsafe { dt.unpack(&result, recvbuf.cast(), n)? };
-        }
-        Ok(())
+        let how = Reduction {
+            op,
+            root,
+            at_root,
+            in_place: sendbuf == IN_PLACE,
+        };
+        with_prim!(dt.prim, T => {
+            // SAFETY: the send buffer (or, in place, the receive buffer) holds `n` elements;
+            // the receive buffer holds `n` elements at the root (every rank for all-reduce).
+            unsafe { reduce_typed::<T>(c, &dt, src, recvbuf, n, &how) }
+        })
     })
+}
+
+/// What a reduction does besides its buffers.
+struct Reduction {
+    op: mpi_compat::Op,
+    /// `None` for an all-reduce.
+    root: Option<c_int>,
+    /// Whether this rank receives the result.
+    at_root: bool,
+    /// `MPI_IN_PLACE`: the send buffer is the receive buffer.
+    in_place: bool,
+}
+
+/// `ptr` as `len` elements of `T` when it is aligned for them and not null.
+fn aligned<T>(ptr: *const c_void) -> bool {
+    !ptr.is_null() && ptr.cast::<T>().is_aligned()
+}
+
+/// A reduction of `n` elements of `dt` (whose primitive is `T`). The send and receive
+/// buffers are used in place (no packing, no copies) when the type is contiguous and they are
+/// aligned for `T` and distinct; otherwise they are packed and unpacked.
+///
+/// # Safety
+/// `src` holds `n` elements of `dt`; `recvbuf` holds `n` elements when `how.at_root`.
+unsafe fn reduce_typed<T: Equivalence>(
+    c: &Communicator,
+    dt: &Datatype,
+    src: *const c_void,
+    recvbuf: *mut c_void,
+    n: usize,
+    how: &Reduction,
+) -> CResult<()> {
+    let len = n
+        .checked_mul(dt.size)
+        .ok_or_else(|| Failure::new(ERR_COUNT, "reduction too large"))?;
+    let elems = len / std::mem::size_of::<T>();
+    let distinct = how.in_place
+        || !how.at_root
+        || (src.cast::<u8>().wrapping_add(len) <= recvbuf.cast_const().cast::<u8>())
+        || (recvbuf.cast::<u8>().wrapping_add(len).cast_const() <= src.cast::<u8>());
+    let direct = dt.contiguous()
+        && len > 0
+        && aligned::<T>(src)
+        && (!how.at_root || aligned::<T>(recvbuf))
+        && distinct;
+    if direct {
+        let copy: Vec<T>;
+        // SAFETY: aligned, not null, `elems` elements of `T` (the bytes of `n` contiguous
+        // elements of `dt`) by contract; any bytes are a valid `T` (`Equivalence`: `Pod`).
+        let send: &[T] = unsafe { std::slice::from_raw_parts(src.cast::<T>(), elems) };
+        let send: &[T] = if how.in_place {
+            // The result overwrites the receive buffer: the contribution is copied first.
+            copy = send.to_vec();
+            &copy
+        } else {
+            send
+        };
+        let mut none: [T; 0] = [];
+        let out: &mut [T] = if how.at_root {
+            // SAFETY: aligned, not null, `elems` elements by contract, and (checked above)
+            // not overlapping the send slice, which in place is a copy.
+            unsafe { std::slice::from_raw_parts_mut(recvbuf.cast::<T>(), elems) }
+        } else {
+            &mut none
+        };
+        match how.root {
+            Some(r) => c.reduce(send, out, how.op, r)?,
+            None => c.all_reduce(send, out, how.op)?,
+        }
+        return Ok(());
+    }
+    // SAFETY: `src` holds `n` elements by contract.
+    let send = unsafe { dt.pack(src.cast(), n)? };
+    let mine: Vec<T> = elements(&send);
+    let mut out = vec![T::zeroed(); mine.len()];
+    match how.root {
+        Some(r) => c.reduce(&mine, &mut out, how.op, r)?,
+        None => c.all_reduce(&mine, &mut out, how.op)?,
+    }
+    if how.at_root {
+        // SAFETY: the receive buffer holds `n` elements at the root by contract.
+        unsafe { dt.unpack(bytemuck::cast_slice(&out), recvbuf.cast(), n)? };
+    }
+    Ok(())
 }
 
 /// `MPI_Reduce` (MPI-3.1 §5.9.1); `MPI_IN_PLACE` at the root.

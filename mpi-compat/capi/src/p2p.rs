@@ -86,7 +86,7 @@ pub unsafe extern "C" fn MPI_Send(
     with_state("MPI_Send", Some(comm), |s| {
         let dt = s.tables.datatype(datatype)?;
         // SAFETY: `buf` holds `n` elements of `datatype` by contract.
-        let data = unsafe { dt.pack(buf.cast(), count(n)?)? };
+        let data = unsafe { dt.view(buf.cast(), count(n)?)? };
         s.tables.comm(comm)?.comm.send(&data, dest, t)?;
         Ok(())
     })
@@ -141,7 +141,7 @@ pub unsafe extern "C" fn MPI_Isend(
     with_state("MPI_Isend", Some(comm), |s| {
         let dt = s.tables.datatype(datatype)?;
         // SAFETY: `buf` holds `n` elements of `datatype` by contract.
-        let data = unsafe { dt.pack(buf.cast(), count(n)?)? };
+        let data = unsafe { dt.view(buf.cast(), count(n)?)? };
         let c = &s.tables.comm(comm)?.comm;
         c.send(&data, dest, t)?;
         let done = mpi_compat::Request::completed(Status {

@@ -103,7 +103,7 @@ impl Persistent {
             PersistentOp::Send { dest, tag } => {
                 // SAFETY: `buf` holds `count` elements of `dt` (`MPI_Send_init`'s contract,
                 // which lasts while the request exists).
-                let data = unsafe { self.dt.pack(self.buf.as_ptr(), self.count)? };
+                let data = unsafe { self.dt.view(self.buf.as_ptr(), self.count)? };
                 self.comm.send(&data, dest, tag)?;
                 Request::completed(Status {
                     source: self.comm.rank(),

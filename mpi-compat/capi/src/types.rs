@@ -2,6 +2,8 @@
 //! `MPI_Type_vector` and `MPI_Type_indexed` (MPI-3.1 §4.1), as a list of byte blocks over one
 //! primitive type, packed into contiguous bytes before they travel.
 
+use std::borrow::Cow;
+
 use mpi_compat::Op;
 
 use crate::state::{CResult, Failure, Tables, ERR_ARG, ERR_OP, ERR_TYPE};
@@ -201,6 +203,12 @@ impl Datatype {
         if total > 0 && buf.is_null() {
             return Err(Failure::new(ERR_ARG, "a null buffer"));
         }
+        if self.contiguous() {
+            // One run of bytes: one copy, not one per element.
+            // SAFETY: `total` bytes at `buf` are readable (checked not null when `total` > 0;
+            // the caller vouches for `count` extents, which are `total` bytes here).
+            return Ok(unsafe { contiguous_bytes(buf, total) }.to_vec());
+        }
         let mut out = Vec::with_capacity(total);
         for i in 0..count {
             for &(off, len) in &self.blocks {
@@ -213,6 +221,25 @@ impl Datatype {
         Ok(out)
     }
 
+    /// The bytes of `count` elements at `buf` as they travel: the C buffer itself when the
+    /// type is contiguous (no copy), packed otherwise.
+    ///
+    /// # Safety
+    /// `buf` must be readable over `count` extents of this type, and not written while the
+    /// result lives.
+    pub(crate) unsafe fn view<'a>(&self, buf: *const u8, count: usize) -> CResult<Cow<'a, [u8]>> {
+        if !self.contiguous() {
+            // SAFETY: as this function's contract.
+            return Ok(Cow::Owned(unsafe { self.pack(buf, count)? }));
+        }
+        let total = self.size.checked_mul(count).ok_or_else(too_big)?;
+        if total > 0 && buf.is_null() {
+            return Err(Failure::new(ERR_ARG, "a null buffer"));
+        }
+        // SAFETY: as this function's contract; `total` bytes in one run, not null if any.
+        Ok(Cow::Borrowed(unsafe { contiguous_bytes(buf, total) }))
+    }
+
     /// Unpacks bytes (a whole number of elements, at most `count`) into `buf`.
     ///
     /// # Safety
@@ -223,6 +250,14 @@ impl Datatype {
         }
         if !data.is_empty() && buf.is_null() {
             return Err(Failure::new(ERR_ARG, "a null buffer"));
+        }
+        if self.contiguous() {
+            if !data.is_empty() {
+                // SAFETY: `data.len()` is at most `count` elements (checked above), all
+                // writable by contract, in one run; `data` and the C buffer are distinct.
+                unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), buf, data.len()) };
+            }
+            return Ok(());
         }
         let mut at = 0;
         'outer: for i in 0..count {
@@ -242,6 +277,19 @@ impl Datatype {
         }
         Ok(())
     }
+}
+
+/// `len` bytes at `buf` as a slice (empty when `len` is 0, whatever `buf` is).
+///
+/// # Safety
+/// When `len` > 0, `buf` is not null and readable for `len` bytes, not written while the
+/// slice lives.
+unsafe fn contiguous_bytes<'a>(buf: *const u8, len: usize) -> &'a [u8] {
+    if len == 0 {
+        return &[];
+    }
+    // SAFETY: not null and `len` readable bytes by contract.
+    unsafe { std::slice::from_raw_parts(buf, len) }
 }
 
 fn too_big() -> Failure {

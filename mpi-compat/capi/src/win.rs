@@ -1,6 +1,7 @@
 //! One-sided calls (MPI-3.1 chapter 11). Target datatypes must be contiguous
 //! (`MPI_ERR_TYPE` otherwise); origin datatypes may be any committed type.
 
+use std::borrow::Cow;
 use std::ffi::{c_int, c_void};
 
 use bytemuck::Zeroable;
@@ -154,7 +155,7 @@ pub unsafe extern "C" fn MPI_Put(
     with_state("MPI_Put", None, |s| {
         let ot = s.tables.datatype(otype)?;
         // SAFETY: `origin` holds `ocount` elements by contract.
-        let data = unsafe { ot.pack(origin.cast(), count(ocount)?)? };
+        let data = unsafe { ot.view(origin.cast(), count(ocount)?)? };
         target_type(s, ttype, tcount, data.len())?;
         Ok(s.tables.window(win)?.put(&data, target, disp(tdisp)?)?)
     })
@@ -175,12 +176,28 @@ pub unsafe extern "C" fn MPI_Get(
     with_state("MPI_Get", None, |s| {
         let ot = s.tables.datatype(otype)?.clone();
         let n = count(ocount)?;
-        target_type(s, ttype, tcount, n * ot.size)?;
-        let mut data = vec![0u8; n * ot.size];
-        s.tables.window(win)?.get(&mut data, target, disp(tdisp)?)?;
+        let len = n
+            .checked_mul(ot.size)
+            .ok_or_else(|| Failure::new(ERR_COUNT, "MPI_Get of more bytes than memory has"))?;
+        target_type(s, ttype, tcount, len)?;
+        let w = s.tables.window(win)?;
         if target == PROC_NULL {
             return Ok(());
         }
+        if ot.contiguous() {
+            if len == 0 {
+                return Ok(());
+            }
+            if origin.is_null() {
+                return Err(Failure::new(ERR_ARG, "a null origin buffer"));
+            }
+            // SAFETY: not null; `origin` holds `ocount` elements (`len` bytes in one run) by
+            // contract, written by nothing else during the call.
+            let b = unsafe { std::slice::from_raw_parts_mut(origin.cast::<u8>(), len) };
+            return Ok(w.get(b, target, disp(tdisp)?)?);
+        }
+        let mut data = vec![0u8; len];
+        w.get(&mut data, target, disp(tdisp)?)?;
         // SAFETY: `origin` holds `ocount` elements by contract.
         unsafe { ot.unpack(&data, origin.cast(), n) }
     })
@@ -206,7 +223,7 @@ pub unsafe extern "C" fn MPI_Rput(
         }
         let ot = s.tables.datatype(otype)?;
         // SAFETY: `origin` holds `ocount` elements by contract.
-        let data = unsafe { ot.pack(origin.cast(), count(ocount)?)? };
+        let data = unsafe { ot.view(origin.cast(), count(ocount)?)? };
         target_type(s, ttype, tcount, data.len())?;
         let r = s.tables.window(win)?.rput(&data, target, disp(tdisp)?)?;
         let h = s.tables.handle();
@@ -283,11 +300,11 @@ fn accumulate(s: &State, a: &Acc, fetch: bool) -> CResult<(Vec<u8>, Datatype)> {
     let ot = s.tables.datatype(a.otype)?.clone();
     let op = op(a.op)?;
     let n = count(a.ocount)?;
-    let data = if op == Op::NoOp && a.origin.is_null() {
-        vec![0u8; n * ot.size]
+    let data: Cow<'_, [u8]> = if op == Op::NoOp && a.origin.is_null() {
+        Cow::Owned(vec![0u8; n * ot.size])
     } else {
         // SAFETY: `origin` holds `ocount` elements by contract.
-        unsafe { ot.pack(a.origin.cast(), n)? }
+        unsafe { ot.view(a.origin.cast(), n)? }
     };
     let tt = target_type(s, a.ttype, a.tcount, data.len())?;
     if tt.prim != ot.prim {
@@ -299,7 +316,11 @@ fn accumulate(s: &State, a: &Acc, fetch: bool) -> CResult<(Vec<u8>, Datatype)> {
     let w = s.tables.window(a.win)?;
     let d = disp(a.tdisp)?;
     let old = with_prim!(ot.prim, T => {
-        let values: Vec<T> = bytemuck::pod_collect_to_vec(&data);
+        // The C buffer itself when it is aligned for `T`.
+        let values: Cow<'_, [T]> = match bytemuck::try_cast_slice(&data) {
+            Ok(v) => Cow::Borrowed(v),
+            Err(_) => Cow::Owned(bytemuck::pod_collect_to_vec(&data)),
+        };
         if fetch {
             let mut old = vec![T::zeroed(); values.len()];
             w.get_accumulate(&values, &mut old, a.target, d, op)?;

@@ -54,6 +54,7 @@
 
 mod dynamic;
 mod ops;
+mod reduce;
 mod sync;
 
 use std::sync::{Arc, Mutex, MutexGuard};

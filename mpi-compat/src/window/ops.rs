@@ -8,7 +8,7 @@ use transport::{wait_all, Completion, LocalSlice, Op as TOp, Region, RemoteSlice
 
 use super::{Pending, Window};
 use crate::comm::{Rank, Status, PROC_NULL};
-use crate::datatype::{bytes, check_op, fill, Equivalence, Op};
+use crate::datatype::{bytes, bytes_mut, check_op, fill, Equivalence, Op};
 use crate::error::{Error, Result};
 use crate::request::Request;
 
@@ -105,11 +105,10 @@ impl Window {
         let stage = self.staging(len)?;
         let runs = self.remote_runs(t, offset, len)?;
         self.read_runs(&stage, runs)?;
-        let mut buf = vec![0u8; len];
-        stage.read_at(0, &mut buf)?;
+        // Straight from the staging region into the origin: no intermediate buffer.
+        let read = stage.read_at(0, bytes_mut(origin));
         self.recycle(stage);
-        fill(origin, &buf);
-        Ok(())
+        Ok(read?)
     }
 
     fn read_runs(&self, stage: &Arc<Region>, runs: Vec<(usize, RemoteSlice)>) -> Result<()> {
@@ -201,8 +200,16 @@ impl Window {
         if count == 0 {
             return Ok(Vec::new());
         }
+        let word_sum = op == Op::Sum && is_word_integer::<T>();
+        // The target combines the elements itself when the transport can (see `reduce.rs`),
+        // except for one 8-byte integer sum: one remote fetch-and-add.
+        if !(word_sum && count == 1) {
+            if let Some(old) = self.reduce_at_target(target, offset, origin, op, want_old)? {
+                return Ok(old);
+            }
+        }
         // Sum of 8-byte integers: one fetch-and-add per element, at the target's memory.
-        if op == Op::Sum && is_word_integer::<T>() {
+        if word_sum {
             let ops = (0..count)
                 .map(|i| {
                     let add: u64 = bytemuck::pod_read_unaligned(bytes(&origin[i..=i]));
@@ -333,9 +340,11 @@ impl Window {
     }
 
     /// `MPI_Accumulate` (MPI-3.1 §11.3.4): combines `origin` with `target`'s elements at
-    /// `disp` using `op`, atomically per element with respect to other accumulates.
-    /// Sums of `u64`/`i64` are posted and complete at the next `flush`; other operations
-    /// complete before the call returns.
+    /// `disp` using `op`, atomically per element with respect to other accumulates. Over a
+    /// transport that reduces at the target (tcp, loopback) the elements travel once and the
+    /// target combines them in one pass; the update is posted and complete at the next
+    /// `flush`, as are sums of `u64`/`i64` on other transports; other operations complete
+    /// before the call returns there (word by word, with remote compare-and-swaps).
     ///
     /// # One-sided
     /// The target takes no part.

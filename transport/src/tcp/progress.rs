@@ -679,7 +679,12 @@ fn handle(shared: &Shared, conn: &Conn, frame: Frame<'_>) -> Result<(), String> 
     let table = &shared.regions;
     if matches!(
         h.kind,
-        Kind::Write | Kind::AddStrided | Kind::WriteRuns | Kind::CompareSwap | Kind::FetchAdd
+        Kind::Write
+            | Kind::AddStrided
+            | Kind::WriteRuns
+            | Kind::CompareSwap
+            | Kind::FetchAdd
+            | Kind::Accumulate
     ) {
         // An earlier read's response must not carry this request's change.
         conn.before_memory_change();
@@ -714,6 +719,29 @@ fn handle(shared: &Shared, conn: &Conn, frame: Frame<'_>) -> Result<(), String> 
                 crate::wire::decode_runs(frame.payload).ok_or("malformed write-runs payload")?;
             let r = exec::write_runs(table, h.a, h.b, &runs);
             respond(shared, conn, h.id, r.map(|()| 0), Payload::None);
+        }
+        Kind::Accumulate => {
+            let Some(reduction) = crate::reduce::Reduction::from_code(h.c) else {
+                respond(
+                    shared,
+                    conn,
+                    h.id,
+                    Err(RemoteFault::Unsupported),
+                    Payload::None,
+                );
+                return Ok(());
+            };
+            let mut old = (h.d != 0).then(|| vec![0u8; frame.payload.len()]);
+            let r = exec::accumulate(
+                table,
+                h.a,
+                h.b,
+                reduction,
+                frame.payload,
+                old.as_deref_mut(),
+            );
+            let payload = old.map_or(Payload::None, Payload::Bytes);
+            respond(shared, conn, h.id, r.map(|()| 0), payload);
         }
         Kind::CompareSwap => {
             let r = exec::compare_swap(table, h.a, h.b, h.c, h.d);

@@ -348,6 +348,48 @@ impl Transport for TcpTransport {
         )?])
     }
 
+    fn accumulate(
+        &self,
+        remote: crate::RemoteSlice,
+        local: &crate::LocalSlice,
+        reduction: crate::Reduction,
+        fetch: Option<crate::LocalSlice>,
+    ) -> Result<Completion> {
+        crate::api::check_accumulate(&remote, local, reduction, fetch.as_ref())?;
+        self.shared.regions.check_local(local.region())?;
+        if let Some(f) = &fetch {
+            self.shared.regions.check_local(f.region())?;
+        }
+        self.check_len(local.len())?;
+        if remote.rank() == self.shared.rank {
+            if self.shared.closing.load(Ordering::Acquire) {
+                return Err(Error::Closed);
+            }
+            let table = &self.shared.regions;
+            return Ok(
+                match exec::accumulate_here(table, &remote, local, reduction, fetch.as_ref()) {
+                    Ok(v) => Completion::ready(v),
+                    Err(e) => Completion::failed(e),
+                },
+            );
+        }
+        let conn = self.conn(remote.rank())?;
+        let mut h = Header::new(Kind::Accumulate);
+        (h.a, h.b, h.c, h.d) = (
+            remote.region.key.0,
+            remote.offset,
+            reduction.code(),
+            u64::from(fetch.is_some()),
+        );
+        // The elements go straight from the local region into the socket.
+        let payload = Payload::Region {
+            region: Arc::clone(local.region()),
+            offset: local.offset(),
+            len: local.len(),
+        };
+        self.request(conn, h, payload, fetch)
+    }
+
     fn rank(&self) -> Rank {
         self.shared.rank
     }
@@ -365,6 +407,7 @@ impl Transport for TcpTransport {
             ordered_writes: true,
             max_message: max,
             max_transfer: max,
+            remote_reduce: true,
         }
     }
 

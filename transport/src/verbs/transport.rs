@@ -167,6 +167,7 @@ impl Transport for VerbsTransport {
             ordered_writes: true,
             max_message: self.shared.config.max_message,
             max_transfer: self.shared.max_transfer,
+            remote_reduce: false,
         }
     }
 

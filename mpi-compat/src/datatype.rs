@@ -78,6 +78,14 @@ fn same_len<T>(a: &[T], b: &[T]) -> Result<()> {
     }
 }
 
+/// `a[i] = f(a[i], b[i])` for every element (same lengths, checked by the caller).
+#[inline(always)]
+fn each<T: Copy>(a: &mut [T], b: &[T], f: impl Fn(T, T) -> T) {
+    for (x, &y) in a.iter_mut().zip(b) {
+        *x = f(*x, y);
+    }
+}
+
 macro_rules! integer {
     ($($t:ty => $name:literal),*) => {$(
         impl sealed::Sealed for $t {}
@@ -86,19 +94,19 @@ macro_rules! integer {
             const INTEGER: bool = true;
             fn reduce(op: Op, a: &mut [Self], b: &[Self]) -> Result<()> {
                 same_len(a, b)?;
-                let f: fn($t, $t) -> $t = match op {
-                    Op::Sum => <$t>::wrapping_add,
-                    Op::Prod => <$t>::wrapping_mul,
-                    Op::Min => |x, y| x.min(y),
-                    Op::Max => |x, y| x.max(y),
-                    Op::BAnd => |x, y| x & y,
-                    Op::BOr => |x, y| x | y,
-                    Op::BXor => |x, y| x ^ y,
-                    Op::Replace => |_, y| y,
-                    Op::NoOp => |x, _| x,
-                };
-                for (x, &y) in a.iter_mut().zip(b) {
-                    *x = f(*x, y);
+                // One loop per operation, the operation inlined: a plain loop the compiler
+                // vectorises (a function pointer called per element made it one indirect call
+                // per element).
+                match op {
+                    Op::Sum => each(a, b, <$t>::wrapping_add),
+                    Op::Prod => each(a, b, <$t>::wrapping_mul),
+                    Op::Min => each(a, b, |x, y| x.min(y)),
+                    Op::Max => each(a, b, |x, y| x.max(y)),
+                    Op::BAnd => each(a, b, |x, y| x & y),
+                    Op::BOr => each(a, b, |x, y| x | y),
+                    Op::BXor => each(a, b, |x, y| x ^ y),
+                    Op::Replace => a.copy_from_slice(b),
+                    Op::NoOp => {}
                 }
                 Ok(())
             }
@@ -115,16 +123,14 @@ macro_rules! float {
             fn reduce(op: Op, a: &mut [Self], b: &[Self]) -> Result<()> {
                 same_len(a, b)?;
                 check_op::<$t>(op)?;
-                let f: fn($t, $t) -> $t = match op {
-                    Op::Sum => |x, y| x + y,
-                    Op::Prod => |x, y| x * y,
-                    Op::Min => <$t>::min,
-                    Op::Max => <$t>::max,
-                    Op::Replace => |_, y| y,
-                    Op::NoOp | Op::BAnd | Op::BOr | Op::BXor => |x, _| x,
-                };
-                for (x, &y) in a.iter_mut().zip(b) {
-                    *x = f(*x, y);
+                // As for the integers: one inlined loop per operation.
+                match op {
+                    Op::Sum => each(a, b, |x, y| x + y),
+                    Op::Prod => each(a, b, |x, y| x * y),
+                    Op::Min => each(a, b, <$t>::min),
+                    Op::Max => each(a, b, <$t>::max),
+                    Op::Replace => a.copy_from_slice(b),
+                    Op::NoOp | Op::BAnd | Op::BOr | Op::BXor => {}
                 }
                 Ok(())
             }
@@ -161,8 +167,12 @@ pub(crate) fn reduce_bytes<T: Equivalence>(op: Op, acc: &mut [T], data: &[u8]) -
             std::mem::size_of_val(acc)
         )));
     }
-    let other: Vec<T> = bytemuck::pod_collect_to_vec(data);
-    T::reduce(op, acc, &other)
+    // The received bytes themselves when they are aligned for `T` (a fresh or pooled buffer
+    // is); a copy otherwise.
+    match bytemuck::try_cast_slice::<u8, T>(data) {
+        Ok(other) => T::reduce(op, acc, other),
+        Err(_) => T::reduce(op, acc, &bytemuck::pod_collect_to_vec::<u8, T>(data)),
+    }
 }
 
 #[cfg(test)]

@@ -219,7 +219,9 @@ boot() { # attempt
     </dev/null &
   QEMU=$!
 }
-trap 'kill -TERM $QEMU 2>/dev/null; rm -rf "$RUN"' EXIT
+# The EXIT trap stops a guest still running (QEMU is emptied once it has been reaped, so that a
+# recycled process id is never signalled).
+trap '[ -n "$QEMU" ] && kill -TERM $QEMU 2>/dev/null; rm -rf "$RUN"' EXIT
 trap 'say "interrupted"; exit 130' INT TERM
 for attempt in 1 2; do
   rm -f "$RUN/alive" "$RUN/rc"
@@ -231,7 +233,7 @@ for attempt in 1 2; do
   if [ -e "$RUN/alive" ] || ! kill -0 $QEMU 2>/dev/null; then
     break
   fi
-  kill -TERM $QEMU 2>/dev/null; wait $QEMU 2>/dev/null
+  kill -TERM $QEMU 2>/dev/null; wait $QEMU 2>/dev/null; QEMU=""
   if [ $attempt = 1 ]; then
     say "the guest showed no sign of life within ${LIFE_TIMEOUT}s: stopped it, booting once more"
   else
@@ -241,6 +243,7 @@ for attempt in 1 2; do
 done
 wait $QEMU
 qrc=$?
+QEMU=""
 if [ $qrc -eq 124 ] || [ $qrc -eq 137 ]; then say "timed out after ${TIMEOUT}s"; exit 124; fi
 [ -f "$RUN/rc" ] && exit "$(cat "$RUN/rc")"
 say "the guest did not report an exit status (qemu status $qrc)"

@@ -400,9 +400,18 @@ fn scattered(d: &Dsm) -> R {
     let a = d
         .alloc_collective(PAGES * 4096, Placement::Blocked)
         .map_err(e)? as usize;
+    // Only the mappings inside the global range count: threads of the runtime or of the C
+    // library may map stacks or malloc arenas meanwhile, which says nothing about the engine.
+    let (base, size) = d.global_range();
     let vmas = || {
         std::fs::read_to_string("/proc/self/maps")
-            .map(|m| m.lines().count())
+            .map(|m| {
+                m.lines()
+                    .filter_map(|l| l.split('-').next())
+                    .filter_map(|a| usize::from_str_radix(a, 16).ok())
+                    .filter(|&a| a >= base && a < base + size)
+                    .count()
+            })
             .map_err(|err| err.to_string())
     };
     let before = vmas()?;
@@ -412,7 +421,7 @@ fn scattered(d: &Dsm) -> R {
     let after = vmas()?;
     let engine = d.fault_engine();
     println!(
-        "rank {}: {} engine: {before} VMAs before reading {} scattered pages, {after} after",
+        "rank {}: {} engine: {before} VMAs in global memory before reading {} scattered pages, {after} after",
         d.rank(),
         engine.name(),
         PAGES / 2
@@ -441,9 +450,18 @@ fn many_scattered(d: &Dsm) -> R {
     let a = d
         .alloc_collective(pages * 4096, Placement::Blocked)
         .map_err(e)? as usize;
+    // Only the mappings inside the global range count: threads of the runtime or of the C
+    // library may map stacks or malloc arenas meanwhile, which says nothing about the engine.
+    let (base, size) = d.global_range();
     let vmas = || {
         std::fs::read_to_string("/proc/self/maps")
-            .map(|m| m.lines().count())
+            .map(|m| {
+                m.lines()
+                    .filter_map(|l| l.split('-').next())
+                    .filter_map(|a| usize::from_str_radix(a, 16).ok())
+                    .filter(|&a| a >= base && a < base + size)
+                    .count()
+            })
             .map_err(|err| err.to_string())
     };
     let before = vmas()?;

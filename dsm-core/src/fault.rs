@@ -49,8 +49,8 @@ use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::dsm::Inner;
 use crate::error::{Error, Result};
+use crate::runtime::Inner;
 use crate::space::GlobalSpace;
 
 mod userfault;

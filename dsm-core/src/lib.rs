@@ -66,6 +66,7 @@ pub mod error;
 pub mod fault;
 pub mod launcher;
 pub mod node;
+mod runtime;
 pub mod space;
 pub mod sparse;
 pub mod stats;

@@ -11,9 +11,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use crate::dsm::Inner;
 use crate::error::{Error, Result};
 use crate::fault::FaultMode;
+use crate::runtime::Inner;
 use crate::space::{GlobalSpace, PAGE};
 use crate::uffd::{self, Userfaultfd};
 

@@ -19,7 +19,7 @@ use crate::space::PAGE;
 /// blocks freed by other nodes (a global word homed at the owner).
 pub(super) const ARENA_HEADER: usize = 64;
 /// Granule of non-collective allocations, in bytes.
-pub(super) const MALLOC_GRANULE: usize = 16;
+pub(crate) const MALLOC_GRANULE: usize = 16;
 
 /// Bytes of the page bitmap of an arena of `pages` pages (whole 8-byte words).
 pub(super) fn bitmap_bytes(pages: usize) -> usize {

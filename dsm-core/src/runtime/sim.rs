@@ -5,6 +5,7 @@
 //! data-race-free programs and compare every read with a sequential oracle.
 
 use super::*;
+use crate::fault::FaultMode;
 use proptest::prelude::*;
 use transport::LoopbackTransport;
 

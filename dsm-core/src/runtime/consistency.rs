@@ -1,0 +1,278 @@
+//! Release, acquire and eviction: writing diffs home, invalidating what other nodes wrote,
+//! keeping the cache of remote copies under its bound, and forgetting freed pages.
+
+use super::*;
+
+/// The copies of remote pages this node holds, oldest first, each page at most once.
+#[derive(Debug, Default)]
+pub(super) struct CacheQueue {
+    order: std::collections::VecDeque<usize>,
+    queued: HashSet<usize>,
+}
+
+impl CacheQueue {
+    fn push(&mut self, page: usize) {
+        if self.queued.insert(page) {
+            self.order.push_back(page);
+        }
+    }
+}
+
+impl Inner {
+    /// Closes `pages` (read-only for a release, no access for an invalidation), posts the diff
+    /// of each written one to its home, and sets them to `then`. Pages are locked in ascending
+    /// order and closed with one `mprotect` per run of consecutive pages: each `mprotect` that
+    /// removes a permission costs a TLB shootdown, which on a virtual machine is expensive.
+    /// Returns how many pages it changed.
+    pub(crate) fn close_and_write_back(&self, pages: Vec<usize>, then: Cache) -> Result<usize> {
+        self.close_pages(pages, then, false)
+    }
+
+    /// [`Inner::close_and_write_back`]; with `skip_busy`, pages another thread holds are left
+    /// alone instead of waited for (eviction).
+    pub(super) fn close_pages(
+        &self,
+        mut pages: Vec<usize>,
+        then: Cache,
+        skip_busy: bool,
+    ) -> Result<usize> {
+        pages.sort_unstable();
+        pages.dedup();
+        // A page homed here holds the home's copy: never dirty (nothing to write back), never
+        // stale (nothing to invalidate), never evicted.
+        pages.retain(|&p| !self.homed_here(p));
+        let needs = |c: Cache| match then {
+            Cache::ReadOnly => c == Cache::Writable,
+            _ => c != Cache::Invalid,
+        };
+        let mut guards: Vec<PageGuard<'_>> = Vec::with_capacity(pages.len());
+        for p in pages {
+            let g = if skip_busy {
+                self.pages.try_lock(p)
+            } else {
+                Some(self.lock_page(p)?)
+            };
+            if let Some(g) = g.filter(|g| needs(g.state().cache())) {
+                guards.push(g);
+            }
+        }
+        // Close first, so that no thread of this process writes while we diff. Closing to
+        // read-only only ever applies to writable pages (see `needs`).
+        let (from, access) = if then == Cache::Invalid {
+            (Access::None, Access::None)
+        } else {
+            (Access::ReadWrite, Access::Read)
+        };
+        let mut i = 0;
+        while i < guards.len() {
+            let start = guards[i].page;
+            let mut n = 1;
+            while i + n < guards.len() && guards[i + n].page == start + n {
+                n += 1;
+            }
+            self.space.set_access(start, n, from, access)?;
+            i += n;
+        }
+        let mut posted = Vec::new();
+        let mut now = vec![0u8; PAGE];
+        let mut wasted = 0;
+        for g in &mut guards {
+            let page = g.page;
+            if g.state().cache() == Cache::Writable {
+                let twin = lock(&self.twins).remove(&page);
+                let (home, _) = self.home_of(page)?;
+                self.runtime.read_at(page * PAGE, &mut now)?;
+                let runs = match &twin {
+                    Some(t) => diff(&now, t),
+                    None => vec![crate::coherence::diff::Run {
+                        offset: 0,
+                        len: PAGE,
+                    }],
+                };
+                let bytes: usize = runs.iter().map(|r| r.len).sum();
+                self.stats
+                    .bytes_written_home
+                    .fetch_add(bytes as u64, Ordering::Relaxed);
+                let spans: Vec<(u32, u32)> = runs
+                    .iter()
+                    .map(|r| (r.offset as u32, r.len as u32))
+                    .collect();
+                let remote = self.homes[home].slice((page * PAGE) as u64, PAGE)?;
+                let local = self.runtime_slice(page * PAGE, PAGE)?;
+                posted.extend(self.t.write_runs(remote, &local, &spans)?);
+                self.stats.diffs.fetch_add(1, Ordering::Relaxed);
+            }
+            if then == Cache::Invalid && g.state().has(PREFETCHED) {
+                wasted += 1;
+            }
+            g.set(touched(g.state()).with_cache(then));
+        }
+        let changed = guards.len();
+        drop(guards);
+        self.note_wasted(wasted);
+        wait_all(&posted)?;
+        Ok(changed)
+    }
+
+    /// Records a fetched copy of a remote page, and evicts the oldest copies when the cache is
+    /// over its bound: clean ones are dropped, dirty ones written home first, and their memory
+    /// is given back.
+    pub(super) fn account_cached(&self, pages: impl IntoIterator<Item = usize>) -> Result<()> {
+        let fresh: Vec<usize> = pages.into_iter().collect();
+        let victims: Vec<usize> = {
+            let mut cached = lock(&self.cached);
+            for &p in &fresh {
+                if !self.homed_here(p) && self.entry(p) != 0 {
+                    cached.push(p);
+                }
+            }
+            if cached.order.len() <= self.cache_pages {
+                return Ok(());
+            }
+            // Evict down to seven eighths, so that eviction runs in batches; never a page
+            // fetched just now (the access that faulted is about to use it).
+            let excess = cached.order.len() - self.cache_pages * 7 / 8;
+            let mut victims = Vec::with_capacity(excess);
+            while victims.len() < excess {
+                let Some(p) = cached.order.pop_front() else {
+                    break;
+                };
+                cached.queued.remove(&p);
+                if fresh.contains(&p) {
+                    cached.push(p);
+                    if victims.len() + fresh.len() >= cached.order.len() {
+                        break;
+                    }
+                } else {
+                    victims.push(p);
+                }
+            }
+            victims
+        };
+        let n = self.close_pages(victims.clone(), Cache::Invalid, true)?;
+        for &p in &victims {
+            // (A page locked now is being fetched or prefetched: its memory stays.)
+            if self.pages.peek(p).cache() == Cache::Invalid && !self.pages.is_locked(p) {
+                lock(&self.sharers).remove(&p);
+                self.discard(p, 1)?;
+            } else {
+                // Busy or refetched meanwhile: keep counting it.
+                lock(&self.cached).push(p);
+            }
+        }
+        self.stats.evictions.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Release: every page written since the last release has its diff at its home when this
+    /// returns.
+    pub(crate) fn release(&self) -> Result<()> {
+        let start = Instant::now();
+        // The application's stores to pages homed here are already in the home's copy: order
+        // them before whatever follows the release (the operations that let others see them).
+        std::sync::atomic::fence(Ordering::SeqCst);
+        let dirty = std::mem::take(&mut *lock(&self.dirty));
+        self.close_and_write_back(dirty, Cache::ReadOnly)?;
+        self.stats
+            .release_ns
+            .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Acquire: invalidates every cached page that another node writes.
+    pub(crate) fn acquire(&self) -> Result<()> {
+        let start = Instant::now();
+        // A run prefetched before this acquire may hold data older than what it must see: it is
+        // installed first, so that the invalidations below cover it.
+        self.finish_prefetches(None)?;
+        let full = self.drain_log();
+        let victims: Vec<usize> = if full {
+            lock(&self.sharers).clear();
+            (0..self.pages.len())
+                .filter(|&p| self.pages.peek(p).cache() != Cache::Invalid && !self.homed_here(p))
+                .collect()
+        } else {
+            lock(&self.sharers).drain().collect()
+        };
+        let n = self.close_and_write_back(victims, Cache::Invalid)?;
+        self.stats
+            .invalidations
+            .fetch_add(n as u64, Ordering::Relaxed);
+        self.stats
+            .acquire_ns
+            .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Takes the notifications that arrived since the last acquire and marks their pages as
+    /// written by others. Returns true when the log overflowed (every cached page must go).
+    pub(super) fn drain_log(&self) -> bool {
+        let mut consumed = lock(&self.log_consumed);
+        let Ok(tail) = self.log.atomic_u64(0).map(|w| w.load(Ordering::Acquire)) else {
+            return true;
+        };
+        if tail.saturating_sub(*consumed) > LOG_CAP as u64 {
+            *consumed = tail;
+            return true;
+        }
+        while *consumed < tail {
+            let at = 8 + (*consumed as usize % LOG_CAP) * 8;
+            let Ok(word) = self.log.atomic_u64(at) else {
+                return true;
+            };
+            let v = word.swap(0, Ordering::AcqRel);
+            if v == 0 {
+                // Announced but not written yet: it belongs to a write not yet released to us.
+                break;
+            }
+            *consumed += 1;
+            let page = v as usize - 1;
+            if page < self.pages.len() {
+                let Ok(mut g) = self.lock_page(page) else {
+                    return true;
+                };
+                let st = g.state().with(OTHER_WRITERS);
+                if st.cache() != Cache::Invalid && !self.homed_here(page) {
+                    lock(&self.sharers).insert(page);
+                }
+                g.set(st);
+            }
+        }
+        false
+    }
+
+    /// Forgets everything about `count` pages from `page` (their allocation was freed).
+    pub(super) fn reset_pages(&self, page: usize, count: usize) -> Result<()> {
+        // No run in flight may stay locked over pages that are reset.
+        self.finish_prefetches(None)?;
+        {
+            let mut sharers = lock(&self.sharers);
+            let mut twins = lock(&self.twins);
+            for p in page..page + count {
+                sharers.remove(&p);
+                twins.remove(&p);
+            }
+        }
+        lock(&self.dirty).retain(|p| !(page..page + count).contains(p));
+        if self.nodes > 1 {
+            // (Alone, the node's pages stay open: nothing would serve a fault.)
+            self.space
+                .set_access(page, count, Access::None, Access::None)?;
+        }
+        // The pages' memory (home copies included: a page homed here lives in the runtime view)
+        // goes back to the system, or is zeroed where the NIC pins it, so that whatever is
+        // allocated here next starts from zeros at its home.
+        if self.t.capabilities().native_one_sided {
+            self.runtime
+                .write_at(page * PAGE, &vec![0u8; count * PAGE])?;
+        } else {
+            self.space.discard(page, count)?;
+        }
+        let wasted = (page..page + count)
+            .filter(|&p| self.pages.peek(p).has(PREFETCHED))
+            .count();
+        self.note_wasted(wasted);
+        self.pages.reset(page, count);
+        Ok(())
+    }
+}

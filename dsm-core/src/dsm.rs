@@ -8,7 +8,6 @@ use std::time::Instant;
 
 use transport::Transport;
 
-use crate::coherence::page::Cache;
 use crate::coherence::placement::Placement;
 use crate::collective;
 use crate::error::{Error, Result};
@@ -602,7 +601,10 @@ impl Dsm {
             return Err(Error::InvalidPointer(addr));
         }
         let pages: Vec<usize> = (space.page_of(addr)..=space.page_of(end - 1)).collect();
-        self.inner.close_and_write_back(pages, Cache::Invalid)?;
+        self.inner.close_and_write_back(
+            pages,
+            crate::coherence::machine::Input::Invalidate(crate::coherence::machine::Why::Evict),
+        )?;
         Ok(())
     }
 

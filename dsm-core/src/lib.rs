@@ -80,4 +80,5 @@ pub use config::Config;
 pub use dsm::{Dsm, DsmConfig, GlobalLock};
 pub use error::{Error, Result};
 pub use node::Node;
+pub use transport::Rank;
 pub use typed::GlobalVec;

@@ -20,14 +20,25 @@
 //!   with those pages, not with the size of the cache.
 
 pub mod diff;
+pub mod dir;
+pub mod machine;
+pub mod nodeset;
 pub mod page;
 pub mod placement;
 pub mod prefetch;
 
-/// The bit of node `rank` in a directory set (the runtime supports up to 64 nodes).
-pub fn bit(rank: usize) -> u64 {
-    1u64 << (rank % 64)
-}
+pub use dir::DirEntry;
+pub use nodeset::NodeSet;
+
+use crate::Rank;
+
+/// A page of the global range, by number (page 0 starts at the range's base).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PageNo(pub usize);
+
+/// An address inside the global range, the same on every node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct GlobalAddr(pub usize);
 
 /// How a page is shared, from a directory entry, seen by node `me`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,11 +53,11 @@ pub enum Class {
     MultipleWriters,
 }
 
-/// Classifies a page from its directory sets.
-pub fn classify(readers: u64, writers: u64, me: usize) -> Class {
-    let others = (readers | writers) & !bit(me);
-    match writers.count_ones() {
-        _ if others == 0 => Class::Private,
+/// Classifies a page from its directory entry.
+pub fn classify(entry: DirEntry, me: Rank) -> Class {
+    let others = entry.readers.union(entry.writers).without(me);
+    match entry.writers.len() {
+        _ if others.is_empty() => Class::Private,
         0 => Class::SharedNoWriter,
         1 => Class::SingleWriter,
         _ => Class::MultipleWriters,
@@ -54,15 +65,15 @@ pub fn classify(readers: u64, writers: u64, me: usize) -> Class {
 }
 
 /// Whether `me` must invalidate its copy at an acquire: some other node writes the page.
-pub fn others_write(writers: u64, me: usize) -> bool {
-    writers & !bit(me) != 0
+pub fn others_write(writers: NodeSet, me: Rank) -> bool {
+    !writers.without(me).is_empty()
 }
 
 /// The nodes a new writer `me` must notify, given the directory sets it saw right after adding
 /// itself as a writer: every other reader or writer (they may hold a copy they would otherwise
 /// keep across acquires).
-pub fn to_notify(readers: u64, old_writers: u64, me: usize) -> u64 {
-    (readers | old_writers) & !bit(me)
+pub fn to_notify(readers: NodeSet, old_writers: NodeSet, me: Rank) -> NodeSet {
+    readers.union(old_writers).without(me)
 }
 
 /// A fault on a page homed at the faulting node `me`: the copy it leaves, and whether `me`
@@ -81,29 +92,29 @@ pub fn home_fault(cache: page::Cache, registered_writer: bool, write: bool) -> (
     (to, write && !registered_writer)
 }
 
-/// The ranks in a set, lowest first.
-pub fn ranks(set: u64) -> impl Iterator<Item = usize> {
-    (0..64).filter(move |r| set & (1u64 << r) != 0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn classification() {
-        assert_eq!(classify(bit(1), 0, 1), Class::Private);
-        assert_eq!(classify(bit(1), bit(1), 1), Class::Private);
-        assert_eq!(classify(bit(1) | bit(2), 0, 1), Class::SharedNoWriter);
-        assert_eq!(classify(bit(1) | bit(2), bit(2), 1), Class::SingleWriter);
+        let set = |rs: &[u32]| rs.iter().map(|&r| Rank(r)).collect::<NodeSet>();
+        let entry = |r: &[u32], w: &[u32]| DirEntry {
+            readers: set(r),
+            writers: set(w),
+        };
+        let me = Rank(1);
+        assert_eq!(classify(entry(&[1], &[]), me), Class::Private);
+        assert_eq!(classify(entry(&[1], &[1]), me), Class::Private);
+        assert_eq!(classify(entry(&[1, 2], &[]), me), Class::SharedNoWriter);
+        assert_eq!(classify(entry(&[1, 2], &[2]), me), Class::SingleWriter);
         assert_eq!(
-            classify(bit(1) | bit(2), bit(1) | bit(2), 1),
+            classify(entry(&[1, 2], &[1, 2]), me),
             Class::MultipleWriters
         );
-        assert!(others_write(bit(2), 1));
-        assert!(!others_write(bit(1), 1));
-        assert_eq!(to_notify(bit(0) | bit(1), bit(3), 1), bit(0) | bit(3));
-        assert_eq!(ranks(bit(0) | bit(5)).collect::<Vec<_>>(), vec![0, 5]);
+        assert!(others_write(set(&[2]), me));
+        assert!(!others_write(set(&[1]), me));
+        assert_eq!(to_notify(set(&[0, 1]), set(&[3]), me), set(&[0, 3]));
     }
 
     #[test]

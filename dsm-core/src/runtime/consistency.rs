@@ -1,7 +1,21 @@
 //! Release, acquire and eviction: writing diffs home, invalidating what other nodes wrote,
 //! keeping the cache of remote copies under its bound, and forgetting freed pages.
 
+use super::resolve::access;
 use super::*;
+use crate::coherence::machine::{Action, Home, Input, Step, View, Why};
+
+/// The mapping change a closing step makes, as `(from, to)` for [`GlobalSpace::set_access`].
+fn view_change(step: &Step) -> Option<(Access, Access)> {
+    if step.actions.contains(Action::Unmap) {
+        // (Closing ignores what the view allowed before.)
+        Some((Access::None, Access::None))
+    } else if step.actions.contains(Action::WriteProtect) {
+        Some((access(View::ReadWrite), access(View::Read)))
+    } else {
+        None
+    }
+}
 
 /// The copies of remote pages this node holds, oldest first, each page at most once.
 #[derive(Debug, Default)]
@@ -19,13 +33,14 @@ impl CacheQueue {
 }
 
 impl Inner {
-    /// Closes `pages` (read-only for a release, no access for an invalidation), posts the diff
-    /// of each written one to its home, and sets them to `then`. Pages are locked in ascending
-    /// order and closed with one `mprotect` per run of consecutive pages: each `mprotect` that
-    /// removes a permission costs a TLB shootdown, which on a virtual machine is expensive.
-    /// Returns how many pages it changed.
-    pub(crate) fn close_and_write_back(&self, pages: Vec<usize>, then: Cache) -> Result<usize> {
-        self.close_pages(pages, then, false)
+    /// Closes `pages` for `input`: a release ([`Input::Release`], row L1: written pages become
+    /// read-only and their diffs go home) or an invalidation ([`Input::Invalidate`], rows A1,
+    /// A2, E1: copies are closed, written ones send their diffs first). Pages are locked in
+    /// ascending order and closed with one `mprotect` per run of consecutive pages: each
+    /// `mprotect` that removes a permission costs a TLB shootdown, which on a virtual machine is
+    /// expensive. Returns how many pages it changed.
+    pub(crate) fn close_and_write_back(&self, pages: Vec<usize>, input: Input) -> Result<usize> {
+        self.close_pages(pages, input, false)
     }
 
     /// [`Inner::close_and_write_back`]; with `skip_busy`, pages another thread holds are left
@@ -33,85 +48,92 @@ impl Inner {
     pub(super) fn close_pages(
         &self,
         mut pages: Vec<usize>,
-        then: Cache,
+        input: Input,
         skip_busy: bool,
     ) -> Result<usize> {
         pages.sort_unstable();
         pages.dedup();
         // A page homed here holds the home's copy: never dirty (nothing to write back), never
-        // stale (nothing to invalidate), never evicted.
+        // stale (nothing to invalidate), never evicted (row H3).
         pages.retain(|&p| !self.homed_here(p));
-        let needs = |c: Cache| match then {
-            Cache::ReadOnly => c == Cache::Writable,
-            _ => c != Cache::Invalid,
-        };
-        let mut guards: Vec<PageGuard<'_>> = Vec::with_capacity(pages.len());
+        let mut guards: Vec<(PageGuard<'_>, Step)> = Vec::with_capacity(pages.len());
         for p in pages {
             let g = if skip_busy {
                 self.pages.try_lock(p)
             } else {
                 Some(self.lock_page(p)?)
             };
-            if let Some(g) = g.filter(|g| needs(g.state().cache())) {
-                guards.push(g);
+            if let Some(g) = g {
+                let step = self.machine.step(g.state(), input);
+                if !step.actions.is_empty() {
+                    guards.push((g, step));
+                }
             }
         }
-        // Close first, so that no thread of this process writes while we diff. Closing to
-        // read-only only ever applies to writable pages (see `needs`).
-        let (from, access) = if then == Cache::Invalid {
-            (Access::None, Access::None)
-        } else {
-            (Access::ReadWrite, Access::Read)
-        };
+        // Close first, so that no thread of this process writes while we diff: one mapping
+        // change per run of consecutive pages that take the same one.
         let mut i = 0;
         while i < guards.len() {
-            let start = guards[i].page;
+            let (start, close) = (guards[i].0.page, view_change(&guards[i].1));
             let mut n = 1;
-            while i + n < guards.len() && guards[i + n].page == start + n {
+            while i + n < guards.len()
+                && guards[i + n].0.page == start + n
+                && view_change(&guards[i + n].1) == close
+            {
                 n += 1;
             }
-            self.space.set_access(start, n, from, access)?;
+            if let Some((from, to)) = close {
+                self.space.set_access(start, n, from, to)?;
+            }
             i += n;
         }
         let mut posted = Vec::new();
         let mut now = vec![0u8; PAGE];
         let mut wasted = 0;
-        for g in &mut guards {
-            let page = g.page;
-            if g.state().cache() == Cache::Writable {
-                let twin = lock(&self.twins).remove(&page);
-                let (home, _) = self.home_of(page)?;
-                self.runtime.read_at(page * PAGE, &mut now)?;
-                let runs = match &twin {
-                    Some(t) => diff(&now, t),
-                    None => vec![crate::coherence::diff::Run {
-                        offset: 0,
-                        len: PAGE,
-                    }],
-                };
-                let bytes: usize = runs.iter().map(|r| r.len).sum();
-                self.stats
-                    .bytes_written_home
-                    .fetch_add(bytes as u64, Ordering::Relaxed);
-                let spans: Vec<(u32, u32)> = runs
-                    .iter()
-                    .map(|r| (r.offset as u32, r.len as u32))
-                    .collect();
-                let remote = self.homes[home].slice((page * PAGE) as u64, PAGE)?;
-                let local = self.runtime_slice(page * PAGE, PAGE)?;
-                posted.extend(self.t.write_runs(remote, &local, &spans)?);
-                self.stats.diffs.fetch_add(1, Ordering::Relaxed);
+        for (g, step) in &mut guards {
+            for a in step.actions.as_slice() {
+                match a {
+                    Action::WriteProtect | Action::Unmap => {}
+                    Action::WriteDiff => posted.extend(self.write_diff(g.page, &mut now)?),
+                    Action::CountWasted => wasted += 1,
+                    _ => unreachable!("closing a page never takes {a:?}"),
+                }
             }
-            if then == Cache::Invalid && g.state().has(PREFETCHED) {
-                wasted += 1;
-            }
-            g.set(touched(g.state()).with_cache(then));
+            g.set(step.next);
         }
         let changed = guards.len();
         drop(guards);
         self.note_wasted(wasted);
         wait_all(&posted)?;
         Ok(changed)
+    }
+
+    /// Posts the difference between `page` and its twin to the page's home (exactly the bytes
+    /// that changed), and drops the twin. `now` is a page-sized buffer.
+    fn write_diff(&self, page: usize, now: &mut [u8]) -> Result<Vec<Completion>> {
+        let twin = lock(&self.twins).remove(&page);
+        let (home, _) = self.home_of(page)?;
+        self.runtime.read_at(page * PAGE, now)?;
+        let runs = match &twin {
+            Some(t) => diff(now, t),
+            None => vec![crate::coherence::diff::Run {
+                offset: 0,
+                len: PAGE,
+            }],
+        };
+        let bytes: usize = runs.iter().map(|r| r.len).sum();
+        self.stats
+            .bytes_written_home
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+        let spans: Vec<(u32, u32)> = runs
+            .iter()
+            .map(|r| (r.offset as u32, r.len as u32))
+            .collect();
+        let remote = self.homes[home].slice((page * PAGE) as u64, PAGE)?;
+        let local = self.runtime_slice(page * PAGE, PAGE)?;
+        let posted = self.t.write_runs(remote, &local, &spans)?;
+        self.stats.diffs.fetch_add(1, Ordering::Relaxed);
+        Ok(posted)
     }
 
     /// Records a fetched copy of a remote page, and evicts the oldest copies when the cache is
@@ -149,7 +171,7 @@ impl Inner {
             }
             victims
         };
-        let n = self.close_pages(victims.clone(), Cache::Invalid, true)?;
+        let n = self.close_pages(victims.clone(), Input::Invalidate(Why::Evict), true)?;
         for &p in &victims {
             // (A page locked now is being fetched or prefetched: its memory stays.)
             if self.pages.peek(p).cache() == Cache::Invalid && !self.pages.is_locked(p) {
@@ -172,7 +194,7 @@ impl Inner {
         // them before whatever follows the release (the operations that let others see them).
         std::sync::atomic::fence(Ordering::SeqCst);
         let dirty = std::mem::take(&mut *lock(&self.dirty));
-        self.close_and_write_back(dirty, Cache::ReadOnly)?;
+        self.close_and_write_back(dirty, Input::Release)?;
         self.stats
             .release_ns
             .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
@@ -194,7 +216,8 @@ impl Inner {
         } else {
             lock(&self.sharers).drain().collect()
         };
-        let n = self.close_and_write_back(victims, Cache::Invalid)?;
+        let why = if full { Why::Overflow } else { Why::Acquire };
+        let n = self.close_and_write_back(victims, Input::Invalidate(why))?;
         self.stats
             .invalidations
             .fetch_add(n as u64, Ordering::Relaxed);
@@ -231,11 +254,13 @@ impl Inner {
                 let Ok(mut g) = self.lock_page(page) else {
                     return true;
                 };
-                let st = g.state().with(OTHER_WRITERS);
-                if st.cache() != Cache::Invalid && !self.homed_here(page) {
+                // Row N1.
+                let home = Home::here_if(self.homed_here(page));
+                let step = self.machine.step(g.state(), Input::Notified { home });
+                if step.actions.contains(Action::TrackSharer) {
                     lock(&self.sharers).insert(page);
                 }
-                g.set(st);
+                g.set(step.next);
             }
         }
         false

@@ -13,19 +13,19 @@ use transport::{
 
 use crate::alloc::RangeAllocator;
 use crate::coherence::diff::diff;
-use crate::coherence::page::{
-    Cache, PageGuard, PageTable, State, OTHER_WRITERS, PREFETCHED, REG_READER, REG_WRITER,
-    RUN_START,
-};
+use crate::coherence::dir::{DirEntry, Field, ENTRY_BYTES};
+use crate::coherence::machine::Machine;
+use crate::coherence::page::{Cache, PageGuard, PageTable, State, PREFETCHED, REG_READER};
 use crate::coherence::placement::{self, Placement};
 use crate::coherence::prefetch;
-use crate::coherence::{bit, home_fault, others_write, ranks, to_notify};
+use crate::coherence::PageNo;
 use crate::collective;
 use crate::dsm::DsmConfig;
 use crate::error::{Error, Result};
 use crate::space::{Access, GlobalSpace, PAGE};
 use crate::sparse::SparseTable;
 use crate::stats::Stats;
+use crate::Rank;
 
 /// The storage of the page table: sparse in the runtime (memory only for the pages a node
 /// uses), a `Vec` of loom's atomics in the loom models.
@@ -59,8 +59,8 @@ use buffers::{Batch, Scratch, BATCH_PAGES, BATCH_SLOTS};
 use consistency::CacheQueue;
 use runs::Inflight;
 
-/// Bytes of directory entry per page at its manager: readers, writers, home (+ 1), spare.
-pub(crate) const DIR_ENTRY: usize = 32;
+/// Bytes of directory entry per page at its manager ([`crate::coherence::dir`]).
+pub(crate) const DIR_ENTRY: usize = ENTRY_BYTES;
 /// Entries in a node's notification log.
 const LOG_CAP: usize = 1 << 16;
 /// Size of the scratch area used as the local side of small remote operations.
@@ -69,30 +69,6 @@ const SCRATCH_SLOTS: usize = 4096;
 /// manager + 1 (0: the page is not allocated).
 fn map_entry(home: Option<usize>, manager: usize) -> u32 {
     (home.map_or(0, |h| h as u32 + 1)) | ((manager as u32 + 1) << 8)
-}
-
-/// What the application view allows for a page holding `c`.
-fn access_of(c: Cache) -> Access {
-    match c {
-        Cache::Invalid => Access::None,
-        Cache::ReadOnly => Access::Read,
-        Cache::Writable => Access::ReadWrite,
-    }
-}
-
-/// What the application view allows for a page in state `st`: nothing while a prefetched copy
-/// waits for its first touch (see [`PREFETCHED`]).
-fn view_of(st: State) -> Access {
-    if st.has(PREFETCHED) {
-        Access::None
-    } else {
-        access_of(st.cache())
-    }
-}
-
-/// `st` after the application's first touch of a prefetched copy (or its loss).
-fn touched(st: State) -> State {
-    st.without(PREFETCHED).without(RUN_START)
 }
 
 /// The shared state of the runtime, reachable from the fault service threads.
@@ -117,6 +93,8 @@ fn touched(st: State) -> State {
 pub(crate) struct Inner {
     pub(crate) t: Arc<AnyTransport>,
     pub(crate) me: usize,
+    /// The protocol ([`crate::coherence::machine`]) this runtime executes.
+    machine: Machine,
     pub(crate) nodes: usize,
     pub(crate) space: GlobalSpace,
     pub(crate) runtime: Arc<Region>,
@@ -246,6 +224,7 @@ impl Inner {
         let inner = Arc::new(Inner {
             t,
             me,
+            machine: Machine::new(Rank(me as u32)),
             nodes,
             runtime,
             log,
@@ -307,13 +286,14 @@ impl Inner {
         Ok(self.t.post_batch(ops)?)
     }
 
+    /// A word of `page`'s directory entry at its manager.
     fn dir_word(
         &self,
         manager: usize,
         page: usize,
-        field: usize,
+        field: Field,
     ) -> Result<transport::RemoteSlice> {
-        Ok(self.dirs[manager].word((page * DIR_ENTRY + field * 8) as u64)?)
+        Ok(self.dirs[manager].word(field.offset(PageNo(page)) as u64)?)
     }
 
     fn runtime_slice(&self, offset: usize, len: usize) -> Result<LocalSlice> {
@@ -364,9 +344,11 @@ impl Inner {
             return Ok(((e & 0xff) as usize - 1, manager));
         }
         // First touch: the first node to swap its rank into the manager's entry is the home.
-        let word = self.dir_word(manager, page, 2)?;
-        let old = self.t.compare_swap(word, 0, self.me as u64 + 1)?;
-        let home = if old == 0 { self.me } else { old as usize - 1 };
+        let word = self.dir_word(manager, page, Field::Home)?;
+        let old = self
+            .t
+            .compare_swap(word, 0, DirEntry::home_word(self.machine.me()))?;
+        let home = DirEntry::home_of_word(old).map_or(self.me, Rank::index);
         self.map[page].store(map_entry(Some(home), manager), Ordering::Release);
         Ok((home, manager))
     }

@@ -2,6 +2,8 @@
 //! counting their pages used or wasted (the policy itself is [`crate::coherence::prefetch`]).
 
 use super::*;
+use crate::coherence::machine::{Action, Input};
+use crate::coherence::NodeSet;
 
 /// Prefetched runs kept in flight beyond the one a sequential reader is consuming.
 pub(super) const RUNS_AHEAD: usize = 2;
@@ -77,13 +79,25 @@ impl Inner {
             return Err(e.into());
         }
         for (i, st) in w.states.into_iter().enumerate() {
+            // Row R2.
             let page = w.first + i;
-            let writers = entries.word(i * DIR_ENTRY / 8 + 1);
-            let mut st = self.fetched_state(page, st, writers).with(PREFETCHED);
-            if i == 0 {
-                st = st.with(RUN_START);
+            let writers = NodeSet::from_word(entries.word(i * DIR_ENTRY / 8 + 1));
+            let step = self.machine.step(
+                st,
+                Input::Installed {
+                    writers,
+                    first_of_run: i == 0,
+                },
+            );
+            for a in step.actions.as_slice() {
+                match a {
+                    Action::TrackSharer => {
+                        lock(&self.sharers).insert(page);
+                    }
+                    _ => unreachable!("installing a prefetched page never takes {a:?}"),
+                }
             }
-            self.pages.unlock_kept(page, st.with_cache(Cache::ReadOnly));
+            self.pages.unlock_kept(page, step.next);
         }
         self.stats
             .pages_fetched
@@ -192,21 +206,16 @@ impl Inner {
         }
         guards.truncate(n);
         let mut posted = Vec::with_capacity(n + 2);
+        let me = NodeSet::addend(self.machine.me()).map_err(|e| Error::Config(e.to_string()))?;
         // The run's reader registrations: one message where the backend can (tcp), when every
         // page of the run needs one (the usual case); else one fetch-and-add per page.
         if guards.iter().all(|g| !g.state().has(REG_READER)) {
-            let first = self.dir_word(manager, guards[0].page, 0)?;
-            posted.extend(
-                self.t
-                    .add_strided(first, DIR_ENTRY as u64, n as u32, bit(self.me))?,
-            );
+            let first = self.dir_word(manager, guards[0].page, Field::Readers)?;
+            posted.extend(self.t.add_strided(first, DIR_ENTRY as u64, n as u32, me)?);
         } else {
             for g in guards.iter().filter(|g| !g.state().has(REG_READER)) {
-                let remote = self.dir_word(manager, g.page, 0)?;
-                posted.push(self.post(Op::FetchAdd {
-                    remote,
-                    add: bit(self.me),
-                })?);
+                let remote = self.dir_word(manager, g.page, Field::Readers)?;
+                posted.push(self.post(Op::FetchAdd { remote, add: me })?);
             }
         }
         let remote = self.dirs[manager].slice((first * DIR_ENTRY) as u64, n * DIR_ENTRY)?;

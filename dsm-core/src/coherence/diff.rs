@@ -1,8 +1,6 @@
 //! Twins and diffs: what a node changed in a page since it started writing it, so that two
 //! nodes writing different bytes of one page both survive at the home.
 
-use crate::space::PAGE;
-
 /// A run of changed bytes: offset in the page and length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Run {
@@ -12,12 +10,11 @@ pub struct Run {
     pub len: usize,
 }
 
-/// The runs of bytes where `page` differs from `twin` (both one page long). Compares eight
+/// The runs of bytes where `page` differs from `twin` (both one page long, of any page size). Compares eight
 /// bytes at a time and refines at the edges, so that a run holds exactly the changed bytes:
 /// writing back an unchanged byte could overwrite another node's change.
 pub fn diff(page: &[u8], twin: &[u8]) -> Vec<Run> {
-    debug_assert_eq!(page.len(), PAGE);
-    debug_assert_eq!(twin.len(), PAGE);
+    debug_assert_eq!(page.len(), twin.len());
     let mut runs: Vec<Run> = Vec::new();
     let mut push = |offset: usize, len: usize| match runs.last_mut() {
         Some(last) if last.offset + last.len == offset => last.len += len,
@@ -74,6 +71,9 @@ pub fn apply(dst: &mut [u8], src: &[u8], runs: &[Run]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The runtime's page size.
+    const PAGE: usize = 4096;
     use proptest::prelude::*;
 
     #[test]

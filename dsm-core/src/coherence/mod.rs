@@ -26,6 +26,8 @@ pub mod nodeset;
 pub mod page;
 pub mod placement;
 pub mod prefetch;
+#[cfg(test)]
+mod sim;
 
 pub use dir::DirEntry;
 pub use nodeset::NodeSet;

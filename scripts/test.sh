@@ -21,7 +21,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 source scripts/toolchain.sh
 
-STAGES=(setup fmt clippy build test uffd loom doc c-api bench-quick mpiexec osu-quick netns softroce)
+STAGES=(setup fmt clippy build test sim uffd loom doc c-api bench-quick mpiexec osu-quick netns softroce)
 in_list() { # word list: is word in the comma- or space-separated list?
   [[ ",${2//[[:space:]]/,}," == *",$1,"* ]]
 }
@@ -126,6 +126,8 @@ stage clippy "cargo clippy (all targets, -D warnings)" \
   cargo clippy --locked --workspace --all-targets -- -D warnings
 stage build "cargo build" cargo build --locked --workspace --all-targets
 stage test "cargo test (the workspace, but the userfaultfd litmus tests)" cargo_test
+stage sim "the coherence machine alone: 30,000 random race-free programs on random schedules against the oracle" \
+  env DSM_SIM_PROGRAMS=30000 DSM_SIM_SEED=1000000 cargo test --locked -p dsm-core --lib coherence::sim
 stage uffd "the litmus suite under the userfaultfd engine, both modes (required where it can run)" uffd_tests
 stage loom "loom models of the page-state transitions (--cfg loom)" \
   env RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \

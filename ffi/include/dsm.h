@@ -117,6 +117,18 @@ typedef enum {
 typedef int dsm_placement;
 
 /**
+ * A barrier of the PARMACS layer (`BARDEC`): 16 bytes, 16-byte aligned, plain data, usually a
+ * field of a struct in global memory (`G_MALLOC`). Initialise it with `BARINIT` (that is,
+ * `dsm_parmacs_barrier_init`) before use.
+ */
+typedef struct DSM_ALIGNED(16) {
+  /**
+   * The barrier's state; only the runtime reads or writes it.
+   */
+  uint64_t opaque[2];
+} dsm_parmacs_barrier_t;
+
+/**
  * This node's counters since `dsm_init` or the last `dsm_stats_reset` (times in nanoseconds).
  */
 typedef struct {
@@ -454,6 +466,92 @@ void dsm_free(void *p);
  * Thread safety: thread-safe. Never fails.
  */
 int dsm_is_global(const void *p);
+
+/**
+ * `MAIN_INITENV`: starts the runtime (if the program did not) and the layer. Returns on rank
+ * 0, which runs the program; on every other rank it serves rank 0 until the program ends, and
+ * then exits the process. A failure stops the process with a message.
+ */
+void dsm_parmacs_init(void);
+
+/**
+ * `CREATE(f, P)` (with `nprocs` = P: starts P - 1 threads; the macro then runs `f` itself) or
+ * `CREATE(f)` (`nprocs` = 0: starts one thread). Only rank 0 runs it (the serial phase).
+ */
+void dsm_parmacs_create(void (*f)(void), long nprocs);
+
+/**
+ * `WAIT_FOR_END`: waits for every thread of the parallel phase, on every rank, and merges
+ * their changes to the program data into rank 0's.
+ */
+void dsm_parmacs_wait_for_end(long _n);
+
+/**
+ * `G_MALLOC`: global memory. In the serial phase, on rank 0, a collective allocation that
+ * every rank makes with it; in the parallel phase, this node's heap. NULL when out of memory.
+ */
+void *dsm_parmacs_malloc(size_t bytes);
+
+/**
+ * `G_FREE`: frees global memory from `G_MALLOC` (collectively, for a serial-phase allocation
+ * freed in the serial phase).
+ */
+void dsm_parmacs_free(void *p);
+
+/**
+ * `MAIN_END`: ends the program on every rank with exit status `code`.
+ */
+void dsm_parmacs_end(int code);
+
+/**
+ * Stops the process with the last error's message when `status` is negative (a macro's call
+ * failed: a lock outside global memory, a lost node...). `what` names the macro.
+ *
+ * # Safety
+ * `what` is NULL or a NUL-terminated string.
+ */
+void dsm_parmacs_check(int status, const char *what);
+
+/**
+ * `GETSUB(x, sub, max, P)`: hands out `x`'s values 0..=max, one per call across all threads
+ * and nodes, then -1 (and `x` starts again from 0), as the original macros do under a lock.
+ * `x` is a `long` in global memory (`GSDEC` in a `G_MALLOC` struct).
+ */
+long dsm_parmacs_getsub(long *x, long max);
+
+/**
+ * The number of threads of the parallel phase on this node for `P` = `p` (for programs and
+ * tests that want to know where their threads run).
+ */
+long dsm_parmacs_threads_here(long p);
+
+/**
+ * Initialises the barrier at `b` for `p` threads (`BARINIT`). Call it once, in the serial
+ * phase (before `CREATE`).
+ *
+ * Not collective. Thread safety: thread-safe.
+ * Errors: `DSM_ERR_INVALID_ARGUMENT` (NULL, `p` < 1), `DSM_ERR_NOT_INITIALIZED`.
+ */
+int dsm_parmacs_barrier_init(dsm_parmacs_barrier_t *b, long p);
+
+/**
+ * Waits until `p` threads of the job have arrived at the barrier `b` (`BARRIER`); what every
+ * thread wrote before arriving is visible to every thread after. A failure (a lost node, a
+ * barrier outside global memory used by fewer threads than nodes) stops the process with a
+ * message.
+ */
+void dsm_parmacs_barrier(dsm_parmacs_barrier_t *b, long p);
+
+/**
+ * Called before `main` by the program (a constructor that `MAIN_ENV` defines): makes sure
+ * this process runs without address-space randomisation, so that every rank of the job has
+ * the same layout and the program's data (pointers to its functions and variables included)
+ * means the same in every rank. If randomisation is on, the program is started again in
+ * place (`execv` of itself, same arguments, same process) with it off; where that is refused
+ * (a sandbox that forbids `personality`), it goes on, and the parallel phase will report the
+ * different layouts. Does nothing under valgrind, or when `DSM_PARMACS_REEXEC=0`.
+ */
+void dsm_parmacs_boot(void);
 
 /**
  * Copies this node's counters into `*out`.

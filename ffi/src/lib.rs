@@ -43,6 +43,7 @@ mod collectives;
 mod errors;
 mod lifecycle;
 mod memory;
+mod parmacs;
 mod runtime;
 mod signals;
 mod stats;
@@ -62,6 +63,12 @@ pub use memory::{
     dsm_alloc_collective, dsm_alloc_collective_placed, dsm_calloc, dsm_free, dsm_free_collective,
     dsm_is_global, dsm_malloc, dsm_placement, DSM_PLACEMENT_BLOCKED, DSM_PLACEMENT_CYCLIC,
     DSM_PLACEMENT_FIRST_TOUCH,
+};
+pub use parmacs::barrier::{dsm_parmacs_barrier, dsm_parmacs_barrier_init, dsm_parmacs_barrier_t};
+pub use parmacs::image::dsm_parmacs_boot;
+pub use parmacs::{
+    dsm_parmacs_check, dsm_parmacs_create, dsm_parmacs_end, dsm_parmacs_free, dsm_parmacs_getsub,
+    dsm_parmacs_init, dsm_parmacs_malloc, dsm_parmacs_threads_here, dsm_parmacs_wait_for_end,
 };
 pub use stats::{dsm_stats_get, dsm_stats_print, dsm_stats_reset, dsm_stats_t};
 pub use status::dsm_status;

@@ -48,10 +48,10 @@ define(CREATE, `ifelse(`$2', `',
 define(WAIT_FOR_END, `{ dsm_parmacs_wait_for_end((long)($1)); }')
 define(GET_PID, `{ ($1) = 0; }')
 
-dnl Global memory.
-define(G_MALLOC, `dsm_parmacs_malloc($1)')
+dnl Global memory. G_MALLOC ends with a semicolon, as in SPLASH-3's macros (its programs rely on it).
+define(G_MALLOC, `dsm_parmacs_malloc($1);')
 define(G_MALLOC_F, `dsm_parmacs_malloc($1)')
-define(NU_MALLOC, `dsm_parmacs_malloc($1)')
+define(NU_MALLOC, `dsm_parmacs_malloc($1);')
 define(NU_MALLOC_F, `dsm_parmacs_malloc($1)')
 define(G_FREE, `dsm_parmacs_free($1)')
 define(NU_FREE, `dsm_parmacs_free($1)')

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the runtime in release mode and installs what C programs and job launches need:
 #   lib/libdsm.so (with its SONAME links), lib/libdsm.a, include/dsm.h,
-#   lib/pkgconfig/dsm.pc and dsm-static.pc, bin/dsmrun, share/doc/dsm/examples/*.c; and the
+#   lib/pkgconfig/dsm.pc and dsm-static.pc, bin/dsmrun, share/doc/dsm/examples/*.c,
+#   share/dsm/parmacs.m4 (the PARMACS macros: pkg-config --variable=parmacs dsm); and the
 #   MPI layer: lib/libdsmmpi.so (with its SONAME links), include/dsmmpi/mpi.h, lib/pkgconfig/dsmmpi.pc,
 #   bin/dsmmpicc and bin/dsmmpicxx
 #
@@ -38,7 +39,7 @@ version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 major=${version%%.*}
 echo "install: libdsm $version into $prefix"
 install -d "$prefix/lib/pkgconfig" "$prefix/include/dsmmpi" "$prefix/bin" \
-  "$prefix/share/doc/dsm/examples"
+  "$prefix/share/doc/dsm/examples" "$prefix/share/dsm"
 for lib in dsm dsmmpi; do   # the file, then its SONAME link (lib$lib.so.$major), then the dev link
   install -m 755 "target/release/lib$lib.so" "$prefix/lib/lib$lib.so.$version"
   ln -sf "lib$lib.so.$version" "$prefix/lib/lib$lib.so.$major"
@@ -48,6 +49,7 @@ install -m 644 target/release/libdsm.a "$prefix/lib/libdsm.a"
 install -m 644 ffi/include/dsm.h "$prefix/include/dsm.h"
 install -m 755 target/release/dsmrun "$prefix/bin/dsmrun"
 install -m 644 ffi/examples/*.c "$prefix/share/doc/dsm/examples/"
+install -m 644 ffi/parmacs/dsm.m4 "$prefix/share/dsm/parmacs.m4"
 install -m 644 mpi-compat/capi/include/mpi.h "$prefix/include/dsmmpi/mpi.h"
 install -m 755 mpi-compat/capi/dsmmpicc "$prefix/bin/dsmmpicc"
 ln -sf dsmmpicc "$prefix/bin/dsmmpicxx"

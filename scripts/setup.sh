@@ -5,7 +5,7 @@
 set -euo pipefail
 
 PACKAGES=(build-essential pkg-config libclang-dev clang libibverbs-dev librdmacm-dev
-          ibverbs-providers libhwloc-dev mpich iproute2 valgrind)
+          ibverbs-providers libhwloc-dev mpich iproute2 valgrind m4)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

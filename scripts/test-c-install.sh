@@ -43,6 +43,7 @@ export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
 soname=$(readelf -d "$prefix/lib/libdsm.so" | sed -n 's/.*SONAME.*\[\(.*\)\]/\1/p')
 [ "$soname" = "libdsm.so.0" ] || fail "libdsm.so has SONAME '$soname', not libdsm.so.0"
 
+repo=$PWD
 cd "$prefix"
 for ex in hello counter stencil; do
   # shellcheck disable=SC2046 # pkg-config's output is a list of words
@@ -76,6 +77,16 @@ for variant in "" -static; do
     || fail "counter$variant"
   [ "$(run "./stencil$variant" 256 20 | grep -c 'max difference from serial 0: ok')" = 4 ] \
     || fail "stencil$variant"
+done
+# A PARMACS program, as a SPLASH user builds it: m4 with the installed macros, then cc with
+# pkg-config, then a plain dsmrun (no option, no variable).
+m4 -Ulen -Uindex "$(pkg-config --variable=parmacs dsm)" "$repo/ffi/tests/parmacs/check.c.in" \
+  > parmacs-check.c || fail "m4 with the installed parmacs.m4"
+# shellcheck disable=SC2046
+cc -std=c11 -O2 parmacs-check.c -o parmacs-check $(pkg-config --cflags --libs dsm) ||
+  fail "a PARMACS program does not compile with pkg-config dsm"
+for p in 4 6; do
+  [ "$(run ./parmacs-check -p$p | grep -c "parmacs check ok P=$p")" = 1 ] || fail "parmacs-check -p$p"
 done
 run ./counter 2000 | grep 'rank 0'
 run ./stencil 512 50 | grep 'rank 0'

@@ -40,6 +40,15 @@ out=$(run 4 "$W/counter" 300)
 expect 4 "counter 1200, atomic 1200, expected 1200: ok" "$out"
 echo "test-mpiexec: C with libdsm: hello and counter on 4 ranks ok"
 
+# A PARMACS program (m4 with the shipped macros): no option, no variable under mpiexec either.
+m4 -Ulen -Uindex ffi/parmacs/dsm.m4 ffi/tests/parmacs/check.c.in > "$W/parmacs-check.c" ||
+  fail "m4 with ffi/parmacs/dsm.m4"
+cc -std=c11 -O2 -Iffi/include "$W/parmacs-check.c" -o "$W/parmacs-check" -L"$R" -ldsm \
+  -Wl,-rpath,"$R" || fail "the PARMACS check does not compile against libdsm"
+out=$(run 4 "$W/parmacs-check" -p8)
+expect 1 "parmacs check ok P=8" "$out"
+echo "test-mpiexec: PARMACS program, P=8 threads over 4 ranks ok"
+
 for t in p2p_coll rma; do
   DSMMPI_LIB_DIR=$R mpi-compat/capi/dsmmpicc -Wall -Wextra -Werror -O1 -o "$W/$t" \
     "mpi-compat/capi/tests/c/$t.c" || fail "$t.c does not compile with dsmmpicc"

@@ -47,6 +47,7 @@ fn page_words(pages: usize) -> Result<PageWords> {
 }
 
 mod arena;
+mod engine;
 mod held;
 #[cfg(test)]
 mod sim;

@@ -61,7 +61,7 @@
 //!   from the rest, forward the rest to the previous handler, and the resolver the inline mode
 //!   uses;
 //! - `arch.rs`: whether a fault was a write, from the interrupted context, per architecture
-//!   (x86-64; a compile error elsewhere);
+//!   (x86-64 and aarch64; a compile error elsewhere);
 //! - `handoff.rs`: the `sigsegv` engine's hand-off mode: futex slots and service threads;
 //! - `userfault.rs`: the userfaultfd engine: whether it can run, attaching it to the
 //!   application view, its service threads.

@@ -13,6 +13,10 @@
 //! - `WP`: a write to a page mapped write-protected (a clean copy).
 //!
 //! Protection is per page-table entry: no VMA is ever split.
+//!
+//! Two modules use it, and it imports neither: [`crate::space`] maps the view's pages with it,
+//! and the userfaultfd engine (`fault/userfault.rs`) opens it, attaches it and serves its
+//! faults.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 

@@ -210,14 +210,20 @@ fn compile_parmacs(source: &'static str) -> PathBuf {
     let out_dir = library_dir().join("c-tests");
     std::fs::create_dir_all(&out_dir).expect("create the output directory");
     let stem = Path::new(source).file_stem().unwrap().to_str().unwrap();
-    let expanded = out_dir.join(stem.trim_end_matches(".c")).with_extension("c");
+    let expanded = out_dir
+        .join(stem.trim_end_matches(".c"))
+        .with_extension("c");
     let out = Command::new("m4")
         .args(["-Ulen", "-Uindex"])
         .arg(krate.join("parmacs/dsm.m4"))
         .arg(krate.join(source))
         .output()
         .expect("run m4");
-    assert!(out.status.success(), "m4: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "m4: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::fs::write(&expanded, &out.stdout).expect("write the expanded program");
     let leaked: &'static str = Box::leak(expanded.display().to_string().into_boxed_str());
     compile(leaked)
@@ -229,7 +235,11 @@ fn parmacs_programs_behave_as_on_threads_on_one_two_and_four_nodes() {
     for nodes in [1, 2, 4] {
         for p in [nodes, 2 * nodes, nodes + 1] {
             let r = run(&check, nodes, &[&format!("-p{p}")], &[]);
-            assert_eq!(r.exit_code, 0, "{nodes} nodes, P={p}: {:?}\n{}", r.failure, r.output);
+            assert_eq!(
+                r.exit_code, 0,
+                "{nodes} nodes, P={p}: {:?}\n{}",
+                r.failure, r.output
+            );
             let ok = format!("parmacs check ok P={p}");
             assert_eq!(
                 r.output.matches(&ok).count(),

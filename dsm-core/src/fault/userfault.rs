@@ -1,7 +1,7 @@
 //! The userfaultfd engine: choosing it, and its service threads (hand-off mode).
 //!
 //! In the hand-off mode a faulting thread sleeps in the kernel while a service thread reads the
-//! fault from the file, resolves it with [`Inner::resolve`] (which maps the page, under its
+//! fault from the file, resolves it with [`Resolve::resolve`] (the runtime maps the page, under its
 //! lock, with `UFFDIO_CONTINUE` or `UFFDIO_WRITEPROTECT`), wakes the sleeper once the
 //! resolution is complete, and reads the next. Several service threads read the same file, so
 //! faults on different pages are served concurrently; faults on one page wait for each other on
@@ -11,9 +11,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use super::{FaultMode, Resolve};
 use crate::error::{Error, Result};
-use crate::fault::FaultMode;
-use crate::runtime::Inner;
 use crate::space::{GlobalSpace, PAGE};
 use crate::uffd::{self, Userfaultfd};
 
@@ -79,7 +78,11 @@ pub(super) struct StopSignal {
 }
 
 impl StopSignal {
-    fn new() -> Result<StopSignal> {
+    /// Creates the event, not raised.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the kernel refuses an `eventfd`.
+    pub(super) fn new() -> Result<StopSignal> {
         // SAFETY: eventfd with a zero count and valid flags returns a new descriptor or -1.
         let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
         if fd < 0 {
@@ -102,32 +105,34 @@ impl StopSignal {
     }
 }
 
-/// Starts `threads` service threads on `inner`'s userfaultfd.
+/// Starts `threads` service threads on the userfaultfd of `resolver`'s space, pushing them on
+/// `handles`; they return once `stop` is raised.
 ///
 /// # Errors
-/// [`Error::Io`] when the stop event or a thread cannot be created.
+/// [`Error::Io`] when a thread cannot be created (the ones started are in `handles`, and
+/// stop when `stop` is raised).
 pub(super) fn spawn(
-    inner: &Arc<Inner>,
+    resolver: &Arc<dyn Resolve>,
     threads: usize,
-) -> Result<(Vec<JoinHandle<()>>, StopSignal)> {
-    let stop = StopSignal::new()?;
-    let mut handles = Vec::with_capacity(threads);
+    stop: &StopSignal,
+    handles: &mut Vec<JoinHandle<()>>,
+) -> Result<()> {
     for i in 0..threads {
-        let inner = Arc::clone(inner);
+        let resolver = Arc::clone(resolver);
         let stop_fd = Arc::clone(&stop.fd);
         let h = std::thread::Builder::new()
             .name(format!("dsm-uffd-{i}"))
-            .spawn(move || serve(&inner, stop_fd.as_raw_fd()))
+            .spawn(move || serve(&*resolver, stop_fd.as_raw_fd()))
             .map_err(|e| Error::io("starting a userfaultfd service thread", e))?;
         handles.push(h);
     }
-    Ok((handles, stop))
+    Ok(())
 }
 
 /// A service thread: waits for the userfaultfd (or the stop event) to become readable, then
 /// serves the faults it reads one at a time.
-fn serve(inner: &Inner, stop: libc::c_int) {
-    let Some(file) = inner.space.uffd() else {
+fn serve(resolver: &dyn Resolve, stop: libc::c_int) {
+    let Some(file) = resolver.space().uffd() else {
         return;
     };
     loop {
@@ -150,46 +155,46 @@ fn serve(inner: &Inner, stop: libc::c_int) {
             if e.raw_os_error() == Some(libc::EINTR) {
                 continue;
             }
-            fail(inner, &format!("polling userfaultfd: {e}"));
+            fail(resolver, &format!("polling userfaultfd: {e}"));
         }
         if fds[1].revents != 0 {
             return;
         }
         loop {
             match file.read_msg() {
-                Ok(Some(msg)) => serve_one(inner, &msg),
+                Ok(Some(msg)) => serve_one(resolver, &msg),
                 Ok(None) => break,
-                Err(e) => fail(inner, &format!("{e}")),
+                Err(e) => fail(resolver, &format!("{e}")),
             }
         }
     }
 }
 
-fn serve_one(inner: &Inner, msg: &uffd::Msg) {
+fn serve_one(resolver: &dyn Resolve, msg: &uffd::Msg) {
     if msg.event != uffd::EVENT_PAGEFAULT {
         return;
     }
     let addr = msg.address as usize;
     let write = msg.flags & uffd::PAGEFAULT_FLAG_WRITE != 0;
-    if let Err(e) = inner.resolve(addr, write) {
+    if let Err(e) = resolver.resolve(addr, write) {
         let kind = if write { "write" } else { "read" };
         fail(
-            inner,
+            resolver,
             &format!("cannot resolve a {kind} fault at {addr:#x}: {e}"),
         );
     }
     // Only now, with the resolution complete (the page on the dirty list, its lock released),
     // may the faulting thread go on.
     let page = addr & !(PAGE - 1);
-    if let Some(Err(e)) = inner.space.uffd().map(|f| f.wake(page, PAGE)) {
-        fail(inner, &format!("{e}"));
+    if let Some(Err(e)) = resolver.space().uffd().map(|f| f.wake(page, PAGE)) {
+        fail(resolver, &format!("{e}"));
     }
 }
 
 /// A fault that cannot be resolved: its thread sleeps in the kernel and would never wake, so
 /// the process ends as the `sigsegv` engine ends it, with an error message and a crash the
 /// launcher reports.
-fn fail(inner: &Inner, what: &str) -> ! {
-    eprintln!("dsm: rank {}: {what}", inner.me);
+fn fail(resolver: &dyn Resolve, what: &str) -> ! {
+    eprintln!("dsm: rank {}: {what}", resolver.rank());
     std::process::abort()
 }

@@ -47,6 +47,7 @@ fn page_words(pages: usize) -> Result<PageWords> {
 mod arena;
 mod buffers;
 mod consistency;
+mod engine;
 mod heap;
 mod resolve;
 mod runs;

@@ -5,5 +5,5 @@
 #   scripts/bench.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --locked -p dsm-core -p benches --bins
+cargo build --release --locked -p dsm-core -p dsm-launcher -p benches --bins
 exec target/release/dsmrun -n 2 --timeout 600 target/release/transport_bench "$@"

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use dsm_core::launcher::{launch, LaunchOptions};
+use dsm_launcher::{launch, LaunchOptions};
 
 const CHECK: &str = env!("CARGO_BIN_EXE_mpi-check");
 

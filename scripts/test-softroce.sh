@@ -33,7 +33,7 @@ TARGET=${TARGET:-target}
 if [ $BENCH = 1 ]; then
   cargo build --locked --release -p dsm-core -p dsm-launcher -p tests -p benches -p mpi-compat --bins
 else
-  cargo build --locked --release -p dsm-core -p dsm-launcher -p tests -p mpi-compat --bins
+  cargo build --locked --release -p dsm-core -p dsm-launcher -p tests --bins
 fi
 
 GUEST=$(mktemp -t dsm-softroce-guest.XXXXXX.sh)

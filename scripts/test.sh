@@ -96,7 +96,7 @@ uffd_tests() {
   DSM_REQUIRE_UFFD=1 cargo test --locked -p tests --test litmus userfaultfd
 }
 bench_quick() {
-  cargo build --locked --release -p dsm-core -p dsm-launcher -p benches -p tests -p mpi-compat --bins || return 1
+  cargo build --locked --release -p dsm-core -p dsm-launcher -p benches -p tests --bins || return 1
   target/release/dsmrun -n 2 --timeout 120 target/release/transport_bench --quick | grep -v '^RESULT'
 }
 mpiexec_stage() {

@@ -1,5 +1,5 @@
-//! The MPI-style API on real jobs: `mpi-check` runs as N real processes over tcp, started by
-//! the runtime's launcher with a hard timeout that kills the whole job.
+//! The MPI-style API on real jobs: `mpi-check` (`src/bin/mpi-check/`) runs as N real processes
+//! over tcp, started by the runtime's launcher with a hard timeout that kills the whole job.
 
 use std::time::Duration;
 

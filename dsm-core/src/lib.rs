@@ -19,7 +19,9 @@
 //!   by hand);
 //! - [`node`]: [`Node::init`] joins the job and gives a connected transport, with a watchdog
 //!   that stops the node (naming the lost rank) when a peer disappears;
-//! - [`collective`]: barrier, broadcast and all-gather over messages.
+//! - [`collective`]: barrier, broadcast and all-gather over messages;
+//! - [`logging`]: the runtime's diagnostics on stderr (`DSM_LOG`), for programs that ask: the
+//!   library installs no global subscriber itself.
 //!
 //! `dsmrun`, the local launcher (N processes, supervised, with a timeout), is the
 //! `dsm-launcher` crate.
@@ -66,6 +68,7 @@ pub mod config;
 pub mod dsm;
 pub mod error;
 pub mod fault;
+pub mod logging;
 pub mod node;
 pub mod space;
 pub mod sparse;

@@ -136,6 +136,23 @@ fn binds_to_an_interface_given_by_name() {
 }
 
 #[test]
+fn dsm_log_reaches_the_ranks_diagnostics() {
+    // The library installs no subscriber; dsm-demo asks for one (`dsm_core::logging::init`),
+    // which reads DSM_LOG: rank 0's bootstrap says at debug level who joined.
+    let mut cmd = Command::new("timeout");
+    cmd.args(["--kill-after=5", "120", DSMRUN])
+        .args(["-n", "2", "--timeout", "60", demo(), "64"])
+        .env("DSM_LOG", "dsm_core=debug");
+    let o = cmd.output().expect("run dsmrun under timeout(1)");
+    assert!(o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("DEBUG") && err.contains("joined from"),
+        "{err}"
+    );
+}
+
+#[test]
 fn the_lines_of_different_ranks_never_mix() {
     // Each rank writes its lines in pieces (printf of one word at a time, no newline until the
     // end), many times: without forwarding whole lines, pieces of different ranks interleave.

@@ -103,6 +103,7 @@ fn info() {
 }
 
 fn main() {
+    dsm_core::logging::init();
     let args = Args::parse();
     if args.info {
         info();

@@ -39,6 +39,7 @@ mod p2p;
 mod rma;
 
 fn main() -> ExitCode {
+    dsm_core::logging::init();
     let parts: Vec<String> = std::env::args().skip(1).collect();
     let universe = match mpi_compat::initialize() {
         Ok(u) => u,

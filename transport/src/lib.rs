@@ -79,6 +79,7 @@ pub mod error;
 mod exec;
 pub mod gate;
 pub mod hook;
+mod job;
 pub mod loopback;
 mod mailbox;
 pub mod net;

@@ -32,7 +32,7 @@ notes=$(cargo rustc --locked --release -p dsm-ffi --lib -- --print native-static
         tee /dev/stderr)
 static_libs=$(echo "$notes" | sed -n 's/.*native-static-libs: //p' | tail -1)
 [ -n "$static_libs" ] || { echo "install: rustc did not name the static libraries" >&2; exit 1; }
-cargo build --locked --release -p dsm-core --bin dsmrun
+cargo build --locked --release -p dsm-launcher --bin dsmrun
 cargo build --locked --release -p dsmmpi
 
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)

@@ -64,7 +64,7 @@ fi
 limit=${MPI_COMPARE_TIMEOUT:-600}
 out=target/mpi-compare
 mkdir -p "$out"
-cargo build --locked --release -p dsm-core -p dsmmpi -p benches --bins --lib
+cargo build --locked --release -p dsm-core -p dsm-launcher -p dsmmpi -p benches --bins --lib
 DSMMPI_LIB_DIR=$PWD/target/release mpi-compat/capi/dsmmpicc -O2 -o "$out/osu_mpi.dsm" \
   benches/mpi-c/osu_mpi.c
 mpicc -O2 -Wno-stringop-overflow -o "$out/osu_mpi.mpich" benches/mpi-c/osu_mpi.c

@@ -8,6 +8,6 @@ source scripts/toolchain.sh
 NODES=${1:-4}
 bash scripts/setup.sh
 echo "run: building (release)"
-cargo build --release --locked -p dsm-core --bins
+cargo build --release --locked -p dsm-core -p dsm-launcher --bins
 echo "run: dsmrun -n $NODES dsm-demo (tcp on loopback)"
 exec target/release/dsmrun -n "$NODES" --transport tcp --timeout 300 target/release/dsm-demo

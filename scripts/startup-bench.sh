@@ -15,7 +15,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 BIN=${DSM_NETNS_BIN:-target/release}
-[ -n "${DSM_NETNS_BIN:-}" ] || cargo build --locked --release -p dsm-core -p benches --bins >/dev/null 2>&1 ||
+[ -n "${DSM_NETNS_BIN:-}" ] || cargo build --locked --release -p dsm-core -p dsm-launcher -p benches --bins >/dev/null 2>&1 ||
   { echo "startup-bench: build failed" >&2; exit 1; }
 export DSM_TRANSPORT=tcp DSM_GLOBAL_SIZE=1G
 unset DSM_RANK DSM_NODES DSM_COORDINATOR DSM_SECRET

@@ -18,7 +18,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ ${#MODES[@]} -gt 0 ] || MODES=(dsmrun hand coord data)
-[ "$BIN" != target/release ] || cargo build --locked --release -p dsm-core -p tests --bins >/dev/null 2>&1 ||
+[ "$BIN" != target/release ] || cargo build --locked --release -p dsm-core -p dsm-launcher -p tests --bins >/dev/null 2>&1 ||
   { echo "stranger-bench: build failed" >&2; exit 1; }
 exec python3 - "$BIN" "$RUNS" "${MODES[@]}" <<'PY'
 import glob, os, socket, statistics, subprocess, sys, threading, time

@@ -14,7 +14,7 @@ fail() { echo "test-c-install: FAILED: $*" >&2; exit 1; }
 # 1. From the target directory, as the docs' compile lines do: the build leaves the SONAME
 #    links libdsm.so.0 and libdsmmpi.so.0 there.
 cargo build --locked --release -p dsm-ffi -p dsmmpi --lib
-cargo build --locked --release -p dsm-core --bin dsmrun
+cargo build --locked --release -p dsm-launcher --bin dsmrun
 R=$PWD/target/release
 for lib in dsm dsmmpi; do
   soname=$(readelf -d "$R/lib$lib.so" | sed -n 's/.*SONAME.*\[\(.*\)\]/\1/p')

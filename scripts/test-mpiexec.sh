@@ -8,8 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 fail() { echo "test-mpiexec: FAILED: $*" >&2; exit 1; }
 command -v mpiexec.hydra >/dev/null || fail "mpiexec.hydra is missing (scripts/setup.sh installs mpich)"
-cargo build --locked --release -p dsm-core -p dsm-ffi -p dsmmpi -p mpi-compat --bins --lib >/dev/null 2>&1 ||
-  cargo build --locked --release -p dsm-core -p dsm-ffi -p dsmmpi -p mpi-compat --bins --lib
+cargo build --locked --release -p dsm-core -p dsm-ffi -p dsmmpi -p tests --bins --lib >/dev/null 2>&1 ||
+  cargo build --locked --release -p dsm-core -p dsm-ffi -p dsmmpi -p tests --bins --lib
 R=$PWD/target/release
 W=$(mktemp -d /tmp/dsm-mpiexec.XXXXXX)
 trap 'rm -rf "$W"' EXIT

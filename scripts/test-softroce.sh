@@ -31,9 +31,9 @@ TARGET=$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
 TARGET=${TARGET:-target}
 # One build command (one feature resolution, so dsm-core is built once).
 if [ $BENCH = 1 ]; then
-  cargo build --locked --release -p dsm-core -p tests -p benches -p mpi-compat --bins
+  cargo build --locked --release -p dsm-core -p dsm-launcher -p tests -p benches -p mpi-compat --bins
 else
-  cargo build --locked --release -p dsm-core -p tests -p mpi-compat --bins
+  cargo build --locked --release -p dsm-core -p dsm-launcher -p tests --bins
 fi
 
 GUEST=$(mktemp -t dsm-softroce-guest.XXXXXX.sh)

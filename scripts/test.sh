@@ -76,7 +76,7 @@ stage() {
 UFFD_WHY=""
 uffd_probe() {
   local info
-  cargo build --locked -q -p dsm-core --bin dsmrun || { UFFD_WHY="cannot build dsmrun"; return 1; }
+  cargo build --locked -q -p dsm-launcher --bin dsmrun || { UFFD_WHY="cannot build dsmrun"; return 1; }
   info=$(target/debug/dsmrun --info 2>&1) || { UFFD_WHY="dsmrun --info failed: $info"; return 1; }
   UFFD_WHY=$(grep '^fault engine uffd' <<<"$info" | grep -v ': available' | paste -sd';' -)
   [ -z "$UFFD_WHY" ]
@@ -96,7 +96,7 @@ uffd_tests() {
   DSM_REQUIRE_UFFD=1 cargo test --locked -p tests --test litmus userfaultfd
 }
 bench_quick() {
-  cargo build --locked --release -p dsm-core -p benches -p tests -p mpi-compat --bins || return 1
+  cargo build --locked --release -p dsm-core -p dsm-launcher -p benches -p tests --bins || return 1
   target/release/dsmrun -n 2 --timeout 120 target/release/transport_bench --quick | grep -v '^RESULT'
 }
 mpiexec_stage() {

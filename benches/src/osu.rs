@@ -170,6 +170,7 @@ fn sizes(bench: Bench, max: usize) -> Vec<usize> {
 
 /// Runs `bench` as an OSU program: parses the command line, prints the table on rank 0.
 pub fn main(bench: Bench) -> ExitCode {
+    dsm_core::logging::init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let plan = match parse(&args) {
         Ok(p) => p,

@@ -20,7 +20,11 @@
 //! - [`node`]: [`Node::init`] joins the job and gives a connected transport, with a watchdog
 //!   that stops the node (naming the lost rank) when a peer disappears;
 //! - [`collective`]: barrier, broadcast and all-gather over messages;
-//! - [`launcher`]: what `dsmrun` runs: N local processes, supervised, with a timeout.
+//! - [`logging`]: the runtime's diagnostics on stderr (`DSM_LOG`), for programs that ask: the
+//!   library installs no global subscriber itself.
+//!
+//! `dsmrun`, the local launcher (N processes, supervised, with a timeout), is the
+//! `dsm-launcher` crate.
 //!
 //! The memory model (sequential consistency for data-race-free programs) is
 //! `docs/MEMORY_MODEL.md`.
@@ -64,7 +68,7 @@ pub mod config;
 pub mod dsm;
 pub mod error;
 pub mod fault;
-pub mod launcher;
+pub mod logging;
 pub mod node;
 mod runtime;
 pub mod space;

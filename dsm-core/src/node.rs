@@ -68,7 +68,6 @@ impl Node {
     /// # Errors
     /// Configuration, bootstrap and transport errors, each naming what failed.
     pub fn init() -> Result<Node> {
-        init_logging();
         let started = Instant::now();
         let get = |k: &str| std::env::var(k).ok();
         if get(var::RANK).is_none() {
@@ -315,18 +314,6 @@ impl Drop for Node {
     fn drop(&mut self) {
         self.shutdown();
     }
-}
-
-/// Sends the runtime's diagnostics to stderr, filtered by `DSM_LOG` (default `warn`). Does
-/// nothing when the program has installed its own subscriber.
-fn init_logging() {
-    let filter = std::env::var(crate::config::var::LOG).unwrap_or_else(|_| "warn".into());
-    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
 }
 
 /// Chooses the transport (`DSM_TRANSPORT`), exchanges endpoints through the bootstrap and

@@ -30,6 +30,8 @@ pub extern "C" fn dsm_init(argc: *mut c_int, argv: *mut *mut *mut c_char) -> c_i
     let _ = (argc, argv);
     status_call(|| {
         epoch();
+        // The C program's entry: it cannot install a Rust subscriber, so DSM_LOG works here.
+        dsm_core::logging::init();
         runtime::initialize(|| {
             signals::ignore_sigpipe()?;
             Dsm::init().map_err(Failure::from)

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use dsm_core::launcher::{launch, LaunchOptions, Report};
+use dsm_launcher::{launch, LaunchOptions, Report};
 
 /// The directory holding `libdsm.so`: where cargo put this test's dependencies' artifacts.
 fn library_dir() -> PathBuf {

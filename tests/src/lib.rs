@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use dsm_core::launcher::{launch, LaunchOptions, Report};
+use dsm_launcher::{launch, LaunchOptions, Report};
 
 /// Runs `program` as an `n`-node job with `args`, killed after `timeout`; the ranks' output is
 /// captured into the report. Extra environment comes from `env`.

@@ -190,7 +190,7 @@ fn segfault_crashes(engine: &str) {
     );
     use std::os::unix::process::ExitStatusExt;
     match r.ranks[1] {
-        dsm_core::launcher::RankEnd::Exited(s) => assert_eq!(s.signal(), Some(11), "{}", r.output),
+        dsm_launcher::RankEnd::Exited(s) => assert_eq!(s.signal(), Some(11), "{}", r.output),
         other => panic!("rank 1: {other:?}\n{}", r.output),
     }
     assert_ne!(r.exit_code, 0);

@@ -56,14 +56,14 @@ fn a_dead_peer_stops_the_others_naming_it() {
 fn survivors_detect_a_lost_peer_within_the_peer_timeout() {
     // The launcher does not stop the survivors itself here: each must notice the dead peer and
     // exit with the peer-lost status, naming it.
-    let mut o = dsm_core::launcher::LaunchOptions::new(3, CHECK);
+    let mut o = dsm_launcher::LaunchOptions::new(3, CHECK);
     o.args = vec!["die".into(), "2".into()];
     o.env = vec![("DSM_PEER_TIMEOUT".into(), "2".into())];
     o.timeout = Some(Duration::from_secs(60));
     o.capture_output = true;
     o.stop_on_failure = false;
     let start = Instant::now();
-    let r = dsm_core::launcher::launch(o).expect("start").wait();
+    let r = dsm_launcher::launch(o).expect("start").wait();
     assert!(
         start.elapsed() < Duration::from_secs(30),
         "took {:?}:\n{}",
@@ -74,7 +74,7 @@ fn survivors_detect_a_lost_peer_within_the_peer_timeout() {
     // or a survivor that stopped first (both are gone); at least one names rank 2.
     for rank in [0, 1] {
         match r.ranks[rank] {
-            dsm_core::launcher::RankEnd::Exited(s) => assert_eq!(
+            dsm_launcher::RankEnd::Exited(s) => assert_eq!(
                 s.code(),
                 Some(dsm_core::node::EXIT_PEER_LOST),
                 "rank {rank}:\n{}",

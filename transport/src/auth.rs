@@ -23,6 +23,32 @@ const HELLO_LEN: usize = 8 + 1 + 4 + NONCE_LEN;
 const ACCEPTED: u8 = 1;
 const REFUSED: u8 = 0;
 
+/// Lowercase hexadecimal of `bytes`, two digits a byte: how secrets, and values in a launcher's
+/// key-value space, are written.
+pub fn hex_encode(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(2 * bytes.len());
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    s
+}
+
+/// The bytes of `hex`, two hexadecimal digits (either case) a byte; `None` for an odd length or
+/// any other character (a sign or a space included).
+pub fn hex_decode(hex: &str) -> Option<Vec<u8>> {
+    let digit = |c: u8| char::from(c).to_digit(16);
+    let digits = hex.as_bytes();
+    if !digits.len().is_multiple_of(2) {
+        return None;
+    }
+    digits
+        .chunks_exact(2)
+        .map(|p| Some((digit(p[0])? << 4 | digit(p[1])?) as u8))
+        .collect()
+}
+
 /// The job's shared secret: 32 bytes, written as 64 hexadecimal digits in the environment.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret([u8; 32]);
@@ -54,21 +80,15 @@ impl Secret {
     /// # Errors
     /// [`Error::InvalidArgument`] for anything else.
     pub fn from_hex(hex: &str) -> Result<Secret> {
-        let hex = hex.trim();
-        let bad = || Error::InvalidArgument("a secret is 64 hexadecimal digits".into());
-        if hex.len() != 64 || !hex.is_ascii() {
-            return Err(bad());
-        }
-        let mut b = [0u8; 32];
-        for (i, out) in b.iter_mut().enumerate() {
-            *out = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
-        }
-        Ok(Secret(b))
+        hex_decode(hex.trim())
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .map(Secret)
+            .ok_or_else(|| Error::InvalidArgument("a secret is 64 hexadecimal digits".into()))
     }
 
     /// The secret as 64 lowercase hexadecimal digits.
     pub fn to_hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        hex_encode(&self.0)
     }
 }
 
@@ -266,5 +286,16 @@ mod tests {
         assert_eq!(Secret::from_hex(&s.to_hex()).unwrap(), s);
         assert!(Secret::from_hex("abc").is_err());
         assert!(Secret::from_hex(&"zz".repeat(32)).is_err());
+        assert!(Secret::from_hex(&"+f".repeat(32)).is_err());
+    }
+
+    #[test]
+    fn hex_is_two_digits_a_byte_and_nothing_else() {
+        assert_eq!(hex_encode(&[0, 0x0f, 0xa5, 0xff]), "000fa5ff");
+        assert_eq!(hex_decode("000FA5ff"), Some(vec![0, 0x0f, 0xa5, 0xff]));
+        assert_eq!(hex_decode(""), Some(vec![]));
+        for bad in ["abc", "zz", "+f", " f", "é0", "0x"] {
+            assert_eq!(hex_decode(bad), None, "{bad:?}");
+        }
     }
 }

@@ -55,7 +55,11 @@
 //!
 //! ## Testing
 //!
-//! [`conformance`] is one suite, generic over the backend, that every backend must pass.
+//! `conformance` is one suite, generic over the backend, that every backend must pass. It is
+//! test code, so it is compiled only with the `conformance` cargo feature (off by default), which
+//! this crate's own tests turn on through a dev-dependency on the crate itself; a new backend's
+//! tests, or another crate's, enable it the same way:
+//! `transport = { path = "...", features = ["conformance"] }` under `[dev-dependencies]`.
 //!
 //! ## Without RDMA hardware
 //!
@@ -69,11 +73,13 @@ mod any;
 pub mod api;
 pub mod auth;
 pub mod completion;
+#[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod error;
 mod exec;
 pub mod gate;
 pub mod hook;
+mod job;
 pub mod loopback;
 mod mailbox;
 pub mod net;

@@ -365,6 +365,7 @@ fn run(d: &Dsm, plan: &Plan) -> Result<Vec<Row>, String> {
 }
 
 fn main() -> ExitCode {
+    dsm_core::logging::init();
     let quick = std::env::args().any(|a| a == "--quick");
     let medium = std::env::args().any(|a| a == "--medium");
     let plan = if medium {

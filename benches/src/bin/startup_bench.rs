@@ -11,6 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use dsm_core::Dsm;
 
 fn main() -> ExitCode {
+    dsm_core::logging::init();
     let t0 = std::env::var("DSM_BENCH_T0")
         .ok()
         .and_then(|v| v.trim().parse::<u128>().ok());

@@ -118,6 +118,7 @@ fn run(d: &Dsm, n: usize, sweeps: usize) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
+    dsm_core::logging::init();
     let mut args = std::env::args().skip(1).map(|a| a.parse::<usize>());
     let n = args.next().unwrap_or(Ok(512));
     let sweeps = args.next().unwrap_or(Ok(20));

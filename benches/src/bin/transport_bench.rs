@@ -403,6 +403,7 @@ fn device(t: &AnyTransport) -> String {
 }
 
 fn main() -> ExitCode {
+    dsm_core::logging::init();
     let quick = std::env::args().any(|a| a == "--quick");
     // --medium: enough iterations for medians under emulation (the soft-RoCE guest).
     let medium = std::env::args().any(|a| a == "--medium");

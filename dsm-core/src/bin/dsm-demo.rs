@@ -132,6 +132,7 @@ fn run(d: &Dsm, n: usize) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
+    dsm_core::logging::init();
     let n = match std::env::args().nth(1).map(|s| s.parse::<usize>()) {
         None => 512,
         Some(Ok(n)) if (1..=8192).contains(&n) => n,

@@ -19,6 +19,8 @@ fn init() -> c_int {
         eprintln!("dsmmpi: MPI_Init called twice");
         return ERR_OTHER;
     }
+    // The C program's entry: it cannot install a Rust subscriber, so DSM_LOG works here.
+    dsm_core::logging::init();
     match mpi_compat::initialize() {
         Ok(u) => {
             let mut s = State::default();

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use dsm_core::launcher::{launch, LaunchOptions};
+use dsm_launcher::{launch, LaunchOptions};
 
 /// The directory holding `libdsmmpi.so`: the profile directory above this test's `deps/`.
 fn lib_dir() -> PathBuf {

@@ -78,6 +78,7 @@ fn mesh(node: &Node) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
+    dsm_core::logging::init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let node = match Node::init() {
         Ok(n) => n,

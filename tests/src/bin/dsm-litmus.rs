@@ -750,6 +750,7 @@ fn prefetch_wasted(d: &Dsm) -> R {
 }
 
 fn main() -> ExitCode {
+    dsm_core::logging::init();
     let scenario = std::env::args().nth(1).unwrap_or_default();
     let d = match Dsm::init() {
         Ok(d) => d,

@@ -1,6 +1,6 @@
 //! One authenticated connection to a peer: its send queue, its outstanding requests and its
 //! health. Any thread may send on it; one thread at a time reads from it (the progress thread,
-//! or a thread that waits for something to arrive on it: see `progress::drain`).
+//! or a thread that waits for something to arrive on it: see `read::drain`).
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::OwnedFd;
@@ -170,7 +170,7 @@ pub(crate) struct Conn {
     pub(crate) last_send_ms: AtomicU64,
     /// Time of the last receive, in milliseconds since the transport started.
     pub(crate) last_recv_ms: AtomicU64,
-    /// The receive side: whoever holds this lock reads the socket (see `progress::drain`).
+    /// The receive side: whoever holds this lock reads the socket (see `read::drain`).
     pub(crate) rx: Mutex<Rx>,
     /// Set by the progress thread on a readable event before it tries `rx`.
     pub(crate) rx_pending: AtomicBool,
@@ -555,4 +555,9 @@ fn drain(stream: &mio::net::TcpStream, q: &mut VecDeque<Queued>) -> std::io::Res
         }
     }
     Ok(())
+}
+
+/// The error for a peer lost for `reason`.
+pub(crate) fn lost(peer: Rank, reason: String) -> Error {
+    Error::PeerLost { peer, reason }
 }

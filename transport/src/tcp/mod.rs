@@ -10,9 +10,11 @@
 
 mod config;
 mod conn;
+mod handle;
 mod linger;
 mod mesh;
 mod progress;
+mod read;
 mod setup;
 mod shared;
 mod transport;

@@ -65,19 +65,7 @@ impl TcpTransport {
             .iter()
             .map(PreparedTcp::endpoint)
             .collect::<Result<Vec<_>>>()?;
-        std::thread::scope(|s| {
-            let handles: Vec<_> = prepared
-                .into_iter()
-                .map(|p| {
-                    let endpoints = &endpoints;
-                    s.spawn(move || p.connect(endpoints))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err(Error::Closed)))
-                .collect()
-        })
+        crate::job::connect_all(prepared, &endpoints, PreparedTcp::connect)
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::conn::{Conn, Payload, Pending};
 use super::progress;
+use super::read;
 use super::shared::Shared;
 use crate::api::Transport;
 use crate::completion::{Completion, Driver};
@@ -69,7 +70,7 @@ impl Driver for ConnDriver {
 
     fn drive(&self) {
         if let Some(Some(conn)) = self.shared.conns.get(self.peer) {
-            progress::drain(&self.shared, conn, progress::Reading::Waiter);
+            read::drain(&self.shared, conn, read::Reading::Waiter);
         }
     }
 
@@ -207,7 +208,7 @@ impl TcpTransport {
         if spin.is_zero() {
             // A poll: read what is there once, without withdrawing anything.
             for c in &conns {
-                progress::drain(&self.shared, c, progress::Reading::Waiter);
+                read::drain(&self.shared, c, read::Reading::Waiter);
             }
         } else if !conns.is_empty() {
             let mut driving = progress::Driving::new(&self.shared, conns);

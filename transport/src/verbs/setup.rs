@@ -162,19 +162,7 @@ impl VerbsTransport {
             .map(|r| VerbsTransport::prepare(Rank(r as u32), n, config.clone()))
             .collect::<Result<Vec<_>>>()?;
         let endpoints: Vec<Vec<u8>> = prepared.iter().map(PreparedVerbs::endpoint).collect();
-        std::thread::scope(|s| {
-            let handles: Vec<_> = prepared
-                .into_iter()
-                .map(|p| {
-                    let endpoints = &endpoints;
-                    s.spawn(move || p.connect(endpoints))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or(Err(Error::Closed)))
-                .collect()
-        })
+        crate::job::connect_all(prepared, &endpoints, PreparedVerbs::connect)
     }
 }
 

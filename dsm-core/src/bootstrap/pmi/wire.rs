@@ -173,7 +173,7 @@ fn clip(s: &str) -> &str {
 
 /// Lowercase hexadecimal of `bytes`: a value the key-value space can hold.
 pub fn to_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    transport::auth::hex_encode(bytes)
 }
 
 /// The bytes of a hexadecimal value.
@@ -187,14 +187,8 @@ pub fn from_hex(s: &str) -> Result<Vec<u8>, DecodeError> {
             s.len()
         )));
     }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| {
-            s.get(i..i + 2)
-                .and_then(|d| u8::from_str_radix(d, 16).ok())
-                .ok_or_else(|| DecodeError(format!("{:?} is not hexadecimal", clip(s))))
-        })
-        .collect()
+    transport::auth::hex_decode(s)
+        .ok_or_else(|| DecodeError(format!("{:?} is not hexadecimal", clip(s))))
 }
 
 /// How many nodes (hosts) a Hydra `PMI_process_mapping` value spans, e.g.

@@ -1,9 +1,9 @@
-//! The MPI-style API on real jobs: `mpi-check` runs as N real processes over tcp, started by
-//! the runtime's launcher with a hard timeout that kills the whole job.
+//! The MPI-style API on real jobs: `mpi-check` (`src/bin/mpi-check/`) runs as N real processes
+//! over tcp, started by the runtime's launcher with a hard timeout that kills the whole job.
 
 use std::time::Duration;
 
-use dsm_core::launcher::{launch, LaunchOptions};
+use dsm_launcher::{launch, LaunchOptions};
 
 const CHECK: &str = env!("CARGO_BIN_EXE_mpi-check");
 

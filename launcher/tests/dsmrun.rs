@@ -1,10 +1,34 @@
 //! `dsmrun` as a user meets it: the real binary, real processes, each run with a hard timeout.
 
+use std::path::PathBuf;
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 const DSMRUN: &str = env!("CARGO_BIN_EXE_dsmrun");
-const DEMO: &str = env!("CARGO_BIN_EXE_dsm-demo");
+
+/// `dsm-demo`, a binary of another package (`dsm-core`), which `cargo test` does not build for
+/// this one: built here once per test process, into the same profile directory as `dsmrun`.
+fn demo() -> &'static str {
+    static DEMO: OnceLock<String> = OnceLock::new();
+    DEMO.get_or_init(|| {
+        let dir = PathBuf::from(DSMRUN)
+            .parent()
+            .expect("dsmrun is in a directory")
+            .to_path_buf();
+        let mut cargo = Command::new(env!("CARGO"));
+        cargo.args(["build", "-p", "dsm-core", "--bin", "dsm-demo"]);
+        if dir.file_name().is_some_and(|p| p == "release") {
+            cargo.arg("--release");
+        }
+        let status = cargo.status().expect("run cargo build");
+        assert!(
+            status.success(),
+            "cargo build -p dsm-core --bin dsm-demo failed"
+        );
+        dir.join("dsm-demo").to_string_lossy().into_owned()
+    })
+}
 
 /// Runs dsmrun with `args`; the launcher's own `--timeout` bounds the job, and this bounds
 /// dsmrun itself through an outer launcher job (which kills its process group on drop).
@@ -24,7 +48,7 @@ fn text(o: &Output) -> String {
 
 #[test]
 fn runs_the_demo_on_four_nodes() {
-    let o = dsmrun(&["-n", "4", "--timeout", "60", DEMO]);
+    let o = dsmrun(&["-n", "4", "--timeout", "60", demo()]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("every check passed"), "{}", text(&o));
 }
@@ -106,9 +130,26 @@ fn wrong_arguments_are_refused() {
 
 #[test]
 fn binds_to_an_interface_given_by_name() {
-    let o = dsmrun(&["-n", "2", "--bind", "lo", "--timeout", "60", DEMO, "64"]);
+    let o = dsmrun(&["-n", "2", "--bind", "lo", "--timeout", "60", demo(), "64"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("every check passed"), "{}", text(&o));
+}
+
+#[test]
+fn dsm_log_reaches_the_ranks_diagnostics() {
+    // The library installs no subscriber; dsm-demo asks for one (`dsm_core::logging::init`),
+    // which reads DSM_LOG: rank 0's bootstrap says at debug level who joined.
+    let mut cmd = Command::new("timeout");
+    cmd.args(["--kill-after=5", "120", DSMRUN])
+        .args(["-n", "2", "--timeout", "60", demo(), "64"])
+        .env("DSM_LOG", "dsm_core=debug");
+    let o = cmd.output().expect("run dsmrun under timeout(1)");
+    assert!(o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("DEBUG") && err.contains("joined from"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -1,9 +1,29 @@
+//! # dsm-launcher: `dsmrun` and the launch API
+//!
 //! The local launcher behind `dsmrun`: starts N processes of one program with the bootstrap
 //! environment, supervises them, and stops them all when one fails, when the time is up, or when
 //! the launcher is interrupted. Tests use it too, so a hung job fails instead of stalling.
 //!
 //! All ranks run in one new process group, so that stopping the job also stops anything the
 //! ranks started themselves.
+//!
+//! ## Quick start
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use dsm_launcher::{launch, LaunchOptions};
+//!
+//! let mut options = LaunchOptions::new(4, "target/release/dsm-demo");
+//! options.timeout = Some(Duration::from_secs(60));
+//! let report = launch(options)?.wait();
+//! assert_eq!(report.exit_code, 0, "{}", report.output);
+//! # Ok::<(), dsm_core::Error>(())
+//! ```
+//!
+//! The crate is apart from `dsm-core` so that the runtime a program links carries no
+//! command-line parser and installs no signal handlers of the launcher's; the runtime itself
+//! reads only the environment set here (`docs/ENVIRONMENT.md`). Errors are `dsm_core`'s:
+//! [`Error::Launch`] when a process cannot be started.
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -17,8 +37,8 @@ use std::time::{Duration, Instant};
 
 use transport::Secret;
 
-use crate::config::var;
-use crate::error::{Error, Result};
+use dsm_core::config::var;
+use dsm_core::error::{Error, Result};
 
 /// How to start a job.
 #[derive(Debug, Clone)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 use dsm_core::config::RdmaSettings;
 use dsm_core::fault::{userfaultfd_support, FaultMode};
-use dsm_core::launcher::{launch, LaunchOptions};
+use dsm_launcher::{launch, LaunchOptions};
 use transport::verbs::VerbsConfig;
 
 /// Start N processes of PROGRAM as the nodes of one DSM job on this machine.
@@ -103,6 +103,7 @@ fn info() {
 }
 
 fn main() {
+    dsm_core::logging::init();
     let args = Args::parse();
     if args.info {
         info();

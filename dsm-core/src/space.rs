@@ -446,3 +446,135 @@ impl Drop for GlobalSpace {
         unmap(self.runtime, self.size);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::uffd::{self, Msg, EVENT_PAGEFAULT, FEATURES_NEEDED, PAGEFAULT_FLAG_WRITE};
+    use Access as View;
+
+    /// Whether this kernel and process give what the engine needs from userfaultfd in the
+    /// hand-off mode (what `fault::userfaultfd_support` checks, valgrind aside).
+    fn userfaultfd_here() -> Result<()> {
+        let (offered, _) = Userfaultfd::probe()?;
+        if offered & FEATURES_NEEDED != FEATURES_NEEDED {
+            return Err(Error::Config(format!(
+                "userfaultfd offers features {}",
+                uffd::describe(offered)
+            )));
+        }
+        uffd::check_continue_wp(FEATURES_NEEDED)
+    }
+
+    /// `UFFD_PAGEFAULT_FLAG_WP` and `UFFD_PAGEFAULT_FLAG_MINOR`.
+    const FLAG_WP: u64 = 1 << 1;
+    const FLAG_MINOR: u64 = 1 << 2;
+
+    /// The next fault message, waiting at most ten seconds for it.
+    fn next_fault(file: &Userfaultfd) -> Msg {
+        let mut fds = [libc::pollfd {
+            fd: file.raw(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        // SAFETY: poll on one valid pollfd that lives for the call.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 1, 10_000) };
+        assert_eq!(n, 1, "no fault within 10 s");
+        let msg = file.read_msg().expect("read").expect("a message");
+        assert_eq!(msg.event, EVENT_PAGEFAULT);
+        msg
+    }
+
+    /// VMAs of this process that start inside `[start, start + len)`.
+    fn vmas_in(start: usize, len: usize) -> usize {
+        std::fs::read_to_string("/proc/self/maps")
+            .expect("maps")
+            .lines()
+            .filter_map(|l| l.split('-').next())
+            .filter_map(|a| usize::from_str_radix(a, 16).ok())
+            .filter(|&a| a >= start && a < start + len)
+            .count()
+    }
+
+    /// The engine's transitions on a real view, with this thread playing the service thread:
+    /// missing, write-protect and minor faults arrive as expected, mapping does not need the
+    /// faulting thread awake, and the view stays two VMAs however pages are protected.
+    #[test]
+    fn transitions_deliver_the_faults_the_engine_expects() {
+        if let Err(e) = userfaultfd_here() {
+            // As the litmus tests: where userfaultfd is required, not being able to run fails.
+            assert!(
+                std::env::var_os("DSM_REQUIRE_UFFD").is_none(),
+                "DSM_REQUIRE_UFFD is set but userfaultfd cannot run here: {e}"
+            );
+            eprintln!("SKIPPED: userfaultfd cannot run here: {e}");
+            return;
+        }
+        let mut space = GlobalSpace::map_anywhere(2 << 20).expect("map");
+        space
+            .attach_uffd(Userfaultfd::open(FEATURES_NEEDED).expect("open"))
+            .expect("attach");
+        let base = space.base();
+        let runtime = space.runtime_base() as usize;
+        let file = space.uffd().expect("attached");
+        let page = move |i: usize| base + i * PAGE;
+
+        // A page the cache does not hold: a missing fault; the fetch fills it through the
+        // runtime view and it is mapped read-only.
+        let reader = std::thread::spawn(move || {
+            // SAFETY: the view is mapped; the load sleeps until the test maps the page.
+            unsafe { std::ptr::read_volatile(page(1) as *const u8) }
+        });
+        let m = next_fault(file);
+        assert_eq!((m.address as usize, m.flags), (page(1), 0), "{m:?}");
+        // SAFETY: the runtime view is mapped read-write and nothing borrows it.
+        unsafe { std::ptr::write_bytes((runtime + PAGE) as *mut u8, 0xab, PAGE) };
+        space.set_access(1, 1, View::None, View::Read).expect("map");
+        file.wake(page(1), PAGE).expect("wake");
+        assert_eq!(reader.join().expect("reader"), 0xab);
+
+        // A write to the read-only page: a write-protect fault; opened for writing.
+        let writer = std::thread::spawn(move || {
+            // SAFETY: as above.
+            unsafe { std::ptr::write_volatile(page(1) as *mut u8, 0xcd) }
+        });
+        let m = next_fault(file);
+        assert_eq!(m.address as usize, page(1));
+        assert_eq!(m.flags, PAGEFAULT_FLAG_WRITE | FLAG_WP, "{m:?}");
+        space
+            .set_access(1, 1, View::Read, View::ReadWrite)
+            .expect("open");
+        file.wake(page(1), PAGE).expect("wake");
+        writer.join().expect("writer");
+        // SAFETY: reading the runtime view, mapped.
+        let written = unsafe { std::ptr::read_volatile((runtime + PAGE) as *const u8) };
+        assert_eq!(written, 0xcd, "the write reached the page cache");
+
+        // Invalidated: the cache keeps the page, so the next access is a minor fault.
+        space.set_access(1, 1, View::None, View::None).expect("zap");
+        let reader = std::thread::spawn(move || {
+            // SAFETY: as above.
+            unsafe { std::ptr::read_volatile(page(1) as *const u8) }
+        });
+        let m = next_fault(file);
+        assert_eq!(
+            (m.address as usize, m.flags),
+            (page(1), FLAG_MINOR),
+            "{m:?}"
+        );
+        space.set_access(1, 1, View::None, View::Read).expect("map");
+        file.wake(page(1), PAGE).expect("wake");
+        assert_eq!(reader.join().expect("reader"), 0xcd);
+
+        // Scattered protections split no VMA.
+        for i in (2..200).step_by(2) {
+            // SAFETY: the runtime view is mapped read-write.
+            unsafe { std::ptr::write_volatile((runtime + i * PAGE) as *mut u8, 1) };
+            space.set_access(i, 1, View::None, View::Read).expect("map");
+        }
+        space
+            .set_access(4, 1, View::Read, View::ReadWrite)
+            .expect("open");
+        assert_eq!(vmas_in(base, 2 << 20), 1, "the application view, unsplit");
+    }
+}

@@ -18,6 +18,9 @@ use crate::space::{self, Access, PAGE};
 use crate::runtime::Inner;
 
 mod held;
+mod objects;
+
+pub use objects::{GlobalCondvar, GlobalSemaphore};
 
 /// Settings of the shared memory.
 #[derive(Debug, Clone)]
@@ -225,20 +228,38 @@ impl Dsm {
     ///
     /// # Errors
     /// [`Error::OutOfMemory`] when the collective heap has no room (nothing is changed);
+    /// [`Error::NoSuchNode`] for [`Placement::Node`] with a node outside the job (nothing is
+    /// changed);
     /// [`Error::CollectiveMismatch`] on every node when the nodes passed different arguments
     /// or are in different collective calls (nothing is changed).
     pub fn alloc_collective(&self, bytes: usize, placement: Placement) -> Result<*mut u8> {
-        let (kind, block_pages) = match placement {
+        let (kind, argument) = match placement {
             Placement::Blocked => (0, 0),
             Placement::FirstTouch => (1, 0),
             Placement::Cyclic { block_pages } => (2, block_pages as u64),
+            Placement::Node(node) => (3, u64::from(node.0)),
         };
         let args = [
             ("bytes", bytes as u64),
-            ("placement (0 blocked, 1 first-touch, 2 cyclic)", kind),
-            ("the cyclic placement's block pages", block_pages),
+            (
+                "placement (0 blocked, 1 first-touch, 2 cyclic, 3 on a node)",
+                kind,
+            ),
+            (
+                "the placement's argument (cyclic: block pages; on a node: the node)",
+                argument,
+            ),
         ];
-        let start = self.inner.alloc_collective_local(bytes, placement);
+        // A node outside the job fails here like a lack of memory: on every node that asked
+        // for it, after the checked barrier (so a node that asked for another one is not left
+        // waiting), with nothing allocated.
+        let start = match placement {
+            Placement::Node(node) if node.index() >= self.inner.nodes => Err(Error::NoSuchNode {
+                node,
+                nodes: self.inner.nodes,
+            }),
+            _ => self.inner.alloc_collective_local(bytes, placement),
+        };
         // The check covers failures too: a node out of memory where the others are not must
         // not leave the others' heaps with one allocation more.
         let ok = (

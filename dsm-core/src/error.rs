@@ -55,6 +55,15 @@ pub enum Error {
     /// changed.
     #[error("the lock at {0:#x} is already held by this thread: taking it again would deadlock")]
     LockHeldByCaller(usize),
+    /// A node that is not in the job (a placement on node `node` of a job of `nodes` nodes).
+    /// Nothing was changed.
+    #[error("there is no node {node} in a job of {nodes} nodes")]
+    NoSuchNode {
+        /// The node asked for.
+        node: Rank,
+        /// The number of nodes of the job.
+        nodes: usize,
+    },
     /// The nodes made a collective call with different arguments, or are in different
     /// collective calls; every node gets this error, and nothing was changed.
     #[error("collective call mismatch: {0}")]

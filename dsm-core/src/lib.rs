@@ -6,7 +6,8 @@
 //!
 //! - [`Dsm`]: the shared memory of a job: collective allocation with a [`Placement`], a
 //!   non-collective heap (`malloc`/`free`), `barrier`, `acquire`/`release`, fair locks in global
-//!   memory ([`GlobalLock`]), 8-byte atomics at the word's home, statistics;
+//!   memory ([`GlobalLock`]), semaphores and condition variables there ([`GlobalSemaphore`],
+//!   [`GlobalCondvar`]), 8-byte atomics at the word's home, statistics;
 //!   [`GlobalVec`] is the typed view of an allocation;
 //! - [`coherence`]: the protocol as pure logic (page states, directory words, exact diffs,
 //!   placement), with no I/O; its state table is `docs/PROTOCOL.md`;
@@ -81,7 +82,7 @@ mod uffd;
 
 pub use coherence::placement::Placement;
 pub use config::Config;
-pub use dsm::{Dsm, DsmConfig, GlobalLock};
+pub use dsm::{Dsm, DsmConfig, GlobalCondvar, GlobalLock, GlobalSemaphore};
 pub use error::{Error, Result};
 pub use node::Node;
 pub use transport::Rank;

@@ -15,7 +15,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
-/* Alignment of dsm_lock_t (GCC, Clang and compilers compatible with them). */
+/* Alignment of dsm_lock_t, dsm_sem_t and dsm_cond_t (GCC, Clang and compilers compatible with them). */
 #define DSM_ALIGNED(n) __attribute__((aligned(n)))
 
 /**
@@ -117,6 +117,44 @@ typedef enum {
 typedef int dsm_placement;
 
 /**
+ * A counting semaphore that lives in global memory: 32 bytes, 16-byte aligned, plain data. It
+ * may be a field of a struct in global memory; any node initialises it once with
+ * `dsm_sem_init` before use. What a node wrote before `dsm_sem_post` is visible to the node
+ * whose `dsm_sem_wait` that post ended.
+ */
+typedef struct DSM_ALIGNED(16) {
+  /**
+   * The semaphore's state; only the runtime reads or writes it.
+   */
+  uint64_t opaque[4];
+} dsm_sem_t;
+
+/**
+ * A condition variable that lives in global memory: 16 bytes, 16-byte aligned, plain data,
+ * used with a `dsm_lock_t`. It may be a field of a struct in global memory; any node
+ * initialises it once with `dsm_cond_init` before use.
+ */
+typedef struct DSM_ALIGNED(16) {
+  /**
+   * The condition variable's state; only the runtime reads or writes it.
+   */
+  uint64_t opaque[2];
+} dsm_cond_t;
+
+/**
+ * A lock that lives in global memory: 16 bytes, 16-byte aligned, plain data. It may be a field
+ * of a struct in global memory; any node initialises it once with `dsm_lock_init` before use.
+ * It is fair (first come, first served) and its critical sections are release-consistent: what
+ * one holder wrote is visible to the next.
+ */
+typedef struct DSM_ALIGNED(16) {
+  /**
+   * The lock's state; only the runtime reads or writes it.
+   */
+  uint64_t opaque[2];
+} dsm_lock_t;
+
+/**
  * A barrier of the PARMACS layer (`BARDEC`): 16 bytes, 16-byte aligned, plain data, usually a
  * field of a struct in global memory (`G_MALLOC`). Initialise it with `BARINIT` (that is,
  * `dsm_parmacs_barrier_init`) before use.
@@ -207,19 +245,6 @@ typedef struct {
 } dsm_stats_t;
 
 /**
- * A lock that lives in global memory: 16 bytes, 16-byte aligned, plain data. It may be a field
- * of a struct in global memory; any node initialises it once with `dsm_lock_init` before use.
- * It is fair (first come, first served) and its critical sections are release-consistent: what
- * one holder wrote is visible to the next.
- */
-typedef struct DSM_ALIGNED(16) {
-  /**
-   * The lock's state; only the runtime reads or writes it.
-   */
-  uint64_t opaque[2];
-} dsm_lock_t;
-
-/**
  * Node k is the home of the k-th of `dsm_nodes()` contiguous blocks of pages.
  */
 #define DSM_PLACEMENT_BLOCKED 0
@@ -233,6 +258,11 @@ typedef struct DSM_ALIGNED(16) {
  * A page's home is the first node that touches it.
  */
 #define DSM_PLACEMENT_FIRST_TOUCH 2
+
+/**
+ * Every page is homed (and managed) at node `block` (a rank below `dsm_nodes()`).
+ */
+#define DSM_PLACEMENT_NODE 3
 
 #ifdef __cplusplus
 extern "C" {
@@ -406,15 +436,18 @@ void *dsm_alloc_collective(size_t bytes);
 /**
  * Allocates `bytes` of global memory like `dsm_alloc_collective`, with the placement `policy`;
  * `block` is the block size in bytes of `DSM_PLACEMENT_CYCLIC` (rounded up to whole pages; 0
- * means one page) and is ignored by the other policies. NULL on failure.
+ * means one page), the home node of `DSM_PLACEMENT_NODE`, and is ignored by the other
+ * policies. NULL on failure.
  *
  * Collective: every node calls it, in the same order, with the same arguments.
  * Thread safety: call collective functions from one thread per node.
- * Errors: `DSM_ERR_INVALID_ARGUMENT` (unknown policy; or, on every node, arguments that differ
- * between nodes: nothing is changed), `DSM_ERR_OUT_OF_MEMORY` (nothing is
+ * Errors: `DSM_ERR_INVALID_ARGUMENT` (unknown policy; a `DSM_PLACEMENT_NODE` node not below
+ * `dsm_nodes()`; or, on every node, arguments that differ between nodes: nothing is changed), `DSM_ERR_OUT_OF_MEMORY` (nothing is
  * changed), `DSM_ERR_NOT_INITIALIZED`, `DSM_ERR_FINALIZED`, `DSM_ERR_PEER_LOST`.
  */
-void *dsm_alloc_collective_placed(size_t bytes, dsm_placement policy, size_t block);
+void *dsm_alloc_collective_placed(size_t bytes,
+                                  dsm_placement policy,
+                                  size_t block);
 
 /**
  * Frees a collective allocation. NULL is ignored. Failures are reported by `dsm_last_error`.
@@ -466,6 +499,98 @@ void dsm_free(void *p);
  * Thread safety: thread-safe. Never fails.
  */
 int dsm_is_global(const void *p);
+
+/**
+ * The node that homes the page at `p` (holds its authoritative copy), or a negative status.
+ * For a first-touch page nobody has touched yet, the home is chosen now: this node.
+ *
+ * Not collective. Thread safety: thread-safe.
+ * Errors: `DSM_ERR_NOT_GLOBAL`, `DSM_ERR_UNALLOCATED` (no allocation covers `p`),
+ * `DSM_ERR_NOT_INITIALIZED`, `DSM_ERR_FINALIZED`, `DSM_ERR_PEER_LOST`, `DSM_ERR_TRANSPORT`.
+ */
+int dsm_home_of(const void *p);
+
+/**
+ * Initialises the semaphore at `s` (in global memory) with the count `value`. Call it once,
+ * on one node, before any node uses the semaphore (and make that visible, e.g. with a
+ * barrier).
+ *
+ * One-sided (not collective). Thread safety: thread-safe.
+ * Errors: `DSM_ERR_INVALID_ARGUMENT` (NULL), `DSM_ERR_NOT_GLOBAL`, `DSM_ERR_MISALIGNED`,
+ * `DSM_ERR_UNALLOCATED`, `DSM_ERR_NOT_INITIALIZED`, `DSM_ERR_FINALIZED`,
+ * `DSM_ERR_PEER_LOST`, `DSM_ERR_TRANSPORT`.
+ */
+int dsm_sem_init(dsm_sem_t *s, uint64_t value);
+
+/**
+ * Releases (this node's writes become visible to the node whose wait this post ends), then
+ * adds one to the count, letting a waiter go on.
+ *
+ * One-sided. Thread safety: thread-safe.
+ * Errors: as `dsm_sem_init`.
+ */
+int dsm_sem_post(dsm_sem_t *s);
+
+/**
+ * Waits until the count is above 0, takes one from it, then acquires (what the poster wrote
+ * before its post is visible). The runtime does the waiting (polling the count at its home,
+ * backing off to short sleeps).
+ *
+ * One-sided. Thread safety: thread-safe; any thread of any node may wait.
+ * Errors: as `dsm_sem_init`.
+ */
+int dsm_sem_wait(dsm_sem_t *s);
+
+/**
+ * Takes one from the count if it is above 0 and returns 1 (after acquiring); returns 0 at
+ * once when the count is 0 (`dsm_last_error` is then `DSM_OK`); a negative status on failure.
+ *
+ * One-sided. Thread safety: thread-safe.
+ * Errors: as `dsm_sem_init`.
+ */
+int dsm_sem_trywait(dsm_sem_t *s);
+
+/**
+ * Initialises the condition variable at `c` (in global memory). Call it once, on one node,
+ * before any node uses it (and make that visible, e.g. with a barrier).
+ *
+ * One-sided (not collective). Thread safety: thread-safe.
+ * Errors: `DSM_ERR_INVALID_ARGUMENT` (NULL), `DSM_ERR_NOT_GLOBAL`, `DSM_ERR_MISALIGNED`,
+ * `DSM_ERR_UNALLOCATED`, `DSM_ERR_NOT_INITIALIZED`, `DSM_ERR_FINALIZED`,
+ * `DSM_ERR_PEER_LOST`, `DSM_ERR_TRANSPORT`.
+ */
+int dsm_cond_init(dsm_cond_t *c);
+
+/**
+ * Unlocks `held` (which this node holds), waits for a `dsm_cond_signal` or
+ * `dsm_cond_broadcast` made after the call began, then locks `held` again (acquiring). A
+ * signal made by a node holding `held` after this call began is never missed. As in POSIX,
+ * wakeups may be spurious (a signal may wake several waiters): wait in a loop on the
+ * predicate, under the lock.
+ *
+ * One-sided. Thread safety: thread-safe.
+ * Errors: `DSM_ERR_NOT_HELD` when this node does not hold `held` (nothing changes, nothing is
+ * waited for); `DSM_ERR_INVALID_ARGUMENT` (NULL), `DSM_ERR_NOT_GLOBAL`, `DSM_ERR_MISALIGNED`
+ * for either pointer; otherwise as `dsm_cond_init` (after such a failure of the wait itself,
+ * `held` is not held).
+ */
+int dsm_cond_wait(dsm_cond_t *c, dsm_lock_t *held);
+
+/**
+ * Releases, then wakes the nodes waiting on `c`; it may wake more than one (POSIX allows it).
+ *
+ * One-sided. Thread safety: thread-safe.
+ * Errors: as `dsm_cond_init`.
+ */
+int dsm_cond_signal(dsm_cond_t *c);
+
+/**
+ * Releases, then wakes every node waiting on `c`.
+ *
+ * One-sided. Thread safety: thread-safe.
+ * Errors: as `dsm_cond_init`.
+ */
+int dsm_cond_broadcast(dsm_cond_t *c);
 
 /**
  * `MAIN_INITENV`: starts the runtime (if the program did not) and the layer. Returns on rank

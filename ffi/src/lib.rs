@@ -43,6 +43,7 @@ mod collectives;
 mod errors;
 mod lifecycle;
 mod memory;
+mod objects;
 mod parmacs;
 mod runtime;
 mod signals;
@@ -61,8 +62,12 @@ pub use lifecycle::{
 };
 pub use memory::{
     dsm_alloc_collective, dsm_alloc_collective_placed, dsm_calloc, dsm_free, dsm_free_collective,
-    dsm_is_global, dsm_malloc, dsm_placement, DSM_PLACEMENT_BLOCKED, DSM_PLACEMENT_CYCLIC,
-    DSM_PLACEMENT_FIRST_TOUCH,
+    dsm_home_of, dsm_is_global, dsm_malloc, dsm_placement, DSM_PLACEMENT_BLOCKED,
+    DSM_PLACEMENT_CYCLIC, DSM_PLACEMENT_FIRST_TOUCH, DSM_PLACEMENT_NODE,
+};
+pub use objects::{
+    dsm_cond_broadcast, dsm_cond_init, dsm_cond_signal, dsm_cond_t, dsm_cond_wait, dsm_sem_init,
+    dsm_sem_post, dsm_sem_t, dsm_sem_trywait, dsm_sem_wait,
 };
 pub use parmacs::barrier::{dsm_parmacs_barrier, dsm_parmacs_barrier_init, dsm_parmacs_barrier_t};
 pub use parmacs::image::dsm_parmacs_boot;

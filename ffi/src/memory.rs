@@ -4,10 +4,10 @@ use std::ffi::{c_int, c_void};
 use std::ptr;
 
 use dsm_core::space::PAGE;
-use dsm_core::{Dsm, Placement};
+use dsm_core::{Dsm, Placement, Rank};
 
-use crate::runtime::{global, value_call, with_dsm};
-use crate::status::{Failure, DSM_ERR_OUT_OF_MEMORY};
+use crate::runtime::{global, status_call, value_call, with_dsm};
+use crate::status::{Failure, DSM_ERR_OUT_OF_MEMORY, DSM_OK};
 
 /// How the pages of a collective allocation are spread over the nodes (each page has a home
 /// node that holds its authoritative copy).
@@ -19,6 +19,8 @@ pub const DSM_PLACEMENT_BLOCKED: dsm_placement = 0;
 pub const DSM_PLACEMENT_CYCLIC: dsm_placement = 1;
 /// A page's home is the first node that touches it.
 pub const DSM_PLACEMENT_FIRST_TOUCH: dsm_placement = 2;
+/// Every page is homed (and managed) at node `block` (a rank below `dsm_nodes()`).
+pub const DSM_PLACEMENT_NODE: dsm_placement = 3;
 
 /// Allocates `bytes` of global memory, page-aligned and zeroed, placed blocked over the nodes;
 /// every node gets the same pointer. NULL on failure (see `dsm_last_error`).
@@ -36,12 +38,13 @@ pub extern "C" fn dsm_alloc_collective(bytes: usize) -> *mut c_void {
 
 /// Allocates `bytes` of global memory like `dsm_alloc_collective`, with the placement `policy`;
 /// `block` is the block size in bytes of `DSM_PLACEMENT_CYCLIC` (rounded up to whole pages; 0
-/// means one page) and is ignored by the other policies. NULL on failure.
+/// means one page), the home node of `DSM_PLACEMENT_NODE`, and is ignored by the other
+/// policies. NULL on failure.
 ///
 /// Collective: every node calls it, in the same order, with the same arguments.
 /// Thread safety: call collective functions from one thread per node.
-/// Errors: `DSM_ERR_INVALID_ARGUMENT` (unknown policy; or, on every node, arguments that differ
-/// between nodes: nothing is changed), `DSM_ERR_OUT_OF_MEMORY` (nothing is
+/// Errors: `DSM_ERR_INVALID_ARGUMENT` (unknown policy; a `DSM_PLACEMENT_NODE` node not below
+/// `dsm_nodes()`; or, on every node, arguments that differ between nodes: nothing is changed), `DSM_ERR_OUT_OF_MEMORY` (nothing is
 /// changed), `DSM_ERR_NOT_INITIALIZED`, `DSM_ERR_FINALIZED`, `DSM_ERR_PEER_LOST`.
 #[no_mangle]
 pub extern "C" fn dsm_alloc_collective_placed(
@@ -56,6 +59,9 @@ pub extern "C" fn dsm_alloc_collective_placed(
                 block_pages: block.div_ceil(PAGE).max(1),
             },
             DSM_PLACEMENT_FIRST_TOUCH => Placement::FirstTouch,
+            // A node that does not fit a rank is outside every job: the runtime refuses it
+            // after the allocation's checked barrier, on every node that asked for it.
+            DSM_PLACEMENT_NODE => Placement::Node(Rank(u32::try_from(block).unwrap_or(u32::MAX))),
             other => return Err(Failure::invalid(format!("unknown placement {other}"))),
         };
         with_dsm(|dsm| Ok(dsm.alloc_collective(bytes.max(1), placement)?.cast()))
@@ -149,6 +155,30 @@ pub extern "C" fn dsm_is_global(p: *const c_void) -> c_int {
     value_call(0, || {
         Ok(with_dsm(|dsm| Ok(c_int::from(dsm.is_global(p as usize)))).unwrap_or(0))
     })
+}
+
+/// The node that homes the page at `p` (holds its authoritative copy), or a negative status.
+/// For a first-touch page nobody has touched yet, the home is chosen now: this node.
+///
+/// Not collective. Thread safety: thread-safe.
+/// Errors: `DSM_ERR_NOT_GLOBAL`, `DSM_ERR_UNALLOCATED` (no allocation covers `p`),
+/// `DSM_ERR_NOT_INITIALIZED`, `DSM_ERR_FINALIZED`, `DSM_ERR_PEER_LOST`, `DSM_ERR_TRANSPORT`.
+#[no_mangle]
+pub extern "C" fn dsm_home_of(p: *const c_void) -> c_int {
+    let mut home = 0;
+    let status = status_call(|| {
+        with_dsm(|dsm| {
+            global(dsm, p as usize, "the pointer")?;
+            // Ranks are below 64 (`Dsm::with_node`), so they fit an int.
+            home = c_int::try_from(dsm.home_of(p.cast())?).unwrap_or(c_int::MAX);
+            Ok(())
+        })
+    });
+    if status == DSM_OK {
+        home
+    } else {
+        status
+    }
 }
 
 fn allocate(dsm: &Dsm, bytes: usize) -> Result<*mut c_void, Failure> {

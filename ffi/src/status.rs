@@ -183,7 +183,7 @@ impl From<dsm_core::Error> for Failure {
             E::Misaligned(_) => DSM_ERR_MISALIGNED,
             E::Io { .. } => DSM_ERR_IO,
             E::LockNotHeld(_) => DSM_ERR_NOT_HELD,
-            E::CollectiveMismatch(_) => DSM_ERR_INVALID_ARGUMENT,
+            E::CollectiveMismatch(_) | E::NoSuchNode { .. } => DSM_ERR_INVALID_ARGUMENT,
             E::LockHeldByCaller(_) => DSM_ERR_DEADLOCK,
             _ => DSM_ERR_INTERNAL,
         };

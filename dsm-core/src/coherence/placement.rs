@@ -1,6 +1,8 @@
 //! Where each page of an allocation lives: its home (authoritative copy) and its manager
 //! (directory entry).
 
+use crate::Rank;
+
 /// How the pages of an allocation are spread over the nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Placement {
@@ -13,10 +15,14 @@ pub enum Placement {
     },
     /// A page's home is the first node that touches it.
     FirstTouch,
+    /// Every page is homed and managed at this node (which must be one of the job's: the
+    /// allocation checks it before anything is placed).
+    Node(Rank),
 }
 
 /// The node that holds the directory entry of page `index` of an allocation of `pages` pages,
-/// and, unless the placement is first-touch, its home.
+/// and, unless the placement is first-touch, its home. The node of [`Placement::Node`] must be
+/// below `nodes` (the caller checks it).
 pub fn manager(placement: Placement, index: usize, pages: usize, nodes: usize) -> usize {
     match placement {
         Placement::Blocked | Placement::FirstTouch => {
@@ -25,6 +31,7 @@ pub fn manager(placement: Placement, index: usize, pages: usize, nodes: usize) -
             k.min(nodes - 1)
         }
         Placement::Cyclic { block_pages } => (index / block_pages.max(1)) % nodes,
+        Placement::Node(node) => node.index(),
     }
 }
 
@@ -56,5 +63,14 @@ mod tests {
             .collect();
         assert_eq!(homes, vec![0, 0, 1, 1, 2, 2, 0, 0]);
         assert_eq!(home(Placement::FirstTouch, 3, 8, 3), None);
+    }
+
+    #[test]
+    fn on_a_node_every_page_is_homed_and_managed_there() {
+        for index in 0..9 {
+            assert_eq!(manager(Placement::Node(Rank(2)), index, 9, 4), 2);
+            assert_eq!(home(Placement::Node(Rank(2)), index, 9, 4), Some(2));
+        }
+        assert_eq!(home(Placement::Node(Rank(0)), 0, 1, 1), Some(0));
     }
 }

@@ -288,5 +288,11 @@ mod tests {
         assert!(f.message.contains('5'));
         let f = Failure::from(dsm_core::Error::InvalidPointer(0x10));
         assert_eq!(f.status, DSM_ERR_INVALID_POINTER);
+        let f = Failure::from(dsm_core::Error::NoSuchNode {
+            node: dsm_core::Rank(4),
+            nodes: 4,
+        });
+        assert_eq!(f.status, DSM_ERR_INVALID_ARGUMENT);
+        assert!(f.message.contains("no node 4"), "{}", f.message);
     }
 }

@@ -128,6 +128,15 @@ fn every_misuse_gives_its_documented_error() {
 }
 
 #[test]
+fn semaphores_condition_variables_and_placement_on_a_node_work_on_one_to_four_nodes() {
+    let sync2 = compile("tests/c/sync2.c");
+    for nodes in [1, 2, 4] {
+        let r = run(&sync2, nodes, &[], &[]);
+        assert_every_rank_says(&r, nodes, "sync2 ok");
+    }
+}
+
+#[test]
 fn a_program_run_without_a_launcher_gets_a_clear_error() {
     let hello = compile("examples/hello.c");
     // (`timeout`: a hang must fail the test, not stall it.)
@@ -191,6 +200,7 @@ fn valgrind_finds_no_invalid_access_and_no_leak_on_one_node() {
         ("examples/stencil.c", &["64", "5"][..], "from serial 0: ok"),
         ("tests/c/api.c", &[][..], "api ok"),
         ("tests/c/errors.c", &[][..], "errors ok"),
+        ("tests/c/sync2.c", &[][..], "sync2 ok"),
     ] {
         let r = run(&compile(source), 1, args, &memcheck);
         assert_eq!(r.exit_code, 0, "{source}: {:?}\n{}", r.failure, r.output);

@@ -21,6 +21,7 @@
 //! |---|---|---|
 //! | `loopback` | [`loopback`] | several ranks in one process: unit tests, no network |
 //! | `tcp` | [`tcp`] | real sockets, one connection per pair of nodes, a progress thread per node |
+//! | `shm` | [`shm`] | nodes on one host: shared mappings of each other's regions, message rings in shared memory |
 //! | `verbs` | [`verbs`] | RDMA: InfiniBand, RoCE, soft-RoCE (`rdma_rxe`); the `verbs` cargo feature, on by default |
 //!
 //! [`AnyTransport`] is the closed enum that the runtime selects at start-up; calls go through a
@@ -76,10 +77,12 @@ pub mod gate;
 pub mod hook;
 pub mod loopback;
 mod mailbox;
+pub(crate) mod memfd;
 pub mod net;
 pub mod pool;
 pub mod reduce;
 pub mod region;
+pub mod shm;
 pub mod tcp;
 pub mod types;
 pub mod verbs;
@@ -94,6 +97,7 @@ pub use hook::ThreadHook;
 pub use loopback::LoopbackTransport;
 pub use reduce::{Elem, ReduceOp, Reduction};
 pub use region::Region;
+pub use shm::{PreparedShm, ShmConfig, ShmTransport};
 pub use tcp::{PreparedTcp, TcpConfig, TcpTransport};
 pub use types::{
     BackendKind, Capabilities, LocalSlice, Message, Op, Rank, RegionDesc, RemoteKey, RemoteSlice,

@@ -296,6 +296,8 @@ pub enum BackendKind {
     Tcp,
     /// RDMA verbs (InfiniBand, RoCE, soft-RoCE).
     Verbs,
+    /// Shared memory between nodes on one host.
+    Shm,
 }
 
 impl std::fmt::Display for BackendKind {
@@ -304,6 +306,7 @@ impl std::fmt::Display for BackendKind {
             BackendKind::Loopback => "loopback",
             BackendKind::Tcp => "tcp",
             BackendKind::Verbs => "verbs",
+            BackendKind::Shm => "shm",
         })
     }
 }

@@ -1,8 +1,11 @@
-//! The conformance suite against every backend: loopback and tcp everywhere, verbs where an
+//! The conformance suite against every backend: loopback, tcp and shm everywhere, verbs where an
 //! RDMA device is present (soft-RoCE in the CI guest, see `scripts/test-softroce.sh`).
 
 use transport::conformance;
-use transport::{LoopbackTransport, Secret, TcpConfig, TcpTransport, VerbsConfig, VerbsTransport};
+use transport::{
+    LoopbackTransport, Secret, ShmConfig, ShmTransport, TcpConfig, TcpTransport, VerbsConfig,
+    VerbsTransport,
+};
 
 fn loopback() -> Option<Vec<LoopbackTransport>> {
     Some(LoopbackTransport::job(3).expect("loopback job"))
@@ -13,6 +16,10 @@ fn tcp() -> Option<Vec<TcpTransport>> {
         TcpTransport::local_job(3, &TcpConfig::new(Secret::generate().expect("secret")))
             .expect("tcp job"),
     )
+}
+
+fn shm() -> Option<Vec<ShmTransport>> {
+    Some(ShmTransport::local_job(3, &ShmConfig::default()).expect("shm job"))
 }
 
 /// A verbs job on this machine's RDMA device, or `None` (with a message saying why) when it has
@@ -54,6 +61,10 @@ suite!(tcp: read_write_round_trips, many_in_flight, atomics_give_exact_totals,
     batched_operations_land_exactly, waiting_for_a_message_takes_nothing,
     large_messages_arrive_whole, reads_see_no_later_request, accumulates_land_exactly);
 suite!(verbs: read_write_round_trips, many_in_flight, atomics_give_exact_totals,
+    messages_keep_order_per_peer, rejects_bad_access, flush_makes_writes_visible,
+    batched_operations_land_exactly, waiting_for_a_message_takes_nothing,
+    large_messages_arrive_whole, reads_see_no_later_request, accumulates_land_exactly);
+suite!(shm: read_write_round_trips, many_in_flight, atomics_give_exact_totals,
     messages_keep_order_per_peer, rejects_bad_access, flush_makes_writes_visible,
     batched_operations_land_exactly, waiting_for_a_message_takes_nothing,
     large_messages_arrive_whole, reads_see_no_later_request, accumulates_land_exactly);

@@ -22,6 +22,7 @@
 //! | `loopback` | [`loopback`] | several ranks in one process: unit tests, no network |
 //! | `tcp` | [`tcp`] | real sockets, one connection per pair of nodes, a progress thread per node |
 //! | `shm` | [`shm`] | nodes on one host: shared mappings of each other's regions, message rings in shared memory |
+//! | `mixed` | [`mixed`] | one backend per peer: `shm` on this host, `tcp` to other hosts |
 //! | `verbs` | [`verbs`] | RDMA: InfiniBand, RoCE, soft-RoCE (`rdma_rxe`); the `verbs` cargo feature, on by default |
 //!
 //! [`AnyTransport`] is the closed enum that the runtime selects at start-up; calls go through a
@@ -78,6 +79,7 @@ pub mod hook;
 pub mod loopback;
 mod mailbox;
 pub(crate) mod memfd;
+pub mod mixed;
 pub mod net;
 pub mod pool;
 pub mod reduce;
@@ -95,6 +97,7 @@ pub use completion::{wait_all, Completion};
 pub use error::{Error, RemoteFault, Result};
 pub use hook::ThreadHook;
 pub use loopback::LoopbackTransport;
+pub use mixed::{MixedTransport, PreparedMixed};
 pub use reduce::{Elem, ReduceOp, Reduction};
 pub use region::Region;
 pub use shm::{PreparedShm, ShmConfig, ShmTransport};

@@ -298,6 +298,8 @@ pub enum BackendKind {
     Verbs,
     /// Shared memory between nodes on one host.
     Shm,
+    /// One backend per peer: shared memory on this host, tcp to other hosts.
+    Mixed,
 }
 
 impl std::fmt::Display for BackendKind {
@@ -307,6 +309,7 @@ impl std::fmt::Display for BackendKind {
             BackendKind::Tcp => "tcp",
             BackendKind::Verbs => "verbs",
             BackendKind::Shm => "shm",
+            BackendKind::Mixed => "mixed",
         })
     }
 }

@@ -3,8 +3,8 @@
 
 use transport::conformance;
 use transport::{
-    LoopbackTransport, Secret, ShmConfig, ShmTransport, TcpConfig, TcpTransport, VerbsConfig,
-    VerbsTransport,
+    LoopbackTransport, MixedTransport, Secret, ShmConfig, ShmTransport, TcpConfig, TcpTransport,
+    VerbsConfig, VerbsTransport,
 };
 
 fn loopback() -> Option<Vec<LoopbackTransport>> {
@@ -20,6 +20,12 @@ fn tcp() -> Option<Vec<TcpTransport>> {
 
 fn shm() -> Option<Vec<ShmTransport>> {
     Some(ShmTransport::local_job(3, &ShmConfig::default()).expect("shm job"))
+}
+
+/// Every rank on this host: shared memory between all pairs, beside a tcp mesh.
+fn mixed() -> Option<Vec<MixedTransport>> {
+    let tcp = TcpConfig::new(Secret::generate().expect("secret"));
+    Some(MixedTransport::local_job(3, &tcp, &ShmConfig::default()).expect("mixed job"))
 }
 
 /// A verbs job on this machine's RDMA device, or `None` (with a message saying why) when it has
@@ -65,6 +71,10 @@ suite!(verbs: read_write_round_trips, many_in_flight, atomics_give_exact_totals,
     batched_operations_land_exactly, waiting_for_a_message_takes_nothing,
     large_messages_arrive_whole, reads_see_no_later_request, accumulates_land_exactly);
 suite!(shm: read_write_round_trips, many_in_flight, atomics_give_exact_totals,
+    messages_keep_order_per_peer, rejects_bad_access, flush_makes_writes_visible,
+    batched_operations_land_exactly, waiting_for_a_message_takes_nothing,
+    large_messages_arrive_whole, reads_see_no_later_request, accumulates_land_exactly);
+suite!(mixed: read_write_round_trips, many_in_flight, atomics_give_exact_totals,
     messages_keep_order_per_peer, rejects_bad_access, flush_makes_writes_visible,
     batched_operations_land_exactly, waiting_for_a_message_takes_nothing,
     large_messages_arrive_whole, reads_see_no_later_request, accumulates_land_exactly);

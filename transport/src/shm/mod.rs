@@ -37,5 +37,6 @@ mod wake;
 
 pub use config::ShmConfig;
 pub use host::host_id;
+pub(crate) use setup::parse_all;
 pub use setup::PreparedShm;
 pub use transport::ShmTransport;

@@ -191,6 +191,9 @@ impl ShmTransport {
         sleep: impl FnOnce(Option<Duration>) -> Result<T>,
     ) -> Result<T> {
         let start = Instant::now();
+        // The rings first: a peer's last messages must enter the mailbox before a goodbye that
+        // reached it another way (a mixed job's tcp connection) can end the wait.
+        self.shared.drain(from);
         if let Some(r) = found() {
             return r;
         }

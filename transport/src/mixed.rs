@@ -85,6 +85,12 @@ impl PreparedMixed {
             .shm
             .connect_some(&parsed, &local, Arc::clone(&mailbox))?;
         let tcp = self.tcp.connect_sharing(&tcp_eps, mailbox)?;
+        // One round trip on every connection: until a peer has been heard from, tcp allows it
+        // the connect timeout on top of the peer timeout, and peers on this host may never
+        // say anything over tcp.
+        for r in (0..nodes as u32).map(Rank).filter(|&r| r != tcp.rank()) {
+            tcp.flush(r)?;
+        }
         Ok(MixedTransport {
             tcp,
             shm,

@@ -39,6 +39,7 @@ const H_RING_BYTES: usize = 24;
 const H_DOORBELL: usize = 64;
 const H_SLEEPING: usize = 128;
 const H_SPINNERS: usize = 192;
+const H_HEARTBEAT: usize = 256;
 
 /// Total size of a control segment for `nodes` rings of `ring_bytes` data bytes each.
 pub(super) fn size(nodes: usize, ring_bytes: usize) -> usize {
@@ -160,6 +161,11 @@ impl Control {
     /// How many of the owner's threads are spinning on its rings (they need no wake-up).
     pub(super) fn spinners(&self) -> &AtomicU32 {
         self.word32(H_SPINNERS)
+    }
+
+    /// Counts up while the owner's progress thread runs (see [`super::ShmConfig::peer_timeout`]).
+    pub(super) fn heartbeat(&self) -> &AtomicU64 {
+        self.word(H_HEARTBEAT)
     }
 
     /// The owner's process id as it wrote it.

@@ -16,6 +16,7 @@ pub(super) fn run(shared: Arc<Shared>) {
     let control = &shared.control;
     while !shared.stopping.load(Ordering::SeqCst) {
         if checked.elapsed() >= period {
+            control.heartbeat().fetch_add(1, Ordering::Relaxed);
             shared.check_liveness();
             checked = Instant::now();
         }

@@ -227,5 +227,6 @@ fn open_peer(rank: Rank, e: &Endpoint, nodes: usize) -> Result<Peer> {
         regions: PeerRegions::default(),
         send: Mutex::new(()),
         state: AtomicU8::new(UP),
+        beat: Mutex::new((0, std::time::Instant::now())),
     })
 }

@@ -34,6 +34,8 @@ pub(super) struct Peer {
     /// Serialises this process's threads on the ring to the peer (the ring has one producer).
     pub(super) send: Mutex<()>,
     pub(super) state: AtomicU8,
+    /// The last heartbeat count seen in its segment, and when it last changed.
+    pub(super) beat: Mutex<(u64, std::time::Instant)>,
 }
 
 /// See the module documentation.
@@ -96,21 +98,48 @@ impl Shared {
         }
     }
 
+    /// Like [`Shared::drain`], waiting for rings another thread is reading.
+    pub(super) fn drain_waiting(&self, from: Option<Rank>) {
+        match from {
+            Some(r) => {
+                self.drain_ring(r.index(), true);
+            }
+            None => {
+                for i in 0..self.peers.len() {
+                    self.drain_ring(i, true);
+                }
+            }
+        }
+    }
+
     fn drain_one(&self, i: usize) -> bool {
+        self.drain_ring(i, false)
+    }
+
+    /// Takes the whole messages out of the ring from peer `i`; `wait`: even if another thread
+    /// is reading it (then after that thread).
+    fn drain_ring(&self, i: usize, wait: bool) -> bool {
         let Some(peer) = self.peers.get(i).and_then(Option::as_ref) else {
             return false;
         };
-        if peer.state.load(Ordering::Acquire) != UP {
+        if peer.state.load(Ordering::Acquire) != UP && !wait {
             return false;
         }
         let Some(ring) = self.control.ring(i) else {
             return false;
         };
-        if !ring.has_data() {
+        // Waiting, the ring may look empty while another thread holds a frame it took out of
+        // it and has not delivered yet: the lock is the point after which it has.
+        if !wait && !ring.has_data() {
             return false;
         }
-        let Ok(mut reader) = self.readers[i].try_lock() else {
-            return false;
+        let mut reader = if wait {
+            self.readers[i].lock().unwrap_or_else(|e| e.into_inner())
+        } else {
+            match self.readers[i].try_lock() {
+                Ok(r) => r,
+                Err(_) => return false,
+            }
         };
         let mut got = false;
         loop {
@@ -166,11 +195,37 @@ impl Shared {
     }
 
     /// Checks the peers' processes; a peer that exited without a goodbye is lost (after its
-    /// last messages are taken).
+    /// last messages are taken), and so is one whose heartbeat stopped for the peer timeout.
     pub(super) fn check_liveness(&self) {
         for (i, p) in self.peers.iter().enumerate() {
             let Some(p) = p else { continue };
-            if p.state.load(Ordering::Acquire) == UP && super::wake::exited(&p.pidfd) {
+            if p.state.load(Ordering::Acquire) != UP {
+                continue;
+            }
+            let beat = p.control.heartbeat().load(Ordering::Relaxed);
+            let silent = {
+                let mut last = p.beat.lock().unwrap_or_else(|e| e.into_inner());
+                if last.0 != beat {
+                    *last = (beat, std::time::Instant::now());
+                }
+                last.1.elapsed() > self.config.peer_timeout
+            };
+            if silent {
+                let reason = format!(
+                    "silent for more than {:?} (no heartbeat)",
+                    self.config.peer_timeout
+                );
+                self.down(
+                    p,
+                    LOST,
+                    Error::PeerLost {
+                        peer: p.rank,
+                        reason,
+                    },
+                );
+                continue;
+            }
+            if super::wake::exited(&p.pidfd) {
                 // Whatever it sent before it died (a goodbye among it) is taken first.
                 while self.drain_one(i) {}
                 let reason = format!("its process {} exited without closing", p.pid);

@@ -76,6 +76,18 @@ impl Transport for AnyTransport {
     fn flush(&self, peer: Rank) -> Result<()> {
         each!(self, t => t.flush(peer))
     }
+    fn read(&self, remote: crate::RemoteSlice, local: crate::LocalSlice) -> Result<()> {
+        each!(self, t => t.read(remote, local))
+    }
+    fn write(&self, remote: crate::RemoteSlice, local: crate::LocalSlice) -> Result<()> {
+        each!(self, t => t.write(remote, local))
+    }
+    fn compare_swap(&self, remote: crate::RemoteSlice, expected: u64, desired: u64) -> Result<u64> {
+        each!(self, t => t.compare_swap(remote, expected, desired))
+    }
+    fn fetch_add(&self, remote: crate::RemoteSlice, add: u64) -> Result<u64> {
+        each!(self, t => t.fetch_add(remote, add))
+    }
     fn send(&self, peer: Rank, tag: Tag, data: &[u8]) -> Result<()> {
         each!(self, t => t.send(peer, tag, data))
     }

@@ -147,6 +147,17 @@ impl MixedTransport {
         }
     }
 
+    /// A one-sided operation executed and waited for: directly through shared memory where it
+    /// can, else over tcp.
+    fn direct(&self, op: Op) -> Result<u64> {
+        if self.shm.reaches(op.peer()) {
+            if let Some(done) = self.shm.try_run(&op) {
+                return done;
+            }
+        }
+        self.via_tcp(op)?.wait()
+    }
+
     fn via_tcp(&self, op: Op) -> Result<Completion> {
         if let Some(f) = self.tcp_used.get(op.peer().index()) {
             f.store(true, Ordering::Relaxed);
@@ -301,6 +312,26 @@ impl Transport for MixedTransport {
         Err(Error::Unsupported(
             "mixed transport with co-located peers: remote reductions".into(),
         ))
+    }
+
+    fn read(&self, remote: RemoteSlice, local: LocalSlice) -> Result<()> {
+        self.direct(Op::Read { remote, local }).map(drop)
+    }
+
+    fn write(&self, remote: RemoteSlice, local: LocalSlice) -> Result<()> {
+        self.direct(Op::Write { remote, local }).map(drop)
+    }
+
+    fn compare_swap(&self, remote: RemoteSlice, expected: u64, desired: u64) -> Result<u64> {
+        self.direct(Op::CompareSwap {
+            remote,
+            expected,
+            desired,
+        })
+    }
+
+    fn fetch_add(&self, remote: RemoteSlice, add: u64) -> Result<u64> {
+        self.direct(Op::FetchAdd { remote, add })
     }
 
     fn flush(&self, peer: Rank) -> Result<()> {

@@ -245,11 +245,36 @@ impl Region {
     }
 }
 
+/// Hashes the process-unique ids and keys of regions (small numbers chosen here, never by a
+/// peer: a peer only looks keys up) with one multiplication, instead of SipHash: the lookup is
+/// on the path of every one-sided operation.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0 ^ v).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// A map keyed by region ids or keys.
+pub(crate) type IdMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
+
 /// The regions a node exposes, by key, shared by the threads that serve remote requests.
 #[derive(Debug, Default)]
 pub(crate) struct RegionTable {
-    by_key: RwLock<HashMap<u64, Arc<Region>>>,
-    key_of_id: RwLock<HashMap<u64, u64>>,
+    by_key: RwLock<IdMap<Arc<Region>>>,
+    key_of_id: RwLock<IdMap<u64>>,
     /// Taken shared by every remote word atomic on these regions and exclusively by a
     /// reduction ([`crate::reduce`]), so that a reduction's plain loop is atomic with respect
     /// to them.

@@ -8,7 +8,6 @@
 //! that was not exposed already; the descriptor numbers themselves reach only job members,
 //! through the authenticated bootstrap.
 
-use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::AtomicU64;
@@ -147,7 +146,7 @@ impl Mapped {
 /// A peer's regions mapped here, by key.
 #[derive(Debug, Default)]
 pub(super) struct PeerRegions {
-    by_key: RwLock<HashMap<u64, Arc<Mapped>>>,
+    by_key: RwLock<crate::region::IdMap<Arc<Mapped>>>,
 }
 
 impl PeerRegions {

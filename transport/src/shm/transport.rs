@@ -12,7 +12,9 @@ use crate::completion::Completion;
 use crate::error::{Error, RemoteFault, Result};
 use crate::exec;
 use crate::region::Region;
-use crate::types::{BackendKind, Capabilities, Message, Op, Rank, RegionDesc, Tag};
+use crate::types::{
+    BackendKind, Capabilities, LocalSlice, Message, Op, Rank, RegionDesc, RemoteSlice, Tag,
+};
 
 /// A node of a job whose peers share its host. See [`crate::shm`].
 #[derive(Debug)]
@@ -39,6 +41,22 @@ impl ShmTransport {
     /// published as not shareable (memory this crate did not allocate), so that another backend
     /// must carry it.
     pub(crate) fn try_post(&self, op: &Op) -> Option<Result<Completion>> {
+        self.run(op).map(|r| {
+            r.map(|done| match done {
+                Ok(v) => Completion::ready(v),
+                Err(e) => Completion::failed(e),
+            })
+        })
+    }
+
+    /// Executes `op` now and waits for it: [`ShmTransport::try_post`] without the completion.
+    pub(crate) fn try_run(&self, op: &Op) -> Option<Result<u64>> {
+        self.run(op).map(|r| r.and_then(|done| done))
+    }
+
+    /// Executes `op` now: `None` as for [`ShmTransport::try_post`]; the outer error is local
+    /// (refused before anything happened), the inner one the target's refusal.
+    fn run(&self, op: &Op) -> Option<Result<Result<u64>>> {
         if let Err(e) = op.validate() {
             return Some(Err(e));
         }
@@ -52,10 +70,7 @@ impl ShmTransport {
             if self.shared.closing.load(Ordering::Acquire) {
                 return Some(Err(Error::Closed));
             }
-            return Some(Ok(match exec::execute(&self.shared.regions, op) {
-                Ok(v) => Completion::ready(v),
-                Err(e) => Completion::failed(e),
-            }));
+            return Some(Ok(exec::execute(&self.shared.regions, op)));
         }
         let peer = match self.shared.peer(rank) {
             Ok(p) => p,
@@ -67,14 +82,14 @@ impl ShmTransport {
             | Op::CompareSwap { remote, .. }
             | Op::FetchAdd { remote, .. } => remote,
         };
-        let fail = |fault| Some(Ok(Completion::failed(Error::Remote { peer: rank, fault })));
+        let fail = |fault| Some(Ok(Err(Error::Remote { peer: rank, fault })));
         let mapped = match peer
             .regions
             .get(&peer.control, peer.pid, remote.region.key.0)
         {
             Ok(m) => m,
             Err(Error::Remote { fault, .. }) => return fail(fault),
-            Err(e) => return Some(Ok(Completion::failed(e))),
+            Err(e) => return Some(Ok(Err(e))),
         };
         if !mapped.shareable() {
             return None;
@@ -113,9 +128,15 @@ impl ShmTransport {
                 .word(remote.offset)
                 .map(|w| w.fetch_add(*add, Ordering::SeqCst)),
         };
-        Some(Ok(match done {
-            Ok(v) => Completion::ready(v),
-            Err(fault) => Completion::failed(Error::Remote { peer: rank, fault }),
+        Some(Ok(done.map_err(|fault| Error::Remote { peer: rank, fault })))
+    }
+
+    /// A one-sided operation executed and waited for, without a [`Completion`].
+    fn direct(&self, op: Op) -> Result<u64> {
+        let rank = op.peer();
+        self.try_run(&op).unwrap_or(Err(Error::Remote {
+            peer: rank,
+            fault: RemoteFault::Unsupported,
         }))
     }
 
@@ -205,14 +226,27 @@ impl ShmTransport {
         let control = &self.shared.control;
         control.spinners().fetch_add(1, Ordering::SeqCst);
         let mut got = None;
+        let mut seen = self.shared.mailbox.events();
+        let mut spins = 0u32;
         while start.elapsed() < spin {
-            if self.shared.drain(from) {
+            // Messages reach the mailbox through this thread, the progress thread, or another
+            // backend's thread (a mixed job): look whenever anything arrived.
+            let drained = self.shared.drain(from);
+            let now = self.shared.mailbox.events();
+            if drained || now != seen {
+                seen = now;
                 if let Some(r) = found() {
                     got = Some(r);
                     break;
                 }
             }
-            std::hint::spin_loop();
+            spins += 1;
+            if spins.is_multiple_of(1024) {
+                // On an oversubscribed host the sender may need this processor.
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
         }
         control.spinners().fetch_sub(1, Ordering::SeqCst);
         std::sync::atomic::fence(Ordering::SeqCst);
@@ -301,6 +335,26 @@ impl Transport for ShmTransport {
                 fault: RemoteFault::Unsupported,
             }))
         })
+    }
+
+    fn read(&self, remote: RemoteSlice, local: LocalSlice) -> Result<()> {
+        self.direct(Op::Read { remote, local }).map(drop)
+    }
+
+    fn write(&self, remote: RemoteSlice, local: LocalSlice) -> Result<()> {
+        self.direct(Op::Write { remote, local }).map(drop)
+    }
+
+    fn compare_swap(&self, remote: RemoteSlice, expected: u64, desired: u64) -> Result<u64> {
+        self.direct(Op::CompareSwap {
+            remote,
+            expected,
+            desired,
+        })
+    }
+
+    fn fetch_add(&self, remote: RemoteSlice, add: u64) -> Result<u64> {
+        self.direct(Op::FetchAdd { remote, add })
     }
 
     fn flush(&self, peer: Rank) -> Result<()> {

@@ -110,12 +110,31 @@ impl MixedTransport {
         tcp: &crate::TcpConfig,
         shm: &crate::ShmConfig,
     ) -> Result<Vec<MixedTransport>> {
+        let host = shm.host.clone().unwrap_or_else(crate::shm::host_id);
+        let hosts = vec![host.as_str(); n];
+        MixedTransport::local_job_on(&hosts, tcp, shm)
+    }
+
+    /// Connects one node per entry of `hosts` inside this process, each claiming that host id:
+    /// nodes with equal ids use shared memory between them, tcp to the others. For tests of
+    /// jobs that span hosts.
+    ///
+    /// # Errors
+    /// As [`PreparedMixed::connect`].
+    pub fn local_job_on(
+        hosts: &[&str],
+        tcp: &crate::TcpConfig,
+        shm: &crate::ShmConfig,
+    ) -> Result<Vec<MixedTransport>> {
+        let n = hosts.len();
         let prepared = (0..n)
             .map(|r| {
                 let rank = Rank(r as u32);
+                let mut shm = shm.clone();
+                shm.host = Some(hosts[r].to_string());
                 Ok(PreparedMixed::new(
                     TcpTransport::prepare(rank, n, tcp.clone())?,
-                    ShmTransport::prepare(rank, n, shm.clone())?,
+                    ShmTransport::prepare(rank, n, shm)?,
                 ))
             })
             .collect::<Result<Vec<_>>>()?;

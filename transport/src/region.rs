@@ -62,7 +62,7 @@ impl std::fmt::Debug for Region {
 
 impl Region {
     /// Allocates `len` bytes of zeroed, page-aligned memory, shareable with peers on the same
-    /// host (a sealed `memfd`, see [`crate::memfd`]).
+    /// host (a sealed `memfd`, mode 0600, never linked into a directory).
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for `len == 0`; [`Error::Io`] when the mapping fails.

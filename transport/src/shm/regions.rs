@@ -17,6 +17,7 @@ use super::layout::{Control, Published, NO_FD};
 use crate::error::{Error, RemoteFault, Result};
 use crate::memfd::{self, Mapping};
 use crate::region::Region;
+use crate::types::Rank;
 
 /// What the owner keeps per published region: its slot, and a duplicate of the descriptor it
 /// published (so that the number stays valid, and names the same file, until the key is
@@ -150,9 +151,19 @@ pub(super) struct PeerRegions {
 }
 
 impl PeerRegions {
-    /// The region `key` of the peer whose segment is `control` (process `pid`): from the cache
-    /// while the owner still publishes it, else looked up and mapped.
-    pub(super) fn get(&self, control: &Control, pid: u32, key: u64) -> Result<Arc<Mapped>> {
+    /// The region `key` of peer `rank`, whose segment is `control` (process `pid`): from the
+    /// cache while the owner still publishes it, else looked up and mapped.
+    pub(super) fn get(
+        &self,
+        rank: Rank,
+        control: &Control,
+        pid: u32,
+        key: u64,
+    ) -> Result<Arc<Mapped>> {
+        let bad_key = || Error::Remote {
+            peer: rank,
+            fault: RemoteFault::BadKey,
+        };
         let cached = self
             .by_key
             .read()
@@ -176,7 +187,7 @@ impl PeerRegions {
             map: if p.fd == NO_FD {
                 None
             } else {
-                Some(map(pid, &p)?)
+                Some(map(rank, pid, &p)?)
             },
             len: p.len,
         });
@@ -188,15 +199,8 @@ impl PeerRegions {
     }
 }
 
-fn bad_key() -> Error {
-    Error::Remote {
-        peer: crate::Rank(u32::MAX),
-        fault: RemoteFault::BadKey,
-    }
-}
-
 /// Opens and maps what a peer published; returns the mapping and the region's offset in it.
-fn map(pid: u32, p: &Published) -> Result<(Mapping, usize)> {
+fn map(rank: Rank, pid: u32, p: &Published) -> Result<(Mapping, usize)> {
     let path = format!("/proc/{pid}/fd/{}", p.fd);
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -208,7 +212,7 @@ fn map(pid: u32, p: &Published) -> Result<(Mapping, usize)> {
     let fits = p.offset.checked_add(p.len).is_some_and(|end| end <= size);
     if (dev, ino) != (p.dev, p.ino) || !fits {
         return Err(Error::Protocol {
-            from: crate::Rank(u32::MAX),
+            from: rank,
             detail: format!("{path} is not the region the peer published"),
         });
     }

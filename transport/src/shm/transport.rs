@@ -82,13 +82,12 @@ impl ShmTransport {
             | Op::CompareSwap { remote, .. }
             | Op::FetchAdd { remote, .. } => remote,
         };
-        let fail = |fault| Some(Ok(Err(Error::Remote { peer: rank, fault })));
         let mapped = match peer
             .regions
-            .get(&peer.control, peer.pid, remote.region.key.0)
+            .get(rank, &peer.control, peer.pid, remote.region.key.0)
         {
             Ok(m) => m,
-            Err(Error::Remote { fault, .. }) => return fail(fault),
+            // A bad key, or a region that cannot be opened: the operation's failure.
             Err(e) => return Some(Ok(Err(e))),
         };
         if !mapped.shareable() {

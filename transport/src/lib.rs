@@ -61,7 +61,8 @@
 //!
 //! ## Without RDMA hardware
 //!
-//! `loopback` and `tcp` need nothing. The `verbs` backend runs on soft-RoCE (`rdma_rxe` over any
+//! `loopback`, `tcp` and `shm` need nothing (`shm` needs its peers on the same host, in one PID
+//! namespace). The `verbs` backend runs on soft-RoCE (`rdma_rxe` over any
 //! Ethernet interface, even `lo`); where the kernel has no RDMA support, [`verbs::probe`] says
 //! so and `scripts/softroce-vm.sh` boots a small QEMU guest that has it. Building without
 //! `libibverbs` is possible with `--no-default-features`: the verbs backend then reports

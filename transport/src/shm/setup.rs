@@ -35,8 +35,8 @@ impl ShmTransport {
     /// nodes (through an authenticated bootstrap), then call [`PreparedShm::connect`].
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for a rank outside the job or a ring size that is not a
-    /// positive multiple of 64; [`Error::Io`] when the segment cannot be created.
+    /// [`Error::InvalidArgument`] for a rank outside the job, a ring size that is not a
+    /// positive multiple of 64, or a message limit over 4 GiB; [`Error::Io`] when the segment cannot be created.
     pub fn prepare(rank: Rank, nodes: usize, config: ShmConfig) -> Result<PreparedShm> {
         if nodes == 0 || rank.index() >= nodes || u32::try_from(nodes).is_err() {
             return Err(Error::InvalidArgument(format!(
@@ -47,6 +47,12 @@ impl ShmTransport {
         if ring == 0 || !ring.is_multiple_of(64) || ring > 1 << 30 {
             return Err(Error::InvalidArgument(format!(
                 "shm ring of {ring} bytes: a positive multiple of 64 up to 1 GiB"
+            )));
+        }
+        if u32::try_from(config.max_message).is_err() {
+            return Err(Error::InvalidArgument(format!(
+                "shm messages of up to {} bytes: frames carry a 32-bit length",
+                config.max_message
             )));
         }
         let len = layout::size(nodes, ring);

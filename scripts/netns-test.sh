@@ -5,7 +5,9 @@
 # DSM_COORDINATOR, DSM_SECRET, DSM_BIND=eth0), as on a cluster without a launcher. Runs the
 # litmus programs, the mesh check, the shared-memory benchmark and a stencil across them, first
 # as they are, then with `tc netem` delay (100 us and 1 ms on every node's link, each way) and
-# 1% loss, and checks that every result stays correct. Prints the remote-fault latency and the
+# 1% loss, and checks that every result stays correct. One more stage groups the namespaces
+# into two hosts (each group with a host name of its own, `unshare --uts`) under
+# DSM_TRANSPORT=auto: shared memory inside a group, tcp across (a mixed job). Prints the remote-fault latency and the
 # stencil's time per sweep for each condition, and `RESULT {json}` lines.
 #
 #   scripts/netns-test.sh [--nodes N] [--quick] [--no-vm]
@@ -150,12 +152,17 @@ job() {
   local name=$1 limit=$2; shift 2
   local secret; secret=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
   PORT=$((PORT + 1))
-  local pids=() r
+  local pids=() r transport=${JOB_TRANSPORT:-tcp}
   for ((r = NODES - 1; r >= 0; r--)); do
+    # Under auto, the first half of the nodes claim one host name and the rest another: the
+    # job mixes shm (within a half) and tcp (across).
+    local wrap=()
+    [ "$transport" = auto ] &&
+      wrap=(unshare --uts sh -c 'hostname "$0" && exec "$@"' "dsm-host-$((r * 2 / NODES))")
     ip netns exec "$NSP$r" env DSM_RANK=$r DSM_NODES=$NODES DSM_COORDINATOR=10.199.0.1:$PORT \
-      DSM_SECRET="$secret" DSM_BIND=eth0 DSM_TRANSPORT=tcp DSM_GLOBAL_SIZE=256M \
+      DSM_SECRET="$secret" DSM_BIND=eth0 DSM_TRANSPORT="$transport" DSM_GLOBAL_SIZE=256M \
       DSM_CONNECT_TIMEOUT=60 DSM_PEER_TIMEOUT=30 \
-      timeout -k 5 "$limit" "$@" >"$OUT/$name.$r" 2>&1 &
+      timeout -k 5 "$limit" "${wrap[@]}" "$@" >"$OUT/$name.$r" 2>&1 &
     pids[r]=$!; PIDS+=($!)
   done
   local bad=0
@@ -198,7 +205,27 @@ stage() {
   echo "RESULT {\"bench\":\"netns\",\"condition\":\"$cond\",\"nodes\":$NODES,\"fault_median_us\":${fault:-null},\"floor_read_us\":${floor:-null},\"stencil_ms_per_sweep\":${sweep:-null}}"
 }
 
+# Two hosts in one job: shm within each, tcp across.
+mixed_stage() {
+  say "condition: two hosts (host names dsm-host-0, dsm-host-1), DSM_TRANSPORT=auto"
+  JOB_TRANSPORT=auto job mixed-mesh 120 env DSM_STATS=1 "$BIN/dsm-check" mesh ||
+    fail "mesh on two hosts"
+  grep -q "transport per peer: .*shm" "$OUT/mixed-mesh.0" &&
+    grep -q "transport per peer: .*tcp" "$OUT/mixed-mesh.0" ||
+    fail "rank 0 did not use both shm and tcp: $(grep 'per peer' "$OUT/mixed-mesh.0")"
+  say "  $(grep 'per peer' "$OUT/mixed-mesh.0")"
+  local scenarios="mp-lock counter-lock false-sharing atomics store-buffering mp-barrier"
+  [ $QUICK = 1 ] && scenarios="mp-lock counter-lock"
+  for s in $scenarios; do
+    JOB_TRANSPORT=auto job "mixed-$s" 120 "$BIN/dsm-litmus" "$s" || fail "litmus $s on two hosts"
+    grep -q "rank 0: $s ok" "$OUT/mixed-$s.0" || fail "litmus $s on two hosts did not report ok"
+  done
+}
+
 [ $DELAY_ONLY = 1 ] || stage none base 120
+if [ $DELAY_ONLY = 0 ] && [ "$NODES" -ge 3 ]; then
+  if unshare --uts true 2>/dev/null; then mixed_stage; else skip_part "the two-host stage: unshare --uts fails here"; fi
+fi
 if [ $NETEM = 1 ]; then
   stage "delay 100us" d100 180
   stage "delay 1ms" d1ms 300

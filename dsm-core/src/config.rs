@@ -106,12 +106,15 @@ impl RdmaSettings {
 /// Which transport to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TransportChoice {
-    /// RDMA verbs when an active RDMA port exists, TCP otherwise.
+    /// RDMA verbs when an active RDMA port exists; otherwise one backend per peer: shared
+    /// memory to the nodes on this host, TCP to the others.
     Auto,
-    /// TCP sockets.
+    /// TCP sockets to every peer.
     Tcp,
     /// RDMA verbs, or fail.
     Verbs,
+    /// Shared memory to every peer; every node must be on this host, or fail.
+    Shm,
 }
 
 impl std::str::FromStr for TransportChoice {
@@ -121,8 +124,9 @@ impl std::str::FromStr for TransportChoice {
             "auto" => Ok(TransportChoice::Auto),
             "tcp" => Ok(TransportChoice::Tcp),
             "verbs" | "rdma" => Ok(TransportChoice::Verbs),
+            "shm" => Ok(TransportChoice::Shm),
             other => Err(Error::Config(format!(
-                "unknown transport {other:?}: expected auto, tcp or verbs"
+                "unknown transport {other:?}: expected auto, tcp, verbs or shm"
             ))),
         }
     }

@@ -7,7 +7,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use transport::{
-    AnyTransport, Rank, Secret, TcpConfig, TcpTransport, Transport, VerbsConfig, VerbsTransport,
+    AnyTransport, PreparedMixed, Rank, Secret, ShmConfig, ShmTransport, TcpConfig, TcpTransport,
+    Transport, VerbsConfig, VerbsTransport,
 };
 
 use crate::bootstrap::{self, pmi::Pmi, slurm};
@@ -195,6 +196,7 @@ impl Node {
                 return Err(e);
             }
         };
+        report_backends(&transport, config.rank);
         let transport = Arc::new(transport);
         let watchdog = match config.on_peer_lost {
             OnPeerLost::Error => None,
@@ -317,8 +319,10 @@ impl Drop for Node {
 }
 
 /// Chooses the transport (`DSM_TRANSPORT`), exchanges endpoints through the bootstrap and
-/// connects. Under `auto`, verbs when an active RDMA port exists, tcp otherwise; rank 0 says which
-/// on stderr. Every rank must end up with the same backend: the endpoints of the two differ and
+/// connects. Under `auto`, verbs when an active RDMA port exists; otherwise one backend per peer
+/// (shm to the nodes on this host, tcp to the others); rank 0 says which on stderr where RDMA
+/// devices exist. `shm` and `tcp` force one backend for every peer. Every rank must end up with
+/// the same choice: the endpoints of the two differ and
 /// the connection fails naming the rank that chose otherwise.
 fn connect_transport(
     config: &Config,
@@ -340,7 +344,7 @@ fn connect_transport(
         })
     };
     let use_verbs = match config.transport {
-        TransportChoice::Tcp => false,
+        TransportChoice::Tcp | TransportChoice::Shm => false,
         TransportChoice::Verbs => true,
         TransportChoice::Auto => match transport::verbs::probe(&verbs_config()?) {
             Ok(device) => {
@@ -353,9 +357,9 @@ fn connect_transport(
                 // A machine without any RDMA device is the common case: say so only in the
                 // log. A device that is there but cannot be used deserves a line.
                 if transport::verbs::device_names().is_empty() {
-                    tracing::info!("transport auto: using tcp ({why})");
+                    tracing::info!("transport auto: shm on this host, tcp to others ({why})");
                 } else if config.rank.0 == 0 {
-                    eprintln!("dsm: transport auto: using tcp ({why})");
+                    eprintln!("dsm: transport auto: using shm on this host, tcp to others ({why})");
                 }
                 false
             }
@@ -372,6 +376,19 @@ fn connect_transport(
         let endpoints = exchange(&prepared.endpoint())?;
         return Ok(AnyTransport::Verbs(prepared.connect(&endpoints)?));
     }
+    let shm = || {
+        let shm = ShmConfig {
+            message_spin,
+            peer_timeout: config.peer_timeout,
+            ..ShmConfig::default()
+        };
+        ShmTransport::prepare(config.rank, config.nodes, shm)
+    };
+    if config.transport == TransportChoice::Shm {
+        let prepared = shm()?;
+        let endpoints = exchange(&prepared.endpoint()?)?;
+        return Ok(AnyTransport::Shm(prepared.connect(&endpoints)?));
+    }
     let mut tcp = TcpConfig::new(config.secret.clone());
     tcp.bind = config.bind;
     tcp.peer_timeout = config.peer_timeout;
@@ -381,8 +398,25 @@ fn connect_transport(
     tcp.message_spin = message_spin;
     tcp.on_progress_start = pin;
     let prepared = TcpTransport::prepare(config.rank, config.nodes, tcp)?;
+    if config.transport == TransportChoice::Tcp {
+        let endpoints = exchange(&prepared.endpoint()?)?;
+        return Ok(AnyTransport::Tcp(prepared.connect(&endpoints)?));
+    }
+    let prepared = PreparedMixed::new(prepared, shm()?);
     let endpoints = exchange(&prepared.endpoint()?)?;
-    Ok(AnyTransport::Tcp(prepared.connect(&endpoints)?))
+    Ok(AnyTransport::Mixed(prepared.connect(&endpoints)?))
+}
+
+/// With `DSM_STATS`, says which backend reaches each peer.
+fn report_backends(t: &AnyTransport, me: Rank) {
+    if !std::env::var("DSM_STATS").is_ok_and(|v| v != "0") {
+        return;
+    }
+    let peers: Vec<String> = (0..t.nodes() as u32)
+        .filter(|&r| r != me.0)
+        .map(|r| format!("{r} {}", t.backend_of(Rank(r))))
+        .collect();
+    eprintln!("dsm: rank {me}: transport per peer: {}", peers.join(", "));
 }
 
 /// Stops the process with an error naming the lost rank, so that no node hangs on a broken job.

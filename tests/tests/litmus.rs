@@ -1,6 +1,8 @@
-//! Memory-model litmus tests on the shared memory over tcp: real processes, 2 to 4 nodes, each
-//! job with a hard timeout that kills its whole process group. The default engine (`auto`) runs
-//! them all; each engine and mode also runs every scenario explicitly.
+//! Memory-model litmus tests on the shared memory: real processes, 2 to 4 nodes, each job with a
+//! hard timeout that kills its whole process group. The default engine (`auto`) and transport
+//! (`auto`: shared memory between these co-located nodes, beside a tcp mesh) run them all; each
+//! engine and mode, and the tcp and shm transports forced for every peer, also run every
+//! scenario explicitly.
 
 use std::time::Duration;
 
@@ -91,6 +93,24 @@ fn a_bad_fault_engine_is_a_clear_error() {
         "{}",
         r.output
     );
+}
+
+#[test]
+fn every_scenario_passes_over_tcp() {
+    for (scenario, nodes) in SCENARIOS {
+        let mut env = env_for(scenario);
+        env.push(("DSM_TRANSPORT", "tcp"));
+        litmus_with(scenario, nodes, &env);
+    }
+}
+
+#[test]
+fn every_scenario_passes_over_shm() {
+    for (scenario, nodes) in SCENARIOS {
+        let mut env = env_for(scenario);
+        env.push(("DSM_TRANSPORT", "shm"));
+        litmus_with(scenario, nodes, &env);
+    }
 }
 
 #[test]

@@ -1,5 +1,5 @@
-//! Real processes over real sockets: whole jobs started through the launcher, each with a hard
-//! timeout that kills the whole process group.
+//! Real processes over real sockets and shared memory: whole jobs started through the launcher,
+//! each with a hard timeout that kills the whole process group.
 
 use std::time::{Duration, Instant};
 
@@ -9,7 +9,21 @@ const CHECK: &str = env!("CARGO_BIN_EXE_dsm-check");
 
 #[test]
 fn four_nodes_share_memory_and_messages() {
-    let r = run_job(CHECK, 4, &["mesh"], &[], Duration::from_secs(60));
+    mesh(&[]);
+}
+
+#[test]
+fn four_nodes_share_memory_and_messages_over_tcp() {
+    mesh(&[("DSM_TRANSPORT", "tcp")]);
+}
+
+#[test]
+fn four_nodes_share_memory_and_messages_over_shm() {
+    mesh(&[("DSM_TRANSPORT", "shm"), ("DSM_STATS", "1")]);
+}
+
+fn mesh(env: &[(&str, &str)]) {
+    let r = run_job(CHECK, 4, &["mesh"], env, Duration::from_secs(60));
     assert_eq!(r.exit_code, 0, "{:?}\n{}", r.failure, r.output);
     for rank in 0..4 {
         assert!(
@@ -54,11 +68,28 @@ fn a_dead_peer_stops_the_others_naming_it() {
 
 #[test]
 fn survivors_detect_a_lost_peer_within_the_peer_timeout() {
+    survivors_detect_a_lost_peer("auto");
+}
+
+#[test]
+fn survivors_detect_a_lost_peer_within_the_peer_timeout_over_tcp() {
+    survivors_detect_a_lost_peer("tcp");
+}
+
+#[test]
+fn survivors_detect_a_lost_peer_within_the_peer_timeout_over_shm() {
+    survivors_detect_a_lost_peer("shm");
+}
+
+fn survivors_detect_a_lost_peer(transport: &str) {
     // The launcher does not stop the survivors itself here: each must notice the dead peer and
     // exit with the peer-lost status, naming it.
     let mut o = dsm_launcher::LaunchOptions::new(3, CHECK);
     o.args = vec!["die".into(), "2".into()];
-    o.env = vec![("DSM_PEER_TIMEOUT".into(), "2".into())];
+    o.env = vec![
+        ("DSM_PEER_TIMEOUT".into(), "2".into()),
+        ("DSM_TRANSPORT".into(), transport.into()),
+    ];
     o.timeout = Some(Duration::from_secs(60));
     o.capture_output = true;
     o.stop_on_failure = false;
@@ -107,12 +138,26 @@ fn a_hung_job_is_killed_at_the_timeout() {
 
 #[test]
 fn a_silent_peer_is_declared_lost_by_heartbeat_timeout() {
+    silent_peer("auto");
+}
+
+#[test]
+fn a_silent_peer_is_declared_lost_by_heartbeat_timeout_over_tcp() {
+    silent_peer("tcp");
+}
+
+#[test]
+fn a_silent_peer_is_declared_lost_by_heartbeat_timeout_over_shm() {
+    silent_peer("shm");
+}
+
+fn silent_peer(transport: &str) {
     let start = Instant::now();
     let r = run_job(
         CHECK,
         3,
         &["freeze", "1"],
-        &[("DSM_PEER_TIMEOUT", "2")],
+        &[("DSM_PEER_TIMEOUT", "2"), ("DSM_TRANSPORT", transport)],
         Duration::from_secs(60),
     );
     let failure = r.failure.clone().unwrap_or_default();

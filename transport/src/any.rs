@@ -7,7 +7,9 @@ use crate::api::Transport;
 use crate::completion::Completion;
 use crate::error::Result;
 use crate::loopback::LoopbackTransport;
+use crate::mixed::MixedTransport;
 use crate::region::Region;
+use crate::shm::ShmTransport;
 use crate::tcp::TcpTransport;
 use crate::types::{Capabilities, Message, Op, Rank, RegionDesc, Tag};
 use crate::verbs::VerbsTransport;
@@ -23,6 +25,10 @@ pub enum AnyTransport {
     Tcp(TcpTransport),
     /// RDMA verbs.
     Verbs(VerbsTransport),
+    /// Shared memory, every node on one host.
+    Shm(ShmTransport),
+    /// Shared memory to peers on this host, tcp to the others.
+    Mixed(MixedTransport),
 }
 
 macro_rules! each {
@@ -31,8 +37,21 @@ macro_rules! each {
             AnyTransport::Loopback($t) => $e,
             AnyTransport::Tcp($t) => $e,
             AnyTransport::Verbs($t) => $e,
+            AnyTransport::Shm($t) => $e,
+            AnyTransport::Mixed($t) => $e,
         }
     };
+}
+
+impl AnyTransport {
+    /// Which backend carries operations and messages to `peer` (for a mixed job, the one
+    /// chosen for that peer).
+    pub fn backend_of(&self, peer: Rank) -> crate::BackendKind {
+        match self {
+            AnyTransport::Mixed(t) => t.backend_of(peer),
+            other => other.capabilities().backend,
+        }
+    }
 }
 
 impl Transport for AnyTransport {
@@ -56,6 +75,18 @@ impl Transport for AnyTransport {
     }
     fn flush(&self, peer: Rank) -> Result<()> {
         each!(self, t => t.flush(peer))
+    }
+    fn read(&self, remote: crate::RemoteSlice, local: crate::LocalSlice) -> Result<()> {
+        each!(self, t => t.read(remote, local))
+    }
+    fn write(&self, remote: crate::RemoteSlice, local: crate::LocalSlice) -> Result<()> {
+        each!(self, t => t.write(remote, local))
+    }
+    fn compare_swap(&self, remote: crate::RemoteSlice, expected: u64, desired: u64) -> Result<u64> {
+        each!(self, t => t.compare_swap(remote, expected, desired))
+    }
+    fn fetch_add(&self, remote: crate::RemoteSlice, add: u64) -> Result<u64> {
+        each!(self, t => t.fetch_add(remote, add))
     }
     fn send(&self, peer: Rank, tag: Tag, data: &[u8]) -> Result<()> {
         each!(self, t => t.send(peer, tag, data))

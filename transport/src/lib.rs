@@ -21,6 +21,8 @@
 //! |---|---|---|
 //! | `loopback` | [`loopback`] | several ranks in one process: unit tests, no network |
 //! | `tcp` | [`tcp`] | real sockets, one connection per pair of nodes, a progress thread per node |
+//! | `shm` | [`shm`] | nodes on one host: shared mappings of each other's regions, message rings in shared memory |
+//! | `mixed` | [`mixed`] | one backend per peer: `shm` on this host, `tcp` to other hosts |
 //! | `verbs` | [`verbs`] | RDMA: InfiniBand, RoCE, soft-RoCE (`rdma_rxe`); the `verbs` cargo feature, on by default |
 //!
 //! [`AnyTransport`] is the closed enum that the runtime selects at start-up; calls go through a
@@ -63,7 +65,8 @@
 //!
 //! ## Without RDMA hardware
 //!
-//! `loopback` and `tcp` need nothing. The `verbs` backend runs on soft-RoCE (`rdma_rxe` over any
+//! `loopback`, `tcp` and `shm` need nothing (`shm` needs its peers on the same host, in one PID
+//! namespace). The `verbs` backend runs on soft-RoCE (`rdma_rxe` over any
 //! Ethernet interface, even `lo`); where the kernel has no RDMA support, [`verbs::probe`] says
 //! so and `scripts/softroce-vm.sh` boots a small QEMU guest that has it. Building without
 //! `libibverbs` is possible with `--no-default-features`: the verbs backend then reports
@@ -82,10 +85,13 @@ pub mod hook;
 mod job;
 pub mod loopback;
 mod mailbox;
+pub(crate) mod memfd;
+pub mod mixed;
 pub mod net;
 pub mod pool;
 pub mod reduce;
 pub mod region;
+pub mod shm;
 pub mod tcp;
 pub mod types;
 pub mod verbs;
@@ -98,8 +104,10 @@ pub use completion::{wait_all, Completion};
 pub use error::{Error, RemoteFault, Result};
 pub use hook::ThreadHook;
 pub use loopback::LoopbackTransport;
+pub use mixed::{MixedTransport, PreparedMixed};
 pub use reduce::{Elem, ReduceOp, Reduction};
 pub use region::Region;
+pub use shm::{PreparedShm, ShmConfig, ShmTransport};
 pub use tcp::{PreparedTcp, TcpConfig, TcpTransport};
 pub use types::{
     BackendKind, Capabilities, LocalSlice, Message, Op, Rank, RegionDesc, RemoteKey, RemoteSlice,

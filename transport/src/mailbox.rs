@@ -60,6 +60,11 @@ impl Mailbox {
         self.failed.notify_all();
     }
 
+    /// Counts deliveries and failures: a spinning receiver looks again when it moves.
+    pub(crate) fn events(&self) -> u64 {
+        self.events.load(Ordering::SeqCst)
+    }
+
     /// Queues a message that arrived.
     pub(crate) fn deliver(&self, msg: Message) {
         let mut state = self.lock();

@@ -30,27 +30,15 @@ pub struct Region {
 /// Who keeps a region's memory mapped.
 #[derive(Debug)]
 enum Owner {
-    /// An ordinary anonymous mapping.
-    Map(#[expect(dead_code, reason = "held only to be unmapped with the region")] memmap2::MmapMut),
-    /// A sparse anonymous mapping (`MAP_NORESERVE`), unmapped on drop.
-    Sparse(#[expect(dead_code, reason = "held only to be unmapped with the region")] SparseMap),
+    /// A shared mapping of a sealed `memfd` ([`crate::memfd`]): peers on the same host can map
+    /// the same pages (the `shm` backend).
+    Shared {
+        #[expect(dead_code, reason = "held only to be unmapped with the region")]
+        map: crate::memfd::Mapping,
+        fd: std::os::fd::OwnedFd,
+    },
     /// The caller ([`Region::from_raw`]).
     Borrowed,
-}
-
-/// A `MAP_NORESERVE` anonymous mapping: address space only, memory used only where touched.
-#[derive(Debug)]
-struct SparseMap {
-    ptr: *mut u8,
-    len: usize,
-}
-
-impl Drop for SparseMap {
-    fn drop(&mut self) {
-        // SAFETY: `ptr..ptr+len` is exactly the mapping this value created and owns; nothing
-        // refers to it any more (the Region that owned it is being dropped).
-        unsafe { libc::munmap(self.ptr.cast(), self.len) };
-    }
 }
 
 // SAFETY: a Region is a pointer and a length to memory that stays valid for the Region's whole
@@ -73,61 +61,42 @@ impl std::fmt::Debug for Region {
 }
 
 impl Region {
-    /// Allocates `len` bytes of zeroed, page-aligned anonymous memory.
+    /// Allocates `len` bytes of zeroed, page-aligned memory, shareable with peers on the same
+    /// host (a sealed `memfd`, mode 0600, never linked into a directory).
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for `len == 0`; [`Error::Io`] when the mapping fails.
     pub fn allocate(len: usize) -> Result<Arc<Region>> {
-        if len == 0 {
-            return Err(Error::InvalidArgument(
-                "cannot allocate an empty region".into(),
-            ));
-        }
-        let mut map = memmap2::MmapMut::map_anon(len)
-            .map_err(|e| Error::io(format!("mapping a region of {len} bytes"), e))?;
-        let ptr = NonNull::new(map.as_mut_ptr())
-            .ok_or_else(|| Error::InvalidArgument("mmap returned a null pointer".into()))?;
-        Ok(Arc::new(Region {
-            ptr,
-            len,
-            id: NEXT_REGION_ID.fetch_add(1, Ordering::Relaxed),
-            _owner: Owner::Map(map),
-        }))
+        Region::shared(len)
     }
 
     /// Reserves `len` bytes of zeroed, page-aligned address space (`MAP_NORESERVE`): memory is
     /// used only for the pages that are touched. For large, sparsely used regions such as a
-    /// node's home copy of the global address space.
+    /// node's directory.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for `len == 0`; [`Error::Io`] when the mapping fails.
     pub fn allocate_sparse(len: usize) -> Result<Arc<Region>> {
+        Region::shared(len)
+    }
+
+    /// A region in a fresh sealed `memfd`, mapped shared: its pages are allocated where touched,
+    /// and the `shm` backend can give the file to peers on the same host.
+    fn shared(len: usize) -> Result<Arc<Region>> {
         if len == 0 {
             return Err(Error::InvalidArgument(
                 "cannot allocate an empty region".into(),
             ));
         }
-        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
-        let prot = libc::PROT_READ | libc::PROT_WRITE;
-        // SAFETY: an anonymous mapping at an address of the kernel's choosing touches no
-        // existing memory; the result is checked before use.
-        let ptr = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, -1, 0) };
-        if ptr == libc::MAP_FAILED {
-            let e = std::io::Error::last_os_error();
-            return Err(Error::io(
-                format!("reserving a sparse region of {len} bytes"),
-                e,
-            ));
-        }
-        let ptr = ptr.cast::<u8>();
-        let map = SparseMap { ptr, len };
-        let ptr = NonNull::new(ptr)
+        let fd = crate::memfd::create(c"dsm-region", len)?;
+        let map = crate::memfd::Mapping::shared(&fd, 0, len)?;
+        let ptr = NonNull::new(map.ptr())
             .ok_or_else(|| Error::InvalidArgument("mmap returned a null pointer".into()))?;
         Ok(Arc::new(Region {
             ptr,
             len,
             id: NEXT_REGION_ID.fetch_add(1, Ordering::Relaxed),
-            _owner: Owner::Sparse(map),
+            _owner: Owner::Shared { map, fd },
         }))
     }
 
@@ -152,6 +121,15 @@ impl Region {
             id: NEXT_REGION_ID.fetch_add(1, Ordering::Relaxed),
             _owner: Owner::Borrowed,
         }))
+    }
+
+    /// The `memfd` behind the region and the region's offset in it, when the region was
+    /// allocated by this crate (for [`Region::from_raw`] memory: `None`).
+    pub(crate) fn backing(&self) -> Option<(&std::os::fd::OwnedFd, u64)> {
+        match &self._owner {
+            Owner::Shared { fd, .. } => Some((fd, 0)),
+            Owner::Borrowed => None,
+        }
     }
 
     /// A process-unique identity (used to find the registration of a local buffer).
@@ -267,11 +245,36 @@ impl Region {
     }
 }
 
+/// Hashes the process-unique ids and keys of regions (small numbers chosen here, never by a
+/// peer: a peer only looks keys up) with one multiplication, instead of SipHash: the lookup is
+/// on the path of every one-sided operation.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0 ^ v).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// A map keyed by region ids or keys.
+pub(crate) type IdMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
+
 /// The regions a node exposes, by key, shared by the threads that serve remote requests.
 #[derive(Debug, Default)]
 pub(crate) struct RegionTable {
-    by_key: RwLock<HashMap<u64, Arc<Region>>>,
-    key_of_id: RwLock<HashMap<u64, u64>>,
+    by_key: RwLock<IdMap<Arc<Region>>>,
+    key_of_id: RwLock<IdMap<u64>>,
     /// Taken shared by every remote word atomic on these regions and exclusively by a
     /// reduction ([`crate::reduce`]), so that a reduction's plain loop is atomic with respect
     /// to them.

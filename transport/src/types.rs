@@ -296,6 +296,10 @@ pub enum BackendKind {
     Tcp,
     /// RDMA verbs (InfiniBand, RoCE, soft-RoCE).
     Verbs,
+    /// Shared memory between nodes on one host.
+    Shm,
+    /// One backend per peer: shared memory on this host, tcp to other hosts.
+    Mixed,
 }
 
 impl std::fmt::Display for BackendKind {
@@ -304,6 +308,8 @@ impl std::fmt::Display for BackendKind {
             BackendKind::Loopback => "loopback",
             BackendKind::Tcp => "tcp",
             BackendKind::Verbs => "verbs",
+            BackendKind::Shm => "shm",
+            BackendKind::Mixed => "mixed",
         })
     }
 }

@@ -1,8 +1,11 @@
-//! The conformance suite against every backend: loopback and tcp everywhere, verbs where an
+//! The conformance suite against every backend: loopback, tcp and shm everywhere, verbs where an
 //! RDMA device is present (soft-RoCE in the CI guest, see `scripts/test-softroce.sh`).
 
 use transport::conformance;
-use transport::{LoopbackTransport, Secret, TcpConfig, TcpTransport, VerbsConfig, VerbsTransport};
+use transport::{
+    BackendKind, LoopbackTransport, MixedTransport, Rank, Secret, ShmConfig, ShmTransport,
+    TcpConfig, TcpTransport, VerbsConfig, VerbsTransport,
+};
 
 fn loopback() -> Option<Vec<LoopbackTransport>> {
     Some(LoopbackTransport::job(3).expect("loopback job"))
@@ -13,6 +16,29 @@ fn tcp() -> Option<Vec<TcpTransport>> {
         TcpTransport::local_job(3, &TcpConfig::new(Secret::generate().expect("secret")))
             .expect("tcp job"),
     )
+}
+
+fn shm() -> Option<Vec<ShmTransport>> {
+    Some(ShmTransport::local_job(3, &ShmConfig::default()).expect("shm job"))
+}
+
+/// Every rank on this host: shared memory between all pairs, beside a tcp mesh.
+fn mixed() -> Option<Vec<MixedTransport>> {
+    let tcp = TcpConfig::new(Secret::generate().expect("secret"));
+    Some(MixedTransport::local_job(3, &tcp, &ShmConfig::default()).expect("mixed job"))
+}
+
+/// Two "hosts" of two ranks each (host ids given in the configuration): shared memory inside
+/// each pair, tcp across.
+fn two_hosts() -> Option<Vec<MixedTransport>> {
+    let tcp = TcpConfig::new(Secret::generate().expect("secret"));
+    let hosts = ["host-a", "host-a", "host-b", "host-b"];
+    let job = MixedTransport::local_job_on(&hosts, &tcp, &ShmConfig::default()).expect("job");
+    assert_eq!(job[0].backend_of(Rank(1)), BackendKind::Shm);
+    assert_eq!(job[0].backend_of(Rank(2)), BackendKind::Tcp);
+    assert_eq!(job[3].backend_of(Rank(2)), BackendKind::Shm);
+    assert_eq!(job[3].backend_of(Rank(1)), BackendKind::Tcp);
+    Some(job)
 }
 
 /// A verbs job on this machine's RDMA device, or `None` (with a message saying why) when it has
@@ -54,6 +80,18 @@ suite!(tcp: read_write_round_trips, many_in_flight, atomics_give_exact_totals,
     batched_operations_land_exactly, waiting_for_a_message_takes_nothing,
     large_messages_arrive_whole, reads_see_no_later_request, accumulates_land_exactly);
 suite!(verbs: read_write_round_trips, many_in_flight, atomics_give_exact_totals,
+    messages_keep_order_per_peer, rejects_bad_access, flush_makes_writes_visible,
+    batched_operations_land_exactly, waiting_for_a_message_takes_nothing,
+    large_messages_arrive_whole, reads_see_no_later_request, accumulates_land_exactly);
+suite!(shm: read_write_round_trips, many_in_flight, atomics_give_exact_totals,
+    messages_keep_order_per_peer, rejects_bad_access, flush_makes_writes_visible,
+    batched_operations_land_exactly, waiting_for_a_message_takes_nothing,
+    large_messages_arrive_whole, reads_see_no_later_request, accumulates_land_exactly);
+suite!(mixed: read_write_round_trips, many_in_flight, atomics_give_exact_totals,
+    messages_keep_order_per_peer, rejects_bad_access, flush_makes_writes_visible,
+    batched_operations_land_exactly, waiting_for_a_message_takes_nothing,
+    large_messages_arrive_whole, reads_see_no_later_request, accumulates_land_exactly);
+suite!(two_hosts: read_write_round_trips, many_in_flight, atomics_give_exact_totals,
     messages_keep_order_per_peer, rejects_bad_access, flush_makes_writes_visible,
     batched_operations_land_exactly, waiting_for_a_message_takes_nothing,
     large_messages_arrive_whole, reads_see_no_later_request, accumulates_land_exactly);

@@ -2,6 +2,11 @@
 //! physical floor measured in the same run over a plain TCP socket between the same two
 //! processes (request/response of the same size, and a plain stream).
 //!
+//! When the peer is reached through shared memory (`DSM_TRANSPORT=shm`, or `auto` on one host),
+//! 8-byte and 4 KiB reads and the atomics are also timed beside the same accesses made directly
+//! on a shared (`memfd`) mapping in this process, interleaved, in batches of 100 (one clock
+//! read per operation would cost more than the operation).
+//!
 //! Run: `dsmrun -n 2 target/release/transport_bench` (or `scripts/bench.sh`). `--quick` runs a
 //! few iterations only, to check that the program works; `--medium` is sized for the emulated
 //! soft-RoCE guest (`scripts/test-softroce.sh --bench` runs it over verbs beside perftest).
@@ -15,7 +20,8 @@ use std::time::{Duration, Instant};
 use benches::{commit, print_report, Better, Row, Stats};
 use dsm_core::{collective, Node};
 use transport::{
-    AnyTransport, Completion, LocalSlice, Op, Rank, Region, RegionDesc, RemoteSlice, Tag, Transport,
+    AnyTransport, BackendKind, Completion, LocalSlice, Op, Rank, Region, RegionDesc, RemoteSlice,
+    Tag, Transport,
 };
 
 const RPC: u64 = 1;
@@ -341,7 +347,78 @@ fn client(
         ));
     }
     s.write_all(&header(QUIT, 0, 0)).map_err(io)?;
+    if t.backend_of(Rank(1)) == BackendKind::Shm {
+        rows.extend(shm_rows(t, &remote, &local, plan).map_err(tr)?);
+    }
     Ok(rows)
+}
+
+/// Operations per timed batch of [`shm_rows`].
+const BATCH: u32 = 100;
+
+/// The time of one call of `f`, from a batch of [`BATCH`].
+fn per_op(mut f: impl FnMut() -> transport::Result<()>) -> transport::Result<Duration> {
+    let t0 = Instant::now();
+    for _ in 0..BATCH {
+        f()?;
+    }
+    Ok(t0.elapsed() / BATCH)
+}
+
+/// Shared-memory transport operations beside the same accesses made directly on a shared
+/// mapping (a `memfd` region of this process): copies out of it with `Region::read_at` and CPU
+/// atomics on one of its words. Interleaved batches; medians.
+fn shm_rows<T: Transport>(
+    t: &T,
+    remote: &RegionDesc,
+    local: &Arc<Region>,
+    plan: &Plan,
+) -> transport::Result<Vec<Row>> {
+    use std::hint::black_box;
+    use std::sync::atomic::Ordering;
+    let reps = (plan.lat_iters / 10).max(5);
+    let names = [
+        "shm read 8 B vs memcpy (per op, median)",
+        "shm read 4 KiB vs memcpy (per op, median)",
+        "shm fetch_add vs CPU atomic (per op, median)",
+        "shm compare_swap vs CPU atomic (per op, median)",
+    ];
+    let mut ours: Vec<Vec<Duration>> = vec![Vec::new(); names.len()];
+    let mut floor: Vec<Vec<Duration>> = vec![Vec::new(); names.len()];
+    let mut buf = vec![0u8; 4096];
+    let word = local.atomic_u64(REGION / 2)?;
+    let rword = remote.word(8)?;
+    for _ in 0..reps {
+        for (i, len) in [(0usize, 8usize), (1, 4096)] {
+            let (src, dst) = (remote.slice(64, len)?, LocalSlice::new(local, 0, len)?);
+            floor[i].push(per_op(|| {
+                local.read_at(REGION / 2 + 64, black_box(&mut buf[..len]))
+            })?);
+            ours[i].push(per_op(|| t.read(src, dst.clone()))?);
+        }
+        floor[2].push(per_op(|| {
+            black_box(word.fetch_add(1, Ordering::SeqCst));
+            Ok(())
+        })?);
+        ours[2].push(per_op(|| t.fetch_add(rword, 1).map(drop))?);
+        floor[3].push(per_op(|| {
+            let _ = black_box(word.compare_exchange(0, 0, Ordering::SeqCst, Ordering::SeqCst));
+            Ok(())
+        })?);
+        ours[3].push(per_op(|| t.compare_swap(rword, 0, 0).map(drop))?);
+    }
+    Ok(names
+        .iter()
+        .zip(ours.iter_mut().zip(floor.iter_mut()))
+        .map(|(name, (o, f))| Row {
+            metric: (*name).into(),
+            value: us(Stats::of(o).median),
+            floor: us(Stats::of(f).median),
+            unit: "us",
+            better: Better::Lower,
+            target: Some(3.0),
+        })
+        .collect())
 }
 
 fn run(node: &Node, plan: &Plan) -> Result<(), String> {
@@ -398,6 +475,11 @@ fn run(node: &Node, plan: &Plan) -> Result<(), String> {
 fn device(t: &AnyTransport) -> String {
     match t {
         AnyTransport::Verbs(v) => format!("RDMA {}", v.device()),
+        AnyTransport::Shm(_) => "shared memory".to_string(),
+        AnyTransport::Mixed(m) => format!(
+            "{} to the peer (shm on this host, tcp to others)",
+            m.backend_of(Rank(1))
+        ),
         _ => "TCP on loopback".to_string(),
     }
 }

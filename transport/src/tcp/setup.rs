@@ -91,6 +91,22 @@ impl PreparedTcp {
     /// [`Error::Protocol`] for broken endpoints. Nodes that connect to us without the secret are
     /// refused and logged, and we keep waiting for the real ones.
     pub fn connect(self, endpoints: &[Vec<u8>]) -> Result<TcpTransport> {
+        let mailbox = Arc::new(Mailbox::new(self.nodes, self.config.spin));
+        self.connect_sharing(endpoints, mailbox)
+    }
+
+    /// How long waiters spin before they sleep (the mailbox's setting).
+    pub(crate) fn spin(&self) -> std::time::Duration {
+        self.config.spin
+    }
+
+    /// Like [`PreparedTcp::connect`], delivering messages into `mailbox` (shared with another
+    /// backend: [`crate::mixed`]).
+    pub(crate) fn connect_sharing(
+        self,
+        endpoints: &[Vec<u8>],
+        mailbox: Arc<Mailbox>,
+    ) -> Result<TcpTransport> {
         if endpoints.len() != self.nodes {
             return Err(Error::InvalidArgument(format!(
                 "{} endpoints for a job of {} nodes",
@@ -116,7 +132,6 @@ impl PreparedTcp {
             .registry()
             .try_clone()
             .map_err(|e| Error::io("sharing the poller", e))?;
-        let mailbox = Arc::new(Mailbox::new(self.nodes, self.config.spin));
         let mut conns = Vec::with_capacity(self.nodes);
         for (peer, s) in streams.into_iter().enumerate() {
             conns.push(match s {

@@ -371,12 +371,15 @@ impl Dsm {
     pub fn barrier(&self) -> Result<()> {
         let start = Instant::now();
         self.inner.release()?;
+        let wait = Instant::now();
         collective::barrier(&*self.inner.t, None)?;
+        let waited = wait.elapsed();
         self.inner.acquire()?;
         let s = &self.inner.stats;
         s.barriers.fetch_add(1, Ordering::Relaxed);
         s.barrier_ns
             .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.inner.profile_barrier(waited);
         Ok(())
     }
 
@@ -442,6 +445,9 @@ impl Dsm {
             backoff = (backoff * 2).min(MAX_LOCK_BACKOFF);
         }
         self.held.taken(l as usize);
+        if let Some(p) = self.inner.profile.on() {
+            p.lock_wait(crate::profile::ns(start.elapsed()));
+        }
         self.inner.acquire()?;
         let s = &self.inner.stats;
         s.lock_acquires.fetch_add(1, Ordering::Relaxed);
@@ -648,7 +654,7 @@ impl Dsm {
     /// # Errors
     /// When the final barrier fails; everything is shut down anyway.
     pub fn finalize(mut self) -> Result<()> {
-        let r = self.barrier();
+        let r = self.barrier().and_then(|()| self.inner.profile_finish());
         if std::env::var("DSM_STATS").is_ok_and(|v| v != "0") {
             eprintln!("{}", self.inner.stats.snapshot().report(self.inner.me));
         }

@@ -71,6 +71,7 @@ pub mod error;
 pub mod fault;
 pub mod logging;
 pub mod node;
+pub mod profile;
 mod runtime;
 pub mod space;
 pub mod sparse;

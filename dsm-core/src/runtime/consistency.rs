@@ -65,6 +65,13 @@ impl Inner {
             };
             if let Some(g) = g {
                 let step = self.machine.step(g.state(), input);
+                if let (Some(prof), Input::Invalidate(Why::Acquire | Why::Overflow)) =
+                    (self.profile.on(), input)
+                {
+                    if !step.actions.is_empty() {
+                        prof.invalidated(p);
+                    }
+                }
                 if !step.actions.is_empty() {
                     guards.push((g, step));
                 }
@@ -122,6 +129,9 @@ impl Inner {
             }],
         };
         let bytes: usize = runs.iter().map(|r| r.len).sum();
+        if let Some(p) = self.profile.on() {
+            p.diff(page, &runs);
+        }
         self.stats
             .bytes_written_home
             .fetch_add(bytes as u64, Ordering::Relaxed);
@@ -195,9 +205,11 @@ impl Inner {
         std::sync::atomic::fence(Ordering::SeqCst);
         let dirty = std::mem::take(&mut *lock(&self.dirty));
         self.close_and_write_back(dirty, Input::Release)?;
-        self.stats
-            .release_ns
-            .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        let ns = start.elapsed().as_nanos() as u64;
+        self.stats.release_ns.fetch_add(ns, Ordering::Relaxed);
+        if let Some(p) = self.profile.on() {
+            p.release(ns);
+        }
         Ok(())
     }
 
@@ -221,9 +233,11 @@ impl Inner {
         self.stats
             .invalidations
             .fetch_add(n as u64, Ordering::Relaxed);
-        self.stats
-            .acquire_ns
-            .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        let ns = start.elapsed().as_nanos() as u64;
+        self.stats.acquire_ns.fetch_add(ns, Ordering::Relaxed);
+        if let Some(p) = self.profile.on() {
+            p.acquire(ns);
+        }
         Ok(())
     }
 

@@ -87,6 +87,9 @@ impl Inner {
     /// but that the other nodes did not agree on (nothing was handed out).
     pub(crate) fn undo_collective_local(&self, start: usize, bytes: usize) {
         lock(&self.collective_heap).free(start);
+        if let Some(p) = self.profile.on() {
+            p.unalloc(start);
+        }
         for p in start..start + bytes.div_ceil(PAGE).max(1) {
             self.map[p].store(0, Ordering::Release);
         }

@@ -133,6 +133,8 @@ pub(crate) struct Inner {
     /// Prefetches whose data is still on its way (their pages stay locked until installed).
     inflight: Mutex<Vec<Inflight>>,
     pub(crate) stats: Stats,
+    /// The profile (`DSM_PROFILE`), off unless asked for.
+    pub(crate) profile: crate::profile::Profile,
     // Keep the registered directory alive for as long as peers may address it.
     _dir: Arc<Region>,
 }
@@ -252,6 +254,15 @@ impl Inner {
             prefetch: Mutex::new(prefetch::Policy::default()),
             inflight: Mutex::new(Vec::new()),
             stats: Stats::default(),
+            profile: crate::profile::Profile::from_env(
+                me,
+                nodes,
+                crate::profile::Layout {
+                    base: space.base(),
+                    collective_pages,
+                    arena_pages,
+                },
+            ),
             space,
             _dir: dir,
         });
@@ -273,6 +284,9 @@ impl Inner {
             let manager = placement::manager(placement, i, pages, self.nodes);
             let home = placement::home(placement, i, pages, self.nodes);
             self.map[start + i].store(map_entry(home, manager), Ordering::Release);
+        }
+        if let Some(p) = self.profile.on() {
+            p.alloc(start, pages);
         }
         Ok(start)
     }

@@ -37,6 +37,15 @@ impl Inner {
             _ => self.homed_here(page),
         };
         let home = Home::here_if(home_here);
+        // Profiling: a home's first write to a page keeps its content (see `crate::profile`).
+        let home_copy = match self.profile.on() {
+            Some(p) if write && home_here && p.wants_home_copy(page) => {
+                let mut copy = vec![0u8; PAGE].into_boxed_slice();
+                self.runtime.read_at(page * PAGE, &mut copy)?;
+                Some(copy)
+            }
+            _ => None,
+        };
         let fault = Input::Fault { write, home };
         // Pages this fault brought in (the faulting one, and prefetched runs posted).
         let mut fresh = Vec::new();
@@ -77,9 +86,11 @@ impl Inner {
         if !fresh.is_empty() {
             self.account_cached(fresh)?;
         }
-        self.stats
-            .fault_ns
-            .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        let ns = start.elapsed().as_nanos() as u64;
+        self.stats.fault_ns.fetch_add(ns, Ordering::Relaxed);
+        if let Some(p) = self.profile.on() {
+            p.fault(page, write, ns, home_copy);
+        }
         let counter = if write {
             &self.stats.write_faults
         } else {

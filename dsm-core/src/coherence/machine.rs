@@ -145,7 +145,8 @@ pub enum Action {
     PrefetchAfter,
     /// Post the runs after the one whose first page was just touched (P1 with `RUN_START`).
     PrefetchAhead,
-    /// Append the page to the notification log of every node in the set.
+    /// Tell every node in the set that this node writes the page (a write notice: the executor
+    /// appends the page to their notification logs before this node's next release completes).
     Notify(NodeSet),
     /// Remember the page as one to invalidate at the next acquire.
     TrackSharer,

@@ -204,6 +204,8 @@ impl Inner {
         // them before whatever follows the release (the operations that let others see them).
         std::sync::atomic::fence(Ordering::SeqCst);
         let dirty = std::mem::take(&mut *lock(&self.dirty));
+        // The notices of the writes this release publishes go out with it (`notices.rs`).
+        self.flush_notices()?;
         self.close_and_write_back(dirty, Input::Release)?;
         let ns = start.elapsed().as_nanos() as u64;
         self.stats.release_ns.fetch_add(ns, Ordering::Relaxed);

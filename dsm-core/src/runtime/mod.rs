@@ -49,6 +49,7 @@ mod buffers;
 mod consistency;
 mod engine;
 mod heap;
+mod notices;
 mod resolve;
 mod runs;
 #[cfg(test)]
@@ -115,6 +116,8 @@ pub(crate) struct Inner {
     twins: Mutex<HashMap<usize, Box<[u8]>>>,
     dirty: Mutex<Vec<usize>>,
     sharers: Mutex<HashSet<usize>>,
+    /// Write notices waiting for the next release ([`notices`]).
+    notices: notices::Notices,
     log_consumed: Mutex<u64>,
     collective_heap: Mutex<RangeAllocator>,
     arena: Mutex<Arena>,
@@ -224,6 +227,7 @@ impl Inner {
         // The home/manager entries of the collective heap's pages; those of the arenas follow
         // from the page number (`Inner::entry`). Both tables cost memory only where used.
         let map = SparseTable::new(collective_pages)?;
+        let notices = notices::Notices::new(&t)?;
         let inner = Arc::new(Inner {
             t,
             me,
@@ -244,6 +248,7 @@ impl Inner {
             twins: Mutex::new(HashMap::new()),
             dirty: Mutex::new(Vec::new()),
             sharers: Mutex::new(HashSet::new()),
+            notices,
             log_consumed: Mutex::new(0),
             collective_heap: Mutex::new(RangeAllocator::new(0, collective_pages, 1)),
             arena: Mutex::new(Arena::new(arena_start, arena_pages)),

@@ -174,7 +174,8 @@ impl Inner {
                     fresh.extend(self.prefetch_after(page)?);
                 }
                 Action::PrefetchAhead => fresh.extend(self.prefetch_ahead(page)?),
-                Action::Notify(set) => self.notify(page, set)?,
+                // (Delivered before this node's next release completes: `notices.rs`.)
+                Action::Notify(set) => self.defer_notice(page, set),
                 Action::TrackSharer => {
                     lock(&self.sharers).insert(page);
                 }
@@ -207,43 +208,6 @@ impl Inner {
                 .done
                 .append(&mut self.post_batch(std::mem::take(ops))?);
         }
-        Ok(())
-    }
-
-    /// Appends `page` to the notification log of every node in `set`.
-    pub(super) fn notify(&self, page: usize, set: NodeSet) -> Result<()> {
-        let targets: Vec<usize> = set
-            .iter()
-            .map(Rank::index)
-            .filter(|&r| r < self.nodes)
-            .collect();
-        if targets.is_empty() {
-            return Ok(());
-        }
-        let slots = targets
-            .iter()
-            .map(|&r| {
-                self.post(Op::FetchAdd {
-                    remote: self.logs[r].word(0)?,
-                    add: 1,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let value = self.scratch()?;
-        value.set(page as u64 + 1);
-        let mut writes = Vec::with_capacity(targets.len());
-        for (&r, c) in targets.iter().zip(&slots) {
-            let slot = c.wait()? as usize % LOG_CAP;
-            let remote = self.logs[r].word(8 + slot as u64 * 8)?;
-            writes.push(self.post(Op::Write {
-                remote,
-                local: value.slice()?,
-            })?);
-        }
-        wait_all(&writes)?;
-        self.stats
-            .notifications
-            .fetch_add(targets.len() as u64, Ordering::Relaxed);
         Ok(())
     }
 }

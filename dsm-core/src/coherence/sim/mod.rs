@@ -61,13 +61,6 @@ enum Answer {
 /// What a blocked node does once its remote operations are done.
 #[derive(Debug, Clone, Copy)]
 enum Then {
-    /// Go on with the actions of `step` from `from`, then as `after` says.
-    Resume {
-        page: usize,
-        step: Step,
-        from: usize,
-        after: After,
-    },
     /// Feed the answer `step` waited for (its operations are done).
     Answer {
         page: usize,
@@ -100,6 +93,8 @@ struct Node {
     copy: Vec<Page>,
     twins: HashMap<usize, Page>,
     dirty: Vec<usize>,
+    /// Write notices kept for the next release.
+    notices: Vec<(usize, NodeSet)>,
     sharers: BTreeSet<usize>,
     cached: VecDeque<usize>,
     log: Vec<u64>,
@@ -144,6 +139,7 @@ impl<'p> Sim<'p> {
             copy: vec![[0; PAGE_BYTES]; p.pages],
             twins: HashMap::new(),
             dirty: Vec::new(),
+            notices: Vec::new(),
             sharers: BTreeSet::new(),
             cached: VecDeque::new(),
             log: vec![0; p.log_cap],
@@ -280,12 +276,6 @@ impl<'p> Sim<'p> {
         // else touches its page (the runtime's page lock makes a thread that needs it do so).
         self.install(n);
         match self.nodes[n].then.take() {
-            Some(Then::Resume {
-                page,
-                step,
-                from,
-                after,
-            }) => return self.actions(n, page, step, from, after),
             Some(Then::Answer { page, step, write }) => return self.answer(n, page, step, write),
             Some(Then::Arrive) => return self.arrive(n),
             Some(Then::Retry) => {}
@@ -363,7 +353,7 @@ impl<'p> Sim<'p> {
         let (home, manager) = (self.p.home[page], self.p.manager[page]);
         let me = NodeSet::addend(Rank(n as u32)).map_err(|e| e.to_string())?;
         let list = step.actions.as_slice();
-        for (i, &a) in list.iter().enumerate().skip(from) {
+        for &a in list.iter().skip(from) {
             let node = &mut self.nodes[n];
             match a {
                 Action::RegisterReader | Action::RegisterWriter => {
@@ -386,19 +376,8 @@ impl<'p> Sim<'p> {
                 }
                 Action::FetchPage => self.post(n, home, Msg::Fetch { page }),
                 Action::PrefetchAfter | Action::PrefetchAhead => self.prefetch(n, page + 1),
-                Action::Notify(set) => {
-                    for t in set.iter() {
-                        self.post(n, t.index(), Msg::Notify { page });
-                    }
-                    // The executor waits for the notifications before it goes on.
-                    self.nodes[n].then = Some(Then::Resume {
-                        page,
-                        step,
-                        from: i + 1,
-                        after,
-                    });
-                    return Ok(());
-                }
+                // As the runtime does: kept, and delivered with the next release.
+                Action::Notify(set) => node.notices.push((page, set)),
                 Action::TrackSharer => {
                     node.sharers.insert(page);
                 }
@@ -589,6 +568,11 @@ impl<'p> Sim<'p> {
     }
 
     fn release(&mut self, n: usize) -> Result<(), String> {
+        for (page, set) in std::mem::take(&mut self.nodes[n].notices) {
+            for t in set.iter() {
+                self.post(n, t.index(), Msg::Notify { page });
+            }
+        }
         let dirty = std::mem::take(&mut self.nodes[n].dirty);
         self.close(n, &dirty, Input::Release)?;
         self.nodes[n].then = Some(Then::Arrive);

@@ -40,10 +40,19 @@ PROGRAMS=(
   "lu|kernels/lu/contiguous_blocks|lu|-n256|-n1024"
   "radix|kernels/radix|radix|-n262144|-n4194304"
 )
+# The suite's pthread macros time with time(0), in seconds; both builds time in microseconds
+# (gettimeofday, as the suite's null macros and ours do).
+cat > "$W/clock.m4" <<'M4'
+divert(-1)
+define(`CLOCK', `{ struct timeval tv_; gettimeofday(&tv_, NULL); ($1) = (unsigned long)(tv_.tv_usec + tv_.tv_sec * 1000000); }')
+divert(0)
+#include <sys/time.h>
+M4
 for spec in "${PROGRAMS[@]}"; do
   IFS='|' read -r name dir file _ _ <<<"$spec"
   mkdir -p "$W/$name"
-  m4 -Ulen -Uindex "$SRC/codes/pthread_macros/pthread.m4.stougie" "$SRC/codes/$dir/$file.c.in" \
+  m4 -Ulen -Uindex "$SRC/codes/pthread_macros/pthread.m4.stougie" "$W/clock.m4" \
+    "$SRC/codes/$dir/$file.c.in" \
     > "$W/$name/pthread.c"
   gcc "${CFLAGS[@]}" -pthread "$W/$name/pthread.c" -o "$W/$name/pthread" -lm
   m4 -Ulen -Uindex ffi/parmacs/dsm.m4 "$SRC/codes/$dir/$file.c.in" > "$W/$name/dsm.c"

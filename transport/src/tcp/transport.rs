@@ -17,6 +17,12 @@ use crate::region::Region;
 use crate::types::{BackendKind, Capabilities, Message, Op, Rank, RegionDesc, Tag};
 use crate::wire::{Header, Kind};
 
+/// How long a message's sender waits for room in a full socket before it copies what is left
+/// and leaves it to the progress thread (see `Conn::send_parts`). Long enough for a busy
+/// receiver to read a large message; short enough that the progress thread's own sends on the
+/// connection, which wait meanwhile, are not held up for long.
+const SEND_WAIT: Duration = Duration::from_millis(2);
+
 /// The frame of a one-sided operation (request id still to be assigned), its payload, and
 /// where a read's data goes.
 fn frame_of(op: Op) -> (Header, Payload, Option<crate::LocalSlice>) {
@@ -446,9 +452,23 @@ impl Transport for TcpTransport {
     }
 
     fn send(&self, peer: Rank, tag: Tag, data: &[u8]) -> Result<()> {
-        let mut owned = crate::pool::buffer(data.len());
-        owned.extend_from_slice(data);
-        self.send_owned(peer, tag, owned)
+        self.send_parts(peer, tag, &[data])
+    }
+
+    fn send_parts(&self, peer: Rank, tag: Tag, parts: &[&[u8]]) -> Result<()> {
+        let len = parts.iter().map(|p| p.len()).sum();
+        self.check_len(len)?;
+        if peer == self.shared.rank {
+            let mut data = crate::pool::buffer(len);
+            for p in parts {
+                data.extend_from_slice(p);
+            }
+            return self.send_owned(peer, tag, data);
+        }
+        let conn = self.conn(peer)?;
+        let mut h = Header::new(Kind::Message);
+        h.a = tag.0;
+        conn.send_parts(h, parts, self.shared.now_ms(), Instant::now() + SEND_WAIT)
     }
 
     fn send_owned(&self, peer: Rank, tag: Tag, data: Vec<u8>) -> Result<()> {

@@ -8,7 +8,7 @@ use std::ffi::{c_int, c_void};
 
 use mpi_compat::{Communicator, Equivalence};
 
-use crate::state::{with_state, CResult, Failure, ERR_ARG, ERR_COUNT};
+use crate::state::{with_comm, CResult, Failure, ERR_ARG, ERR_COUNT};
 use crate::types::{count, op, with_prim, Datatype};
 
 const IN_PLACE: *const c_void = usize::MAX as *const c_void;
@@ -48,8 +48,8 @@ unsafe fn pack_block(
 /// `MPI_Barrier` (MPI-3.1 §5.3).
 #[no_mangle]
 pub unsafe extern "C" fn MPI_Barrier(comm: c_int) -> c_int {
-    with_state("MPI_Barrier", Some(comm), |s| {
-        s.tables.comm(comm)?.comm.barrier()?;
+    with_comm("MPI_Barrier", comm, &[], |s| {
+        s.comm.barrier()?;
         Ok(())
     })
 }
@@ -63,9 +63,9 @@ pub unsafe extern "C" fn MPI_Bcast(
     root: c_int,
     comm: c_int,
 ) -> c_int {
-    with_state("MPI_Bcast", Some(comm), |s| {
-        let dt = s.tables.datatype(datatype)?;
-        let c = &s.tables.comm(comm)?.comm;
+    with_comm("MPI_Bcast", comm, &[datatype], |s| {
+        let dt = s.datatype(datatype)?;
+        let c = &s.comm;
         let n = count(n)?;
         not_in_place(buffer, "buffer")?;
         if dt.contiguous() {
@@ -112,10 +112,10 @@ fn reduce_common(
     root: Option<c_int>,
     comm: c_int,
 ) -> c_int {
-    with_state(name, Some(comm), |s| {
-        let dt: Datatype = s.tables.datatype(datatype)?.clone();
+    with_comm(name, comm, &[datatype], |s| {
+        let dt: Datatype = s.datatype(datatype)?.clone();
         let op = op(o)?;
-        let c = &s.tables.comm(comm)?.comm;
+        let c = &s.comm;
         let n = count(n)?;
         let at_root = root.is_none_or(|r| r == c.rank());
         not_in_place(recvbuf, "receive buffer")?;
@@ -294,24 +294,24 @@ pub unsafe extern "C" fn MPI_Gather(
     root: c_int,
     comm: c_int,
 ) -> c_int {
-    with_state("MPI_Gather", Some(comm), |s| {
-        let c = &s.tables.comm(comm)?.comm;
+    with_comm("MPI_Gather", comm, &[stype, rtype], |s| {
+        let c = &s.comm;
         not_in_place(recvbuf, "receive buffer")?;
         if c.rank() != root {
             not_in_place(sendbuf, "send buffer of a non-root rank")?;
-            let st = s.tables.datatype(stype)?;
+            let st = s.datatype(stype)?;
             // SAFETY: `sendbuf` holds `scount` elements by contract.
             let send = unsafe { st.pack(sendbuf.cast(), count(scount)?)? };
             return Ok(c.gather(&send, &mut [], root)?);
         }
-        let rt = s.tables.datatype(rtype)?;
+        let rt = s.datatype(rtype)?;
         let rn = count(rcount)?;
         let send = if sendbuf == IN_PLACE {
             // SAFETY: at the root `recvbuf` holds size × `rcount` elements by contract; its
             // own block is its contribution.
             unsafe { pack_block(rt, recvbuf, c.rank() as usize, rn)? }
         } else {
-            let st = s.tables.datatype(stype)?;
+            let st = s.datatype(stype)?;
             // SAFETY: `sendbuf` holds `scount` elements by contract.
             unsafe { st.pack(sendbuf.cast(), count(scount)?)? }
         };
@@ -334,9 +334,9 @@ pub unsafe extern "C" fn MPI_Allgather(
     rtype: c_int,
     comm: c_int,
 ) -> c_int {
-    with_state("MPI_Allgather", Some(comm), |s| {
-        let c = &s.tables.comm(comm)?.comm;
-        let rt = s.tables.datatype(rtype)?;
+    with_comm("MPI_Allgather", comm, &[stype, rtype], |s| {
+        let c = &s.comm;
+        let rt = s.datatype(rtype)?;
         let rn = count(rcount)?;
         not_in_place(recvbuf, "receive buffer")?;
         let send = if sendbuf == IN_PLACE {
@@ -344,7 +344,7 @@ pub unsafe extern "C" fn MPI_Allgather(
             // block is its contribution.
             unsafe { pack_block(rt, recvbuf, c.rank() as usize, rn)? }
         } else {
-            let st = s.tables.datatype(stype)?;
+            let st = s.datatype(stype)?;
             // SAFETY: `sendbuf` holds `scount` elements by contract.
             unsafe { st.pack(sendbuf.cast(), count(scount)?)? }
         };
@@ -368,15 +368,15 @@ pub unsafe extern "C" fn MPI_Scatter(
     root: c_int,
     comm: c_int,
 ) -> c_int {
-    with_state("MPI_Scatter", Some(comm), |s| {
-        let c = &s.tables.comm(comm)?.comm;
+    with_comm("MPI_Scatter", comm, &[stype, rtype], |s| {
+        let c = &s.comm;
         if c.rank() == root {
             not_in_place(sendbuf, "send buffer")?;
-            let st = s.tables.datatype(stype)?;
+            let st = s.datatype(stype)?;
             let sn = count(scount)?;
             let in_place = recvbuf.cast_const() == IN_PLACE;
             if !in_place {
-                let rt = s.tables.datatype(rtype)?;
+                let rt = s.datatype(rtype)?;
                 same_bytes(sn * st.size, count(rcount)? * rt.size)?;
             }
             let total = sn
@@ -390,12 +390,12 @@ pub unsafe extern "C" fn MPI_Scatter(
                 // The root's block stays where it is in `sendbuf`.
                 return Ok(());
             }
-            let rt = s.tables.datatype(rtype)?;
+            let rt = s.datatype(rtype)?;
             // SAFETY: `recvbuf` holds `rcount` elements by contract.
             return unsafe { rt.unpack(&mine, recvbuf.cast(), count(rcount)?) };
         }
         not_in_place(recvbuf, "receive buffer of a non-root rank")?;
-        let rt = s.tables.datatype(rtype)?;
+        let rt = s.datatype(rtype)?;
         let rn = count(rcount)?;
         let mut mine = vec![0u8; rn * rt.size];
         c.scatter(&[], &mut mine, root)?;
@@ -415,10 +415,10 @@ pub unsafe extern "C" fn MPI_Alltoall(
     rtype: c_int,
     comm: c_int,
 ) -> c_int {
-    with_state("MPI_Alltoall", Some(comm), |s| {
-        let c = &s.tables.comm(comm)?.comm;
+    with_comm("MPI_Alltoall", comm, &[stype, rtype], |s| {
+        let c = &s.comm;
         let n = c.size() as usize;
-        let rt = s.tables.datatype(rtype)?;
+        let rt = s.datatype(rtype)?;
         let rn = count(rcount)?;
         not_in_place(recvbuf, "receive buffer")?;
         let send = if sendbuf == IN_PLACE {
@@ -426,7 +426,7 @@ pub unsafe extern "C" fn MPI_Alltoall(
             // data sent and (after the exchange) the data received.
             unsafe { pack_block(rt, recvbuf, 0, rn * n)? }
         } else {
-            let st = s.tables.datatype(stype)?;
+            let st = s.datatype(stype)?;
             let sn = count(scount)?;
             same_bytes(sn * st.size, rn * rt.size)?;
             // SAFETY: `sendbuf` holds size × `scount` elements by contract.

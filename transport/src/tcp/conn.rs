@@ -351,22 +351,14 @@ impl Conn {
     }
 
     /// Sends a frame whose payload is `parts` (borrowed, one after the other), without copying
-    /// them: the kernel reads them straight from the caller's memory. Returns once every byte
-    /// is written to the socket, or once the socket has stayed full until `deadline`: what is
-    /// left then is copied and queued as [`Conn::send`] queues it (the progress thread writes it
-    /// at the writable event). When frames are already queued, or the connection is corked, the
-    /// whole payload is copied and queued behind them, so frames keep their order.
-    ///
-    /// The send lock is held while this waits for room in the socket, at most until `deadline`:
-    /// other senders on this connection (the progress thread's responses and heartbeats) wait
-    /// that long at most.
-    pub(crate) fn send_parts(
-        &self,
-        mut header: Header,
-        parts: &[&[u8]],
-        now_ms: u64,
-        deadline: Instant,
-    ) -> Sent {
+    /// what the socket takes at once: the kernel reads it straight from the caller's memory.
+    /// What a full socket does not take is copied and queued as [`Conn::send`] queues it (the
+    /// progress thread writes it at the writable event). When frames are already queued, or the
+    /// connection is corked, the whole payload is copied and queued behind them, so frames keep
+    /// their order. It never waits for room: two ranks sending to each other at once must each
+    /// get to reading the other's message (waiting for room here, with read interest withdrawn
+    /// from the progress thread after a receive, stalled exchanges for a millisecond per step).
+    pub(crate) fn send_parts(&self, mut header: Header, parts: &[&[u8]], now_ms: u64) -> Sent {
         use std::os::fd::AsRawFd;
         if self.state() == DOWN {
             return Err(self.down_error());
@@ -431,21 +423,7 @@ impl Conn {
             };
             match e.kind() {
                 std::io::ErrorKind::Interrupted => continue,
-                std::io::ErrorKind::WouldBlock => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        break;
-                    }
-                    let mut p = libc::pollfd {
-                        fd: self.stream.as_raw_fd(),
-                        events: libc::POLLOUT,
-                        revents: 0,
-                    };
-                    let ms = left.as_millis().clamp(1, 1000) as libc::c_int;
-                    // SAFETY: one live, exclusively borrowed pollfd; the kernel writes only its
-                    // `revents` and keeps no pointer once it returns.
-                    unsafe { libc::poll(&mut p, 1, ms) };
-                }
+                std::io::ErrorKind::WouldBlock => break,
                 _ => {
                     drop(q);
                     let err = self.send_error(&e);
@@ -455,7 +433,7 @@ impl Conn {
             }
         }
         if sent < all {
-            // The socket stayed full: the rest goes as a queued copy (the header's unsent
+            // The socket is full: the rest goes as a queued copy (the header's unsent
             // bytes, if any, with it).
             let (payload, sent) = if sent < HEADER_LEN {
                 (copy(0), sent)
@@ -718,13 +696,11 @@ mod tests {
         {
             let pieces = big.clone();
             let (x, y) = pieces.split_at(3);
-            // No wait: whatever the socket does not take at once is copied and queued.
-            conn.send_parts(h, &[x, y], 0, Instant::now())
-                .expect("send_parts");
+            // Whatever the socket does not take at once is copied and queued.
+            conn.send_parts(h, &[x, y], 0).expect("send_parts");
             assert!(conn.has_queued(), "24 MiB went into a socket nobody reads");
         }
-        conn.send_parts(h, &[b"tail"], 0, Instant::now())
-            .expect("behind");
+        conn.send_parts(h, &[b"tail"], 0).expect("behind");
         let reader = std::thread::spawn(move || {
             let mut got = vec![0u8; 2 * HEADER_LEN + (24 << 20) + 4];
             peer.read_exact(&mut got).expect("read");

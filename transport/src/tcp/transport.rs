@@ -17,12 +17,6 @@ use crate::region::Region;
 use crate::types::{BackendKind, Capabilities, Message, Op, Rank, RegionDesc, Tag};
 use crate::wire::{Header, Kind};
 
-/// How long a message's sender waits for room in a full socket before it copies what is left
-/// and leaves it to the progress thread (see `Conn::send_parts`). Long enough for a busy
-/// receiver to read a large message; short enough that the progress thread's own sends on the
-/// connection, which wait meanwhile, are not held up for long.
-const SEND_WAIT: Duration = Duration::from_millis(2);
-
 /// The frame of a one-sided operation (request id still to be assigned), its payload, and
 /// where a read's data goes.
 fn frame_of(op: Op) -> (Header, Payload, Option<crate::LocalSlice>) {
@@ -468,7 +462,7 @@ impl Transport for TcpTransport {
         let conn = self.conn(peer)?;
         let mut h = Header::new(Kind::Message);
         h.a = tag.0;
-        conn.send_parts(h, parts, self.shared.now_ms(), Instant::now() + SEND_WAIT)
+        conn.send_parts(h, parts, self.shared.now_ms())
     }
 
     fn send_owned(&self, peer: Rank, tag: Tag, data: Vec<u8>) -> Result<()> {

@@ -1,5 +1,6 @@
-//! Collective calls (MPI-3.1 chapter 5). Broadcasts of a contiguous datatype, and reductions
-//! of one whose buffers are aligned for its element type, run on the C buffers in place;
+//! Collective calls (MPI-3.1 chapter 5). Broadcasts, all-gathers and all-to-alls of contiguous
+//! datatypes (with distinct buffers), and reductions of one whose buffers are aligned for its
+//! element type, run on the C buffers in place;
 //! otherwise buffers are packed into contiguous bytes (so any committed datatype works and C
 //! buffers need no particular alignment), the collective of `mpi-compat` runs on them, and the
 //! result is unpacked.
@@ -282,6 +283,72 @@ fn same_bytes(sent: usize, recv: usize) -> CResult<()> {
     }
 }
 
+/// The send bytes and the receive buffer of an exchange run in place (see [`in_place`]).
+type Exchange<'a> = (std::borrow::Cow<'a, [u8]>, &'a mut [u8]);
+
+/// The buffers of an all-gather or all-to-all as they are, when both datatypes are contiguous
+/// and the buffers distinct: the collective then reads and writes the C buffers in place, with
+/// no packing, no temporary buffers and no unpacking (which cost more than the exchange itself
+/// from 64 KiB up: fresh buffers fault their pages in). `sends` is how many send blocks
+/// `sendbuf` holds (1 for an all-gather, the size for an all-to-all); `recvbuf` holds the
+/// size's number of blocks. With `MPI_IN_PLACE` the send blocks are a copy of the receive
+/// buffer's (this rank's block for an all-gather). `None`: take the packing path.
+///
+/// # Safety
+/// `sendbuf` (unless `MPI_IN_PLACE`) holds `sends` × `scount` elements of its type and
+/// `recvbuf` size × `rcount` of its type, untouched by the program during the call.
+unsafe fn in_place<'a>(
+    c: &Communicator,
+    sendbuf: *const c_void,
+    (st, scount): (Option<&Datatype>, c_int),
+    recvbuf: *mut c_void,
+    (rt, rcount): (&Datatype, c_int),
+    sends: usize,
+) -> CResult<Option<Exchange<'a>>> {
+    let n = c.size() as usize;
+    if !rt.contiguous() || st.is_some_and(|t| !t.contiguous()) {
+        return Ok(None);
+    }
+    let block = count(rcount)?
+        .checked_mul(rt.size)
+        .ok_or_else(|| Failure::new(ERR_COUNT, "receive buffer too large"))?;
+    let rlen = block
+        .checked_mul(n)
+        .ok_or_else(|| Failure::new(ERR_COUNT, "receive buffer too large"))?;
+    if let Some(t) = st {
+        same_bytes(count(scount)? * t.size, block)?;
+    }
+    let slen = block * sends;
+    if rlen == 0 {
+        return Ok(Some((std::borrow::Cow::Borrowed(&[]), &mut [])));
+    }
+    if recvbuf.is_null() || (st.is_some() && sendbuf.is_null()) {
+        return Err(Failure::new(ERR_ARG, "a null buffer"));
+    }
+    let (r0, s0) = (recvbuf as usize, sendbuf as usize);
+    if st.is_some() && s0 < r0 + rlen && r0 < s0 + slen {
+        // Overlapping buffers (erroneous in MPI): the packing path copies them apart.
+        return Ok(None);
+    }
+    // SAFETY: not null; `rlen` bytes by contract, not otherwise borrowed during the call.
+    let recv = unsafe { std::slice::from_raw_parts_mut(recvbuf.cast::<u8>(), rlen) };
+    let send = if st.is_some() {
+        // SAFETY: not null, `slen` readable bytes by contract, distinct from `recv` (checked).
+        std::borrow::Cow::Borrowed(unsafe {
+            std::slice::from_raw_parts(sendbuf.cast::<u8>(), slen)
+        })
+    } else {
+        // MPI_IN_PLACE: this rank's block (all-gather) or every block (all-to-all).
+        let from = if sends == 1 {
+            c.rank() as usize * block
+        } else {
+            0
+        };
+        std::borrow::Cow::Owned(recv[from..from + slen].to_vec())
+    };
+    Ok(Some((send, recv)))
+}
+
 /// `MPI_Gather` (MPI-3.1 §5.5).
 #[no_mangle]
 pub unsafe extern "C" fn MPI_Gather(
@@ -339,6 +406,15 @@ pub unsafe extern "C" fn MPI_Allgather(
         let rt = s.datatype(rtype)?;
         let rn = count(rcount)?;
         not_in_place(recvbuf, "receive buffer")?;
+        let st = (sendbuf != IN_PLACE)
+            .then(|| s.datatype(stype))
+            .transpose()?;
+        // SAFETY: `sendbuf` (unless in place) holds `scount` elements of `st` and `recvbuf`
+        // size × `rcount` elements of `rt`, by contract.
+        if let Some(r) = unsafe { in_place(c, sendbuf, (st, scount), recvbuf, (rt, rcount), 1)? } {
+            let (send, recv) = r;
+            return Ok(c.all_gather(&send, recv)?);
+        }
         let send = if sendbuf == IN_PLACE {
             // SAFETY: `recvbuf` holds size × `rcount` elements by contract; this rank's own
             // block is its contribution.
@@ -421,6 +497,15 @@ pub unsafe extern "C" fn MPI_Alltoall(
         let rt = s.datatype(rtype)?;
         let rn = count(rcount)?;
         not_in_place(recvbuf, "receive buffer")?;
+        let st = (sendbuf != IN_PLACE)
+            .then(|| s.datatype(stype))
+            .transpose()?;
+        // SAFETY: `sendbuf` (unless in place) and `recvbuf` hold size × `scount` elements of
+        // `st` and size × `rcount` of `rt`, by contract.
+        if let Some(r) = unsafe { in_place(c, sendbuf, (st, scount), recvbuf, (rt, rcount), n)? } {
+            let (send, recv) = r;
+            return Ok(c.all_to_all(&send, recv)?);
+        }
         let send = if sendbuf == IN_PLACE {
             // SAFETY: `recvbuf` holds size × `rcount` elements by contract; it is both the
             // data sent and (after the exchange) the data received.

@@ -25,6 +25,8 @@ for line in open(f"{out}/results.jsonl"):
     if r["bench"] not in order:
         order.append(r["bench"])
 
+COLLECTIVES = {"osu_allreduce", "osu_bcast", "osu_barrier", "osu_reduce", "osu_allgather",
+               "osu_alltoall"}
 IMPLS = ["dsm-c", "mpich-tcp", "dsm-rust", "mpich-shm", "osu-dsm", "osu-mpich-tcp"]
 present = [i for i in IMPLS if any(k[3] == i for k in runs)]
 # (numerator, denominator) of each ratio column.
@@ -92,7 +94,7 @@ def svg(name, benches, ylabel):
     series = collections.OrderedDict()
     for (b, n, s, i), (bv, _, _) in sorted(stats.items()):
         if b in benches and s > 0 and bv > 0:
-            tag = f"{b}" + (f" n={n}" if b in ("osu_allreduce", "osu_bcast", "osu_barrier") else "")
+            tag = f"{b}" + (f" n={n}" if b in COLLECTIVES else "")
             series.setdefault((tag, i), []).append((s, bv))
     if not series:
         return
@@ -134,8 +136,8 @@ def svg(name, benches, ylabel):
     open(f"{out}/{name}", "w").write("\n".join(parts))
 
 
-svg("latency.svg", {"osu_latency", "osu_put_latency", "osu_get_latency", "osu_acc_latency"}, "latency (us)")
+svg("latency.svg", {"osu_latency", "osu_latency_mt", "osu_put_latency", "osu_get_latency", "osu_acc_latency"}, "latency (us)")
 svg("bandwidth.svg", {"osu_bw", "osu_bibw", "osu_put_bw", "osu_get_bw"}, "bandwidth (MB/s)")
-svg("collectives.svg", {"osu_allreduce", "osu_bcast"}, "latency (us)")
+svg("collectives.svg", COLLECTIVES - {"osu_barrier"}, "latency (us)")
 print(f"\nmpi-compare: wrote {out}/table.txt, {out}/results.jsonl, {out}/summary.jsonl, "
       f"{out}/latency.svg, {out}/bandwidth.svg, {out}/collectives.svg")

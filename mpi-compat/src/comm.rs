@@ -433,12 +433,13 @@ impl Communicator {
             return Ok(());
         }
         let dest = self.check_rank(dest)?;
-        let payload = bytes(buf);
-        let mut frame = transport::pool::buffer(HEADER + payload.len());
-        frame.extend_from_slice(&tag.to_le_bytes());
-        frame.extend_from_slice(payload);
-        self.transport()
-            .send_owned(self.peer(dest), self.tag(Channel::PointToPoint), frame)?;
+        // The header and the caller's bytes go to the transport as they are: the tcp backend
+        // writes them from here, with no copy into a frame of its own.
+        self.transport().send_parts(
+            self.peer(dest),
+            self.tag(Channel::PointToPoint),
+            &[&tag.to_le_bytes(), bytes(buf)],
+        )?;
         Ok(())
     }
 

@@ -51,8 +51,12 @@
 //!
 //! ## Thread safety
 //!
-//! Every type may be used from any thread; calls on one communicator are serialised
-//! (`MPI_THREAD_SERIALIZED`).
+//! Every type may be used from any thread, and point-to-point calls and waits may be made by
+//! several threads at once, on one communicator too (`MPI_THREAD_MULTIPLE`): a thread blocked
+//! in a receive holds no lock, and when several threads receive from the same source and tag,
+//! each message goes to one of them (the oldest posted receive, MPI-3.1 §3.5). As MPI
+//! requires (§5.13), collectives on one communicator are called in the same order on every
+//! rank, so never by two threads of a rank at once.
 //!
 //! ## Without RDMA hardware
 //!

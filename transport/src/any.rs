@@ -102,6 +102,9 @@ impl Transport for AnyTransport {
     fn send_owned(&self, peer: Rank, tag: Tag, data: Vec<u8>) -> Result<()> {
         each!(self, t => t.send_owned(peer, tag, data))
     }
+    fn send_parts(&self, peer: Rank, tag: Tag, parts: &[&[u8]]) -> Result<()> {
+        each!(self, t => t.send_parts(peer, tag, parts))
+    }
     fn try_recv(&self, from: Option<Rank>, tag: Option<Tag>) -> Option<Result<Message>> {
         each!(self, t => t.try_recv(from, tag))
     }

@@ -74,6 +74,22 @@ pub trait Transport: Send + Sync {
         sent
     }
 
+    /// Like [`Transport::send`], with the message's bytes given in pieces (`parts`, one after
+    /// the other: a header and a caller's buffer), so that a caller need not copy them into one
+    /// buffer first. The tcp backend writes them to the socket straight from the caller's
+    /// memory; the default joins them in a [`crate::pool::buffer`] and calls
+    /// [`Transport::send_owned`].
+    ///
+    /// # Errors
+    /// As [`Transport::send`].
+    fn send_parts(&self, peer: Rank, tag: Tag, parts: &[&[u8]]) -> Result<()> {
+        let mut data = crate::pool::buffer(parts.iter().map(|p| p.len()).sum());
+        for p in parts {
+            data.extend_from_slice(p);
+        }
+        self.send_owned(peer, tag, data)
+    }
+
     /// Receives the oldest message that matches `from` and `tag` (`None` matches any), waiting at
     /// most `timeout` (`None`: without limit, but never past the loss of the awaited peer).
     ///

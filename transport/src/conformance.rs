@@ -33,6 +33,7 @@ pub fn run_all<T: Transport>(job: &[T]) {
     batched_operations_land_exactly(job);
     waiting_for_a_message_takes_nothing(job);
     large_messages_arrive_whole(job);
+    messages_in_parts_arrive_whole(job);
     reads_see_no_later_request(job);
     accumulates_land_exactly(job);
 }
@@ -345,6 +346,36 @@ pub fn large_messages_arrive_whole<T: Transport>(job: &[T]) {
                 .expect("recv");
             assert_eq!(m.data.len(), len, "message {i}: length");
             assert!(m.data == pattern(i, len), "message {i}: bytes");
+        }
+    });
+}
+
+/// Messages given in pieces ([`Transport::send_parts`]: tcp writes them from the caller's
+/// memory, and copies what a full socket does not take) arrive whole and in order among
+/// messages sent by copy, several large ones in a row.
+pub fn messages_in_parts_arrive_whole<T: Transport>(job: &[T]) {
+    let (a, b) = (&job[0], &job[1]);
+    let sizes = [4 << 20, 5, 3 << 20, (1 << 20) + 1, 0, 4 << 20, 3 << 10];
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for (i, &len) in sizes.iter().enumerate() {
+                let data = pattern(i + 100, len);
+                match i % 3 {
+                    0 | 2 => {
+                        let (head, tail) = data.split_at(len.min(4));
+                        b.send_parts(a.rank(), Tag(10), &[head, &[], tail])
+                            .expect("send_parts");
+                    }
+                    _ => b.send(a.rank(), Tag(10), &data).expect("send"),
+                }
+            }
+        });
+        for (i, &len) in sizes.iter().enumerate() {
+            let m = a
+                .recv(Some(b.rank()), Some(Tag(10)), Some(Duration::from_secs(30)))
+                .expect("recv");
+            assert_eq!(m.data.len(), len, "message {i}: length");
+            assert!(m.data == pattern(i + 100, len), "message {i}: bytes");
         }
     });
 }

@@ -296,9 +296,16 @@ pub struct FrameReader {
     short: bool,
 }
 
-/// Initial buffer size, and the least a read asks for: large reads mean few system calls and
-/// rare compaction.
+/// Initial buffer size is four times this: large buffers mean rare compaction.
 const MIN_READ: usize = 256 * 1024;
+
+/// The most a read asks for beyond the rest of the frame in progress. Small enough that a large
+/// payload is mostly left in the socket until its header is seen, so that it is then read
+/// straight into its destination (`tcp::progress::try_direct`) instead of through this buffer
+/// and a copy out of it: asking for the whole buffer (1 MiB), a 1 MiB message that had arrived
+/// before the read was copied once more (kernel to this buffer, this buffer to its own).
+/// Large enough that a stream of small frames costs one system call per 16 of 4 KiB.
+const ASK: usize = 64 * 1024;
 
 impl FrameReader {
     /// A reader that refuses payloads larger than `max_payload` bytes.
@@ -352,9 +359,10 @@ impl FrameReader {
             Some(h) => (h.payload_len as usize).saturating_sub(self.buffered()),
             None => 0,
         };
-        self.reserve(frame_rest.max(MIN_READ));
-        let n = src.read(&mut self.buf[self.end..])?;
-        self.short = self.end + n < self.buf.len();
+        let ask = frame_rest.max(ASK);
+        self.reserve(ask);
+        let n = src.read(&mut self.buf[self.end..self.end + ask])?;
+        self.short = n < ask;
         self.end += n;
         Ok(n)
     }

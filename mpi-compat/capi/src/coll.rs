@@ -1,5 +1,6 @@
-//! Collective calls (MPI-3.1 chapter 5). Broadcasts of a contiguous datatype, and reductions
-//! of one whose buffers are aligned for its element type, run on the C buffers in place;
+//! Collective calls (MPI-3.1 chapter 5). Broadcasts, all-gathers and all-to-alls of contiguous
+//! datatypes (with distinct buffers), and reductions of one whose buffers are aligned for its
+//! element type, run on the C buffers in place;
 //! otherwise buffers are packed into contiguous bytes (so any committed datatype works and C
 //! buffers need no particular alignment), the collective of `mpi-compat` runs on them, and the
 //! result is unpacked.
@@ -8,7 +9,7 @@ use std::ffi::{c_int, c_void};
 
 use mpi_compat::{Communicator, Equivalence};
 
-use crate::state::{with_state, CResult, Failure, ERR_ARG, ERR_COUNT};
+use crate::state::{with_comm, CResult, Failure, ERR_ARG, ERR_COUNT};
 use crate::types::{count, op, with_prim, Datatype};
 
 const IN_PLACE: *const c_void = usize::MAX as *const c_void;
@@ -48,8 +49,8 @@ unsafe fn pack_block(
 /// `MPI_Barrier` (MPI-3.1 §5.3).
 #[no_mangle]
 pub unsafe extern "C" fn MPI_Barrier(comm: c_int) -> c_int {
-    with_state("MPI_Barrier", Some(comm), |s| {
-        s.tables.comm(comm)?.comm.barrier()?;
+    with_comm("MPI_Barrier", comm, &[], |s| {
+        s.comm.barrier()?;
         Ok(())
     })
 }
@@ -63,9 +64,9 @@ pub unsafe extern "C" fn MPI_Bcast(
     root: c_int,
     comm: c_int,
 ) -> c_int {
-    with_state("MPI_Bcast", Some(comm), |s| {
-        let dt = s.tables.datatype(datatype)?;
-        let c = &s.tables.comm(comm)?.comm;
+    with_comm("MPI_Bcast", comm, &[datatype], |s| {
+        let dt = s.datatype(datatype)?;
+        let c = &s.comm;
         let n = count(n)?;
         not_in_place(buffer, "buffer")?;
         if dt.contiguous() {
@@ -112,10 +113,10 @@ fn reduce_common(
     root: Option<c_int>,
     comm: c_int,
 ) -> c_int {
-    with_state(name, Some(comm), |s| {
-        let dt: Datatype = s.tables.datatype(datatype)?.clone();
+    with_comm(name, comm, &[datatype], |s| {
+        let dt: Datatype = s.datatype(datatype)?.clone();
         let op = op(o)?;
-        let c = &s.tables.comm(comm)?.comm;
+        let c = &s.comm;
         let n = count(n)?;
         let at_root = root.is_none_or(|r| r == c.rank());
         not_in_place(recvbuf, "receive buffer")?;
@@ -282,6 +283,72 @@ fn same_bytes(sent: usize, recv: usize) -> CResult<()> {
     }
 }
 
+/// The send bytes and the receive buffer of an exchange run in place (see [`in_place`]).
+type Exchange<'a> = (std::borrow::Cow<'a, [u8]>, &'a mut [u8]);
+
+/// The buffers of an all-gather or all-to-all as they are, when both datatypes are contiguous
+/// and the buffers distinct: the collective then reads and writes the C buffers in place, with
+/// no packing, no temporary buffers and no unpacking (which cost more than the exchange itself
+/// from 64 KiB up: fresh buffers fault their pages in). `sends` is how many send blocks
+/// `sendbuf` holds (1 for an all-gather, the size for an all-to-all); `recvbuf` holds the
+/// size's number of blocks. With `MPI_IN_PLACE` the send blocks are a copy of the receive
+/// buffer's (this rank's block for an all-gather). `None`: take the packing path.
+///
+/// # Safety
+/// `sendbuf` (unless `MPI_IN_PLACE`) holds `sends` × `scount` elements of its type and
+/// `recvbuf` size × `rcount` of its type, untouched by the program during the call.
+unsafe fn in_place<'a>(
+    c: &Communicator,
+    sendbuf: *const c_void,
+    (st, scount): (Option<&Datatype>, c_int),
+    recvbuf: *mut c_void,
+    (rt, rcount): (&Datatype, c_int),
+    sends: usize,
+) -> CResult<Option<Exchange<'a>>> {
+    let n = c.size() as usize;
+    if !rt.contiguous() || st.is_some_and(|t| !t.contiguous()) {
+        return Ok(None);
+    }
+    let block = count(rcount)?
+        .checked_mul(rt.size)
+        .ok_or_else(|| Failure::new(ERR_COUNT, "receive buffer too large"))?;
+    let rlen = block
+        .checked_mul(n)
+        .ok_or_else(|| Failure::new(ERR_COUNT, "receive buffer too large"))?;
+    if let Some(t) = st {
+        same_bytes(count(scount)? * t.size, block)?;
+    }
+    let slen = block * sends;
+    if rlen == 0 {
+        return Ok(Some((std::borrow::Cow::Borrowed(&[]), &mut [])));
+    }
+    if recvbuf.is_null() || (st.is_some() && sendbuf.is_null()) {
+        return Err(Failure::new(ERR_ARG, "a null buffer"));
+    }
+    let (r0, s0) = (recvbuf as usize, sendbuf as usize);
+    if st.is_some() && s0 < r0 + rlen && r0 < s0 + slen {
+        // Overlapping buffers (erroneous in MPI): the packing path copies them apart.
+        return Ok(None);
+    }
+    // SAFETY: not null; `rlen` bytes by contract, not otherwise borrowed during the call.
+    let recv = unsafe { std::slice::from_raw_parts_mut(recvbuf.cast::<u8>(), rlen) };
+    let send = if st.is_some() {
+        // SAFETY: not null, `slen` readable bytes by contract, distinct from `recv` (checked).
+        std::borrow::Cow::Borrowed(unsafe {
+            std::slice::from_raw_parts(sendbuf.cast::<u8>(), slen)
+        })
+    } else {
+        // MPI_IN_PLACE: this rank's block (all-gather) or every block (all-to-all).
+        let from = if sends == 1 {
+            c.rank() as usize * block
+        } else {
+            0
+        };
+        std::borrow::Cow::Owned(recv[from..from + slen].to_vec())
+    };
+    Ok(Some((send, recv)))
+}
+
 /// `MPI_Gather` (MPI-3.1 §5.5).
 #[no_mangle]
 pub unsafe extern "C" fn MPI_Gather(
@@ -294,24 +361,24 @@ pub unsafe extern "C" fn MPI_Gather(
     root: c_int,
     comm: c_int,
 ) -> c_int {
-    with_state("MPI_Gather", Some(comm), |s| {
-        let c = &s.tables.comm(comm)?.comm;
+    with_comm("MPI_Gather", comm, &[stype, rtype], |s| {
+        let c = &s.comm;
         not_in_place(recvbuf, "receive buffer")?;
         if c.rank() != root {
             not_in_place(sendbuf, "send buffer of a non-root rank")?;
-            let st = s.tables.datatype(stype)?;
+            let st = s.datatype(stype)?;
             // SAFETY: `sendbuf` holds `scount` elements by contract.
             let send = unsafe { st.pack(sendbuf.cast(), count(scount)?)? };
             return Ok(c.gather(&send, &mut [], root)?);
         }
-        let rt = s.tables.datatype(rtype)?;
+        let rt = s.datatype(rtype)?;
         let rn = count(rcount)?;
         let send = if sendbuf == IN_PLACE {
             // SAFETY: at the root `recvbuf` holds size × `rcount` elements by contract; its
             // own block is its contribution.
             unsafe { pack_block(rt, recvbuf, c.rank() as usize, rn)? }
         } else {
-            let st = s.tables.datatype(stype)?;
+            let st = s.datatype(stype)?;
             // SAFETY: `sendbuf` holds `scount` elements by contract.
             unsafe { st.pack(sendbuf.cast(), count(scount)?)? }
         };
@@ -334,17 +401,26 @@ pub unsafe extern "C" fn MPI_Allgather(
     rtype: c_int,
     comm: c_int,
 ) -> c_int {
-    with_state("MPI_Allgather", Some(comm), |s| {
-        let c = &s.tables.comm(comm)?.comm;
-        let rt = s.tables.datatype(rtype)?;
+    with_comm("MPI_Allgather", comm, &[stype, rtype], |s| {
+        let c = &s.comm;
+        let rt = s.datatype(rtype)?;
         let rn = count(rcount)?;
         not_in_place(recvbuf, "receive buffer")?;
+        let st = (sendbuf != IN_PLACE)
+            .then(|| s.datatype(stype))
+            .transpose()?;
+        // SAFETY: `sendbuf` (unless in place) holds `scount` elements of `st` and `recvbuf`
+        // size × `rcount` elements of `rt`, by contract.
+        if let Some(r) = unsafe { in_place(c, sendbuf, (st, scount), recvbuf, (rt, rcount), 1)? } {
+            let (send, recv) = r;
+            return Ok(c.all_gather(&send, recv)?);
+        }
         let send = if sendbuf == IN_PLACE {
             // SAFETY: `recvbuf` holds size × `rcount` elements by contract; this rank's own
             // block is its contribution.
             unsafe { pack_block(rt, recvbuf, c.rank() as usize, rn)? }
         } else {
-            let st = s.tables.datatype(stype)?;
+            let st = s.datatype(stype)?;
             // SAFETY: `sendbuf` holds `scount` elements by contract.
             unsafe { st.pack(sendbuf.cast(), count(scount)?)? }
         };
@@ -368,15 +444,15 @@ pub unsafe extern "C" fn MPI_Scatter(
     root: c_int,
     comm: c_int,
 ) -> c_int {
-    with_state("MPI_Scatter", Some(comm), |s| {
-        let c = &s.tables.comm(comm)?.comm;
+    with_comm("MPI_Scatter", comm, &[stype, rtype], |s| {
+        let c = &s.comm;
         if c.rank() == root {
             not_in_place(sendbuf, "send buffer")?;
-            let st = s.tables.datatype(stype)?;
+            let st = s.datatype(stype)?;
             let sn = count(scount)?;
             let in_place = recvbuf.cast_const() == IN_PLACE;
             if !in_place {
-                let rt = s.tables.datatype(rtype)?;
+                let rt = s.datatype(rtype)?;
                 same_bytes(sn * st.size, count(rcount)? * rt.size)?;
             }
             let total = sn
@@ -390,12 +466,12 @@ pub unsafe extern "C" fn MPI_Scatter(
                 // The root's block stays where it is in `sendbuf`.
                 return Ok(());
             }
-            let rt = s.tables.datatype(rtype)?;
+            let rt = s.datatype(rtype)?;
             // SAFETY: `recvbuf` holds `rcount` elements by contract.
             return unsafe { rt.unpack(&mine, recvbuf.cast(), count(rcount)?) };
         }
         not_in_place(recvbuf, "receive buffer of a non-root rank")?;
-        let rt = s.tables.datatype(rtype)?;
+        let rt = s.datatype(rtype)?;
         let rn = count(rcount)?;
         let mut mine = vec![0u8; rn * rt.size];
         c.scatter(&[], &mut mine, root)?;
@@ -415,18 +491,27 @@ pub unsafe extern "C" fn MPI_Alltoall(
     rtype: c_int,
     comm: c_int,
 ) -> c_int {
-    with_state("MPI_Alltoall", Some(comm), |s| {
-        let c = &s.tables.comm(comm)?.comm;
+    with_comm("MPI_Alltoall", comm, &[stype, rtype], |s| {
+        let c = &s.comm;
         let n = c.size() as usize;
-        let rt = s.tables.datatype(rtype)?;
+        let rt = s.datatype(rtype)?;
         let rn = count(rcount)?;
         not_in_place(recvbuf, "receive buffer")?;
+        let st = (sendbuf != IN_PLACE)
+            .then(|| s.datatype(stype))
+            .transpose()?;
+        // SAFETY: `sendbuf` (unless in place) and `recvbuf` hold size × `scount` elements of
+        // `st` and size × `rcount` of `rt`, by contract.
+        if let Some(r) = unsafe { in_place(c, sendbuf, (st, scount), recvbuf, (rt, rcount), n)? } {
+            let (send, recv) = r;
+            return Ok(c.all_to_all(&send, recv)?);
+        }
         let send = if sendbuf == IN_PLACE {
             // SAFETY: `recvbuf` holds size × `rcount` elements by contract; it is both the
             // data sent and (after the exchange) the data received.
             unsafe { pack_block(rt, recvbuf, 0, rn * n)? }
         } else {
-            let st = s.tables.datatype(stype)?;
+            let st = s.datatype(stype)?;
             let sn = count(scount)?;
             same_bytes(sn * st.size, rn * rt.size)?;
             // SAFETY: `sendbuf` holds size × `scount` elements by contract.

@@ -50,7 +50,13 @@ pub unsafe extern "C" fn MPI_Init(_argc: *mut c_int, _argv: *mut *mut *mut c_cha
     guarded("MPI_Init", init)
 }
 
-/// `MPI_Init_thread` (MPI-3.1 §12.4.3): provides at most `MPI_THREAD_SERIALIZED`.
+/// `MPI_Init_thread` (MPI-3.1 §12.4.3): provides the level required, up to
+/// `MPI_THREAD_MULTIPLE`. Every call is safe from any thread: calls run one at a time under
+/// the library lock, except the ones that may block on other processes (point-to-point sends
+/// and receives, `MPI_Wait`/`MPI_Waitall`, and the collectives `MPI_Barrier`, `MPI_Bcast`,
+/// `MPI_Reduce`, `MPI_Allreduce`, `MPI_Gather`, `MPI_Allgather`, `MPI_Scatter`,
+/// `MPI_Alltoall`), which release it while they wait, so that a thread blocked in one does not
+/// hold back the others. See docs/C_API.md for the calls that still block under the lock.
 #[no_mangle]
 pub unsafe extern "C" fn MPI_Init_thread(
     _argc: *mut c_int,
@@ -62,7 +68,7 @@ pub unsafe extern "C" fn MPI_Init_thread(
         let r = init();
         if r == SUCCESS && !provided.is_null() {
             // SAFETY: not null; the caller passes a valid `int *`.
-            unsafe { provided.write(required.clamp(0, 2)) };
+            unsafe { provided.write(required.clamp(0, 3)) };
         }
         r
     })

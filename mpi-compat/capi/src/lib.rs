@@ -15,6 +15,17 @@
 //! the job. Calls before `MPI_Init` or after `MPI_Finalize` are errors of class
 //! `MPI_ERR_OTHER`.
 //!
+//! Threads: `MPI_Init_thread` grants `MPI_THREAD_MULTIPLE`. Calls run under one library lock,
+//! except those that may wait for other processes: `MPI_Send`, `MPI_Recv`, `MPI_Wait`,
+//! `MPI_Waitall`, `MPI_Barrier`, `MPI_Bcast`, `MPI_Reduce`, `MPI_Allreduce`, `MPI_Gather`,
+//! `MPI_Allgather`, `MPI_Scatter` and `MPI_Alltoall` take what they need under the lock (the
+//! communicator, the datatypes, the request) and wait without it, so a thread blocked in one
+//! never holds back another thread's calls (test `tests/c/threads.c`). `MPI_Waitany`,
+//! `MPI_Test*`, the v/w and neighbourhood collectives and the RMA synchronisation calls still
+//! wait holding the lock: a thread blocked in one of them delays the other threads' calls until
+//! it returns, and a program whose progress needs another thread's call meanwhile (a send the
+//! awaited message depends on) waits for ever. `osu_latency_mt` uses only the first kind.
+//!
 //! Non-blocking collectives (and the v/w, reduce-scatter and neighbourhood collectives) are
 //! schedules of point-to-point messages on a hidden duplicate of the communicator: every
 //! message is sent when the collective starts, and `MPI_Wait`/`MPI_Test` complete its

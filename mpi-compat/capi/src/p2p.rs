@@ -5,7 +5,10 @@ use std::ffi::{c_int, c_void};
 use mpi_compat::{Source, Status, TagMatch, PROC_NULL};
 
 use crate::request::CRequest;
-use crate::state::{put, with_state, CResult, Failure, ERR_ARG, ERR_REQUEST, ERR_TYPE};
+use crate::state::{
+    lock, put, with_comm, with_state, with_state_then, CResult, Failure, ERR_ARG, ERR_OTHER,
+    ERR_REQUEST, ERR_TYPE,
+};
 use crate::types::count;
 
 /// `MPI_Status` as `mpi.h` lays it out.
@@ -83,11 +86,11 @@ pub unsafe extern "C" fn MPI_Send(
     t: c_int,
     comm: c_int,
 ) -> c_int {
-    with_state("MPI_Send", Some(comm), |s| {
-        let dt = s.tables.datatype(datatype)?;
+    with_comm("MPI_Send", comm, &[datatype], |s| {
+        let dt = s.datatype(datatype)?;
         // SAFETY: `buf` holds `n` elements of `datatype` by contract.
         let data = unsafe { dt.view(buf.cast(), count(n)?)? };
-        s.tables.comm(comm)?.comm.send(&data, dest, t)?;
+        s.comm.send(&data, dest, t)?;
         Ok(())
     })
 }
@@ -103,10 +106,10 @@ pub unsafe extern "C" fn MPI_Recv(
     comm: c_int,
     st: *mut MpiStatus,
 ) -> c_int {
-    with_state("MPI_Recv", Some(comm), |s| {
-        let dt = s.tables.datatype(datatype)?.clone();
+    with_comm("MPI_Recv", comm, &[datatype], |s| {
+        let dt = s.datatype(datatype)?;
         let n = count(n)?;
-        let c = &s.tables.comm(comm)?.comm;
+        let c = &s.comm;
         let got = if src == PROC_NULL {
             // Completes at once, the buffer untouched.
             c.recv(&mut [0u8; 0], PROC_NULL, tag(t))?
@@ -250,13 +253,72 @@ unsafe fn complete(
     }
 }
 
-/// `MPI_Wait` (MPI-3.1 §3.7.3).
+/// Waits for request `*req` as [`complete`] does (blocking), without holding the library lock
+/// while it blocks: the request is taken out of the table, waited for, and a persistent one is
+/// put back. Another thread's calls go on meanwhile (`MPI_THREAD_MULTIPLE`); MPI forbids two
+/// threads to wait for the same request at once (MPI-3.1 §12.4.2).
+///
+/// # Safety
+/// `req` is a valid `MPI_Request *`; `st` is null or a valid `MPI_Status *`.
+unsafe fn wait_unlocked(req: *mut c_int, st: *mut MpiStatus) -> CResult<()> {
+    if req.is_null() {
+        return Err(Failure::new(ERR_ARG, "a null request pointer"));
+    }
+    // SAFETY: not null; valid by contract.
+    let h = unsafe { req.read() };
+    if h == 0 {
+        // MPI_REQUEST_NULL: an empty status.
+        // SAFETY: as the caller's contract.
+        unsafe { status(st, EMPTY) };
+        return Ok(());
+    }
+    let mut r = {
+        let mut guard = lock();
+        let s = guard
+            .as_mut()
+            .filter(|s| s.universe.is_some())
+            .ok_or_else(|| Failure::new(ERR_OTHER, "a wait outside MPI_Init .. MPI_Finalize"))?;
+        s.tables
+            .requests
+            .remove(&h)
+            .ok_or_else(|| Failure::new(ERR_REQUEST, format!("invalid request {h}")))?
+    };
+    let result = r.progress(true);
+    let persistent = r.persistent();
+    {
+        let mut guard = lock();
+        if let Some(s) = guard.as_mut().filter(|s| s.universe.is_some()) {
+            if persistent {
+                s.tables.requests.insert(h, r);
+            }
+            if !s.tables.detached.is_empty() {
+                // What this request waited for may have brought theirs too (see `complete`).
+                s.tables
+                    .detached
+                    .retain_mut(|r| matches!(r.progress(false), Ok(None)));
+            }
+        }
+    }
+    if !persistent {
+        // SAFETY: valid by contract.
+        unsafe { req.write(0) };
+    }
+    let got = result?.unwrap_or(EMPTY);
+    // SAFETY: as the caller's contract.
+    unsafe { status(st, got) };
+    Ok(())
+}
+
+/// `MPI_Wait` (MPI-3.1 §3.7.3). Blocks without the library lock (see `wait_unlocked`).
 #[no_mangle]
 pub unsafe extern "C" fn MPI_Wait(request: *mut c_int, st: *mut MpiStatus) -> c_int {
-    with_state("MPI_Wait", None, |s| {
+    with_state_then(
+        "MPI_Wait",
+        None,
+        |_| Ok(()),
         // SAFETY: pointers as the MPI contract.
-        unsafe { complete(s, request, st, true) }.map(drop)
-    })
+        |()| unsafe { wait_unlocked(request, st) },
+    )
 }
 
 /// `MPI_Test` (MPI-3.1 §3.7.3).
@@ -281,25 +343,32 @@ pub unsafe extern "C" fn MPI_Waitall(
     requests: *mut c_int,
     statuses: *mut MpiStatus,
 ) -> c_int {
-    with_state("MPI_Waitall", None, |s| {
-        let n = count(n)?;
-        if n > 0 && requests.is_null() {
-            return Err(Failure::new(ERR_ARG, "a null request array"));
-        }
-        let mut first = None;
-        for i in 0..n {
-            let st = if statuses.is_null() {
-                std::ptr::null_mut()
-            } else {
-                statuses.wrapping_add(i)
-            };
-            // SAFETY: `requests` and `statuses` (unless null) hold `n` entries by contract.
-            if let Err(e) = unsafe { complete(s, requests.wrapping_add(i), st, true) } {
-                first.get_or_insert(e);
+    with_state_then(
+        "MPI_Waitall",
+        None,
+        |_| {
+            let n = count(n)?;
+            if n > 0 && requests.is_null() {
+                return Err(Failure::new(ERR_ARG, "a null request array"));
             }
-        }
-        first.map_or(Ok(()), Err)
-    })
+            Ok(n)
+        },
+        |n| {
+            let mut first = None;
+            for i in 0..n {
+                let st = if statuses.is_null() {
+                    std::ptr::null_mut()
+                } else {
+                    statuses.wrapping_add(i)
+                };
+                // SAFETY: `requests` and `statuses` (unless null) hold `n` entries by contract.
+                if let Err(e) = unsafe { wait_unlocked(requests.wrapping_add(i), st) } {
+                    first.get_or_insert(e);
+                }
+            }
+            first.map_or(Ok(()), Err)
+        },
+    )
 }
 
 /// The status `MPI_Waitany`/`MPI_Testany` give when no request is active (MPI-3.1 §3.7.3).

@@ -33,7 +33,7 @@ pub(crate) const ERRORS_ARE_FATAL: i32 = 1;
 pub(crate) const ERRORS_RETURN: i32 = 2;
 
 /// An error on its way to the caller: its class and what happened.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Failure {
     pub(crate) class: i32,
     pub(crate) message: String,
@@ -151,11 +151,26 @@ pub(crate) fn guarded(name: &str, body: impl FnOnce() -> i32) -> i32 {
 }
 
 /// Runs `body` on the initialised state, catching panics; applies the error handler of
-/// `comm` (or of `MPI_COMM_WORLD`) to a failure.
+/// `comm` (or of `MPI_COMM_WORLD`) to a failure. The library lock is held throughout: calls
+/// made this way are serialized.
 pub(crate) fn with_state(
     name: &str,
     comm: Option<i32>,
     body: impl FnOnce(&mut State) -> CResult<()>,
+) -> i32 {
+    with_state_then(name, comm, body, Ok)
+}
+
+/// [`with_state`] in two steps, for calls that may block (`MPI_THREAD_MULTIPLE`): `prepare`
+/// runs on the state under the library lock and takes what the call needs (a clone of the
+/// communicator, of the datatype, a request taken out of the table); `run` runs on that after
+/// the lock is released, so that other threads' calls go on while it waits. `run` takes the
+/// lock again ([`lock`]) if it must put something back.
+pub(crate) fn with_state_then<P>(
+    name: &str,
+    comm: Option<i32>,
+    prepare: impl FnOnce(&mut State) -> CResult<P>,
+    run: impl FnOnce(P) -> CResult<()>,
 ) -> i32 {
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let mut guard = lock();
@@ -174,7 +189,9 @@ pub(crate) fn with_state(
             .and_then(|c| state.tables.comms.get(&c))
             .or_else(|| state.tables.comms.get(&1))
             .map_or(ERRORS_ARE_FATAL, |e| e.errhandler);
-        (body(state), handler)
+        let prepared = prepare(state);
+        drop(guard);
+        (prepared.and_then(run), handler)
     }));
     let (result, handler) = match outcome {
         Ok(r) => r,
@@ -197,6 +214,54 @@ pub(crate) fn with_state(
             }
         }
     }
+}
+
+/// What a call on a communicator that may block takes from the state before it releases the
+/// library lock (see [`with_comm`]): the communicator, and its datatype arguments (each lookup's
+/// failure kept until the call asks for that datatype, as a call that ignores an argument
+/// never fails on it).
+#[derive(Debug)]
+pub(crate) struct Taken {
+    pub(crate) comm: Communicator,
+    types: Vec<(i32, CResult<Datatype>)>,
+}
+
+impl Taken {
+    /// Datatype `h`, one of those named to [`with_comm`].
+    pub(crate) fn datatype(&self, h: i32) -> CResult<&Datatype> {
+        match self.types.iter().find(|(t, _)| *t == h) {
+            Some((_, Ok(d))) => Ok(d),
+            Some((_, Err(f))) => Err(f.clone()),
+            None => Err(Failure::new(
+                ERR_INTERN,
+                format!("datatype {h} was not taken"),
+            )),
+        }
+    }
+}
+
+/// Runs `body` on communicator `comm` and datatypes `types` without the library lock (see
+/// [`with_state_then`]): under `MPI_THREAD_MULTIPLE`, a thread blocked in a receive or a
+/// collective does not hold back the other threads' calls.
+pub(crate) fn with_comm(
+    name: &str,
+    comm: i32,
+    types: &[i32],
+    body: impl FnOnce(&Taken) -> CResult<()>,
+) -> i32 {
+    with_state_then(
+        name,
+        Some(comm),
+        |s| {
+            let c = s.tables.comm(comm)?.comm.clone();
+            let types = types
+                .iter()
+                .map(|&t| (t, s.tables.datatype(t).cloned()))
+                .collect();
+            Ok(Taken { comm: c, types })
+        },
+        |taken| body(&taken),
+    )
 }
 
 impl Tables {

@@ -69,6 +69,15 @@ fn point_to_point_and_collectives_in_c() {
     }
 }
 
+/// `MPI_THREAD_MULTIPLE`: threads in point-to-point calls, waits and collectives at once.
+#[test]
+fn threads_call_mpi_at_once_in_c() {
+    let p = compile("threads");
+    for n in [2, 3, 4] {
+        run(&p, n, "c threads ok");
+    }
+}
+
 #[test]
 fn vector_collectives_and_reduce_scatter_in_c() {
     let p = compile("coll_v");
@@ -146,6 +155,7 @@ fn c_programs_run_clean_under_valgrind() {
         ("nbc", "c nbc ok"),
         ("neighbor", "c neighbor ok"),
         ("persistent", "c persistent ok"),
+        ("threads", "c threads ok"),
     ] {
         let p = compile(name);
         let mut o = LaunchOptions::new(2, "valgrind");

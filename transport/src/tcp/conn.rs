@@ -350,6 +350,106 @@ impl Conn {
         Ok(())
     }
 
+    /// Sends a frame whose payload is `parts` (borrowed, one after the other), without copying
+    /// what the socket takes at once: the kernel reads it straight from the caller's memory.
+    /// What a full socket does not take is copied and queued as [`Conn::send`] queues it (the
+    /// progress thread writes it at the writable event). When frames are already queued, or the
+    /// connection is corked, the whole payload is copied and queued behind them, so frames keep
+    /// their order. It never waits for room: two ranks sending to each other at once must each
+    /// get to reading the other's message (waiting for room here, with read interest withdrawn
+    /// from the progress thread after a receive, stalled exchanges for a millisecond per step).
+    pub(crate) fn send_parts(&self, mut header: Header, parts: &[&[u8]], now_ms: u64) -> Sent {
+        use std::os::fd::AsRawFd;
+        if self.state() == DOWN {
+            return Err(self.down_error());
+        }
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        header.payload_len = u32::try_from(total)
+            .map_err(|_| Error::InvalidArgument("payload longer than 4 GiB".into()))?;
+        let copy = |from: usize| {
+            let mut b = crate::pool::buffer(total - from);
+            let mut skip = from;
+            for p in parts {
+                let s = skip.min(p.len());
+                b.extend_from_slice(&p[s..]);
+                skip -= s;
+            }
+            b
+        };
+        let encoded = header.encode();
+        let mut q = lock(&self.out);
+        self.last_send_ms.store(now_ms, Ordering::Relaxed);
+        if !q.is_empty() || self.corked.load(Ordering::Acquire) {
+            q.push_back(Queued {
+                header: encoded,
+                payload: Payload::Bytes(copy(0)),
+                sent: 0,
+                response: false,
+            });
+            return Ok(());
+        }
+        let all = HEADER_LEN + total;
+        let mut sent = 0usize;
+        while sent < all {
+            let mut iov = Vec::with_capacity(parts.len() + 1);
+            let mut at = 0usize;
+            for part in std::iter::once(&encoded[..]).chain(parts.iter().copied()) {
+                let end = at + part.len();
+                if end > sent && !part.is_empty() {
+                    let from = sent.saturating_sub(at);
+                    iov.push(libc::iovec {
+                        iov_base: part[from..].as_ptr() as *mut libc::c_void,
+                        iov_len: part.len() - from,
+                    });
+                }
+                at = end;
+            }
+            // SAFETY: an all-zero msghdr is a valid "no name, no control data" header.
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            msg.msg_iov = iov.as_mut_ptr();
+            msg.msg_iovlen = iov.len();
+            // SAFETY: `msg` points at `iov.len()` iovecs that describe the unsent ends of
+            // `encoded` and of the borrowed `parts`, all alive and unmodified until this returns;
+            // the kernel only reads them.
+            let n = unsafe { libc::sendmsg(self.stream.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+            if n > 0 {
+                sent += n as usize;
+                continue;
+            }
+            let e = if n == 0 {
+                std::io::ErrorKind::WriteZero.into()
+            } else {
+                std::io::Error::last_os_error()
+            };
+            match e.kind() {
+                std::io::ErrorKind::Interrupted => continue,
+                std::io::ErrorKind::WouldBlock => break,
+                _ => {
+                    drop(q);
+                    let err = self.send_error(&e);
+                    self.mark_down(err.clone());
+                    return Err(err);
+                }
+            }
+        }
+        if sent < all {
+            // The socket is full: the rest goes as a queued copy (the header's unsent
+            // bytes, if any, with it).
+            let (payload, sent) = if sent < HEADER_LEN {
+                (copy(0), sent)
+            } else {
+                (copy(sent - HEADER_LEN), HEADER_LEN)
+            };
+            q.push_back(Queued {
+                header: encoded,
+                payload: Payload::Bytes(payload),
+                sent,
+                response: false,
+            });
+        }
+        Ok(())
+    }
+
     /// Called before a request of the peer changes this node's memory: a queued frame whose
     /// payload still points at registered memory (the response to an earlier read, held back
     /// by the cork or by a full socket) gets a copy of its bytes now, so that the read returns
@@ -560,4 +660,80 @@ fn drain(stream: &mio::net::TcpStream, q: &mut VecDeque<Queued>) -> std::io::Res
 /// The error for a peer lost for `reason`.
 pub(crate) fn lost(peer: Rank, reason: String) -> Error {
     Error::PeerLost { peer, reason }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A connection whose peer is a plain socket that reads nothing until told to.
+    fn conn_and_peer() -> (Conn, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let ours =
+            std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (peer, _) = listener.accept().expect("accept");
+        ours.set_nonblocking(true).expect("nonblocking");
+        let read_fd = std::os::fd::OwnedFd::from(ours.try_clone().expect("dup"));
+        let conn = Conn::new(
+            Rank(1),
+            mio::net::TcpStream::from_std(ours),
+            read_fd,
+            Arc::new(Mailbox::new(2, Duration::ZERO)),
+            64 << 20,
+        );
+        (conn, peer)
+    }
+
+    /// A frame in pieces that a full socket does not take is finished from a queued copy of
+    /// what is left, and then a frame sent behind it, copied whole: the peer reads both, byte
+    /// for byte, in order, although the caller's pieces were gone before it read anything.
+    #[test]
+    fn the_rest_of_a_frame_in_pieces_goes_from_a_copy() {
+        let (conn, mut peer) = conn_and_peer();
+        let big: Vec<u8> = (0..24usize << 20)
+            .map(|i| (i * 7 + (i >> 12)) as u8)
+            .collect();
+        let mut h = Header::new(Kind::Message);
+        h.a = 5;
+        {
+            let pieces = big.clone();
+            let (x, y) = pieces.split_at(3);
+            // Whatever the socket does not take at once is copied and queued.
+            conn.send_parts(h, &[x, y], 0).expect("send_parts");
+            assert!(conn.has_queued(), "24 MiB went into a socket nobody reads");
+        }
+        conn.send_parts(h, &[b"tail"], 0).expect("behind");
+        let reader = std::thread::spawn(move || {
+            let mut got = vec![0u8; 2 * HEADER_LEN + (24 << 20) + 4];
+            peer.read_exact(&mut got).expect("read");
+            got
+        });
+        while conn.has_queued() {
+            conn.flush_queue().expect("flush");
+            std::thread::yield_now();
+        }
+        let got = reader.join().expect("reader");
+        let first: [u8; HEADER_LEN] = got[..HEADER_LEN].try_into().expect("header");
+        let first = Header::decode(&first, 64 << 20).expect("decode");
+        assert_eq!(
+            (first.kind, first.a, first.payload_len),
+            (Kind::Message, 5, 24 << 20)
+        );
+        assert!(
+            got[HEADER_LEN..HEADER_LEN + big.len()] == big[..],
+            "payload bytes"
+        );
+        let at = HEADER_LEN + big.len();
+        let second: [u8; HEADER_LEN] = got[at..at + HEADER_LEN].try_into().expect("header");
+        assert_eq!(
+            Header::decode(&second, 64 << 20)
+                .expect("decode")
+                .payload_len,
+            4
+        );
+        assert_eq!(&got[at + HEADER_LEN..], b"tail");
+    }
 }

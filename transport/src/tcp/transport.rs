@@ -447,9 +447,23 @@ impl Transport for TcpTransport {
     }
 
     fn send(&self, peer: Rank, tag: Tag, data: &[u8]) -> Result<()> {
-        let mut owned = crate::pool::buffer(data.len());
-        owned.extend_from_slice(data);
-        self.send_owned(peer, tag, owned)
+        self.send_parts(peer, tag, &[data])
+    }
+
+    fn send_parts(&self, peer: Rank, tag: Tag, parts: &[&[u8]]) -> Result<()> {
+        let len = parts.iter().map(|p| p.len()).sum();
+        self.check_len(len)?;
+        if peer == self.shared.rank {
+            let mut data = crate::pool::buffer(len);
+            for p in parts {
+                data.extend_from_slice(p);
+            }
+            return self.send_owned(peer, tag, data);
+        }
+        let conn = self.conn(peer)?;
+        let mut h = Header::new(Kind::Message);
+        h.a = tag.0;
+        conn.send_parts(h, parts, self.shared.now_ms())
     }
 
     fn send_owned(&self, peer: Rank, tag: Tag, data: Vec<u8>) -> Result<()> {

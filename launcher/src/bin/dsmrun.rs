@@ -26,7 +26,7 @@ struct Args {
           required_unless_present = "info")]
     nodes: Option<u32>,
     /// Transport between the nodes.
-    #[arg(long, value_parser = ["auto", "tcp", "verbs"])]
+    #[arg(long, value_parser = ["auto", "tcp", "verbs", "shm"])]
     transport: Option<String>,
     /// Stop the whole job after this many seconds.
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]

@@ -10,8 +10,9 @@ use transport::Transport;
 
 use crate::coherence::placement::Placement;
 use crate::collective;
+use crate::config::DsmConfig;
 use crate::error::{Error, Result};
-use crate::fault::{self, FaultEngine, FaultEngineKind, FaultMode};
+use crate::fault::{self, FaultEngine, FaultEngineKind};
 use crate::node::Node;
 use crate::space::{self, Access, PAGE};
 
@@ -21,92 +22,6 @@ mod held;
 mod objects;
 
 pub use objects::{GlobalCondvar, GlobalSemaphore};
-
-/// Settings of the shared memory.
-#[derive(Debug, Clone)]
-pub struct DsmConfig {
-    /// Size of the global address space (virtual; memory is used only where touched).
-    pub global_size: usize,
-    /// How page faults are resolved.
-    pub fault_mode: FaultMode,
-    /// Which engine detects accesses.
-    pub fault_engine: FaultEngineKind,
-    /// Most memory spent on copies of pages homed elsewhere; older copies are evicted (clean
-    /// ones dropped, dirty ones written home first) to stay under it.
-    pub cache_size: usize,
-}
-
-impl DsmConfig {
-    /// Reads `DSM_GLOBAL_SIZE` (bytes, with an optional K/M/G suffix; default 4G),
-    /// `DSM_CACHE_SIZE` (default 1G),
-    /// `DSM_FAULT_ENGINE` (`auto`, the default, `sigsegv` or `uffd`),
-    /// `DSM_FAULT_MODE` (`inline`, the default, or `handoff`) and `DSM_FAULT_THREADS` (service
-    /// threads of the hand-off mode, default 2).
-    ///
-    /// # Errors
-    /// [`Error::Config`] naming a malformed variable.
-    pub fn from_env() -> Result<DsmConfig> {
-        let size = match std::env::var("DSM_GLOBAL_SIZE") {
-            Ok(v) => parse_size(&v).ok_or_else(|| {
-                Error::Config(format!("DSM_GLOBAL_SIZE={v:?} is not a size like 4G"))
-            })?,
-            Err(_) => 4 << 30,
-        };
-        let threads = match std::env::var("DSM_FAULT_THREADS") {
-            Ok(v) => v
-                .trim()
-                .parse()
-                .ok()
-                .filter(|n| (1..=64).contains(n))
-                .ok_or_else(|| {
-                    Error::Config(format!(
-                        "DSM_FAULT_THREADS={v:?} is not a number from 1 to 64"
-                    ))
-                })?,
-            Err(_) => 2,
-        };
-        let fault_mode = match std::env::var("DSM_FAULT_MODE").as_deref().map(str::trim) {
-            Err(_) | Ok("inline") => FaultMode::Inline,
-            Ok("handoff") => FaultMode::Handoff { threads },
-            Ok(v) => {
-                return Err(Error::Config(format!(
-                    "DSM_FAULT_MODE={v:?}: expected inline or handoff"
-                )))
-            }
-        };
-        let fault_engine = match std::env::var("DSM_FAULT_ENGINE") {
-            Ok(v) => FaultEngineKind::parse(&v)?,
-            Err(_) => FaultEngineKind::Auto,
-        };
-        let cache_size = match std::env::var("DSM_CACHE_SIZE") {
-            Ok(v) => parse_size(&v).filter(|&c| c >= 16 * PAGE).ok_or_else(|| {
-                Error::Config(format!(
-                    "DSM_CACHE_SIZE={v:?} is not a size of at least 64K"
-                ))
-            })?,
-            Err(_) => 1 << 30,
-        };
-        Ok(DsmConfig {
-            global_size: size,
-            fault_mode,
-            fault_engine,
-            cache_size,
-        })
-    }
-}
-
-/// Parses `4096`, `64K`, `256M`, `4G`.
-pub fn parse_size(s: &str) -> Option<usize> {
-    let s = s.trim();
-    let (num, mult) = match s.chars().last()?.to_ascii_uppercase() {
-        'K' => (&s[..s.len() - 1], 1usize << 10),
-        'M' => (&s[..s.len() - 1], 1 << 20),
-        'G' => (&s[..s.len() - 1], 1 << 30),
-        'T' => (&s[..s.len() - 1], 1 << 40),
-        _ => (s, 1),
-    };
-    num.trim().parse::<usize>().ok()?.checked_mul(mult)
-}
 
 /// The shared memory of a job: one global address space, the same on every node.
 ///

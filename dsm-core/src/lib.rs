@@ -83,7 +83,8 @@ mod uffd;
 
 pub use coherence::placement::Placement;
 pub use config::Config;
-pub use dsm::{Dsm, DsmConfig, GlobalCondvar, GlobalLock, GlobalSemaphore};
+pub use config::DsmConfig;
+pub use dsm::{Dsm, GlobalCondvar, GlobalLock, GlobalSemaphore};
 pub use error::{Error, Result};
 pub use node::Node;
 pub use transport::Rank;

@@ -1,6 +1,6 @@
 //! The transport's error type.
 
-use crate::types::Rank;
+use crate::rank::Rank;
 
 /// Why a remote operation was refused by the node that owns the memory.
 ///

@@ -89,6 +89,7 @@ pub(crate) mod memfd;
 pub mod mixed;
 pub mod net;
 pub mod pool;
+mod rank;
 pub mod reduce;
 pub mod region;
 pub mod shm;

@@ -10,8 +10,13 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
+/// The key under which a region is registered; a peer names the region by it.
+///
+/// On tcp and loopback it is a number chosen by the owner; on RDMA verbs it is the rkey.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RemoteKey(pub u64);
+
 use crate::error::{Error, RemoteFault, Result};
-use crate::types::RemoteKey;
 
 static NEXT_REGION_ID: AtomicU64 = AtomicU64::new(1);
 

@@ -3,30 +3,9 @@
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
+pub use crate::rank::Rank;
 use crate::region::Region;
-
-/// The index of a node in the job, from 0 to `nodes - 1`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Rank(pub u32);
-
-impl Rank {
-    /// The rank as an index into per-node tables.
-    pub fn index(self) -> usize {
-        self.0 as usize
-    }
-}
-
-impl std::fmt::Display for Rank {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
-
-/// The key under which a region is registered; a peer names the region by it.
-///
-/// On tcp and loopback it is a number chosen by the owner; on RDMA verbs it is the rkey.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct RemoteKey(pub u64);
+pub use crate::region::RemoteKey;
 
 /// What a peer needs to address a registered region: its owner, key, base address and length.
 ///

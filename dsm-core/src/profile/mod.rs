@@ -109,28 +109,3 @@ pub(crate) fn finish(rec: &Recorder, rank: usize, t: &AnyTransport) -> Result<()
     }
     Ok(())
 }
-
-impl crate::runtime::Inner {
-    /// Profiling: a barrier waited `waited` for the other nodes (its release and acquire not
-    /// included) and closes the current phase.
-    pub(crate) fn profile_barrier(&self, waited: Duration) {
-        if let Some(p) = self.profile.on() {
-            p.barrier(ns(waited), |page, buf| {
-                // (A page homed here is in the runtime view while it is allocated; a failed
-                // read leaves the buffer as it was, which only hides changes.)
-                let _ = self.runtime.read_at(page * crate::space::PAGE, buf);
-            });
-        }
-    }
-
-    /// Profiling: the end of the job (see [`finish`]).
-    ///
-    /// # Collective
-    /// Every node must call it.
-    pub(crate) fn profile_finish(&self) -> Result<()> {
-        match self.profile.on() {
-            Some(p) => finish(p, self.me, &self.t),
-            None => Ok(()),
-        }
-    }
-}

@@ -20,7 +20,7 @@ use crate::coherence::placement::{self, Placement};
 use crate::coherence::prefetch;
 use crate::coherence::PageNo;
 use crate::collective;
-use crate::dsm::DsmConfig;
+use crate::config::DsmConfig;
 use crate::error::{Error, Result};
 use crate::space::{Access, GlobalSpace, PAGE};
 use crate::sparse::SparseTable;
@@ -50,6 +50,7 @@ mod consistency;
 mod engine;
 mod heap;
 mod notices;
+mod profiling;
 mod resolve;
 mod runs;
 #[cfg(test)]

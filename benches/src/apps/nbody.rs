@@ -11,14 +11,14 @@ use dsm_core::Placement;
 use super::{block, unit, Answer, Outcome, Shared, Team};
 
 /// Bodies where one thread takes about half a second (with [`steps`]).
-pub const DEFAULT: usize = 2048;
+pub const DEFAULT: usize = 4096;
 /// Bodies for a check of a few seconds.
 pub const QUICK: usize = 256;
 
 /// The number of time steps for `n` bodies.
 pub fn steps(n: usize) -> usize {
-    if n >= 2048 {
-        30
+    if n >= 4096 {
+        5
     } else {
         10
     }

@@ -11,7 +11,7 @@ use dsm_core::Placement;
 use super::{unit, Answer, Outcome, Shared, Team};
 
 /// `n` where one thread takes about half a second.
-pub const DEFAULT: usize = 1024;
+pub const DEFAULT: usize = 1536;
 /// `n` for a check of a few seconds.
 pub const QUICK: usize = 256;
 /// The block's side: a block of f64 is 32 KiB, eight pages.

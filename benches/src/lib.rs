@@ -2,6 +2,7 @@
 //! human-readable table and machine-readable JSON lines, each result beside the physical floor
 //! measured in the same run.
 
+pub mod apps;
 pub mod osu;
 
 use std::time::Duration;

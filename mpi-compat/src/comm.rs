@@ -568,11 +568,20 @@ impl Communicator {
                         Err(_) => break,
                     }
                 }
-                if took && m.waiting > 0 {
+                let woke = took && m.waiting > 0;
+                if woke {
                     self.shared.progressed.notify_all();
                 }
                 if let Some(done) = m.matched.remove(&id) {
                     return Ok(Some(done));
+                }
+                if woke {
+                    // What came is another thread's: let it run before this one spins on the
+                    // network again (on few cores the spin kept it off the processor).
+                    drop(all);
+                    std::thread::yield_now();
+                    all = self.shared.matching();
+                    continue;
                 }
                 if let Some(s) = from.filter(|_| take.is_none()) {
                     // The awaited sender is gone (lost, or closed in order) and nothing of it

@@ -208,11 +208,10 @@ fn serve() -> ! {
                 }
             }
             Some(WAIT) => {
-                let mut ph = phase(l);
-                join(&mut ph);
+                join(l);
                 or_fail("release", with_dsm(|d| Ok(d.release()?)));
-                let diff = ph.twin.take().map(|t| l.image.diff(&t)).unwrap_or_default();
-                drop(ph);
+                let twin = phase(l).twin.take();
+                let diff = twin.map(|t| l.image.diff(&t)).unwrap_or_default();
                 or_fail("answering rank 0", with_dsm(|d| send(d, 0, ANSWER, &diff)));
             }
             Some(END) => {
@@ -254,8 +253,11 @@ fn stack_size() -> usize {
     cur.clamp(8 << 20, 256 << 20)
 }
 
-fn join(ph: &mut Phase) {
-    for t in ph.threads.drain(..) {
+/// Waits for this process's threads of the phase. The phase's lock is not held meanwhile: the
+/// threads may still be calling `G_MALLOC`, which takes it.
+fn join(l: &Layer) {
+    let threads = std::mem::take(&mut phase(l).threads);
+    for t in threads {
         if t.join().is_err() {
             fail("a program thread panicked");
         }
@@ -306,11 +308,11 @@ pub extern "C" fn dsm_parmacs_create(f: Option<extern "C" fn()>, nprocs: c_long)
 #[no_mangle]
 pub extern "C" fn dsm_parmacs_wait_for_end(_n: c_long) {
     let l = layer();
-    let mut ph = phase(l);
-    if !ph.parallel {
+    if !phase(l).parallel {
         return;
     }
-    join(&mut ph);
+    join(l);
+    let mut ph = phase(l);
     let outcome = with_dsm(|d| {
         for r in 1..l.nodes {
             send(d, r, REQUEST, &[WAIT])?;

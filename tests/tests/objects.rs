@@ -66,3 +66,10 @@ fn an_allocation_placed_on_a_node_is_homed_there() {
         objects("placement", nodes);
     }
 }
+
+#[test]
+fn threads_of_several_nodes_lose_no_update_under_locks() {
+    for nodes in [1, 2, 3] {
+        objects("threaded-locks", nodes);
+    }
+}

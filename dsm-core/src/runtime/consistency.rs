@@ -109,9 +109,12 @@ impl Inner {
             g.set(step.next);
         }
         let changed = guards.len();
-        drop(guards);
         self.note_wasted(wasted);
-        wait_all(&posted)?;
+        // The pages stay locked until their diffs are at home: a release that finds one of them
+        // in its dirty list must not return (and let another node read the home) before then.
+        let waited = wait_all(&posted);
+        drop(guards);
+        waited?;
         Ok(changed)
     }
 
@@ -198,7 +201,13 @@ impl Inner {
 
     /// Release: every page written since the last release has its diff at its home when this
     /// returns.
+    ///
+    /// A node's threads share one dirty list, so a thread's writes may be in a list another
+    /// thread's release took and is still writing back: releases are serialized
+    /// (`release_gate`), so that a release returns only after every release begun before it
+    /// (its writes to a page another thread was writing back are in that page's diff).
     pub(crate) fn release(&self) -> Result<()> {
+        let _gate = lock(&self.release_gate);
         let start = Instant::now();
         // The application's stores to pages homed here are already in the home's copy: order
         // them before whatever follows the release (the operations that let others see them).
@@ -216,11 +225,20 @@ impl Inner {
     }
 
     /// Acquire: invalidates every cached page that another node writes.
+    ///
+    /// The notifications are taken from the node's log once, by whichever thread acquires
+    /// first: acquires are serialized (`acquire_gate`), so that an acquire returns only after
+    /// the invalidations of every acquire begun before it (which may have taken the
+    /// notifications this one must honour) are done.
     pub(crate) fn acquire(&self) -> Result<()> {
+        let _gate = lock(&self.acquire_gate);
         let start = Instant::now();
         // A run prefetched before this acquire may hold data older than what it must see: it is
         // installed first, so that the invalidations below cover it.
         self.finish_prefetches(None)?;
+        // Before the tracked pages are taken: a fault or a prefetch whose data was on its way
+        // meanwhile fetches or drops its page again (`resolve`, `install`).
+        self.acquires.fetch_add(1, Ordering::SeqCst);
         let full = self.drain_log();
         let victims: Vec<usize> = if full {
             lock(&self.sharers).clear();
@@ -245,26 +263,36 @@ impl Inner {
 
     /// Takes the notifications that arrived since the last acquire and marks their pages as
     /// written by others. Returns true when the log overflowed (every cached page must go).
+    ///
+    /// A slot reserved but not written yet belongs to a release still under way (a release
+    /// ends only when its notices are in the logs): it is remembered as a hole and looked at
+    /// again by the next acquires, while the slots after it, which later releases may have
+    /// filled, are taken now.
     pub(super) fn drain_log(&self) -> bool {
-        let mut consumed = lock(&self.log_consumed);
+        let mut cursor = lock(&self.log_consumed);
         let Ok(tail) = self.log.atomic_u64(0).map(|w| w.load(Ordering::Acquire)) else {
             return true;
         };
-        if tail.saturating_sub(*consumed) > LOG_CAP as u64 {
-            *consumed = tail;
+        let oldest = cursor.holes.first().copied().unwrap_or(cursor.consumed);
+        if tail.saturating_sub(oldest) > LOG_CAP as u64 {
+            cursor.consumed = tail;
+            cursor.holes.clear();
             return true;
         }
-        while *consumed < tail {
-            let at = 8 + (*consumed as usize % LOG_CAP) * 8;
+        let from = cursor.consumed;
+        let mut holes = std::mem::take(&mut cursor.holes);
+        holes.extend(from..tail);
+        cursor.consumed = tail.max(from);
+        for ticket in holes {
+            let at = 8 + (ticket as usize % LOG_CAP) * 8;
             let Ok(word) = self.log.atomic_u64(at) else {
                 return true;
             };
             let v = word.swap(0, Ordering::AcqRel);
             if v == 0 {
-                // Announced but not written yet: it belongs to a write not yet released to us.
-                break;
+                cursor.holes.push(ticket);
+                continue;
             }
-            *consumed += 1;
             let page = v as usize - 1;
             if page < self.pages.len() {
                 let Ok(mut g) = self.lock_page(page) else {

@@ -3,7 +3,7 @@
 //! directories, releases write diffs home, acquires invalidate what others wrote.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -66,6 +66,14 @@ use runs::Inflight;
 pub(crate) const DIR_ENTRY: usize = ENTRY_BYTES;
 /// Entries in a node's notification log.
 const LOG_CAP: usize = 1 << 16;
+
+/// How far this node has read its notification log: every ticket below `consumed` was taken,
+/// except the `holes` (reserved by a writer whose release has not filled them yet), ascending.
+#[derive(Debug, Default)]
+struct LogCursor {
+    consumed: u64,
+    holes: Vec<u64>,
+}
 /// Size of the scratch area used as the local side of small remote operations.
 const SCRATCH_SLOTS: usize = 4096;
 /// The home/manager table entry of a page: bits 0–7 home + 1 (0: not known yet), bits 8–15
@@ -81,6 +89,8 @@ fn map_entry(home: Option<usize>, manager: usize) -> u32 {
 /// A thread that holds one of these locks takes only locks further down the list, so no two
 /// threads ever wait for each other:
 ///
+/// 0. `release_gate`, `acquire_gate` (each held across a whole release or acquire, never both:
+///    see [`Inner::release`], [`Inner::acquire`]);
 /// 1. `log_consumed` (held while the notification log is drained);
 /// 2. the page locks of [`PageTable`]: a blocking `lock` of one page at a time, or of several in
 ///    ascending page order (`close_pages`); `try_lock` of any page at any time (it never
@@ -91,8 +101,8 @@ fn map_entry(home: Option<usize>, manager: usize) -> u32 {
 /// 5. leaves, never held while another is taken: `twins`, `dirty` (taken after `sharers` by
 ///    `reset_pages`), `cached`, `free_scratch`, `collective_heap`, `arena`, `known_live`.
 ///
-/// No lock is held across a wait for a remote operation except a page lock (the page being
-/// resolved) and `log_consumed`.
+/// No lock is held across a wait for a remote operation except the gates, a page lock (the
+/// page being resolved or written back) and `log_consumed`.
 pub(crate) struct Inner {
     pub(crate) t: Arc<AnyTransport>,
     pub(crate) me: usize,
@@ -116,10 +126,14 @@ pub(crate) struct Inner {
     map: SparseTable<AtomicU32>,
     twins: Mutex<HashMap<usize, Box<[u8]>>>,
     dirty: Mutex<Vec<usize>>,
+    /// Serializes the releases of this node's threads ([`Inner::release`]).
+    release_gate: Mutex<()>,
+    /// Serializes the acquires of this node's threads ([`Inner::acquire`]).
+    acquire_gate: Mutex<()>,
     sharers: Mutex<HashSet<usize>>,
     /// Write notices waiting for the next release ([`notices`]).
     notices: notices::Notices,
-    log_consumed: Mutex<u64>,
+    log_consumed: Mutex<LogCursor>,
     collective_heap: Mutex<RangeAllocator>,
     arena: Mutex<Arena>,
     /// Pages of other nodes' arenas seen holding a live block (their owners' bitmaps said so):
@@ -137,6 +151,9 @@ pub(crate) struct Inner {
     /// Prefetches whose data is still on its way (their pages stay locked until installed).
     inflight: Mutex<Vec<Inflight>>,
     pub(crate) stats: Stats,
+    /// How many acquires have begun on this node: a fault whose fetch overlapped one checks
+    /// that its copy is not older than what that acquire must see ([`Inner::resolve`]).
+    acquires: AtomicU64,
     /// The profile (`DSM_PROFILE`), off unless asked for.
     pub(crate) profile: crate::profile::Profile,
     // Keep the registered directory alive for as long as peers may address it.
@@ -248,9 +265,11 @@ impl Inner {
             map,
             twins: Mutex::new(HashMap::new()),
             dirty: Mutex::new(Vec::new()),
+            release_gate: Mutex::new(()),
+            acquire_gate: Mutex::new(()),
             sharers: Mutex::new(HashSet::new()),
             notices,
-            log_consumed: Mutex::new(0),
+            log_consumed: Mutex::new(LogCursor::default()),
             collective_heap: Mutex::new(RangeAllocator::new(0, collective_pages, 1)),
             arena: Mutex::new(Arena::new(arena_start, arena_pages)),
             known_live: Mutex::new(HashSet::new()),
@@ -260,6 +279,7 @@ impl Inner {
             prefetch: Mutex::new(prefetch::Policy::default()),
             inflight: Mutex::new(Vec::new()),
             stats: Stats::default(),
+            acquires: AtomicU64::new(0),
             profile: crate::profile::Profile::from_env(
                 me,
                 nodes,

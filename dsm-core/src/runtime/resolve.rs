@@ -50,6 +50,10 @@ impl Inner {
         // Pages this fault brought in (the faulting one, and prefetched runs posted).
         let mut fresh = Vec::new();
         let mut input = fault;
+        // An acquire that begins while this fault's fetch is on its way may find nothing to
+        // invalidate (the page is not cached yet) and let its thread read the copy this fetch
+        // installs, which may predate the writes that acquire must see: see `Wait::Fetch`.
+        let acquires = self.acquires.load(Ordering::SeqCst);
         loop {
             let step = self.machine.step(g.state(), input);
             let posted = self.execute(&mut g, &step, &mut fresh)?;
@@ -59,11 +63,31 @@ impl Inner {
                 Some(Wait::Fetch) => {
                     let (entry, old_writers) = self.answers(posted)?;
                     self.stats.pages_fetched.fetch_add(1, Ordering::Relaxed);
-                    Input::Fetched {
+                    let mut fetched = Input::Fetched {
                         write,
                         entry,
                         old_writers,
+                    };
+                    // A copy others write is tracked (invalidated at this node's acquires)
+                    // before it is opened; and it is fetched again when an acquire began
+                    // meanwhile: that acquire counted itself before it took the tracked pages,
+                    // and the page is tracked before the count is read, so either the acquire
+                    // sees the page (and invalidates it once this fault lets go of it) or this
+                    // fault sees the acquire (and its data goes to the home again, after the
+                    // lock that acquire follows was granted).
+                    let next = self.machine.step(g.state(), fetched);
+                    if next.actions.contains(Action::TrackSharer) {
+                        lock(&self.sharers).insert(page);
+                        if self.acquires.load(Ordering::SeqCst) != acquires {
+                            fetched = Input::Fetched {
+                                write,
+                                entry: self.refetch(page)?,
+                                old_writers,
+                            };
+                            self.stats.pages_fetched.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
+                    fetched
                 }
                 Some(Wait::WriterRegistration) => {
                     let (entry, old_writers) = self.answers(posted)?;
@@ -98,6 +122,25 @@ impl Inner {
         };
         counter.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Reads `page`'s directory entry and content from their homes again (the fault's
+    /// registrations are in already); returns the entry.
+    fn refetch(&self, page: usize) -> Result<DirEntry> {
+        let (home, manager) = self.home_of(page)?;
+        let entry = self.scratch()?;
+        let done = self.post_batch(vec![
+            Op::Read {
+                remote: self.dirs[manager].slice((page * DIR_ENTRY) as u64, 16)?,
+                local: entry.pair()?,
+            },
+            Op::Read {
+                remote: self.homes[home].slice((page * PAGE) as u64, PAGE)?,
+                local: self.runtime_slice(page * PAGE, PAGE)?,
+            },
+        ])?;
+        wait_all(&done)?;
+        Ok(DirEntry::from_words(entry.word(0), entry.word(1)))
     }
 
     /// Waits for what a step posted: the directory entry, and the old writers when this node

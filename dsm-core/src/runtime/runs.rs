@@ -2,7 +2,7 @@
 //! counting their pages used or wasted (the policy itself is [`crate::coherence::prefetch`]).
 
 use super::*;
-use crate::coherence::machine::{Action, Input};
+use crate::coherence::machine::{Action, Input, Why};
 use crate::coherence::NodeSet;
 
 /// Prefetched runs kept in flight beyond the one a sequential reader is consuming.
@@ -17,6 +17,8 @@ pub(super) struct Inflight {
     /// The batch buffer receiving the run's directory entries (taken out of the free list).
     pub(super) batch: usize,
     pub(super) done: Vec<Completion>,
+    /// [`Inner::acquires`] when the run was posted: see [`Inner::install`].
+    pub(super) acquires: u64,
 }
 
 impl Inflight {
@@ -78,6 +80,7 @@ impl Inner {
             }
             return Err(e.into());
         }
+        let mut steps = Vec::with_capacity(n);
         for (i, st) in w.states.into_iter().enumerate() {
             // Row R2.
             let page = w.first + i;
@@ -97,8 +100,29 @@ impl Inner {
                     _ => unreachable!("installing a prefetched page never takes {a:?}"),
                 }
             }
-            self.pages.unlock_kept(page, step.next);
+            steps.push(step);
         }
+        // An acquire begun since the run was posted may have found these pages still locked
+        // and in flight (nothing to invalidate) while their data predates what it must see:
+        // a page others write is dropped again (the sharers are checked after the pages went
+        // in, and an acquire counts itself before it takes them, so one of the two sees the
+        // other).
+        let stale = self.acquires.load(Ordering::SeqCst) != w.acquires;
+        let mut dropped = 0;
+        for (i, step) in steps.into_iter().enumerate() {
+            let page = w.first + i;
+            let mut next = step.next;
+            if stale && lock(&self.sharers).contains(&page) {
+                // Rows A1 on a prefetched copy: its view never opened, so nothing to unmap.
+                next = self
+                    .machine
+                    .step(next, Input::Invalidate(Why::Acquire))
+                    .next;
+                dropped += 1;
+            }
+            self.pages.unlock_kept(page, next);
+        }
+        self.note_wasted(dropped);
         self.stats
             .pages_fetched
             .fetch_add(n as u64, Ordering::Relaxed);
@@ -173,6 +197,8 @@ impl Inner {
         if window == 0 {
             return Ok(Vec::new());
         }
+        // Before the data is read: see `install`.
+        let acquires = self.acquires.load(Ordering::SeqCst);
         let Some(entries) = self.try_batch() else {
             // Every batch buffer is in flight: this run is not worth waiting for.
             return Ok(Vec::new());
@@ -237,6 +263,7 @@ impl Inner {
             states,
             batch,
             done: posted,
+            acquires,
         });
         drop(inflight);
         self.next_expected.store(first + n, Ordering::Relaxed);

@@ -59,6 +59,8 @@ struct Layer {
     layout: u64,
     rank: usize,
     nodes: usize,
+    /// The thread that ran `MAIN_INITENV` (the program's main thread).
+    main: std::thread::ThreadId,
     phase: Mutex<Phase>,
 }
 
@@ -151,6 +153,7 @@ pub extern "C" fn dsm_parmacs_init() {
         image,
         rank,
         nodes,
+        main: std::thread::current().id(),
         phase: Mutex::new(Phase::default()),
     };
     if LAYER.set(layer).is_err() {
@@ -400,7 +403,13 @@ fn end(code: c_int) {
     }
     ph.ended = true;
     drop(ph);
-    dsm_parmacs_wait_for_end(0);
+    // A program thread calling `exit` (a failed check, say) ends the process: the other ranks
+    // are told to end, but neither the phase's threads (itself among them) are waited for nor
+    // is the runtime shut down under them.
+    let from_main = std::thread::current().id() == l.main;
+    if from_main {
+        dsm_parmacs_wait_for_end(0);
+    }
     let outcome = with_dsm(|d| {
         let mut m = vec![END];
         m.extend_from_slice(&i64::from(code).to_le_bytes());
@@ -410,7 +419,9 @@ fn end(code: c_int) {
         Ok(())
     });
     or_fail("MAIN_END", outcome);
-    or_fail("finalize", runtime::finalize());
+    if from_main {
+        or_fail("finalize", runtime::finalize());
+    }
 }
 
 /// Stops the process with the last error's message when `status` is negative (a macro's call

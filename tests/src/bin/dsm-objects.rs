@@ -379,6 +379,60 @@ fn placement(d: &Dsm) -> R {
     d.barrier().map_err(e)
 }
 
+/// Several threads per node, each adding to one of two counters under that counter's lock; the
+/// counters share a page homed on node 0, so every node's release writes a diff of a page its
+/// other threads keep writing. No increment may be lost: a thread's release must not return
+/// before another thread's write-back of the same page (which carries its writes) is home.
+fn threaded_locks(d: &Dsm) -> R {
+    let threads_arg = std::env::args().nth(2).and_then(|a| a.parse().ok());
+    let threads: usize = threads_arg.unwrap_or(3);
+    const ROUNDS: u64 = 200;
+    let n = d.nodes();
+    let base = d
+        .alloc_collective(PAGE, Placement::Node(Rank(0)))
+        .map_err(e)? as usize;
+    let locks = d
+        .alloc_collective(2 * size_of::<GlobalLock>(), Placement::Blocked)
+        .map_err(e)? as usize;
+    let lock_of = |j: usize| (locks + j * size_of::<GlobalLock>()) as *const GlobalLock;
+    let counter = |j: usize| base + 64 * j;
+    if d.rank() == 0 {
+        for j in 0..2 {
+            d.lock_init(lock_of(j)).map_err(e)?;
+        }
+    }
+    d.barrier().map_err(e)?;
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                s.spawn(move || -> R {
+                    let j = t % 2;
+                    for _ in 0..ROUNDS {
+                        d.lock(lock_of(j)).map_err(e)?;
+                        let v = load(counter(j));
+                        store(counter(j), v + 1);
+                        d.unlock(lock_of(j)).map_err(e)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .try_for_each(|w| w.join().unwrap_or_else(|_| Err("a thread panicked".into())))
+    })?;
+    d.barrier().map_err(e)?;
+    for j in 0..2 {
+        let mine = (0..threads).filter(|t| t % 2 == j).count();
+        let want = ROUNDS * (mine * n) as u64;
+        let got = load(counter(j));
+        check(got == want, || {
+            format!("counter {j}: {got}, expected {want}")
+        })?;
+    }
+    d.barrier().map_err(e)
+}
+
 fn main() -> ExitCode {
     let scenario = std::env::args().nth(1).unwrap_or_default();
     let d = match Dsm::init() {
@@ -394,6 +448,7 @@ fn main() -> ExitCode {
         "cond-broadcast-signal" => cond_broadcast_and_signal(&d),
         "misuse" => misuse(&d),
         "placement" => placement(&d),
+        "threaded-locks" => threaded_locks(&d),
         other => Err(format!("unknown scenario {other:?}")),
     };
     let rank = d.rank();

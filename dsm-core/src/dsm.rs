@@ -340,10 +340,23 @@ impl Dsm {
         let start = Instant::now();
         let (next, serving) = self.lock_words(l)?;
         self.held.check_not_mine(l as usize)?;
-        let ticket = self.inner.t.fetch_add(next, 1)?;
+        // The ticket and a first look at `serving` in one round trip (one message where the
+        // backend can): a free lock is taken at once. Were the look served before the ticket,
+        // it would only see `serving` lower (it never passes a ticket not yet served).
+        let first = self.inner.post_batch(vec![
+            transport::Op::FetchAdd {
+                remote: next,
+                add: 1,
+            },
+            transport::Op::FetchAdd {
+                remote: serving,
+                add: 0,
+            },
+        ])?;
+        let ticket = first[0].wait()?;
+        let mut now = first[1].wait()?;
         let mut backoff = 1u32;
         loop {
-            let now = self.inner.t.fetch_add(serving, 0)?;
             if now == ticket {
                 break;
             }
@@ -358,6 +371,7 @@ impl Dsm {
                 }
             }
             backoff = (backoff * 2).min(MAX_LOCK_BACKOFF);
+            now = self.inner.t.fetch_add(serving, 0)?;
         }
         self.held.taken(l as usize);
         if let Some(p) = self.inner.profile.on() {

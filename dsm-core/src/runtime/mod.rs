@@ -323,7 +323,7 @@ impl Inner {
     }
 
     /// Posts several operations; those to one peer leave together where the backend can.
-    fn post_batch(&self, ops: Vec<Op>) -> Result<Vec<Completion>> {
+    pub(crate) fn post_batch(&self, ops: Vec<Op>) -> Result<Vec<Completion>> {
         Ok(self.t.post_batch(ops)?)
     }
 

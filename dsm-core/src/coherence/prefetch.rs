@@ -12,11 +12,44 @@
 //!   were used since the previous such event halves it. Below [`MIN_WINDOW`] prefetching stops.
 //! - With prefetching stopped, every sequential fault goes remote on its own and raises the cap
 //!   by one, so a pattern that turns sequential again gets its prefetch back after two faults.
+//! - A **strided** pattern (a column of a row-major matrix, a transpose's source: faults on
+//!   pages a constant distance apart, at most [`MAX_STRIDE`]) is prefetched too once two
+//!   consecutive faults show the same stride: the window's worth of pages (at most
+//!   [`MAX_STRIDED`], each its own run) at that stride; a fault on the page after the last one
+//!   fetched continues the pattern, and the window grows as for sequential faults.
 
 /// The largest window, in pages (also the largest run one prefetch fetches).
 pub const MAX_WINDOW: usize = 64;
 /// The first window of a sequential run; a cap below it turns prefetching off.
 pub const MIN_WINDOW: usize = 2;
+
+/// The largest distance between the pages of a strided pattern, in pages.
+pub const MAX_STRIDE: usize = 1024;
+/// The most pages of a strided pattern fetched after one fault.
+pub const MAX_STRIDED: usize = 8;
+
+/// What to fetch ahead after a remote read fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ahead {
+    /// Nothing.
+    Nothing,
+    /// `pages` pages from `from` (the pages after a sequential fault).
+    Run {
+        /// The first page.
+        from: usize,
+        /// How many.
+        pages: usize,
+    },
+    /// `pages` pages from `from`, `stride` pages apart.
+    Strided {
+        /// The first page.
+        from: usize,
+        /// The distance between two of them, in pages.
+        stride: usize,
+        /// How many.
+        pages: usize,
+    },
+}
 
 /// The prefetch state of a node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +57,12 @@ pub struct Policy {
     window: usize,
     cap: usize,
     used_since: usize,
+    /// The page of the previous remote read fault.
+    last: Option<usize>,
+    /// The distance between the last two remote read faults (0: none yet).
+    stride: usize,
+    /// The page after the last strided prefetch: a fault there continues the pattern.
+    resume: Option<usize>,
 }
 
 impl Default for Policy {
@@ -32,11 +71,55 @@ impl Default for Policy {
             window: 0,
             cap: MAX_WINDOW,
             used_since: 0,
+            last: None,
+            stride: 0,
+            resume: None,
         }
     }
 }
 
 impl Policy {
+    /// What to fetch ahead after a remote read fault on `page`; `sequential` says whether it
+    /// is on the page that follows the previous fault's run.
+    pub fn plan(&mut self, page: usize, sequential: bool) -> Ahead {
+        let strided = if sequential {
+            None
+        } else if self.resume == Some(page) {
+            Some(self.stride)
+        } else {
+            match self.last.map(|last| page.wrapping_sub(last)) {
+                Some(d) if (2..=MAX_STRIDE).contains(&d) => {
+                    let same = d == self.stride;
+                    self.stride = d;
+                    same.then_some(d)
+                }
+                _ => {
+                    self.stride = 0;
+                    None
+                }
+            }
+        };
+        self.last = Some(page);
+        self.resume = None;
+        let window = self.on_read_fault(sequential || strided.is_some());
+        match strided {
+            _ if window == 0 => Ahead::Nothing,
+            None => Ahead::Run {
+                from: page + 1,
+                pages: window,
+            },
+            Some(stride) => {
+                let pages = window.min(MAX_STRIDED);
+                self.resume = Some(page + (pages + 1) * stride);
+                Ahead::Strided {
+                    from: page + stride,
+                    stride,
+                    pages,
+                }
+            }
+        }
+    }
+
     /// How many pages to fetch ahead after a read fault; `sequential` says whether the fault is
     /// on the page that follows the previous fault's run.
     pub fn on_read_fault(&mut self, sequential: bool) -> usize {
@@ -121,6 +204,62 @@ mod tests {
         assert_eq!(p.cap(), MAX_WINDOW);
         p.on_wasted(1);
         assert_eq!(p.cap(), MAX_WINDOW / 2, "nothing used since the last event");
+    }
+
+    #[test]
+    fn a_strided_pattern_is_prefetched_after_two_equal_strides() {
+        let mut p = Policy::default();
+        assert_eq!(p.plan(100, false), Ahead::Nothing);
+        assert_eq!(
+            p.plan(108, false),
+            Ahead::Nothing,
+            "one stride is not a pattern"
+        );
+        assert_eq!(
+            p.plan(116, false),
+            Ahead::Strided {
+                from: 124,
+                stride: 8,
+                pages: 2
+            }
+        );
+        // The pages fetched are touched without faults; the next fault is after them.
+        assert_eq!(
+            p.plan(140, false),
+            Ahead::Strided {
+                from: 148,
+                stride: 8,
+                pages: 4
+            }
+        );
+        assert_eq!(
+            p.plan(180, false),
+            Ahead::Strided {
+                from: 188,
+                stride: 8,
+                pages: 8
+            }
+        );
+        assert_eq!(
+            p.plan(252, false),
+            Ahead::Strided {
+                from: 260,
+                stride: 8,
+                pages: MAX_STRIDED
+            }
+        );
+        // Anything else ends it.
+        assert_eq!(p.plan(5, false), Ahead::Nothing);
+        assert_eq!(p.plan(5 + MAX_STRIDE + 1, false), Ahead::Nothing);
+        assert_eq!(p.plan(7 + 2 * MAX_STRIDE, false), Ahead::Nothing);
+    }
+
+    #[test]
+    fn sequential_faults_plan_runs() {
+        let mut p = Policy::default();
+        assert_eq!(p.plan(10, false), Ahead::Nothing);
+        assert_eq!(p.plan(11, true), Ahead::Run { from: 12, pages: 2 });
+        assert_eq!(p.plan(14, true), Ahead::Run { from: 15, pages: 4 });
     }
 
     #[test]

@@ -160,10 +160,27 @@ impl Inner {
     /// prefetching has recently wasted ([`prefetch`]). Prefetched pages are installed but not
     /// mapped for the application ([`PREFETCHED`]): the first touch of each takes a local
     /// fault that maps it and counts it used.
+    ///
+    /// A strided pattern (see [`prefetch`]) prefetches its next pages, each its own run of one
+    /// page (as many as there are free batch buffers).
     pub(super) fn prefetch_after(&self, page: usize) -> Result<Vec<usize>> {
         let expected = self.next_expected.swap(page + 1, Ordering::Relaxed);
-        let window = lock(&self.prefetch).on_read_fault(page == expected);
-        self.post_run(page + 1, window)
+        let ahead = lock(&self.prefetch).plan(page, page == expected);
+        match ahead {
+            prefetch::Ahead::Nothing => Ok(Vec::new()),
+            prefetch::Ahead::Run { from, pages } => self.post_run(from, pages),
+            prefetch::Ahead::Strided {
+                from,
+                stride,
+                pages,
+            } => {
+                let pages: Vec<usize> = (0..pages)
+                    .map_while(|i| from.checked_add(i.checked_mul(stride)?))
+                    .take_while(|&q| q < self.pages.len())
+                    .collect();
+                self.post_pages(&pages)
+            }
+        }
     }
 
     /// At the first touch of `page`, the first page of a prefetched run ([`RUN_START`]): the
@@ -184,6 +201,71 @@ impl Inner {
                 break;
             }
             posted.extend(run);
+        }
+        Ok(posted)
+    }
+
+    /// Posts the prefetch of `pages`, each a run of one page (for [`Inner::post_run`]: its
+    /// registration, entry and content), every operation in one batch (one message per peer
+    /// where the backend can). Pages that are valid, busy, unallocated or homed here are left
+    /// out, and so are the last ones when the batch buffers run out. Returns the pages posted.
+    pub(super) fn post_pages(&self, pages: &[usize]) -> Result<Vec<usize>> {
+        // Before the data is read: see `install`.
+        let acquires = self.acquires.load(Ordering::SeqCst);
+        let me = NodeSet::addend(self.machine.me()).map_err(|e| Error::Config(e.to_string()))?;
+        // Held from before the pages are locked until their runs are on the list (`post_run`).
+        let mut inflight = lock(&self.inflight);
+        let mut ops = Vec::with_capacity(3 * pages.len());
+        let mut runs = Vec::with_capacity(pages.len());
+        for &q in pages {
+            if self.pages.peek(q).cache() != Cache::Invalid || self.entry(q) == 0 {
+                continue;
+            }
+            let (home, manager) = self.home_of(q)?;
+            if home == self.me {
+                continue;
+            }
+            let Some(entries) = self.try_batch() else {
+                break;
+            };
+            let g = match self.pages.try_lock(q) {
+                Some(g) if g.state().cache() == Cache::Invalid => g,
+                _ => continue,
+            };
+            let first = ops.len();
+            if !g.state().has(REG_READER) {
+                ops.push(Op::FetchAdd {
+                    remote: self.dir_word(manager, q, Field::Readers)?,
+                    add: me,
+                });
+            }
+            ops.push(Op::Read {
+                remote: self.dirs[manager].slice((q * DIR_ENTRY) as u64, DIR_ENTRY)?,
+                local: entries.slice(DIR_ENTRY)?,
+            });
+            ops.push(Op::Read {
+                remote: self.homes[home].slice((q * PAGE) as u64, PAGE)?,
+                local: self.runtime_slice(q * PAGE, PAGE)?,
+            });
+            runs.push((g, entries, ops.len() - first));
+        }
+        if runs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut done = self.post_batch(ops)?.into_iter();
+        let mut posted = Vec::with_capacity(runs.len());
+        for (g, entries, n) in runs {
+            let first = g.page;
+            let batch = entries.slot;
+            std::mem::forget(entries);
+            inflight.push(Inflight {
+                first,
+                states: vec![g.keep_locked()],
+                batch,
+                done: done.by_ref().take(n).collect(),
+                acquires,
+            });
+            posted.push(first);
         }
         Ok(posted)
     }

@@ -252,6 +252,31 @@ fn prefetched_pages_are_counted_used_or_wasted() {
 }
 
 #[test]
+fn a_strided_reader_gets_the_pages_on_its_stride_prefetched() {
+    const PAGES: usize = 64;
+    let cl = cluster(2, 1024);
+    let start = alloc_everywhere(&cl, 2 * PAGES * PAGE, Placement::Blocked);
+    for p in PAGES..2 * PAGES {
+        access(&cl[1], start, p * PAGE, Some(p as u8));
+    }
+    barrier(&cl);
+    // Node 0 reads every fourth page of node 1's half (offsets 0, 4, ..., 60): remote faults at
+    // 0 and 4 (one stride is not a pattern), at 8 (which posts 12 and 16), at 20 (24 to 36),
+    // at 40 (44 to 60: the pages past the allocation are left out).
+    for p in (PAGES..2 * PAGES).step_by(4) {
+        assert_eq!(access(&cl[0], start, p * PAGE, None), p as u8);
+    }
+    let s = cl[0].stats.snapshot();
+    assert_eq!(s.read_faults, 16, "{s:?}");
+    assert_eq!(s.pages_fetched, 5 + 11, "{s:?}");
+    assert_eq!(s.prefetched, 11, "{s:?}");
+    assert_eq!(s.prefetched_used, 11, "{s:?}");
+    assert_eq!(untouched(&cl[0]), 0);
+    // The pages between were never fetched.
+    assert_eq!(cl[0].pages.peek(start + PAGES + 1).cache(), Cache::Invalid);
+}
+
+#[test]
 fn a_home_writes_its_own_pages_in_place() {
     const PAGES: usize = 8;
     let cl = cluster(2, 1024);

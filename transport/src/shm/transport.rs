@@ -130,6 +130,58 @@ impl ShmTransport {
         Some(Ok(done.map_err(|fault| Error::Remote { peer: rank, fault })))
     }
 
+    /// The runs of a [`Transport::write_runs`] executed now, the peer's region looked up once
+    /// and every run checked before any is written: `None` when the region is not shareable
+    /// (as for [`ShmTransport::try_post`]) or is this node's own (the caller posts the runs as
+    /// writes then). The caller has checked the runs against both slices.
+    pub(crate) fn try_write_runs(
+        &self,
+        remote: &RemoteSlice,
+        local: &LocalSlice,
+        runs: &[(u32, u32)],
+    ) -> Option<Result<Completion>> {
+        if let Err(e) = self.shared.regions.check_local(local.region()) {
+            return Some(Err(e));
+        }
+        let rank = remote.rank();
+        if rank == self.shared.rank {
+            return None;
+        }
+        let peer = match self.shared.peer(rank) {
+            Ok(p) => p,
+            Err(e) => return Some(Err(e)),
+        };
+        let failed = |fault| Some(Ok(Completion::failed(Error::Remote { peer: rank, fault })));
+        let mapped = match peer
+            .regions
+            .get(rank, &peer.control, peer.pid, remote.region.key.0)
+        {
+            Ok(m) => m,
+            Err(e) => return Some(Ok(Completion::failed(e))),
+        };
+        if !mapped.shareable() {
+            return None;
+        }
+        let mut targets = Vec::with_capacity(runs.len());
+        for &(off, len) in runs {
+            let at = remote.offset + u64::from(off);
+            match mapped.range(at, u64::from(len)) {
+                Ok(dst) => targets.push((dst, off as usize, len as usize)),
+                Err(fault) => return failed(fault),
+            }
+        }
+        let base = local.region().as_ptr().wrapping_add(local.offset());
+        for (dst, off, len) in targets {
+            // SAFETY: `dst` is `len` bytes inside the peer's region mapped here (checked by
+            // `range`, the mapping kept alive by `mapped`); the source is `len` bytes at `off`
+            // inside `local` (the caller checked the runs against it; the region is kept alive
+            // by `local`). The two mappings may show the same pages, so `copy` tolerates
+            // overlap.
+            unsafe { std::ptr::copy(base.wrapping_add(off), dst, len) };
+        }
+        Some(Ok(Completion::ready(0)))
+    }
+
     /// A one-sided operation executed and waited for, without a [`Completion`].
     fn direct(&self, op: Op) -> Result<u64> {
         let rank = op.peer();
@@ -325,6 +377,33 @@ impl Transport for ShmTransport {
             self.shared.control.withdraw(p.slot);
         }
         self.shared.regions.remove(desc.key)
+    }
+
+    fn write_runs(
+        &self,
+        remote: RemoteSlice,
+        local: &LocalSlice,
+        runs: &[(u32, u32)],
+    ) -> Result<Vec<Completion>> {
+        crate::api::check_runs(&remote, local, runs)?;
+        match self.try_write_runs(&remote, local, runs) {
+            Some(done) => done.map(|c| vec![c]),
+            None => runs
+                .iter()
+                .map(|&(off, len)| {
+                    self.post(Op::Write {
+                        remote: remote
+                            .region
+                            .slice(remote.offset + u64::from(off), len as usize)?,
+                        local: LocalSlice::new(
+                            local.region(),
+                            local.offset() + off as usize,
+                            len as usize,
+                        )?,
+                    })
+                })
+                .collect(),
+        }
     }
 
     fn post(&self, op: Op) -> Result<Completion> {

@@ -264,8 +264,17 @@ impl ShmTransport {
         sleep: impl FnOnce(Option<Duration>) -> Result<T>,
     ) -> Result<T> {
         let start = Instant::now();
-        // The rings first: a peer's last messages must enter the mailbox before a goodbye that
-        // reached it another way (a mixed job's tcp connection) can end the wait.
+        // A peer's last messages must enter the mailbox before a goodbye that reached it
+        // another way (a mixed job's tcp connection) can end the wait: when the mailbox says the
+        // peer is gone, its ring is read to the end first, waiting for a thread that is reading
+        // it (`drain` skips such a ring, and its reader may be holding the last message).
+        let found = || match found() {
+            Some(Err(Error::PeerClosed(_) | Error::PeerLost { .. })) => {
+                self.shared.drain_waiting(from);
+                found()
+            }
+            other => other,
+        };
         self.shared.drain(from);
         if let Some(r) = found() {
             return r;
@@ -484,7 +493,14 @@ impl Transport for ShmTransport {
 
     fn try_recv(&self, from: Option<Rank>, tag: Option<Tag>) -> Option<Result<Message>> {
         self.shared.drain(from);
-        self.shared.mailbox.poll(from, tag)
+        match self.shared.mailbox.poll(from, tag) {
+            // The peer's last messages first (see `await_with`).
+            Some(Err(Error::PeerClosed(_) | Error::PeerLost { .. })) => {
+                self.shared.drain_waiting(from);
+                self.shared.mailbox.poll(from, tag)
+            }
+            other => other,
+        }
     }
 
     fn wait_message(

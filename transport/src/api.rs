@@ -206,22 +206,7 @@ pub trait Transport: Send + Sync {
         runs: &[(u32, u32)],
     ) -> Result<Vec<Completion>> {
         check_runs(&remote, local, runs)?;
-        let ops = runs
-            .iter()
-            .map(|&(off, len)| {
-                Ok(Op::Write {
-                    remote: remote
-                        .region
-                        .slice(remote.offset + u64::from(off), len as usize)?,
-                    local: LocalSlice::new(
-                        local.region(),
-                        local.offset() + off as usize,
-                        len as usize,
-                    )?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        self.post_batch(ops)
+        self.post_batch(run_writes(&remote, local, runs)?)
     }
 
     /// Adds `add` to `count` aligned 8-byte words, the first being `first`, each `stride` bytes
@@ -310,6 +295,29 @@ pub trait Transport: Send + Sync {
             None => waited,
         }
     }
+}
+
+/// The runs of a [`Transport::write_runs`] as one write each (for backends without a native
+/// form, and as the fallback of those with one).
+pub(crate) fn run_writes(
+    remote: &RemoteSlice,
+    local: &LocalSlice,
+    runs: &[(u32, u32)],
+) -> Result<Vec<Op>> {
+    runs.iter()
+        .map(|&(off, len)| {
+            Ok(Op::Write {
+                remote: remote
+                    .region
+                    .slice(remote.offset + u64::from(off), len as usize)?,
+                local: LocalSlice::new(
+                    local.region(),
+                    local.offset() + off as usize,
+                    len as usize,
+                )?,
+            })
+        })
+        .collect()
 }
 
 /// The checks every backend's [`Transport::write_runs`] makes before anything leaves.

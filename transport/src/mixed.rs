@@ -284,21 +284,7 @@ impl Transport for MixedTransport {
         if let Some(done) = self.shm.try_write_runs(&remote, local, runs) {
             return done.map(|c| vec![c]);
         }
-        let ops = runs
-            .iter()
-            .map(|&(off, len)| {
-                Ok(Op::Write {
-                    remote: remote
-                        .region
-                        .slice(remote.offset + u64::from(off), len as usize)?,
-                    local: LocalSlice::new(
-                        local.region(),
-                        local.offset() + off as usize,
-                        len as usize,
-                    )?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let ops = crate::api::run_writes(&remote, local, runs)?;
         self.post_batch(ops)
     }
 

@@ -397,21 +397,7 @@ impl Transport for ShmTransport {
         crate::api::check_runs(&remote, local, runs)?;
         match self.try_write_runs(&remote, local, runs) {
             Some(done) => done.map(|c| vec![c]),
-            None => runs
-                .iter()
-                .map(|&(off, len)| {
-                    self.post(Op::Write {
-                        remote: remote
-                            .region
-                            .slice(remote.offset + u64::from(off), len as usize)?,
-                        local: LocalSlice::new(
-                            local.region(),
-                            local.offset() + off as usize,
-                            len as usize,
-                        )?,
-                    })
-                })
-                .collect(),
+            None => self.post_batch(crate::api::run_writes(&remote, local, runs)?),
         }
     }
 

@@ -314,8 +314,36 @@ mod tests {
         assert!(inside, "the test binary links the runtime in");
         assert!(Image::of_program().is_err(), "which the layer refuses");
         assert!(img.len() > 0);
+        // A word of this binary's own data changes after the snapshot: the diff has a run
+        // with its new bytes at its offset. (Other tests' threads may change other bytes
+        // meanwhile, so the diff need not be only that.)
+        static PROBE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let addr = &PROBE as *const _ as usize;
+        let mut base = 0;
+        let mut probe = None;
+        for &(s, len) in &img.ranges {
+            if (s..s + len).contains(&addr) {
+                probe = Some(base + addr - s);
+            }
+            base += len;
+        }
+        let probe = probe.expect("a static of the program is in its image");
         let twin = img.snapshot();
-        assert!(img.diff(&twin).is_empty());
+        let value = 0x1122_3344_5566_7788u64;
+        PROBE.store(value, std::sync::atomic::Ordering::SeqCst);
+        let diff = img.diff(&twin);
+        let mut runs = &diff[..];
+        let mut seen = false;
+        while !runs.is_empty() {
+            let off = u64::from_le_bytes(runs[..8].try_into().unwrap()) as usize;
+            let len = u32::from_le_bytes(runs[8..12].try_into().unwrap()) as usize;
+            let bytes = &runs[12..12 + len];
+            if off <= probe && probe + 8 <= off + len {
+                seen = bytes[probe - off..probe - off + 8] == value.to_le_bytes();
+            }
+            runs = &runs[12 + len..];
+        }
+        assert!(seen, "the diff carries the probe's new value");
         assert!(img.apply(&[1, 2, 3]).is_err());
         let mut huge = (u64::MAX - 3).to_le_bytes().to_vec();
         huge.extend_from_slice(&8u32.to_le_bytes());

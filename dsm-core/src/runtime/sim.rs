@@ -204,16 +204,24 @@ fn false_sharing_on_one_word_survives() {
     run(4, Placement::Blocked, 1024, vec![phase]).expect("false sharing");
 }
 
-#[test]
-fn prefetched_pages_are_counted_used_or_wasted() {
-    const PAGES: usize = 64;
+/// Pages in [`second_half_written_by_node_1`]'s allocation, per node.
+const PAGES: usize = 64;
+
+/// Two nodes sharing `2 * PAGES` blocked pages, after node 1 wrote every page of its half
+/// (page `p` holds `p`) and a barrier. Returns the cluster and the allocation's first page.
+fn second_half_written_by_node_1() -> (Vec<Arc<Inner>>, usize) {
     let cl = cluster(2, 1024);
     let start = alloc_everywhere(&cl, 2 * PAGES * PAGE, Placement::Blocked);
-    // Node 1 writes every page of its half (blocked: the second half is its own).
     for p in PAGES..2 * PAGES {
         access(&cl[1], start, p * PAGE, Some(p as u8));
     }
     barrier(&cl);
+    (cl, start)
+}
+
+#[test]
+fn prefetched_pages_are_counted_used_or_wasted() {
+    let (cl, start) = second_half_written_by_node_1();
     // Node 0 reads the first 40 of them in order: remote faults at 0 and 1 (which posts the
     // run 2-3); then the first touch of each run's first page posts runs, twice as long each
     // time, up to two runs beyond the one it starts: at 2, runs 4-7, 8-11, 12-15; at 4, runs
@@ -253,13 +261,7 @@ fn prefetched_pages_are_counted_used_or_wasted() {
 
 #[test]
 fn a_strided_reader_gets_the_pages_on_its_stride_prefetched() {
-    const PAGES: usize = 64;
-    let cl = cluster(2, 1024);
-    let start = alloc_everywhere(&cl, 2 * PAGES * PAGE, Placement::Blocked);
-    for p in PAGES..2 * PAGES {
-        access(&cl[1], start, p * PAGE, Some(p as u8));
-    }
-    barrier(&cl);
+    let (cl, start) = second_half_written_by_node_1();
     // Node 0 reads every fourth page of node 1's half (offsets 0, 4, ..., 60): remote faults at
     // 0 and 4 (one stride is not a pattern), at 8 (which posts 12 and 16), at 20 (24 to 36),
     // at 40 (44 to 60: the pages past the allocation are left out).

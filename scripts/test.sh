@@ -33,6 +33,8 @@ for list in "${DSM_SKIP:-}" "${DSM_ONLY:-}"; do
 done
 CI_MODE=0
 case "${CI:-}" in ""|false|0) ;; *) CI_MODE=1;; esac
+# One build per run: incremental compilation's caches would only take disk (2 GiB and more).
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 
 LOGS=target/test-stages
 mkdir -p "$LOGS"
@@ -120,7 +122,22 @@ softroce() {
   bash scripts/test-softroce.sh --bench --runs 3
 }
 
-stage setup "install what is missing (scripts/setup.sh)" bash scripts/setup.sh
+# The suite's builds (debug, release, loom) and the soft-RoCE guest take about 5 GiB: with less
+# free space than that, say so before the builds fail one by one with "No space left on device".
+NEED_GIB=${DSM_TEST_NEED_GIB:-6}
+setup_stage() {
+  bash scripts/setup.sh || return 1
+  local free_kib
+  mkdir -p target
+  free_kib=$(df -Pk target | awk 'NR==2 {print $4}')
+  echo "test: $((free_kib / 1048576)) GiB free where target/ is (the suite needs about $NEED_GIB GiB)"
+  if [ "$free_kib" -lt $((NEED_GIB * 1048576)) ]; then
+    echo "test: not enough disk: $((free_kib / 1024)) MiB free on $(df -P target | awk 'NR==2 {print $6}'), the builds and the soft-RoCE guest need about $NEED_GIB GiB (DSM_TEST_NEED_GIB sets it)"
+    return 1
+  fi
+}
+
+stage setup "install what is missing (scripts/setup.sh), check the free disk" setup_stage
 stage fmt "cargo fmt --check" cargo fmt --all -- --check
 stage clippy "cargo clippy (all targets, -D warnings)" \
   cargo clippy --locked --workspace --all-targets -- -D warnings
@@ -159,6 +176,7 @@ done
 echo
 if [ ${#failed[@]} -gt 0 ]; then
   echo "test: FAILED: ${failed[*]}"
+  [ ${#missing[@]} -eq 0 ] || echo "test: and did not run whole: ${missing[*]}"
   exit 1
 fi
 if [ ${#missing[@]} -gt 0 ]; then

@@ -76,6 +76,31 @@ impl RangeAllocator {
         self.live.get(&start).copied()
     }
 
+    /// Allocates exactly `[start, start + len)` (a restart putting back a checkpoint's
+    /// allocations); false, changing nothing, when that range is not free.
+    pub fn claim(&mut self, start: usize, len: usize) -> bool {
+        let Some((&fs, &fl)) = self.free.range(..=start).next_back() else {
+            return false;
+        };
+        if len == 0 || start + len > fs + fl {
+            return false;
+        }
+        self.free.remove(&fs);
+        if start > fs {
+            self.free.insert(fs, start - fs);
+        }
+        if fs + fl > start + len {
+            self.free.insert(start + len, fs + fl - start - len);
+        }
+        self.live.insert(start, len);
+        true
+    }
+
+    /// The live allocations (start, length), ascending.
+    pub fn live(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        self.live.iter().map(|(&s, &l)| (s, l))
+    }
+
     /// Units currently allocated.
     pub fn used(&self) -> usize {
         self.live.values().sum()
@@ -102,6 +127,25 @@ mod tests {
         assert_eq!(a.free(y), None, "double free");
         assert_eq!(a.free(x), Some(3));
         assert_eq!(a.alloc(6), Some(10), "coalesced with its neighbour");
+    }
+
+    #[test]
+    fn claiming_the_live_ranges_rebuilds_the_same_allocator() {
+        let mut a = RangeAllocator::new(0, 100, 4);
+        let blocks: Vec<usize> = (0..6).map(|i| a.alloc(3 + i).unwrap()).collect();
+        a.free(blocks[1]);
+        a.free(blocks[4]);
+        let mut b = RangeAllocator::new(0, 100, 4);
+        for (s, l) in a.live() {
+            assert!(b.claim(s, l));
+        }
+        assert!(!b.claim(blocks[0], 4), "taken already");
+        assert!(!b.claim(98, 4), "past the end");
+        assert_eq!(a.live().collect::<Vec<_>>(), b.live().collect::<Vec<_>>());
+        // The same free ranges: the same next allocations.
+        for _ in 0..5 {
+            assert_eq!(a.alloc(8), b.alloc(8));
+        }
     }
 
     proptest! {

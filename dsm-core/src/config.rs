@@ -515,6 +515,8 @@ pub struct DsmConfig {
     /// Most memory spent on copies of pages homed elsewhere; older copies are evicted (clean
     /// ones dropped, dirty ones written home first) to stay under it.
     pub cache_size: usize,
+    /// Checkpoints and restarts ([`crate::checkpoint::Settings`]).
+    pub checkpoint: crate::checkpoint::Settings,
 }
 
 impl DsmConfig {
@@ -522,7 +524,8 @@ impl DsmConfig {
     /// `DSM_CACHE_SIZE` (default 1G),
     /// `DSM_FAULT_ENGINE` (`auto`, the default, `sigsegv` or `uffd`),
     /// `DSM_FAULT_MODE` (`inline`, the default, or `handoff`) and `DSM_FAULT_THREADS` (service
-    /// threads of the hand-off mode, default 2).
+    /// threads of the hand-off mode, default 2), and the checkpoint settings
+    /// ([`crate::checkpoint::Settings::from_env`]).
     ///
     /// # Errors
     /// [`Error::Config`] naming a malformed variable.
@@ -572,6 +575,7 @@ impl DsmConfig {
             fault_mode,
             fault_engine,
             cache_size,
+            checkpoint: crate::checkpoint::Settings::from_env()?,
         })
     }
 }

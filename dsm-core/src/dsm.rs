@@ -18,6 +18,7 @@ use crate::space::{self, Access, PAGE};
 
 use crate::runtime::Inner;
 
+mod checkpointing;
 mod held;
 mod objects;
 
@@ -33,6 +34,8 @@ pub struct Dsm {
     engine: Option<FaultEngine>,
     node: Option<Node>,
     held: held::HeldLocks,
+    /// Checkpoint settings and what the next checkpoint builds on.
+    checkpoint: checkpointing::Checkpoints,
 }
 
 /// The longest pause, in spin-loop hints, between two polls of a lock's `serving` word.
@@ -75,11 +78,26 @@ impl Dsm {
             )));
         }
         let t = node.transport_arc();
-        let mut space = space::negotiate(&*t, config.global_size)?;
+        let settings = config.checkpoint.clone();
+        // A restart decides its epoch and reads its images first: global memory goes back
+        // where it was.
+        let restore = if settings.restart {
+            crate::checkpoint::restart::prepare(&*t, &settings, config.global_size)?
+        } else {
+            None
+        };
+        let mut space = match &restore {
+            Some(r) => space::negotiate_at(&*t, config.global_size, r.global_base)?,
+            None => space::negotiate(&*t, config.global_size)?,
+        };
         if nodes > 1 {
             fault::prepare(&mut space, config.fault_engine, config.fault_mode)?;
         }
         let inner = Inner::build(t, space, &config)?;
+        if let Some(r) = &restore {
+            inner.restore(&r.images)?;
+        }
+        let checkpoint = checkpointing::Checkpoints::new(settings, restore.as_ref());
         let engine = if nodes == 1 {
             // Alone, the node is home of every page (its home memory is these very pages, see
             // `Inner::build`): the whole range is opened once and nothing ever faults.
@@ -97,6 +115,7 @@ impl Dsm {
             engine,
             node: Some(node),
             held: held::HeldLocks::default(),
+            checkpoint,
         })
     }
 
@@ -168,12 +187,17 @@ impl Dsm {
         // A node outside the job fails here like a lack of memory: on every node that asked
         // for it, after the checked barrier (so a node that asked for another one is not left
         // waiting), with nothing allocated.
-        let start = match placement {
-            Placement::Node(node) if node.index() >= self.inner.nodes => Err(Error::NoSuchNode {
-                node,
-                nodes: self.inner.nodes,
-            }),
-            _ => self.inner.alloc_collective_local(bytes, placement),
+        // After a restart, the checkpointed allocations come back first, in their order.
+        let replayed = self.inner.next_replay();
+        let start = match (placement, replayed) {
+            (Placement::Node(node), _) if node.index() >= self.inner.nodes => {
+                Err(Error::NoSuchNode {
+                    node,
+                    nodes: self.inner.nodes,
+                })
+            }
+            (_, Some(a)) => checkpointing::replay(a, bytes, kind, argument),
+            (_, None) => self.inner.alloc_collective_local(bytes, placement),
         };
         // The check covers failures too: a node out of memory where the others are not must
         // not leave the others' heaps with one allocation more.
@@ -188,14 +212,33 @@ impl Dsm {
             None,
         );
         match (start, agreed) {
-            (Ok(start), Ok(())) => Ok((self.inner.space.base() + start * PAGE) as *mut u8),
+            (Ok(start), Ok(())) => {
+                if replayed.is_none() {
+                    self.inner
+                        .record_allocation(crate::checkpoint::image::Allocation {
+                            start: start as u64,
+                            pages: bytes.div_ceil(PAGE).max(1) as u64,
+                            bytes: bytes as u64,
+                            kind,
+                            argument,
+                        });
+                }
+                Ok((self.inner.space.base() + start * PAGE) as *mut u8)
+            }
             (Ok(start), Err(mismatch)) => {
                 // Nothing was handed out: give the run back, so that every heap stays the same.
-                self.inner.undo_collective_local(start, bytes);
+                match replayed {
+                    Some(a) => self.inner.unreplay(a),
+                    None => self.inner.undo_collective_local(start, bytes),
+                }
                 Err(mismatch)
             }
-            (Err(_), Err(mismatch)) => Err(mismatch),
-            (Err(local), Ok(())) => Err(local),
+            (Err(local), agreed) => {
+                if let Some(a) = replayed {
+                    self.inner.unreplay(a);
+                }
+                Err(agreed.err().unwrap_or(local))
+            }
         }
     }
 
@@ -233,6 +276,9 @@ impl Dsm {
         );
         collective::checked_barrier(&*self.inner.t, "free_collective", &[offset], None)?;
         let freed = self.inner.free_collective_local(start, bad);
+        if freed.is_ok() {
+            self.inner.forget_allocation(start);
+        }
         collective::barrier(&*self.inner.t, None)?;
         released.and(freed)
     }

@@ -32,6 +32,10 @@ pub enum Error {
     /// The launcher could not start or supervise a process.
     #[error("launch: {0}")]
     Launch(String),
+    /// A checkpoint could not be taken, or a restart cannot resume from the checkpoints (the
+    /// message names the rank and the file).
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
     /// An access to global memory that no allocation covers.
     #[error("access to unallocated global memory at {0:#x}")]
     Unallocated(usize),

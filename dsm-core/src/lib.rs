@@ -21,6 +21,8 @@
 //! - [`node`]: [`Node::init`] joins the job and gives a connected transport, with a watchdog
 //!   that stops the node (naming the lost rank) when a peer disappears;
 //! - [`collective`]: barrier, broadcast and all-gather over messages;
+//! - [`checkpoint`]: coordinated checkpoints of the shared memory ([`Dsm::checkpoint`]) and
+//!   restarts from them (`DSM_RESTART=1`, `dsmrun --restart`, [`Dsm::restarted`]);
 //! - [`logging`]: the runtime's diagnostics on stderr (`DSM_LOG`), for programs that ask: the
 //!   library installs no global subscriber itself.
 //!
@@ -63,6 +65,7 @@
 pub mod address;
 pub mod alloc;
 pub mod bootstrap;
+pub mod checkpoint;
 pub mod coherence;
 pub mod collective;
 pub mod config;
@@ -81,6 +84,7 @@ pub mod topology;
 pub mod typed;
 mod uffd;
 
+pub use checkpoint::Epoch;
 pub use coherence::placement::Placement;
 pub use config::Config;
 pub use config::DsmConfig;

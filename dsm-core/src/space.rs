@@ -170,6 +170,51 @@ pub fn negotiate<T: Transport>(t: &T, size: usize) -> Result<GlobalSpace> {
     )))
 }
 
+/// Maps the global range of `size` bytes at `base` on every node (a restart: pointers stored
+/// in checkpointed memory stay valid only there).
+///
+/// # Collective
+/// Every node must call it with the same `size` and `base`.
+///
+/// # Errors
+/// [`Error::Checkpoint`] on every node when the range is not free on some node (naming the
+/// nodes); [`Error::Io`] when mapping fails.
+pub fn negotiate_at<T: Transport>(t: &T, size: usize, base: usize) -> Result<GlobalSpace> {
+    if size == 0 || !size.is_multiple_of(ALIGN) || !base.is_multiple_of(ALIGN) {
+        return Err(Error::Checkpoint(format!(
+            "the checkpoint's global range ({size} bytes at {base:#x}) is malformed"
+        )));
+    }
+    let memfd = backing(size)?;
+    let mapped = map_at(base, size, &memfd)?;
+    let votes = collective::all_gather(t, &[u8::from(mapped)], None)?;
+    let busy: Vec<String> = votes
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| v.as_slice() != [1])
+        .map(|(r, _)| r.to_string())
+        .collect();
+    if !busy.is_empty() {
+        if mapped {
+            unmap(base, size);
+        }
+        return Err(Error::Checkpoint(format!(
+            "the checkpoint's global range {base:#x}..{:#x} is not free on rank(s) {} (something \
+             else is mapped there): it must be mapped at the same address to restart",
+            base + size,
+            busy.join(", ")
+        )));
+    }
+    let runtime = map_runtime_view(size, &memfd)?;
+    Ok(GlobalSpace {
+        base,
+        size,
+        runtime,
+        uffd: None,
+        _memfd: memfd,
+    })
+}
+
 /// Creates the memfd that backs a global range of `size` bytes.
 fn backing(size: usize) -> Result<OwnedFd> {
     // SAFETY: memfd_create with a static, NUL-terminated name and a valid flag set.

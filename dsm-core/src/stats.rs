@@ -59,4 +59,8 @@ counters! {
     fault_ns: "Nanoseconds spent serving faults.",
     release_ns: "Nanoseconds spent in releases (writing diffs home).",
     acquire_ns: "Nanoseconds spent in acquires (invalidating).",
+    checkpoints: "Checkpoints taken.",
+    checkpoint_pages: "Pages whose content checkpoints wrote (an incremental one writes only changed pages).",
+    checkpoint_bytes: "Bytes of this node's own checkpoint images written.",
+    checkpoint_ns: "Nanoseconds spent in checkpoints.",
 }

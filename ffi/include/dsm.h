@@ -108,6 +108,12 @@ typedef enum {
    * was changed.
    */
   DSM_ERR_DEADLOCK = -18,
+  /**
+   * `dsm_checkpoint` failed on some node (the previous checkpoint stays the newest whole
+   * one), or `dsm_init` cannot restart from the checkpoints (`DSM_RESTART=1`: another node
+   * count, program or global size, or no whole epoch).
+   */
+  DSM_ERR_CHECKPOINT = -19,
 } dsm_status;
 
 /**
@@ -242,6 +248,22 @@ typedef struct {
    * Nanoseconds spent in acquires (invalidating).
    */
   uint64_t acquire_ns;
+  /**
+   * Checkpoints taken.
+   */
+  uint64_t checkpoints;
+  /**
+   * Pages whose content checkpoints wrote (an incremental one writes only changed pages).
+   */
+  uint64_t checkpoint_pages;
+  /**
+   * Bytes of this node's own checkpoint images written.
+   */
+  uint64_t checkpoint_bytes;
+  /**
+   * Nanoseconds spent in checkpoints.
+   */
+  uint64_t checkpoint_ns;
 } dsm_stats_t;
 
 /**
@@ -311,6 +333,41 @@ uint64_t dsm_atomic_fetch_add_u64(uint64_t *p, uint64_t v);
  * Errors: as `dsm_atomic_load_u64`.
  */
 uint64_t dsm_atomic_compare_exchange_u64(uint64_t *p, uint64_t expected, uint64_t desired);
+
+/**
+ * Takes a checkpoint of the shared memory: every node releases, saves the pages it homes (those
+ * changed since the previous epoch, or all of them every `DSM_CHECKPOINT_FULL_EVERY` epochs)
+ * and the allocation state to `DSM_CHECKPOINT_DIR` (`%r`: the rank) and a copy to its partner
+ * (the next rank). Returns once every node has flushed both copies; it is a barrier. A job
+ * started again with `DSM_RESTART=1` (`dsmrun --restart`) resumes from the newest whole one.
+ *
+ * Collective: every node calls it; no thread writes global memory meanwhile.
+ * Thread safety: call collective functions from one thread per node.
+ * Errors: `DSM_ERR_CONFIG` (`DSM_CHECKPOINT_DIR` is not set), `DSM_ERR_CHECKPOINT` on every
+ * node when some node could not write its files (the previous checkpoint stays the newest
+ * whole one), `DSM_ERR_NOT_INITIALIZED`, `DSM_ERR_FINALIZED`, `DSM_ERR_PEER_LOST`,
+ * `DSM_ERR_TRANSPORT`.
+ */
+int dsm_checkpoint(void);
+
+/**
+ * `dsm_checkpoint`, full whatever the epoch (every page is written).
+ *
+ * Collective: every node calls it. Errors: as `dsm_checkpoint`.
+ */
+int dsm_checkpoint_full(void);
+
+/**
+ * Whether this run resumed from a checkpoint: 1 after a restart (and `*epoch`, when `epoch`
+ * is not NULL, is the epoch resumed from), 0 on a fresh start; a negative `DSM_ERR_*` status
+ * when the runtime is not initialised.
+ *
+ * Not collective. Thread safety: thread-safe.
+ *
+ * # Safety
+ * `epoch` must be NULL or valid for writing one `uint64_t`.
+ */
+int dsm_restarted(uint64_t *epoch);
 
 /**
  * Copies `bytes` bytes at `buf` on the node `root` into `buf` on every other node. Meant for

@@ -39,6 +39,7 @@
 #![allow(non_camel_case_types)]
 
 mod atomics;
+mod checkpoint;
 mod collectives;
 mod errors;
 mod lifecycle;

@@ -48,6 +48,14 @@ pub struct dsm_stats_t {
     pub release_ns: u64,
     /// Nanoseconds spent in acquires (invalidating).
     pub acquire_ns: u64,
+    /// Checkpoints taken.
+    pub checkpoints: u64,
+    /// Pages whose content checkpoints wrote (an incremental one writes only changed pages).
+    pub checkpoint_pages: u64,
+    /// Bytes of this node's own checkpoint images written.
+    pub checkpoint_bytes: u64,
+    /// Nanoseconds spent in checkpoints.
+    pub checkpoint_ns: u64,
 }
 
 impl From<Snapshot> for dsm_stats_t {
@@ -73,6 +81,10 @@ impl From<Snapshot> for dsm_stats_t {
             fault_ns,
             release_ns,
             acquire_ns,
+            checkpoints,
+            checkpoint_pages,
+            checkpoint_bytes,
+            checkpoint_ns,
         } = s;
         dsm_stats_t {
             read_faults,
@@ -93,6 +105,10 @@ impl From<Snapshot> for dsm_stats_t {
             fault_ns,
             release_ns,
             acquire_ns,
+            checkpoints,
+            checkpoint_pages,
+            checkpoint_bytes,
+            checkpoint_ns,
         }
     }
 }

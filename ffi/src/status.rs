@@ -55,6 +55,10 @@ pub enum dsm_status {
     /// `dsm_lock` of a lock the calling thread holds already (it would wait forever); nothing
     /// was changed.
     DSM_ERR_DEADLOCK = -18,
+    /// `dsm_checkpoint` failed on some node (the previous checkpoint stays the newest whole
+    /// one), or `dsm_init` cannot restart from the checkpoints (`DSM_RESTART=1`: another node
+    /// count, program or global size, or no whole epoch).
+    DSM_ERR_CHECKPOINT = -19,
 }
 
 pub(crate) const DSM_OK: c_int = dsm_status::DSM_OK as c_int;
@@ -185,6 +189,7 @@ impl From<dsm_core::Error> for Failure {
             E::LockNotHeld(_) => DSM_ERR_NOT_HELD,
             E::CollectiveMismatch(_) | E::NoSuchNode { .. } => DSM_ERR_INVALID_ARGUMENT,
             E::LockHeldByCaller(_) => DSM_ERR_DEADLOCK,
+            E::Checkpoint(_) => dsm_status::DSM_ERR_CHECKPOINT as c_int,
             _ => DSM_ERR_INTERNAL,
         };
         Failure::new(status, e.to_string())

@@ -107,6 +107,9 @@ pub struct Report {
     pub exit_code: i32,
     /// What went wrong, naming the rank; `None` on success.
     pub failure: Option<String>,
+    /// The rank whose failure ended the job, when that is what ended it (not a timeout or a
+    /// signal to the launcher): a job `dsmrun --max-restarts` may start again.
+    pub failed_rank: Option<usize>,
     /// How each rank ended.
     pub ranks: Vec<RankEnd>,
     /// The tagged output of every rank, when [`LaunchOptions::capture_output`] was set.
@@ -415,6 +418,7 @@ impl Job {
     pub fn wait(mut self) -> Report {
         let deadline = self.options.timeout.map(|t| self.started + t);
         let mut failure: Option<(String, i32)> = None;
+        let mut failed_rank: Option<usize> = None;
         let mut kill_at: Option<Instant> = None;
         let mut output = String::new();
         while self.alive > 0 {
@@ -438,6 +442,9 @@ impl Job {
                         Ok(st) => {
                             self.ranks[rank] = RankEnd::Exited(st);
                             if !st.success() && kill_at.is_none() {
+                                if failure.is_none() {
+                                    failed_rank = Some(rank);
+                                }
                                 let (what, code) = describe(st);
                                 if !self.options.stop_on_failure {
                                     failure.get_or_insert((format!("rank {rank} {what}"), code));
@@ -519,6 +526,7 @@ impl Job {
         Report {
             exit_code,
             failure,
+            failed_rank,
             ranks: self.ranks.clone(),
             output,
         }

@@ -39,6 +39,8 @@ pub(super) struct Arena {
     live: HashMap<usize, u32>,
     /// The arena's first byte, as an offset in the global range.
     start: usize,
+    /// Bytes of its page bitmap.
+    bitmap_len: usize,
 }
 
 impl Arena {
@@ -49,6 +51,7 @@ impl Arena {
             blocks: RangeAllocator::new(start + first, start + pages * PAGE, MALLOC_GRANULE),
             live: HashMap::new(),
             start,
+            bitmap_len: bitmap_bytes(pages),
         }
     }
 
@@ -85,6 +88,40 @@ impl Arena {
             }
         }
         Some(len)
+    }
+
+    /// The live blocks (offset in the global range, length), ascending.
+    pub(super) fn blocks(&self) -> Vec<(u64, u64)> {
+        self.blocks
+            .live()
+            .map(|(s, l)| (s as u64, l as u64))
+            .collect()
+    }
+
+    /// The pages (indices within the arena) that hold anything: the header and bitmap, then
+    /// the pages of live blocks, ascending.
+    pub(super) fn pages_in_use(&self) -> Vec<usize> {
+        let first_block_page = (ARENA_HEADER + self.bitmap_len).div_ceil(PAGE);
+        let mut pages: Vec<usize> = (0..first_block_page).collect();
+        let mut live: Vec<usize> = self.live.keys().copied().collect();
+        live.sort_unstable();
+        pages.extend(live.into_iter().filter(|&p| p >= first_block_page));
+        pages
+    }
+
+    /// Puts back the live blocks of a checkpoint (their pages' bitmap bits come back with the
+    /// pages); false when a block does not fit the arena or overlaps another.
+    pub(super) fn restore(&mut self, blocks: &[(u64, u64)]) -> bool {
+        for &(off, len) in blocks {
+            let (off, len) = (off as usize, len as usize);
+            if off < self.start || !self.blocks.claim(off, len) {
+                return false;
+            }
+            for p in self.pages_of(off, len) {
+                *self.live.entry(p).or_insert(0) += 1;
+            }
+        }
+        true
     }
 
     /// Whether the bytes `[off, off + len)` lie inside one live block (exact, for this node's

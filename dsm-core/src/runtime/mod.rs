@@ -55,6 +55,7 @@ mod resolve;
 mod runs;
 #[cfg(test)]
 mod sim;
+mod snapshot;
 
 use arena::Arena;
 pub(crate) use arena::MALLOC_GRANULE;
@@ -99,7 +100,8 @@ fn map_entry(home: Option<usize>, manager: usize) -> u32 {
 ///    the run's pages and posts);
 /// 4. `prefetch`, `sharers`, `free_batches` (a batch buffer is returned under `inflight`);
 /// 5. leaves, never held while another is taken: `twins`, `dirty` (taken after `sharers` by
-///    `reset_pages`), `cached`, `free_scratch`, `collective_heap`, `arena`, `known_live`.
+///    `reset_pages`), `cached`, `free_scratch`, `collective_heap`, `allocations`, `replay`,
+///    `arena`, `known_live`.
 ///
 /// No lock is held across a wait for a remote operation except the gates, a page lock (the
 /// page being resolved or written back) and `log_consumed`.
@@ -135,6 +137,10 @@ pub(crate) struct Inner {
     notices: notices::Notices,
     log_consumed: Mutex<LogCursor>,
     collective_heap: Mutex<RangeAllocator>,
+    /// The live collective allocations, in the order they were made (for checkpoints).
+    allocations: Mutex<Vec<crate::checkpoint::image::Allocation>>,
+    /// After a restart, the checkpointed allocations the program has not asked for again.
+    replay: Mutex<std::collections::VecDeque<crate::checkpoint::image::Allocation>>,
     arena: Mutex<Arena>,
     /// Pages of other nodes' arenas seen holding a live block (their owners' bitmaps said so):
     /// atomics and locks there need not ask again. Never forgotten: a page whose blocks were
@@ -271,6 +277,8 @@ impl Inner {
             notices,
             log_consumed: Mutex::new(LogCursor::default()),
             collective_heap: Mutex::new(RangeAllocator::new(0, collective_pages, 1)),
+            allocations: Mutex::new(Vec::new()),
+            replay: Mutex::new(std::collections::VecDeque::new()),
             arena: Mutex::new(Arena::new(arena_start, arena_pages)),
             known_live: Mutex::new(HashSet::new()),
             collective_pages,

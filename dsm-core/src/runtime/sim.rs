@@ -20,6 +20,7 @@ fn cluster(n: usize, cache_pages: usize) -> Vec<Arc<Inner>> {
         fault_mode: FaultMode::Inline,
         fault_engine: crate::fault::FaultEngineKind::Sigsegv,
         cache_size: cache_pages * PAGE,
+        checkpoint: Default::default(),
     };
     std::thread::scope(|s| {
         let handles: Vec<_> = job

@@ -16,6 +16,10 @@ use transport::verbs::VerbsConfig;
 /// its environment (see docs/ENVIRONMENT.md). When any process fails, is killed, or the timeout
 /// passes, dsmrun stops the others and exits non-zero, naming the rank and what happened.
 ///
+/// With `--restart`, the job resumes from the newest whole checkpoint in `DSM_CHECKPOINT_DIR`
+/// (`DSM_RESTART=1` for every rank). With `--max-restarts K`, a job that a rank's failure
+/// stopped is started again from its newest whole checkpoint, up to K times.
+///
 /// `dsmrun --info` starts nothing: it says which fault engines and transports can run on this
 /// machine, and why not where one cannot.
 #[derive(Debug, Parser)]
@@ -38,6 +42,13 @@ struct Args {
     /// (its first IPv4 address).
     #[arg(long, default_value = "127.0.0.1", value_parser = parse_bind)]
     bind: IpAddr,
+    /// Resume from the newest whole checkpoint in DSM_CHECKPOINT_DIR (sets DSM_RESTART=1).
+    #[arg(long)]
+    restart: bool,
+    /// When a rank fails, stop the job and start it again from its newest whole checkpoint
+    /// (DSM_RESTART=1), up to this many times. Needs DSM_CHECKPOINT_DIR.
+    #[arg(long, value_name = "K", default_value_t = 0)]
+    max_restarts: u32,
     /// Say which fault engines and transports can run here, and why not, then exit.
     #[arg(long, exclusive = true)]
     info: bool,
@@ -125,20 +136,49 @@ fn main() {
     options.tag_output = args.tag_output;
     options.bind = args.bind;
     options.forward_signals = true;
-    let job = match launch(options) {
-        Ok(job) => job,
-        Err(e) => {
-            eprintln!("dsmrun: {e}");
-            // 127 only when the program could not be started, as a shell says it; 2 for the
-            // rest (a bad setting, a bind that failed).
-            let code = if matches!(e, dsm_core::Error::Launch(_)) {
-                127
-            } else {
-                2
-            };
-            std::process::exit(code);
-        }
+    if (args.restart || args.max_restarts > 0)
+        && std::env::var_os("DSM_CHECKPOINT_DIR").is_none_or(|d| d.is_empty())
+    {
+        eprintln!("dsmrun: --restart and --max-restarts need DSM_CHECKPOINT_DIR (where the checkpoints are)");
+        std::process::exit(2);
+    }
+    let restart_env = |o: &mut dsm_launcher::LaunchOptions| {
+        o.env.push(("DSM_RESTART".into(), "1".into()));
     };
-    let report = job.wait();
-    std::process::exit(report.exit_code);
+    if args.restart {
+        restart_env(&mut options);
+    }
+    let mut restarts = 0;
+    loop {
+        let job = match launch(options.clone()) {
+            Ok(job) => job,
+            Err(e) => {
+                eprintln!("dsmrun: {e}");
+                // 127 only when the program could not be started, as a shell says it; 2 for
+                // the rest (a bad setting, a bind that failed).
+                let code = if matches!(e, dsm_core::Error::Launch(_)) {
+                    127
+                } else {
+                    2
+                };
+                std::process::exit(code);
+            }
+        };
+        let report = job.wait();
+        match report.failed_rank {
+            Some(rank) if restarts < args.max_restarts => {
+                restarts += 1;
+                eprintln!(
+                    "dsmrun: rank {rank} failed ({}); restart {restarts} of {}: the job starts \
+                     again from its newest whole checkpoint (rank 0 names the epoch)",
+                    report.failure.as_deref().unwrap_or("no reason"),
+                    args.max_restarts
+                );
+                if !options.env.iter().any(|(k, _)| k == "DSM_RESTART") {
+                    restart_env(&mut options);
+                }
+            }
+            _ => std::process::exit(report.exit_code),
+        }
+    }
 }

@@ -137,6 +137,39 @@ fn semaphores_condition_variables_and_placement_on_a_node_work_on_one_to_four_no
 }
 
 #[test]
+fn a_c_program_checkpoints_and_resumes_where_it_stopped() {
+    let restart = compile("tests/c/restart.c");
+    for nodes in [1, 3] {
+        let dir =
+            std::env::temp_dir().join(format!("dsm-c-restart-{}-{nodes}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let job = |steps: &str, again: bool| {
+            let mut o = LaunchOptions::new(nodes, &restart);
+            o.args = vec![steps.into()];
+            o.env = vec![
+                (
+                    "DSM_CHECKPOINT_DIR".into(),
+                    format!("{}/%r", dir.display()).into(),
+                ),
+                ("DSM_GLOBAL_SIZE".into(), "256M".into()),
+            ];
+            if again {
+                o.env.push(("DSM_RESTART".into(), "1".into()));
+            }
+            o.timeout = Some(Duration::from_secs(120));
+            o.capture_output = true;
+            o.grace = Duration::from_secs(2);
+            launch(o).expect("start the job").wait()
+        };
+        assert_every_rank_says(&job("10", false), nodes, "restart ok after 10 steps");
+        let r = job("20", true);
+        assert_every_rank_says(&r, nodes, "resumed from epoch 2 at step 10");
+        assert_every_rank_says(&r, nodes, "restart ok after 20 steps");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[test]
 fn a_program_run_without_a_launcher_gets_a_clear_error() {
     let hello = compile("examples/hello.c");
     // (`timeout`: a hang must fail the test, not stall it.)

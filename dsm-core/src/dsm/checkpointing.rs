@@ -161,34 +161,35 @@ impl Dsm {
             Err(_) => (Vec::new(), 0),
         };
         let mut outcome = image.map(drop);
-        let own = store
-            .write(epoch, &Store::own_name(me), &bytes)
-            .map_err(|e| io_error(&store, epoch, &Store::own_name(me), e));
+        // The own file is written (and flushed) by a second thread while the image travels to
+        // the partner and the partner's arrives: the disk and the network work at once.
+        let own_name = Store::own_name(me);
+        let (own, copy) = std::thread::scope(|scope| {
+            let writer = scope.spawn(|| {
+                store
+                    .write(epoch, &own_name, &bytes)
+                    .map_err(|e| io_error(&store, epoch, &own_name, e))
+            });
+            let copy = if nodes > 1 {
+                self.exchange_copies(&store, epoch, &bytes)
+            } else {
+                Ok(None)
+            };
+            let own = writer.join().unwrap_or_else(|_| {
+                Err(Error::Checkpoint(
+                    "the thread writing the image panicked".into(),
+                ))
+            });
+            (own, copy)
+        });
         outcome = outcome.and(own);
-        let mut copy = None;
-        if nodes > 1 {
-            let before = (me + nodes - 1) % nodes;
-            let sent = send_image(t, (me + 1) % nodes, &bytes);
-            let theirs = recv_image(t, before, None);
-            outcome = outcome.and(sent);
-            match theirs {
-                Ok(b) if !b.is_empty() => {
-                    let name = Store::copy_name(before);
-                    outcome = outcome.and(
-                        store
-                            .write(epoch, &name, &b)
-                            .map_err(|e| io_error(&store, epoch, &name, e)),
-                    );
-                    copy = Some((b.len() as u64, hash64(&b)));
-                }
-                Ok(_) => {
-                    outcome = outcome.and(Err(Error::Checkpoint(format!(
-                        "rank {before} had no image to send"
-                    ))))
-                }
-                Err(e) => outcome = outcome.and(Err(e)),
+        let copy = match copy {
+            Ok(c) => c,
+            Err(e) => {
+                outcome = outcome.and(Err(e));
+                None
             }
-        }
+        };
         if outcome.is_ok() && !bytes.is_empty() {
             let manifest = Manifest {
                 epoch,
@@ -244,6 +245,34 @@ impl Dsm {
         s.checkpoint_ns
             .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
         Ok(Epoch(epoch))
+    }
+}
+
+impl Dsm {
+    /// Sends this node's image to its partner (the next rank), receives the previous rank's
+    /// and writes it, flushed; the copy's length and checksum, for the manifest.
+    fn exchange_copies(
+        &self,
+        store: &Store,
+        epoch: u64,
+        bytes: &[u8],
+    ) -> Result<Option<(u64, u64)>> {
+        let t = &*self.inner.t;
+        let (me, nodes) = (self.inner.me, self.inner.nodes);
+        let before = (me + nodes - 1) % nodes;
+        let sent = send_image(t, (me + 1) % nodes, bytes);
+        let theirs = recv_image(t, before, None)?;
+        sent?;
+        if theirs.is_empty() {
+            return Err(Error::Checkpoint(format!(
+                "rank {before} had no image to send"
+            )));
+        }
+        let name = Store::copy_name(before);
+        store
+            .write(epoch, &name, &theirs)
+            .map_err(|e| io_error(store, epoch, &name, e))?;
+        Ok(Some((theirs.len() as u64, hash64(&theirs))))
     }
 }
 

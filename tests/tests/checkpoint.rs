@@ -133,10 +133,11 @@ fn run_dsmrun(args: &[&str], envs: &[(&str, String)], limit: Duration) -> (i32, 
 #[test]
 fn a_rank_killed_at_any_moment_is_restarted_from_its_checkpoint_with_the_same_result() {
     const STEPS: u64 = 300;
-    for nodes in [2usize, 4] {
+    // 2 nodes over tcp, 4 over the shared-memory transport (auto, on one host).
+    for (nodes, transport) in [(2usize, "tcp"), (4, "auto")] {
         let dir = Dir::new(&format!("kill-{nodes}"));
         let t0 = Instant::now();
-        let (ok, out) = stencil(&dir, nodes, STEPS, &[]);
+        let (ok, out) = stencil(&dir, nodes, STEPS, &[("DSM_TRANSPORT", transport)]);
         assert!(ok, "{out}");
         let reference = result_line(&out);
         let span = t0.elapsed().as_millis().max(20) as u64;
@@ -153,6 +154,7 @@ fn a_rank_killed_at_any_moment_is_restarted_from_its_checkpoint_with_the_same_re
             std::fs::create_dir_all(&dir.0).unwrap();
             let mut envs = env(&dir);
             envs.push(("DSM_TEST_KILL", format!("{rank}:{ms}")));
+            envs.push(("DSM_TRANSPORT", transport.to_string()));
             let n = nodes.to_string();
             let steps = STEPS.to_string();
             let (code, out) = run_dsmrun(
@@ -254,6 +256,23 @@ fn a_restart_with_another_node_count_or_program_is_refused_and_overwrites_nothin
     assert_ne!(r.exit_code, 0, "another program restarted:\n{}", r.output);
     assert!(
         r.output.contains("written by the program dsm-restart"),
+        "{}",
+        r.output
+    );
+    // The old address range taken on rank 1: every rank refuses, naming it.
+    let r = run_job(RESTART, 2, &["occupied"], &e, Duration::from_secs(120));
+    assert_eq!(r.exit_code, 0, "{:?}\n{}", r.failure, r.output);
+    for rank in 0..2 {
+        assert!(
+            r.output.contains(&format!(
+                "[{rank}] refused: checkpoint: the checkpoint's global range"
+            )),
+            "{}",
+            r.output
+        );
+    }
+    assert!(
+        r.output.contains("is not free on rank(s) 1"),
         "{}",
         r.output
     );

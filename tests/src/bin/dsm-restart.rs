@@ -9,6 +9,10 @@
 //! itself with SIGKILL after MS milliseconds, wherever it is (a checkpoint included), in the
 //! first launch only (not when `DSM_RESTART=1`).
 //!
+//! `dsm-restart occupied` (with `DSM_RESTART=1`): rank 1 maps a page inside the range its
+//! newest checkpoint used before `Dsm::init`; every rank prints `refused: ...` when the restart
+//! is refused.
+//!
 //! `dsm-restart incremental`: a full checkpoint, one page changed per node, a second
 //! checkpoint: that one must write exactly one page per node (the statistics say).
 
@@ -185,9 +189,66 @@ fn incremental(d: &Dsm) -> R {
     Ok(())
 }
 
+/// Maps a page where the newest checkpoint of this rank put global memory (its manifest's
+/// `global-base`), so that a restart finds the range taken.
+fn occupy() -> Result<(), String> {
+    let template = std::env::var("DSM_CHECKPOINT_DIR").map_err(|e| e.to_string())?;
+    let rank = std::env::var("DSM_RANK").map_err(|e| e.to_string())?;
+    let dir = std::path::PathBuf::from(template.replace("%r", &rank));
+    let mut epochs: Vec<_> = std::fs::read_dir(&dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    epochs.sort();
+    let newest = epochs.last().ok_or("no epoch")?;
+    let manifest = std::fs::read_to_string(newest.join(format!("MANIFEST-{rank}")))
+        .map_err(|e| e.to_string())?;
+    let base: usize = manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("global-base "))
+        .and_then(|v| v.parse().ok())
+        .ok_or("no global-base in the manifest")?;
+    // SAFETY: MAP_FIXED_NOREPLACE never replaces a mapping; an anonymous page at a free
+    // address changes nothing else in the process.
+    let p = unsafe {
+        libc::mmap(
+            (base + 4 * PAGE) as *mut libc::c_void,
+            PAGE,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
+    };
+    if p as usize != base + 4 * PAGE {
+        return Err(format!("cannot map a page at {:#x}", base + 4 * PAGE));
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     dsm_core::logging::init();
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("occupied") {
+        // Rank 1 takes a page of the old range; every rank's restart must refuse.
+        if std::env::var("DSM_RANK").as_deref() == Ok("1") {
+            if let Err(why) = occupy() {
+                eprintln!("dsm-restart: {why}");
+                return ExitCode::FAILURE;
+            }
+        }
+        return match Dsm::init() {
+            Ok(_) => {
+                eprintln!("dsm-restart: the restart passed with its range taken");
+                ExitCode::FAILURE
+            }
+            Err(err) => {
+                println!("refused: {err}");
+                ExitCode::SUCCESS
+            }
+        };
+    }
     let d = match Dsm::init() {
         Ok(d) => d,
         Err(err) => {

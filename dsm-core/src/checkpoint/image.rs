@@ -9,8 +9,9 @@
 //! image); the collective allocations (a count, then five u64 each); the first-touch pages homed
 //! here (a count, then u64 pages); the `malloc` blocks of this node's arena (a count, then offset
 //! and length); every page homed here (a count, then u64 pages, ascending); the pages whose
-//! content this image carries (a count, then each page number and its [`PAGE`] bytes); and the
-//! [`hash64`] of everything before it.
+//! content this image carries (a count, their page numbers, then their bytes, [`PAGE`] each, in
+//! the same order); and the [`hash64`] of everything before it (the image's checksum, which the
+//! manifest names too: [`sealed_checksum`]).
 
 use crate::space::PAGE;
 
@@ -50,8 +51,26 @@ pub(crate) struct Image {
     pub(crate) blocks: Vec<(u64, u64)>,
     /// Every page this node homes (ascending).
     pub(crate) homed: Vec<u64>,
-    /// The pages whose content this image carries, and their bytes ([`PAGE`] each).
-    pub(crate) content: Vec<(u64, Vec<u8>)>,
+    /// The pages whose content this image carries.
+    pub(crate) pages: Vec<u64>,
+    /// Their bytes, [`PAGE`] each, in the order of `pages`.
+    pub(crate) data: Vec<u8>,
+}
+
+/// The checksum a sealed image (or any bytes followed by their [`hash64`]) ends with, if its
+/// bytes match it; `None` when they do not.
+pub(crate) fn sealed_checksum(bytes: &[u8]) -> Option<u64> {
+    let (body, sum) = bytes.split_at_checked(bytes.len().checked_sub(8)?)?;
+    let sum = u64::from_le_bytes(sum.try_into().ok()?);
+    (hash64(body) == sum).then_some(sum)
+}
+
+/// The checksum a sealed image ends with, read without checking it (the writer just
+/// computed it).
+pub(crate) fn trailer(bytes: &[u8]) -> u64 {
+    bytes.len().checked_sub(8).map_or(0, |at| {
+        u64::from_le_bytes(bytes[at..].try_into().expect("8"))
+    })
 }
 
 /// A 64-bit checksum of `bytes`: four multiply-rotate lanes over 8-byte words (about 10 GB/s),
@@ -122,7 +141,10 @@ impl Image {
     /// The image's bytes, checksum last.
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(
-            128 + self.homed.len() * 8 + self.content.len() * (PAGE + 8) + self.blocks.len() * 16,
+            128 + self.homed.len() * 8
+                + self.pages.len() * 8
+                + self.data.len()
+                + self.blocks.len() * 16,
         );
         b.extend_from_slice(MAGIC);
         b.extend_from_slice(&self.rank.to_le_bytes());
@@ -149,12 +171,12 @@ impl Image {
         for &p in &self.homed {
             put(&mut b, p);
         }
-        put(&mut b, self.content.len() as u64);
-        for (p, bytes) in &self.content {
-            debug_assert_eq!(bytes.len(), PAGE);
-            put(&mut b, *p);
-            b.extend_from_slice(bytes);
+        debug_assert_eq!(self.data.len(), self.pages.len() * PAGE);
+        put(&mut b, self.pages.len() as u64);
+        for &p in &self.pages {
+            put(&mut b, p);
         }
+        b.extend_from_slice(&self.data);
         let h = hash64(&b);
         put(&mut b, h);
         b
@@ -203,10 +225,11 @@ impl Image {
         for _ in 0..r.count(8)? {
             image.homed.push(r.u64()?);
         }
-        for _ in 0..r.count(8 + PAGE)? {
-            let p = r.u64()?;
-            image.content.push((p, r.take(PAGE)?.to_vec()));
+        let n = r.count(8 + PAGE)?;
+        for _ in 0..n {
+            image.pages.push(r.u64()?);
         }
+        image.data = r.take(n * PAGE)?.to_vec();
         if r.at != body.len() {
             return Err(format!("{} bytes after the last page", body.len() - r.at));
         }
@@ -235,7 +258,8 @@ mod tests {
             first_touch: vec![2],
             blocks: vec![(1 << 30, 64)],
             homed: vec![1, 2, 70],
-            content: vec![(2, vec![0xab; PAGE]), (70, vec![3; PAGE])],
+            pages: vec![2, 70],
+            data: [vec![0xab; PAGE], vec![3; PAGE]].concat(),
         }
     }
 
@@ -250,6 +274,9 @@ mod tests {
     #[test]
     fn the_checksum_sees_any_flipped_byte() {
         let bytes = sample().encode();
+        assert_eq!(sealed_checksum(&bytes), Some(trailer(&bytes)));
+        assert_eq!(sealed_checksum(&bytes[..bytes.len() - 1]), None);
+        assert_eq!(sealed_checksum(&[1, 2]), None);
         for at in (0..bytes.len()).step_by(97) {
             let mut bad = bytes.clone();
             bad[at] ^= 0x10;

@@ -10,7 +10,7 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::image::hash64;
+use super::image::sealed_checksum;
 
 /// The manifest's first line.
 const MANIFEST_HEADER: &str = "dsm-checkpoint 1";
@@ -208,7 +208,8 @@ impl Store {
         sync_dir(&self.dir())
     }
 
-    /// Reads one of the epoch's files, checked against its manifest entry (length, checksum).
+    /// Reads one of the epoch's files (a sealed image: its bytes, then their checksum), checked
+    /// against its manifest entry (length, checksum) and against its own checksum.
     ///
     /// # Errors
     /// A sentence naming the file and what is wrong.
@@ -228,7 +229,7 @@ impl Store {
                 expect.0
             ));
         }
-        if hash64(&bytes) != expect.1 {
+        if sealed_checksum(&bytes) != Some(expect.1) {
             return Err(format!(
                 "{}: its checksum does not match the manifest",
                 path.display()
@@ -319,6 +320,12 @@ impl Store {
 mod tests {
     use super::*;
 
+    fn sealed(bytes: &[u8]) -> Vec<u8> {
+        let mut b = bytes.to_vec();
+        b.extend_from_slice(&super::super::image::hash64(bytes).to_le_bytes());
+        b
+    }
+
     fn manifest(epoch: u64, own: &[u8]) -> Manifest {
         Manifest {
             epoch,
@@ -328,7 +335,7 @@ mod tests {
             global_base: 1 << 40,
             global_size: 1 << 30,
             program: "prog:10".into(),
-            own: (own.len() as u64, hash64(own)),
+            own: (own.len() as u64, super::super::image::trailer(own)),
             copy: None,
         }
     }
@@ -337,11 +344,12 @@ mod tests {
     fn an_epoch_counts_only_once_its_manifest_is_in_place_and_its_files_match() {
         let root = tempdir();
         let s = Store::new(&format!("{}/%r", root.display()), 0);
-        s.write(3, &Store::own_name(0), b"three").unwrap();
+        let (three, four) = (sealed(b"three"), sealed(b"four"));
+        s.write(3, &Store::own_name(0), &three).unwrap();
         assert!(s.scan().is_empty(), "no manifest yet");
-        s.commit(&manifest(3, b"three")).unwrap();
-        s.write(4, &Store::own_name(0), b"four").unwrap();
-        s.commit(&manifest(4, b"four")).unwrap();
+        s.commit(&manifest(3, &three)).unwrap();
+        s.write(4, &Store::own_name(0), &four).unwrap();
+        s.commit(&manifest(4, &four)).unwrap();
         let scan = s.scan();
         assert_eq!(scan.len(), 2);
         assert!(scan.iter().all(|e| e.own.is_ok()));
@@ -350,7 +358,9 @@ mod tests {
             scan[1].manifest
         );
         // A flipped byte, then a missing file.
-        fs::write(s.path(4, &Store::own_name(0)), b"fouR").unwrap();
+        let mut bad = four.clone();
+        bad[2] ^= 0x20;
+        fs::write(s.path(4, &Store::own_name(0)), bad).unwrap();
         let why = s.scan()[1].own.clone().unwrap_err();
         assert!(why.contains("checksum"), "{why}");
         fs::remove_file(s.path(3, &Store::own_name(0))).unwrap();

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use super::Dsm;
-use crate::checkpoint::image::{hash64, Allocation};
+use crate::checkpoint::image::{sealed_checksum, trailer, Allocation};
 use crate::checkpoint::restart::Restore;
 use crate::checkpoint::store::{self, Manifest, Store};
 use crate::checkpoint::{recv_image, send_image, Epoch, Settings, State};
@@ -157,7 +157,7 @@ impl Dsm {
         // so that nobody waits; the verdict is shared at the end.
         let image = inner.image(epoch, chain_start, &mut saved);
         let (bytes, pages) = match &image {
-            Ok(i) => (i.encode(), i.content.len()),
+            Ok(i) => (i.encode(), i.pages.len()),
             Err(_) => (Vec::new(), 0),
         };
         let mut outcome = image.map(drop);
@@ -199,7 +199,7 @@ impl Dsm {
                 global_base: inner.space.base() as u64,
                 global_size: inner.space.size() as u64,
                 program: store::program_identity(),
-                own: (bytes.len() as u64, hash64(&bytes)),
+                own: (bytes.len() as u64, trailer(&bytes)),
                 copy,
             };
             outcome = store
@@ -272,7 +272,12 @@ impl Dsm {
         store
             .write(epoch, &name, &theirs)
             .map_err(|e| io_error(store, epoch, &name, e))?;
-        Ok(Some((theirs.len() as u64, hash64(&theirs))))
+        let sum = sealed_checksum(&theirs).ok_or_else(|| {
+            Error::Checkpoint(format!(
+                "the image rank {before} sent does not match its checksum"
+            ))
+        })?;
+        Ok(Some((theirs.len() as u64, sum)))
     }
 }
 

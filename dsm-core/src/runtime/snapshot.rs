@@ -86,14 +86,18 @@ impl Inner {
         saved: &mut HashMap<u64, u64>,
     ) -> Result<Image> {
         let (homed, first_touch) = self.homed_pages();
-        let mut content = Vec::new();
+        let (mut pages, mut data) = (Vec::new(), Vec::new());
         let mut now = HashMap::with_capacity(homed.len());
-        let mut buf = vec![0u8; PAGE];
         for &p in &homed {
-            self.runtime.read_at(p as usize * PAGE, &mut buf)?;
-            let h = hash64(&buf);
-            if saved.get(&p) != Some(&h) {
-                content.push((p, buf.clone()));
+            // Read straight into the image; kept only if the page changed.
+            let at = data.len();
+            data.resize(at + PAGE, 0);
+            self.runtime.read_at(p as usize * PAGE, &mut data[at..])?;
+            let h = hash64(&data[at..]);
+            if saved.get(&p) == Some(&h) {
+                data.truncate(at);
+            } else {
+                pages.push(p);
             }
             now.insert(p, h);
         }
@@ -107,7 +111,8 @@ impl Inner {
             first_touch,
             blocks: lock(&self.arena).blocks(),
             homed,
-            content,
+            pages,
+            data,
         })
     }
 
@@ -184,7 +189,7 @@ impl Inner {
         }
         let mut wanted: HashSet<u64> = last.homed.iter().copied().collect();
         for image in images.iter().rev() {
-            for (p, bytes) in &image.content {
+            for (p, bytes) in image.pages.iter().zip(image.data.chunks_exact(PAGE)) {
                 if *p >= pages {
                     return Err(broken(format!("page {p} is outside global memory")));
                 }

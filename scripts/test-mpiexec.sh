@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Programs started by MPICH's launcher, with no dsmrun and no MPI library: a Rust program (the
 # demo), C programs linked with libdsm (ffi/examples), a C MPI program linked with libdsmmpi
-# (mpi-compat's mpi.h, built with dsmmpicc) and the mpi-compat Rust check, each as
+# (mpi-compat's mpi.h, built with dsmmpicc), the mpi-compat Rust check and a checkpoint and
+# restart (DSM_RESTART=1), each as
 # `mpiexec.hydra -n 4` with a hard timeout (MPIEXEC_TIMEOUT, and `timeout` around it).
 #   scripts/test-mpiexec.sh
 set -euo pipefail
@@ -62,4 +63,13 @@ echo "test-mpiexec: C MPI programs with libdsmmpi: p2p_coll and rma on 4 ranks o
 out=$(run 4 "$R/mpi-check" p2p nonblocking collectives rma)
 expect 4 "rma ok" "$out"
 echo "test-mpiexec: mpi-compat (Rust MPI-style) on 4 ranks ok"
+# Checkpoint under mpiexec, then a restart with DSM_RESTART=1 (no dsmrun): the same result
+# bits as 30 steps in one go.
+out=$(DSM_CHECKPOINT_DIR="$W/ckpt-ref/%r" DSM_GLOBAL_SIZE=256M run 4 "$R/dsm-restart" stencil 30 10)
+want=$(grep -o 'result [0-9a-f]*' <<<"$out") || fail "no result: $out"
+DSM_CHECKPOINT_DIR="$W/ckpt/%r" DSM_GLOBAL_SIZE=256M run 4 "$R/dsm-restart" stencil 20 10 >/dev/null
+out=$(DSM_RESTART=1 DSM_CHECKPOINT_DIR="$W/ckpt/%r" DSM_GLOBAL_SIZE=256M run 4 "$R/dsm-restart" stencil 30 10)
+expect 1 "restarted from epoch 2" "$out"
+expect 1 "$want after 30 steps" "$out"
+echo "test-mpiexec: checkpoint, then restart with DSM_RESTART=1, on 4 ranks ok"
 echo "test-mpiexec: all passed"

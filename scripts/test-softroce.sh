@@ -61,6 +61,15 @@ done
 # The MPI-style layer over RDMA: point-to-point, collectives, every RMA operation and mode.
 echo "== guest: mpi-check over verbs"
 DSM_TRANSPORT=verbs DSM_GLOBAL_SIZE=64M timeout 300 \$T/dsmrun -n 2 --timeout 240 \$T/mpi-check p2p nonblocking collectives rma pscw created raw errors split threads || status=1
+# Checkpoint and restart over RDMA: rank 1 killed mid-run, dsmrun restarts the job from its
+# newest checkpoint, and the result has the same bits as a run without failure.
+echo "== guest: checkpoint and restart over verbs (rank 1 killed, --max-restarts)"
+ck() { DSM_TRANSPORT=verbs DSM_GLOBAL_SIZE=64M DSM_CHECKPOINT_DIR=/tmp/\$1/%r timeout 300 \$T/dsmrun -n 2 --timeout 240 "\${@:2}" \$T/dsm-restart stencil 200 10 2>&1; }
+ref=\$(ck ckref | grep -o 'result [0-9a-f]*')
+got=\$(DSM_TEST_KILL=1:300 ck ck --max-restarts 2)
+if [ -n "\$ref" ] && grep -q "\$ref after 200 steps" <<<"\$got"; then
+  echo "   ok: \$ref; \$(grep -c 'restart 1 of 2' <<<"\$got") restart(s)"
+else echo "\$got" | tail; echo "== guest: checkpoint and restart over verbs: FAILED"; status=1; fi
 LITMUS
   # Bad input over verbs, each with a hard timeout and its output asserted.
   cat <<'BAD'

@@ -69,12 +69,13 @@ impl Dsm {
     /// Every node must call it with the same configuration.
     ///
     /// # Errors
-    /// [`Error::Config`] for more than 64 nodes or a bad size; mapping and transport errors.
+    /// [`Error::Config`] for more than 4,096 nodes or a bad size; mapping and transport errors.
     pub fn with_node(node: Node, config: DsmConfig) -> Result<Dsm> {
         let nodes = node.nodes();
-        if nodes > 64 {
+        let most = crate::coherence::NodeSet::CAPACITY;
+        if nodes > most {
             return Err(Error::Config(format!(
-                "the shared memory supports up to 64 nodes, not {nodes}"
+                "the shared memory supports up to {most} nodes, not {nodes}"
             )));
         }
         let t = node.transport_arc();

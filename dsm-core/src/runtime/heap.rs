@@ -103,7 +103,7 @@ impl Inner {
         // Clear the directory entries this node manages.
         for p in start..start + pages {
             let e = self.map[p].swap(0, Ordering::AcqRel);
-            if ((e >> 8) & 0xff) as usize == self.me + 1 {
+            if entry_manager(e) == Some(self.me) {
                 let _ = self._dir.write_at(p * DIR_ENTRY, &[0u8; DIR_ENTRY]);
             }
         }

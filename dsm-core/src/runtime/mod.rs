@@ -77,10 +77,20 @@ struct LogCursor {
 }
 /// Size of the scratch area used as the local side of small remote operations.
 const SCRATCH_SLOTS: usize = 4096;
-/// The home/manager table entry of a page: bits 0–7 home + 1 (0: not known yet), bits 8–15
-/// manager + 1 (0: the page is not allocated).
+/// The home/manager table entry of a page: bits 0–15 home + 1 (0: not known yet), bits 16–31
+/// manager + 1 (0: the page is not allocated). Room for 65,535 nodes.
 fn map_entry(home: Option<usize>, manager: usize) -> u32 {
-    (home.map_or(0, |h| h as u32 + 1)) | ((manager as u32 + 1) << 8)
+    (home.map_or(0, |h| h as u32 + 1)) | ((manager as u32 + 1) << 16)
+}
+
+/// The home an entry of [`map_entry`] names, if known.
+fn entry_home(e: u32) -> Option<usize> {
+    (e & 0xffff).checked_sub(1).map(|h| h as usize)
+}
+
+/// The manager an entry of [`map_entry`] names; `None`: the page is not allocated.
+fn entry_manager(e: u32) -> Option<usize> {
+    (e >> 16).checked_sub(1).map(|m| m as usize)
 }
 
 /// The shared state of the runtime, reachable from the fault service threads.
@@ -354,7 +364,7 @@ impl Inner {
     /// node's own: it must never be discarded, zeroed, evicted or invalidated here, except when
     /// it is freed.
     fn homed_here(&self, page: usize) -> bool {
-        self.entry(page) & 0xff == self.me as u32 + 1
+        entry_home(self.entry(page)) == Some(self.me)
     }
 
     /// Under userfaultfd, makes sure the memfd holds a page at `page` without changing a byte
@@ -384,13 +394,11 @@ impl Inner {
     /// The home and manager of `page`, choosing the home of a first-touch page.
     pub(crate) fn home_of(&self, page: usize) -> Result<(usize, usize)> {
         let e = self.entry(page);
-        let manager = ((e >> 8) & 0xff) as usize;
-        if manager == 0 {
+        let Some(manager) = entry_manager(e) else {
             return Err(Error::Unallocated(self.space.base() + page * PAGE));
-        }
-        let manager = manager - 1;
-        if e & 0xff != 0 {
-            return Ok(((e & 0xff) as usize - 1, manager));
+        };
+        if let Some(home) = entry_home(e) {
+            return Ok((home, manager));
         }
         // First touch: the first node to swap its rank into the manager's entry is the home.
         let word = self.dir_word(manager, page, Field::Home)?;

@@ -57,7 +57,12 @@ impl Inner {
         }
         let mut by_target: BTreeMap<usize, Vec<u64>> = BTreeMap::new();
         for (page, set) in pending {
-            for r in set.iter().map(Rank::index).filter(|&r| r < self.nodes) {
+            // A coarse set names every rank it may hold; this node never notifies itself.
+            for r in set
+                .ranks(self.nodes)
+                .map(Rank::index)
+                .filter(|&r| r != self.me)
+            {
                 by_target.entry(r).or_default().push(page as u64 + 1);
             }
         }

@@ -169,13 +169,11 @@ impl Inner {
                 } else {
                     0
                 };
-                let manager = ((e >> 8) & 0xff) as usize;
-                if manager == 0 {
+                let Some(manager) = entry_manager(e) else {
                     return Err(broken(format!(
                         "rank {home} homes page {p}, which is not allocated"
                     )));
-                }
-                let manager = manager - 1;
+                };
                 self.map[p].store(map_entry(Some(home), manager), Ordering::Release);
                 if manager == self.me {
                     let word = DirEntry::home_word(Rank(home as u32));

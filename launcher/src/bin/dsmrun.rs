@@ -25,8 +25,9 @@ use transport::verbs::VerbsConfig;
 #[derive(Debug, Parser)]
 #[command(name = "dsmrun", version, about, long_about = None)]
 struct Args {
-    /// Number of processes (nodes) to start (1 to 1024).
-    #[arg(short = 'n', long = "nodes", value_parser = clap::value_parser!(u32).range(1..=1024),
+    /// Number of processes (nodes) to start (1 to 4096; the shared memory holds 4096 nodes, and
+    /// the machine's process, thread and file limits bound what one host can start).
+    #[arg(short = 'n', long = "nodes", value_parser = clap::value_parser!(u32).range(1..=4096),
           required_unless_present = "info")]
     nodes: Option<u32>,
     /// Transport between the nodes.

@@ -85,6 +85,17 @@ pub struct Program {
 /// epoch reads every word on every node.
 pub fn generate(rng: &mut Rng) -> Program {
     let nodes = 2 + rng.below(3);
+    generate_with(rng, nodes, 7)
+}
+
+/// A random data-race-free program of `nodes` nodes (hundreds or thousands: every page is
+/// shared by more nodes than a directory word names exactly), each making fewer than `ops`
+/// accesses per epoch.
+pub fn generate_wide(rng: &mut Rng, nodes: usize, ops: usize) -> Program {
+    generate_with(rng, nodes, ops)
+}
+
+fn generate_with(rng: &mut Rng, nodes: usize, ops_per_epoch: usize) -> Program {
     let pages = 1 + rng.below(4);
     let epochs = 1 + rng.below(4);
     let home = (0..pages).map(|_| rng.below(nodes)).collect();
@@ -102,7 +113,7 @@ pub fn generate(rng: &mut Rng) -> Program {
         for (n, list) in ops.iter_mut().enumerate() {
             // What this node sees: its own stores of this epoch over the memory of the last.
             let mut mine = mem.clone();
-            for _ in 0..rng.below(7) {
+            for _ in 0..rng.below(ops_per_epoch) {
                 let (page, word) = (rng.below(pages), rng.below(WORDS));
                 match owner[page][word] {
                     Some(o) if o == n && rng.chance(3, 5) => {

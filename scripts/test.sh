@@ -21,7 +21,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 source scripts/toolchain.sh
 
-STAGES=(setup fmt clippy build test sim uffd loom doc c-api bench-quick mpiexec osu-quick netns softroce)
+STAGES=(setup fmt clippy build test sim uffd loom doc c-api bench-quick mpiexec osu-quick scale netns softroce)
 in_list() { # word list: is word in the comma- or space-separated list?
   [[ ",${2//[[:space:]]/,}," == *",$1,"* ]]
 }
@@ -157,6 +157,8 @@ stage bench-quick "transport benchmark, quick run (checks it works; numbers are 
 stage mpiexec "mpiexec.hydra: Rust, C (libdsm) and C MPI (libdsmmpi) programs started by MPICH's launcher" \
   mpiexec_stage
 stage osu-quick "OSU-style programs over mpi-compat, quick run (scripts/mpi-compare.sh measures)" osu_quick
+stage scale "jobs of 64 and 128 local nodes over tcp: litmus scenarios, a rank killed" \
+  bash scripts/scale-test.sh
 stage netns "hosts with their own addresses: network namespaces, nodes started by hand, delay and loss" \
   env DSM_NETNS_BIN=target/release bash scripts/netns-test.sh
 stage softroce "soft-RoCE: verbs tests, conformance, litmus, mpi-check, benchmark inside a QEMU guest" softroce

@@ -468,7 +468,11 @@ impl Job {
                     if kill_at.is_some() {
                         self.signal_all(libc::SIGKILL);
                     } else {
-                        self.signal_all(sig);
+                        // `stop` sends SIGTERM itself: a forwarded SIGTERM is not sent twice
+                        // (a rank's handler would run twice).
+                        if sig != libc::SIGTERM {
+                            self.signal_all(sig);
+                        }
                         self.stop(
                             (format!("interrupted by {}", signal_name(sig)), 128 + sig),
                             &mut failure,

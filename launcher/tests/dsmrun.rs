@@ -120,7 +120,7 @@ fn wrong_arguments_are_refused() {
         // An unknown option is an error, not a program named "--frobnicate" (exit 127).
         &["-n", "2", "--frobnicate", "true"],
         &["-n", "2", "--bind", "no-such-interface0", "true"],
-        &["-n", "1025", "true"],
+        &["-n", "4097", "true"],
     ] {
         let o = dsmrun(args);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));

@@ -129,21 +129,38 @@ pub(crate) fn recv_image<T: Transport>(
     from: usize,
     timeout: Option<Duration>,
 ) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    recv_image_with(t, from, timeout, |chunk| out.extend_from_slice(chunk))?;
+    Ok(out)
+}
+
+/// Receives what [`send_image`] sent from `from`, chunk by chunk into `sink` as the chunks
+/// arrive (the whole stream, whatever `sink` does with it); returns its length.
+///
+/// # Errors
+/// The transport's, or [`Error::Checkpoint`] for a malformed stream.
+pub(crate) fn recv_image_with<T: Transport>(
+    t: &T,
+    from: usize,
+    timeout: Option<Duration>,
+    mut sink: impl FnMut(&[u8]),
+) -> Result<u64> {
     let first = t.recv(Some(Rank(from as u32)), Some(IMAGE), timeout)?.data;
     let len = first
         .as_slice()
         .try_into()
         .map(u64::from_le_bytes)
         .map_err(|_| Error::Checkpoint(format!("rank {from} sent a malformed image length")))?;
-    let mut out = Vec::with_capacity(len.min(1 << 32) as usize);
-    while (out.len() as u64) < len {
+    let mut got = 0u64;
+    while got < len {
         let m = t.recv(Some(Rank(from as u32)), Some(IMAGE), timeout)?.data;
-        if m.is_empty() || out.len() as u64 + m.len() as u64 > len {
+        if m.is_empty() || got + m.len() as u64 > len {
             return Err(Error::Checkpoint(format!(
                 "rank {from} sent an image longer than it announced"
             )));
         }
-        out.extend_from_slice(&m);
+        got += m.len() as u64;
+        sink(&m);
     }
-    Ok(out)
+    Ok(len)
 }

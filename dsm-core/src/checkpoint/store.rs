@@ -135,14 +135,49 @@ pub(crate) struct Store {
     rank: usize,
 }
 
+/// A file being written under a temporary name; [`PendingFile::finish`] flushes it and renames
+/// it into place.
+#[derive(Debug)]
+pub(crate) struct PendingFile {
+    file: fs::File,
+    tmp: PathBuf,
+    dest: PathBuf,
+}
+
+impl PendingFile {
+    fn create(dir: &Path, name: &str) -> std::io::Result<PendingFile> {
+        let tmp = dir.join(format!(".{name}.tmp"));
+        Ok(PendingFile {
+            file: fs::File::create(&tmp)?,
+            tmp,
+            dest: dir.join(name),
+        })
+    }
+
+    /// Appends `bytes`.
+    ///
+    /// # Errors
+    /// The file system's.
+    pub(crate) fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.file.write_all(bytes)
+    }
+
+    /// Flushes the file (`fsync`) and renames it into place.
+    ///
+    /// # Errors
+    /// The file system's.
+    pub(crate) fn finish(self) -> std::io::Result<()> {
+        self.file.sync_all()?;
+        drop(self.file);
+        fs::rename(&self.tmp, &self.dest)
+    }
+}
+
 /// Writes `bytes` to `dir/name` through a temporary file, flushed before the rename.
 fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let mut f = fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
-    fs::rename(&tmp, dir.join(name))
+    let mut f = PendingFile::create(dir, name)?;
+    f.write(bytes)?;
+    f.finish()
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
@@ -194,6 +229,16 @@ impl Store {
         let dir = self.epoch_dir(epoch);
         fs::create_dir_all(&dir)?;
         write_durably(&dir, name, bytes)
+    }
+
+    /// Starts one of the epoch's files, to be written piece by piece.
+    ///
+    /// # Errors
+    /// The file system's.
+    pub(crate) fn create(&self, epoch: u64, name: &str) -> std::io::Result<PendingFile> {
+        let dir = self.epoch_dir(epoch);
+        fs::create_dir_all(&dir)?;
+        PendingFile::create(&dir, name)
     }
 
     /// Writes the epoch's manifest last, flushed with its directory: the epoch is complete on

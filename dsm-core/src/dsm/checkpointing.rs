@@ -10,7 +10,7 @@ use super::Dsm;
 use crate::checkpoint::image::{trailer, Allocation};
 use crate::checkpoint::restart::Restore;
 use crate::checkpoint::store::{self, Manifest, Store};
-use crate::checkpoint::{recv_image, send_image, Epoch, Settings, State};
+use crate::checkpoint::{recv_image_with, send_image, Epoch, Settings, State};
 use crate::collective;
 use crate::error::{Error, Result};
 use crate::runtime::lock;
@@ -269,21 +269,42 @@ impl Dsm {
         let t = &*self.inner.t;
         let (me, nodes) = (self.inner.me, self.inner.nodes);
         let before = (me + nodes - 1) % nodes;
-        let sent = send_image(t, (me + 1) % nodes, bytes);
-        let theirs = recv_image(t, before, None)?;
-        sent?;
-        if theirs.is_empty() {
-            return Err(Error::Checkpoint(format!(
-                "rank {before} had no image to send"
-            )));
-        }
         let name = Store::copy_name(before);
-        store
-            .write(epoch, &name, &theirs)
-            .map_err(|e| io_error(store, epoch, &name, e))?;
-        // The transport delivers bytes intact; the copy's checksum is checked with every other
-        // file when a restart reads it.
-        Ok(Some((theirs.len() as u64, trailer(&theirs))))
+        // Sending, receiving and writing the partner's copy overlap: a thread sends, and each
+        // chunk received goes to the file at once. The stream is received whole whatever
+        // happens to the file, so that nothing of it is left for the next checkpoint.
+        std::thread::scope(|scope| {
+            let sender = scope.spawn(|| send_image(t, (me + 1) % nodes, bytes));
+            let mut file = store.create(epoch, &name);
+            let mut last = Vec::with_capacity(16);
+            let len = recv_image_with(t, before, None, |chunk| {
+                if let Ok(f) = &mut file {
+                    if let Err(e) = f.write(chunk) {
+                        file = Err(e);
+                    }
+                }
+                last.extend_from_slice(&chunk[chunk.len().saturating_sub(8)..]);
+                let extra = last.len().saturating_sub(8);
+                last.drain(..extra);
+            });
+            let sent = sender.join().unwrap_or_else(|_| {
+                Err(Error::Checkpoint(
+                    "the thread sending the image panicked".into(),
+                ))
+            });
+            let len = len?;
+            sent?;
+            if len < 8 {
+                return Err(Error::Checkpoint(format!(
+                    "rank {before} had no image to send"
+                )));
+            }
+            file.and_then(|f| f.finish())
+                .map_err(|e| io_error(store, epoch, &name, e))?;
+            // The transport delivers bytes intact; the copy's checksum is checked with every
+            // other file when a restart reads it.
+            Ok(Some((len, trailer(&last))))
+        })
     }
 }
 

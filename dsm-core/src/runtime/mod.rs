@@ -324,6 +324,13 @@ impl Inner {
         let start = lock(&self.collective_heap)
             .alloc(pages)
             .ok_or(Error::OutOfMemory { requested: bytes })?;
+        self.place(start, pages, placement);
+        Ok(start)
+    }
+
+    /// Records the homes and managers of the `pages` pages of a collective allocation at page
+    /// `start` (every node computes the same).
+    fn place(&self, start: usize, pages: usize, placement: Placement) {
         for i in 0..pages {
             let manager = placement::manager(placement, i, pages, self.nodes);
             let home = placement::home(placement, i, pages, self.nodes);
@@ -332,7 +339,6 @@ impl Inner {
         if let Some(p) = self.profile.on() {
             p.alloc(start, pages);
         }
-        Ok(start)
     }
 }
 impl Inner {

@@ -131,26 +131,16 @@ impl Inner {
             .last()
             .ok_or_else(|| broken("an empty chain of images".into()))?;
         let pages = self.space.pages() as u64;
-        {
-            let mut heap = lock(&self.collective_heap);
-            for a in &last.allocations {
-                let placement = placement_of(a.kind, a.argument)
-                    .ok_or_else(|| broken(format!("an unknown placement {}", a.kind)))?;
-                let (start, n) = (a.start as usize, a.pages as usize);
-                if a.pages == 0 || !heap.claim(start, n) {
-                    return Err(broken(format!(
-                        "the allocation at page {start} (+{n}) does not fit the collective heap"
-                    )));
-                }
-                for i in 0..n {
-                    let manager = placement::manager(placement, i, n, self.nodes);
-                    let home = placement::home(placement, i, n, self.nodes);
-                    self.map[start + i].store(map_entry(home, manager), Ordering::Release);
-                }
-                if let Some(p) = self.profile.on() {
-                    p.alloc(start, n);
-                }
+        for a in &last.allocations {
+            let placement = placement_of(a.kind, a.argument)
+                .ok_or_else(|| broken(format!("an unknown placement {}", a.kind)))?;
+            let (start, n) = (a.start as usize, a.pages as usize);
+            if a.pages == 0 || !lock(&self.collective_heap).claim(start, n) {
+                return Err(broken(format!(
+                    "the allocation at page {start} (+{n}) does not fit the collective heap"
+                )));
             }
+            self.place(start, n, placement);
         }
         *lock(&self.allocations) = last.allocations.clone();
         *lock(&self.replay) = last.allocations.iter().copied().collect();

@@ -211,6 +211,7 @@ fn a_lost_directory_comes_back_from_the_partner_and_a_damaged_epoch_is_passed_ov
     std::fs::remove_dir_all(&dir.0).unwrap();
     let (ok, out) = stencil(&dir, nodes, 30, &[]);
     assert!(ok, "{out}");
+    let mut damaged = Vec::new();
     for path in [
         dir.rank(0).join("epoch-0000000003/rank-0.img"),
         dir.rank(1).join("epoch-0000000003/rank-0.copy"),
@@ -218,13 +219,23 @@ fn a_lost_directory_comes_back_from_the_partner_and_a_damaged_epoch_is_passed_ov
         let mut b = std::fs::read(&path).unwrap();
         let at = b.len() / 2;
         b[at] ^= 0x40;
-        std::fs::write(&path, b).unwrap();
+        std::fs::write(&path, &b).unwrap();
+        if damaged.is_empty() {
+            damaged = b;
+        }
     }
     let (ok, out) = stencil(&dir, nodes, 50, &[("DSM_RESTART", "1")]);
     assert!(ok, "{out}");
     assert!(out.contains("passing over epoch 3"), "{out}");
     assert!(out.contains("restarted from epoch 2"), "{out}");
     assert_eq!(result_line(&out), reference);
+    // The run after the restart never wrote into the damaged epoch 3: its checkpoints are
+    // epochs 4 and 5, and epoch 3's damaged image is as it was left.
+    for r in 0..nodes {
+        assert!(dir.rank(r).join("epoch-0000000005").exists());
+    }
+    let img = std::fs::read(dir.rank(0).join("epoch-0000000003/rank-0.img")).unwrap();
+    assert!(img == damaged, "epoch 3 was written again");
 }
 
 #[test]

@@ -28,9 +28,10 @@ impl Checkpoints {
     pub(super) fn new(settings: Settings, restore: Option<&Restore>) -> Checkpoints {
         let mut state = State::default();
         if let Some(r) = restore {
-            // The next epoch follows the one resumed from, and is full: this run has no
-            // checksums of its own yet. The chain resumed from is kept until it completes.
-            state.next = r.epoch + 1;
+            // The next epoch is numbered after every epoch any node has (newer ones than the
+            // one resumed from may exist, damaged or incomplete: their numbers are never
+            // used again), and is full: this run has no checksums of its own yet. The chain
+            // resumed from is kept until the next one completes.
             state.chain_start = r.images.first().map(|i| i.chain_start);
             state.full_next = true;
         }

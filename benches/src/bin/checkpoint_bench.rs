@@ -114,23 +114,17 @@ fn save(d: &Dsm, mib: usize, runs: usize) {
         Stats::of(&mut inc),
     );
     let mb = 2.0 * image_bytes as f64 / 1e6;
+    let bandwidth = |which: &str, ours: Duration, theirs: Duration| Row {
+        metric: format!("full checkpoint bandwidth ({which})"),
+        value: mb / ours.as_secs_f64(),
+        floor: mb / theirs.as_secs_f64(),
+        unit: "MB/s",
+        better: Better::Higher,
+        target: Some(0.7),
+    };
     let rows = [
-        Row {
-            metric: "full checkpoint bandwidth (median)".into(),
-            value: mb / full.median.as_secs_f64(),
-            floor: mb / floor.median.as_secs_f64(),
-            unit: "MB/s",
-            better: Better::Higher,
-            target: Some(0.7),
-        },
-        Row {
-            metric: "full checkpoint bandwidth (best)".into(),
-            value: mb / full.min.as_secs_f64(),
-            floor: mb / floor.min.as_secs_f64(),
-            unit: "MB/s",
-            better: Better::Higher,
-            target: Some(0.7),
-        },
+        bandwidth("median", full.median, floor.median),
+        bandwidth("best", full.min, floor.min),
         Row {
             metric: "incremental (1% changed) vs full".into(),
             value: inc.median.as_secs_f64() * 1e3,

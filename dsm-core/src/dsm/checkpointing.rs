@@ -225,11 +225,14 @@ impl Dsm {
             &[("written (1) or failed (0)", u64::from(outcome.is_ok()))],
             None,
         );
-        if let Err(e) = outcome.and(verdict.map_err(|_| {
-            Error::Checkpoint(format!(
+        // A mismatch is another node's failure (it says why); a lost peer stays what it is.
+        let verdict = verdict.map_err(|e| match e {
+            Error::CollectiveMismatch(_) => Error::Checkpoint(format!(
                 "epoch {epoch} failed on another node (it says why)"
-            ))
-        })) {
+            )),
+            other => other,
+        });
+        if let Err(e) = outcome.and(verdict) {
             state.full_next = true;
             return Err(match e {
                 Error::Checkpoint(m) => Error::Checkpoint(format!("epoch {epoch}: {m}")),

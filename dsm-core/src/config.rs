@@ -50,9 +50,16 @@ pub mod var {
     pub const RDMA_PORT: &str = "DSM_RDMA_PORT";
     /// The GID index; default: the first RoCE v2 IPv4-mapped GID (RoCE), none (InfiniBand).
     pub const RDMA_GID_INDEX: &str = "DSM_RDMA_GID_INDEX";
+    /// Bytes per registration chunk of a large region (a power of two, `4K` to `1T`, or `0`:
+    /// register every region whole); default `2M`.
+    pub const RDMA_REG_CHUNK: &str = "DSM_RDMA_REG_CHUNK";
+    /// A bound on the memory the verbs transport's registrations pin (`512M`, say); default:
+    /// none but the locked-memory limit.
+    pub const RDMA_PIN_MAX: &str = "DSM_RDMA_PIN_MAX";
 }
 
-/// Where the verbs transport should run: device, port and GID index (each `None`: automatic).
+/// Where the verbs transport should run: device, port and GID index (each `None`: automatic),
+/// and how it registers memory.
 /// Read separately from [`Config`] (by [`RdmaSettings::from_env`]) so that the node's main
 /// configuration stays the same for every transport.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -63,10 +70,14 @@ pub struct RdmaSettings {
     pub port: Option<u8>,
     /// `DSM_RDMA_GID_INDEX`.
     pub gid_index: Option<u8>,
+    /// `DSM_RDMA_REG_CHUNK` (`None`: the transport's default).
+    pub reg_chunk: Option<usize>,
+    /// `DSM_RDMA_PIN_MAX`.
+    pub pin_max: Option<usize>,
 }
 
 impl RdmaSettings {
-    /// Reads `DSM_RDMA_DEVICE`, `DSM_RDMA_PORT` and `DSM_RDMA_GID_INDEX` from the environment.
+    /// Reads the `DSM_RDMA_*` variables from the environment.
     ///
     /// # Errors
     /// [`Error::Config`] naming a malformed variable.
@@ -95,12 +106,26 @@ impl RdmaSettings {
                     }),
             }
         };
+        let bytes = |k: &str, ok: fn(usize) -> bool| -> Result<Option<usize>> {
+            match get(k).filter(|v| !v.trim().is_empty()) {
+                None => Ok(None),
+                Some(v) => parse_size(&v).filter(|&n| ok(n)).map(Some).ok_or_else(|| {
+                    Error::Config(format!(
+                        "{k}={v:?}: not a size this setting accepts (see docs/ENVIRONMENT.md)"
+                    ))
+                }),
+            }
+        };
         Ok(RdmaSettings {
             device: get(var::RDMA_DEVICE)
                 .map(|v| v.trim().to_string())
                 .filter(|v| !v.is_empty()),
             port: small(var::RDMA_PORT, 1)?,
             gid_index: small(var::RDMA_GID_INDEX, 0)?,
+            reg_chunk: bytes(var::RDMA_REG_CHUNK, |n| {
+                n == 0 || (n.is_power_of_two() && (1 << 12..=1 << 40).contains(&n))
+            })?,
+            pin_max: bytes(var::RDMA_PIN_MAX, |n| n > 0)?,
         })
     }
 }
@@ -439,6 +464,24 @@ mod tests {
         assert!(e.to_string().contains("DSM_RDMA_PORT"));
         let e = RdmaSettings::from_lookup(get(&[("DSM_RDMA_GID_INDEX", "x")])).unwrap_err();
         assert!(e.to_string().contains("DSM_RDMA_GID_INDEX"));
+        let r = RdmaSettings::from_lookup(get(&[
+            ("DSM_RDMA_REG_CHUNK", "64K"),
+            ("DSM_RDMA_PIN_MAX", "512M"),
+        ]))
+        .unwrap();
+        assert_eq!((r.reg_chunk, r.pin_max), (Some(64 << 10), Some(512 << 20)));
+        let r = RdmaSettings::from_lookup(get(&[("DSM_RDMA_REG_CHUNK", "0")])).unwrap();
+        assert_eq!(r.reg_chunk, Some(0));
+        const BAD: [(&str, &str); 4] = [
+            ("DSM_RDMA_REG_CHUNK", "3M"),
+            ("DSM_RDMA_REG_CHUNK", "1K"),
+            ("DSM_RDMA_PIN_MAX", "0"),
+            ("DSM_RDMA_PIN_MAX", "lots"),
+        ];
+        for i in 0..BAD.len() {
+            let e = RdmaSettings::from_lookup(get(&BAD[i..=i])).unwrap_err();
+            assert!(e.to_string().contains(BAD[i].0), "{e}");
+        }
     }
 
     #[test]

@@ -292,8 +292,13 @@ impl Node {
         if !std::mem::replace(&mut self.closed, true)
             && std::env::var("DSM_STATS").is_ok_and(|v| v != "0")
         {
+            let pinned = self
+                .transport
+                .pinned()
+                .map(|b| format!("; pinned for RDMA: {:.1} MiB", b as f64 / (1 << 20) as f64))
+                .unwrap_or_default();
             eprintln!(
-                "dsm: rank {}: started by {} in {:.1} ms; topology: {}",
+                "dsm: rank {}: started by {} in {:.1} ms; topology: {}{pinned}",
                 self.config.rank,
                 self.launcher,
                 self.init_time.as_secs_f64() * 1e3,
@@ -336,6 +341,8 @@ fn connect_transport(
             device: rdma.device,
             port: rdma.port,
             gid_index: rdma.gid_index,
+            reg_chunk: rdma.reg_chunk.unwrap_or(VerbsConfig::default().reg_chunk),
+            pin_max: rdma.pin_max,
             peer_timeout: config.peer_timeout,
             connect_timeout: config.connect_timeout,
             spin: config.spin,

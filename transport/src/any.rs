@@ -52,6 +52,15 @@ impl AnyTransport {
             other => other.capabilities().backend,
         }
     }
+
+    /// Bytes pinned by RDMA registrations of the runtime's and users' regions (`None` for a
+    /// backend that pins nothing).
+    pub fn pinned(&self) -> Option<usize> {
+        match self {
+            AnyTransport::Verbs(t) => Some(t.pinned()),
+            _ => None,
+        }
+    }
 }
 
 impl Transport for AnyTransport {

@@ -17,6 +17,9 @@ pub enum RemoteFault {
     Misaligned,
     /// The request was well formed but the peer does not implement it.
     Unsupported,
+    /// The peer could not pin the memory for the device (its bound on pinned memory, or its
+    /// locked-memory limit, is reached).
+    NoMemory,
 }
 
 impl RemoteFault {
@@ -27,6 +30,7 @@ impl RemoteFault {
             RemoteFault::OutOfBounds => 2,
             RemoteFault::Misaligned => 3,
             RemoteFault::Unsupported => 4,
+            RemoteFault::NoMemory => 5,
         }
     }
 
@@ -37,6 +41,7 @@ impl RemoteFault {
             2 => RemoteFault::OutOfBounds,
             3 => RemoteFault::Misaligned,
             4 => RemoteFault::Unsupported,
+            5 => RemoteFault::NoMemory,
             _ => return None,
         })
     }
@@ -49,6 +54,9 @@ impl std::fmt::Display for RemoteFault {
             RemoteFault::OutOfBounds => "range outside the registered region",
             RemoteFault::Misaligned => "atomic target is not 8-byte aligned",
             RemoteFault::Unsupported => "operation not supported by the peer",
+            RemoteFault::NoMemory => {
+                "the peer could not pin the memory (pinned-memory bound reached)"
+            }
         })
     }
 }

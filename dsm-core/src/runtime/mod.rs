@@ -191,17 +191,18 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// The error of a failed registration of the global range (the runtime view, which is also this
-/// node's home memory): under RDMA, registration pins what it covers, so the fix is usually a
-/// smaller `DSM_GLOBAL_SIZE` (or a larger locked-memory limit).
+/// node's home memory). Under RDMA a large range is registered chunk by chunk as it is used
+/// (nothing is pinned here), unless `DSM_RDMA_REG_CHUNK=0` registers it whole, which pins all
+/// of it: then the fix is a smaller `DSM_GLOBAL_SIZE` or a larger locked-memory limit.
 fn registering(t: &AnyTransport, space: &GlobalSpace, err: transport::Error) -> Error {
     if !t.capabilities().native_one_sided {
         return err.into();
     }
     Error::Config(format!(
-        "cannot register the global memory ({} MiB, DSM_GLOBAL_SIZE) with the RDMA device: \
-         registration pins the whole range once (the runtime view of global memory, which is \
-         also this node's home memory); set a smaller DSM_GLOBAL_SIZE or raise the \
-         locked-memory limit: {err}",
+        "cannot register the global memory ({} MiB, DSM_GLOBAL_SIZE) with the RDMA device \
+         (a range registered whole, as DSM_RDMA_REG_CHUNK=0 asks, is pinned whole: set a \
+         smaller DSM_GLOBAL_SIZE, register it chunk by chunk, or raise the locked-memory \
+         limit): {err}",
         space.size() >> 20
     ))
 }

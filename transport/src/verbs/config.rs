@@ -23,12 +23,20 @@ pub struct VerbsConfig {
     pub spin: Duration,
     /// Largest two-sided message.
     pub max_message: usize,
+    /// A region of more than 8 chunks of this many bytes (a power of two, at least 4 KiB) is
+    /// registered chunk by chunk, on first use, so that pinned memory follows use; 0
+    /// registers every region whole at once.
+    pub reg_chunk: usize,
+    /// A bound on the bytes the registrations of users' regions pin (`None`: only the
+    /// kernel's locked-memory limit).
+    pub pin_max: Option<usize>,
     /// Run first by the progress thread (the runtime pins it to a core with it).
     pub on_progress_start: Option<crate::ThreadHook>,
 }
 
 impl Default for VerbsConfig {
-    /// Automatic device, port and GID; 10 s peer timeout, 30 s to connect, 64 MiB messages.
+    /// Automatic device, port and GID; 10 s peer timeout, 30 s to connect, 64 MiB messages,
+    /// chunks of 2 MiB, no bound on pinned memory.
     fn default() -> Self {
         VerbsConfig {
             device: None,
@@ -38,6 +46,8 @@ impl Default for VerbsConfig {
             connect_timeout: Duration::from_secs(30),
             spin: DEFAULT_SPIN,
             max_message: 64 << 20,
+            reg_chunk: 2 << 20,
+            pin_max: None,
             on_progress_start: None,
         }
     }

@@ -1,5 +1,6 @@
 //! Control messages on a peer's control queue pair (hello and heartbeat, goodbye, queue-pair
-//! reset, and fragments of two-sided messages), and the reassembly of fragments into messages.
+//! reset, the keys of chunks registered on first use, and fragments of two-sided messages), and
+//! the reassembly of fragments into messages.
 //! Pure encoding and decoding, no device.
 //!
 //! Every control message is one SEND of at most [`FRAG`] bytes: a 16-byte header, then the
@@ -7,11 +8,11 @@
 //!
 //! | offset | size | field |
 //! |---|---|---|
-//! | 0 | 1 | kind: 1 hello, 2 fragment, 3 goodbye, 4 reset, 5 reset acknowledged |
-//! | 1 | 1 | flags: bit 0 set on a message's first fragment |
+//! | 0 | 1 | kind: 1 hello, 2 fragment, 3 goodbye, 4 reset, 5 reset acknowledged, 6 key request, 7 key reply |
+//! | 1 | 1 | flags: bit 0 set on a message's first fragment; a key reply's refusal ([`RemoteFault::code`], 0: granted) |
 //! | 2 | 2 | zero |
-//! | 4 | 4 | a fragment's message length; a reset's new packet sequence number |
-//! | 8 | 8 | a fragment's tag |
+//! | 4 | 4 | a fragment's message length; a reset's new packet sequence number; a key's chunk |
+//! | 8 | 8 | a fragment's tag; a key's region number (low 32 bits) and, in a reply, the rkey (high 32) |
 //!
 //! A message of `total` bytes is cut into fragments of at most `FRAG - HEADER` bytes that
 //! follow each other on one reliable-connected queue pair, which delivers them once and in
@@ -30,7 +31,11 @@ const K_MSG: u8 = 2;
 const K_GOODBYE: u8 = 3;
 const K_RESET: u8 = 4;
 const K_RESET_ACK: u8 = 5;
+const K_KEY_REQUEST: u8 = 6;
+const K_KEY_REPLY: u8 = 7;
 const F_FIRST: u8 = 1;
+
+use crate::error::RemoteFault;
 
 /// One control message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +54,23 @@ pub(super) enum Control<'a> {
     },
     /// The responder is reset: the requester may reconnect.
     ResetAck,
+    /// The sender wants the rkey of a chunk of one of our regions registered on first use
+    /// (registering it now if nothing has used it yet).
+    KeyRequest {
+        /// The region's number (see `chunks::ChunkedKey`).
+        region: u32,
+        /// The chunk's index in the region.
+        chunk: u32,
+    },
+    /// The answer to a [`Control::KeyRequest`].
+    KeyReply {
+        /// The region's number.
+        region: u32,
+        /// The chunk's index.
+        chunk: u32,
+        /// The chunk's rkey, or why there is none.
+        key: Result<u32, RemoteFault>,
+    },
 }
 
 /// A piece of a two-sided message.
@@ -79,6 +101,18 @@ impl<'a> Control<'a> {
             Control::Goodbye => (K_GOODBYE, 0, 0, 0, &[]),
             Control::Reset { psn } => (K_RESET, 0, psn, 0, &[]),
             Control::ResetAck => (K_RESET_ACK, 0, 0, 0, &[]),
+            Control::KeyRequest { region, chunk } => {
+                (K_KEY_REQUEST, 0, chunk, u64::from(region), &[])
+            }
+            Control::KeyReply { region, chunk, key } => {
+                let (refusal, rkey) = match key {
+                    Ok(rkey) => (0, rkey),
+                    // Codes are small (one byte on this wire).
+                    Err(fault) => (fault.code() as u8, 0),
+                };
+                let tag = u64::from(region) | u64::from(rkey) << 32;
+                (K_KEY_REPLY, refusal, chunk, tag, &[])
+            }
         };
         let mut bytes = Vec::with_capacity(HEADER + body.len());
         bytes.extend_from_slice(&[kind, flags, 0, 0]);
@@ -115,6 +149,19 @@ impl<'a> Control<'a> {
             K_GOODBYE => Ok(Control::Goodbye),
             K_RESET => Ok(Control::Reset { psn: total }),
             K_RESET_ACK => Ok(Control::ResetAck),
+            K_KEY_REQUEST => Ok(Control::KeyRequest {
+                region: tag as u32,
+                chunk: total,
+            }),
+            K_KEY_REPLY => Ok(Control::KeyReply {
+                region: tag as u32,
+                chunk: total,
+                key: match flags {
+                    0 => Ok((tag >> 32) as u32),
+                    code => Err(RemoteFault::from_code(u32::from(code))
+                        .ok_or_else(|| format!("key reply with unknown refusal {code}"))?),
+                },
+            }),
             other => Err(format!("unknown control message kind {other}")),
         }
     }
@@ -235,7 +282,7 @@ mod tests {
 
     fn control() -> impl Strategy<Value = (u8, u32, u64, bool, Vec<u8>)> {
         (
-            0u8..5,
+            0u8..7,
             any::<u32>(),
             any::<u64>(),
             any::<bool>(),
@@ -249,6 +296,19 @@ mod tests {
             1 => Control::Goodbye,
             2 => Control::Reset { psn: n },
             3 => Control::ResetAck,
+            4 => Control::KeyRequest {
+                region: tag as u32,
+                chunk: n,
+            },
+            5 => Control::KeyReply {
+                region: tag as u32,
+                chunk: n,
+                key: if first {
+                    Ok((tag >> 32) as u32)
+                } else {
+                    Err(RemoteFault::from_code(n % 5 + 1).unwrap_or(RemoteFault::BadKey))
+                },
+            },
             _ => Control::Fragment(Fragment {
                 first,
                 total: n,
@@ -277,6 +337,24 @@ mod tests {
         assert_eq!(Control::Hello.encode()[0], 1);
         assert_eq!(Control::Goodbye.encode()[0], 3);
         assert_eq!(Control::ResetAck.encode()[0], 5);
+        assert_eq!(
+            Control::KeyReply {
+                region: 3,
+                chunk: 2,
+                key: Ok(0x0a0b_0c0d)
+            }
+            .encode(),
+            [7, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 0x0d, 0x0c, 0x0b, 0x0a]
+        );
+        assert_eq!(
+            Control::KeyReply {
+                region: 3,
+                chunk: 2,
+                key: Err(RemoteFault::NoMemory)
+            }
+            .encode()[..2],
+            [7, 5]
+        );
         assert!(!Control::Hello.signalled() && !Control::Fragment(f).signalled());
         assert!(Control::Goodbye.signalled() && Control::Reset { psn: 0 }.signalled());
     }
@@ -286,7 +364,11 @@ mod tests {
         assert!(Control::decode(&[1; HEADER - 1]).is_err());
         assert!(Control::decode(&[]).is_err());
         let mut b = Control::Hello.encode();
-        b[0] = 6;
+        b[0] = 8;
+        assert!(Control::decode(&b).is_err());
+        // A key reply refused for a reason this build does not know.
+        b[0] = 7;
+        b[1] = 200;
         assert!(Control::decode(&b).is_err());
         b[0] = 0;
         assert!(Control::decode(&b).is_err());
@@ -332,7 +414,10 @@ mod tests {
                     prop_assert_eq!(again[0], b[0]);
                     prop_assert_eq!(Control::decode(&again), Ok(c));
                 }
-                Err(_) => prop_assert!(b.len() < HEADER || !(1..=5).contains(&b[0])),
+                Err(_) => prop_assert!(
+                    b.len() < HEADER || !(1..=6).contains(&b[0]),
+                    "refused a well-formed message"
+                ),
             }
         }
 

@@ -6,7 +6,9 @@
 //! [`Op::CompareSwap`](crate::Op::CompareSwap) and [`Op::FetchAdd`](crate::Op::FetchAdd) the
 //! 8-byte atomics; the target's CPU takes no part. Registration ([`crate::Transport::register`])
 //! is `ibv_reg_mr` with local write and remote read, write and atomic access; the
-//! [`RegionDesc`](crate::RegionDesc) carries the rkey and the virtual address.
+//! [`RegionDesc`](crate::RegionDesc) carries the rkey and the virtual address. A large region
+//! is registered chunk by chunk as operations first use it, so that pinned memory follows use
+//! (see `chunks.rs`: [`VerbsConfig::reg_chunk`], [`VerbsConfig::pin_max`]).
 //!
 //! # Set-up
 //!
@@ -41,11 +43,15 @@
 //! returns [`Error::Unsupported`](crate::Error::Unsupported), and nothing links against
 //! `libibverbs`. On a machine whose kernel has no RDMA, [`probe`] says so quietly.
 
+#[cfg(feature = "verbs")]
+mod chunks;
 mod config;
 #[cfg(any(feature = "verbs", test))]
 mod control;
 #[cfg(any(feature = "verbs", test))]
 mod endpoint;
+#[cfg(feature = "verbs")]
+mod keys;
 #[cfg(feature = "verbs")]
 mod progress;
 #[cfg(feature = "verbs")]

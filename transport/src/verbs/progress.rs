@@ -22,6 +22,8 @@ pub(super) enum Action {
     ServeReset(usize, u32),
     Reconnect(usize),
     Lose(usize, Error),
+    /// Peer `p` asks for the key of chunk `.2` of our region `.1`.
+    ServeKey(usize, u32, u32),
 }
 
 impl Shared {
@@ -243,6 +245,12 @@ impl Shared {
                 actions.push(Action::Reconnect(p));
                 Ok(())
             }
+            // Registering may take a while: after the completion queue is released.
+            Control::KeyRequest { region, chunk } => {
+                actions.push(Action::ServeKey(p, region, chunk));
+                Ok(())
+            }
+            Control::KeyReply { region, chunk, key } => self.key_answer(p, region, chunk, key),
             Control::Fragment(f) => {
                 let mut asm = peer.assembly.lock().unwrap_or_else(|e| e.into_inner());
                 if let Some((tag, data)) = asm.push(f, self.config.max_message)? {
@@ -281,6 +289,11 @@ impl Shared {
                 }
             }
             Action::Reconnect(p) => self.reconnect(p),
+            Action::ServeKey(p, region, chunk) => {
+                let key = self.serve_key(region, chunk);
+                // A failure here is the peer's loss, which the loss path reports.
+                let _ = self.send_ctrl(p, &Control::KeyReply { region, chunk, key }, true);
+            }
         }
     }
 
@@ -369,6 +382,7 @@ impl Shared {
             sq.changed.notify_all();
         }
         peer.resp.to_error();
+        peer.keys_changed.notify_all();
     }
 }
 

@@ -4,9 +4,10 @@
 use std::collections::HashMap;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use super::chunks::Budget;
 use super::config::VerbsConfig;
 use super::control::{Control, Reassembly, FRAG};
 use super::endpoint::{self, psn_for, Endpoint, Towards, MAX_NODES};
@@ -14,7 +15,8 @@ use super::progress::{progress, CqDriver};
 use super::select::select;
 use super::sendq::{Scratch, Sq};
 use super::shared::{
-    random_psn, Peer, Regions, Shared, Status, CTRL_DEPTH, INLINE_WANTED, RECV_BIT, REQ_DEPTH,
+    random_psn, KeyCache, Peer, Regions, Shared, Status, CTRL_DEPTH, INLINE_WANTED, RECV_BIT,
+    REQ_DEPTH,
 };
 use super::sys::{Channel, Cq, Path, Pd, Qp, Remote};
 use super::transport::VerbsTransport;
@@ -95,6 +97,8 @@ impl VerbsTransport {
                 last_send_ms: AtomicU64::new(0),
                 heard: AtomicBool::new(false),
                 assembly: Mutex::new(Reassembly::default()),
+                keys: Mutex::new(KeyCache::default()),
+                keys_changed: Condvar::new(),
             });
         }
         let flush = Scratch::new(&pd, 1, 64)?;
@@ -119,6 +123,7 @@ impl VerbsTransport {
         };
         let max_transfer = (sel.port_info.max_msg as usize).clamp(1, 1 << 30);
         let mailbox = Arc::new(Mailbox::new(nodes, config.spin));
+        let budget = Budget::new(config.pin_max);
         if rank.0 == 0 {
             tracing::info!("verbs: using {}", sel.describe());
         }
@@ -133,6 +138,7 @@ impl VerbsTransport {
                 cq,
                 poll_lock: Mutex::new(()),
                 regions: RwLock::new(Regions::default()),
+                budget,
                 peers,
                 qpn,
                 mailbox,

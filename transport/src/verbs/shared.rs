@@ -1,22 +1,23 @@
 //! The state a verbs node shares between the threads that post, the threads that wait and the
 //! progress thread: the device's objects, the peers with their queue pairs, registrations.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::Instant;
 
+use super::chunks::{Budget, Chunked};
 use super::config::VerbsConfig;
 use super::control::{Control, Reassembly};
 use super::endpoint::PeerEndpoint;
 use super::select::Selected;
 use super::sendq::{Item, Local, Posting, Scratch, Sq};
 use super::sys::{Cq, Mr, Path, Pd, Qp, WrKind};
-use crate::error::{Error, Result};
+use crate::error::{Error, RemoteFault, Result};
 use crate::mailbox::Mailbox;
 use crate::region::Region;
-use crate::types::{LocalSlice, Rank};
+use crate::types::Rank;
 
 /// Work requests of a peer's one-sided send queue.
 pub(super) const REQ_DEPTH: u32 = 256;
@@ -25,17 +26,49 @@ pub(super) const CTRL_DEPTH: u32 = 32;
 pub(super) const INLINE_WANTED: u32 = 128;
 pub(super) const RECV_BIT: u64 = 1 << 63;
 
-/// A registered region: the registration is dropped before the region it covers.
+/// A registered region.
 #[derive(Debug)]
-pub(super) struct Registered {
-    pub(super) mr: Mr,
-    pub(super) _region: Arc<Region>,
+pub(super) enum Registered {
+    /// One registration of the whole region, dropped before the region it covers.
+    Whole {
+        /// The registration.
+        mr: Mr,
+        /// The region, kept alive while registered.
+        region: Arc<Region>,
+    },
+    /// Registered chunk by chunk on first use (see [`super::chunks`]).
+    Chunked(Arc<Chunked>),
+}
+
+impl Registered {
+    /// Bytes pinned by the region's registrations.
+    pub(super) fn pinned(&self) -> usize {
+        match self {
+            Registered::Whole { region, .. } => region.len(),
+            Registered::Chunked(c) => c.pinned(),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
 pub(super) struct Regions {
+    /// By region id.
     pub(super) by_id: HashMap<u64, Registered>,
+    /// The region id of a whole registration's rkey.
     pub(super) id_of_rkey: HashMap<u32, u64>,
+    /// The region id of a chunked region's number.
+    pub(super) id_of_chunked: HashMap<u32, u64>,
+    /// The number the next chunked region gets.
+    pub(super) next_chunked: u32,
+}
+
+/// What this node knows of a peer's chunk keys, and which it has asked for.
+#[derive(Debug, Default)]
+pub(super) struct KeyCache {
+    /// (region number, chunk) -> the rkey, or why the peer refused it.
+    pub(super) known: HashMap<(u32, u32), std::result::Result<u32, RemoteFault>>,
+    /// Asked, no answer yet.
+    pub(super) asked: HashSet<(u32, u32)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +95,9 @@ pub(super) struct Peer {
     pub(super) last_send_ms: AtomicU64,
     pub(super) heard: AtomicBool,
     pub(super) assembly: Mutex<Reassembly>,
+    /// The peer's chunk keys (see [`super::chunks`]); `keys_changed` wakes those waiting.
+    pub(super) keys: Mutex<KeyCache>,
+    pub(super) keys_changed: Condvar,
 }
 
 #[derive(Debug)]
@@ -75,6 +111,8 @@ pub(super) struct Shared {
     pub(super) cq: Arc<Cq>,
     pub(super) poll_lock: Mutex<()>,
     pub(super) regions: RwLock<Regions>,
+    /// Bounds what registrations for users pin (`DSM_RDMA_PIN_MAX`).
+    pub(super) budget: Budget,
     pub(super) peers: Vec<Peer>,
     pub(super) qpn: HashMap<u32, (usize, bool)>,
     pub(super) mailbox: Arc<Mailbox>,
@@ -99,15 +137,6 @@ pub(super) fn random_psn() -> u32 {
 impl Shared {
     pub(super) fn now_ms(&self) -> u64 {
         self.start.elapsed().as_millis() as u64
-    }
-
-    pub(super) fn lkey_of(&self, slice: &LocalSlice) -> Result<u32> {
-        let regions = self.regions.read().unwrap_or_else(|e| e.into_inner());
-        regions
-            .by_id
-            .get(&slice.region().id())
-            .map(|r| r.mr.lkey)
-            .ok_or(Error::NotRegistered(slice.region().id()))
     }
 
     pub(super) fn peer_error(&self, p: usize) -> Option<Error> {

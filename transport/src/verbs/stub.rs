@@ -43,6 +43,11 @@ impl VerbsTransport {
     pub fn device(&self) -> String {
         match self.0 {}
     }
+
+    /// Unreachable.
+    pub fn pinned(&self) -> usize {
+        match self.0 {}
+    }
 }
 
 impl PreparedVerbs {

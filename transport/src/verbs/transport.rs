@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::chunks::{pieces, Chunked, ChunkedKey, KeyKind, EAGER_CHUNKS, SHIFTS};
 use super::control::{fragments, Control};
 use super::sendq::{Item, Local, SqState};
 use super::shared::{Registered, Shared, REQ_DEPTH};
@@ -14,7 +15,7 @@ use crate::api::Transport;
 use crate::completion::{Completer, Completion, Driver};
 use crate::error::{Error, RemoteFault, Result};
 use crate::region::Region;
-use crate::types::{BackendKind, Capabilities, Message, Op, Rank, RegionDesc, Tag};
+use crate::types::{BackendKind, Capabilities, LocalSlice, Message, Op, Rank, RegionDesc, Tag};
 
 /// A node of a job connected over RDMA verbs.
 #[derive(Debug)]
@@ -29,6 +30,12 @@ impl VerbsTransport {
     /// The device, port and GID in use, for reports.
     pub fn device(&self) -> String {
         self.shared.sel.describe()
+    }
+
+    /// Bytes that the registrations of users' regions pin now (whole regions, and the chunks
+    /// of large regions used so far; the transport's own queues and buffers are not counted).
+    pub fn pinned(&self) -> usize {
+        self.shared.budget.used()
     }
 }
 
@@ -61,23 +68,25 @@ impl VerbsTransport {
         }
     }
 
-    /// Checks an operation and turns it into a work request, or the error it completes with.
-    fn prepare_op(
-        &self,
-        op: Op,
-        done: Option<Completer>,
-    ) -> Result<std::result::Result<Item, (Error, Option<Completer>)>> {
+    /// Checks an operation and turns it into work requests (one, or one per piece where a
+    /// side is registered chunk by chunk and the transfer crosses a chunk: the last carries
+    /// `done`), or the error it completes with.
+    fn prepare_op(&self, op: Op, done: Option<Completer>) -> Result<Prepared> {
         op.validate()?;
         let p = self.peer_index(op.peer())?;
         let name = op_name(&op);
-        let (remote, local) = match &op {
-            Op::Read { remote, local } | Op::Write { remote, local } => {
-                (*remote, Some(local.clone()))
-            }
-            Op::CompareSwap { remote, .. } | Op::FetchAdd { remote, .. } => (*remote, None),
+        let (remote, local, what) = match op {
+            Op::Read { remote, local } => (remote, Some(local), What::Read),
+            Op::Write { remote, local } => (remote, Some(local), What::Write),
+            Op::CompareSwap {
+                remote,
+                expected,
+                desired,
+            } => (remote, None, What::CompareSwap { expected, desired }),
+            Op::FetchAdd { remote, add } => (remote, None, What::FetchAdd { add }),
         };
-        let lkey = match &local {
-            Some(l) => Some(self.shared.lkey_of(l)?),
+        let local_keys = match &local {
+            Some(l) => Some(self.shared.local_keys(l)?),
             None => None,
         };
         if remote.len > self.shared.max_transfer {
@@ -90,14 +99,10 @@ impl VerbsTransport {
             return Ok(Err((e, done)));
         }
         let peer = remote.rank();
-        let Ok(rkey) = u32::try_from(remote.region.key.0) else {
-            return Ok(Err((
-                Error::Remote {
-                    peer,
-                    fault: RemoteFault::BadKey,
-                },
-                done,
-            )));
+        let refused = |fault| Error::Remote { peer, fault };
+        let kind = match ChunkedKey::decode(remote.region.key.0) {
+            Ok(kind) => kind,
+            Err(fault) => return Ok(Err((refused(fault), done))),
         };
         let in_bounds = remote
             .offset
@@ -109,45 +114,83 @@ impl VerbsTransport {
             .checked_add(remote.offset)
             .filter(|_| in_bounds)
         else {
-            return Ok(Err((
-                Error::Remote {
-                    peer,
-                    fault: RemoteFault::OutOfBounds,
-                },
-                done,
-            )));
+            return Ok(Err((refused(RemoteFault::OutOfBounds), done)));
         };
-        let (kind, local) = match op {
-            Op::Read { local, .. } => (
-                WrKind::Read { raddr, rkey },
-                Local::Slice(local, lkey.unwrap_or(0)),
-            ),
-            Op::Write { local, .. } => (
-                WrKind::Write { raddr, rkey },
-                Local::Slice(local, lkey.unwrap_or(0)),
-            ),
-            Op::CompareSwap {
-                expected, desired, ..
-            } => (
-                WrKind::CompareSwap {
+        let remote_side = match kind {
+            KeyKind::Whole(_) => None,
+            KeyKind::Chunked(k) => Some((remote.offset, k.shift)),
+        };
+        let cuts = match (&local, &local_keys) {
+            (Some(l), Some(keys)) => pieces(remote.len, keys.side(l.offset()), remote_side),
+            // An aligned 8-byte word never crosses a chunk.
+            _ => vec![(0, remote.len)],
+        };
+        let last = cuts.len() - 1;
+        let mut done = done;
+        let mut items = Vec::with_capacity(cuts.len());
+        for (i, (start, len)) in cuts.into_iter().enumerate() {
+            let rkey = match kind {
+                KeyKind::Whole(rkey) => rkey,
+                KeyKind::Chunked(k) => {
+                    // An empty transfer at the region's end names the last chunk.
+                    let chunks = remote.region.len.div_ceil(1 << k.shift).max(1);
+                    let chunk = ((remote.offset + start as u64) >> k.shift).min(chunks - 1);
+                    let Ok(chunk) = u32::try_from(chunk) else {
+                        return Ok(Err((refused(RemoteFault::OutOfBounds), done)));
+                    };
+                    match self.shared.remote_key(p, k, chunk) {
+                        Ok(rkey) => rkey,
+                        Err(e) => return Ok(Err((e, done))),
+                    }
+                }
+            };
+            let local = match (&local, &local_keys) {
+                (Some(l), Some(keys)) => {
+                    let lkey = self.shared.lkey(keys, l.offset() + start)?;
+                    let slice = if len == l.len() {
+                        l.clone()
+                    } else {
+                        LocalSlice::new(l.region(), l.offset() + start, len)?
+                    };
+                    Local::Slice(slice, lkey)
+                }
+                _ => Local::Result,
+            };
+            let raddr = raddr + start as u64;
+            let kind = match what {
+                What::Read => WrKind::Read { raddr, rkey },
+                What::Write => WrKind::Write { raddr, rkey },
+                What::CompareSwap { expected, desired } => WrKind::CompareSwap {
                     raddr,
                     rkey,
                     expected,
                     desired,
                 },
-                Local::Result,
-            ),
-            Op::FetchAdd { add, .. } => (WrKind::FetchAdd { raddr, rkey, add }, Local::Result),
-        };
-        Ok(Ok(Item {
-            kind,
-            local,
-            name,
-            done,
-            signal: false,
-            chained: false,
-        }))
+                What::FetchAdd { add } => WrKind::FetchAdd { raddr, rkey, add },
+            };
+            items.push(Item {
+                kind,
+                local,
+                name,
+                done: if i == last { done.take() } else { None },
+                signal: false,
+                chained: false,
+            });
+        }
+        Ok(Ok(items))
     }
+}
+
+/// An operation's work requests, or the error it completes with (and its waiter).
+type Prepared = std::result::Result<Vec<Item>, (Error, Option<Completer>)>;
+
+/// What an operation does, apart from where.
+#[derive(Debug, Clone, Copy)]
+enum What {
+    Read,
+    Write,
+    CompareSwap { expected: u64, desired: u64 },
+    FetchAdd { add: u64 },
 }
 
 impl Transport for VerbsTransport {
@@ -171,6 +214,8 @@ impl Transport for VerbsTransport {
         }
     }
 
+    /// A region of more than [`EAGER_CHUNKS`] chunks ([`super::VerbsConfig::reg_chunk`]) is
+    /// registered chunk by chunk as operations first use it; a smaller one at once.
     fn register(&self, region: &Arc<Region>) -> Result<RegionDesc> {
         self.check_open()?;
         let mut regions = self
@@ -178,32 +223,58 @@ impl Transport for VerbsTransport {
             .regions
             .write()
             .unwrap_or_else(|e| e.into_inner());
+        let desc = |key: u64| RegionDesc {
+            rank: self.shared.rank,
+            key: crate::RemoteKey(key),
+            addr: region.as_ptr() as u64,
+            len: region.len() as u64,
+        };
         if let Some(r) = regions.by_id.get(&region.id()) {
-            return Ok(RegionDesc {
-                rank: self.shared.rank,
-                key: crate::RemoteKey(u64::from(r.mr.rkey)),
-                addr: region.as_ptr() as u64,
-                len: region.len() as u64,
-            });
+            return Ok(desc(match r {
+                Registered::Whole { mr, .. } => u64::from(mr.rkey),
+                Registered::Chunked(c) => c.key().encode(),
+            }));
         }
+        let chunk = self.shared.config.reg_chunk;
+        if chunk > 0 && region.len() > EAGER_CHUNKS * chunk {
+            let shift = chunk.trailing_zeros();
+            if !chunk.is_power_of_two() || !SHIFTS.contains(&shift) {
+                return Err(Error::InvalidArgument(format!(
+                    "a registration chunk of {chunk} bytes: it must be a power of two from 4 KiB to 1 TiB"
+                )));
+            }
+            let number = regions.next_chunked;
+            regions.next_chunked = number
+                .checked_add(1)
+                .ok_or_else(|| Error::InvalidArgument("too many registrations".into()))?;
+            let c = Chunked::new(Arc::clone(region), number, shift);
+            let key = c.key().encode();
+            regions.id_of_chunked.insert(number, region.id());
+            regions
+                .by_id
+                .insert(region.id(), Registered::Chunked(Arc::new(c)));
+            return Ok(desc(key));
+        }
+        self.shared.budget.take(region.len())?;
         // SAFETY: the region is kept alive by the table entry, which drops the registration
         // first.
-        let mr = unsafe { Mr::register(&self.shared.pd, region.as_ptr(), region.len()) }?;
+        let mr = match unsafe { Mr::register(&self.shared.pd, region.as_ptr(), region.len()) } {
+            Ok(mr) => mr,
+            Err(e) => {
+                self.shared.budget.give(region.len());
+                return Err(e);
+            }
+        };
         let rkey = mr.rkey;
         regions.id_of_rkey.insert(rkey, region.id());
         regions.by_id.insert(
             region.id(),
-            Registered {
+            Registered::Whole {
                 mr,
-                _region: Arc::clone(region),
+                region: Arc::clone(region),
             },
         );
-        Ok(RegionDesc {
-            rank: self.shared.rank,
-            key: crate::RemoteKey(u64::from(rkey)),
-            addr: region.as_ptr() as u64,
-            len: region.len() as u64,
-        })
+        Ok(desc(u64::from(rkey)))
     }
 
     fn deregister(&self, desc: &RegionDesc) -> Result<()> {
@@ -212,12 +283,15 @@ impl Transport for VerbsTransport {
             .regions
             .write()
             .unwrap_or_else(|e| e.into_inner());
-        let id = u32::try_from(desc.key.0)
-            .ok()
-            .and_then(|k| regions.id_of_rkey.remove(&k));
+        let id = match ChunkedKey::decode(desc.key.0) {
+            Ok(KeyKind::Whole(rkey)) => regions.id_of_rkey.remove(&rkey),
+            Ok(KeyKind::Chunked(k)) => regions.id_of_chunked.remove(&k.number),
+            Err(_) => None,
+        };
         match id.and_then(|id| regions.by_id.remove(&id)) {
             Some(r) => {
                 drop(regions);
+                self.shared.budget.give(r.pinned());
                 drop(r);
                 Ok(())
             }
@@ -233,9 +307,9 @@ impl Transport for VerbsTransport {
         let (c, done) = Completion::driven(self.shared.config.spin, Some(Arc::clone(&self.driver)));
         let p = op.peer().index();
         match self.prepare_op(op, Some(done))? {
-            Ok(item) => {
+            Ok(items) => {
                 let sq = &self.shared.peers[p].req;
-                self.shared.post_items(p, sq, vec![item], true)?;
+                self.shared.post_items(p, sq, items, true)?;
                 Ok(c)
             }
             Err((e, _)) => Ok(Completion::failed(e)),
@@ -282,9 +356,11 @@ impl Transport for VerbsTransport {
                 }
             };
             match prepared {
-                Ok(mut item) => {
-                    item.chained = true;
-                    chain.push(item);
+                Ok(items) => {
+                    for mut item in items {
+                        item.chained = true;
+                        chain.push(item);
+                    }
                 }
                 // Refused before posting (bounds, a lost peer): this one fails on its own,
                 // the others go out.
@@ -338,7 +414,7 @@ impl Transport for VerbsTransport {
                 batch_peer = p;
             }
             match self.prepare_op(op, None) {
-                Ok(Ok(item)) => batch.push(item),
+                Ok(Ok(items)) => batch.extend(items),
                 Ok(Err((e, _))) | Err(e) => {
                     first_err = Some(e);
                     break;

@@ -108,6 +108,14 @@ fn large_regions_pin_the_chunks_operations_use() {
     );
     assert_eq!(job[1].pinned(), 6 * 2 * MIB, "nothing pinned for it");
 
+    // An empty transfer on chunks nobody used pins nothing on either side.
+    let before = (job[0].pinned(), job[1].pinned());
+    let empty = LocalSlice::new(&buf, 250 * MIB, 0).expect("local");
+    job[0]
+        .read(desc.slice(250 * MIB as u64, 0).expect("slice"), empty)
+        .expect("empty read");
+    assert_eq!((job[0].pinned(), job[1].pinned()), before);
+
     // Deregistering gives the pinned bytes back.
     job[1].deregister(&desc).expect("deregister");
     assert_eq!(job[1].pinned(), 0);
@@ -125,25 +133,37 @@ fn a_bound_on_pinned_memory_refuses_clearly() {
     let desc = job[1].register(&home).expect("register");
     let buf = Region::allocate_sparse(64 * MIB).expect("allocate");
     job[0].register(&buf).expect("register");
-    // Rank 1 pins two chunks for rank 0; the third is over its bound.
-    for at in [0, 2 * MIB as u64] {
+    // Rank 1 holds a whole 2 MiB region and pins one chunk for rank 0: the next chunk is over
+    // its bound.
+    let extra = Region::allocate(2 * MIB).expect("allocate");
+    let extra_desc = job[1].register(&extra).expect("register");
+    job[0]
+        .fetch_add(desc.word(0).expect("word"), 1)
+        .expect("within the bound");
+    let over = || {
         job[0]
-            .fetch_add(desc.word(at).expect("word"), 1)
-            .expect("within the bound");
+            .fetch_add(desc.word(2 * MIB as u64).expect("word"), 1)
+            .expect_err("over the peer's bound")
+    };
+    for e in [over(), over()] {
+        assert!(
+            matches!(
+                e,
+                Error::Remote {
+                    peer: Rank(1),
+                    fault: RemoteFault::NoMemory
+                }
+            ),
+            "{e:?}"
+        );
     }
-    let e = job[0]
-        .fetch_add(desc.word(4 * MIB as u64).expect("word"), 1)
-        .expect_err("over the peer's bound");
-    assert!(
-        matches!(
-            e,
-            Error::Remote {
-                peer: Rank(1),
-                fault: RemoteFault::NoMemory
-            }
-        ),
-        "{e:?}"
-    );
+    // Freed memory at the peer: the refusal was not kept, the chunk is asked for again.
+    job[1].deregister(&extra_desc).expect("deregister");
+    assert_eq!(job[1].pinned(), 2 * MIB);
+    job[0]
+        .fetch_add(desc.word(2 * MIB as u64).expect("word"), 1)
+        .expect("room again");
+    assert_eq!(job[1].pinned(), 4 * MIB);
     // Locally: a transfer whose local side needs a third chunk names the bound.
     for at in [0, 2 * MIB] {
         let local = LocalSlice::new(&buf, at, 8).expect("local");
@@ -163,5 +183,5 @@ fn a_bound_on_pinned_memory_refuses_clearly() {
             .expect("load"),
         1
     );
-    let _keep = (Arc::clone(&home), Arc::clone(&buf));
+    let _keep = (Arc::clone(&home), Arc::clone(&buf), extra);
 }

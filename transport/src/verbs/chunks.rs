@@ -21,8 +21,9 @@
 //! A chunked region's key, as its [`RegionDesc`](crate::RegionDesc) carries it, is not an rkey:
 //! see [`ChunkedKey`]. Transfers are cut where either side crosses a chunk ([`pieces`]).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use super::sys::{Mr, Pd};
 use crate::error::{Error, RemoteFault, Result};
@@ -83,7 +84,8 @@ impl ChunkedKey {
     }
 }
 
-/// A bound on the bytes this transport's registrations pin.
+/// A bound on the bytes this transport's registrations pin. Each [`Pinned`] registration takes
+/// its bytes and gives them back when dropped.
 #[derive(Debug)]
 pub(super) struct Budget {
     used: AtomicUsize,
@@ -135,26 +137,84 @@ impl Budget {
     }
 }
 
-/// A region registered chunk by chunk, on first use.
+/// A registration with its share of the budget, given back when it is dropped (whoever holds
+/// the last reference to it: a registration in use by another thread outlives its region's
+/// deregistration, and is accounted for until it goes).
+#[derive(Debug)]
+pub(super) struct Pinned {
+    pub(super) mr: Mr,
+    len: usize,
+    budget: Arc<Budget>,
+}
+
+impl Pinned {
+    /// Takes `len` bytes from `budget` and registers `len` bytes at `addr`.
+    ///
+    /// # Errors
+    /// The budget's error, or the device's.
+    ///
+    /// # Safety
+    /// As [`Mr::register`]: the memory must stay mapped until the `Pinned` is dropped.
+    pub(super) unsafe fn register(
+        pd: &Arc<Pd>,
+        budget: &Arc<Budget>,
+        addr: *mut u8,
+        len: usize,
+    ) -> Result<Pinned> {
+        budget.take(len)?;
+        // SAFETY: the caller's promise.
+        match unsafe { Mr::register(pd, addr, len) } {
+            Ok(mr) => Ok(Pinned {
+                mr,
+                len,
+                budget: Arc::clone(budget),
+            }),
+            Err(e) => {
+                budget.give(len);
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        self.budget.give(self.len);
+    }
+}
+
+/// A region registered chunk by chunk, on first use. Only the chunks in use have an entry, so
+/// a huge, sparsely used region costs memory for what is used.
 #[derive(Debug)]
 pub(super) struct Chunked {
     // Dropped before `region` (field order): a registration never outlives its memory.
-    mrs: Vec<OnceLock<Mr>>,
+    mrs: RwLock<HashMap<u32, Pinned>>,
     registering: Mutex<()>,
+    chunks: u32,
     key: ChunkedKey,
     region: Arc<Region>,
 }
 
 impl Chunked {
     /// `region` in chunks of `1 << shift` bytes (the last may be shorter), none registered yet.
-    pub(super) fn new(region: Arc<Region>, number: u32, shift: u32) -> Chunked {
-        let chunks = region.len().div_ceil(1 << shift).max(1);
-        Chunked {
-            mrs: (0..chunks).map(|_| OnceLock::new()).collect(),
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a region of more than `u32::MAX` chunks.
+    pub(super) fn new(region: Arc<Region>, number: u32, shift: u32) -> Result<Chunked> {
+        let chunks = u32::try_from(region.len().div_ceil(1 << shift).max(1)).map_err(|_| {
+            Error::InvalidArgument(format!(
+                "a region of {} bytes has more than 2^32 chunks of {} bytes: raise DSM_RDMA_REG_CHUNK",
+                region.len(),
+                1u64 << shift
+            ))
+        })?;
+        Ok(Chunked {
+            mrs: RwLock::new(HashMap::new()),
             registering: Mutex::new(()),
+            chunks,
             key: ChunkedKey { number, shift },
             region,
-        }
+        })
     }
 
     /// The key peers name the region by.
@@ -163,61 +223,55 @@ impl Chunked {
     }
 
     /// How many chunks the region has.
-    pub(super) fn chunks(&self) -> usize {
-        self.mrs.len()
+    pub(super) fn chunks(&self) -> u32 {
+        self.chunks
     }
 
-    /// The chunk that holds byte `offset` (the last chunk for the region's end, where an empty
-    /// transfer may point).
-    pub(super) fn chunk_of(&self, offset: usize) -> usize {
-        (offset >> self.key.shift).min(self.mrs.len() - 1)
+    /// The chunk that holds byte `offset` (the last chunk for the region's end).
+    pub(super) fn chunk_of(&self, offset: usize) -> u32 {
+        u32::try_from(offset >> self.key.shift)
+            .unwrap_or(u32::MAX)
+            .min(self.chunks - 1)
     }
 
-    /// The registration of chunk `index`, made now if this is its first use.
+    /// The lkey and rkey of chunk `index`, registering it now if this is its first use.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for an index past the region; the budget's error when the
     /// chunk would go over it; the device's when registering fails (the kernel's locked-memory
     /// limit, say).
-    pub(super) fn chunk(&self, index: usize, pd: &Arc<Pd>, budget: &Budget) -> Result<&Mr> {
-        let slot = self.mrs.get(index).ok_or_else(|| {
-            Error::InvalidArgument(format!(
+    pub(super) fn keys(
+        &self,
+        index: u32,
+        pd: &Arc<Pd>,
+        budget: &Arc<Budget>,
+    ) -> Result<(u32, u32)> {
+        if index >= self.chunks {
+            return Err(Error::InvalidArgument(format!(
                 "chunk {index} of a region of {} chunks",
-                self.mrs.len()
-            ))
-        })?;
-        if let Some(mr) = slot.get() {
-            return Ok(mr);
+                self.chunks
+            )));
+        }
+        let known = |mrs: &HashMap<u32, Pinned>| mrs.get(&index).map(|p| (p.mr.lkey, p.mr.rkey));
+        if let Some(k) = known(&self.mrs.read().unwrap_or_else(|e| e.into_inner())) {
+            return Ok(k);
         }
         let _one = self.registering.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(mr) = slot.get() {
-            return Ok(mr);
+        if let Some(k) = known(&self.mrs.read().unwrap_or_else(|e| e.into_inner())) {
+            return Ok(k);
         }
-        let start = index << self.key.shift;
+        let start = (index as usize) << self.key.shift;
         let len = (self.region.len() - start).min(1 << self.key.shift);
-        budget.take(len)?;
         let at = self.region.as_ptr().wrapping_add(start);
         // SAFETY: `start + len` lies inside the region (`index` is below the chunk count), and
         // the region outlives the registration (`mrs` is dropped before `region`).
-        let mr = unsafe { Mr::register(pd, at, len) };
-        match mr {
-            Ok(mr) => Ok(slot.get_or_init(|| mr)),
-            Err(e) => {
-                budget.give(len);
-                Err(e)
-            }
-        }
-    }
-
-    /// Bytes registered (pinned) so far.
-    pub(super) fn pinned(&self) -> usize {
-        let chunk = 1usize << self.key.shift;
+        let pinned = unsafe { Pinned::register(pd, budget, at, len) }?;
+        let k = (pinned.mr.lkey, pinned.mr.rkey);
         self.mrs
-            .iter()
-            .enumerate()
-            .filter(|(_, m)| m.get().is_some())
-            .map(|(i, _)| (self.region.len() - i * chunk).min(chunk))
-            .sum()
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(index, pinned);
+        Ok(k)
     }
 }
 

@@ -38,7 +38,7 @@ impl Shared {
     pub(super) fn local_keys(&self, slice: &LocalSlice) -> Result<LocalKeys> {
         let regions = self.regions.read().unwrap_or_else(|e| e.into_inner());
         match regions.by_id.get(&slice.region().id()) {
-            Some(Registered::Whole { mr, .. }) => Ok(LocalKeys::Whole(mr.lkey)),
+            Some(Registered::Whole { pinned, .. }) => Ok(LocalKeys::Whole(pinned.mr.lkey)),
             Some(Registered::Chunked(c)) => Ok(LocalKeys::Chunked(Arc::clone(c))),
             None => Err(Error::NotRegistered(slice.region().id())),
         }
@@ -52,8 +52,8 @@ impl Shared {
         match keys {
             LocalKeys::Whole(lkey) => Ok(*lkey),
             LocalKeys::Chunked(c) => c
-                .chunk(c.chunk_of(offset), &self.pd, &self.budget)
-                .map(|mr| mr.lkey),
+                .keys(c.chunk_of(offset), &self.pd, &self.budget)
+                .map(|(lkey, _)| lkey),
         }
     }
 
@@ -78,7 +78,11 @@ impl Shared {
         let deadline = Instant::now() + self.config.peer_timeout;
         let mut cache = peer.keys.lock().unwrap_or_else(|e| e.into_inner());
         loop {
-            if let Some(answer) = cache.known.get(&at) {
+            if let Some(&answer) = cache.known.get(&at) {
+                if answer == Err(RemoteFault::NoMemory) {
+                    // Memory may be freed at the peer: the next use asks again.
+                    cache.known.remove(&at);
+                }
                 return answer.map_err(|fault| Error::Remote {
                     peer: peer.rank,
                     fault,
@@ -107,6 +111,9 @@ impl Shared {
             }
             let now = Instant::now();
             if now >= deadline {
+                // The next use asks again (a late answer is then recorded as it comes).
+                let mut cache = peer.keys.lock().unwrap_or_else(|e| e.into_inner());
+                cache.asked.remove(&at);
                 return Err(Error::Timeout(format!(
                     "rank {} did not answer for the key of chunk {chunk} of its region {}",
                     peer.rank, key.number
@@ -132,7 +139,8 @@ impl Shared {
     ///
     /// # Errors
     /// [`RemoteFault::BadKey`] for no such region, [`RemoteFault::OutOfBounds`] for a chunk past
-    /// its end, [`RemoteFault::NoMemory`] when it cannot be registered (logged here).
+    /// its end, [`RemoteFault::NoMemory`] when it cannot be registered (the reason is logged
+    /// here, at warning level).
     pub(super) fn serve_key(
         &self,
         number: u32,
@@ -149,13 +157,12 @@ impl Shared {
                 _ => return Err(RemoteFault::BadKey),
             }
         };
-        let index = chunk as usize;
-        if index >= chunked.chunks() {
+        if chunk >= chunked.chunks() {
             return Err(RemoteFault::OutOfBounds);
         }
         chunked
-            .chunk(index, &self.pd, &self.budget)
-            .map(|mr| mr.rkey)
+            .keys(chunk, &self.pd, &self.budget)
+            .map(|(_, rkey)| rkey)
             .map_err(|e| {
                 tracing::warn!("rank {}: chunk {chunk} of region {number}: {e}", self.rank);
                 RemoteFault::NoMemory
@@ -163,24 +170,21 @@ impl Shared {
     }
 
     /// Records peer `p`'s answer for chunk `chunk` of its region `number`, and wakes those
-    /// waiting for it. An answer nobody asked for is a protocol error.
+    /// waiting for it. (An answer that comes after its waiter gave up is recorded all the
+    /// same: the peer is an authenticated member of the job, and a wrong key could only make
+    /// its own memory refuse an access.)
     pub(super) fn key_answer(
         &self,
         p: usize,
         number: u32,
         chunk: u32,
         key: std::result::Result<u32, RemoteFault>,
-    ) -> std::result::Result<(), String> {
+    ) {
         let peer = &self.peers[p];
         let mut cache = peer.keys.lock().unwrap_or_else(|e| e.into_inner());
-        if !cache.asked.remove(&(number, chunk)) {
-            return Err(format!(
-                "a key for chunk {chunk} of region {number}, which was not asked for"
-            ));
-        }
+        cache.asked.remove(&(number, chunk));
         cache.known.insert((number, chunk), key);
         drop(cache);
         peer.keys_changed.notify_all();
-        Ok(())
     }
 }

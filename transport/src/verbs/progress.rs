@@ -138,13 +138,17 @@ impl Shared {
                 ),
                 std::io::Error::other(err.to_string()),
             );
+            // The rest of a cut transfer is the same operation: its own error.
+            let mut same_op = e.continued;
             for later in inner.entries.drain(..) {
                 if let Some(d) = later.done {
                     d.fail(match &err {
                         Error::PeerLost { .. } => err.clone(),
+                        _ if same_op => err.clone(),
                         _ => flushed.clone(),
                     });
                 }
+                same_op = same_op && later.continued;
             }
             inner.first_pos = 0;
             inner.unsignaled = 0;
@@ -250,7 +254,10 @@ impl Shared {
                 actions.push(Action::ServeKey(p, region, chunk));
                 Ok(())
             }
-            Control::KeyReply { region, chunk, key } => self.key_answer(p, region, chunk, key),
+            Control::KeyReply { region, chunk, key } => {
+                self.key_answer(p, region, chunk, key);
+                Ok(())
+            }
             Control::Fragment(f) => {
                 let mut asm = peer.assembly.lock().unwrap_or_else(|e| e.into_inner());
                 if let Some((tag, data)) = asm.push(f, self.config.max_message)? {
@@ -291,8 +298,17 @@ impl Shared {
             Action::Reconnect(p) => self.reconnect(p),
             Action::ServeKey(p, region, chunk) => {
                 let key = self.serve_key(region, chunk);
-                // A failure here is the peer's loss, which the loss path reports.
-                let _ = self.send_ctrl(p, &Control::KeyReply { region, chunk, key }, true);
+                // The peer waits for this answer: one that cannot be sent (a control queue
+                // that stays full, or broken) ends the connection rather than leave it waiting.
+                if let Err(e) = self.send_ctrl(p, &Control::KeyReply { region, chunk, key }, true) {
+                    self.lose(
+                        p,
+                        Error::PeerLost {
+                            peer: self.peers[p].rank,
+                            reason: format!("could not answer its request for a key: {e}"),
+                        },
+                    );
+                }
             }
         }
     }

@@ -43,6 +43,8 @@ pub(super) struct Entry {
     pub(super) atomic: bool,
     pub(super) done: Option<Completer>,
     pub(super) _keep: Option<LocalSlice>,
+    /// As [`Item::continued`].
+    pub(super) continued: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -114,6 +116,9 @@ pub(super) struct Item {
     /// Has a waiter, but a later signalled request of the same chain completes it (RC
     /// completes in order): it may go unsignalled.
     pub(super) chained: bool,
+    /// More pieces of the same operation follow (a transfer cut at chunk boundaries): the
+    /// operation's own error reaches its waiter if this piece fails.
+    pub(super) continued: bool,
 }
 
 /// What posting needs besides the queue: whom it goes to, how long to wait, and how to make
@@ -252,6 +257,7 @@ impl Sq {
                     atomic,
                     done: item.done,
                     _keep: keep,
+                    continued: item.continued,
                 });
             }
             // SAFETY: every non-inline local buffer is registered (lkey looked up above, or

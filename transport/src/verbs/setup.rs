@@ -123,7 +123,7 @@ impl VerbsTransport {
         };
         let max_transfer = (sel.port_info.max_msg as usize).clamp(1, 1 << 30);
         let mailbox = Arc::new(Mailbox::new(nodes, config.spin));
-        let budget = Budget::new(config.pin_max);
+        let budget = Arc::new(Budget::new(config.pin_max));
         if rank.0 == 0 {
             tracing::info!("verbs: using {}", sel.describe());
         }

@@ -7,13 +7,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::Instant;
 
-use super::chunks::{Budget, Chunked};
+use super::chunks::{Budget, Chunked, Pinned};
 use super::config::VerbsConfig;
 use super::control::{Control, Reassembly};
 use super::endpoint::PeerEndpoint;
 use super::select::Selected;
 use super::sendq::{Item, Local, Posting, Scratch, Sq};
-use super::sys::{Cq, Mr, Path, Pd, Qp, WrKind};
+use super::sys::{Cq, Path, Pd, Qp, WrKind};
 use crate::error::{Error, RemoteFault, Result};
 use crate::mailbox::Mailbox;
 use crate::region::Region;
@@ -32,22 +32,12 @@ pub(super) enum Registered {
     /// One registration of the whole region, dropped before the region it covers.
     Whole {
         /// The registration.
-        mr: Mr,
+        pinned: Pinned,
         /// The region, kept alive while registered.
-        region: Arc<Region>,
+        _region: Arc<Region>,
     },
     /// Registered chunk by chunk on first use (see [`super::chunks`]).
     Chunked(Arc<Chunked>),
-}
-
-impl Registered {
-    /// Bytes pinned by the region's registrations.
-    pub(super) fn pinned(&self) -> usize {
-        match self {
-            Registered::Whole { region, .. } => region.len(),
-            Registered::Chunked(c) => c.pinned(),
-        }
-    }
 }
 
 #[derive(Debug, Default)]
@@ -65,7 +55,8 @@ pub(super) struct Regions {
 /// What this node knows of a peer's chunk keys, and which it has asked for.
 #[derive(Debug, Default)]
 pub(super) struct KeyCache {
-    /// (region number, chunk) -> the rkey, or why the peer refused it.
+    /// (region number, chunk) -> the rkey, or why the peer refused it (a refusal for want of
+    /// memory is kept only until a waiter has read it: the next use asks again).
     pub(super) known: HashMap<(u32, u32), std::result::Result<u32, RemoteFault>>,
     /// Asked, no answer yet.
     pub(super) asked: HashSet<(u32, u32)>,
@@ -112,7 +103,7 @@ pub(super) struct Shared {
     pub(super) poll_lock: Mutex<()>,
     pub(super) regions: RwLock<Regions>,
     /// Bounds what registrations for users pin (`DSM_RDMA_PIN_MAX`).
-    pub(super) budget: Budget,
+    pub(super) budget: Arc<Budget>,
     pub(super) peers: Vec<Peer>,
     pub(super) qpn: HashMap<u32, (usize, bool)>,
     pub(super) mailbox: Arc<Mailbox>,
@@ -185,6 +176,7 @@ impl Shared {
             done: None,
             signal: msg.signalled(),
             chained: false,
+            continued: false,
         };
         self.post_items(p, ctrl, vec![item], wait)?;
         self.peers[p]

@@ -6,11 +6,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::chunks::{pieces, Chunked, ChunkedKey, KeyKind, EAGER_CHUNKS, SHIFTS};
+use super::chunks::{pieces, Chunked, ChunkedKey, KeyKind, Pinned, EAGER_CHUNKS, SHIFTS};
 use super::control::{fragments, Control};
 use super::sendq::{Item, Local, SqState};
 use super::shared::{Registered, Shared, REQ_DEPTH};
-use super::sys::{Mr, WrKind};
+use super::sys::WrKind;
 use crate::api::Transport;
 use crate::completion::{Completer, Completion, Driver};
 use crate::error::{Error, RemoteFault, Result};
@@ -116,6 +116,13 @@ impl VerbsTransport {
         else {
             return Ok(Err((refused(RemoteFault::OutOfBounds), done)));
         };
+        if remote.len == 0 {
+            // Nothing to move: done here, without asking any chunk's key or pinning it.
+            if let Some(d) = done {
+                d.complete(0);
+            }
+            return Ok(Ok(Vec::new()));
+        }
         let remote_side = match kind {
             KeyKind::Whole(_) => None,
             KeyKind::Chunked(k) => Some((remote.offset, k.shift)),
@@ -175,6 +182,7 @@ impl VerbsTransport {
                 done: if i == last { done.take() } else { None },
                 signal: false,
                 chained: false,
+                continued: i != last,
             });
         }
         Ok(Ok(items))
@@ -231,7 +239,7 @@ impl Transport for VerbsTransport {
         };
         if let Some(r) = regions.by_id.get(&region.id()) {
             return Ok(desc(match r {
-                Registered::Whole { mr, .. } => u64::from(mr.rkey),
+                Registered::Whole { pinned, .. } => u64::from(pinned.mr.rkey),
                 Registered::Chunked(c) => c.key().encode(),
             }));
         }
@@ -247,7 +255,7 @@ impl Transport for VerbsTransport {
             regions.next_chunked = number
                 .checked_add(1)
                 .ok_or_else(|| Error::InvalidArgument("too many registrations".into()))?;
-            let c = Chunked::new(Arc::clone(region), number, shift);
+            let c = Chunked::new(Arc::clone(region), number, shift)?;
             let key = c.key().encode();
             regions.id_of_chunked.insert(number, region.id());
             regions
@@ -255,23 +263,23 @@ impl Transport for VerbsTransport {
                 .insert(region.id(), Registered::Chunked(Arc::new(c)));
             return Ok(desc(key));
         }
-        self.shared.budget.take(region.len())?;
         // SAFETY: the region is kept alive by the table entry, which drops the registration
         // first.
-        let mr = match unsafe { Mr::register(&self.shared.pd, region.as_ptr(), region.len()) } {
-            Ok(mr) => mr,
-            Err(e) => {
-                self.shared.budget.give(region.len());
-                return Err(e);
-            }
-        };
-        let rkey = mr.rkey;
+        let pinned = unsafe {
+            Pinned::register(
+                &self.shared.pd,
+                &self.shared.budget,
+                region.as_ptr(),
+                region.len(),
+            )
+        }?;
+        let rkey = pinned.mr.rkey;
         regions.id_of_rkey.insert(rkey, region.id());
         regions.by_id.insert(
             region.id(),
             Registered::Whole {
-                mr,
-                region: Arc::clone(region),
+                pinned,
+                _region: Arc::clone(region),
             },
         );
         Ok(desc(u64::from(rkey)))
@@ -291,7 +299,6 @@ impl Transport for VerbsTransport {
         match id.and_then(|id| regions.by_id.remove(&id)) {
             Some(r) => {
                 drop(regions);
-                self.shared.budget.give(r.pinned());
                 drop(r);
                 Ok(())
             }
@@ -461,6 +468,7 @@ impl Transport for VerbsTransport {
             done: Some(done),
             signal: true,
             chained: false,
+            continued: false,
         };
         self.shared
             .post_items(p, &self.shared.peers[p].req, vec![item], true)?;

@@ -222,7 +222,7 @@ impl Transport for VerbsTransport {
         }
     }
 
-    /// A region of more than [`EAGER_CHUNKS`] chunks ([`super::VerbsConfig::reg_chunk`]) is
+    /// A region of more than 8 chunks ([`super::VerbsConfig::reg_chunk`]) is
     /// registered chunk by chunk as operations first use it; a smaller one at once.
     fn register(&self, region: &Arc<Region>) -> Result<RegionDesc> {
         self.check_open()?;

@@ -8,19 +8,10 @@ use transport::{
     BackendKind, Error, LocalSlice, Op, Rank, Region, Tag, Transport, VerbsConfig, VerbsTransport,
 };
 
+mod common;
+
 fn job(n: usize) -> Option<Vec<VerbsTransport>> {
-    let config = VerbsConfig::default();
-    match transport::verbs::probe(&config) {
-        Ok(_) => Some(VerbsTransport::local_job(n, &config).expect("verbs job")),
-        Err(why) => {
-            assert!(
-                std::env::var_os("DSM_REQUIRE_RDMA").is_none(),
-                "DSM_REQUIRE_RDMA is set but the verbs backend cannot run: {why}"
-            );
-            eprintln!("skipping: {why}");
-            None
-        }
-    }
+    common::verbs_job(n, &VerbsConfig::default())
 }
 
 #[test]

@@ -11,18 +11,10 @@ use transport::{
 
 const MIB: usize = 1 << 20;
 
+mod common;
+
 fn job(config: &VerbsConfig) -> Option<Vec<VerbsTransport>> {
-    match transport::verbs::probe(config) {
-        Ok(_) => Some(VerbsTransport::local_job(2, config).expect("verbs job")),
-        Err(why) => {
-            assert!(
-                std::env::var_os("DSM_REQUIRE_RDMA").is_none(),
-                "DSM_REQUIRE_RDMA is set but the verbs backend cannot run: {why}"
-            );
-            eprintln!("skipping: {why}");
-            None
-        }
-    }
+    common::verbs_job(2, config)
 }
 
 fn pattern(seed: usize, len: usize) -> Vec<u8> {

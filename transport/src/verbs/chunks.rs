@@ -227,7 +227,7 @@ impl Chunked {
         self.chunks
     }
 
-    /// The chunk that holds byte `offset` (the last chunk for the region's end).
+    /// The chunk that holds byte `offset` (clamped to the last chunk).
     pub(super) fn chunk_of(&self, offset: usize) -> u32 {
         u32::try_from(offset >> self.key.shift)
             .unwrap_or(u32::MAX)

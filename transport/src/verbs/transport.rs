@@ -139,9 +139,8 @@ impl VerbsTransport {
             let rkey = match kind {
                 KeyKind::Whole(rkey) => rkey,
                 KeyKind::Chunked(k) => {
-                    // An empty transfer at the region's end names the last chunk.
-                    let chunks = remote.region.len.div_ceil(1 << k.shift).max(1);
-                    let chunk = ((remote.offset + start as u64) >> k.shift).min(chunks - 1);
+                    // Inside the region (checked above, and the transfer is not empty).
+                    let chunk = (remote.offset + start as u64) >> k.shift;
                     let Ok(chunk) = u32::try_from(chunk) else {
                         return Ok(Err((refused(RemoteFault::OutOfBounds), done)));
                     };

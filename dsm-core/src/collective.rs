@@ -1,4 +1,5 @@
-//! Message-based collectives over any [`Transport`]: barrier, broadcast, all-gather.
+//! Message-based collectives over any [`Transport`]: barrier, broadcast, all-gather, each in
+//! ⌈log2 N⌉ rounds of messages (no node talks to every other).
 //!
 //! They use tags reserved for the runtime, so they never match an application's messages.
 //! Messages between two nodes keep their order, so consecutive collectives need no epoch.
@@ -149,7 +150,9 @@ fn name_hash(name: &str) -> u64 {
     })
 }
 
-/// Copies `data` from `root` to every node and returns it (the root gets its own copy back).
+/// Copies `data` from `root` to every node and returns it (the root gets its own copy back),
+/// along a binomial tree: ⌈log2 N⌉ rounds, each node receives once (from its parent) and
+/// sends at most ⌈log2 N⌉ times.
 ///
 /// # Collective
 /// Every node must call it with the same `root`; only the root's `data` matters.
@@ -162,45 +165,95 @@ pub fn broadcast<T: Transport>(
     data: &[u8],
     timeout: Option<Duration>,
 ) -> Result<Vec<u8>> {
-    if t.rank() == root {
-        for r in 0..t.nodes() as u32 {
-            if Rank(r) != root {
-                t.send(Rank(r), Tag(BROADCAST), data)?;
-            }
+    let n = t.nodes();
+    let root = root.index();
+    // Ranks relative to the root: node v's parent is v without its highest set bit.
+    let v = (t.rank().index() + n - root) % n;
+    let real = |v: usize| Rank(((v + root) % n) as u32);
+    let mut mask = 1;
+    let mut data = data.to_vec();
+    while mask < n {
+        if v & mask != 0 {
+            data = t
+                .recv(Some(real(v - mask)), Some(Tag(BROADCAST)), timeout)?
+                .data;
+            break;
         }
-        Ok(data.to_vec())
-    } else {
-        Ok(t.recv(Some(root), Some(Tag(BROADCAST)), timeout)?.data)
+        mask <<= 1;
     }
+    // Children: v + 2^k for every 2^k below v's lowest set bit (every 2^k < n for the root).
+    mask >>= 1;
+    while mask > 0 {
+        if v + mask < n {
+            t.send(real(v + mask), Tag(BROADCAST), &data)?;
+        }
+        mask >>= 1;
+    }
+    Ok(data)
 }
 
 /// Every node contributes `data`; every node gets all contributions, indexed by rank.
+///
+/// Bruck's algorithm: ⌈log2 N⌉ rounds; in the round of distance `d` a node sends the
+/// contributions it holds (its own and the `d - 1` after it, at most `N - d`) to the node `d`
+/// before it and receives as many from the node `d` after it. Each node sends ⌈log2 N⌉
+/// messages, not N - 1, and receives each contribution once.
 ///
 /// # Collective
 /// Every node must call it.
 ///
 /// # Errors
-/// The transport's error when a peer is lost or the wait exceeds `timeout`.
+/// The transport's error when a peer is lost or the wait exceeds `timeout`;
+/// [`Error::Protocol`] for a message that does not hold the contributions it should.
 pub fn all_gather<T: Transport>(
     t: &T,
     data: &[u8],
     timeout: Option<Duration>,
 ) -> Result<Vec<Vec<u8>>> {
-    let n = t.nodes() as u32;
-    for r in 0..n {
-        if Rank(r) != t.rank() {
-            t.send(Rank(r), Tag(ALL_GATHER), data)?;
-        }
+    let n = t.nodes();
+    let me = t.rank().index();
+    // `have[i]` is the contribution of rank `(me + i) % n`.
+    let mut have = vec![data.to_vec()];
+    let mut d = 1;
+    while d < n {
+        let count = d.min(n - d);
+        let to = Rank(((me + n - d) % n) as u32);
+        let from = Rank(((me + d) % n) as u32);
+        t.send(to, Tag(ALL_GATHER), &encode_blocks(&have[..count]))?;
+        let msg = t.recv(Some(from), Some(Tag(ALL_GATHER)), timeout)?;
+        let blocks = decode_blocks(&msg.data, count).ok_or_else(|| Error::Protocol {
+            from,
+            detail: format!("an all-gather message that does not hold {count} contributions"),
+        })?;
+        have.extend(blocks);
+        d *= 2;
     }
-    (0..n)
-        .map(|r| {
-            if Rank(r) == t.rank() {
-                Ok(data.to_vec())
-            } else {
-                Ok(t.recv(Some(Rank(r)), Some(Tag(ALL_GATHER)), timeout)?.data)
-            }
-        })
-        .collect()
+    let mut out = vec![Vec::new(); n];
+    for (i, b) in have.into_iter().enumerate() {
+        out[(me + i) % n] = b;
+    }
+    Ok(out)
+}
+
+/// Contributions back to back, each after its length (u32, little endian).
+fn encode_blocks(blocks: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(blocks.iter().map(|b| 4 + b.len()).sum());
+    for b in blocks {
+        out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+        out.extend_from_slice(b);
+    }
+    out
+}
+
+/// Exactly `count` contributions encoded by [`encode_blocks`], or `None`.
+fn decode_blocks(mut bytes: &[u8], count: usize) -> Option<Vec<Vec<u8>>> {
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let len = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+        out.push(bytes.get(4..4 + len)?.to_vec());
+        bytes = &bytes[4 + len..];
+    }
+    bytes.is_empty().then_some(out)
 }
 
 #[cfg(test)]
@@ -275,5 +328,57 @@ mod tests {
                 });
             }
         });
+    }
+
+    /// Every job size up to 17 (powers of two and not), every root, contributions of
+    /// different lengths (empty ones too), calls back to back: every node gets the root's
+    /// bytes and every contribution at its rank.
+    #[test]
+    fn tree_broadcast_and_bruck_all_gather_on_any_size() {
+        let contribution = |r: usize, call: usize| vec![(r * 7 + call) as u8; (r + call) % 5];
+        for n in 1..=17usize {
+            let job = LoopbackTransport::job(n).unwrap();
+            std::thread::scope(|s| {
+                for t in &job {
+                    s.spawn(move || {
+                        let me = t.rank().index();
+                        for call in 0..n.min(6) {
+                            let root = Rank(((call * 5) % n) as u32);
+                            let mine = if t.rank() == root {
+                                vec![call as u8; 3 + call]
+                            } else {
+                                vec![0xee]
+                            };
+                            let got = broadcast(t, root, &mine, None).unwrap();
+                            assert_eq!(
+                                got,
+                                vec![call as u8; 3 + call],
+                                "n {n} root {root} rank {me}"
+                            );
+                            let all = all_gather(t, &contribution(me, call), None).unwrap();
+                            let want: Vec<Vec<u8>> =
+                                (0..n).map(|r| contribution(r, call)).collect();
+                            assert_eq!(all, want, "n {n} call {call} rank {me}");
+                        }
+                    });
+                }
+            });
+        }
+    }
+
+    #[test]
+    fn all_gather_messages_of_the_wrong_shape_are_refused() {
+        let blocks = vec![b"ab".to_vec(), Vec::new(), b"xyz".to_vec()];
+        let bytes = encode_blocks(&blocks);
+        assert_eq!(decode_blocks(&bytes, 3), Some(blocks));
+        assert_eq!(decode_blocks(&bytes, 2), None, "one contribution too many");
+        assert_eq!(decode_blocks(&bytes, 4), None, "one too few");
+        assert_eq!(
+            decode_blocks(&bytes[..bytes.len() - 1], 3),
+            None,
+            "truncated"
+        );
+        assert_eq!(decode_blocks(&[0xff; 4], 1), None, "a length past the end");
+        assert_eq!(decode_blocks(&[], 0), Some(Vec::new()));
     }
 }

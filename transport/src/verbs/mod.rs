@@ -32,7 +32,8 @@
 //!
 //! # Messages
 //!
-//! SEND/RECV into pre-posted 16 KiB receive buffers; longer messages are cut into fragments
+//! SEND/RECV into 16 KiB receive buffers pre-posted to one shared receive queue for every
+//! peer (its size stops growing with the job at 256 buffers); longer messages are cut into fragments
 //! that follow each other on the peer's one queue pair, so order per sender holds. Small sends
 //! are inline, and only every so often signalled.
 //!

@@ -171,15 +171,30 @@ impl Shared {
     }
 
     fn handle_recv(&self, wc: &Wc, actions: &mut Vec<Action>) {
-        let p = ((wc.wr_id >> 20) & 0xffff_ffff) as usize;
         let slot = (wc.wr_id & 0xfffff) as usize;
-        let Some(peer) = self.peers.get(p) else {
+        let recv = &self.recv;
+        let copied = wc.ok().then(|| {
+            let mut buf = vec![0u8; (wc.byte_len as usize).min(FRAG)];
+            recv.region.read_at(slot * FRAG, &mut buf).map(|()| buf)
+        });
+        // The slot is copied out (or its receive failed): give it back to the shared receive
+        // queue at once, whichever peer it served.
+        if !self.closing.load(Ordering::Acquire) {
+            // SAFETY: the slot lies inside the registered receive scratch, which lives as long
+            // as the shared receive queue (both are fields of `self`).
+            let rc = unsafe {
+                self.srq
+                    .post_recv(wc.wr_id, recv.addr(slot), FRAG as u32, recv.mr.lkey)
+            };
+            if rc.is_err() {
+                tracing::debug!("re-posting receive slot {slot} failed");
+            }
+        }
+        let Some(&(p, true)) = self.qpn.get(&wc.qp_num) else {
             return;
         };
-        let (Some(ctrl), Some(recv)) = (&peer.ctrl, &peer.recv) else {
-            return;
-        };
-        if !wc.ok() {
+        let peer = &self.peers[p];
+        let Some(copied) = copied else {
             let up = matches!(peer.status.lock().map(|s| s.0), Ok(Status::Up));
             if up && !self.closing.load(Ordering::Acquire) {
                 actions.push(Action::Lose(
@@ -191,26 +206,12 @@ impl Shared {
                 ));
             }
             return;
-        }
+        };
+        let Ok(buf) = copied else {
+            return;
+        };
         peer.last_recv_ms.store(self.now_ms(), Ordering::Relaxed);
         peer.heard.store(true, Ordering::Release);
-        let len = (wc.byte_len as usize).min(FRAG);
-        let mut buf = vec![0u8; len];
-        if recv.region.read_at(slot * FRAG, &mut buf).is_err() {
-            return;
-        }
-        // The slot is copied out: give it back to the NIC at once.
-        if !self.closing.load(Ordering::Acquire) {
-            // SAFETY: the slot lies inside the registered receive scratch, which lives as long
-            // as the peer's queue pairs.
-            let rc = unsafe {
-                ctrl.qp
-                    .post_recv(wc.wr_id, recv.addr(slot), FRAG as u32, recv.mr.lkey)
-            };
-            if rc.is_err() {
-                tracing::debug!("re-posting a receive from rank {} failed", peer.rank);
-            }
-        }
         if let Err(detail) = self.on_message(p, &buf, actions) {
             actions.push(Action::Lose(
                 p,

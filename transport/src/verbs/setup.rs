@@ -16,9 +16,9 @@ use super::select::select;
 use super::sendq::{Scratch, Sq};
 use super::shared::{
     random_psn, KeyCache, Peer, Regions, Shared, Status, CTRL_DEPTH, INLINE_WANTED, RECV_BIT,
-    REQ_DEPTH,
+    REQ_DEPTH, SRQ_MAX,
 };
-use super::sys::{Channel, Cq, Path, Pd, Qp, Remote};
+use super::sys::{Channel, Cq, Path, Pd, Qp, Remote, Srq};
 use super::transport::VerbsTransport;
 use crate::error::{Error, Result};
 use crate::mailbox::Mailbox;
@@ -64,24 +64,49 @@ impl VerbsTransport {
         let cqe = (nodes as u64 * u64::from(req_depth + 2 * ctrl_depth) + 64)
             .min(u64::from(sel.caps.max_cqe.max(64))) as u32;
         let cq = Cq::new(&sel.ctx, &channel, cqe)?;
+        // One pool of receive buffers for every peer's control queue pair: 32 per peer up to
+        // SRQ_MAX. A burst from many peers that finds it empty is held back by the senders'
+        // receiver-not-ready retries (unlimited), not lost.
+        let srq_depth = (CTRL_DEPTH as usize * nodes.saturating_sub(1))
+            .clamp(CTRL_DEPTH as usize, SRQ_MAX as usize) as u32;
+        let srq_depth = srq_depth.min(sel.caps.max_srq_wr.max(8));
+        let srq = Arc::new(Srq::new(&pd, srq_depth)?);
+        let recv = Scratch::new(&pd, srq_depth as usize, FRAG)?;
+        for slot in 0..srq_depth as usize {
+            // SAFETY: the slot lies in the registered receive scratch, which lives as long as
+            // the shared receive queue (both end up in `Shared`, the scratch dropped after).
+            unsafe {
+                srq.post_recv(
+                    RECV_BIT | slot as u64,
+                    recv.addr(slot),
+                    FRAG as u32,
+                    recv.mr.lkey,
+                )
+            }
+            .map_err(|rc| {
+                Error::io(
+                    "posting receive buffers (ibv_post_srq_recv)",
+                    std::io::Error::from_raw_os_error(rc.max(1)),
+                )
+            })?;
+        }
         let mut peers = Vec::with_capacity(nodes);
         let mut qpn = HashMap::new();
         let mut max_inline = usize::MAX;
         for p in 0..nodes {
-            let req = Qp::new(&pd, &cq, req_depth, 1, INLINE_WANTED)?;
-            let resp = Qp::new(&pd, &cq, 1, 1, 0)?;
+            let req = Qp::new(&pd, &cq, req_depth, 1, INLINE_WANTED, None)?;
+            let resp = Qp::new(&pd, &cq, 1, 1, 0, None)?;
             max_inline = max_inline.min(req.max_inline as usize);
             qpn.insert(req.qpn, (p, false));
             qpn.insert(resp.qpn, (p, false));
-            let (ctrl, recv) = if p == rank.index() {
-                (None, None)
+            let ctrl = if p == rank.index() {
+                None
             } else {
-                let q = Qp::new(&pd, &cq, ctrl_depth, ctrl_depth, INLINE_WANTED)?;
+                let q = Qp::new(&pd, &cq, ctrl_depth, 0, INLINE_WANTED, Some(&srq))?;
                 max_inline = max_inline.min(q.max_inline as usize);
                 qpn.insert(q.qpn, (p, true));
                 let bounce = Scratch::new(&pd, ctrl_depth as usize, FRAG)?;
-                let recv = Scratch::new(&pd, ctrl_depth as usize, FRAG)?;
-                (Some(Sq::new(q, ctrl_depth as usize, bounce)), Some(recv))
+                Some(Sq::new(q, ctrl_depth as usize, bounce))
             };
             let results = Scratch::new(&pd, req_depth as usize, 8)?;
             peers.push(Peer {
@@ -89,7 +114,6 @@ impl VerbsTransport {
                 req: Sq::new(req, req_depth as usize, results),
                 resp,
                 ctrl,
-                recv,
                 send_lock: Mutex::new(()),
                 remote: Mutex::new(None),
                 status: Mutex::new((Status::Up, None)),
@@ -143,6 +167,8 @@ impl VerbsTransport {
                 qpn,
                 mailbox,
                 flush,
+                recv,
+                srq,
                 next_wr: AtomicU64::new(1),
                 quiet: AtomicBool::new(false),
                 closing: AtomicBool::new(false),
@@ -246,28 +272,13 @@ impl PreparedVerbs {
                 psn_for(me as u32, p as u32, 1),
                 mtu,
             )?;
-            if let (Some(ctrl), Some(recv)) = (&peer.ctrl, &peer.recv) {
+            if let Some(ctrl) = &peer.ctrl {
                 ctrl.qp.connect(
                     &s.path,
                     &remote(e.ctrl_qpn, e.ctrl_psn),
                     psn_for(me as u32, p as u32, 0),
                     mtu,
                 )?;
-                for slot in 0..ctrl.depth {
-                    let wr_id = RECV_BIT | ((p as u64) << 20) | slot as u64;
-                    // SAFETY: the slot lies in the registered receive scratch, which lives as
-                    // long as the queue pair.
-                    unsafe {
-                        ctrl.qp
-                            .post_recv(wr_id, recv.addr(slot), FRAG as u32, recv.mr.lkey)
-                    }
-                    .map_err(|rc| {
-                        Error::io(
-                            format!("posting receive buffers for rank {p} (ibv_post_recv)"),
-                            std::io::Error::from_raw_os_error(rc.max(1)),
-                        )
-                    })?;
-                }
             }
         }
         let now = s.now_ms();

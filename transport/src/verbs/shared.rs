@@ -13,7 +13,7 @@ use super::control::{Control, Reassembly};
 use super::endpoint::PeerEndpoint;
 use super::select::Selected;
 use super::sendq::{Item, Local, Posting, Scratch, Sq};
-use super::sys::{Cq, Path, Pd, Qp, WrKind};
+use super::sys::{Cq, Path, Pd, Qp, Srq, WrKind};
 use crate::error::{Error, RemoteFault, Result};
 use crate::mailbox::Mailbox;
 use crate::region::Region;
@@ -21,8 +21,11 @@ use crate::types::Rank;
 
 /// Work requests of a peer's one-sided send queue.
 pub(super) const REQ_DEPTH: u32 = 256;
-/// Send and receive slots of a peer's control queue pair (messages, heartbeats).
+/// Send slots of a peer's control queue pair (messages, heartbeats), and the receive slots
+/// the shared receive queue holds per peer, up to [`SRQ_MAX`].
 pub(super) const CTRL_DEPTH: u32 = 32;
+/// The most receive slots (of 16 KiB) the shared receive queue holds, whatever the job.
+pub(super) const SRQ_MAX: u32 = 256;
 pub(super) const INLINE_WANTED: u32 = 128;
 pub(super) const RECV_BIT: u64 = 1 << 63;
 
@@ -78,7 +81,6 @@ pub(super) struct Peer {
     pub(super) resp: Qp,
     /// Messages, heartbeats and recovery (`None` for this node).
     pub(super) ctrl: Option<Sq>,
-    pub(super) recv: Option<Scratch>,
     pub(super) send_lock: Mutex<()>,
     pub(super) remote: Mutex<Option<PeerEndpoint>>,
     pub(super) status: Mutex<(Status, Option<Error>)>,
@@ -108,6 +110,11 @@ pub(super) struct Shared {
     pub(super) qpn: HashMap<u32, (usize, bool)>,
     pub(super) mailbox: Arc<Mailbox>,
     pub(super) flush: Scratch,
+    /// The receive buffers of every peer's control queue pair, posted to `srq` (slot `i` as
+    /// work request `RECV_BIT | i`): a pool whose size does not grow past [`SRQ_MAX`] slots
+    /// with the job.
+    pub(super) recv: Scratch,
+    pub(super) srq: Arc<Srq>,
     pub(super) next_wr: AtomicU64,
     /// Set when closing starts: no more heartbeats.
     pub(super) quiet: AtomicBool,

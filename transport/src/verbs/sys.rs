@@ -20,7 +20,9 @@ use rdma_sys as ibv;
 use crate::error::{Error, Result};
 
 mod qp;
+mod srq;
 pub(crate) use qp::{Path, Qp, Remote, Wr, WrKind};
+pub(crate) use srq::Srq;
 
 /// `IBV_LINK_LAYER_INFINIBAND` (a C macro, not in the bindings).
 pub(crate) const LINK_LAYER_INFINIBAND: u8 = 1;
@@ -43,6 +45,7 @@ pub(crate) struct DeviceCaps {
     pub(crate) ports: u8,
     pub(crate) max_qp_wr: u32,
     pub(crate) max_cqe: u32,
+    pub(crate) max_srq_wr: u32,
     pub(crate) max_qp_rd_atom: u8,
     pub(crate) max_qp_init_rd_atom: u8,
     pub(crate) atomics: bool,
@@ -182,6 +185,7 @@ impl Context {
             ports: a.phys_port_cnt,
             max_qp_wr: clamp(a.max_qp_wr),
             max_cqe: clamp(a.max_cqe),
+            max_srq_wr: clamp(a.max_srq_wr),
             max_qp_rd_atom: u8::try_from(a.max_qp_rd_atom.clamp(0, 255)).unwrap_or(1),
             max_qp_init_rd_atom: u8::try_from(a.max_qp_init_rd_atom.clamp(0, 255)).unwrap_or(1),
             atomics: a.atomic_cap != ibv::ibv_atomic_cap::IBV_ATOMIC_NONE,

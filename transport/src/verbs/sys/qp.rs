@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use rdma_sys as ibv;
 
-use super::{errno_error, Cq, Pd};
+use super::{errno_error, Cq, Pd, Srq};
 use crate::error::{Error, Result};
 
 /// Where a connected queue pair sends to.
@@ -78,6 +78,7 @@ pub(crate) struct Qp {
     pub(crate) max_inline: u32,
     _pd: Arc<Pd>,
     _cq: Arc<Cq>,
+    _srq: Option<Arc<Srq>>,
 }
 
 // SAFETY: posting and modifying are thread-safe in libibverbs; the owner serialises them anyway.
@@ -93,18 +94,26 @@ impl std::fmt::Debug for Qp {
 
 impl Qp {
     /// Creates an RC queue pair on `cq` (sends and receives), asking for `inline` bytes of
-    /// inline data (falling back to none when the device refuses).
-    pub(crate) fn new(pd: &Arc<Pd>, cq: &Arc<Cq>, send: u32, recv: u32, inline: u32) -> Result<Qp> {
+    /// inline data (falling back to none when the device refuses). Its receives come from
+    /// `srq` when given (then `recv` is not used), else from its own `recv` slots.
+    pub(crate) fn new(
+        pd: &Arc<Pd>,
+        cq: &Arc<Cq>,
+        send: u32,
+        recv: u32,
+        inline: u32,
+        srq: Option<&Arc<Srq>>,
+    ) -> Result<Qp> {
         let mut last = None;
         for inline in [inline, 0] {
             let mut init = ibv::ibv_qp_init_attr {
                 qp_context: ptr::null_mut(),
                 send_cq: cq.cq.as_ptr(),
                 recv_cq: cq.cq.as_ptr(),
-                srq: ptr::null_mut(),
+                srq: srq.map_or(ptr::null_mut(), |s| s.raw()),
                 cap: ibv::ibv_qp_cap {
                     max_send_wr: send,
-                    max_recv_wr: recv.max(1),
+                    max_recv_wr: if srq.is_some() { 0 } else { recv.max(1) },
                     max_send_sge: 1,
                     max_recv_sge: 1,
                     max_inline_data: inline,
@@ -123,6 +132,7 @@ impl Qp {
                     max_inline: init.cap.max_inline_data,
                     _pd: Arc::clone(pd),
                     _cq: Arc::clone(cq),
+                    _srq: srq.cloned(),
                 });
             }
             last = Some(io::Error::last_os_error());
@@ -342,39 +352,6 @@ impl Qp {
             Ok(())
         } else {
             Err((rc, failed_at))
-        }
-    }
-
-    /// Posts one receive of `len` bytes at `addr`.
-    ///
-    /// # Safety
-    /// The buffer must stay valid and registered under `lkey` until the receive completes.
-    pub(crate) unsafe fn post_recv(
-        &self,
-        wr_id: u64,
-        addr: u64,
-        len: u32,
-        lkey: u32,
-    ) -> std::result::Result<(), c_int> {
-        let mut sge = ibv::ibv_sge {
-            addr,
-            length: len,
-            lkey,
-        };
-        let mut wr = ibv::ibv_recv_wr {
-            wr_id,
-            next: ptr::null_mut(),
-            sg_list: &mut sge,
-            num_sge: 1,
-        };
-        let mut bad = ptr::null_mut();
-        // SAFETY: live QP; the request is copied by the provider; the buffer is the caller's
-        // promise.
-        let rc = unsafe { ibv::ibv_post_recv(self.qp.as_ptr(), &mut wr, &mut bad) };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(rc)
         }
     }
 }

@@ -3,7 +3,8 @@
 # time): start-up to the end of Dsm::init (startup_bench: the slowest rank, from the launcher's
 # start), barrier latency beside one-way message x ceil(log2 N), and the first write to a page
 # read by k nodes beside the same write to a page nobody reads (scale_bench). Writes
-# target/scale-bench/results.jsonl and prints a table.
+# target/scale-bench/results.jsonl, prints a table, and plots each against N
+# (scripts/scale-bench-report.py: startup.svg, barrier.svg, first-write.svg).
 #   scripts/scale-bench.sh                       N = 8 16 32 64 128
 #   DSM_SCALE_BENCH_NODES="8 64" scripts/scale-bench.sh
 set -uo pipefail
@@ -27,3 +28,4 @@ for n in ${DSM_SCALE_BENCH_NODES:-8 16 32 64 128}; do
   grep '^RESULT' <<<"$out" | sed 's/^RESULT //' >> "$OUT/results.jsonl"
 done
 echo "scale-bench: results in $OUT/results.jsonl"
+python3 scripts/scale-bench-report.py "$OUT" || fail "plotting"

@@ -517,6 +517,43 @@ pub fn rejects_bad_access<T: Transport>(job: &[T]) {
             },
             RemoteFault::BadKey,
         );
+        // So is one withdrawn after use (whatever the backend remembered of it), through the
+        // direct calls as through `post`; and a local region deregistered after use is
+        // refused as unregistered.
+        let used = Region::allocate(64).expect("allocate");
+        let ud = peer.register(&used).expect("register");
+        let scratch = Region::allocate(64).expect("allocate");
+        let sd = t.register(&scratch).expect("register");
+        let into = LocalSlice::new(&scratch, 0, 8).expect("local");
+        t.read(ud.slice(0, 8).expect("slice"), into.clone())
+            .expect("a read before the withdrawal");
+        t.fetch_add(ud.word(8).expect("word"), 1)
+            .expect("an atomic before the withdrawal");
+        peer.deregister(&ud).expect("deregister");
+        for got in [
+            t.read(ud.slice(0, 8).expect("slice"), local(8)),
+            t.fetch_add(ud.word(8).expect("word"), 1).map(drop),
+            t.compare_swap(ud.word(8).expect("word"), 0, 1).map(drop),
+        ] {
+            assert!(
+                matches!(
+                    got,
+                    Err(Error::Remote {
+                        fault: RemoteFault::BadKey,
+                        ..
+                    })
+                ),
+                "a withdrawn region after use: {got:?}"
+            );
+        }
+        t.read(target.slice(0, 8).expect("slice"), into.clone())
+            .expect("a read into a registered region");
+        t.deregister(&sd).expect("deregister");
+        let got = t.read(target.slice(0, 8).expect("slice"), into);
+        assert!(
+            matches!(got, Err(Error::NotRegistered(_))),
+            "a local region deregistered after use: {got:?}"
+        );
         // The connection still works after every refusal.
         t.write(target.slice(100, 1).expect("slice"), local(1))
             .expect("a good write after refusals");

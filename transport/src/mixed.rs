@@ -326,14 +326,23 @@ impl Transport for MixedTransport {
     }
 
     fn read(&self, remote: RemoteSlice, local: LocalSlice) -> Result<()> {
+        if let Some(done) = self.shm.fast_read(&remote, &local) {
+            return Ok(done);
+        }
         self.direct(Op::Read { remote, local }).map(drop)
     }
 
     fn write(&self, remote: RemoteSlice, local: LocalSlice) -> Result<()> {
+        if let Some(done) = self.shm.fast_write(&remote, &local) {
+            return Ok(done);
+        }
         self.direct(Op::Write { remote, local }).map(drop)
     }
 
     fn compare_swap(&self, remote: RemoteSlice, expected: u64, desired: u64) -> Result<u64> {
+        if let Some(old) = self.shm.fast_compare_swap(&remote, expected, desired) {
+            return Ok(old);
+        }
         self.direct(Op::CompareSwap {
             remote,
             expected,
@@ -342,6 +351,9 @@ impl Transport for MixedTransport {
     }
 
     fn fetch_add(&self, remote: RemoteSlice, add: u64) -> Result<u64> {
+        if let Some(old) = self.shm.fast_fetch_add(&remote, add) {
+            return Ok(old);
+        }
         self.direct(Op::FetchAdd { remote, add })
     }
 

@@ -5,6 +5,7 @@
 //! touch which bytes when; this module guarantees only that every access stays inside the region
 //! and that 8-byte atomics are aligned.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -276,14 +277,39 @@ impl std::hash::Hasher for IdHasher {
 pub(crate) type IdMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
 
 /// The regions a node exposes, by key, shared by the threads that serve remote requests.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct RegionTable {
     by_key: RwLock<IdMap<Arc<Region>>>,
     key_of_id: RwLock<IdMap<u64>>,
+    /// Unique in the process: names this table in the threads' caches of [`Self::check_local`].
+    id: u64,
+    /// Advanced by every removal, so that a cached "registered" answer older than a removal is
+    /// not trusted.
+    removals: AtomicU64,
     /// Taken shared by every remote word atomic on these regions and exclusively by a
     /// reduction ([`crate::reduce`]), so that a reduction's plain loop is atomic with respect
     /// to them.
     pub(crate) atomics: RwLock<()>,
+}
+
+impl Default for RegionTable {
+    fn default() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        RegionTable {
+            by_key: RwLock::default(),
+            key_of_id: RwLock::default(),
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
+            removals: AtomicU64::new(0),
+            atomics: RwLock::default(),
+        }
+    }
+}
+
+thread_local! {
+    /// The last local regions this thread found registered: (table id, region id, the table's
+    /// removal count then). A hit costs two loads instead of a read lock and a hash lookup on
+    /// the path of every one-sided operation.
+    static REGISTERED: Cell<[(u64, u64, u64); 2]> = const { Cell::new([(0, 0, 0); 2]) };
 }
 
 impl RegionTable {
@@ -314,6 +340,7 @@ impl RegionTable {
                     .write()
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(&r.id());
+                self.removals.fetch_add(1, Ordering::AcqRel);
                 Ok(())
             }
             None => Err(Error::InvalidArgument(format!(
@@ -333,14 +360,30 @@ impl RegionTable {
             .ok_or(RemoteFault::BadKey)
     }
 
+    /// Whether this thread has seen `region` registered here and nothing was removed since:
+    /// `false` says only "ask [`RegionTable::check_local`]".
+    #[inline]
+    pub(crate) fn seen_registered(&self, region: &Region) -> bool {
+        let seen = (self.id, region.id(), self.removals.load(Ordering::Acquire));
+        REGISTERED.with(Cell::get).contains(&seen)
+    }
+
     /// Whether the local region `region` is registered.
     pub(crate) fn check_local(&self, region: &Region) -> Result<()> {
+        let removals = self.removals.load(Ordering::Acquire);
+        let seen = (self.id, region.id(), removals);
+        let cached = REGISTERED.with(Cell::get);
+        if cached.contains(&seen) {
+            return Ok(());
+        }
         if self
             .key_of_id
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .contains_key(&region.id())
         {
+            // Most recent first; the older entry is kept (an operation usually names two).
+            REGISTERED.with(|c| c.set([seen, cached[0]]));
             Ok(())
         } else {
             Err(Error::NotRegistered(region.id()))

@@ -412,9 +412,9 @@ fn shm_rows<T: Transport>(
         .zip(ours.iter_mut().zip(floor.iter_mut()))
         .map(|(name, (o, f))| Row {
             metric: (*name).into(),
-            value: us(Stats::of(o).median),
-            floor: us(Stats::of(f).median),
-            unit: "us",
+            value: Stats::of(o).median.as_secs_f64() * 1e9,
+            floor: Stats::of(f).median.as_secs_f64() * 1e9,
+            unit: "ns",
             better: Better::Lower,
             target: Some(3.0),
         })

@@ -25,6 +25,7 @@
 //! The ring and segment formats are in `docs/PROTOCOL.md`.
 
 mod config;
+mod fast;
 mod host;
 mod layout;
 mod progress;

@@ -8,9 +8,10 @@
 //! that was not exposed already; the descriptor numbers themselves reach only job members,
 //! through the authenticated bootstrap.
 
+use std::cell::RefCell;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use super::layout::{Control, Published, NO_FD};
@@ -145,25 +146,126 @@ impl Mapped {
 }
 
 /// A peer's regions mapped here, by key.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct PeerRegions {
     by_key: RwLock<crate::region::IdMap<Arc<Mapped>>>,
+    /// Unique in the process: names this peer's regions in the threads' caches.
+    id: u64,
+}
+
+impl Default for PeerRegions {
+    fn default() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        PeerRegions {
+            by_key: RwLock::default(),
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+}
+
+/// Entries of a thread's cache of mapped regions.
+const CACHED: usize = 4;
+
+/// A thread's cache entry: (the [`PeerRegions`] id, the key, the mapping).
+type Cached = Option<(u64, u64, Arc<Mapped>)>;
+
+thread_local! {
+    /// The peer regions this thread used last. A hit costs a few loads where the shared map
+    /// costs a read lock, a hash lookup and a reference count taken and given back (the
+    /// atomic read-modify-writes were most of an 8-byte operation). Each entry holds its
+    /// mapping alive, so at most [`CACHED`] withdrawn regions per thread stay mapped until
+    /// the thread next misses.
+    static RECENT: RefCell<[Cached; CACHED]> = const { RefCell::new([const { None }; CACHED]) };
 }
 
 impl PeerRegions {
-    /// The region `key` of peer `rank`, whose segment is `control` (process `pid`): from the
-    /// cache while the owner still publishes it, else looked up and mapped.
-    pub(super) fn get(
+    /// Runs `f` on the region `key` when this thread's cache holds it and the owner still
+    /// publishes it (`control` is the owner's segment); `None` otherwise, or when `f` says so.
+    #[inline]
+    pub(super) fn cached<R>(
+        &self,
+        control: &Control,
+        key: u64,
+        f: impl FnOnce(&Mapped) -> Option<R>,
+    ) -> Option<R> {
+        RECENT.with(|recent| {
+            let recent = recent.try_borrow().ok()?;
+            let (_, _, m) = recent
+                .iter()
+                .flatten()
+                .find(|e| e.0 == self.id && e.1 == key)?;
+            if control.key_at(m.slot) != m.key {
+                return None;
+            }
+            f(m)
+        })
+    }
+
+    /// Runs `f` on the region `key` of peer `rank`, whose segment is `control` (process
+    /// `pid`): from this thread's cache or the shared one while the owner still publishes it,
+    /// else looked up and mapped.
+    ///
+    /// # Errors
+    /// `BadKey` when the owner does not publish `key` (any more); as [`map`].
+    pub(super) fn with<R>(
         &self,
         rank: Rank,
         control: &Control,
         pid: u32,
         key: u64,
-    ) -> Result<Arc<Mapped>> {
+        f: impl Fn(&Mapped) -> R,
+    ) -> Result<R> {
         let bad_key = || Error::Remote {
             peer: rank,
             fault: RemoteFault::BadKey,
         };
+        let mine = |e: &&(u64, u64, Arc<Mapped>)| e.0 == self.id && e.1 == key;
+        let mut stale = false;
+        let hit = RECENT.with(|recent| {
+            let recent = recent.try_borrow().ok()?;
+            let (_, _, m) = recent.iter().flatten().find(mine)?;
+            if control.key_at(m.slot) == m.key {
+                Some(f(m))
+            } else {
+                stale = true;
+                None
+            }
+        });
+        if let Some(r) = hit {
+            return Ok(r);
+        }
+        if stale {
+            RECENT.with(|recent| {
+                if let Ok(mut recent) = recent.try_borrow_mut() {
+                    for e in recent.iter_mut() {
+                        if e.as_ref().is_some_and(|e| mine(&e)) {
+                            *e = None;
+                        }
+                    }
+                }
+            });
+        }
+        let m = self
+            .get(control, pid, key, rank)
+            .and_then(|m| m.ok_or_else(bad_key))?;
+        RECENT.with(|recent| {
+            if let Ok(mut recent) = recent.try_borrow_mut() {
+                recent.rotate_right(1);
+                recent[0] = Some((self.id, key, Arc::clone(&m)));
+            }
+        });
+        Ok(f(&m))
+    }
+
+    /// The region `key` from the shared cache while the owner still publishes it, else looked
+    /// up and mapped; `None` when the owner does not publish it.
+    fn get(
+        &self,
+        control: &Control,
+        pid: u32,
+        key: u64,
+        rank: Rank,
+    ) -> Result<Option<Arc<Mapped>>> {
         let cached = self
             .by_key
             .read()
@@ -172,15 +274,17 @@ impl PeerRegions {
             .cloned();
         if let Some(m) = cached {
             if control.key_at(m.slot) == m.key {
-                return Ok(m);
+                return Ok(Some(m));
             }
             self.by_key
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&key);
-            return Err(bad_key());
+            return Ok(None);
         }
-        let (slot, p) = control.lookup(key).ok_or_else(bad_key)?;
+        let Some((slot, p)) = control.lookup(key) else {
+            return Ok(None);
+        };
         let mapped = Arc::new(Mapped {
             slot,
             key,
@@ -195,7 +299,7 @@ impl PeerRegions {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(key, Arc::clone(&mapped));
-        Ok(mapped)
+        Ok(Some(mapped))
     }
 }
 

@@ -83,6 +83,17 @@ impl Shared {
         }
     }
 
+    /// The peer `rank` when it is on this host and up (and this node is not closing): the
+    /// question of [`Shared::peer`] without building the error.
+    #[inline]
+    pub(super) fn peer_up(&self, rank: Rank) -> Option<&Peer> {
+        if self.closing.load(Ordering::Acquire) {
+            return None;
+        }
+        let p = self.peers.get(rank.index())?.as_ref()?;
+        (p.state.load(Ordering::Acquire) == UP).then_some(p)
+    }
+
     /// Takes every whole message out of the rings from `from` (every peer: `None`) into the
     /// mailbox. Returns whether anything arrived. Rings another thread is reading are skipped.
     pub(super) fn drain(&self, from: Option<Rank>) -> bool {

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::regions::Mapped;
 use super::ring::{self, KIND_GOODBYE, KIND_MESSAGE};
 use super::shared::{Peer, Shared, UP};
 use crate::api::Transport;
@@ -82,50 +83,18 @@ impl ShmTransport {
             | Op::CompareSwap { remote, .. }
             | Op::FetchAdd { remote, .. } => remote,
         };
-        let mapped = match peer
-            .regions
-            .get(rank, &peer.control, peer.pid, remote.region.key.0)
-        {
-            Ok(m) => m,
+        let done = peer.regions.with(
+            rank,
+            &peer.control,
+            peer.pid,
+            remote.region.key.0,
+            |mapped| mapped.shareable().then(|| execute(mapped, op)),
+        );
+        let done = match done {
+            Ok(Some(done)) => done,
+            Ok(None) => return None,
             // A bad key, or a region that cannot be opened: the operation's failure.
             Err(e) => return Some(Ok(Err(e))),
-        };
-        if !mapped.shareable() {
-            return None;
-        }
-        let done = match op {
-            Op::Read { remote, local } => {
-                mapped.range(remote.offset, remote.len as u64).map(|src| {
-                    let dst = local.region().as_ptr().wrapping_add(local.offset());
-                    // SAFETY: `src` is `remote.len` bytes inside the peer's region mapped here
-                    // (bounds checked by `range`, mapping kept alive by `mapped`); `dst` is the
-                    // same length inside the local registered region (checked when the
-                    // LocalSlice was built, region kept alive by `local`). The two mappings
-                    // may show the same pages (a node's own file), so `copy` tolerates overlap.
-                    unsafe { std::ptr::copy(src, dst, remote.len) };
-                    0
-                })
-            }
-            Op::Write { remote, local } => {
-                mapped.range(remote.offset, remote.len as u64).map(|dst| {
-                    let src = local.region().as_ptr().wrapping_add(local.offset());
-                    // SAFETY: as for reads, with source and destination swapped.
-                    unsafe { std::ptr::copy(src, dst, remote.len) };
-                    0
-                })
-            }
-            Op::CompareSwap {
-                remote,
-                expected,
-                desired,
-            } => mapped.word(remote.offset).map(|w: &AtomicU64| {
-                match w.compare_exchange(*expected, *desired, Ordering::SeqCst, Ordering::SeqCst) {
-                    Ok(v) | Err(v) => v,
-                }
-            }),
-            Op::FetchAdd { remote, add } => mapped
-                .word(remote.offset)
-                .map(|w| w.fetch_add(*add, Ordering::SeqCst)),
         };
         Some(Ok(done.map_err(|fault| Error::Remote { peer: rank, fault })))
     }
@@ -151,33 +120,24 @@ impl ShmTransport {
             Ok(p) => p,
             Err(e) => return Some(Err(e)),
         };
-        let failed = |fault| Some(Ok(Completion::failed(Error::Remote { peer: rank, fault })));
-        let mapped = match peer
-            .regions
-            .get(rank, &peer.control, peer.pid, remote.region.key.0)
-        {
-            Ok(m) => m,
-            Err(e) => return Some(Ok(Completion::failed(e))),
-        };
-        if !mapped.shareable() {
-            return None;
-        }
-        let mut targets = Vec::with_capacity(runs.len());
-        for &(off, len) in runs {
-            let at = remote.offset + u64::from(off);
-            match mapped.range(at, u64::from(len)) {
-                Ok(dst) => targets.push((dst, off as usize, len as usize)),
-                Err(fault) => return failed(fault),
+        let done = peer.regions.with(
+            rank,
+            &peer.control,
+            peer.pid,
+            remote.region.key.0,
+            |mapped| {
+                mapped
+                    .shareable()
+                    .then(|| write_runs(mapped, remote, local, runs))
+            },
+        );
+        match done {
+            Ok(Some(Ok(()))) => {}
+            Ok(Some(Err(fault))) => {
+                return Some(Ok(Completion::failed(Error::Remote { peer: rank, fault })))
             }
-        }
-        let base = local.region().as_ptr().wrapping_add(local.offset());
-        for (dst, off, len) in targets {
-            // SAFETY: `dst` is `len` bytes inside the peer's region mapped here (checked by
-            // `range`, the mapping kept alive by `mapped`); the source is `len` bytes at `off`
-            // inside `local` (the caller checked the runs against it; the region is kept alive
-            // by `local`). The two mappings may show the same pages, so `copy` tolerates
-            // overlap.
-            unsafe { std::ptr::copy(base.wrapping_add(off), dst, len) };
+            Ok(None) => return None,
+            Err(e) => return Some(Ok(Completion::failed(e))),
         }
         Some(Ok(Completion::ready(0)))
     }
@@ -412,14 +372,23 @@ impl Transport for ShmTransport {
     }
 
     fn read(&self, remote: RemoteSlice, local: LocalSlice) -> Result<()> {
+        if let Some(done) = self.fast_read(&remote, &local) {
+            return Ok(done);
+        }
         self.direct(Op::Read { remote, local }).map(drop)
     }
 
     fn write(&self, remote: RemoteSlice, local: LocalSlice) -> Result<()> {
+        if let Some(done) = self.fast_write(&remote, &local) {
+            return Ok(done);
+        }
         self.direct(Op::Write { remote, local }).map(drop)
     }
 
     fn compare_swap(&self, remote: RemoteSlice, expected: u64, desired: u64) -> Result<u64> {
+        if let Some(old) = self.fast_compare_swap(&remote, expected, desired) {
+            return Ok(old);
+        }
         self.direct(Op::CompareSwap {
             remote,
             expected,
@@ -428,6 +397,9 @@ impl Transport for ShmTransport {
     }
 
     fn fetch_add(&self, remote: RemoteSlice, add: u64) -> Result<u64> {
+        if let Some(old) = self.fast_fetch_add(&remote, add) {
+            return Ok(old);
+        }
         self.direct(Op::FetchAdd { remote, add })
     }
 
@@ -540,4 +512,69 @@ impl Drop for ShmTransport {
     fn drop(&mut self) {
         let _ = self.close();
     }
+}
+
+/// Executes a one-sided operation on a peer's region mapped here.
+fn execute(mapped: &Mapped, op: &Op) -> std::result::Result<u64, RemoteFault> {
+    match op {
+        Op::Read { remote, local } => mapped.range(remote.offset, remote.len as u64).map(|src| {
+            let dst = local.region().as_ptr().wrapping_add(local.offset());
+            // SAFETY: `src` is `remote.len` bytes inside the peer's region mapped here (bounds
+            // checked by `range`, the mapping kept alive by the borrow of `mapped`); `dst` is
+            // the same length inside the local registered region (checked when the LocalSlice
+            // was built, region kept alive by `local`). The two mappings may show the same
+            // pages (a node's own file), so `copy` tolerates overlap.
+            unsafe { std::ptr::copy(src, dst, remote.len) };
+            0
+        }),
+        Op::Write { remote, local } => mapped.range(remote.offset, remote.len as u64).map(|dst| {
+            let src = local.region().as_ptr().wrapping_add(local.offset());
+            // SAFETY: as for reads, with source and destination swapped.
+            unsafe { std::ptr::copy(src, dst, remote.len) };
+            0
+        }),
+        Op::CompareSwap {
+            remote,
+            expected,
+            desired,
+        } => mapped.word(remote.offset).map(|w: &AtomicU64| {
+            match w.compare_exchange(*expected, *desired, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(v) | Err(v) => v,
+            }
+        }),
+        Op::FetchAdd { remote, add } => mapped
+            .word(remote.offset)
+            .map(|w| w.fetch_add(*add, Ordering::SeqCst)),
+    }
+}
+
+/// Writes the runs of a [`Transport::write_runs`] into a peer's region mapped here, every run
+/// checked before any is written. The caller has checked the runs against `local`.
+fn write_runs(
+    mapped: &Mapped,
+    remote: &RemoteSlice,
+    local: &LocalSlice,
+    runs: &[(u32, u32)],
+) -> std::result::Result<(), RemoteFault> {
+    let targets = runs
+        .iter()
+        .map(|&(off, len)| {
+            let at = remote.offset + u64::from(off);
+            Ok((
+                mapped.range(at, u64::from(len))?,
+                off as usize,
+                len as usize,
+            ))
+        })
+        .collect::<std::result::Result<Vec<_>, RemoteFault>>()?;
+    let base = local.region().as_ptr().wrapping_add(local.offset());
+    for (dst, off, len) in targets {
+        // SAFETY: `dst` is `len` bytes inside the peer's region mapped here (checked by
+        // `range`, the mapping kept alive by the borrow of `mapped`); the source is `len` bytes
+        // at `off` inside `local` (the caller checked the runs against it; the region is kept
+        // alive by `local`). The two mappings may show the same pages, so `copy` tolerates
+        // overlap.
+        unsafe { std::ptr::copy(base.wrapping_add(off), dst, len) };
+    }
+    Ok(())
 }

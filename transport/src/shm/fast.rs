@@ -1,0 +1,107 @@
+//! The common case of a one-sided operation, kept small enough to inline: a peer that is up, a
+//! region found in this thread's cache of mappings ([`PeerRegions::cached`]), a local region
+//! this thread has seen registered, arguments that are valid. Each function answers `None`
+//! for anything else, and the caller takes the general path, which finds the same answer
+//! slowly or builds the error.
+//!
+//! The general path moves an [`crate::Op`] and nested results holding [`crate::Error`] (a
+//! large enum) through several calls; for an 8-byte operation that copying, not the access,
+//! was most of the time (measured: ~60 ns against ~3 ns for the CPU atomic).
+//!
+//! [`PeerRegions::cached`]: super::regions::PeerRegions::cached
+
+use std::sync::atomic::Ordering;
+
+use super::shared::Peer;
+use super::transport::ShmTransport;
+use crate::types::{LocalSlice, RemoteSlice};
+
+impl ShmTransport {
+    /// The peer that owns `remote`, when it is another node of this host and up.
+    #[inline]
+    fn fast_peer(&self, remote: &RemoteSlice) -> Option<&Peer> {
+        let rank = remote.rank();
+        if rank == self.shared.rank {
+            return None;
+        }
+        self.shared.peer_up(rank)
+    }
+
+    /// A read of `remote` into `local`.
+    #[inline]
+    pub(crate) fn fast_read(&self, remote: &RemoteSlice, local: &LocalSlice) -> Option<()> {
+        let len = remote.len;
+        if len != local.len() || !self.shared.regions.seen_registered(local.region()) {
+            return None;
+        }
+        let peer = self.fast_peer(remote)?;
+        peer.regions
+            .cached(&peer.control, remote.region.key.0, |m| {
+                let src = m.range(remote.offset, len as u64).ok()?;
+                let dst = local.region().as_ptr().wrapping_add(local.offset());
+                // SAFETY: `src` is `len` bytes inside the peer's region mapped here (bounds
+                // checked by `range`, the mapping kept alive by the borrow of `m`); `dst` is the
+                // same length inside the local registered region (checked when the LocalSlice was
+                // built, the region kept alive by `local`). The two mappings may show the same
+                // pages, so `copy` tolerates overlap.
+                unsafe { std::ptr::copy(src, dst, len) };
+                Some(())
+            })
+    }
+
+    /// A write of `local` into `remote`.
+    #[inline]
+    pub(crate) fn fast_write(&self, remote: &RemoteSlice, local: &LocalSlice) -> Option<()> {
+        let len = remote.len;
+        if len != local.len() || !self.shared.regions.seen_registered(local.region()) {
+            return None;
+        }
+        let peer = self.fast_peer(remote)?;
+        peer.regions
+            .cached(&peer.control, remote.region.key.0, |m| {
+                let dst = m.range(remote.offset, len as u64).ok()?;
+                let src = local.region().as_ptr().wrapping_add(local.offset());
+                // SAFETY: as for `fast_read`, with source and destination swapped.
+                unsafe { std::ptr::copy(src, dst, len) };
+                Some(())
+            })
+    }
+
+    /// A fetch-and-add on the word `remote`.
+    #[inline]
+    pub(crate) fn fast_fetch_add(&self, remote: &RemoteSlice, add: u64) -> Option<u64> {
+        if remote.len != 8 {
+            return None;
+        }
+        let peer = self.fast_peer(remote)?;
+        peer.regions
+            .cached(&peer.control, remote.region.key.0, |m| {
+                let w = m.word(remote.offset).ok()?;
+                Some(w.fetch_add(add, Ordering::SeqCst))
+            })
+    }
+
+    /// A compare-and-swap on the word `remote`.
+    #[inline]
+    pub(crate) fn fast_compare_swap(
+        &self,
+        remote: &RemoteSlice,
+        expected: u64,
+        desired: u64,
+    ) -> Option<u64> {
+        if remote.len != 8 {
+            return None;
+        }
+        let peer = self.fast_peer(remote)?;
+        peer.regions
+            .cached(&peer.control, remote.region.key.0, |m| {
+                let w = m.word(remote.offset).ok()?;
+                Some(
+                    match w.compare_exchange(expected, desired, Ordering::SeqCst, Ordering::SeqCst)
+                    {
+                        Ok(v) | Err(v) => v,
+                    },
+                )
+            })
+    }
+}

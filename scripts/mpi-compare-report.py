@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The report of scripts/mpi-compare.sh: reads OUT/results.jsonl (one object per run and size:
 bench, impl, run, ranks, size, value, unit) and writes OUT/summary.jsonl (best and median of the
-runs of each column, and ratios to mpich-tcp), OUT/table.txt and SVG plots.
+runs of each column, and ratios to mpich-tcp, and of dsm-c-shm to mpich-shm), OUT/table.txt and SVG plots.
 
     python3 scripts/mpi-compare-report.py OUT COMMIT
 """
@@ -27,10 +27,11 @@ for line in open(f"{out}/results.jsonl"):
 
 COLLECTIVES = {"osu_allreduce", "osu_bcast", "osu_barrier", "osu_reduce", "osu_allgather",
                "osu_alltoall"}
-IMPLS = ["dsm-c", "mpich-tcp", "dsm-rust", "mpich-shm", "osu-dsm", "osu-mpich-tcp"]
+IMPLS = ["dsm-c", "mpich-tcp", "dsm-rust", "dsm-c-shm", "mpich-shm", "osu-dsm", "osu-mpich-tcp"]
 present = [i for i in IMPLS if any(k[3] == i for k in runs)]
 # (numerator, denominator) of each ratio column.
-RATIOS = [("dsm-c", "mpich-tcp"), ("dsm-rust", "mpich-tcp"), ("osu-dsm", "osu-mpich-tcp")]
+RATIOS = [("dsm-c", "mpich-tcp"), ("dsm-rust", "mpich-tcp"), ("dsm-c-shm", "mpich-shm"),
+          ("osu-dsm", "osu-mpich-tcp")]
 ratios = [r for r in RATIOS if r[0] in present and r[1] in present]
 
 
@@ -109,7 +110,7 @@ def svg(name, benches, ylabel):
     Y = lambda v: H - B - (math.log10(v) - y0) / (y1 - y0) * (H - B - 30)
     colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
               "#7f7f7f", "#17becf", "#bcbd22"]
-    dash = {"dsm-c": "", "mpich-tcp": "6,3", "dsm-rust": "1,3", "mpich-shm": "10,3,2,3",
+    dash = {"dsm-c": "", "mpich-tcp": "6,3", "dsm-rust": "1,3", "mpich-shm": "10,3,2,3", "dsm-c-shm": "2,2",
             "osu-dsm": "3,1", "osu-mpich-tcp": "12,4"}
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">',
              f'<rect width="{W}" height="{H}" fill="white"/>',

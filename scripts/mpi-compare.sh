@@ -3,11 +3,13 @@
 # (mpicc), run side by side on this machine, interleaved, with the project's Rust programs
 # (mpi-compat, benches/src/bin/osu_*.rs) as a third column:
 #
-#   dsm-c      benches/mpi-c/osu_mpi.c built with mpi-compat/capi/dsmmpicc, under dsmrun (tcp)
+#   dsm-c      benches/mpi-c/osu_mpi.c built with mpi-compat/capi/dsmmpicc, under dsmrun
+#              with DSM_TRANSPORT=tcp
 #   mpich-tcp  the same source built with mpicc, MPICH over its TCP path (ch4:ucx with
 #              MPIR_CVAR_NOLOCAL=1 UCX_TLS=tcp,self UCX_NET_DEVICES=lo)
 #   dsm-rust   the Rust osu_* program of the same name, under dsmrun (tcp)
-#   mpich-shm  the MPICH build over shared memory (its default for local ranks; --shm)
+#   dsm-c-shm  (--shm) dsm-c with DSM_TRANSPORT=shm, what `auto` picks for ranks of one host
+#   mpich-shm  (--shm) the MPICH build over shared memory (its default for local ranks)
 #
 # With OSU_SRC naming an OSU Micro-Benchmarks 7.x source tree (not part of this repository;
 # nothing of it is committed), the real OSU programs are also built twice (copies under
@@ -22,7 +24,8 @@
 # Every run of every column is interleaved (one program of each column, then the next run),
 # so that all columns see the same load; one program runs at a time. --runs N (default 3)
 # runs each program N times; the table gives the best and the median of the N runs of each
-# column, and ratios of dsm-c and dsm-rust to mpich-tcp (latency: below 1 is better;
+# column, and ratios of dsm-c and dsm-rust to mpich-tcp and of dsm-c-shm to mpich-shm
+# (latency: below 1 is better;
 # bandwidth: above 1 is better). --ranks gives the job sizes of the collectives (default
 # "2 4"); point-to-point and RMA programs always run on 2 ranks.
 #
@@ -105,13 +108,13 @@ tcp_env=(MPIR_CVAR_NOLOCAL=1 UCX_TLS=tcp,self UCX_NET_DEVICES=lo)
 label() { # $1 impl, $2 run: rewrites the "impl" field and adds the run number
   sed 's/^RESULT //' | sed -E "s/\"impl\":\"[^\"]*\"/\"impl\":\"$1\",\"run\":$2/"
 }
-run_dsm_c() { # $1 bench, $2 ranks
-  target/release/dsmrun -n "$2" --timeout "$limit" "$out/osu_mpi.dsm" "$1" "${opts[@]}" \
-    2>/dev/null | grep '^RESULT '
+run_dsm_c() { # $1 bench, $2 ranks, $3 transport
+  DSM_TRANSPORT=$3 target/release/dsmrun -n "$2" --timeout "$limit" "$out/osu_mpi.dsm" "$1" \
+    "${opts[@]}" 2>/dev/null | grep '^RESULT '
 }
 run_dsm_rust() {
-  target/release/dsmrun -n "$2" --timeout "$limit" "target/release/$1" "${opts[@]}" \
-    2>/dev/null | grep '^RESULT '
+  DSM_TRANSPORT=tcp target/release/dsmrun -n "$2" --timeout "$limit" "target/release/$1" \
+    "${opts[@]}" 2>/dev/null | grep '^RESULT '
 }
 run_mpich() { # $1 bench, $2 ranks, then environment assignments
   local b="$1" n="$2"; shift 2
@@ -130,7 +133,8 @@ run_osu() { # $1 lib, $2 bench, $3 ranks, $4 unit
   p=$(osu_path "$out/osu-$1" "$2")
   [ -n "$p" ] || return 0
   if [ "$1" = dsm ]; then
-    target/release/dsmrun -n "$3" --timeout "$limit" "$p" "${osu_opts[@]}" 2>/dev/null
+    DSM_TRANSPORT=tcp target/release/dsmrun -n "$3" --timeout "$limit" "$p" "${osu_opts[@]}" \
+      2>/dev/null
   else
     env "${tcp_env[@]}" timeout "$limit" mpiexec -n "$3" "$p" "${osu_opts[@]}" 2>/dev/null
   fi | osu_results "$2" "$3" "$4"
@@ -157,7 +161,7 @@ for b in $only; do
     for r in $(seq "$runs"); do
       echo "mpi-compare: $b, $n ranks, run $r of $runs" >&2
       if [ $ours = yes ]; then
-        { run_dsm_c "$b" "$n" || echo "mpi-compare: $b (dsm-c) failed" >&2; } \
+        { run_dsm_c "$b" "$n" tcp || echo "mpi-compare: $b (dsm-c) failed" >&2; } \
           | label dsm-c "$r" >> "$out/results.jsonl"
         { run_mpich "$b" "$n" "${tcp_env[@]}" || echo "mpi-compare: $b (MPICH tcp) failed" >&2; } \
           | label mpich-tcp "$r" >> "$out/results.jsonl"
@@ -165,6 +169,8 @@ for b in $only; do
           | label dsm-rust "$r" >> "$out/results.jsonl"
       fi
       if [ $shm = yes ] && [ $ours = yes ]; then
+        { run_dsm_c "$b" "$n" shm || echo "mpi-compare: $b (dsm-c over shm) failed" >&2; } \
+          | label dsm-c-shm "$r" >> "$out/results.jsonl"
         { run_mpich "$b" "$n" MPIR_CVAR_NOLOCAL=0 || echo "mpi-compare: $b (MPICH shm) failed" >&2; } \
           | label mpich-shm "$r" >> "$out/results.jsonl"
       fi

@@ -71,6 +71,34 @@ if [ -n "\$ref" ] && grep -q "\$ref after 200 steps" <<<"\$got"; then
   echo "   ok: \$ref; \$(grep -c 'restart 1 of 2' <<<"\$got") restart(s)"
 else echo "\$got" | tail; echo "== guest: checkpoint and restart over verbs: FAILED"; status=1; fi
 LITMUS
+  # One backend per peer: four ranks started by hand in two UTS namespaces with host names of
+  # their own (two "hosts"), under DSM_TRANSPORT=auto: shared memory inside a host, verbs
+  # across, every atomic over verbs. Each rank's choice per peer is asserted.
+  cat <<'MIXED'
+echo "== guest: 4 ranks on two host names, DSM_TRANSPORT=auto (shm inside a host, verbs across)"
+mixed4() { # scenario -> 0 when every rank passes and chose shm/verbs as it should
+  local secret pids=() r st=0
+  secret=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
+  for r in 3 2 1 0; do
+    DSM_TRANSPORT=auto DSM_STATS=1 DSM_GLOBAL_SIZE=256M DSM_RANK=$r DSM_NODES=4 \
+      DSM_COORDINATOR=127.0.0.1:47393 DSM_SECRET=$secret \
+      timeout -k 5 200 unshare --uts sh -c 'hostname "$0" && exec "$@"' "host$((r / 2))" \
+      $T/dsm-litmus "$1" > /tmp/mixed.$r 2>&1 &
+    pids[r]=$!
+  done
+  for r in 0 1 2 3; do wait ${pids[r]} || { st=1; echo "   rank $r failed:"; tail -5 /tmp/mixed.$r; }; done
+  local want=("1 shm, 2 verbs, 3 verbs" "0 shm, 2 verbs, 3 verbs" "0 verbs, 1 verbs, 3 shm" "0 verbs, 1 verbs, 2 shm")
+  for r in 0 1 2 3; do
+    grep -q "rank $r: transport per peer: ${want[r]}\$" /tmp/mixed.$r ||
+      { st=1; echo "   rank $r did not choose ${want[r]}:"; grep 'transport' /tmp/mixed.$r; }
+  done
+  return $st
+}
+for s in mp-lock counter-lock false-sharing atomics mp-barrier; do
+  if mixed4 $s; then echo "   ok: $s ($(grep -h ' ok' /tmp/mixed.0 | head -1))"
+  else echo "== guest: mixed shm and verbs, $s: FAILED"; status=1; fi
+done
+MIXED
   # Bad input over verbs, each with a hard timeout and its output asserted.
   cat <<'BAD'
 expect() { # name rc-wanted(0|fail|crash) out rc patterns...: checks one bad-input step

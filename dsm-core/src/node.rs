@@ -324,8 +324,8 @@ impl Drop for Node {
 }
 
 /// Chooses the transport (`DSM_TRANSPORT`), exchanges endpoints through the bootstrap and
-/// connects. Under `auto`, verbs when an active RDMA port exists; otherwise one backend per peer
-/// (shm to the nodes on this host, tcp to the others); rank 0 says which on stderr where RDMA
+/// connects. Under `auto`, one backend per peer: shm to the nodes on this host, verbs to the
+/// others when an active RDMA port exists, else tcp; rank 0 says which on stderr where RDMA
 /// devices exist. `shm` and `tcp` force one backend for every peer. Every rank must end up with
 /// the same choice: the endpoints of the two differ and
 /// the connection fails naming the rank that chose otherwise.
@@ -356,7 +356,9 @@ fn connect_transport(
         TransportChoice::Auto => match transport::verbs::probe(&verbs_config()?) {
             Ok(device) => {
                 if config.rank.0 == 0 {
-                    eprintln!("dsm: transport auto: using verbs on {device}");
+                    eprintln!(
+                        "dsm: transport auto: using shm on this host, verbs on {device} to others"
+                    );
                 }
                 true
             }
@@ -372,6 +374,24 @@ fn connect_transport(
             }
         },
     };
+    let shm = || {
+        let shm = ShmConfig {
+            message_spin,
+            peer_timeout: config.peer_timeout,
+            ..ShmConfig::default()
+        };
+        ShmTransport::prepare(config.rank, config.nodes, shm)
+    };
+    if use_verbs && config.transport == TransportChoice::Auto {
+        let verbs = VerbsConfig {
+            chunk_all: true,
+            ..verbs_config()?
+        };
+        let verbs = VerbsTransport::prepare(config.rank, config.nodes, verbs)?;
+        let prepared = PreparedMixed::with_verbs(verbs, shm()?)?;
+        let endpoints = exchange(&prepared.endpoint()?)?;
+        return Ok(AnyTransport::Mixed(prepared.connect(&endpoints)?));
+    }
     if use_verbs {
         let prepared = VerbsTransport::prepare(config.rank, config.nodes, verbs_config()?)
             .map_err(|e| match e {
@@ -383,14 +403,6 @@ fn connect_transport(
         let endpoints = exchange(&prepared.endpoint())?;
         return Ok(AnyTransport::Verbs(prepared.connect(&endpoints)?));
     }
-    let shm = || {
-        let shm = ShmConfig {
-            message_spin,
-            peer_timeout: config.peer_timeout,
-            ..ShmConfig::default()
-        };
-        ShmTransport::prepare(config.rank, config.nodes, shm)
-    };
     if config.transport == TransportChoice::Shm {
         let prepared = shm()?;
         let endpoints = exchange(&prepared.endpoint()?)?;

@@ -49,7 +49,7 @@ pub struct LaunchOptions {
     pub program: OsString,
     /// Its arguments.
     pub args: Vec<OsString>,
-    /// `DSM_TRANSPORT` for the nodes (`auto`, `tcp`, `verbs`); `None` leaves it unset.
+    /// `DSM_TRANSPORT` for the nodes (`auto`, `tcp`, `verbs`, `shm`); `None` leaves it unset.
     pub transport: Option<String>,
     /// Stop the whole job after this long.
     pub timeout: Option<Duration>,

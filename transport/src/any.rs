@@ -58,6 +58,7 @@ impl AnyTransport {
     pub fn pinned(&self) -> Option<usize> {
         match self {
             AnyTransport::Verbs(t) => Some(t.pinned()),
+            AnyTransport::Mixed(t) => t.pinned(),
             _ => None,
         }
     }

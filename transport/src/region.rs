@@ -327,6 +327,31 @@ impl RegionTable {
         RemoteKey(key)
     }
 
+    /// Registers `region` under `key`, chosen by another backend of the same node (a mixed
+    /// job's far backend), which must never reuse it.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when `key` is taken, or is 0 or `u64::MAX`.
+    pub(crate) fn insert_as(&self, region: Arc<Region>, key: u64) -> Result<RemoteKey> {
+        if key == 0 || key == u64::MAX {
+            return Err(Error::InvalidArgument(format!(
+                "{key:#x} cannot be a region key"
+            )));
+        }
+        let mut by_key = self.by_key.write().unwrap_or_else(|e| e.into_inner());
+        if by_key.contains_key(&key) {
+            return Err(Error::InvalidArgument(format!(
+                "the region key {key:#x} is taken"
+            )));
+        }
+        self.key_of_id
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(region.id(), key);
+        by_key.insert(key, region);
+        Ok(RemoteKey(key))
+    }
+
     /// Removes a registration; peers' later requests under the key fail with `BadKey`.
     pub(crate) fn remove(&self, key: RemoteKey) -> Result<()> {
         let region = self

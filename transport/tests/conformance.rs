@@ -1,5 +1,6 @@
-//! The conformance suite against every backend: loopback, tcp and shm everywhere, verbs where an
-//! RDMA device is present (soft-RoCE in the CI guest, see `scripts/test-softroce.sh`).
+//! The conformance suite against every backend: loopback, tcp and shm everywhere, verbs (alone,
+//! and beside shm in a job of two "hosts") where an RDMA device is present (soft-RoCE in the CI
+//! guest, see `scripts/test-softroce.sh`).
 
 use transport::conformance;
 use transport::{
@@ -56,6 +57,28 @@ fn verbs() -> Option<Vec<VerbsTransport>> {
     Some(VerbsTransport::local_job(3, &config).expect("verbs job"))
 }
 
+/// Two "hosts" of two ranks each over this machine's RDMA device: shared memory inside each
+/// pair, verbs across (and for every atomic), or `None` as for [`verbs`].
+fn verbs_two_hosts() -> Option<Vec<MixedTransport>> {
+    let config = VerbsConfig::default();
+    if let Err(why) = transport::verbs::probe(&config) {
+        assert!(
+            std::env::var_os("DSM_REQUIRE_RDMA").is_none(),
+            "DSM_REQUIRE_RDMA is set but the verbs backend cannot run: {why}"
+        );
+        eprintln!("skipping the verbs and shm conformance check: {why}");
+        return None;
+    }
+    let hosts = ["host-a", "host-a", "host-b", "host-b"];
+    let job =
+        MixedTransport::local_job_on_verbs(&hosts, &config, &ShmConfig::default()).expect("job");
+    assert_eq!(job[0].backend_of(Rank(1)), BackendKind::Shm);
+    assert_eq!(job[0].backend_of(Rank(2)), BackendKind::Verbs);
+    assert_eq!(job[3].backend_of(Rank(2)), BackendKind::Shm);
+    assert_eq!(job[3].backend_of(Rank(0)), BackendKind::Verbs);
+    Some(job)
+}
+
 macro_rules! suite {
     ($backend:ident: $($check:ident),* $(,)?) => {
         mod $backend {
@@ -92,6 +115,10 @@ suite!(mixed: read_write_round_trips, many_in_flight, atomics_give_exact_totals,
     batched_operations_land_exactly, waiting_for_a_message_takes_nothing,
     large_messages_arrive_whole, reads_see_no_later_request, accumulates_land_exactly);
 suite!(two_hosts: read_write_round_trips, many_in_flight, atomics_give_exact_totals,
+    messages_keep_order_per_peer, rejects_bad_access, flush_makes_writes_visible,
+    batched_operations_land_exactly, waiting_for_a_message_takes_nothing,
+    large_messages_arrive_whole, reads_see_no_later_request, accumulates_land_exactly);
+suite!(verbs_two_hosts: read_write_round_trips, many_in_flight, atomics_give_exact_totals,
     messages_keep_order_per_peer, rejects_bad_access, flush_makes_writes_visible,
     batched_operations_land_exactly, waiting_for_a_message_takes_nothing,
     large_messages_arrive_whole, reads_see_no_later_request, accumulates_land_exactly);

@@ -142,6 +142,39 @@ impl ShmTransport {
         Some(Ok(Completion::ready(0)))
     }
 
+    /// Registers `region` under `key` (chosen by a mixed job's far backend, never reused), or
+    /// under a key of its own.
+    pub(crate) fn register_under(
+        &self,
+        region: &Arc<Region>,
+        key: Option<u64>,
+    ) -> Result<RegionDesc> {
+        let key = match key {
+            Some(k) => self.shared.regions.insert_as(Arc::clone(region), k)?,
+            None => self.shared.regions.insert(Arc::clone(region)),
+        };
+        let publication = super::regions::publish(&self.shared.control, key.0, region);
+        match publication {
+            Ok(p) => {
+                self.shared
+                    .published
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(key.0, p);
+            }
+            Err(e) => {
+                let _ = self.shared.regions.remove(key);
+                return Err(e);
+            }
+        }
+        Ok(RegionDesc {
+            rank: self.shared.rank,
+            key,
+            addr: region.as_ptr() as u64,
+            len: region.len() as u64,
+        })
+    }
+
     /// A one-sided operation executed and waited for, without a [`Completion`].
     fn direct(&self, op: Op) -> Result<u64> {
         let rank = op.peer();
@@ -312,27 +345,7 @@ impl Transport for ShmTransport {
     }
 
     fn register(&self, region: &Arc<Region>) -> Result<RegionDesc> {
-        let key = self.shared.regions.insert(Arc::clone(region));
-        let publication = super::regions::publish(&self.shared.control, key.0, region);
-        match publication {
-            Ok(p) => {
-                self.shared
-                    .published
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(key.0, p);
-            }
-            Err(e) => {
-                let _ = self.shared.regions.remove(key);
-                return Err(e);
-            }
-        }
-        Ok(RegionDesc {
-            rank: self.shared.rank,
-            key,
-            addr: region.as_ptr() as u64,
-            len: region.len() as u64,
-        })
+        self.register_under(region, None)
     }
 
     fn deregister(&self, desc: &RegionDesc) -> Result<()> {

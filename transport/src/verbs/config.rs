@@ -27,6 +27,11 @@ pub struct VerbsConfig {
     /// registered chunk by chunk, on first use, so that pinned memory follows use; 0
     /// registers every region whole at once.
     pub reg_chunk: usize,
+    /// Every region gets a chunked key, whatever its size (chunks of `reg_chunk`, or 2 MiB
+    /// when that is 0): chunked keys are never reused, as a job that also reaches peers
+    /// through shared memory needs ([`crate::PreparedMixed::with_verbs`]). A peer's first
+    /// use of each chunk then costs a key request.
+    pub chunk_all: bool,
     /// A bound on the bytes the registrations of users' regions pin (`None`: only the
     /// kernel's locked-memory limit).
     pub pin_max: Option<usize>,
@@ -47,6 +52,7 @@ impl Default for VerbsConfig {
             spin: DEFAULT_SPIN,
             max_message: 64 << 20,
             reg_chunk: 2 << 20,
+            chunk_all: false,
             pin_max: None,
             on_progress_start: None,
         }

@@ -232,6 +232,27 @@ impl PreparedVerbs {
         .encode()
     }
 
+    /// Like [`PreparedVerbs::connect`], delivering messages into `mailbox` (shared with
+    /// another backend: [`crate::mixed`]).
+    pub(crate) fn connect_sharing(
+        mut self,
+        endpoints: &[Vec<u8>],
+        mailbox: Arc<Mailbox>,
+    ) -> Result<VerbsTransport> {
+        self.shared.mailbox = mailbox;
+        self.connect(endpoints)
+    }
+
+    /// Whether it was prepared with [`VerbsConfig::chunk_all`].
+    pub fn chunk_all(&self) -> bool {
+        self.shared.config.chunk_all
+    }
+
+    /// How long a waiter spins before it sleeps.
+    pub(crate) fn spin(&self) -> Duration {
+        self.shared.config.spin
+    }
+
     /// Connects every queue pair to its peer's (given every node's endpoint, indexed by rank),
     /// starts the progress thread and waits until every peer has answered over RDMA.
     ///

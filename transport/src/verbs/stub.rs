@@ -64,6 +64,23 @@ impl PreparedVerbs {
     pub fn connect(self, _endpoints: &[Vec<u8>]) -> Result<VerbsTransport> {
         match self.0 {}
     }
+    /// # Errors
+    /// Unreachable.
+    pub(crate) fn connect_sharing(
+        self,
+        _endpoints: &[Vec<u8>],
+        _mailbox: std::sync::Arc<crate::mailbox::Mailbox>,
+    ) -> Result<VerbsTransport> {
+        match self.0 {}
+    }
+    /// Unreachable.
+    pub fn chunk_all(&self) -> bool {
+        match self.0 {}
+    }
+    /// Unreachable.
+    pub(crate) fn spin(&self) -> std::time::Duration {
+        match self.0 {}
+    }
 }
 
 impl Transport for VerbsTransport {

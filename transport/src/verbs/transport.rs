@@ -7,6 +7,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::chunks::{pieces, Chunked, ChunkedKey, KeyKind, Pinned, EAGER_CHUNKS, SHIFTS};
+use super::config::VerbsConfig;
 use super::control::{fragments, Control};
 use super::sendq::{Item, Local, SqState};
 use super::shared::{Registered, Shared, REQ_DEPTH};
@@ -242,8 +243,12 @@ impl Transport for VerbsTransport {
                 Registered::Chunked(c) => c.key().encode(),
             }));
         }
-        let chunk = self.shared.config.reg_chunk;
-        if chunk > 0 && region.len() > EAGER_CHUNKS * chunk {
+        let config = &self.shared.config;
+        let chunk = match config.reg_chunk {
+            0 if config.chunk_all => VerbsConfig::default().reg_chunk,
+            c => c,
+        };
+        if chunk > 0 && (config.chunk_all || region.len() > EAGER_CHUNKS * chunk) {
             let shift = chunk.trailing_zeros();
             if !chunk.is_power_of_two() || !SHIFTS.contains(&shift) {
                 return Err(Error::InvalidArgument(format!(

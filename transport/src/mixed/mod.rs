@@ -1,11 +1,15 @@
 //! [`MixedTransport`]: one transport per peer. Peers on this node's host are reached through
-//! shared memory ([`crate::shm`]); the others through tcp. Hosts are told apart at bootstrap by
-//! [`crate::shm::host_id`], carried in the endpoint.
+//! shared memory ([`crate::shm`]); the others through tcp or RDMA verbs (the *far* backend).
+//! Hosts are told apart at bootstrap by [`crate::shm::host_id`], carried in the endpoint.
 //!
-//! The tcp mesh connects every pair of nodes, co-located ones too: it carries one-sided
+//! The far backend connects every pair of nodes, co-located ones too: it carries one-sided
 //! operations on memory that cannot be shared (a program's own buffers registered with
 //! [`crate::Region::from_raw`]) and notices lost peers as it does alone. Both backends deliver
 //! messages into one mailbox, so receiving matches across them in arrival order.
+//!
+//! A region is registered with both backends under one key, the far backend's: over verbs
+//! every region then gets a chunked key ([`crate::VerbsConfig::chunk_all`]), whose numbers are
+//! never reused, as shared memory's keys must not be.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -18,51 +22,82 @@ use crate::mailbox::Mailbox;
 use crate::region::Region;
 use crate::shm::{PreparedShm, ShmTransport};
 use crate::tcp::{PreparedTcp, TcpTransport};
+use crate::verbs::{PreparedVerbs, VerbsTransport};
+
+mod far;
 use crate::types::{
     BackendKind, Capabilities, LocalSlice, Message, Op, Rank, RegionDesc, RemoteSlice, Tag,
 };
+use far::{Far, PreparedFar};
 
 /// A node between the two set-up phases of a mixed job.
 #[derive(Debug)]
 pub struct PreparedMixed {
-    tcp: PreparedTcp,
+    far: PreparedFar,
     shm: PreparedShm,
 }
 
 /// See the module documentation.
 #[derive(Debug)]
 pub struct MixedTransport {
-    tcp: TcpTransport,
+    far: Far,
     shm: ShmTransport,
-    /// Per peer: an operation went to it over tcp (so a flush must go that way too).
-    tcp_used: Vec<AtomicBool>,
+    /// Per peer: an operation went to it through the far backend (so a flush must go that way
+    /// too).
+    far_used: Vec<AtomicBool>,
+    /// Atomics go through the far backend for every peer, this node and its co-located peers
+    /// too: its atomics are not atomic with respect to CPU atomics (RDMA NICs), and every
+    /// atomic on a word must be made the same way.
+    atomics_far: bool,
 }
 
 impl PreparedMixed {
     /// Pairs a prepared tcp node and a prepared shm node of the same rank.
     pub fn new(tcp: PreparedTcp, shm: PreparedShm) -> PreparedMixed {
-        PreparedMixed { tcp, shm }
+        PreparedMixed {
+            far: PreparedFar::Tcp(tcp),
+            shm,
+        }
     }
 
-    /// Both endpoints: the tcp one's length (u32, little endian), the tcp one, the shm one.
+    /// Pairs a prepared verbs node and a prepared shm node of the same rank: RDMA to the
+    /// other hosts. The verbs node must have been prepared with
+    /// [`VerbsConfig::chunk_all`](crate::VerbsConfig::chunk_all).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when it was not.
+    pub fn with_verbs(verbs: PreparedVerbs, shm: PreparedShm) -> Result<PreparedMixed> {
+        if !verbs.chunk_all() {
+            return Err(Error::InvalidArgument(
+                "a mixed job over verbs needs VerbsConfig::chunk_all".into(),
+            ));
+        }
+        Ok(PreparedMixed {
+            far: PreparedFar::Verbs(Box::new(verbs)),
+            shm,
+        })
+    }
+
+    /// Both endpoints: the far one's length (u32, little endian), the far one, the shm one.
     ///
     /// # Errors
     /// As [`PreparedTcp::endpoint`] and [`PreparedShm::endpoint`].
     pub fn endpoint(&self) -> Result<Vec<u8>> {
-        let tcp = self.tcp.endpoint()?;
-        let mut b = (tcp.len() as u32).to_le_bytes().to_vec();
-        b.extend_from_slice(&tcp);
+        let far = self.far.endpoint()?;
+        let mut b = (far.len() as u32).to_le_bytes().to_vec();
+        b.extend_from_slice(&far);
         b.extend_from_slice(&self.shm.endpoint()?);
         Ok(b)
     }
 
-    /// Connects: shared memory to the nodes whose host id equals this one's, tcp to all.
+    /// Connects: shared memory to the nodes whose host id equals this one's, the far backend
+    /// to all.
     ///
     /// # Errors
     /// [`Error::Protocol`] for a malformed endpoint; as [`PreparedTcp::connect`] and
     /// [`PreparedShm::connect`].
     pub fn connect(self, endpoints: &[Vec<u8>]) -> Result<MixedTransport> {
-        let mut tcp_eps = Vec::with_capacity(endpoints.len());
+        let mut far_eps = Vec::with_capacity(endpoints.len());
         let mut shm_eps = Vec::with_capacity(endpoints.len());
         for (r, e) in endpoints.iter().enumerate() {
             let bad = || Error::Protocol {
@@ -73,28 +108,31 @@ impl PreparedMixed {
                 .get(..4)
                 .map(|l| u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize)
                 .ok_or_else(bad)?;
-            let tcp = e.get(4..4 + len).ok_or_else(bad)?;
-            tcp_eps.push(tcp.to_vec());
+            let far = e.get(4..4 + len).ok_or_else(bad)?;
+            far_eps.push(far.to_vec());
             shm_eps.push(e[4 + len..].to_vec());
         }
         let nodes = endpoints.len();
         let parsed = crate::shm::parse_all(&shm_eps, nodes)?;
         let local: Vec<bool> = parsed.iter().map(|e| e.host == self.shm.host()).collect();
-        let mailbox = Arc::new(Mailbox::new(nodes, self.tcp.spin()));
+        let mailbox = Arc::new(Mailbox::new(nodes, self.far.spin()));
         let shm = self
             .shm
             .connect_some(&parsed, &local, Arc::clone(&mailbox))?;
-        let tcp = self.tcp.connect_sharing(&tcp_eps, mailbox)?;
+        let far = self.far.connect_sharing(&far_eps, mailbox)?;
         // One round trip on every connection: until a peer has been heard from, tcp allows it
         // the connect timeout on top of the peer timeout, and peers on this host may never
         // say anything over tcp.
-        for r in (0..nodes as u32).map(Rank).filter(|&r| r != tcp.rank()) {
-            tcp.flush(r)?;
+        let me = far.get().rank();
+        for r in (0..nodes as u32).map(Rank).filter(|&r| r != me) {
+            far.get().flush(r)?;
         }
+        let atomics_far = !far.get().capabilities().atomics_coherent_with_cpu;
         Ok(MixedTransport {
-            tcp,
+            far,
             shm,
-            tcp_used: (0..nodes).map(|_| AtomicBool::new(false)).collect(),
+            far_used: (0..nodes).map(|_| AtomicBool::new(false)).collect(),
+            atomics_far,
         })
     }
 }
@@ -127,15 +165,51 @@ impl MixedTransport {
         shm: &crate::ShmConfig,
     ) -> Result<Vec<MixedTransport>> {
         let n = hosts.len();
+        MixedTransport::local_job_with(hosts, shm, |rank| {
+            Ok(PreparedFar::Tcp(TcpTransport::prepare(
+                rank,
+                n,
+                tcp.clone(),
+            )?))
+        })
+    }
+
+    /// As [`MixedTransport::local_job_on`] with RDMA verbs (this machine's device) between
+    /// the "hosts".
+    ///
+    /// # Errors
+    /// As [`VerbsTransport::prepare`] and [`PreparedMixed::connect`].
+    pub fn local_job_on_verbs(
+        hosts: &[&str],
+        verbs: &crate::VerbsConfig,
+        shm: &crate::ShmConfig,
+    ) -> Result<Vec<MixedTransport>> {
+        let n = hosts.len();
+        let verbs = crate::VerbsConfig {
+            chunk_all: true,
+            ..verbs.clone()
+        };
+        MixedTransport::local_job_with(hosts, shm, |rank| {
+            let prepared = VerbsTransport::prepare(rank, n, verbs.clone())?;
+            Ok(PreparedFar::Verbs(Box::new(prepared)))
+        })
+    }
+
+    fn local_job_with(
+        hosts: &[&str],
+        shm: &crate::ShmConfig,
+        far: impl Fn(Rank) -> Result<PreparedFar>,
+    ) -> Result<Vec<MixedTransport>> {
+        let n = hosts.len();
         let prepared = (0..n)
             .map(|r| {
                 let rank = Rank(r as u32);
                 let mut shm = shm.clone();
                 shm.host = Some(hosts[r].to_string());
-                Ok(PreparedMixed::new(
-                    TcpTransport::prepare(rank, n, tcp.clone())?,
-                    ShmTransport::prepare(rank, n, shm)?,
-                ))
+                Ok(PreparedMixed {
+                    far: far(rank)?,
+                    shm: ShmTransport::prepare(rank, n, shm)?,
+                })
             })
             .collect::<Result<Vec<_>>>()?;
         let endpoints = prepared
@@ -157,114 +231,128 @@ impl MixedTransport {
         })
     }
 
-    /// Which backend reaches `peer`: [`BackendKind::Shm`] or [`BackendKind::Tcp`].
+    /// Which backend reaches `peer`: [`BackendKind::Shm`], else the far backend's kind
+    /// ([`BackendKind::Tcp`] or [`BackendKind::Verbs`]).
     pub fn backend_of(&self, peer: Rank) -> BackendKind {
         if self.shm.reaches(peer) {
             BackendKind::Shm
         } else {
-            BackendKind::Tcp
+            self.far.kind()
         }
+    }
+
+    /// Bytes pinned by RDMA registrations (`None` when the far backend is tcp).
+    pub fn pinned(&self) -> Option<usize> {
+        self.far.pinned()
     }
 
     /// A one-sided operation executed and waited for: directly through shared memory where it
     /// can, else over tcp.
     fn direct(&self, op: Op) -> Result<u64> {
-        if self.shm.reaches(op.peer()) {
+        if self.near(&op) {
             if let Some(done) = self.shm.try_run(&op) {
                 return done;
             }
         }
-        self.via_tcp(op)?.wait()
+        self.via_far(op)?.wait()
     }
 
-    fn via_tcp(&self, op: Op) -> Result<Completion> {
-        if let Some(f) = self.tcp_used.get(op.peer().index()) {
+    /// Whether `op` goes through shared memory (when the region can be shared).
+    fn near(&self, op: &Op) -> bool {
+        let atomic = matches!(op, Op::CompareSwap { .. } | Op::FetchAdd { .. });
+        self.shm.reaches(op.peer()) && !(atomic && self.atomics_far)
+    }
+
+    fn via_far(&self, op: Op) -> Result<Completion> {
+        if let Some(f) = self.far_used.get(op.peer().index()) {
             f.store(true, Ordering::Relaxed);
         }
-        self.tcp.post(op)
+        self.far.get().post(op)
     }
 }
 
 impl Transport for MixedTransport {
     fn rank(&self) -> Rank {
-        self.tcp.rank()
+        self.far.get().rank()
     }
 
     fn nodes(&self) -> usize {
-        self.tcp.nodes()
+        self.far.get().nodes()
     }
 
     fn capabilities(&self) -> Capabilities {
-        let (t, s) = (self.tcp.capabilities(), self.shm.capabilities());
+        let (t, s) = (self.far.get().capabilities(), self.shm.capabilities());
         let any_shm =
             (0..self.nodes()).any(|r| r != self.rank().index() && self.shm.reaches(Rank(r as u32)));
         Capabilities {
             backend: BackendKind::Mixed,
             native_one_sided: false,
             atomics_coherent_with_cpu: t.atomics_coherent_with_cpu && s.atomics_coherent_with_cpu,
-            ordered_writes: true,
+            ordered_writes: t.ordered_writes && s.ordered_writes,
             max_message: t.max_message.min(s.max_message),
             max_transfer: t.max_transfer.min(s.max_transfer),
             // A reduction served by the target's tcp thread is not atomic with respect to the
             // CPU atomics co-located peers apply directly.
-            remote_reduce: !any_shm,
+            remote_reduce: t.remote_reduce && !any_shm,
         }
     }
 
     fn register(&self, region: &Arc<Region>) -> Result<RegionDesc> {
-        let desc = self.tcp.register(region)?;
-        match self.shm.register(region) {
-            Ok(d) if d.key == desc.key => Ok(desc),
-            other => {
-                let _ = self.tcp.deregister(&desc);
-                if let Ok(d) = other {
-                    let _ = self.shm.deregister(&d);
-                }
-                Err(Error::InvalidArgument(
-                    "the tcp and shm registrations of a region disagree".into(),
-                ))
-            }
+        let desc = self.far.get().register(region)?;
+        // Under the far backend's key (tcp's keys are region ids, verbs' chunked keys with
+        // `chunk_all`: neither is ever reused), so that one descriptor serves every peer.
+        if let Err(e) = self.shm.register_under(region, Some(desc.key.0)) {
+            let _ = self.far.get().deregister(&desc);
+            return Err(e);
         }
+        Ok(desc)
     }
 
     fn deregister(&self, desc: &RegionDesc) -> Result<()> {
         let shm = self.shm.deregister(desc);
-        self.tcp.deregister(desc).and(shm)
+        self.far.get().deregister(desc).and(shm)
     }
 
     fn post(&self, op: Op) -> Result<Completion> {
-        if self.shm.reaches(op.peer()) {
+        if self.near(&op) {
             if let Some(done) = self.shm.try_post(&op) {
                 return done;
             }
         }
-        self.via_tcp(op)
+        self.via_far(op)
     }
 
     fn post_batch(&self, ops: Vec<Op>) -> Result<Vec<Completion>> {
         let mut out: Vec<Option<Completion>> = Vec::with_capacity(ops.len());
-        let mut tcp_ops = Vec::new();
+        let mut far_ops = Vec::new();
+        // Peers that an earlier operation of this batch reaches through the far backend: the
+        // later ones go that way too, so that none overtakes it (the far backend keeps the
+        // order of a batch, shared memory runs each operation as it comes).
+        let mut far_peers: Vec<Rank> = Vec::new();
         for op in ops {
-            if self.shm.reaches(op.peer()) {
+            if self.near(&op) && !far_peers.contains(&op.peer()) {
                 if let Some(done) = self.shm.try_post(&op) {
                     out.push(Some(done?));
                     continue;
                 }
             }
-            if let Some(f) = self.tcp_used.get(op.peer().index()) {
+            if let Some(f) = self.far_used.get(op.peer().index()) {
                 f.store(true, Ordering::Relaxed);
             }
-            tcp_ops.push(op);
+            if !far_peers.contains(&op.peer()) {
+                far_peers.push(op.peer());
+            }
+            far_ops.push(op);
             out.push(None);
         }
-        let mut tcp_done = if tcp_ops.is_empty() {
+        let mut far_done = if far_ops.is_empty() {
             Vec::new()
         } else {
-            self.tcp.post_batch(tcp_ops)?
+            self.far.get().post_batch(far_ops)?
         }
         .into_iter();
         out.into_iter()
-            .map(|c| c.or_else(|| tcp_done.next()).ok_or(Error::Closed))
+            .map(|c| c.or_else(|| far_done.next()).ok_or(Error::Closed))
             .collect()
     }
 
@@ -275,7 +363,7 @@ impl Transport for MixedTransport {
         runs: &[(u32, u32)],
     ) -> Result<Vec<Completion>> {
         if !self.shm.reaches(remote.rank()) {
-            return self.tcp.write_runs(remote, local, runs);
+            return self.far.get().write_runs(remote, local, runs);
         }
         crate::api::check_runs(&remote, local, runs)?;
         // One lookup of the peer's region and one copy per run (posting each run as a write
@@ -295,8 +383,8 @@ impl Transport for MixedTransport {
         count: u32,
         add: u64,
     ) -> Result<Vec<Completion>> {
-        if !self.shm.reaches(first.rank()) {
-            return self.tcp.add_strided(first, stride, count, add);
+        if !self.shm.reaches(first.rank()) || self.atomics_far {
+            return self.far.get().add_strided(first, stride, count, add);
         }
         crate::api::check_strided(&first, stride)?;
         let ops = (0..u64::from(count))
@@ -318,7 +406,7 @@ impl Transport for MixedTransport {
         fetch: Option<LocalSlice>,
     ) -> Result<Completion> {
         if self.capabilities().remote_reduce {
-            return self.tcp.accumulate(remote, local, reduction, fetch);
+            return self.far.get().accumulate(remote, local, reduction, fetch);
         }
         Err(Error::Unsupported(
             "mixed transport with co-located peers: remote reductions".into(),
@@ -340,8 +428,10 @@ impl Transport for MixedTransport {
     }
 
     fn compare_swap(&self, remote: RemoteSlice, expected: u64, desired: u64) -> Result<u64> {
-        if let Some(old) = self.shm.fast_compare_swap(&remote, expected, desired) {
-            return Ok(old);
+        if !self.atomics_far {
+            if let Some(old) = self.shm.fast_compare_swap(&remote, expected, desired) {
+                return Ok(old);
+            }
         }
         self.direct(Op::CompareSwap {
             remote,
@@ -351,8 +441,10 @@ impl Transport for MixedTransport {
     }
 
     fn fetch_add(&self, remote: RemoteSlice, add: u64) -> Result<u64> {
-        if let Some(old) = self.shm.fast_fetch_add(&remote, add) {
-            return Ok(old);
+        if !self.atomics_far {
+            if let Some(old) = self.shm.fast_fetch_add(&remote, add) {
+                return Ok(old);
+            }
         }
         self.direct(Op::FetchAdd { remote, add })
     }
@@ -361,21 +453,21 @@ impl Transport for MixedTransport {
         if self.shm.reaches(peer) {
             self.shm.flush(peer)?;
             if !self
-                .tcp_used
+                .far_used
                 .get(peer.index())
                 .is_some_and(|f| f.load(Ordering::Relaxed))
             {
                 return Ok(());
             }
         }
-        self.tcp.flush(peer)
+        self.far.get().flush(peer)
     }
 
     fn send(&self, peer: Rank, tag: Tag, data: &[u8]) -> Result<()> {
         if self.shm.reaches(peer) {
             self.shm.send(peer, tag, data)
         } else {
-            self.tcp.send(peer, tag, data)
+            self.far.get().send(peer, tag, data)
         }
     }
 
@@ -383,7 +475,7 @@ impl Transport for MixedTransport {
         if self.shm.reaches(peer) {
             self.shm.send_owned(peer, tag, data)
         } else {
-            self.tcp.send_owned(peer, tag, data)
+            self.far.get().send_owned(peer, tag, data)
         }
     }
 
@@ -417,6 +509,6 @@ impl Transport for MixedTransport {
 
     fn close(&self) -> Result<()> {
         let shm = self.shm.close();
-        self.tcp.close().and(shm)
+        self.far.get().close().and(shm)
     }
 }

@@ -45,30 +45,29 @@ fn two_hosts() -> Option<Vec<MixedTransport>> {
 /// A verbs job on this machine's RDMA device, or `None` (with a message saying why) when it has
 /// none. With `DSM_REQUIRE_RDMA=1` (set by the soft-RoCE run) a missing device is a failure.
 fn verbs() -> Option<Vec<VerbsTransport>> {
+    let config = rdma("verbs")?;
+    Some(VerbsTransport::local_job(3, &config).expect("verbs job"))
+}
+
+/// The verbs settings when this machine has a usable RDMA device; else `None`, saying that the
+/// `what` check is skipped (a failure under `DSM_REQUIRE_RDMA=1`).
+fn rdma(what: &str) -> Option<VerbsConfig> {
     let config = VerbsConfig::default();
     if let Err(why) = transport::verbs::probe(&config) {
         assert!(
             std::env::var_os("DSM_REQUIRE_RDMA").is_none(),
             "DSM_REQUIRE_RDMA is set but the verbs backend cannot run: {why}"
         );
-        eprintln!("skipping the verbs conformance check: {why}");
+        eprintln!("skipping the {what} conformance check: {why}");
         return None;
     }
-    Some(VerbsTransport::local_job(3, &config).expect("verbs job"))
+    Some(config)
 }
 
 /// Two "hosts" of two ranks each over this machine's RDMA device: shared memory inside each
 /// pair, verbs across (and for every atomic), or `None` as for [`verbs`].
 fn verbs_two_hosts() -> Option<Vec<MixedTransport>> {
-    let config = VerbsConfig::default();
-    if let Err(why) = transport::verbs::probe(&config) {
-        assert!(
-            std::env::var_os("DSM_REQUIRE_RDMA").is_none(),
-            "DSM_REQUIRE_RDMA is set but the verbs backend cannot run: {why}"
-        );
-        eprintln!("skipping the verbs and shm conformance check: {why}");
-        return None;
-    }
+    let config = rdma("verbs and shm")?;
     let hosts = ["host-a", "host-a", "host-b", "host-b"];
     let job =
         MixedTransport::local_job_on_verbs(&hosts, &config, &ShmConfig::default()).expect("job");

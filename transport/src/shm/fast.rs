@@ -30,28 +30,18 @@ impl ShmTransport {
     /// A read of `remote` into `local`.
     #[inline]
     pub(crate) fn fast_read(&self, remote: &RemoteSlice, local: &LocalSlice) -> Option<()> {
-        let len = remote.len;
-        if len != local.len() || !self.shared.regions.seen_registered(local.region()) {
-            return None;
-        }
-        let peer = self.fast_peer(remote)?;
-        peer.regions
-            .cached(&peer.control, remote.region.key.0, |m| {
-                let src = m.range(remote.offset, len as u64).ok()?;
-                let dst = local.region().as_ptr().wrapping_add(local.offset());
-                // SAFETY: `src` is `len` bytes inside the peer's region mapped here (bounds
-                // checked by `range`, the mapping kept alive by the borrow of `m`); `dst` is the
-                // same length inside the local registered region (checked when the LocalSlice was
-                // built, the region kept alive by `local`). The two mappings may show the same
-                // pages, so `copy` tolerates overlap.
-                unsafe { std::ptr::copy(src, dst, len) };
-                Some(())
-            })
+        self.fast_copy(remote, local, true)
     }
 
     /// A write of `local` into `remote`.
     #[inline]
     pub(crate) fn fast_write(&self, remote: &RemoteSlice, local: &LocalSlice) -> Option<()> {
+        self.fast_copy(remote, local, false)
+    }
+
+    /// A copy between `remote` and `local`: into `local` when `read`.
+    #[inline]
+    fn fast_copy(&self, remote: &RemoteSlice, local: &LocalSlice, read: bool) -> Option<()> {
         let len = remote.len;
         if len != local.len() || !self.shared.regions.seen_registered(local.region()) {
             return None;
@@ -59,9 +49,14 @@ impl ShmTransport {
         let peer = self.fast_peer(remote)?;
         peer.regions
             .cached(&peer.control, remote.region.key.0, |m| {
-                let dst = m.range(remote.offset, len as u64).ok()?;
-                let src = local.region().as_ptr().wrapping_add(local.offset());
-                // SAFETY: as for `fast_read`, with source and destination swapped.
+                let there = m.range(remote.offset, len as u64).ok()?;
+                let here = local.region().as_ptr().wrapping_add(local.offset());
+                let (src, dst) = if read { (there, here) } else { (here, there) };
+                // SAFETY: `there` is `len` bytes inside the peer's region mapped here (bounds
+                // checked by `range`, the mapping kept alive by the borrow of `m`); `here` is the
+                // same length inside the local registered region (checked when the LocalSlice was
+                // built, the region kept alive by `local`). The two mappings may show the same
+                // pages, so `copy` tolerates overlap.
                 unsafe { std::ptr::copy(src, dst, len) };
                 Some(())
             })

@@ -395,10 +395,10 @@ impl RegionTable {
 
     /// Whether the local region `region` is registered.
     pub(crate) fn check_local(&self, region: &Region) -> Result<()> {
-        let removals = self.removals.load(Ordering::Acquire);
-        let seen = (self.id, region.id(), removals);
-        let cached = REGISTERED.with(Cell::get);
-        if cached.contains(&seen) {
+        // The removal count is read before the lookup: a removal after it makes the entry
+        // recorded below stale at once.
+        let seen = (self.id, region.id(), self.removals.load(Ordering::Acquire));
+        if self.seen_registered(region) {
             return Ok(());
         }
         if self
@@ -408,7 +408,7 @@ impl RegionTable {
             .contains_key(&region.id())
         {
             // Most recent first; the older entry is kept (an operation usually names two).
-            REGISTERED.with(|c| c.set([seen, cached[0]]));
+            REGISTERED.with(|c| c.set([seen, c.get()[0]]));
             Ok(())
         } else {
             Err(Error::NotRegistered(region.id()))

@@ -22,13 +22,13 @@ use crate::mailbox::Mailbox;
 use crate::region::Region;
 use crate::shm::{PreparedShm, ShmTransport};
 use crate::tcp::{PreparedTcp, TcpTransport};
-use crate::verbs::{PreparedVerbs, VerbsTransport};
-
-mod far;
 use crate::types::{
     BackendKind, Capabilities, LocalSlice, Message, Op, Rank, RegionDesc, RemoteSlice, Tag,
 };
+use crate::verbs::{PreparedVerbs, VerbsTransport};
 use far::{Far, PreparedFar};
+
+mod far;
 
 /// A node between the two set-up phases of a mixed job.
 #[derive(Debug)]
@@ -247,7 +247,7 @@ impl MixedTransport {
     }
 
     /// A one-sided operation executed and waited for: directly through shared memory where it
-    /// can, else over tcp.
+    /// can, else through the far backend.
     fn direct(&self, op: Op) -> Result<u64> {
         if self.near(&op) {
             if let Some(done) = self.shm.try_run(&op) {
@@ -480,7 +480,8 @@ impl Transport for MixedTransport {
     }
 
     // Both backends deliver into the shm transport's mailbox: receiving goes through it, which
-    // reads the rings itself while it spins (tcp messages arrive through tcp's progress thread).
+    // reads the rings itself while it spins (far messages arrive through the far backend's
+    // progress thread).
     fn recv(
         &self,
         from: Option<Rank>,

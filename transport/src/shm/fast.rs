@@ -10,7 +10,7 @@
 //!
 //! [`PeerRegions::cached`]: super::regions::PeerRegions::cached
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::shared::Peer;
 use super::transport::ShmTransport;
@@ -65,15 +65,7 @@ impl ShmTransport {
     /// A fetch-and-add on the word `remote`.
     #[inline]
     pub(crate) fn fast_fetch_add(&self, remote: &RemoteSlice, add: u64) -> Option<u64> {
-        if remote.len != 8 {
-            return None;
-        }
-        let peer = self.fast_peer(remote)?;
-        peer.regions
-            .cached(&peer.control, remote.region.key.0, |m| {
-                let w = m.word(remote.offset).ok()?;
-                Some(w.fetch_add(add, Ordering::SeqCst))
-            })
+        self.fast_word(remote, |w| w.fetch_add(add, Ordering::SeqCst))
     }
 
     /// A compare-and-swap on the word `remote`.
@@ -84,19 +76,23 @@ impl ShmTransport {
         expected: u64,
         desired: u64,
     ) -> Option<u64> {
+        self.fast_word(remote, |w| {
+            match w.compare_exchange(expected, desired, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(v) | Err(v) => v,
+            }
+        })
+    }
+
+    /// `f` on the aligned word `remote` of a peer's region mapped here.
+    #[inline]
+    fn fast_word(&self, remote: &RemoteSlice, f: impl FnOnce(&AtomicU64) -> u64) -> Option<u64> {
         if remote.len != 8 {
             return None;
         }
         let peer = self.fast_peer(remote)?;
         peer.regions
             .cached(&peer.control, remote.region.key.0, |m| {
-                let w = m.word(remote.offset).ok()?;
-                Some(
-                    match w.compare_exchange(expected, desired, Ordering::SeqCst, Ordering::SeqCst)
-                    {
-                        Ok(v) | Err(v) => v,
-                    },
-                )
+                m.word(remote.offset).ok().map(f)
             })
     }
 }

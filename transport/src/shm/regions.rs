@@ -215,41 +215,22 @@ impl PeerRegions {
         key: u64,
         f: impl Fn(&Mapped) -> R,
     ) -> Result<R> {
-        let bad_key = || Error::Remote {
-            peer: rank,
-            fault: RemoteFault::BadKey,
-        };
-        let mine = |e: &&(u64, u64, Arc<Mapped>)| e.0 == self.id && e.1 == key;
-        let mut stale = false;
-        let hit = RECENT.with(|recent| {
-            let recent = recent.try_borrow().ok()?;
-            let (_, _, m) = recent.iter().flatten().find(mine)?;
-            if control.key_at(m.slot) == m.key {
-                Some(f(m))
-            } else {
-                stale = true;
-                None
-            }
-        });
-        if let Some(r) = hit {
+        if let Some(r) = self.cached(control, key, |m| Some(f(m))) {
             return Ok(r);
         }
-        if stale {
-            RECENT.with(|recent| {
-                if let Ok(mut recent) = recent.try_borrow_mut() {
-                    for e in recent.iter_mut() {
-                        if e.as_ref().is_some_and(|e| mine(&e)) {
-                            *e = None;
-                        }
-                    }
-                }
-            });
-        }
-        let m = self
-            .get(control, pid, key, rank)
-            .and_then(|m| m.ok_or_else(bad_key))?;
+        let m = self.get(control, pid, key, rank)?.ok_or(Error::Remote {
+            peer: rank,
+            fault: RemoteFault::BadKey,
+        })?;
+        // The fresh mapping first; an older entry for the same key (withdrawn, or
+        // republished) is dropped with it.
         RECENT.with(|recent| {
             if let Ok(mut recent) = recent.try_borrow_mut() {
+                for e in recent.iter_mut() {
+                    if e.as_ref().is_some_and(|e| e.0 == self.id && e.1 == key) {
+                        *e = None;
+                    }
+                }
                 recent.rotate_right(1);
                 recent[0] = Some((self.id, key, Arc::clone(&m)));
             }

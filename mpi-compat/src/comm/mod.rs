@@ -8,16 +8,20 @@
 //! other. Sends are eager: the bytes are handed to the transport at once (the standard-mode
 //! send of §3.4 may buffer), so a send completes without waiting for its receive.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 
-use transport::{Message, Transport};
+use transport::Transport;
 
 use crate::datatype::{bytes, bytes_mut, Equivalence};
 use crate::error::{Error, Result};
 use crate::request::Request;
 use crate::universe::Shared;
+
+mod matching;
+pub(crate) use matching::Matching;
+use matching::{decode, Incoming};
 
 /// A process's rank in a communicator, as in rsmpi and the C API (`int`).
 pub type Rank = i32;
@@ -98,8 +102,6 @@ impl Status {
     }
 }
 
-/// Bytes of the header in front of every point-to-point payload: the MPI tag.
-const HEADER: usize = 4;
 /// First transport tag of this crate (below the runtime's reserved tags).
 const BASE: u64 = 1 << 62;
 /// Transport tags per communicator context.
@@ -126,125 +128,6 @@ pub(crate) enum Channel {
     Scatter = 7,
     AllToAll = 8,
     WindowCreate = 9,
-}
-
-/// A message taken off the transport and not yet matched.
-#[derive(Debug)]
-pub(crate) struct Incoming {
-    source: usize,
-    tag: Tag,
-    /// Header and payload, as they arrived.
-    data: Vec<u8>,
-}
-
-impl Incoming {
-    fn matches(&self, source: Option<usize>, tag: Option<Tag>) -> bool {
-        source.is_none_or(|s| s == self.source) && tag.is_none_or(|t| t == self.tag)
-    }
-
-    pub(crate) fn payload(&self) -> &[u8] {
-        &self.data[HEADER..]
-    }
-
-    pub(crate) fn status(&self) -> Status {
-        Status {
-            source: self.source as Rank,
-            tag: self.tag,
-            bytes: self.data.len() - HEADER,
-        }
-    }
-}
-
-impl Drop for Incoming {
-    /// A large payload's buffer goes back to the transport's pool: the next large message
-    /// reuses its pages instead of faulting in new ones.
-    fn drop(&mut self) {
-        transport::pool::recycle(std::mem::take(&mut self.data));
-    }
-}
-
-/// A posted receive that no message matched yet.
-#[derive(Debug)]
-struct Posted {
-    id: u64,
-    source: Option<usize>,
-    tag: Option<Tag>,
-}
-
-/// The matching state of one communicator context (MPI-3.1 §3.5 "Semantics of
-/// Point-to-Point Communication": order, progress).
-#[derive(Debug, Default)]
-pub(crate) struct Matching {
-    next_id: u64,
-    posted: VecDeque<Posted>,
-    matched: HashMap<u64, Incoming>,
-    /// Messages no receive matched yet, in arrival order.
-    unexpected: VecDeque<Incoming>,
-    /// The sources (`None`: any) that threads wait for on the network for this context's
-    /// receives; see `Communicator::progress`.
-    listeners: Vec<Option<usize>>,
-    /// Threads asleep on [`Shared::progressed`] for a receive of this context.
-    waiting: usize,
-}
-
-impl Matching {
-    /// Posts a receive; it is matched at once against messages already here.
-    fn post(&mut self, source: Option<usize>, tag: Option<Tag>) -> u64 {
-        let id = self.next_id;
-        self.next_id += 1;
-        if let Some(i) = self.unexpected.iter().position(|m| m.matches(source, tag)) {
-            if let Some(m) = self.unexpected.remove(i) {
-                self.matched.insert(id, m);
-                return id;
-            }
-        }
-        self.posted.push_back(Posted { id, source, tag });
-        id
-    }
-
-    /// Gives a message that arrived to the oldest posted receive that matches it, or queues
-    /// it as unexpected (behind the messages that arrived before it).
-    fn deliver(&mut self, m: Incoming) {
-        match self.posted.iter().position(|p| m.matches(p.source, p.tag)) {
-            Some(i) => {
-                if let Some(p) = self.posted.remove(i) {
-                    self.matched.insert(p.id, m);
-                }
-            }
-            None => self.unexpected.push_back(m),
-        }
-    }
-
-    /// Withdraws a receive (its request was dropped before completion): `MPI_Cancel`
-    /// (MPI-3.1 §3.8.4). Returns whether the cancel succeeded.
-    ///
-    /// A receive that no message matched yet is cancelled: it is as if it was never posted.
-    /// One that already has its message cannot be: handing the message to another receive
-    /// could let a later message of the same sender, already taken by a later receive, go
-    /// ahead of it (MPI-3.1 §3.5, non-overtaking). The cancel fails then, as MPICH's does for
-    /// an eager message it matched: the receive counts as complete and its message is
-    /// discarded (nothing is written to the buffer: the program may have freed it).
-    fn cancel(&mut self, id: u64) -> bool {
-        if let Some(i) = self.posted.iter().position(|p| p.id == id) {
-            self.posted.remove(i);
-            return true;
-        }
-        self.matched.remove(&id).is_none()
-    }
-
-    /// Whether a thread receiving from `source` may take messages and wait for the network:
-    /// nobody listens for any source, nor for this one (a receive from any source needs that
-    /// nobody listens at all).
-    fn free_to_take(&self, source: Option<usize>) -> bool {
-        match source {
-            None => self.listeners.is_empty(),
-            Some(_) => !self.listeners.iter().any(|l| l.is_none() || *l == source),
-        }
-    }
-
-    fn source_of(&self, id: u64) -> Option<Option<usize>> {
-        self.posted.iter().find(|p| p.id == id).map(|p| p.source)
-    }
 }
 
 /// A communicator: a set of ranks with a private message space (MPI-3.1 §6.1). Obtained
@@ -730,74 +613,5 @@ impl Communicator {
         let r = self.irecv(recv, source, recv_tag)?;
         self.send(send, dest, send_tag)?;
         r.wait()
-    }
-}
-
-fn decode(msg: Message) -> Result<Incoming> {
-    if msg.data.len() < HEADER {
-        return Err(Error::Transport(transport::Error::Protocol {
-            from: msg.source,
-            detail: "point-to-point message without its header".into(),
-        }));
-    }
-    let tag = i32::from_le_bytes([msg.data[0], msg.data[1], msg.data[2], msg.data[3]]);
-    Ok(Incoming {
-        source: msg.source.index(),
-        tag,
-        data: msg.data,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn msg(source: usize, tag: Tag) -> Incoming {
-        Incoming {
-            source,
-            tag,
-            data: vec![0; HEADER],
-        }
-    }
-
-    #[test]
-    fn earlier_receives_match_first_and_unexpected_messages_wait() {
-        let mut m = Matching::default();
-        let any = m.post(None, None);
-        let from1 = m.post(Some(1), Some(7));
-        m.deliver(msg(1, 7));
-        m.deliver(msg(1, 7));
-        m.deliver(msg(2, 3));
-        assert_eq!(m.matched[&any].source, 1);
-        assert_eq!(m.matched[&from1].tag, 7);
-        assert_eq!(m.unexpected.len(), 1);
-        let late = m.post(Some(2), None);
-        assert_eq!(m.matched[&late].source, 2);
-        let never = m.post(Some(3), None);
-        assert!(m.cancel(never));
-        assert!(m.posted.is_empty());
-    }
-
-    #[test]
-    fn a_receive_that_has_its_message_cannot_be_cancelled() {
-        // Sender 1 sends tag 5 then tag 6; r1 (tag 5) and r2 (any tag) take them; r2 completes with tag 6; a later any-tag receive must not get tag 5
-        // once r1 is dropped (it would see the sender's messages out of order).
-        let mut m = Matching::default();
-        let r1 = m.post(Some(1), Some(5));
-        let r2 = m.post(Some(1), None);
-        m.deliver(msg(1, 5));
-        m.deliver(msg(1, 6));
-        assert_eq!(m.matched.remove(&r2).map(|x| x.tag), Some(6));
-        let r3 = m.post(Some(1), None);
-        assert!(!m.cancel(r1), "the cancel of a matched receive succeeded");
-        assert!(m.matched.is_empty() && m.unexpected.is_empty());
-        m.deliver(msg(1, 7));
-        assert_eq!(m.matched[&r3].tag, 7);
-        // A receive still waiting for its message is cancelled, and takes nothing.
-        let r4 = m.post(Some(1), None);
-        assert!(m.cancel(r4));
-        m.deliver(msg(1, 8));
-        assert_eq!(m.unexpected.len(), 1);
-        assert!(m.posted.is_empty() && !m.matched.contains_key(&r4));
     }
 }

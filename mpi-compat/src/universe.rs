@@ -1,13 +1,12 @@
 //! Starting and ending an MPI-style job (MPI-3.1 §8.7 "Startup"; rsmpi's `Universe`).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
 use dsm_core::Dsm;
 
-use crate::comm::{Communicator, Matching};
+use crate::comm::{Communicator, Contexts};
 use crate::error::{Error, Result};
 
 /// What every communicator and window of a job shares: the runtime and the queues of
@@ -15,7 +14,7 @@ use crate::error::{Error, Result};
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) dsm: Dsm,
-    pub(crate) matching: Mutex<HashMap<u32, Matching>>,
+    pub(crate) matching: Mutex<Contexts>,
     /// Signalled (with `matching` held) when messages were matched or a listener left; see
     /// `Communicator::progress`.
     pub(crate) progressed: Condvar,
@@ -24,7 +23,7 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn matching(&self) -> MutexGuard<'_, HashMap<u32, Matching>> {
+    pub(crate) fn matching(&self) -> MutexGuard<'_, Contexts> {
         self.matching.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -89,7 +88,7 @@ impl Universe {
         Ok(Universe {
             shared: Arc::new(Shared {
                 dsm,
-                matching: Mutex::new(HashMap::new()),
+                matching: Mutex::new(Contexts::default()),
                 progressed: Condvar::new(),
                 next_context: AtomicU32::new(1),
                 next_window: AtomicU32::new(0),

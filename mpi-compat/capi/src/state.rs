@@ -1,7 +1,7 @@
 //! The library's global state (the universe and the handle tables), the error handler, and
 //! the guard every exported function runs its body in.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::{Mutex, MutexGuard};
 
 use mpi_compat::{Communicator, Group, Universe, Window};
@@ -105,14 +105,16 @@ impl CommEntry {
 /// Everything `MPI_Init` creates.
 #[derive(Debug, Default)]
 pub(crate) struct Tables {
-    pub(crate) comms: HashMap<i32, CommEntry>,
-    pub(crate) groups: HashMap<i32, Group>,
-    pub(crate) windows: HashMap<i32, (Window, i32)>,
-    pub(crate) requests: HashMap<i32, CRequest>,
+    // Handles are small integers this library hands out, and every call looks one up: a fast
+    // hash (`FxHashMap`) rather than the default keyed one.
+    pub(crate) comms: FxHashMap<i32, CommEntry>,
+    pub(crate) groups: FxHashMap<i32, Group>,
+    pub(crate) windows: FxHashMap<i32, (Window, i32)>,
+    pub(crate) requests: FxHashMap<i32, CRequest>,
     /// Requests freed by `MPI_Request_free` before they completed: progressed with the others
     /// until they do (MPI-3.1 §3.7.3), dropped at `MPI_Finalize`.
     pub(crate) detached: Vec<CRequest>,
-    pub(crate) types: HashMap<i32, Datatype>,
+    pub(crate) types: FxHashMap<i32, Datatype>,
     next: i32,
 }
 

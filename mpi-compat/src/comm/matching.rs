@@ -2,7 +2,9 @@
 //! "Semantics of Point-to-Point Communication": order and progress): the messages taken off the
 //! transport, the posted receives, and the queue of unexpected messages.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap;
 
 use transport::Message;
 
@@ -47,6 +49,9 @@ impl Drop for Incoming {
     }
 }
 
+/// The matching state of every communicator context of a process, by context.
+pub(crate) type Contexts = FxHashMap<u32, Matching>;
+
 /// A posted receive that no message matched yet.
 #[derive(Debug)]
 struct Posted {
@@ -61,7 +66,9 @@ struct Posted {
 pub(crate) struct Matching {
     next_id: u64,
     posted: VecDeque<Posted>,
-    pub(super) matched: HashMap<u64, Incoming>,
+    /// Receives that have their message, by id (a fast hash: ids are this process's own
+    /// counter, and this map is consulted several times per message).
+    pub(super) matched: FxHashMap<u64, Incoming>,
     /// Messages no receive matched yet, in arrival order.
     unexpected: VecDeque<Incoming>,
     /// The sources (`None`: any) that threads wait for on the network for this context's

@@ -8,7 +8,6 @@
 //! other. Sends are eager: the bytes are handed to the transport at once (the standard-mode
 //! send of §3.4 may buffer), so a send completes without waiting for its receive.
 
-use std::collections::HashMap;
 use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 
@@ -20,7 +19,7 @@ use crate::request::Request;
 use crate::universe::Shared;
 
 mod matching;
-pub(crate) use matching::Matching;
+pub(crate) use matching::Contexts;
 use matching::{decode, Incoming};
 
 /// A process's rank in a communicator, as in rsmpi and the C API (`int`).
@@ -574,9 +573,9 @@ impl Communicator {
     /// (so that a thread that delivers or listens wakes it), and returns the matching state.
     fn nap<'a>(
         &self,
-        mut all: MutexGuard<'a, HashMap<u32, Matching>>,
+        mut all: MutexGuard<'a, Contexts>,
         slice: Duration,
-    ) -> MutexGuard<'a, HashMap<u32, Matching>> {
+    ) -> MutexGuard<'a, Contexts> {
         all.entry(self.context).or_default().waiting += 1;
         let mut all = self
             .shared

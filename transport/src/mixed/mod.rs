@@ -471,6 +471,14 @@ impl Transport for MixedTransport {
         }
     }
 
+    fn send_parts(&self, peer: Rank, tag: Tag, parts: &[&[u8]]) -> Result<()> {
+        if self.shm.reaches(peer) {
+            self.shm.send_parts(peer, tag, parts)
+        } else {
+            self.far.get().send_parts(peer, tag, parts)
+        }
+    }
+
     fn send_owned(&self, peer: Rank, tag: Tag, data: Vec<u8>) -> Result<()> {
         if self.shm.reaches(peer) {
             self.shm.send_owned(peer, tag, data)

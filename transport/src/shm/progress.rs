@@ -4,15 +4,22 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::shared::Shared;
 use super::wake;
+
+/// How long the thread keeps looking at the rings after the last message it took.
+const LINGER: Duration = Duration::from_micros(50);
 
 /// Runs until the transport stops.
 pub(super) fn run(shared: Arc<Shared>) {
     let period = shared.config.liveness_period;
     let mut checked = Instant::now();
+    // When something last arrived: the thread looks again (yielding the processor between
+    // looks) for `LINGER` after that before it sleeps, so that a burst of messages costs one
+    // wake-up, not one each.
+    let mut busy = Instant::now();
     let control = &shared.control;
     while !shared.stopping.load(Ordering::SeqCst) {
         if checked.elapsed() >= period {
@@ -21,6 +28,11 @@ pub(super) fn run(shared: Arc<Shared>) {
             checked = Instant::now();
         }
         if shared.drain(None) {
+            busy = Instant::now();
+            continue;
+        }
+        if busy.elapsed() < LINGER {
+            std::thread::yield_now();
             continue;
         }
         let seen = control.doorbell().load(Ordering::SeqCst);

@@ -79,6 +79,30 @@ impl Ring<'_> {
         Ok(n)
     }
 
+    /// Producer: writes all of `pieces`, one after the other, and publishes them with one
+    /// store of `tail` (the consumer sees the whole frame at once, and its cache line moves
+    /// once), if they fit in the free space; returns whether they did (nothing is written
+    /// otherwise).
+    pub(super) fn push_all<'b>(
+        &self,
+        pieces: impl Iterator<Item = &'b [u8]> + Clone,
+    ) -> Result<bool, Corrupt> {
+        let tail = self.tail.load(Ordering::Relaxed);
+        let head = self.head.load(Ordering::Acquire);
+        let free = self.cap - self.used(head, tail)?;
+        let total: usize = pieces.clone().map(<[u8]>::len).sum();
+        if total as u64 > free {
+            return Ok(false);
+        }
+        let mut at = tail;
+        for p in pieces {
+            self.copy(at, p.as_ptr().cast_mut(), p.len(), true);
+            at = at.wrapping_add(p.len() as u64);
+        }
+        self.tail.store(at, Ordering::Release);
+        Ok(true)
+    }
+
     /// Consumer: bytes available.
     fn available(&self) -> Result<u64, Corrupt> {
         let head = self.head.load(Ordering::Relaxed);
@@ -232,6 +256,31 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(!r.has_data());
+    }
+
+    #[test]
+    fn a_frame_in_pieces_is_published_whole_or_not_at_all() {
+        // 64 bytes of ring, its counters 8 bytes before the end of the data area.
+        let mut data = vec![0u8; 64];
+        let r = ring(&[AtomicU64::new(56), AtomicU64::new(56)], &mut data);
+        let payload = [&b"abc"[..], &b"defgh"[..]];
+        let head = header(KIND_MESSAGE, 9, 8);
+        let frame = || std::iter::once(&head[..]).chain(payload.iter().copied());
+        // 24 bytes: published at once, across the end of the data area.
+        assert_eq!(r.push_all(frame()), Ok(true));
+        assert_eq!(r.tail.load(Ordering::Relaxed), 56 + 24);
+        // Two more do not fit in the 40 bytes left: the second is refused, nothing written.
+        assert_eq!(r.push_all(frame()), Ok(true));
+        assert_eq!(r.push_all(frame()), Ok(false));
+        assert_eq!(r.tail.load(Ordering::Relaxed), 56 + 48);
+        let mut reader = Reader::default();
+        for _ in 0..2 {
+            match reader.next(&r, 100).unwrap() {
+                Some(Frame::Message(9, b)) => assert_eq!(b, b"abcdefgh"),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(reader.next(&r, 100).unwrap().is_none());
     }
 
     #[test]

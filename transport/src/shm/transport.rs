@@ -184,13 +184,14 @@ impl ShmTransport {
         }))
     }
 
-    /// Writes one frame into the ring to `peer`, waiting for room as long as the peer is up.
+    /// Writes one frame into the ring to `peer` (its payload: `parts`, one after the other),
+    /// waiting for room as long as the peer is up.
     fn send_frame(
         &self,
         peer: &Peer,
         kind: u32,
         tag: u64,
-        data: &[u8],
+        parts: &[&[u8]],
         limit: Option<Instant>,
     ) -> Result<()> {
         let _one_producer = peer.send.lock().unwrap_or_else(|e| e.into_inner());
@@ -198,17 +199,27 @@ impl ShmTransport {
             .control
             .ring(self.shared.rank.index())
             .ok_or(Error::Closed)?;
-        let head = ring::header(kind, tag, data.len());
+        let len = parts.iter().map(|p| p.len()).sum();
+        let head = ring::header(kind, tag, len);
         let pad = [0u8; 8];
-        let pieces: [&[u8]; 3] = [&head, data, &pad[..ring::padding(data.len())]];
+        let pad = &pad[..ring::padding(len)];
+        let pieces = std::iter::once(&head[..])
+            .chain(parts.iter().copied())
+            .chain(std::iter::once(pad));
+        let corrupt = |_| Error::PeerLost {
+            peer: peer.rank,
+            reason: "its ring's counters are out of range".into(),
+        };
+        // The common case: the whole frame fits, and is published at once.
+        if ring.push_all(pieces.clone()).map_err(corrupt)? {
+            super::wake::notify(&peer.control);
+            return Ok(());
+        }
         let mut waits = 0u32;
         for piece in pieces {
             let mut at = 0;
             while at < piece.len() {
-                let n = ring.push(&piece[at..]).map_err(|_| Error::PeerLost {
-                    peer: peer.rank,
-                    reason: "its ring's counters are out of range".into(),
-                })?;
+                let n = ring.push(&piece[at..]).map_err(corrupt)?;
                 at += n;
                 if n > 0 {
                     super::wake::notify(&peer.control);
@@ -282,7 +293,8 @@ impl ShmTransport {
         let mut got = None;
         let mut seen = self.shared.mailbox.events();
         let mut spins = 0u32;
-        while start.elapsed() < spin {
+        // The clock is read every 64 turns: a read costs as much as a look at the rings.
+        while !spins.is_multiple_of(64) || start.elapsed() < spin {
             // Messages reach the mailbox through this thread, the progress thread, or another
             // backend's thread (a mixed job): look whenever anything arrived.
             let drained = self.shared.drain(from);
@@ -425,10 +437,15 @@ impl Transport for ShmTransport {
     }
 
     fn send(&self, peer: Rank, tag: Tag, data: &[u8]) -> Result<()> {
-        if data.len() > self.shared.config.max_message {
+        self.send_parts(peer, tag, &[data])
+    }
+
+    /// The pieces are copied into the ring as they are, with no buffer of their own.
+    fn send_parts(&self, peer: Rank, tag: Tag, parts: &[&[u8]]) -> Result<()> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        if len > self.shared.config.max_message {
             return Err(Error::InvalidArgument(format!(
-                "a message of {} bytes exceeds the limit of {}",
-                data.len(),
+                "a message of {len} bytes exceeds the limit of {}",
                 self.shared.config.max_message
             )));
         }
@@ -439,12 +456,12 @@ impl Transport for ShmTransport {
             self.shared.mailbox.deliver(Message {
                 source: peer,
                 tag,
-                data: data.to_vec(),
+                data: parts.concat(),
             });
             return Ok(());
         }
         let p = self.shared.peer(peer)?;
-        self.send_frame(p, KIND_MESSAGE, tag.0, data, None)
+        self.send_frame(p, KIND_MESSAGE, tag.0, parts, None)
     }
 
     fn recv(

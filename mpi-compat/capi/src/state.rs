@@ -225,13 +225,18 @@ pub(crate) fn with_state_then<P>(
 #[derive(Debug)]
 pub(crate) struct Taken {
     pub(crate) comm: Communicator,
-    types: Vec<(i32, CResult<Datatype>)>,
+    /// At most [`TAKEN_TYPES`] (a send and a receive type), in place: a vector cost an
+    /// allocation per call.
+    types: [Option<(i32, CResult<Datatype>)>; TAKEN_TYPES],
 }
+
+/// The most datatype arguments a call made through [`with_comm`] names.
+const TAKEN_TYPES: usize = 2;
 
 impl Taken {
     /// Datatype `h`, one of those named to [`with_comm`].
     pub(crate) fn datatype(&self, h: i32) -> CResult<&Datatype> {
-        match self.types.iter().find(|(t, _)| *t == h) {
+        match self.types.iter().flatten().find(|(t, _)| *t == h) {
             Some((_, Ok(d))) => Ok(d),
             Some((_, Err(f))) => Err(f.clone()),
             None => Err(Failure::new(
@@ -256,11 +261,20 @@ pub(crate) fn with_comm(
         Some(comm),
         |s| {
             let c = s.tables.comm(comm)?.comm.clone();
-            let types = types
-                .iter()
-                .map(|&t| (t, s.tables.datatype(t).cloned()))
-                .collect();
-            Ok(Taken { comm: c, types })
+            if types.len() > TAKEN_TYPES {
+                return Err(Failure::new(
+                    ERR_INTERN,
+                    format!("{name} names {} datatypes", types.len()),
+                ));
+            }
+            let mut taken = [const { None }; TAKEN_TYPES];
+            for (slot, &t) in taken.iter_mut().zip(types) {
+                *slot = Some((t, s.tables.datatype(t).cloned()));
+            }
+            Ok(Taken {
+                comm: c,
+                types: taken,
+            })
         },
         |taken| body(&taken),
     )

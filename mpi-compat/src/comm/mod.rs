@@ -403,14 +403,15 @@ impl Communicator {
     /// already here allow. Returns the message when it matched.
     ///
     /// No lock is held while waiting, so a thread blocked here does not block other threads'
-    /// sends and receives. Messages are taken from the transport only under the matching
-    /// lock and without waiting ([`Transport::try_recv`]), so the messages of one sender are
-    /// matched in the order they arrived. A blocked thread waits for the network
-    /// ([`Transport::wait_message`], which takes nothing) as the *listener* of its source,
-    /// unless another thread already listens for that source or for any source; it then sleeps
-    /// on the matching condition variable, which listeners signal after every arrival and when
-    /// they leave. A thread takes messages only from sources nobody else listens for, so a
-    /// listener never misses its message because another thread took it.
+    /// sends and receives. A blocked thread waits for the network as the *listener* of its
+    /// source ([`Transport::recv`]: it takes the first message from there), unless another
+    /// thread already listens for that source or for any source; it then sleeps on the
+    /// matching condition variable, which listeners signal after every arrival and when they
+    /// leave. A thread takes messages only from sources nobody else listens for (under the
+    /// matching lock and without waiting, [`Transport::try_recv`], or as their listener), and a
+    /// listener delivers what it took before it stops listening, so the messages of one sender
+    /// are matched in the order they arrived and a listener never misses its message because
+    /// another thread took it.
     pub(crate) fn progress(&self, id: u64, block: bool) -> Result<Option<Incoming>> {
         let tag = self.tag(Channel::PointToPoint);
         let transport = self.transport();
@@ -437,6 +438,10 @@ impl Communicator {
                         Ok(msg) => {
                             m.deliver(decode(msg)?);
                             took = true;
+                            if m.matched.contains_key(&id) {
+                                // What came after it stays with the transport, in order.
+                                break;
+                            }
                         }
                         // A lost or closed sender ends only the receives that wait for it
                         // (and not one that has just been given its message: an any-source
@@ -499,19 +504,24 @@ impl Communicator {
             }
             m.listeners.push(source);
             drop(all);
-            let waited = transport.wait_message(from, Some(tag), Some(LISTEN_SLICE));
+            // The listener takes the message itself: nobody else takes from its source while
+            // it listens (see `free_to_take`), so the message is matched in arrival order
+            // when it is delivered below, before the listener leaves.
+            let waited = transport.recv(from, Some(tag), Some(LISTEN_SLICE));
             all = self.shared.matching();
             let m = all.entry(self.context).or_default();
+            let delivered = match waited {
+                Ok(msg) => decode(msg).map(|msg| m.deliver(msg)),
+                Err(transport::Error::Timeout(_)) => Ok(()),
+                Err(e) => Err(e.into()),
+            };
             if let Some(i) = m.listeners.iter().position(|l| *l == source) {
                 m.listeners.swap_remove(i);
             }
             if m.waiting > 0 {
                 self.shared.progressed.notify_all();
             }
-            match waited {
-                Ok(()) | Err(transport::Error::Timeout(_)) => {}
-                Err(e) => return Err(e.into()),
-            }
+            delivered?;
         }
     }
 

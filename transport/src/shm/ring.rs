@@ -117,6 +117,20 @@ impl Ring<'_> {
             .store(head.wrapping_add(dst.len() as u64), Ordering::Release);
     }
 
+    /// Consumer: moves `n` bytes (at most [`Ring::available`]) out of the ring onto the end
+    /// of `v`, with no zeroing of `v`'s new bytes first.
+    fn pop_onto(&self, v: &mut Vec<u8>, n: usize) {
+        v.reserve(n);
+        let at = v.len();
+        let head = self.head.load(Ordering::Relaxed);
+        self.copy(head, v.as_mut_ptr().wrapping_add(at), n, false);
+        // SAFETY: `reserve` made room for `n` bytes after `at`, and `copy` has just written
+        // all of them, so the first `at + n` bytes are initialised and within the capacity.
+        unsafe { v.set_len(at + n) };
+        self.head
+            .store(head.wrapping_add(n as u64), Ordering::Release);
+    }
+
     /// Consumer: drops `n` bytes (at most [`Ring::available`]).
     fn skip(&self, n: u64) {
         let head = self.head.load(Ordering::Relaxed);
@@ -198,9 +212,7 @@ impl Reader {
             let take = ((total - p.got) as u64).min(avail) as usize;
             let data = take.min(p.len.saturating_sub(p.got));
             if data > 0 {
-                let old = p.buf.len();
-                p.buf.resize(old + data, 0);
-                ring.pop(&mut p.buf[old..]);
+                ring.pop_onto(&mut p.buf, data);
             }
             ring.skip((take - data) as u64);
             p.got += take;

@@ -208,6 +208,14 @@ impl Window {
                 return Ok(old);
             }
         }
+        // One 8-byte integer sum whose old value is wanted (`MPI_Fetch_and_op`): one call, as
+        // compare-and-swap makes, with no batch around it (the batch's vectors and completion
+        // made fetch-and-op over shm 2.5x compare-and-swap).
+        if word_sum && count == 1 && want_old {
+            let add: u64 = bytemuck::pod_read_unaligned(bytes(origin));
+            let old = self.t().fetch_add(self.word(target, offset)?, add)?;
+            return Ok(vec![bytemuck::pod_read_unaligned(&old.to_le_bytes())]);
+        }
         // Sum of 8-byte integers: one fetch-and-add per element, at the target's memory.
         if word_sum {
             let ops = (0..count)

@@ -219,11 +219,12 @@ impl TcpTransport {
                     driving.got_it();
                     return r;
                 }
-                if start.elapsed() >= spin {
+                let spun = start.elapsed();
+                if spun >= spin {
                     break;
                 }
                 turns += 1;
-                if turns.is_multiple_of(YIELD_EVERY) {
+                if spun >= YIELD_AFTER && turns.is_multiple_of(YIELD_EVERY) {
                     // On an oversubscribed host a thread woken for a message (another
                     // receiver's, or the sender this one waits for) needs this processor.
                     std::thread::yield_now();
@@ -235,10 +236,14 @@ impl TcpTransport {
 }
 
 /// Looks at the connections between which a spinning receiver yields the processor (each
-/// look is a `poll`: about 0.3 us). Without it, `osu_latency_mt` (two receiving threads, one
-/// of them asleep until the other hands it its message) took 190-340 us a message on 2 vCPUs:
-/// the woken thread waited for a spinner's time slice to end.
+/// look is a `poll`: about 0.3 us), once it has spun [`YIELD_AFTER`]. Without it,
+/// `osu_latency_mt` (two receiving threads, one of them asleep until the other hands it its
+/// message) took 190-340 us a message on 2 vCPUs: the woken thread waited for a spinner's
+/// time slice to end.
 const YIELD_EVERY: u32 = 8;
+/// How long a receiver spins before it starts yielding: longer than a ping-pong's round
+/// trip over loopback (about 13 us), whose waits then pay no `sched_yield`.
+const YIELD_AFTER: Duration = Duration::from_micros(20);
 
 impl Transport for TcpTransport {
     fn post_batch(&self, ops: Vec<Op>) -> Result<Vec<Completion>> {

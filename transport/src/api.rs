@@ -227,16 +227,7 @@ pub trait Transport: Send + Sync {
         count: u32,
         add: u64,
     ) -> Result<Vec<Completion>> {
-        check_strided(&first, stride)?;
-        let ops = (0..u64::from(count))
-            .map(|i| {
-                Ok(Op::FetchAdd {
-                    remote: first.region.word(first.offset + i * stride)?,
-                    add,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        self.post_batch(ops)
+        self.post_batch(strided_adds(&first, stride, count, add)?)
     }
 
     /// Combines the elements in `local` into `remote` with `reduction`, at the target, in one
@@ -340,6 +331,25 @@ pub(crate) fn check_runs(
         ));
     }
     Ok(())
+}
+
+/// The words of a [`Transport::add_strided`] as one fetch-and-add each, checked (for backends
+/// without a native form).
+pub(crate) fn strided_adds(
+    first: &RemoteSlice,
+    stride: u64,
+    count: u32,
+    add: u64,
+) -> Result<Vec<Op>> {
+    check_strided(first, stride)?;
+    (0..u64::from(count))
+        .map(|i| {
+            Ok(Op::FetchAdd {
+                remote: first.region.word(first.offset + i * stride)?,
+                add,
+            })
+        })
+        .collect()
 }
 
 /// The checks every backend's [`Transport::add_strided`] makes before anything leaves.

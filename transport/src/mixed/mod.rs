@@ -49,6 +49,8 @@ pub struct MixedTransport {
     /// too: its atomics are not atomic with respect to CPU atomics (RDMA NICs), and every
     /// atomic on a word must be made the same way.
     atomics_far: bool,
+    /// Some other node is reached through shared memory (fixed at connection).
+    any_shm: bool,
 }
 
 impl PreparedMixed {
@@ -128,11 +130,13 @@ impl PreparedMixed {
             far.get().flush(r)?;
         }
         let atomics_far = !far.get().capabilities().atomics_coherent_with_cpu;
+        let any_shm = (0..nodes).any(|r| r != me.index() && shm.reaches(Rank(r as u32)));
         Ok(MixedTransport {
             far,
             shm,
             far_used: (0..nodes).map(|_| AtomicBool::new(false)).collect(),
             atomics_far,
+            any_shm,
         })
     }
 }
@@ -282,8 +286,6 @@ impl Transport for MixedTransport {
 
     fn capabilities(&self) -> Capabilities {
         let (t, s) = (self.far.get().capabilities(), self.shm.capabilities());
-        let any_shm =
-            (0..self.nodes()).any(|r| r != self.rank().index() && self.shm.reaches(Rank(r as u32)));
         Capabilities {
             backend: BackendKind::Mixed,
             native_one_sided: false,
@@ -293,7 +295,7 @@ impl Transport for MixedTransport {
             max_transfer: t.max_transfer.min(s.max_transfer),
             // A reduction served by the target's tcp thread is not atomic with respect to the
             // CPU atomics co-located peers apply directly.
-            remote_reduce: t.remote_reduce && !any_shm,
+            remote_reduce: t.remote_reduce && !self.any_shm,
         }
     }
 
@@ -386,16 +388,7 @@ impl Transport for MixedTransport {
         if !self.shm.reaches(first.rank()) || self.atomics_far {
             return self.far.get().add_strided(first, stride, count, add);
         }
-        crate::api::check_strided(&first, stride)?;
-        let ops = (0..u64::from(count))
-            .map(|i| {
-                Ok(Op::FetchAdd {
-                    remote: first.region.word(first.offset + i * stride)?,
-                    add,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        self.post_batch(ops)
+        self.post_batch(crate::api::strided_adds(&first, stride, count, add)?)
     }
 
     fn accumulate(
@@ -405,7 +398,9 @@ impl Transport for MixedTransport {
         reduction: crate::Reduction,
         fetch: Option<LocalSlice>,
     ) -> Result<Completion> {
-        if self.capabilities().remote_reduce {
+        // Asked of the far backend and `any_shm` directly: `capabilities` builds the whole
+        // answer, and this is on every accumulate's path.
+        if !self.any_shm && self.far.get().capabilities().remote_reduce {
             return self.far.get().accumulate(remote, local, reduction, fetch);
         }
         Err(Error::Unsupported(

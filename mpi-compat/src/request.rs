@@ -119,6 +119,20 @@ impl<'a> Request<'a> {
         else {
             return Ok(None);
         };
+        if block {
+            // The fast way first: the message straight from the transport into `buf`.
+            match comm.receive_lent(id, buf) {
+                Ok(Some(status)) => {
+                    self.state = State::Done(status);
+                    return Ok(Some(status));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    comm.cancel(id);
+                    return Err(e);
+                }
+            }
+        }
         match comm.progress(id, block) {
             Ok(Some(m)) => {
                 let status = comm.status_of(&m);

@@ -109,6 +109,15 @@ impl Transport for AnyTransport {
     ) -> Result<Message> {
         each!(self, t => t.recv(from, tag, timeout))
     }
+    fn recv_lent(
+        &self,
+        from: Option<Rank>,
+        tag: Option<Tag>,
+        timeout: Option<Duration>,
+        take: &mut dyn FnMut(Rank, &[u8]) -> bool,
+    ) -> Result<Option<Message>> {
+        each!(self, t => t.recv_lent(from, tag, timeout, take))
+    }
     fn send_owned(&self, peer: Rank, tag: Tag, data: Vec<u8>) -> Result<()> {
         each!(self, t => t.send_owned(peer, tag, data))
     }

@@ -103,6 +103,32 @@ pub trait Transport: Send + Sync {
         timeout: Option<Duration>,
     ) -> Result<Message>;
 
+    /// Like [`Transport::recv`], lending the message's payload to `take` where it lies instead
+    /// of handing over a buffer: the shm backend lends a whole frame from its ring, so a
+    /// receiver copies the bytes once, straight to where they go. `take` gets the sender and
+    /// the payload and returns whether it took the message; a message it refuses is returned
+    /// (`Ok(Some)`), exactly as `recv` would have returned it, and `take` must then have changed
+    /// nothing. `Ok(None)`: `take` took the message. The default receives with `recv` and lends
+    /// the buffer.
+    ///
+    /// # Errors
+    /// As [`Transport::recv`] (`take` is not called then).
+    fn recv_lent(
+        &self,
+        from: Option<Rank>,
+        tag: Option<Tag>,
+        timeout: Option<Duration>,
+        take: &mut dyn FnMut(Rank, &[u8]) -> bool,
+    ) -> Result<Option<Message>> {
+        let m = self.recv(from, tag, timeout)?;
+        if take(m.source, &m.data) {
+            crate::pool::recycle(m.data);
+            Ok(None)
+        } else {
+            Ok(Some(m))
+        }
+    }
+
     /// Takes the oldest message that matches `from` and `tag` if one has already arrived,
     /// without waiting: `None` when there is none yet.
     ///

@@ -2,7 +2,7 @@
 //! message that matches is taken, so messages from one source with one tag keep their order.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,10 @@ pub(crate) struct Mailbox {
     /// watchdog is not woken by every message.
     failed: Condvar,
     events: AtomicU64,
+    /// Messages queued (written under the lock): [`Mailbox::quiet`] reads it without the lock.
+    queued: AtomicUsize,
+    /// Set (for good) once a peer is down or the mailbox is closed.
+    troubled: AtomicBool,
     spin: Duration,
 }
 
@@ -46,6 +50,8 @@ impl Mailbox {
             arrived: Condvar::new(),
             failed: Condvar::new(),
             events: AtomicU64::new(0),
+            queued: AtomicUsize::new(0),
+            troubled: AtomicBool::new(false),
             spin,
         }
     }
@@ -69,6 +75,7 @@ impl Mailbox {
     pub(crate) fn deliver(&self, msg: Message) {
         let mut state = self.lock();
         state.queue.push_back(msg);
+        self.queued.store(state.queue.len(), Ordering::Release);
         // Sleepers count themselves under the lock before they look at the queue, so one that
         // has not counted itself yet will see this message.
         let sleeping = state.sleepers > 0;
@@ -88,6 +95,7 @@ impl Mailbox {
         if let Some(slot) = state.down.get_mut(peer.index()) {
             slot.get_or_insert(error);
         }
+        self.troubled.store(true, Ordering::Release);
         drop(state);
         self.notify();
     }
@@ -95,6 +103,7 @@ impl Mailbox {
     /// Wakes every receiver with [`Error::Closed`].
     pub(crate) fn close(&self) {
         self.lock().closed = true;
+        self.troubled.store(true, Ordering::Release);
         self.notify();
     }
 
@@ -170,7 +179,11 @@ impl Mailbox {
             {
                 let mut state = self.lock();
                 if let Some(r) = locate(&state, from, tag) {
-                    return r.map(|i| found(&mut state, i));
+                    return r.map(|i| {
+                        let v = found(&mut state, i);
+                        self.queued.store(state.queue.len(), Ordering::Release);
+                        v
+                    });
                 }
             }
             if start.elapsed() >= self.spin {
@@ -215,7 +228,11 @@ impl Mailbox {
         let mut state = self.lock();
         loop {
             if let Some(r) = locate(&state, from, tag) {
-                return r.map(|i| found(&mut state, i));
+                return r.map(|i| {
+                    let v = found(&mut state, i);
+                    self.queued.store(state.queue.len(), Ordering::Release);
+                    v
+                });
             }
             if let Some(d) = deadline {
                 if Instant::now() >= d {
@@ -235,7 +252,16 @@ impl Mailbox {
     /// waiting.
     pub(crate) fn poll(&self, from: Option<Rank>, tag: Option<Tag>) -> Option<Result<Message>> {
         let mut state = self.lock();
-        locate(&state, from, tag).map(|r| r.and_then(|i| take(&mut state, i)))
+        let found = locate(&state, from, tag).map(|r| r.and_then(|i| take(&mut state, i)));
+        self.queued.store(state.queue.len(), Ordering::Release);
+        found
+    }
+
+    /// Whether nothing is queued and no peer is down (nor the mailbox closed), read without the
+    /// lock: a receiver that has seen this may look for its message elsewhere first (a
+    /// delivery racing with the look is a message another look will find).
+    pub(crate) fn quiet(&self) -> bool {
+        self.queued.load(Ordering::Acquire) == 0 && !self.troubled.load(Ordering::Acquire)
     }
 
     /// Whether a matching message is there (or the error that ends a wait for one), without

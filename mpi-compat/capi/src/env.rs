@@ -92,6 +92,8 @@ fn finalize() -> c_int {
     let windows: Vec<_> = state.tables.windows.drain().collect();
     drop(windows);
     state.tables.comms.clear();
+    crate::recent::tables_changed();
+    crate::recent::forget();
     state.tables.groups.clear();
     state.finalized = true;
     let Some(universe) = state.universe.take() else {
@@ -171,6 +173,7 @@ pub unsafe extern "C" fn MPI_Comm_set_errhandler(comm: c_int, errhandler: c_int)
             .get_mut(&comm)
             .ok_or_else(|| Failure::new(ERR_COMM, format!("invalid communicator {comm}")))?;
         e.errhandler = errhandler;
+        crate::recent::tables_changed();
         Ok(())
     })
 }
@@ -352,6 +355,7 @@ pub unsafe extern "C" fn MPI_Comm_free(comm: *mut c_int) -> c_int {
         }
         // SAFETY: not null; a valid `MPI_Comm *` by contract.
         let c = unsafe { comm.read() };
+        crate::recent::tables_changed();
         if c == 1 || s.tables.comms.remove(&c).is_none() {
             return Err(Failure::new(
                 ERR_COMM,
@@ -563,6 +567,7 @@ pub unsafe extern "C" fn MPI_Type_commit(datatype: *mut c_int) -> c_int {
             .get_mut(&h)
             .ok_or_else(|| Failure::new(ERR_TYPE, format!("invalid datatype {h}")))?;
         t.committed = true;
+        crate::recent::tables_changed();
         Ok(())
     })
 }
@@ -576,6 +581,7 @@ pub unsafe extern "C" fn MPI_Type_free(datatype: *mut c_int) -> c_int {
         }
         // SAFETY: not null; a valid `MPI_Datatype *` by contract.
         let h = unsafe { datatype.read() };
+        crate::recent::tables_changed();
         if types::is_predefined(h) || s.tables.types.remove(&h).is_none() {
             return Err(Failure::new(ERR_TYPE, format!("cannot free datatype {h}")));
         }

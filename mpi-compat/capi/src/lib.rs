@@ -54,6 +54,7 @@ mod icoll;
 mod neighbor;
 mod p2p;
 mod persist;
+mod recent;
 mod request;
 mod sched;
 mod state;

@@ -106,7 +106,9 @@ impl CommEntry {
 #[derive(Debug, Default)]
 pub(crate) struct Tables {
     // Handles are small integers this library hands out, and every call looks one up: a fast
-    // hash (`FxHashMap`) rather than the default keyed one.
+    // hash (`FxHashMap`) rather than the default keyed one. Every change to what a handle of
+    // `comms` or `types` names goes with `crate::recent::tables_changed` (threads keep what
+    // they took: see `crate::recent`); `handle` does it for new handles.
     pub(crate) comms: FxHashMap<i32, CommEntry>,
     pub(crate) groups: FxHashMap<i32, Group>,
     pub(crate) windows: FxHashMap<i32, (Window, i32)>,
@@ -121,6 +123,8 @@ pub(crate) struct Tables {
 impl Tables {
     /// A fresh handle value (never one of the predefined ones).
     pub(crate) fn handle(&mut self) -> i32 {
+        // A handle made names something new (one a thread kept as invalid, say).
+        crate::recent::tables_changed();
         self.next = self.next.max(1000) + 1;
         self.next
     }
@@ -187,10 +191,7 @@ pub(crate) fn with_state_then<P>(
                 ERRORS_ARE_FATAL,
             );
         };
-        let handler = comm
-            .and_then(|c| state.tables.comms.get(&c))
-            .or_else(|| state.tables.comms.get(&1))
-            .map_or(ERRORS_ARE_FATAL, |e| e.errhandler);
+        let handler = handler_of(state, comm);
         let prepared = prepare(state);
         drop(guard);
         (prepared.and_then(run), handler)
@@ -202,6 +203,20 @@ pub(crate) fn with_state_then<P>(
             ERRORS_ARE_FATAL,
         ),
     };
+    finish(name, result, handler)
+}
+
+/// The error handler in force for a call on communicator `comm` (`MPI_COMM_WORLD`'s for a
+/// call on none).
+fn handler_of(state: &State, comm: Option<i32>) -> i32 {
+    comm.and_then(|c| state.tables.comms.get(&c))
+        .or_else(|| state.tables.comms.get(&1))
+        .map_or(ERRORS_ARE_FATAL, |e| e.errhandler)
+}
+
+/// A call's return value: `MPI_SUCCESS`, or its failure's class under `MPI_ERRORS_RETURN`;
+/// under `MPI_ERRORS_ARE_FATAL` the failure is printed and the process exits.
+fn finish(name: &str, result: CResult<()>, handler: i32) -> i32 {
     match result {
         Ok(()) => SUCCESS,
         Err(f) => {
@@ -256,6 +271,19 @@ pub(crate) fn with_comm(
     types: &[i32],
     body: impl FnOnce(&Taken) -> CResult<()>,
 ) -> i32 {
+    let epoch = crate::recent::epoch();
+    if let Some((taken, handler)) = crate::recent::lookup(epoch, comm, types) {
+        // What this thread took for the same handles, with the tables unchanged since.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&taken)));
+        return match outcome {
+            Ok(result) => finish(name, result, handler),
+            Err(_) => finish(
+                name,
+                Err(Failure::new(ERR_INTERN, format!("{name}: internal panic"))),
+                ERRORS_ARE_FATAL,
+            ),
+        };
+    }
     with_state_then(
         name,
         Some(comm),
@@ -271,12 +299,17 @@ pub(crate) fn with_comm(
             for (slot, &t) in taken.iter_mut().zip(types) {
                 *slot = Some((t, s.tables.datatype(t).cloned()));
             }
-            Ok(Taken {
+            let taken = Taken {
                 comm: c,
                 types: taken,
-            })
+            };
+            Ok((taken, handler_of(s, Some(comm))))
         },
-        |taken| body(&taken),
+        |(taken, handler)| {
+            let taken = std::rc::Rc::new(taken);
+            crate::recent::keep(epoch, comm, types, handler, std::rc::Rc::clone(&taken));
+            body(&taken)
+        },
     )
 }
 

@@ -3,6 +3,7 @@
 //! primitive type, packed into contiguous bytes before they travel.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use mpi_compat::Op;
 
@@ -87,7 +88,9 @@ pub(crate) use with_prim;
 #[derive(Debug, Clone)]
 pub(crate) struct Datatype {
     pub(crate) prim: Prim,
-    pub(crate) blocks: Vec<(usize, usize)>,
+    /// The runs of bytes of one element (offset, length), shared: a call takes a clone of its
+    /// datatypes, and that must not cost an allocation.
+    pub(crate) blocks: Arc<[(usize, usize)]>,
     pub(crate) extent: usize,
     pub(crate) size: usize,
     pub(crate) committed: bool,
@@ -127,7 +130,7 @@ pub(crate) fn install_predefined(t: &mut Tables) {
             h,
             Datatype {
                 prim,
-                blocks: vec![(0, prim.size())],
+                blocks: Arc::new([(0, prim.size())]),
                 extent: prim.size(),
                 size: prim.size(),
                 committed: true,
@@ -144,7 +147,7 @@ pub(crate) fn is_predefined(h: i32) -> bool {
 impl Datatype {
     /// Whether `count` elements lie as one run of bytes.
     pub(crate) fn contiguous(&self) -> bool {
-        self.blocks == [(0, self.size)] && self.extent == self.size
+        *self.blocks == [(0, self.size)] && self.extent == self.size
     }
 
     /// `count` copies of `old`, `stride` bytes apart, each made of `blocklen` elements at
@@ -170,7 +173,7 @@ impl Datatype {
                 let base = displ
                     .checked_add(i.checked_mul(old.extent).ok_or_else(too_big)?)
                     .ok_or_else(too_big)?;
-                for &(off, len) in &old.blocks {
+                for &(off, len) in old.blocks.iter() {
                     let at = base + off;
                     match blocks.last_mut() {
                         Some((o, l)) if *o + *l == at => *l += len,
@@ -186,7 +189,7 @@ impl Datatype {
         }
         Ok(Datatype {
             prim: old.prim,
-            blocks,
+            blocks: blocks.into(),
             extent,
             size,
             committed: false,
@@ -211,7 +214,7 @@ impl Datatype {
         }
         let mut out = Vec::with_capacity(total);
         for i in 0..count {
-            for &(off, len) in &self.blocks {
+            for &(off, len) in self.blocks.iter() {
                 let at = buf.wrapping_add(i * self.extent + off);
                 // SAFETY: inside the `count` extents the caller vouches for.
                 let src = unsafe { std::slice::from_raw_parts(at, len) };
@@ -261,7 +264,7 @@ impl Datatype {
         }
         let mut at = 0;
         'outer: for i in 0..count {
-            for &(off, len) in &self.blocks {
+            for &(off, len) in self.blocks.iter() {
                 if at >= data.len() {
                     break 'outer;
                 }

@@ -136,6 +136,42 @@ impl Matching {
     pub(super) fn source_of(&self, id: u64) -> Option<Option<usize>> {
         self.posted.iter().find(|p| p.id == id).map(|p| p.source)
     }
+
+    /// The source and tag of posted receive `id` when the next message from its source that
+    /// matches it is its own: no receive posted before it could take a message from that
+    /// source (all earlier ones wait for other ranks), and nobody listens for that source.
+    /// The receive may then take its message straight from the transport.
+    pub(super) fn first_in_line(&self, id: u64) -> Option<(Option<usize>, Option<Tag>)> {
+        let at = self.posted.iter().position(|p| p.id == id)?;
+        let me = &self.posted[at];
+        let earlier_may_take = self
+            .posted
+            .iter()
+            .take(at)
+            .any(|p| match (p.source, me.source) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            });
+        (!earlier_may_take && self.free_to_take(me.source)).then_some((me.source, me.tag))
+    }
+
+    /// Removes posted receive `id`, which took its message without this matching state.
+    pub(super) fn withdraw(&mut self, id: u64) {
+        if let Some(i) = self.posted.iter().position(|p| p.id == id) {
+            self.posted.remove(i);
+        }
+    }
+}
+
+/// The MPI tag in the header of a point-to-point message's bytes (`None`: no header).
+pub(super) fn header_tag(data: &[u8]) -> Option<Tag> {
+    let h = data.get(..HEADER)?;
+    Some(i32::from_le_bytes([h[0], h[1], h[2], h[3]]))
+}
+
+/// The payload of a point-to-point message's bytes (after [`header_tag`]'s header).
+pub(super) fn payload_of(data: &[u8]) -> &[u8] {
+    data.get(HEADER..).unwrap_or_default()
 }
 
 /// The message a peer sent, with its MPI tag read from the header.
@@ -146,7 +182,7 @@ pub(super) fn decode(msg: Message) -> Result<Incoming> {
             detail: "point-to-point message without its header".into(),
         }));
     }
-    let tag = i32::from_le_bytes([msg.data[0], msg.data[1], msg.data[2], msg.data[3]]);
+    let tag = header_tag(&msg.data).unwrap_or_default();
     Ok(Incoming {
         source: msg.source.index(),
         tag,

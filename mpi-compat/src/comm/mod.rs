@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::request::Request;
 use crate::universe::Shared;
 
+mod lent;
 mod matching;
 pub(crate) use matching::Contexts;
 use matching::{decode, Incoming};

@@ -22,7 +22,9 @@ use crate::error::Error;
 use crate::region::Region;
 use crate::types::{LocalSlice, Op, Rank, RegionDesc, Tag};
 
+mod lending;
 mod refusals;
+pub use lending::lent_messages_keep_order;
 pub use refusals::rejects_bad_access;
 
 /// Runs every check.
@@ -37,6 +39,7 @@ pub fn run_all<T: Transport>(job: &[T]) {
     waiting_for_a_message_takes_nothing(job);
     large_messages_arrive_whole(job);
     messages_in_parts_arrive_whole(job);
+    lent_messages_keep_order(job);
     reads_see_no_later_request(job);
     accumulates_land_exactly(job);
 }

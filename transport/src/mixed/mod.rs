@@ -494,6 +494,16 @@ impl Transport for MixedTransport {
         self.shm.recv(from, tag, timeout)
     }
 
+    fn recv_lent(
+        &self,
+        from: Option<Rank>,
+        tag: Option<Tag>,
+        timeout: Option<Duration>,
+        take: &mut dyn FnMut(Rank, &[u8]) -> bool,
+    ) -> Result<Option<Message>> {
+        self.shm.recv_lent(from, tag, timeout, take)
+    }
+
     fn try_recv(&self, from: Option<Rank>, tag: Option<Tag>) -> Option<Result<Message>> {
         self.shm.try_recv(from, tag)
     }

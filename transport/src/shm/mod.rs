@@ -28,6 +28,7 @@ mod config;
 mod fast;
 mod host;
 mod layout;
+mod lend;
 mod progress;
 mod regions;
 mod ring;

@@ -161,6 +161,21 @@ pub(super) enum Frame {
     Goodbye,
 }
 
+/// What [`Reader::lend`] found at the head of a ring.
+#[derive(Debug)]
+pub(super) enum Lend {
+    /// No frame header yet.
+    Empty,
+    /// A message was lent and taken; it is out of the ring.
+    Taken,
+    /// A message was lent and refused: its payload, out of the ring.
+    Refused(Vec<u8>),
+    /// The next frame is not a message that can be lent (another tag, a goodbye, a message
+    /// not whole yet, or lying across the end of the data area, or streaming through the
+    /// ring): [`Reader::next`] takes it.
+    Other,
+}
+
 /// A message being received, possibly over several calls (it may be larger than the ring).
 #[derive(Debug)]
 struct Partial {
@@ -178,6 +193,63 @@ pub(super) struct Reader {
 }
 
 impl Reader {
+    /// Lends the next frame's payload to `take` where it lies in `ring`, if that frame is a
+    /// whole message with tag `want` in one piece, then moves the ring's head past it (one
+    /// store). `take` returns whether it took the payload; a refused one is copied out first.
+    /// Anything else is left for [`Reader::next`], which also checks what this does not.
+    pub(super) fn lend(
+        &mut self,
+        ring: &Ring<'_>,
+        max: usize,
+        want: u64,
+        take: impl FnOnce(&[u8]) -> bool,
+    ) -> Result<Lend, String> {
+        if self.partial.is_some() {
+            return Ok(Lend::Other);
+        }
+        let avail = ring
+            .available()
+            .map_err(|_| "ring counters out of range".to_string())?;
+        if avail < FRAME_HEADER as u64 {
+            return Ok(Lend::Empty);
+        }
+        let head = ring.head.load(Ordering::Relaxed);
+        let pos = (head % ring.cap) as usize;
+        if pos + FRAME_HEADER > ring.cap as usize {
+            return Ok(Lend::Other);
+        }
+        let mut h = [0u8; FRAME_HEADER];
+        ring.copy(head, h.as_mut_ptr(), FRAME_HEADER, false);
+        let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
+        let kind = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
+        let mut t = [0u8; 8];
+        t.copy_from_slice(&h[8..16]);
+        let total = FRAME_HEADER + len + padding(len);
+        if kind != KIND_MESSAGE
+            || u64::from_le_bytes(t) != want
+            || len > max
+            || total as u64 > avail
+            || pos + FRAME_HEADER + len > ring.cap as usize
+        {
+            return Ok(Lend::Other);
+        }
+        // SAFETY: the `len` bytes after the header lie inside the data area (checked just
+        // above: `pos + FRAME_HEADER + len <= cap`), which outlives `ring`; they are between
+        // `head` and `tail` (`total <= avail`, `tail` read with acquire ordering), so the
+        // producer wrote them before it published `tail` and writes no byte there until `head`
+        // moves past them, which happens below, after the slice's last use.
+        let payload =
+            unsafe { std::slice::from_raw_parts(ring.data.wrapping_add(pos + FRAME_HEADER), len) };
+        let lent = if take(payload) {
+            Lend::Taken
+        } else {
+            Lend::Refused(payload.to_vec())
+        };
+        ring.head
+            .store(head.wrapping_add(total as u64), Ordering::Release);
+        Ok(lent)
+    }
+
     /// Takes the next whole frame out of `ring`, if there is one yet; `Err` describes a
     /// protocol violation (the ring must not be read again).
     pub(super) fn next(&mut self, ring: &Ring<'_>, max: usize) -> Result<Option<Frame>, String> {

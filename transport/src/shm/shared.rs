@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use super::config::ShmConfig;
 use super::layout::Control;
 use super::regions::{PeerRegions, Publication};
-use super::ring::{Frame, Reader};
+use super::ring::{Frame, Reader, Ring};
 use crate::error::{Error, Result};
 use crate::mailbox::Mailbox;
 use crate::region::RegionTable;
@@ -36,6 +36,17 @@ pub(super) struct Peer {
     pub(super) state: AtomicU8,
     /// The last heartbeat count seen in its segment, and when it last changed.
     pub(super) beat: Mutex<(u64, std::time::Instant)>,
+}
+
+/// What [`Shared::take_frame`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Took {
+    /// No whole frame was there.
+    Nothing,
+    /// A message went to the mailbox.
+    Message,
+    /// The peer is gone (a goodbye, or a broken frame): nothing more is read from it.
+    End,
 }
 
 /// See the module documentation.
@@ -154,29 +165,40 @@ impl Shared {
         };
         let mut got = false;
         loop {
-            match reader.next(&ring, self.config.max_message) {
-                Ok(None) => return got,
-                Ok(Some(Frame::Message(tag, data))) => {
-                    got = true;
-                    self.mailbox.deliver(Message {
-                        source: peer.rank,
-                        tag: Tag(tag),
-                        data,
-                    });
-                }
-                Ok(Some(Frame::Goodbye)) => {
-                    self.down(peer, CLOSED, Error::PeerClosed(peer.rank));
-                    return true;
-                }
-                Err(detail) => {
-                    let reason = format!("broke the shm ring protocol: {detail}");
-                    let e = Error::PeerLost {
-                        peer: peer.rank,
-                        reason,
-                    };
-                    self.down(peer, LOST, e);
-                    return true;
-                }
+            match self.take_frame(peer, &ring, &mut reader) {
+                Took::Nothing => return got,
+                Took::Message => got = true,
+                Took::End => return true,
+            }
+        }
+    }
+
+    /// Takes the next whole frame out of `ring` (from `peer`, read with `reader`, whose lock
+    /// the caller holds): a message goes to the mailbox; a goodbye or a broken frame ends the
+    /// peer.
+    pub(super) fn take_frame(&self, peer: &Peer, ring: &Ring<'_>, reader: &mut Reader) -> Took {
+        match reader.next(ring, self.config.max_message) {
+            Ok(None) => Took::Nothing,
+            Ok(Some(Frame::Message(tag, data))) => {
+                self.mailbox.deliver(Message {
+                    source: peer.rank,
+                    tag: Tag(tag),
+                    data,
+                });
+                Took::Message
+            }
+            Ok(Some(Frame::Goodbye)) => {
+                self.down(peer, CLOSED, Error::PeerClosed(peer.rank));
+                Took::End
+            }
+            Err(detail) => {
+                let reason = format!("broke the shm ring protocol: {detail}");
+                let e = Error::PeerLost {
+                    peer: peer.rank,
+                    reason,
+                };
+                self.down(peer, LOST, e);
+                Took::End
             }
         }
     }

@@ -479,6 +479,16 @@ impl Transport for ShmTransport {
         )
     }
 
+    fn recv_lent(
+        &self,
+        from: Option<Rank>,
+        tag: Option<Tag>,
+        timeout: Option<Duration>,
+        take: &mut dyn FnMut(Rank, &[u8]) -> bool,
+    ) -> Result<Option<Message>> {
+        self.lend(from, tag, timeout, take)
+    }
+
     fn try_recv(&self, from: Option<Rank>, tag: Option<Tag>) -> Option<Result<Message>> {
         self.shared.drain(from);
         match self.shared.mailbox.poll(from, tag) {

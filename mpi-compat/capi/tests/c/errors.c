@@ -33,7 +33,24 @@ int main(int argc, char **argv)
     MPI_Datatype v;
     OK(MPI_Type_vector(2, 1, 2, MPI_INT, &v));
     EXPECT(MPI_Send(&x, 1, v, 0, 0, MPI_COMM_WORLD), MPI_ERR_TYPE); /* not committed */
+    /* A thread reuses what its last call took for the same handles: committing, freeing and
+       making handles must show at once (the same calls again, with other outcomes). */
+    OK(MPI_Type_commit(&v));
+    int four[4] = { 1, 2, 3, 4 }, two[2] = { 0, 0 };
+    OK(MPI_Send(four, 1, v, me, 5, MPI_COMM_WORLD));
+    OK(MPI_Recv(two, 2, MPI_INT, me, 5, MPI_COMM_WORLD, MPI_STATUS_IGNORE));
+    CHECK(two[0] == 1 && two[1] == 3, "a vector type sent %d %d", two[0], two[1]);
+    MPI_Datatype freed = v;
     OK(MPI_Type_free(&v));
+    EXPECT(MPI_Send(four, 1, freed, me, 5, MPI_COMM_WORLD), MPI_ERR_TYPE);
+    MPI_Comm mine;
+    OK(MPI_Comm_dup(MPI_COMM_WORLD, &mine));
+    OK(MPI_Send(&x, 1, MPI_INT, me, 6, mine));
+    OK(MPI_Recv(&x, 1, MPI_INT, me, 6, mine, MPI_STATUS_IGNORE));
+    MPI_Comm gone = mine;
+    OK(MPI_Comm_free(&mine));
+    EXPECT(MPI_Send(&x, 1, MPI_INT, me, 6, gone), MPI_ERR_COMM);
+    EXPECT(MPI_Recv(&x, 1, MPI_INT, me, 6, gone, MPI_STATUS_IGNORE), MPI_ERR_COMM);
     MPI_Request r = 12345;
     EXPECT(MPI_Wait(&r, MPI_STATUS_IGNORE), MPI_ERR_REQUEST);
     EXPECT(MPI_Send(&x, 1, MPI_INT, -5, 0, MPI_COMM_WORLD), MPI_ERR_RANK);

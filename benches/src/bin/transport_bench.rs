@@ -5,7 +5,9 @@
 //! When the peer is reached through shared memory (`DSM_TRANSPORT=shm`, or `auto` on one host),
 //! 8-byte and 4 KiB reads and the atomics are also timed beside the same accesses made directly
 //! on a shared (`memfd`) mapping in this process, interleaved, in batches of 100 (one clock
-//! read per operation would cost more than the operation).
+//! read per operation would cost more than the operation); and atomics in round trips between
+//! the two processes (the peer answers each), beside the same round trips made with CPU atomics
+//! between this process and a forked child.
 //!
 //! Run: `dsmrun -n 2 target/release/transport_bench` (or `scripts/bench.sh`). `--quick` runs a
 //! few iterations only, to check that the program works; `--medium` is sized for the emulated
@@ -14,6 +16,7 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,6 +34,12 @@ const RPC_BUSY_POLL: u64 = 4;
 const QUIT: u64 = 0;
 const REGION: usize = 16 << 20;
 const PORT_TAG: Tag = Tag(1);
+/// Starts (a count of round trips, and the word's value before them) or stops (count 0)
+/// the peer's echo of [`round_trips`].
+const ECHO_TAG: Tag = Tag(2);
+/// The word of the peer's region that the round trips move: its last cache line, which no
+/// other row touches.
+const ECHO_WORD: usize = REGION - 64;
 
 struct Plan {
     lat_iters: usize,
@@ -349,6 +358,10 @@ fn client(
     s.write_all(&header(QUIT, 0, 0)).map_err(io)?;
     if t.backend_of(Rank(1)) == BackendKind::Shm {
         rows.extend(shm_rows(t, &remote, &local, plan).map_err(tr)?);
+        let trips = round_trips(t, &remote, &local, plan);
+        // The peer stops echoing whatever happened here.
+        t.send(Rank(1), ECHO_TAG, &[0u8; 16]).map_err(tr)?;
+        rows.extend(trips?);
     }
     Ok(rows)
 }
@@ -375,7 +388,6 @@ fn shm_rows<T: Transport>(
     plan: &Plan,
 ) -> transport::Result<Vec<Row>> {
     use std::hint::black_box;
-    use std::sync::atomic::Ordering;
     let reps = (plan.lat_iters / 10).max(5);
     let names = [
         "shm read 8 B vs memcpy (per op, median)",
@@ -440,6 +452,9 @@ fn run(node: &Node, plan: &Plan) -> Result<(), String> {
         t.send(Rank(0), PORT_TAG, addr.to_string().as_bytes())
             .map_err(tr)?;
         serve_raw(listener).map_err(|e| format!("raw server: {e}"))?;
+        if t.backend_of(Rank(0)) == BackendKind::Shm {
+            echo(t, &home).map_err(tr)?;
+        }
     } else {
         let remote = RegionDesc::from_bytes(&descs[1]).map_err(tr)?;
         let addr = t
@@ -524,4 +539,164 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Round trips per timed batch of [`round_trips`].
+const TRIPS: u64 = 2000;
+
+/// Waits until `word` holds `want`, spinning (`load` reads it); gives up after 10 s.
+fn await_value(mut load: impl FnMut() -> transport::Result<u64>, want: u64) -> Result<(), String> {
+    let start = Instant::now();
+    let mut spins = 0u32;
+    loop {
+        if load().map_err(|e| e.to_string())? == want {
+            return Ok(());
+        }
+        spins = spins.wrapping_add(1);
+        if spins.is_multiple_of(4096) && start.elapsed() > Duration::from_secs(10) {
+            return Err(format!("the word never reached {want}"));
+        }
+        std::hint::spin_loop();
+    }
+}
+
+/// The peer's side of [`round_trips`] (rank 1): for each start message, `count` times, waits
+/// until its word is odd and makes it even again (a CPU atomic on its own memory); a count of 0
+/// stops.
+fn echo<T: Transport>(t: &T, home: &Region) -> transport::Result<()> {
+    let word = home.atomic_u64(ECHO_WORD)?;
+    loop {
+        let m = t.recv(Some(Rank(0)), Some(ECHO_TAG), None)?;
+        let field = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(m.data.get(i * 8..i * 8 + 8).unwrap_or(&[0; 8]));
+            u64::from_le_bytes(b)
+        };
+        let (count, base) = (field(0), field(1));
+        if count == 0 {
+            return Ok(());
+        }
+        for i in 0..count {
+            await_value(|| Ok(word.load(Ordering::Acquire)), base + 2 * i + 1)
+                .map_err(transport::Error::Timeout)?;
+            word.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Round trips between two processes through shared memory: this rank makes a word odd (a
+/// fetch-and-add, or a compare-and-swap), the other process sees it and makes it even, this
+/// rank sees that. Through the transport (the word in the peer's region; this rank reads it
+/// with 8-byte transport reads) beside the same round trips made with CPU atomics and loads
+/// on a shared mapping between this process and a child forked for each batch: the cost of an
+/// operation where another process uses the memory too, which is what remote atomics are for.
+fn round_trips<T: Transport>(
+    t: &T,
+    remote: &RegionDesc,
+    local: &Arc<Region>,
+    plan: &Plan,
+) -> Result<Vec<Row>, String> {
+    let tr = |e: transport::Error| e.to_string();
+    let rword = remote.word(ECHO_WORD as u64).map_err(tr)?;
+    let (src, dst) = (
+        remote.slice(ECHO_WORD as u64, 8).map_err(tr)?,
+        LocalSlice::new(local, 0, 8).map_err(tr)?,
+    );
+    let seen = local.atomic_u64(0).map_err(tr)?;
+    let read = || -> transport::Result<u64> {
+        t.read(src, dst.clone())?;
+        Ok(seen.load(Ordering::Acquire))
+    };
+    let shared = Region::allocate(4096).map_err(tr)?;
+    let word = shared.atomic_u64(0).map_err(tr)?;
+    let ready = shared.atomic_u64(64).map_err(tr)?;
+    let reps = (plan.lat_iters / 50).max(3);
+    let names = [
+        "shm fetch_add round trip vs CPU atomic round trip (2 processes, median)",
+        "shm compare_swap round trip vs CPU atomic round trip (2 processes, median)",
+    ];
+    let mut ours: Vec<Vec<Duration>> = vec![Vec::new(); 2];
+    let mut floor: Vec<Vec<Duration>> = vec![Vec::new(); 2];
+    let mut base = read().map_err(tr)?;
+    for _ in 0..reps {
+        for (k, cas) in [(0, false), (1, true)] {
+            floor[k].push(forked_round_trips(word, ready, cas)? / TRIPS as u32);
+            let mut start = [0u8; 16];
+            start[..8].copy_from_slice(&TRIPS.to_le_bytes());
+            start[8..].copy_from_slice(&base.to_le_bytes());
+            t.send(Rank(1), ECHO_TAG, &start).map_err(tr)?;
+            let t0 = Instant::now();
+            for i in 0..TRIPS {
+                let v = base + 2 * i;
+                if cas {
+                    t.compare_swap(rword, v, v + 1).map_err(tr)?;
+                } else {
+                    t.fetch_add(rword, 1).map_err(tr)?;
+                }
+                await_value(read, v + 2)?;
+            }
+            ours[k].push(t0.elapsed() / TRIPS as u32);
+            base += 2 * TRIPS;
+        }
+    }
+    Ok(names
+        .iter()
+        .zip(ours.iter_mut().zip(floor.iter_mut()))
+        .map(|(name, (o, f))| Row {
+            metric: (*name).into(),
+            value: Stats::of(o).median.as_secs_f64() * 1e9,
+            floor: Stats::of(f).median.as_secs_f64() * 1e9,
+            unit: "ns",
+            better: Better::Lower,
+            target: Some(3.0),
+        })
+        .collect())
+}
+
+/// [`TRIPS`] round trips on `word` (of a shared mapping) with a child process: the floor of
+/// [`round_trips`]. Returns the time of all of them, from when the child runs (it says so in
+/// `ready`).
+fn forked_round_trips(word: &AtomicU64, ready: &AtomicU64, cas: bool) -> Result<Duration, String> {
+    word.store(0, Ordering::SeqCst);
+    ready.store(0, Ordering::SeqCst);
+    // SAFETY: the child runs only atomics on a `MAP_SHARED` mapping it inherited, spin hints,
+    // reads of the clock (`clock_gettime`, async-signal-safe) and `_exit`: nothing that could
+    // need a lock or allocator state another thread of the parent held at the fork.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(format!("fork: {}", std::io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        ready.store(1, Ordering::Release);
+        let ok = (0..TRIPS).all(|i| {
+            let waited = await_value(|| Ok(word.load(Ordering::Acquire)), 2 * i + 1).is_ok();
+            word.fetch_add(1, Ordering::AcqRel);
+            waited
+        });
+        // SAFETY: ends the child at once, running nothing of the parent's (no destructors,
+        // no atexit handlers, no flushing of buffers the parent owns).
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    let started = await_value(|| Ok(ready.load(Ordering::Acquire)), 1);
+    let t0 = Instant::now();
+    let trips = started.and_then(|()| {
+        (0..TRIPS).try_for_each(|i| {
+            if cas {
+                let _ =
+                    word.compare_exchange(2 * i, 2 * i + 1, Ordering::AcqRel, Ordering::Acquire);
+            } else {
+                word.fetch_add(1, Ordering::AcqRel);
+            }
+            await_value(|| Ok(word.load(Ordering::Acquire)), 2 * i + 2)
+        })
+    });
+    let took = t0.elapsed();
+    let mut status = 0;
+    // SAFETY: waits for the child forked above, writing its status into a local.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    trips?;
+    if status != 0 {
+        return Err("the forked echo failed".into());
+    }
+    Ok(took)
 }

@@ -120,13 +120,7 @@ pub trait Transport: Send + Sync {
         timeout: Option<Duration>,
         take: &mut dyn FnMut(Rank, &[u8]) -> bool,
     ) -> Result<Option<Message>> {
-        let m = self.recv(from, tag, timeout)?;
-        if take(m.source, &m.data) {
-            crate::pool::recycle(m.data);
-            Ok(None)
-        } else {
-            Ok(Some(m))
-        }
+        Ok(lend_received(self.recv(from, tag, timeout)?, take))
     }
 
     /// Takes the oldest message that matches `from` and `tag` if one has already arrived,
@@ -416,4 +410,18 @@ pub(crate) fn check_accumulate(
         )));
     }
     Ok(())
+}
+
+/// Lends a received message's buffer to `take` ([`Transport::recv_lent`]): `None` when it took
+/// the message (its buffer goes back to the pool), the message when it refused it.
+pub(crate) fn lend_received(
+    m: Message,
+    take: &mut dyn FnMut(Rank, &[u8]) -> bool,
+) -> Option<Message> {
+    if take(m.source, &m.data) {
+        crate::pool::recycle(m.data);
+        None
+    } else {
+        Some(m)
+    }
 }

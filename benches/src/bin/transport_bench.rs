@@ -366,6 +366,22 @@ fn client(
     Ok(rows)
 }
 
+/// Rows in ns of medians against their floors' (target 3x), one per name.
+fn ns_rows(names: &[&str], ours: &mut [Vec<Duration>], floor: &mut [Vec<Duration>]) -> Vec<Row> {
+    names
+        .iter()
+        .zip(ours.iter_mut().zip(floor.iter_mut()))
+        .map(|(name, (o, f))| Row {
+            metric: (*name).into(),
+            value: Stats::of(o).median.as_secs_f64() * 1e9,
+            floor: Stats::of(f).median.as_secs_f64() * 1e9,
+            unit: "ns",
+            better: Better::Lower,
+            target: Some(3.0),
+        })
+        .collect()
+}
+
 /// Operations per timed batch of [`shm_rows`].
 const BATCH: u32 = 100;
 
@@ -419,18 +435,7 @@ fn shm_rows<T: Transport>(
         })?);
         ours[3].push(per_op(|| t.compare_swap(rword, 0, 0).map(drop))?);
     }
-    Ok(names
-        .iter()
-        .zip(ours.iter_mut().zip(floor.iter_mut()))
-        .map(|(name, (o, f))| Row {
-            metric: (*name).into(),
-            value: Stats::of(o).median.as_secs_f64() * 1e9,
-            floor: Stats::of(f).median.as_secs_f64() * 1e9,
-            unit: "ns",
-            better: Better::Lower,
-            target: Some(3.0),
-        })
-        .collect())
+    Ok(ns_rows(&names, &mut ours, &mut floor))
 }
 
 fn run(node: &Node, plan: &Plan) -> Result<(), String> {
@@ -639,18 +644,7 @@ fn round_trips<T: Transport>(
             base += 2 * TRIPS;
         }
     }
-    Ok(names
-        .iter()
-        .zip(ours.iter_mut().zip(floor.iter_mut()))
-        .map(|(name, (o, f))| Row {
-            metric: (*name).into(),
-            value: Stats::of(o).median.as_secs_f64() * 1e9,
-            floor: Stats::of(f).median.as_secs_f64() * 1e9,
-            unit: "ns",
-            better: Better::Lower,
-            target: Some(3.0),
-        })
-        .collect())
+    Ok(ns_rows(&names, &mut ours, &mut floor))
 }
 
 /// [`TRIPS`] round trips on `word` (of a shared mapping) with a child process: the floor of

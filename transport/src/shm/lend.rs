@@ -91,12 +91,7 @@ impl ShmTransport {
         take: &mut dyn FnMut(Rank, &[u8]) -> bool,
     ) -> Lent {
         let m = crate::api::Transport::recv(self, from, tag, timeout)?;
-        if take(m.source, &m.data) {
-            crate::pool::recycle(m.data);
-            Ok(None)
-        } else {
-            Ok(Some(m))
-        }
+        Ok(crate::api::lend_received(m, take))
     }
 
     /// One look for the oldest message from `peer` with `tag`: in the mailbox, then at the head
@@ -118,13 +113,7 @@ impl ShmTransport {
         };
         let from = Some(peer.rank);
         let lend_message = |m: Result<Message>, take: &mut dyn FnMut(Rank, &[u8]) -> bool| {
-            let m = m?;
-            if take(m.source, &m.data) {
-                crate::pool::recycle(m.data);
-                Ok(None)
-            } else {
-                Ok(Some(m))
-            }
+            m.map(|m| crate::api::lend_received(m, take))
         };
         loop {
             if !mailbox.quiet() {

@@ -25,6 +25,8 @@
 //! wait holding the lock: a thread blocked in one of them delays the other threads' calls until
 //! it returns, and a program whose progress needs another thread's call meanwhile (a send the
 //! awaited message depends on) waits for ever. `osu_latency_mt` uses only the first kind.
+//! The calls on a communicator of the first kind take nothing under the lock when their thread's
+//! previous such call named the same handles and no handle changed since (`recent.rs`).
 //!
 //! Non-blocking collectives (and the v/w, reduce-scatter and neighbourhood collectives) are
 //! schedules of point-to-point messages on a hidden duplicate of the communicator: every

@@ -52,7 +52,7 @@ impl Payload {
         }
     }
 
-    fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.raw().1
     }
 }

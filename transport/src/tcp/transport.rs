@@ -146,7 +146,11 @@ impl TcpTransport {
         dest: Option<crate::LocalSlice>,
     ) -> Result<Completion> {
         let driver = self.drivers.get(conn.peer.index()).cloned().flatten();
-        let (completion, completer) = Completion::driven(self.shared.config.spin, driver);
+        let spin = self
+            .shared
+            .config
+            .op_spin(payload.len() + dest.as_ref().map_or(0, |d| d.len()));
+        let (completion, completer) = Completion::driven(spin, driver);
         header.id = conn.add_pending(Pending { completer, dest })?;
         conn.send(header, payload, self.shared.now_ms())?;
         Ok(completion)
@@ -272,7 +276,11 @@ impl Transport for TcpTransport {
                 let conn = self.conn(peer)?;
                 let (mut h, payload, dest) = frame_of(op);
                 let driver = self.drivers.get(conn.peer.index()).cloned().flatten();
-                let (completion, completer) = Completion::driven(self.shared.config.spin, driver);
+                let spin = self
+                    .shared
+                    .config
+                    .op_spin(payload.len() + dest.as_ref().map_or(0, |d| d.len()));
+                let (completion, completer) = Completion::driven(spin, driver);
                 h.id = conn.add_pending(Pending { completer, dest })?;
                 frames.push((h, payload));
                 out.push(completion);

@@ -198,7 +198,10 @@ pub trait Transport: Send + Sync {
 
     /// Posts several operations at once and returns their completions, in order. Backends send
     /// consecutive operations to one peer together where they can (tcp: one system call; verbs:
-    /// one post list); the default posts them one by one.
+    /// one post list); the default posts them one by one. Operations to one peer land in the
+    /// order they were posted. tcp may hold small writes back while earlier requests to the
+    /// same peer are unanswered: they leave with the next answer from that peer, or as soon
+    /// as a thread waits on it.
     ///
     /// # One-sided
     /// The targets' applications take no part.

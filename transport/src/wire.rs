@@ -61,6 +61,14 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Whether the peer answers this frame with a [`Kind::Response`].
+    pub fn is_request(self) -> bool {
+        !matches!(
+            self,
+            Kind::Response | Kind::Message | Kind::Heartbeat | Kind::Goodbye
+        )
+    }
+
     fn from_u8(k: u8) -> Option<Kind> {
         Some(match k {
             1 => Kind::Read,

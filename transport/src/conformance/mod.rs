@@ -23,8 +23,10 @@ use crate::region::Region;
 use crate::types::{LocalSlice, Op, Rank, RegionDesc, Tag};
 
 mod lending;
+mod posted;
 mod refusals;
 pub use lending::lent_messages_keep_order;
+pub use posted::posted_writes_land_in_order;
 pub use refusals::rejects_bad_access;
 
 /// Runs every check.
@@ -40,6 +42,7 @@ pub fn run_all<T: Transport>(job: &[T]) {
     large_messages_arrive_whole(job);
     messages_in_parts_arrive_whole(job);
     lent_messages_keep_order(job);
+    posted_writes_land_in_order(job);
     reads_see_no_later_request(job);
     accumulates_land_exactly(job);
 }

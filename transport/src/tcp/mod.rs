@@ -13,6 +13,7 @@ mod conn;
 mod handle;
 mod linger;
 mod mesh;
+mod outq;
 mod progress;
 mod read;
 mod setup;

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::conn::{Conn, Payload, Pending};
+use super::conn::{Conn, Payload, Pending, HOLD_BYTES};
 use super::progress;
 use super::read;
 use super::shared::Shared;
@@ -65,6 +65,8 @@ impl Driver for ConnDriver {
     fn begin(&self) {
         if let Some(Some(conn)) = self.shared.conns.get(self.peer) {
             progress::waiter_arrives(&self.shared, conn);
+            // What the waiter waits for may be among the writes held back for a batch.
+            conn.release_held();
         }
     }
 
@@ -256,8 +258,11 @@ impl Transport for TcpTransport {
         let mut target: Option<Rank> = None;
         let flush = |target: Option<Rank>, frames: &mut Vec<(Header, Payload)>| -> Result<()> {
             if let Some(peer) = target.filter(|_| !frames.is_empty()) {
+                let hold = frames
+                    .iter()
+                    .all(|(h, p)| h.kind == Kind::Write && p.len() <= HOLD_BYTES);
                 self.conn(peer)?
-                    .send_batch(std::mem::take(frames), self.shared.now_ms())?;
+                    .send_batch(std::mem::take(frames), hold, self.shared.now_ms())?;
             }
             Ok(())
         };

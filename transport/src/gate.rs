@@ -1,5 +1,6 @@
-//! Admission of the connections a listener receives while a job sets up: the bootstrap's
-//! coordinator and the tcp backend's data listeners both go through [`serve`].
+//! Admission of the connections a listener receives: the bootstrap's coordinator (while a job
+//! sets up, [`serve`]) and the tcp backend's data listeners (as long as a node runs: peers
+//! connect when they first need to, [`serve_until_stopped`]) both go through it.
 //!
 //! Anyone who can reach a listening port can connect to it, so the job must not wait on what a
 //! stranger does (or does not) send. Three rules make sure it does not:
@@ -25,7 +26,7 @@
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -183,7 +184,12 @@ pub enum Served {
     Finished,
     /// The overall deadline passed first.
     DeadlinePassed,
+    /// The stop flag given to [`serve_until_stopped`] was set.
+    Stopped,
 }
+
+/// How often [`serve_until_stopped`] looks at its stop flag while nothing arrives.
+const STOP_LOOK: Duration = Duration::from_millis(50);
 
 const RUNNING: u8 = 0;
 const DONE: u8 = 1;
@@ -232,6 +238,46 @@ pub fn serve<T, H, A>(
     listener: &TcpListener,
     config: &GateConfig,
     deadline: Instant,
+    handshake: H,
+    admit: A,
+) -> Result<Served>
+where
+    T: Send,
+    H: Fn(&mut DeadlineStream) -> std::result::Result<T, String> + Sync,
+    A: FnMut(Arrival<T>) -> Admission,
+{
+    serve_inner(listener, config, deadline, None, handshake, admit)
+}
+
+/// [`serve`] for a listener that stays open as long as its node runs (the tcp backend's data
+/// listener, whose peers connect when they first need to): no overall deadline; it returns
+/// [`Served::Stopped`] within [`STOP_LOOK`] of `stop` being set, or when `admit` says
+/// [`Admission::Finished`].
+///
+/// # Errors
+/// As [`serve`].
+pub fn serve_until_stopped<T, H, A>(
+    listener: &TcpListener,
+    config: &GateConfig,
+    stop: &AtomicBool,
+    handshake: H,
+    admit: A,
+) -> Result<Served>
+where
+    T: Send,
+    H: Fn(&mut DeadlineStream) -> std::result::Result<T, String> + Sync,
+    A: FnMut(Arrival<T>) -> Admission,
+{
+    // A year: far enough to be "never", near enough not to overflow an `Instant`.
+    let never = Instant::now() + Duration::from_secs(365 * 24 * 3600);
+    serve_inner(listener, config, never, Some(stop), handshake, admit)
+}
+
+fn serve_inner<T, H, A>(
+    listener: &TcpListener,
+    config: &GateConfig,
+    deadline: Instant,
+    stop: Option<&AtomicBool>,
     handshake: H,
     mut admit: A,
 ) -> Result<Served>
@@ -284,6 +330,9 @@ where
             let now = Instant::now();
             if now >= deadline {
                 break Ok(Served::DeadlinePassed);
+            }
+            if stop.is_some_and(|s| s.load(Ordering::Acquire)) {
+                break Ok(Served::Stopped);
             }
             short_of_descriptors = false;
             loop {
@@ -380,6 +429,9 @@ where
                 .max(Duration::from_millis(1));
             if short_of_descriptors {
                 wait = wait.min(SHORTAGE_RETRY);
+            }
+            if stop.is_some() {
+                wait = wait.min(STOP_LOOK);
             }
             match poll.poll(&mut events, Some(wait)) {
                 Ok(()) => {}

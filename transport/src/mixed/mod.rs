@@ -122,13 +122,7 @@ impl PreparedMixed {
             .shm
             .connect_some(&parsed, &local, Arc::clone(&mailbox))?;
         let far = self.far.connect_sharing(&far_eps, mailbox)?;
-        // One round trip on every connection: until a peer has been heard from, tcp allows it
-        // the connect timeout on top of the peer timeout, and peers on this host may never
-        // say anything over tcp.
         let me = far.get().rank();
-        for r in (0..nodes as u32).map(Rank).filter(|&r| r != me) {
-            far.get().flush(r)?;
-        }
         let atomics_far = !far.get().capabilities().atomics_coherent_with_cpu;
         let any_shm = (0..nodes).any(|r| r != me.index() && shm.reaches(Rank(r as u32)));
         Ok(MixedTransport {

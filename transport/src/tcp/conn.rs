@@ -164,6 +164,7 @@ impl Conn {
         read_fd: OwnedFd,
         mailbox: Arc<Mailbox>,
         max_payload: u32,
+        now_ms: u64,
     ) -> Conn {
         Conn {
             peer,
@@ -175,8 +176,8 @@ impl Conn {
             next_id: AtomicU64::new(1),
             state: AtomicU8::new(OPEN),
             why_down: Mutex::new(None),
-            last_send_ms: AtomicU64::new(0),
-            last_recv_ms: AtomicU64::new(0),
+            last_send_ms: AtomicU64::new(now_ms),
+            last_recv_ms: AtomicU64::new(now_ms),
             rx: Mutex::new(Rx {
                 reader: FrameReader::new(max_payload),
                 direct: None,
@@ -194,6 +195,26 @@ impl Conn {
             }),
             served: AtomicBool::new(false),
         }
+    }
+
+    /// Registers the connection with the progress thread's poller: its socket for
+    /// writability, its second descriptor for readability, both under the peer's token.
+    ///
+    /// # Errors
+    /// The poller's error.
+    pub(crate) fn watch(&self, registry: &mio::Registry) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let token = mio::Token(self.peer.index());
+        registry.register(
+            &mut mio::unix::SourceFd(&self.stream.as_raw_fd()),
+            token,
+            mio::Interest::WRITABLE,
+        )?;
+        registry.register(
+            &mut mio::unix::SourceFd(&self.read_fd.as_raw_fd()),
+            token,
+            mio::Interest::READABLE,
+        )
     }
 
     pub(crate) fn state(&self) -> u8 {
@@ -641,6 +662,7 @@ mod tests {
             read_fd,
             Arc::new(Mailbox::new(2, Duration::ZERO)),
             64 << 20,
+            0,
         );
         (conn, peer)
     }

@@ -1,12 +1,14 @@
-//! The `tcp` backend: one authenticated TCP connection per pair of nodes, with `TCP_NODELAY`,
-//! and a progress thread per node that serves peers' one-sided requests against this node's
-//! registered memory.
+//! The `tcp` backend: one authenticated TCP connection per pair of nodes that talk, with
+//! `TCP_NODELAY`, and a progress thread per node that serves peers' one-sided requests against
+//! this node's registered memory.
 //!
 //! Setting up is two-phase, so that a bootstrap can exchange endpoints in between:
 //! [`TcpTransport::prepare`] binds the data listener and yields this node's endpoint;
-//! [`PreparedTcp::connect`] takes every node's endpoint and builds the full mesh (each node
-//! connects to the lower ranks and accepts the higher ones, authenticating both ways; see
-//! [`crate::gate`] for how strangers on the data listener are kept from delaying it).
+//! [`PreparedTcp::connect`] takes every node's endpoint and starts the node's threads. A node
+//! connects to a peer the first time it needs it and accepts its peers' connections as long as
+//! it runs, authenticating both ways (`mesh`; see [`crate::gate`] for how strangers on the data
+//! listener are kept from delaying it): start-up costs and descriptors grow with the peers a
+//! node talks to, not with the job.
 
 mod config;
 mod conn;

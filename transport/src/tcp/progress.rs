@@ -29,7 +29,9 @@ const CLOSE_FLUSH: Duration = Duration::from_secs(2);
 
 /// Runs until the transport is closed.
 pub(crate) fn run(shared: Arc<Shared>, mut poll: Poll) {
-    let conns: Vec<&Arc<Conn>> = shared.conns.iter().flatten().collect();
+    // The connections made so far, looked at again whenever one is made.
+    let mut opened = shared.opened.load(Ordering::Acquire);
+    let mut conns: Vec<&Arc<Conn>> = shared.open_conns();
     let tick =
         (shared.config.peer_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
     let mut events = Events::with_capacity(256);
@@ -40,6 +42,11 @@ pub(crate) fn run(shared: Arc<Shared>, mut poll: Poll) {
     // Connections whose read budget ran out: served again on the next turn, events or not.
     let mut backlog: Vec<Arc<Conn>> = Vec::new();
     loop {
+        let now_opened = shared.opened.load(Ordering::Acquire);
+        if now_opened != opened {
+            opened = now_opened;
+            conns = shared.open_conns();
+        }
         // Right after activity, poll without sleeping for a while: the next request of a
         // latency-bound peer usually comes within a round trip, and waking up costs more.
         let timeout = if !backlog.is_empty() || last_event.elapsed() < shared.config.spin {
@@ -67,7 +74,7 @@ pub(crate) fn run(shared: Arc<Shared>, mut poll: Poll) {
                 linger_expired(&shared, &conns);
                 continue;
             }
-            let Some(Some(conn)) = shared.conns.get(ev.token().0) else {
+            let Some(conn) = shared.conn(ev.token().0) else {
                 continue;
             };
             if ev.is_writable() {
@@ -142,25 +149,6 @@ pub(crate) fn run(shared: Arc<Shared>, mut poll: Poll) {
             }
         }
     }
-}
-
-/// Registers `conn` with the progress thread's poller: its socket for writability, its second
-/// descriptor for readability, both under the peer's token.
-///
-/// # Errors
-/// The poller's error.
-pub(crate) fn register(registry: &Registry, conn: &Conn) -> std::io::Result<()> {
-    let token = Token(conn.peer.index());
-    registry.register(
-        &mut SourceFd(&conn.stream.as_raw_fd()),
-        token,
-        Interest::WRITABLE,
-    )?;
-    registry.register(
-        &mut SourceFd(&conn.read_fd.as_raw_fd()),
-        token,
-        Interest::READABLE,
-    )
 }
 
 /// Sets whether the progress thread is woken by arrivals on `conn`: registers or deregisters

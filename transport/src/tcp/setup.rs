@@ -1,17 +1,16 @@
 //! Setting a tcp node up: binding the data listener (`prepare`), publishing its address, and
-//! building the mesh and starting the progress thread (`connect`).
+//! starting the progress and acceptor threads (`connect`; connections are made on demand).
 
 use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::config::TcpConfig;
-use super::conn::Conn;
 use super::linger;
-use super::mesh::{self, Node};
+use super::mesh;
 use super::progress;
-use super::shared::Shared;
+use super::shared::{Shared, Slot};
 use super::transport::{ConnDriver, TcpTransport};
 use crate::completion::Driver;
 use crate::error::{Error, Result};
@@ -82,14 +81,14 @@ impl PreparedTcp {
         Ok(addr.to_string().into_bytes())
     }
 
-    /// Connects to every peer (given every node's endpoint, indexed by rank) and starts the
-    /// progress thread.
+    /// Takes every node's endpoint (indexed by rank) and starts the progress thread and the
+    /// acceptor thread. No connection is made here: a node connects to a peer the first time
+    /// it needs it, and accepts its peers' connections until it closes (see `mesh`).
     ///
     /// # Errors
-    /// [`Error::Timeout`] when the mesh is not complete within the connect timeout,
-    /// [`Error::Auth`] when a peer we connect to fails authentication, [`Error::Io`] and
-    /// [`Error::Protocol`] for broken endpoints. Nodes that connect to us without the secret are
-    /// refused and logged, and we keep waiting for the real ones.
+    /// [`Error::InvalidArgument`] and [`Error::Protocol`] for a wrong number of endpoints or
+    /// a broken one; [`Error::Io`] when a thread or the poller cannot be set up. Nodes that
+    /// connect to us without the secret are refused and logged.
     pub fn connect(self, endpoints: &[Vec<u8>]) -> Result<TcpTransport> {
         let mailbox = Arc::new(Mailbox::new(self.nodes, self.config.spin));
         self.connect_sharing(endpoints, mailbox)
@@ -114,17 +113,19 @@ impl PreparedTcp {
                 self.nodes
             )));
         }
-        let streams = mesh::streams(
-            &Node {
-                rank: self.rank,
-                nodes: self.nodes,
-                config: &self.config,
-                listener: &self.listener,
-            },
-            endpoints,
-        )?;
-        drop(self.listener);
-
+        let endpoints = endpoints
+            .iter()
+            .enumerate()
+            .map(|(peer, ep)| {
+                std::str::from_utf8(ep)
+                    .ok()
+                    .and_then(|s| s.parse::<SocketAddr>().ok())
+                    .ok_or_else(|| Error::Protocol {
+                        from: Rank(peer as u32),
+                        detail: "endpoint is not a socket address".into(),
+                    })
+            })
+            .collect::<Result<Vec<_>>>()?;
         let poll = mio::Poll::new().map_err(|e| Error::io("creating the poller", e))?;
         let waker = mio::Waker::new(poll.registry(), progress::WAKER)
             .map_err(|e| Error::io("creating the poller's waker", e))?;
@@ -132,30 +133,6 @@ impl PreparedTcp {
             .registry()
             .try_clone()
             .map_err(|e| Error::io("sharing the poller", e))?;
-        let mut conns = Vec::with_capacity(self.nodes);
-        for (peer, s) in streams.into_iter().enumerate() {
-            conns.push(match s {
-                None => None,
-                Some(s) => {
-                    s.set_nonblocking(true)
-                        .map_err(|e| Error::io("configuring a connection", e))?;
-                    let read_fd = std::os::fd::AsFd::as_fd(&s)
-                        .try_clone_to_owned()
-                        .map_err(|e| Error::io("duplicating a connection's descriptor", e))?;
-                    Some(Arc::new(Conn::new(
-                        Rank(peer as u32),
-                        mio::net::TcpStream::from_std(s),
-                        read_fd,
-                        Arc::clone(&mailbox),
-                        self.config.max_payload,
-                    )))
-                }
-            });
-        }
-        for conn in conns.iter().flatten() {
-            progress::register(poll.registry(), conn)
-                .map_err(|e| Error::io("registering a connection with the poller", e))?;
-        }
         let linger = linger::LingerTimer::new()?;
         poll.registry()
             .register(
@@ -171,7 +148,9 @@ impl PreparedTcp {
             mailbox,
             config: self.config,
             regions: RegionTable::default(),
-            conns,
+            endpoints,
+            conns: (0..self.nodes).map(|_| Slot::default()).collect(),
+            opened: AtomicUsize::new(0),
             long_waits: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
@@ -188,25 +167,34 @@ impl PreparedTcp {
                 progress::run(thread_shared, poll)
             })
             .map_err(|e| Error::io("starting the progress thread", e))?;
-        let drivers = shared
-            .conns
-            .iter()
-            .enumerate()
-            .map(|(peer, c)| {
-                c.as_ref().map(|_| {
+        let acceptor_shared = Arc::clone(&shared);
+        let listener = self.listener;
+        let acceptor = std::thread::Builder::new()
+            .name(format!("dsm-accept-{}", self.rank))
+            .stack_size(ACCEPTOR_STACK)
+            .spawn(move || mesh::accept(&acceptor_shared, &listener));
+        let acceptor = acceptor.map_err(|e| Error::io("starting the acceptor thread", e));
+        let transport = TcpTransport {
+            drivers: (0..self.nodes)
+                .map(|peer| {
                     Arc::new(ConnDriver {
                         shared: Arc::clone(&shared),
                         peer,
                     }) as Arc<dyn Driver>
                 })
-            })
-            .collect();
-        Ok(TcpTransport {
+                .collect(),
             shared,
-            drivers,
             waker,
             progress: Mutex::new(Some(progress)),
+            acceptor: Mutex::new(None),
             nodes: self.nodes,
-        })
+        };
+        // Dropping the transport (closing it) stops the progress thread on this error path.
+        let handle = acceptor?;
+        *transport.acceptor.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+        Ok(transport)
     }
 }
+
+/// Stack of the acceptor thread: the gate's loop and a decision at a time.
+const ACCEPTOR_STACK: usize = 256 << 10;

@@ -7,6 +7,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::conn::{Conn, Payload, Pending, HOLD_BYTES};
+use super::mesh;
 use super::progress;
 use super::read;
 use super::shared::Shared;
@@ -63,7 +64,7 @@ pub(super) struct ConnDriver {
 
 impl Driver for ConnDriver {
     fn begin(&self) {
-        if let Some(Some(conn)) = self.shared.conns.get(self.peer) {
+        if let Some(conn) = self.shared.conn(self.peer) {
             progress::waiter_arrives(&self.shared, conn);
             // What the waiter waits for may be among the writes held back for a batch.
             conn.release_held();
@@ -71,13 +72,13 @@ impl Driver for ConnDriver {
     }
 
     fn drive(&self) {
-        if let Some(Some(conn)) = self.shared.conns.get(self.peer) {
+        if let Some(conn) = self.shared.conn(self.peer) {
             read::drain(&self.shared, conn, read::Reading::Waiter);
         }
     }
 
     fn end(&self) {
-        if let Some(Some(conn)) = self.shared.conns.get(self.peer) {
+        if let Some(conn) = self.shared.conn(self.peer) {
             progress::waiter_leaves(&self.shared, conn, false);
         }
     }
@@ -88,9 +89,11 @@ impl Driver for ConnDriver {
 pub struct TcpTransport {
     pub(super) shared: Arc<Shared>,
     /// Per peer: lets a thread waiting for a response read the connection itself.
-    pub(super) drivers: Vec<Option<Arc<dyn Driver>>>,
+    pub(super) drivers: Vec<Arc<dyn Driver>>,
     pub(super) waker: mio::Waker,
     pub(super) progress: Mutex<Option<JoinHandle<()>>>,
+    /// The acceptor thread (see `mesh::accept`), stopped and joined by `close`.
+    pub(super) acceptor: Mutex<Option<JoinHandle<()>>>,
     pub(super) nodes: usize,
 }
 
@@ -99,13 +102,18 @@ impl TcpTransport {
         if self.shared.closing.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
-        match self.shared.conns.get(peer.index()) {
-            Some(Some(c)) => Ok(c),
-            Some(None) => Err(Error::InvalidArgument("no connection to self".into())),
-            None => Err(Error::InvalidArgument(format!(
+        if peer == self.shared.rank {
+            return Err(Error::InvalidArgument("no connection to self".into()));
+        }
+        if peer.index() >= self.nodes {
+            return Err(Error::InvalidArgument(format!(
                 "rank {peer} outside a job of {} nodes",
                 self.nodes
-            ))),
+            )));
+        }
+        match self.shared.conn(peer.index()) {
+            Some(c) => Ok(c),
+            None => mesh::dial(&self.shared, peer),
         }
     }
 
@@ -147,7 +155,7 @@ impl TcpTransport {
         payload: Payload,
         dest: Option<crate::LocalSlice>,
     ) -> Result<Completion> {
-        let driver = self.drivers.get(conn.peer.index()).cloned().flatten();
+        let driver = self.drivers.get(conn.peer.index()).cloned();
         let spin = self
             .shared
             .config
@@ -201,15 +209,16 @@ impl TcpTransport {
             return r;
         }
         let spin = self.message_spin(timeout);
+        // The connections made so far: a message on one made later is read by the progress
+        // thread, and found in the mailbox.
         let conns: Vec<&Conn> = match from {
             Some(f) => self
                 .shared
-                .conns
-                .get(f.index())
-                .and_then(Option::as_deref)
+                .conn(f.index())
+                .map(|c| &**c)
                 .into_iter()
                 .collect(),
-            None => self.shared.conns.iter().flatten().map(|c| &**c).collect(),
+            None => self.shared.open_conns().into_iter().map(|c| &**c).collect(),
         };
         if spin.is_zero() {
             // A poll: read what is there once, without withdrawing anything.
@@ -280,7 +289,7 @@ impl Transport for TcpTransport {
                 }
                 let conn = self.conn(peer)?;
                 let (mut h, payload, dest) = frame_of(op);
-                let driver = self.drivers.get(conn.peer.index()).cloned().flatten();
+                let driver = self.drivers.get(conn.peer.index()).cloned();
                 let spin = self
                     .shared
                     .config
@@ -563,7 +572,7 @@ impl Transport for TcpTransport {
         if self.shared.closing.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
-        for conn in self.shared.conns.iter().flatten() {
+        for conn in self.shared.open_conns() {
             let _ = conn.send(
                 Header::new(Kind::Goodbye),
                 Payload::None,
@@ -580,6 +589,17 @@ impl Transport for TcpTransport {
         if let Some(h) = handle {
             if h.join().is_err() {
                 tracing::error!("the progress thread panicked");
+            }
+        }
+        mesh::stop_accepting(&self.shared);
+        let acceptor = self
+            .acceptor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(h) = acceptor {
+            if h.join().is_err() {
+                tracing::error!("the acceptor thread panicked");
             }
         }
         self.shared.mailbox.close();

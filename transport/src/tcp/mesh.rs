@@ -39,9 +39,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// same peer wait for it.
 ///
 /// # Errors
-/// [`Error::Timeout`] when no connection is made within the connect timeout (the peer is gone
-/// or never came), [`Error::Auth`] when the peer fails authentication, [`Error::PeerLost`] when
-/// it is closing, [`Error::Io`] and [`Error::Protocol`] for broken endpoints.
+/// [`Error::Timeout`] when no connection is made within the connect timeout (the peer does not
+/// answer), [`Error::Auth`] when the peer fails authentication, [`Error::PeerLost`] when it is
+/// closing or has ended (its listener refuses connections), [`Error::Io`] and
+/// [`Error::Protocol`] for broken endpoints.
 pub(super) fn dial(shared: &Shared, peer: Rank) -> Result<&Arc<Conn>> {
     let slot = &shared.conns[peer.index()];
     let deadline = Instant::now() + shared.config.connect_timeout;
@@ -197,7 +198,7 @@ fn finish(s: &TcpStream) -> std::io::Result<()> {
 
 /// Connects to `peer` and authenticates, until `deadline`. A connection closed during the
 /// handshake (the peer's listener dropped it among strangers, or its handshake deadline passed
-/// on a loaded host) is tried again, as is one refused (the peer not listening yet).
+/// on a loaded host) is tried again; a refused one means the peer has ended.
 fn connect_one(shared: &Shared, peer: Rank, deadline: Instant) -> Result<Greeted> {
     let addr = shared.endpoints[peer.index()];
     let mut backoff = Duration::from_millis(5);
@@ -216,15 +217,17 @@ fn connect_one(shared: &Shared, peer: Rank, deadline: Instant) -> Result<Greeted
                 Err(e @ Error::Io { .. }) => last = Some(e),
                 Err(e) => return Err(e),
             },
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                // The peer's listener is bound before its endpoint is published, so this
-                // only happens for a stale endpoint or a peer that is gone; retry until the
-                // deadline.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                // A node listens from before its endpoint is published until it has closed:
+                // nobody listening means the peer has ended.
+                return Err(Error::PeerLost {
+                    peer,
+                    reason: format!(
+                        "its data listener at {addr} refuses connections ({e}): it has ended"
+                    ),
+                });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                 last = Some(Error::io(format!("connecting to rank {peer} at {addr}"), e));
             }
             Err(e) => return Err(Error::io(format!("connecting to rank {peer} at {addr}"), e)),
@@ -345,6 +348,28 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A peer that has ended is named lost at once, not after the connect timeout.
+    #[test]
+    fn dialing_a_peer_that_has_ended_fails_at_once() {
+        let mut nodes = TcpTransport::local_job(2, &config()).expect("job");
+        let gone = nodes.pop().expect("rank 1");
+        gone.close().expect("close");
+        drop(gone);
+        let start = std::time::Instant::now();
+        let err = nodes[0]
+            .send(Rank(1), Tag(1), b"anyone?")
+            .expect_err("rank 1 has ended");
+        assert!(
+            matches!(err, crate::Error::PeerLost { peer: Rank(1), .. }),
+            "{err}"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
     }
 
     /// A node connects only to the peers it talks to; one-sided operations and messages work

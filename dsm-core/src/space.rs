@@ -435,7 +435,7 @@ impl GlobalSpace {
         Ok(())
     }
 
-    /// Makes sure the memfd holds a page at `page` (a page never written is a hole, and
+    /// Makes sure the memfd holds the `count` pages from `page` (a page never written is a hole, and
     /// `UFFDIO_CONTINUE` maps only pages the cache holds) without changing a byte of it, even
     /// while another thread writes it through the runtime view: `MADV_POPULATE_WRITE` of the
     /// runtime view, or on a kernel without it (before 5.14) a locked compare-and-swap of zero
@@ -444,28 +444,40 @@ impl GlobalSpace {
     ///
     /// # Errors
     /// [`Error::Io`] when the kernel refuses.
-    pub fn populate(&self, page: usize) -> Result<()> {
+    pub fn populate(&self, page: usize, count: usize) -> Result<()> {
         let addr = self.runtime + page * PAGE;
-        // SAFETY: the page lies inside the runtime view; MADV_POPULATE_WRITE only faults its
-        // page in (as a write access would, writing nothing), which cannot change its content.
-        if unsafe { libc::madvise(addr as *mut libc::c_void, PAGE, libc::MADV_POPULATE_WRITE) } == 0
+        // SAFETY: the pages lie inside the runtime view (the caller's pages); MADV_POPULATE_WRITE
+        // only faults them in (as a write access would, writing nothing), which cannot change
+        // their content.
+        if unsafe {
+            libc::madvise(
+                addr as *mut libc::c_void,
+                count * PAGE,
+                libc::MADV_POPULATE_WRITE,
+            )
+        } == 0
         {
             return Ok(());
         }
         if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
-            return Err(os_err(format!("populating page {page}")));
+            return Err(os_err(format!(
+                "populating {count} page(s) from page {page}"
+            )));
         }
-        // SAFETY: the runtime view is mapped read-write for the life of `self` and the address
-        // is 8-byte aligned (page-aligned); the runtime only ever accesses it through raw
-        // pointers and atomics (the transport writes it the same way), never through Rust
-        // references, so an `AtomicU64` over it aliases nothing.
-        let word = unsafe { &*(addr as *const std::sync::atomic::AtomicU64) };
-        let _ = word.compare_exchange(
-            0,
-            0,
-            std::sync::atomic::Ordering::Relaxed,
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        for p in page..page + count {
+            let addr = self.runtime + p * PAGE;
+            // SAFETY: the runtime view is mapped read-write for the life of `self` and the
+            // address is 8-byte aligned (page-aligned); the runtime only ever accesses it
+            // through raw pointers and atomics (the transport writes it the same way), never
+            // through Rust references, so an `AtomicU64` over it aliases nothing.
+            let word = unsafe { &*(addr as *const std::sync::atomic::AtomicU64) };
+            let _ = word.compare_exchange(
+                0,
+                0,
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
         Ok(())
     }
 

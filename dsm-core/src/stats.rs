@@ -47,6 +47,7 @@ counters! {
     prefetched: "Pages fetched ahead of a sequential read pattern.",
     prefetched_used: "Prefetched pages the application touched (each once, at its first touch).",
     prefetched_wasted: "Prefetched pages invalidated, evicted or freed before any touch.",
+    home_written_ahead: "Pages homed here opened for writing ahead of a stream of first writes, without their own faults (row H4).",
     bytes_written_home: "Bytes of diffs written to homes.",
     diffs: "Pages whose diff was written home.",
     invalidations: "Cached pages invalidated at acquires.",

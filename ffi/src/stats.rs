@@ -69,6 +69,9 @@ impl From<Snapshot> for dsm_stats_t {
             prefetched,
             prefetched_used,
             prefetched_wasted,
+            // Not in the C struct: a field more would change its size under programs built
+            // against an earlier `dsm.h` (the Rust API and `DSM_STATS=1` show it).
+            home_written_ahead: _,
             bytes_written_home,
             diffs,
             invalidations,

@@ -40,7 +40,7 @@ fn litmus_with(scenario: &str, nodes: usize, env: &[(&str, &str)]) {
 /// Every scenario with its node count. `scattered` checks that userfaultfd splits no VMA (and
 /// that `mprotect` does); `kernel-write` that the uffd service threads serve a `read(2)` into
 /// global memory.
-const SCENARIOS: [(&str, usize); 14] = [
+const SCENARIOS: [(&str, usize); 15] = [
     ("mp-barrier", 3),
     ("threads", 3),
     ("scattered", 2),
@@ -55,6 +55,7 @@ const SCENARIOS: [(&str, usize); 14] = [
     ("remote-free", 3),
     ("prefetch-used", 2),
     ("prefetch-wasted", 2),
+    ("home-stream", 3),
 ];
 
 fn env_for(scenario: &str) -> Vec<(&'static str, &'static str)> {

@@ -251,7 +251,7 @@ where
 
 /// [`serve`] for a listener that stays open as long as its node runs (the tcp backend's data
 /// listener, whose peers connect when they first need to): no overall deadline; it returns
-/// [`Served::Stopped`] within [`STOP_LOOK`] of `stop` being set, or when `admit` says
+/// [`Served::Stopped`] within 50 ms of `stop` being set, or when `admit` says
 /// [`Admission::Finished`].
 ///
 /// # Errors

@@ -28,6 +28,7 @@ pub mod placement;
 pub mod prefetch;
 #[cfg(test)]
 mod sim;
+pub mod stream;
 
 pub use dir::DirEntry;
 pub use nodeset::NodeSet;

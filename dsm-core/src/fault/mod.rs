@@ -346,7 +346,7 @@ mod tests {
                 },
             );
             if from == Access::None {
-                self.space.populate(page)?;
+                self.space.populate(page, 1)?;
             }
             self.space.set_access(page, 1, from, to)?;
             access[page] = to;

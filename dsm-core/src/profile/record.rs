@@ -171,6 +171,14 @@ impl Recorder {
         }
     }
 
+    /// `page`, homed here, opened for writing ahead of a stream of first writes (row H4)
+    /// without a fault of its own: `home_copy` is its content before the home's writes, kept
+    /// as its write fault would have kept it.
+    pub(crate) fn opened_ahead(&self, page: usize, home_copy: Box<[u8]>) {
+        self.page(page, |p| p.home_wrote = true);
+        lock(&self.home_copies).entry(page).or_insert(home_copy);
+    }
+
     /// Whether a write fault on `page`, homed here, needs the page's content kept.
     pub(crate) fn wants_home_copy(&self, page: usize) -> bool {
         !lock(&self.home_copies).contains_key(&page)

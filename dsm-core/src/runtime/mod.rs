@@ -18,6 +18,7 @@ use crate::coherence::machine::Machine;
 use crate::coherence::page::{Cache, PageGuard, PageTable, State, PREFETCHED, REG_READER};
 use crate::coherence::placement::{self, Placement};
 use crate::coherence::prefetch;
+use crate::coherence::stream;
 use crate::coherence::PageNo;
 use crate::collective;
 use crate::config::DsmConfig;
@@ -111,7 +112,7 @@ fn entry_manager(e: u32) -> Option<usize> {
 /// 4. `prefetch`, `sharers`, `free_batches` (a batch buffer is returned under `inflight`);
 /// 5. leaves, never held while another is taken: `twins`, `dirty` (taken after `sharers` by
 ///    `reset_pages`), `cached`, `free_scratch`, `collective_heap`, `allocations`, `replay`,
-///    `arena`, `known_live`.
+///    `arena`, `known_live`, `home_stream`.
 ///
 /// No lock is held across a wait for a remote operation except the gates, a page lock (the
 /// page being resolved or written back) and `log_consumed`.
@@ -164,6 +165,8 @@ pub(crate) struct Inner {
     /// How much to prefetch (see [`prefetch`]): the window, and its cap that pages used raise
     /// and pages wasted lower.
     prefetch: Mutex<prefetch::Policy>,
+    /// The stream of first writes to pages homed here (see [`stream`]: row H4).
+    home_stream: Mutex<stream::Stream>,
     /// Prefetches whose data is still on its way (their pages stay locked until installed).
     inflight: Mutex<Vec<Inflight>>,
     pub(crate) stats: Stats,
@@ -296,6 +299,7 @@ impl Inner {
             arena_pages,
             next_expected: std::sync::atomic::AtomicUsize::new(usize::MAX),
             prefetch: Mutex::new(prefetch::Policy::default()),
+            home_stream: Mutex::new(stream::Stream::default()),
             inflight: Mutex::new(Vec::new()),
             stats: Stats::default(),
             acquires: AtomicU64::new(0),
@@ -378,8 +382,13 @@ impl Inner {
     /// of it ([`GlobalSpace::populate`]: a peer's concurrent one-sided write to the same page
     /// is never lost).
     fn populate(&self, page: usize) -> Result<()> {
+        self.populate_run(page, 1)
+    }
+
+    /// [`Inner::populate`] for `count` pages from `page`, in one call where the kernel can.
+    fn populate_run(&self, page: usize, count: usize) -> Result<()> {
         if self.space.uffd().is_some() {
-            self.space.populate(page)?;
+            self.space.populate(page, count)?;
         }
         Ok(())
     }

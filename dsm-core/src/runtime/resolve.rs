@@ -5,6 +5,7 @@
 
 use super::*;
 use crate::coherence::machine::{Action, Home, Input, Step, View, Wait};
+use crate::coherence::page::REG_WRITER;
 use crate::coherence::{DirEntry, NodeSet};
 
 /// What the application view allows, as the mapping layer says it.
@@ -14,6 +15,12 @@ pub(super) fn access(v: View) -> Access {
         View::Read => Access::Read,
         View::ReadWrite => Access::ReadWrite,
     }
+}
+
+/// Whether a page homed here takes its first write here: invalid, and not registered as
+/// written by this node.
+fn fresh_home_page(st: State) -> bool {
+    st.cache() == Cache::Invalid && !st.has(REG_WRITER)
 }
 
 /// The operations one step posted, and where their answers land.
@@ -46,9 +53,91 @@ impl Inner {
             }
             _ => None,
         };
-        let fault = Input::Fault { write, home };
+        // A first write here to a page homed here: the start or continuation of a stream (H4).
+        let home_stream = write && home_here && fresh_home_page(g.state());
         // Pages this fault brought in (the faulting one, and prefetched runs posted).
         let mut fresh = Vec::new();
+        self.steps(&mut g, write, home, &mut fresh)?;
+        drop(g);
+        if home_stream {
+            self.write_ahead(page)?;
+        }
+        if !fresh.is_empty() {
+            self.account_cached(fresh)?;
+        }
+        let ns = start.elapsed().as_nanos() as u64;
+        self.stats.fault_ns.fetch_add(ns, Ordering::Relaxed);
+        if let Some(p) = self.profile.on() {
+            p.fault(page, write, ns, home_copy);
+        }
+        let counter = if write {
+            &self.stats.write_faults
+        } else {
+            &self.stats.read_faults
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Row H4: after a first write fault on a page homed here that continues a stream of them
+    /// ([`stream`]), opens the window's worth of the following pages for writing as their own
+    /// faults would (H2: writer registration, notices kept for their readers, the memory
+    /// populated, the view read-write), without their faults. Only pages that are allocated,
+    /// homed and managed here (their registrations are local), invalid, not yet registered as
+    /// written here and not busy are opened; the first that is not ends the window.
+    fn write_ahead(&self, page: usize) -> Result<()> {
+        let window = lock(&self.home_stream).on_fault(page);
+        if window == 0 {
+            return Ok(());
+        }
+        let last = (page + window).min(self.pages.len().saturating_sub(1));
+        let end = (page + 1..=last)
+            .take_while(|&q| {
+                let e = self.entry(q);
+                entry_home(e) == Some(self.me)
+                    && entry_manager(e) == Some(self.me)
+                    && fresh_home_page(self.pages.peek(q))
+            })
+            .last();
+        let mut opened = 0;
+        if let Some(end) = end {
+            // The memory of the whole window in one call; each page's own step then finds it.
+            self.populate_run(page + 1, end - page)?;
+            let mut none = Vec::new();
+            for q in page + 1..=end {
+                let Some(mut g) = self.pages.try_lock(q) else {
+                    break;
+                };
+                if !fresh_home_page(g.state()) {
+                    break;
+                }
+                if let Some(p) = self.profile.on().filter(|p| p.wants_home_copy(q)) {
+                    let mut copy = vec![0u8; PAGE].into_boxed_slice();
+                    self.runtime.read_at(q * PAGE, &mut copy)?;
+                    p.opened_ahead(q, copy);
+                }
+                self.steps(&mut g, true, Home::Here, &mut none)?;
+                opened += 1;
+            }
+        }
+        lock(&self.home_stream).opened(page, opened);
+        self.stats
+            .home_written_ahead
+            .fetch_add(opened as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Feeds a fault on the page `g` holds to the machine and takes its steps until the page
+    /// allows the access.
+    fn steps(
+        &self,
+        g: &mut PageGuard<'_>,
+        write: bool,
+        home: Home,
+        fresh: &mut Vec<usize>,
+    ) -> Result<()> {
+        let page = g.page;
+        let fault = Input::Fault { write, home };
         let mut input = fault;
         // An acquire that begins while this fault's fetch is on its way may find nothing to
         // invalidate (the page is not cached yet) and let its thread read the copy this fetch
@@ -56,7 +145,7 @@ impl Inner {
         let acquires = self.acquires.load(Ordering::SeqCst);
         loop {
             let step = self.machine.step(g.state(), input);
-            let posted = self.execute(&mut g, &step, &mut fresh)?;
+            let posted = self.execute(g, &step, fresh)?;
             g.set(step.next);
             input = match step.wait {
                 None => break,
@@ -99,28 +188,13 @@ impl Inner {
                             home,
                         },
                     );
-                    self.execute(&mut g, &registered, &mut fresh)?;
+                    self.execute(g, &registered, fresh)?;
                     g.set(registered.next);
                     // Registered now: the fault completes in one step.
                     fault
                 }
             };
         }
-        drop(g);
-        if !fresh.is_empty() {
-            self.account_cached(fresh)?;
-        }
-        let ns = start.elapsed().as_nanos() as u64;
-        self.stats.fault_ns.fetch_add(ns, Ordering::Relaxed);
-        if let Some(p) = self.profile.on() {
-            p.fault(page, write, ns, home_copy);
-        }
-        let counter = if write {
-            &self.stats.write_faults
-        } else {
-            &self.stats.read_faults
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 

@@ -169,12 +169,9 @@ fn admit(shared: &Shared, peer: Rank, mut s: TcpStream) -> Admission {
     }
     let slot = &shared.conns[peer.index()];
     let state = lock(&slot.dial);
-    if slot.conn.get().is_some() {
-        let _ = s.write_all(&[UNWELCOME]);
-        return Admission::Refused(format!("a second connection claiming rank {peer}"));
-    }
-    if *state == Dial::Dialing && peer > me {
-        // A crossing: ours is the pair's connection.
+    if slot.conn.get().is_some() || (*state == Dial::Dialing && peer > me) {
+        // A crossing: both dialed, and ours is (or is being made) the pair's connection. Not
+        // a refusal worth a warning: the peer then waits for ours.
         let _ = s.write_all(&[UNWELCOME]);
         tracing::debug!("rank {me}: rank {peer} dialed while we did; ours is kept");
         return Admission::Admitted;

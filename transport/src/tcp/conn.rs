@@ -27,7 +27,7 @@ pub(crate) const HOLD_FRAMES: usize = 64;
 
 /// Largest write payload a batch may be held back with (larger ones go at once: they fill the
 /// socket by themselves).
-pub(crate) const HOLD_BYTES: usize = 4096;
+pub(crate) const HOLD_BYTES: usize = 16384;
 
 /// The receive side of a connection.
 #[derive(Debug)]

@@ -23,6 +23,19 @@ fn fresh_home_page(st: State) -> bool {
     st.cache() == Cache::Invalid && !st.has(REG_WRITER)
 }
 
+/// Whether a step only populates its page and opens it read-write from nothing (the last step
+/// of H2 from Invalid).
+fn opens_populated(step: &Step) -> bool {
+    step.actions.as_slice()
+        == [
+            Action::Populate,
+            Action::Map {
+                from: View::None,
+                to: View::ReadWrite,
+            },
+        ]
+}
+
 /// The operations one step posted, and where their answers land.
 struct Posted<'a> {
     done: Vec<Completion>,
@@ -57,7 +70,7 @@ impl Inner {
         let home_stream = write && home_here && fresh_home_page(g.state());
         // Pages this fault brought in (the faulting one, and prefetched runs posted).
         let mut fresh = Vec::new();
-        self.steps(&mut g, write, home, &mut fresh)?;
+        self.steps(&mut g, write, home, &mut fresh, false)?;
         drop(g);
         if home_stream {
             self.write_ahead(page)?;
@@ -101,9 +114,12 @@ impl Inner {
             .last();
         let mut opened = 0;
         if let Some(end) = end {
-            // The memory of the whole window in one call; each page's own step then finds it.
+            // The memory of the whole window in one call, and its view opened in one call
+            // (per run of pages whose last step was left to it) while their locks are held.
             self.populate_run(page + 1, end - page)?;
             let mut none = Vec::new();
+            let mut held = Vec::with_capacity(end - page);
+            let mut to_map: Option<(usize, usize)> = None;
             for q in page + 1..=end {
                 let Some(mut g) = self.pages.try_lock(q) else {
                     break;
@@ -116,9 +132,20 @@ impl Inner {
                     self.runtime.read_at(q * PAGE, &mut copy)?;
                     p.opened_ahead(q, copy);
                 }
-                self.steps(&mut g, true, Home::Here, &mut none)?;
+                if self.steps(&mut g, true, Home::Here, &mut none, true)? {
+                    to_map = match to_map {
+                        Some((first, n)) if first + n == q => Some((first, n + 1)),
+                        other => {
+                            self.open_writable(other)?;
+                            Some((q, 1))
+                        }
+                    };
+                }
+                held.push(g);
                 opened += 1;
             }
+            self.open_writable(to_map)?;
+            drop(held);
         }
         lock(&self.home_stream).opened(page, opened);
         self.stats
@@ -127,15 +154,30 @@ impl Inner {
         Ok(())
     }
 
+    /// Maps `count` pages from `first` (when given) read-write in the application view: the
+    /// last step of H2 for pages whose memory is populated already.
+    fn open_writable(&self, run: Option<(usize, usize)>) -> Result<()> {
+        match run {
+            Some((first, count)) => {
+                self.space
+                    .set_access(first, count, Access::None, Access::ReadWrite)
+            }
+            None => Ok(()),
+        }
+    }
+
     /// Feeds a fault on the page `g` holds to the machine and takes its steps until the page
-    /// allows the access.
+    /// allows the access. With `defer_open`, a last step that only populates the page and
+    /// maps it read-write (H2's) is left to the caller, which has populated it and maps it
+    /// with its neighbours: returns whether it was.
     fn steps(
         &self,
         g: &mut PageGuard<'_>,
         write: bool,
         home: Home,
         fresh: &mut Vec<usize>,
-    ) -> Result<()> {
+        defer_open: bool,
+    ) -> Result<bool> {
         let page = g.page;
         let fault = Input::Fault { write, home };
         let mut input = fault;
@@ -145,6 +187,10 @@ impl Inner {
         let acquires = self.acquires.load(Ordering::SeqCst);
         loop {
             let step = self.machine.step(g.state(), input);
+            if defer_open && step.wait.is_none() && opens_populated(&step) {
+                g.set(step.next);
+                return Ok(true);
+            }
             let posted = self.execute(g, &step, fresh)?;
             g.set(step.next);
             input = match step.wait {
@@ -195,7 +241,7 @@ impl Inner {
                 }
             };
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Reads `page`'s directory entry and content from their homes again (the fault's

@@ -107,7 +107,13 @@ impl Shared {
         // In the slot before the poller watches it: the progress thread finds a connection
         // by its token there, and an event it cannot place would be lost (edge-triggered).
         let slot = &self.conns[peer.index()];
-        let conn = slot.conn.get_or_init(|| conn);
+        if let Err(ours) = slot.conn.set(conn) {
+            // Never with the caller's lock and look (see above); were it to happen, the pair's
+            // connection stays, watched once, and this one closes.
+            drop(ours);
+            return slot.conn.get().ok_or(Error::Closed);
+        }
+        let conn = slot.conn.get().ok_or(Error::Closed)?;
         self.opened.fetch_add(1, Ordering::AcqRel);
         slot.made.notify_all();
         if let Err(e) = conn.watch(&self.registry) {

@@ -96,12 +96,15 @@ impl Report {
 
 /// Decides the restart from every rank's report (indexed by rank).
 ///
-/// `Ok(None)`: no rank has any checkpoint (a fresh start).
+/// `Ok((None, why))`: a fresh start, because no rank has any checkpoint, or because no epoch was
+/// ever finished by every rank (each one found lacks some rank's manifest: the job ended while
+/// writing its first checkpoint, before any was whole), said in `why`
+/// (`None` when there were no checkpoints at all).
 ///
 /// # Errors
 /// A sentence: a rank refused (it names the rank and why), or no epoch is whole, with the
 /// reason for each epoch tried.
-pub(crate) fn choose(reports: &[Report]) -> Result<Option<Plan>, String> {
+pub(crate) fn choose(reports: &[Report]) -> Result<(Option<Plan>, Option<String>), String> {
     let nodes = reports.len();
     if let Some((rank, why)) = reports
         .iter()
@@ -120,7 +123,7 @@ pub(crate) fn choose(reports: &[Report]) -> Result<Option<Plan>, String> {
         })
         .collect();
     if epochs.is_empty() {
-        return Ok(None);
+        return Ok((None, None));
     }
     epochs.sort_unstable();
     epochs.dedup_by_key(|e| e.0);
@@ -151,13 +154,34 @@ pub(crate) fn choose(reports: &[Report]) -> Result<Option<Plan>, String> {
                 }
             }
         }
-        return Ok(Some(Plan {
-            epoch,
-            chain_start,
-            global_base,
-            sources,
-            skipped,
-        }));
+        return Ok((
+            Some(Plan {
+                epoch,
+                chain_start,
+                global_base,
+                sources,
+                skipped,
+            }),
+            None,
+        ));
+    }
+    // An epoch that some rank never committed (no manifest: the rank ended before it finished
+    // writing) was never whole; when that holds of every epoch found, no checkpoint ever
+    // completed and the program starts again from its beginning. A damaged or lost epoch that
+    // every rank did commit is an error: resuming from nothing would silently lose work.
+    let unfinished = |epoch: u64| (0..nodes).find(|&rank| find(rank, epoch).is_none());
+    if epochs.iter().all(|&(e, ..)| unfinished(e).is_some()) {
+        let why = epochs
+            .iter()
+            .map(|&(e, ..)| {
+                format!(
+                    "rank {} never finished epoch {e}",
+                    unfinished(e).unwrap_or_default()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        return Ok((None, Some(format!("no checkpoint was ever whole ({why})"))));
     }
     Err(format!(
         "no checkpoint epoch is whole: {}",
@@ -194,14 +218,14 @@ mod tests {
             rep(vec![f(4, 4, true, true), f(5, 4, false, true)]),
             rep(vec![f(4, 4, true, true), f(5, 4, true, true)]),
         ];
-        let p = choose(&reports).unwrap().unwrap();
+        let p = choose(&reports).unwrap().0.unwrap();
         assert_eq!((p.epoch, p.chain_start), (5, 4));
         assert_eq!(p.sources[1], vec![Source::Own, Source::Partner]);
         assert_eq!(p.sources[0], vec![Source::Own, Source::Own]);
         // Rank 2, the partner of 1, lost its copy too: back to epoch 4.
         let mut r = reports.clone();
         r[2].found[1].copy = false;
-        let p = choose(&r).unwrap().unwrap();
+        let p = choose(&r).unwrap().0.unwrap();
         assert_eq!(p.epoch, 4);
         assert!(
             p.skipped[0].contains("rank 1 has no whole image of epoch 5"),
@@ -212,9 +236,9 @@ mod tests {
         let mut r = reports.clone();
         r[0].found.pop();
         r[1].found[1].copy = false;
-        assert_eq!(choose(&r).unwrap().unwrap().epoch, 4);
+        assert_eq!(choose(&r).unwrap().0.unwrap().epoch, 4);
         // A broken chain start makes every later epoch of the chain unusable.
-        let mut r = reports;
+        let mut r = reports.clone();
         for x in &mut r {
             x.found[0].own = false;
             x.found[0].copy = false;
@@ -225,8 +249,28 @@ mod tests {
     }
 
     #[test]
+    fn a_job_that_ended_during_its_first_checkpoint_starts_fresh() {
+        // Ranks 0 and 1 committed epoch 1, rank 2 was killed before it sent rank 0 its copy.
+        let reports = vec![
+            rep(vec![f(1, 1, true, false)]),
+            rep(vec![f(1, 1, true, true)]),
+            rep(vec![]),
+        ];
+        let (plan, why) = choose(&reports).unwrap();
+        assert_eq!(plan, None);
+        assert!(why.unwrap().contains("rank 2 never finished epoch 1"));
+        // Every rank committed it but one image and its copy are damaged: an error, not a
+        // silent start from nothing.
+        let mut r = reports;
+        r[2].found.push(f(1, 1, false, true));
+        assert!(choose(&r)
+            .unwrap_err()
+            .contains("rank 2 has no whole image of epoch 1"));
+    }
+
+    #[test]
     fn nothing_found_is_a_fresh_start_and_a_refusal_names_its_rank() {
-        assert_eq!(choose(&[rep(vec![]), rep(vec![])]).unwrap(), None);
+        assert_eq!(choose(&[rep(vec![]), rep(vec![])]).unwrap(), (None, None));
         let mut r = vec![rep(vec![f(1, 1, true, true)]), rep(vec![])];
         r[1].refused = Some("taken by a job of 4 nodes".into());
         assert_eq!(choose(&r).unwrap_err(), "rank 1: taken by a job of 4 nodes");

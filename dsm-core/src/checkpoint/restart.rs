@@ -93,10 +93,13 @@ pub(crate) fn prepare<T: Transport>(
         })
         .collect::<Result<Vec<_>>>()?;
     let plan = match plan::choose(&reports) {
-        Ok(Some(p)) => p,
-        Ok(None) => {
+        Ok((Some(p), _)) => p,
+        Ok((None, why)) => {
             if me == 0 {
-                tracing::warn!("restart: no checkpoint in {dir}: the job starts fresh");
+                match why {
+                    Some(why) => tracing::warn!("restart: {dir}: {why}: the job starts fresh"),
+                    None => tracing::warn!("restart: no checkpoint in {dir}: the job starts fresh"),
+                }
             }
             return Ok(None);
         }

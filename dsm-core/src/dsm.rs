@@ -15,11 +15,13 @@ use crate::error::{Error, Result};
 use crate::fault::{self, FaultEngine, FaultEngineKind};
 use crate::node::Node;
 use crate::space::{self, Access, PAGE};
+use lock_word::LockWord;
 
 use crate::runtime::Inner;
 
 mod checkpointing;
 mod held;
+mod lock_word;
 mod objects;
 
 pub use objects::{GlobalCondvar, GlobalSemaphore};
@@ -387,21 +389,27 @@ impl Dsm {
         let start = Instant::now();
         let (next, serving) = self.lock_words(l)?;
         self.held.check_not_mine(l as usize)?;
-        // The ticket and a first look at `serving` in one round trip (one message where the
-        // backend can): a free lock is taken at once. Were the look served before the ticket,
-        // it would only see `serving` lower (it never passes a ticket not yet served).
-        let first = self.inner.post_batch(vec![
-            transport::Op::FetchAdd {
-                remote: next,
-                add: 1,
-            },
-            transport::Op::FetchAdd {
-                remote: serving,
-                add: 0,
-            },
-        ])?;
-        let ticket = first[0].wait()?;
-        let mut now = first[1].wait()?;
+        let inner = &*self.inner;
+        let (next, serving) = (LockWord::of(inner, next), LockWord::of(inner, serving));
+        let (ticket, mut now) = match (next, serving) {
+            // Homed here: the ticket, then a look at `serving`, as this node's own atomics.
+            (LockWord::Own(_), LockWord::Own(_)) => {
+                (next.fetch_add(inner, 1)?, serving.load(inner)?)
+            }
+            // The ticket and a first look at `serving` in one round trip (one message where
+            // the backend can): a free lock is taken at once. Were the look served before the
+            // ticket, it would only see `serving` lower (it never passes a ticket not yet
+            // served).
+            (LockWord::Far(n), LockWord::Far(s)) => {
+                let first = inner.post_batch(vec![
+                    transport::Op::FetchAdd { remote: n, add: 1 },
+                    transport::Op::FetchAdd { remote: s, add: 0 },
+                ])?;
+                (first[0].wait()?, first[1].wait()?)
+            }
+            // The two words of one 16-byte aligned lock lie in one page, one home.
+            _ => (next.fetch_add(inner, 1)?, serving.load(inner)?),
+        };
         let mut backoff = 1u32;
         loop {
             if now == ticket {
@@ -418,7 +426,7 @@ impl Dsm {
                 }
             }
             backoff = (backoff * 2).min(MAX_LOCK_BACKOFF);
-            now = self.inner.t.fetch_add(serving, 0)?;
+            now = serving.load(inner)?;
         }
         self.held.taken(l as usize);
         if let Some(p) = self.inner.profile.on() {
@@ -439,8 +447,10 @@ impl Dsm {
     /// [`Error::Misaligned`]; transport errors.
     pub fn try_lock(&self, l: *const GlobalLock) -> Result<bool> {
         let (next, serving) = self.lock_words(l)?;
-        let now = self.inner.t.fetch_add(serving, 0)?;
-        if self.inner.t.compare_swap(next, now, now + 1)? != now {
+        let inner = &*self.inner;
+        let (next, serving) = (LockWord::of(inner, next), LockWord::of(inner, serving));
+        let now = serving.load(inner)?;
+        if next.compare_swap(inner, now, now + 1)? != now {
             return Ok(false);
         }
         self.held.taken(l as usize);
@@ -462,7 +472,7 @@ impl Dsm {
         let (_, serving) = self.lock_words(l)?;
         self.held.give_up(l as usize)?;
         self.inner.release()?;
-        self.inner.t.fetch_add(serving, 1)?;
+        LockWord::of(&self.inner, serving).fetch_add(&self.inner, 1)?;
         Ok(())
     }
 

@@ -122,6 +122,9 @@ pub(crate) struct Inner {
     /// The protocol ([`crate::coherence::machine`]) this runtime executes.
     machine: Machine,
     pub(crate) nodes: usize,
+    /// The transport's atomics on this node's memory are the CPU's own
+    /// ([`transport::Capabilities::atomics_coherent_with_cpu`]).
+    pub(crate) cpu_atomics: bool,
     pub(crate) space: GlobalSpace,
     pub(crate) runtime: Arc<Region>,
     log: Arc<Region>,
@@ -267,6 +270,7 @@ impl Inner {
         let map = SparseTable::new(collective_pages)?;
         let notices = notices::Notices::new(&t)?;
         let inner = Arc::new(Inner {
+            cpu_atomics: t.capabilities().atomics_coherent_with_cpu,
             t,
             me,
             machine: Machine::new(Rank(me as u32)),

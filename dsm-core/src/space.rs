@@ -1,7 +1,7 @@
 //! The global address space: one range of virtual memory mapped at the same address on every
 //! node, so that a pointer into it means the same thing everywhere.
 //!
-//! The range is backed by a `memfd` mapped twice:
+//! In a job of several nodes the range is backed by a `memfd` mapped twice:
 //!
 //! - the **application view**, at the agreed base address, whose page protections drive
 //!   coherence (`PROT_NONE`: not cached here; read-only: a clean copy; read-write: being written);
@@ -13,6 +13,11 @@
 //! fault engine ([`crate::fault`]): `mprotect` (the `SIGSEGV` engine; each protected run of
 //! pages is a VMA of its own), or userfaultfd (the view is mapped read-write once and registered;
 //! protection is per page-table entry, see the `uffd` module, and no VMA is ever split).
+//!
+//! A job of one node never faults (it homes every page and nothing else writes them): its
+//! range is private anonymous memory mapped once, read-write, and the runtime view is the
+//! application view. Its pages are then the process's own, as `malloc`'s are, and a first touch
+//! costs what it costs a program on threads (a memfd page also goes through the page cache).
 //!
 //! The base address is negotiated ([`negotiate`]): every node proposes a range that is free in
 //! its own process, every node tries to map each proposal with `MAP_FIXED_NOREPLACE`, and the
@@ -63,7 +68,17 @@ pub struct GlobalSpace {
     runtime: usize,
     /// Set when the userfaultfd engine drives the application view.
     uffd: Option<Userfaultfd>,
-    _memfd: OwnedFd,
+    backing: Backing,
+}
+
+/// What the global range is made of.
+#[derive(Debug)]
+enum Backing {
+    /// A memfd mapped twice: the application view and the runtime view.
+    Shared(OwnedFd),
+    /// Private anonymous memory mapped once, read-write (a job of one node): the runtime view
+    /// is the application view.
+    Private,
 }
 
 fn os_err(what: impl Into<String>) -> Error {
@@ -72,20 +87,20 @@ fn os_err(what: impl Into<String>) -> Error {
 
 /// Maps `fd` (`size` bytes) at exactly `addr` without replacing anything; false when something
 /// is already mapped there.
-fn map_at(addr: usize, size: usize, fd: &OwnedFd) -> Result<bool> {
-    let flags = libc::MAP_SHARED | libc::MAP_FIXED_NOREPLACE | libc::MAP_NORESERVE;
-    // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping: it fails with EEXIST
-    // instead, so no memory of this process can be clobbered. The fd is a valid memfd.
-    let p = unsafe {
-        libc::mmap(
-            addr as *mut libc::c_void,
-            size,
-            libc::PROT_NONE,
-            flags,
-            fd.as_raw_fd(),
-            0,
-        )
+fn map_at(addr: usize, size: usize, backing: &Backing) -> Result<bool> {
+    let (flags, prot, fd) = match backing {
+        Backing::Shared(fd) => (libc::MAP_SHARED, libc::PROT_NONE, fd.as_raw_fd()),
+        Backing::Private => (
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            libc::PROT_READ | libc::PROT_WRITE,
+            -1,
+        ),
     };
+    let flags = flags | libc::MAP_FIXED_NOREPLACE | libc::MAP_NORESERVE;
+    // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping: it fails with EEXIST
+    // instead, so no memory of this process can be clobbered. The fd is a valid memfd, or -1
+    // for anonymous memory.
+    let p = unsafe { libc::mmap(addr as *mut libc::c_void, size, prot, flags, fd, 0) };
     if p == libc::MAP_FAILED {
         let e = std::io::Error::last_os_error();
         return match e.raw_os_error() {
@@ -125,7 +140,7 @@ pub fn negotiate<T: Transport>(t: &T, size: usize) -> Result<GlobalSpace> {
             "the global size must be a positive multiple of 2 MiB, not {size}"
         )));
     }
-    let memfd = backing(size)?;
+    let backing = backing(t.nodes(), size)?;
     // Each round: every node's free ranges, their intersection, the same deterministic choice
     // on every node, a vote on whether the mapping there succeeded everywhere. A round fails
     // only when another thread mapped something in the chosen range meanwhile; the next round
@@ -141,21 +156,21 @@ pub fn negotiate<T: Transport>(t: &T, size: usize) -> Result<GlobalSpace> {
         largest = address::largest(&common);
         let chosen = address::choose(&common, size);
         let mapped = match chosen {
-            Some(base) => map_at(base, size, &memfd)?,
+            Some(base) => map_at(base, size, &backing)?,
             None => false,
         };
         let votes = collective::all_gather(t, &[u8::from(mapped)], None)?;
         let everywhere = votes.iter().all(|v| v.as_slice() == [1]);
         match chosen {
             Some(base) if everywhere => {
-                let runtime = map_runtime_view(size, &memfd)?;
+                let runtime = map_runtime_view(base, size, &backing)?;
                 tracing::debug!("global range at {base:#x} after {} round(s)", round + 1);
                 return Ok(GlobalSpace {
                     base,
                     size,
                     runtime,
                     uffd: None,
-                    _memfd: memfd,
+                    backing,
                 });
             }
             Some(base) if mapped => unmap(base, size),
@@ -185,8 +200,8 @@ pub fn negotiate_at<T: Transport>(t: &T, size: usize, base: usize) -> Result<Glo
             "the checkpoint's global range ({size} bytes at {base:#x}) is malformed"
         )));
     }
-    let memfd = backing(size)?;
-    let mapped = map_at(base, size, &memfd)?;
+    let backing = backing(t.nodes(), size)?;
+    let mapped = map_at(base, size, &backing)?;
     let votes = collective::all_gather(t, &[u8::from(mapped)], None)?;
     let busy: Vec<String> = votes
         .iter()
@@ -205,18 +220,28 @@ pub fn negotiate_at<T: Transport>(t: &T, size: usize, base: usize) -> Result<Glo
             busy.join(", ")
         )));
     }
-    let runtime = map_runtime_view(size, &memfd)?;
+    let runtime = map_runtime_view(base, size, &backing)?;
     Ok(GlobalSpace {
         base,
         size,
         runtime,
         uffd: None,
-        _memfd: memfd,
+        backing,
     })
 }
 
+/// What backs the global range of a job of `nodes` nodes: private memory for one node, a
+/// memfd of `size` bytes otherwise.
+fn backing(nodes: usize, size: usize) -> Result<Backing> {
+    if nodes == 1 {
+        Ok(Backing::Private)
+    } else {
+        Ok(Backing::Shared(memfd(size)?))
+    }
+}
+
 /// Creates the memfd that backs a global range of `size` bytes.
-fn backing(size: usize) -> Result<OwnedFd> {
+fn memfd(size: usize) -> Result<OwnedFd> {
     // SAFETY: memfd_create with a static, NUL-terminated name and a valid flag set.
     let fd = unsafe { libc::memfd_create(c"dsm-global".as_ptr(), libc::MFD_CLOEXEC) };
     if fd < 0 {
@@ -243,7 +268,7 @@ impl GlobalSpace {
                 "the global size must be a positive multiple of 2 MiB, not {size}"
             )));
         }
-        let memfd = backing(size)?;
+        let memfd = memfd(size)?;
         let flags = libc::MAP_SHARED | libc::MAP_NORESERVE;
         // SAFETY: a shared mapping of our own memfd at an address of the kernel's choosing.
         let p = unsafe {
@@ -259,18 +284,25 @@ impl GlobalSpace {
         if p == libc::MAP_FAILED {
             return Err(os_err("mapping a simulated global range"));
         }
-        let runtime = map_runtime_view(size, &memfd)?;
+        let backing = Backing::Shared(memfd);
+        let runtime = map_runtime_view(p as usize, size, &backing)?;
         Ok(GlobalSpace {
             base: p as usize,
             size,
             runtime,
             uffd: None,
-            _memfd: memfd,
+            backing,
         })
     }
 }
 
-fn map_runtime_view(size: usize, fd: &OwnedFd) -> Result<usize> {
+/// The runtime view of the range mapped at `base`: a second mapping of the memfd, or `base`
+/// itself for private memory.
+fn map_runtime_view(base: usize, size: usize, backing: &Backing) -> Result<usize> {
+    let fd = match backing {
+        Backing::Shared(fd) => fd,
+        Backing::Private => return Ok(base),
+    };
     let prot = libc::PROT_READ | libc::PROT_WRITE;
     let flags = libc::MAP_SHARED | libc::MAP_NORESERVE;
     // SAFETY: a shared mapping of our own memfd at an address of the kernel's choosing.
@@ -487,10 +519,16 @@ impl GlobalSpace {
     /// [`Error::Io`] when the kernel refuses.
     pub fn discard(&self, page: usize, count: usize) -> Result<()> {
         let addr = self.runtime + page * PAGE;
+        // Private memory: dropping the pages makes them read as zeros again.
+        let advice = match self.backing {
+            Backing::Shared(_) => libc::MADV_REMOVE,
+            Backing::Private => libc::MADV_DONTNEED,
+        };
         // SAFETY: the range lies inside the runtime view; MADV_REMOVE frees the memfd's pages,
-        // which nobody holds references to (the runtime copies out of the view, never borrows).
-        if unsafe { libc::madvise(addr as *mut libc::c_void, count * PAGE, libc::MADV_REMOVE) } != 0
-        {
+        // MADV_DONTNEED a private mapping's, which nobody holds references to (the runtime
+        // copies out of the view, never borrows; the application's pointers into a job of one
+        // node's range see zeros, as freed memory may).
+        if unsafe { libc::madvise(addr as *mut libc::c_void, count * PAGE, advice) } != 0 {
             return Err(os_err(format!("releasing page {page}")));
         }
         Ok(())
@@ -500,7 +538,9 @@ impl GlobalSpace {
 impl Drop for GlobalSpace {
     fn drop(&mut self) {
         unmap(self.base, self.size);
-        unmap(self.runtime, self.size);
+        if let Backing::Shared(_) = self.backing {
+            unmap(self.runtime, self.size);
+        }
     }
 }
 

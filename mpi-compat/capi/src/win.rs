@@ -191,10 +191,11 @@ pub unsafe extern "C" fn MPI_Get(
             if origin.is_null() {
                 return Err(Failure::new(ERR_ARG, "a null origin buffer"));
             }
+            // The bytes land by the next flush, unlock, fence or complete (MPI-3.1 §11.3.2).
             // SAFETY: not null; `origin` holds `ocount` elements (`len` bytes in one run) by
-            // contract, written by nothing else during the call.
-            let b = unsafe { std::slice::from_raw_parts_mut(origin.cast::<u8>(), len) };
-            return Ok(w.get(b, target, disp(tdisp)?)?);
+            // contract, and MPI forbids touching them until the operation completes, which
+            // is that synchronization call.
+            return Ok(unsafe { w.get_posted(origin.cast(), len, target, disp(tdisp)?) }?);
         }
         let mut data = vec![0u8; len];
         w.get(&mut data, target, disp(tdisp)?)?;
@@ -540,6 +541,8 @@ win_call! {
     MPI_Win_flush_all() => |w, s| w.flush_all();
     /// `MPI_Win_flush_local` (MPI-3.1 §11.5.4).
     MPI_Win_flush_local(rank: c_int) => |w, s| w.flush_local(rank);
+    /// `MPI_Win_flush_local_all` (MPI-3.1 §11.5.4).
+    MPI_Win_flush_local_all() => |w, s| w.flush_local_all();
     /// `MPI_Win_sync` (MPI-3.1 §11.5.4).
     MPI_Win_sync() => |w, s| w.sync();
     /// `MPI_Win_post` (MPI-3.1 §11.5.2).

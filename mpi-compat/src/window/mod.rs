@@ -110,6 +110,22 @@ struct Pending {
     target: usize,
     done: Completion,
     staging: Option<Arc<Region>>,
+    /// Part of a posted get ([`Window::get_posted`]): complete at this rank only once it is
+    /// complete (a flush_local waits for it).
+    get: bool,
+    /// A posted get's destination, on its last operation: copied out of `staging` once the
+    /// get's operations are complete.
+    deliver: Option<Deliver>,
+}
+
+/// Where a posted get's bytes go: `len` bytes at `skew` in its staging region, to the
+/// caller's buffer at `to` (an address: the caller promised it stays valid, see
+/// [`Window::get_posted`]).
+#[derive(Debug, Clone, Copy)]
+struct Deliver {
+    to: usize,
+    len: usize,
+    skew: usize,
 }
 
 /// The access and exposure epochs this rank has open (MPI-3.1 §11.5).

@@ -79,6 +79,8 @@ impl Window {
                 target: t,
                 done: c,
                 staging: (i == last).then(|| Arc::clone(&stage)),
+                get: false,
+                deliver: None,
             });
         }
         Ok(())
@@ -115,6 +117,66 @@ impl Window {
         let read = stage.read_at(skew, bytes_mut(origin));
         self.recycle(stage);
         Ok(read?)
+    }
+
+    /// `MPI_Get` from C (MPI-3.1 §11.3.2): posts the read of `len` bytes of `target`'s part at
+    /// displacement `disp`; they land in `origin` by the return of the next call that
+    /// completes this rank's operations to `target` (a flush, an unlock, a fence, a complete),
+    /// as MPI allows, so that a window of gets is in flight at once instead of one round trip
+    /// after another. Checked as [`Window::get`] is, before anything is posted.
+    ///
+    /// # Safety
+    /// `origin` must be valid for writes of `len` bytes, and neither read nor written by
+    /// anything else, until that call returns (or the window is freed, when nothing is
+    /// written any more).
+    ///
+    /// # Errors
+    /// As [`Window::get`].
+    pub unsafe fn get_posted(
+        &self,
+        origin: *mut u8,
+        len: usize,
+        target: Rank,
+        disp: usize,
+    ) -> Result<()> {
+        if target == PROC_NULL {
+            return Ok(());
+        }
+        let t = self.access(target)?;
+        let offset = self.range(t, disp, len)?;
+        if len == 0 {
+            return Ok(());
+        }
+        // As in `get`: the staging region at the origin's page offset.
+        let skew = origin as usize % PAGE;
+        let stage = self.staging(skew + len)?;
+        let runs = self.remote_runs(t, offset, len)?;
+        let ops = runs
+            .into_iter()
+            .map(|(at, remote)| {
+                Ok(TOp::Read {
+                    local: LocalSlice::new(&stage, skew + at, remote.len)?,
+                    remote,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let done = self.t().post_batch(ops)?;
+        let mut e = self.epochs();
+        let last = done.len().saturating_sub(1);
+        for (i, c) in done.into_iter().enumerate() {
+            e.pending.push(Pending {
+                target: t,
+                done: c,
+                staging: (i == last).then(|| Arc::clone(&stage)),
+                get: true,
+                deliver: (i == last).then_some(super::Deliver {
+                    to: origin as usize,
+                    len,
+                    skew,
+                }),
+            });
+        }
+        Ok(())
     }
 
     /// Reads each run into `stage` at `base` plus its offset, and waits for them all.
@@ -247,6 +309,8 @@ impl Window {
                         target,
                         done: c,
                         staging: None,
+                        get: false,
+                        deliver: None,
                     });
                 }
                 return Ok(Vec::new());

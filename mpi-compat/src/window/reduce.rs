@@ -97,6 +97,8 @@ impl Window {
                     target,
                     done: c,
                     staging: (i == last).then(|| Arc::clone(&stage)),
+                    get: false,
+                    deliver: None,
                 });
             }
             return Ok(Some(Vec::new()));

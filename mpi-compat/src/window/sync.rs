@@ -65,11 +65,18 @@ impl Window {
     /// Waits for every posted operation to `target` (or to every target), recycling staging
     /// buffers.
     fn wait_pending(&self, target: Option<usize>) -> Result<()> {
+        self.wait_some(target, false)
+    }
+
+    /// Waits for the posted operations to `target` (or to every target), only for the gets
+    /// with `gets_only` (what local completion needs: a put's data were copied when it was
+    /// called).
+    fn wait_some(&self, target: Option<usize>, gets_only: bool) -> Result<()> {
         let mine: Vec<super::Pending> = {
             let mut e = self.epochs();
             let (mine, rest) = std::mem::take(&mut e.pending)
                 .into_iter()
-                .partition(|p| target.is_none_or(|t| t == p.target));
+                .partition(|p| target.is_none_or(|t| t == p.target) && (p.get || !gets_only));
             e.pending = rest;
             mine
         };
@@ -77,6 +84,16 @@ impl Window {
         for p in mine {
             if let Err(err) = p.done.wait() {
                 first.get_or_insert(err);
+            }
+            // A posted get's operations come before the one that carries its delivery (and
+            // are waited for first): after a failure its bytes are not all there.
+            if let (Some(d), Some(s), None) = (p.deliver, &p.staging, &first) {
+                // SAFETY: `get_posted`'s caller promised `d.len` writable bytes at `d.to`,
+                // touched by nothing else until this call returns.
+                let to = unsafe { std::slice::from_raw_parts_mut(d.to as *mut u8, d.len) };
+                if let Err(err) = s.read_at(d.skew, to) {
+                    first.get_or_insert(err);
+                }
             }
             if let Some(s) = p.staging {
                 self.recycle(s);
@@ -354,6 +371,17 @@ impl Window {
         }
     }
 
+    /// A passive-target epoch on some target is open.
+    fn check_passive_any(&self) -> Result<()> {
+        let e = self.epochs();
+        if !e.lock_all && e.locks.is_empty() {
+            return Err(Error::RmaSync(
+                "flush_all outside a passive-target epoch".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// `MPI_Win_flush` (MPI-3.1 §11.5.4): every RMA call to `target` is complete at the
     /// target when it returns.
     ///
@@ -373,26 +401,30 @@ impl Window {
     /// # Errors
     /// [`Error::RmaSync`] outside a passive-target epoch.
     pub fn flush_all(&self) -> Result<()> {
-        {
-            let e = self.epochs();
-            if !e.lock_all && e.locks.is_empty() {
-                return Err(Error::RmaSync(
-                    "flush_all outside a passive-target epoch".into(),
-                ));
-            }
-        }
+        self.check_passive_any()?;
         self.wait_pending(None)
     }
 
     /// `MPI_Win_flush_local` (MPI-3.1 §11.5.4): every RMA call to `target` is complete at
-    /// this rank (its buffers may be reused). Puts copy their data when called and gets wait
-    /// for theirs, so this only checks the epoch: local completion is already there.
+    /// this rank (its buffers may be reused). Puts copy their data when called; the gets
+    /// posted from C ([`Window::get_posted`]) are waited for and their bytes delivered.
     ///
     /// # Errors
-    /// [`Error::RmaSync`] outside a lock epoch on `target`.
+    /// [`Error::RmaSync`] outside a lock epoch on `target`; the first failed get's error.
     pub fn flush_local(&self, target: Rank) -> Result<()> {
         let t = self.comm.check_rank(target)?;
-        self.check_passive(t)
+        self.check_passive(t)?;
+        self.wait_some(Some(t), true)
+    }
+
+    /// `MPI_Win_flush_local_all` (MPI-3.1 §11.5.4): [`Window::flush_local`] for every
+    /// target.
+    ///
+    /// # Errors
+    /// [`Error::RmaSync`] outside a passive-target epoch; the first failed get's error.
+    pub fn flush_local_all(&self) -> Result<()> {
+        self.check_passive_any()?;
+        self.wait_some(None, true)
     }
 
     /// `MPI_Win_sync` (MPI-3.1 §11.5.4): reconciles this rank's private and public copies of

@@ -26,7 +26,7 @@ mod lending;
 mod posted;
 mod refusals;
 pub use lending::lent_messages_keep_order;
-pub use posted::posted_writes_land_in_order;
+pub use posted::{posted_reads_complete_unwaited, posted_writes_land_in_order};
 pub use refusals::rejects_bad_access;
 
 /// Runs every check.
@@ -43,6 +43,7 @@ pub fn run_all<T: Transport>(job: &[T]) {
     messages_in_parts_arrive_whole(job);
     lent_messages_keep_order(job);
     posted_writes_land_in_order(job);
+    posted_reads_complete_unwaited(job);
     reads_see_no_later_request(job);
     accumulates_land_exactly(job);
 }

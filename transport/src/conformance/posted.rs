@@ -1,7 +1,7 @@
-//! Small writes posted one at a time while earlier ones are still in flight (MPI puts before
-//! their flush): a backend may send them together later (tcp holds them back until a response
-//! arrives or somebody waits), but none may be lost, overtaken or left waiting for traffic that
-//! never comes.
+//! Small writes and reads posted one at a time while earlier ones are still in flight (MPI
+//! puts and gets before their flush): a backend may send them together later (tcp holds them
+//! back until a response arrives or somebody waits), but none may be lost, overtaken or left
+//! waiting for traffic that never comes.
 
 use std::time::{Duration, Instant};
 
@@ -117,5 +117,47 @@ pub fn posted_writes_land_in_order<T: Transport>(job: &[T]) {
     assert!(all == data[..3 * ROUND], "a posted write was lost");
     a.deregister(&dd).expect("deregister");
     a.deregister(&sd).expect("deregister");
+    unexpose(job, &descs);
+}
+
+/// Reads posted one at a time while earlier ones are in flight (a window of MPI gets) each
+/// bring their own bytes, and complete with nobody waiting on them (only polled), in time.
+pub fn posted_reads_complete_unwaited<T: Transport>(job: &[T]) {
+    let a = &job[0];
+    let (homes, descs) = expose(job, ROUND);
+    let data = pattern(23, ROUND);
+    homes[1].write_at(0, &data).expect("fill the target");
+    let dst = Region::allocate(ROUND).expect("allocate");
+    let dd = a.register(&dst).expect("register");
+    let reads: Vec<Completion> = (0..PIECES)
+        .flat_map(|i| {
+            let op = Op::Read {
+                remote: descs[1].slice((i * PIECE) as u64, PIECE).expect("slice"),
+                local: LocalSlice::new(&dst, (PIECES - 1 - i) * PIECE, PIECE).expect("local"),
+            };
+            a.post_batch(vec![op]).expect("post_batch")
+        })
+        .collect();
+    let deadline = Instant::now() + LAND;
+    while !reads.iter().all(Completion::is_done) {
+        assert!(
+            Instant::now() < deadline,
+            "posted reads nobody waits on did not complete within {LAND:?}"
+        );
+        std::thread::yield_now();
+    }
+    for r in &reads {
+        r.wait_timeout(WAIT).expect("a posted read");
+    }
+    let mut got = vec![0u8; ROUND];
+    dst.read_at(0, &mut got).expect("copy");
+    for i in 0..PIECES {
+        let (at, from) = ((PIECES - 1 - i) * PIECE, i * PIECE);
+        assert!(
+            got[at..at + PIECE] == data[from..from + PIECE],
+            "posted read {i} brought other bytes"
+        );
+    }
+    a.deregister(&dd).expect("deregister");
     unexpose(job, &descs);
 }

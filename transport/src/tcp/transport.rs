@@ -267,9 +267,11 @@ impl Transport for TcpTransport {
         let mut target: Option<Rank> = None;
         let flush = |target: Option<Rank>, frames: &mut Vec<(Header, Payload)>| -> Result<()> {
             if let Some(peer) = target.filter(|_| !frames.is_empty()) {
-                let hold = frames
-                    .iter()
-                    .all(|(h, p)| h.kind == Kind::Write && p.len() <= HOLD_BYTES);
+                // Small writes and reads (a read request carries no payload): what a window
+                // of MPI puts or gets posts before its flush.
+                let hold = frames.iter().all(|(h, p)| {
+                    (h.kind == Kind::Write && p.len() <= HOLD_BYTES) || h.kind == Kind::Read
+                });
                 self.conn(peer)?
                     .send_batch(std::mem::take(frames), hold, self.shared.now_ms())?;
             }

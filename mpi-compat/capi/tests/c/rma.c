@@ -58,6 +58,17 @@ int main(int argc, char **argv)
     OK(MPI_Rget(&untouched, 1, MPI_LONG, MPI_PROC_NULL, 0, 1, MPI_LONG, win, &rq[1]));
     OK(MPI_Wait(&rq[1], MPI_STATUS_IGNORE));
     CHECK(untouched == 5, "a PROC_NULL target wrote %ld", untouched);
+    /* A window of gets in flight: each lands by the flush that follows, not before it is
+       asked for (the origin buffers are the caller's until then). */
+    long many[4] = { -1, -1, -1, -1 };
+    for (int i = 0; i < 4; i++) OK(MPI_Get(&many[3 - i], 1, MPI_LONG, right, 8 + i, 1, MPI_LONG, win));
+    OK(MPI_Win_flush_local_all(win));
+    for (int i = 0; i < 4; i++) CHECK(many[3 - i] == me + i, "get %d of a window: %ld", i, many[3 - i]);
+    long *all = malloc(64 * sizeof(long) + 8);
+    OK(MPI_Get(all + 1, 64, MPI_LONG, right, 0, 64, MPI_LONG, win));
+    OK(MPI_Win_flush_local(right, win));
+    for (int i = 0; i < 4; i++) CHECK(all[1 + 8 + i] == me + i, "a whole part got: %ld", all[1 + 8 + i]);
+    free(all);
     OK(MPI_Win_unlock_all(win));
     CHECK(both[0] == np && both[1] >= 100 && both[1] < 100 + np, "counter %ld winner %ld", both[0], both[1]);
     int won = prev == 0, wins = 0;

@@ -72,18 +72,50 @@ impl Window {
             })
             .collect::<Result<Vec<_>>>()?;
         let done = self.t().post_batch(ops)?;
+        self.keep_pending(t, done, stage, None);
+        Ok(())
+    }
+
+    /// Keeps `done`, the completions of one call's operations to `target`, until the flush
+    /// that waits for them; the last one carries the call's staging region (recycled then)
+    /// and, for a posted get, where its bytes go.
+    pub(super) fn keep_pending(
+        &self,
+        target: usize,
+        done: Vec<Completion>,
+        stage: Arc<Region>,
+        deliver: Option<super::Deliver>,
+    ) {
         let mut e = self.epochs();
         let last = done.len().saturating_sub(1);
+        let get = deliver.is_some();
+        let mut stage = Some(stage);
         for (i, c) in done.into_iter().enumerate() {
             e.pending.push(Pending {
-                target: t,
+                target,
                 done: c,
-                staging: (i == last).then(|| Arc::clone(&stage)),
-                get: false,
-                deliver: None,
+                staging: if i == last { stage.take() } else { None },
+                get,
+                deliver: if i == last { deliver } else { None },
             });
         }
-        Ok(())
+    }
+
+    /// The reads of `runs` (offsets in the part, and where each lies remotely) into `stage`
+    /// at `base` plus each run's offset.
+    fn read_ops(
+        stage: &Arc<Region>,
+        base: usize,
+        runs: Vec<(usize, RemoteSlice)>,
+    ) -> Result<Vec<TOp>> {
+        runs.into_iter()
+            .map(|(at, remote)| {
+                Ok(TOp::Read {
+                    local: LocalSlice::new(stage, base + at, remote.len)?,
+                    remote,
+                })
+            })
+            .collect()
     }
 
     /// `MPI_Get` (MPI-3.1 §11.3.2): reads `target`'s part at displacement `disp` into
@@ -151,31 +183,9 @@ impl Window {
         let skew = origin as usize % PAGE;
         let stage = self.staging(skew + len)?;
         let runs = self.remote_runs(t, offset, len)?;
-        let ops = runs
-            .into_iter()
-            .map(|(at, remote)| {
-                Ok(TOp::Read {
-                    local: LocalSlice::new(&stage, skew + at, remote.len)?,
-                    remote,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let done = self.t().post_batch(ops)?;
-        let mut e = self.epochs();
-        let last = done.len().saturating_sub(1);
-        for (i, c) in done.into_iter().enumerate() {
-            e.pending.push(Pending {
-                target: t,
-                done: c,
-                staging: (i == last).then(|| Arc::clone(&stage)),
-                get: true,
-                deliver: (i == last).then_some(super::Deliver {
-                    to: origin as usize,
-                    len,
-                    skew,
-                }),
-            });
-        }
+        let done = self.t().post_batch(Self::read_ops(&stage, skew, runs)?)?;
+        let to = origin as usize;
+        self.keep_pending(t, done, stage, Some(super::Deliver { to, len, skew }));
         Ok(())
     }
 
@@ -186,16 +196,7 @@ impl Window {
         base: usize,
         runs: Vec<(usize, RemoteSlice)>,
     ) -> Result<()> {
-        let ops = runs
-            .into_iter()
-            .map(|(at, remote)| {
-                Ok(TOp::Read {
-                    local: LocalSlice::new(stage, base + at, remote.len)?,
-                    remote,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let done = self.t().post_batch(ops)?;
+        let done = self.t().post_batch(Self::read_ops(stage, base, runs)?)?;
         wait_all(&done)?;
         Ok(())
     }

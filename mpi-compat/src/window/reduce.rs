@@ -6,11 +6,10 @@
 //! `ops.rs` updates word by word.
 
 use std::any::TypeId;
-use std::sync::Arc;
 
 use transport::{wait_all, Elem, LocalSlice, ReduceOp, Reduction, Transport};
 
-use super::{Pending, Window};
+use super::Window;
 use crate::datatype::{bytes, bytes_mut, Equivalence, Op};
 use crate::error::Result;
 
@@ -90,17 +89,7 @@ impl Window {
             done.push(self.t().accumulate(remote, &local, reduction, fetch)?);
         }
         let Some(result) = result else {
-            let mut e = self.epochs();
-            let last = done.len().saturating_sub(1);
-            for (i, c) in done.into_iter().enumerate() {
-                e.pending.push(Pending {
-                    target,
-                    done: c,
-                    staging: (i == last).then(|| Arc::clone(&stage)),
-                    get: false,
-                    deliver: None,
-                });
-            }
+            self.keep_pending(target, done, stage, None);
             return Ok(Some(Vec::new()));
         };
         let waited = wait_all(&done);

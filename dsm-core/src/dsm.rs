@@ -472,8 +472,7 @@ impl Dsm {
         let (_, serving) = self.lock_words(l)?;
         self.held.give_up(l as usize)?;
         self.inner.release()?;
-        LockWord::of(&self.inner, serving).fetch_add(&self.inner, 1)?;
-        Ok(())
+        LockWord::of(&self.inner, serving).post_add(&self.inner, 1)
     }
 
     /// Atomically adds `v` to the 8-byte global word at `p` (at its home); returns the old value.

@@ -50,6 +50,28 @@ impl<'a> LockWord<'a> {
         }
     }
 
+    /// Adds `v` without waiting for the old value: a word elsewhere gets a posted
+    /// fetch-and-add whose completion nobody waits for (the transport serves a connection's
+    /// requests in order, so this node's later operations on the word come after it).
+    ///
+    /// # Errors
+    /// The transport's, when the operation cannot be posted.
+    pub(super) fn post_add(self, inner: &Inner, v: u64) -> Result<()> {
+        match self {
+            LockWord::Own(w) => {
+                w.fetch_add(v, Ordering::SeqCst);
+            }
+            LockWord::Far(w) => {
+                drop(
+                    inner
+                        .t
+                        .post(transport::Op::FetchAdd { remote: w, add: v })?,
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// Reads the word (a fetch-and-add of 0 for a word elsewhere, as a peer reads it).
     ///
     /// # Errors

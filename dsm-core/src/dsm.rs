@@ -392,10 +392,6 @@ impl Dsm {
         let inner = &*self.inner;
         let (next, serving) = (LockWord::of(inner, next), LockWord::of(inner, serving));
         let (ticket, mut now) = match (next, serving) {
-            // Homed here: the ticket, then a look at `serving`, as this node's own atomics.
-            (LockWord::Own(_), LockWord::Own(_)) => {
-                (next.fetch_add(inner, 1)?, serving.load(inner)?)
-            }
             // The ticket and a first look at `serving` in one round trip (one message where
             // the backend can): a free lock is taken at once. Were the look served before the
             // ticket, it would only see `serving` lower (it never passes a ticket not yet
@@ -407,7 +403,8 @@ impl Dsm {
                 ])?;
                 (first[0].wait()?, first[1].wait()?)
             }
-            // The two words of one 16-byte aligned lock lie in one page, one home.
+            // Homed here (both words: a 16-byte aligned lock lies in one page): the ticket,
+            // then a look at `serving`, as this node's own atomics.
             _ => (next.fetch_add(inner, 1)?, serving.load(inner)?),
         };
         let mut backoff = 1u32;

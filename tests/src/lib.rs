@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+pub mod scenario;
+
 use dsm_launcher::{launch, LaunchOptions, Report};
 
 /// Runs `program` as an `n`-node job with `args`, killed after `timeout`; the ranks' output is

@@ -86,7 +86,9 @@ impl Window {
                 first.get_or_insert(err);
             }
             // A posted get's operations come before the one that carries its delivery (and
-            // are waited for first): after a failure its bytes are not all there.
+            // are waited for first). After any failure the call returns it and delivers no
+            // more: a failed get's bytes are not all there (MPI leaves the buffers of a
+            // failed synchronisation undefined).
             if let (Some(d), Some(s), None) = (p.deliver, &p.staging, &first) {
                 // SAFETY: `get_posted`'s caller promised `d.len` writable bytes at `d.to`,
                 // touched by nothing else until this call returns.
@@ -371,13 +373,13 @@ impl Window {
         }
     }
 
-    /// A passive-target epoch on some target is open.
-    fn check_passive_any(&self) -> Result<()> {
+    /// A passive-target epoch on some target is open (for `call`, named in the error).
+    fn check_passive_any(&self, call: &str) -> Result<()> {
         let e = self.epochs();
         if !e.lock_all && e.locks.is_empty() {
-            return Err(Error::RmaSync(
-                "flush_all outside a passive-target epoch".into(),
-            ));
+            return Err(Error::RmaSync(format!(
+                "{call} outside a passive-target epoch"
+            )));
         }
         Ok(())
     }
@@ -401,7 +403,7 @@ impl Window {
     /// # Errors
     /// [`Error::RmaSync`] outside a passive-target epoch.
     pub fn flush_all(&self) -> Result<()> {
-        self.check_passive_any()?;
+        self.check_passive_any("flush_all")?;
         self.wait_pending(None)
     }
 
@@ -423,7 +425,7 @@ impl Window {
     /// # Errors
     /// [`Error::RmaSync`] outside a passive-target epoch; the first failed get's error.
     pub fn flush_local_all(&self) -> Result<()> {
-        self.check_passive_any()?;
+        self.check_passive_any("flush_local_all")?;
         self.wait_some(None, true)
     }
 

@@ -7,19 +7,7 @@ use std::process::ExitCode;
 use dsm_core::space::PAGE;
 use dsm_core::{Dsm, Error, GlobalCondvar, GlobalLock, GlobalSemaphore, Placement, Rank};
 
-type R = Result<(), String>;
-
-fn e(err: dsm_core::Error) -> String {
-    err.to_string()
-}
-
-fn check(cond: bool, what: impl FnOnce() -> String) -> R {
-    if cond {
-        Ok(())
-    } else {
-        Err(what())
-    }
-}
+use tests::scenario::{check, e, Outcome as R};
 
 /// Reads a u64 of global memory through an ordinary load (which may fault).
 fn load(p: usize) -> u64 {
@@ -434,32 +422,13 @@ fn threaded_locks(d: &Dsm) -> R {
 }
 
 fn main() -> ExitCode {
-    let scenario = std::env::args().nth(1).unwrap_or_default();
-    let d = match Dsm::init() {
-        Ok(d) => d,
-        Err(err) => {
-            eprintln!("dsm-objects: cannot start: {err}");
-            return ExitCode::from(2);
-        }
-    };
-    let r = match scenario.as_str() {
-        "sem-producer-consumer" => sem_producer_consumer(&d),
-        "cond-token" => cond_token(&d),
-        "cond-broadcast-signal" => cond_broadcast_and_signal(&d),
-        "misuse" => misuse(&d),
-        "placement" => placement(&d),
-        "threaded-locks" => threaded_locks(&d),
+    tests::scenario::main("dsm-objects", &[], |d, scenario| match scenario {
+        "sem-producer-consumer" => sem_producer_consumer(d),
+        "cond-token" => cond_token(d),
+        "cond-broadcast-signal" => cond_broadcast_and_signal(d),
+        "misuse" => misuse(d),
+        "placement" => placement(d),
+        "threaded-locks" => threaded_locks(d),
         other => Err(format!("unknown scenario {other:?}")),
-    };
-    let rank = d.rank();
-    match r.and_then(|()| d.finalize().map_err(e)) {
-        Ok(()) => {
-            println!("rank {rank}: {scenario} ok");
-            ExitCode::SUCCESS
-        }
-        Err(msg) => {
-            eprintln!("rank {rank}: {scenario} FAILED: {msg}");
-            ExitCode::FAILURE
-        }
-    }
+    })
 }

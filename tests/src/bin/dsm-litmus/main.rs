@@ -10,19 +10,7 @@ use transport::Transport;
 
 mod streams;
 
-type R = Result<(), String>;
-
-fn e(err: dsm_core::Error) -> String {
-    err.to_string()
-}
-
-fn check(cond: bool, what: impl FnOnce() -> String) -> R {
-    if cond {
-        Ok(())
-    } else {
-        Err(what())
-    }
-}
+use tests::scenario::{check, e, Outcome as R};
 
 /// Reads a u64 of global memory through an ordinary load (which may fault).
 fn load(p: *const u64) -> u64 {
@@ -393,6 +381,22 @@ fn threads(d: &Dsm) -> R {
     Ok(())
 }
 
+/// The process's mappings that start inside the global range. Only those count: threads of
+/// the runtime or of the C library may map stacks or malloc arenas meanwhile, which says
+/// nothing about the fault engine.
+fn global_vmas(d: &Dsm) -> Result<usize, String> {
+    let (base, size) = d.global_range();
+    std::fs::read_to_string("/proc/self/maps")
+        .map(|m| {
+            m.lines()
+                .filter_map(|l| l.split('-').next())
+                .filter_map(|a| usize::from_str_radix(a, 16).ok())
+                .filter(|&a| a >= base && a < base + size)
+                .count()
+        })
+        .map_err(|err| err.to_string())
+}
+
 /// Reading every other page of a large allocation: under userfaultfd the process's VMAs do
 /// not grow with the pages (protection is per page-table entry); under `SIGSEGV` + `mprotect`
 /// each page is a VMA of its own.
@@ -401,20 +405,7 @@ fn scattered(d: &Dsm) -> R {
     let a = d
         .alloc_collective(PAGES * 4096, Placement::Blocked)
         .map_err(e)? as usize;
-    // Only the mappings inside the global range count: threads of the runtime or of the C
-    // library may map stacks or malloc arenas meanwhile, which says nothing about the engine.
-    let (base, size) = d.global_range();
-    let vmas = || {
-        std::fs::read_to_string("/proc/self/maps")
-            .map(|m| {
-                m.lines()
-                    .filter_map(|l| l.split('-').next())
-                    .filter_map(|a| usize::from_str_radix(a, 16).ok())
-                    .filter(|&a| a >= base && a < base + size)
-                    .count()
-            })
-            .map_err(|err| err.to_string())
-    };
+    let vmas = || global_vmas(d);
     let before = vmas()?;
     for page in (0..PAGES).step_by(2) {
         load((a + page * 4096) as *const u64);
@@ -451,20 +442,7 @@ fn many_scattered(d: &Dsm) -> R {
     let a = d
         .alloc_collective(pages * 4096, Placement::Blocked)
         .map_err(e)? as usize;
-    // Only the mappings inside the global range count: threads of the runtime or of the C
-    // library may map stacks or malloc arenas meanwhile, which says nothing about the engine.
-    let (base, size) = d.global_range();
-    let vmas = || {
-        std::fs::read_to_string("/proc/self/maps")
-            .map(|m| {
-                m.lines()
-                    .filter_map(|l| l.split('-').next())
-                    .filter_map(|a| usize::from_str_radix(a, 16).ok())
-                    .filter(|&a| a >= base && a < base + size)
-                    .count()
-            })
-            .map_err(|err| err.to_string())
-    };
+    let vmas = || global_vmas(d);
     let before = vmas()?;
     let mut sum = 0u64;
     for page in (0..pages).step_by(2) {
@@ -652,53 +630,26 @@ fn memory(d: &Dsm) -> R {
 }
 
 fn main() -> ExitCode {
-    dsm_core::logging::init();
-    let scenario = std::env::args().nth(1).unwrap_or_default();
-    let d = match Dsm::init() {
-        Ok(d) => d,
-        Err(err) => {
-            eprintln!("dsm-litmus: cannot start: {err}");
-            return ExitCode::from(2);
-        }
-    };
-    let r = match scenario.as_str() {
-        "mp-barrier" => mp_barrier(&d),
-        "mp-lock" => mp_lock(&d),
-        "counter-lock" => counter_lock(&d),
-        "false-sharing" => false_sharing(&d),
-        "atomics" => atomics(&d),
-        "store-buffering" => store_buffering(&d),
-        "first-touch" => first_touch(&d),
-        "segv" => segv(&d),
-        "big-array" => big_array(&d),
-        "remote-free" => remote_free(&d),
-        "threads" => threads(&d),
-        "scattered" => scattered(&d),
-        "kernel-write" => kernel_write(&d),
-        "many-scattered" => many_scattered(&d),
-        "vanish" => vanish(&d),
-        "memory" => memory(&d),
-        "prefetch-used" => streams::prefetch_used(&d),
-        "prefetch-wasted" => streams::prefetch_wasted(&d),
-        "home-stream" => streams::home_stream(&d),
+    tests::scenario::main("dsm-litmus", &["vanish"], |d, scenario| match scenario {
+        "mp-barrier" => mp_barrier(d),
+        "mp-lock" => mp_lock(d),
+        "counter-lock" => counter_lock(d),
+        "false-sharing" => false_sharing(d),
+        "atomics" => atomics(d),
+        "store-buffering" => store_buffering(d),
+        "first-touch" => first_touch(d),
+        "segv" => segv(d),
+        "big-array" => big_array(d),
+        "remote-free" => remote_free(d),
+        "threads" => threads(d),
+        "scattered" => scattered(d),
+        "kernel-write" => kernel_write(d),
+        "many-scattered" => many_scattered(d),
+        "vanish" => vanish(d),
+        "memory" => memory(d),
+        "prefetch-used" => streams::prefetch_used(d),
+        "prefetch-wasted" => streams::prefetch_wasted(d),
+        "home-stream" => streams::home_stream(d),
         other => Err(format!("unknown scenario {other:?}")),
-    };
-    let rank = d.rank();
-    // After `vanish` a rank is gone: finalizing (a collective) would fail; dropping the node
-    // (which must not hang either) is the survivors' clean-up.
-    let r = if scenario == "vanish" {
-        r.map(|()| drop(d))
-    } else {
-        r.and_then(|()| d.finalize().map_err(e))
-    };
-    match r {
-        Ok(()) => {
-            println!("rank {rank}: {scenario} ok");
-            ExitCode::SUCCESS
-        }
-        Err(msg) => {
-            eprintln!("rank {rank}: {scenario} FAILED: {msg}");
-            ExitCode::FAILURE
-        }
-    }
+    })
 }

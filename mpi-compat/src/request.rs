@@ -26,6 +26,12 @@ enum State<'a> {
         id: u64,
         buf: &'a mut [u8],
     },
+    /// A send whose bytes the transport is still writing from the caller's buffer
+    /// ([`Communicator::isend_lent`]).
+    Sending {
+        done: transport::Completion,
+        status: Status,
+    },
     /// Waited for, or its receive failed.
     Finished,
 }
@@ -42,6 +48,12 @@ impl<'a> Request<'a> {
     pub(crate) fn sent(bytes: usize, source: Rank, tag: Tag) -> Request<'a> {
         Request {
             state: State::Done(Status { source, tag, bytes }),
+        }
+    }
+
+    pub(crate) fn sending(done: transport::Completion, status: Status) -> Request<'static> {
+        Request {
+            state: State::Sending { done, status },
         }
     }
 
@@ -111,6 +123,17 @@ impl<'a> Request<'a> {
                 return Err(Error::InvalidArgument(
                     "the request already completed with an error".into(),
                 ))
+            }
+            State::Sending { done, status } => {
+                if !block && !done.is_done() {
+                    return Ok(None);
+                }
+                let got = done.wait().map(|_| *status);
+                self.state = match got {
+                    Ok(s) => State::Done(s),
+                    Err(_) => State::Finished,
+                };
+                return got.map(Some).map_err(Error::from);
             }
             State::Receiving { .. } => {}
         }

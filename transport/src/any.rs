@@ -124,6 +124,16 @@ impl Transport for AnyTransport {
     fn send_parts(&self, peer: Rank, tag: Tag, parts: &[&[u8]]) -> Result<()> {
         each!(self, t => t.send_parts(peer, tag, parts))
     }
+    unsafe fn send_lent(
+        &self,
+        peer: Rank,
+        tag: Tag,
+        head: &[u8],
+        body: &[u8],
+    ) -> Result<Option<Completion>> {
+        // SAFETY: the caller's contract, passed on unchanged.
+        each!(self, t => unsafe { t.send_lent(peer, tag, head, body) })
+    }
     fn try_recv(&self, from: Option<Rank>, tag: Option<Tag>) -> Option<Result<Message>> {
         each!(self, t => t.try_recv(from, tag))
     }

@@ -90,6 +90,30 @@ pub trait Transport: Send + Sync {
         self.send_owned(peer, tag, data)
     }
 
+    /// Like [`Transport::send_parts`] with a `head` and a `body`, except that the tcp backend
+    /// does not copy what of `body` the socket cannot take at once: it keeps `body` lent and
+    /// writes it as the socket drains. `Ok(None)`: the message is sent (whole, or with
+    /// nothing of `body` needed any more). `Ok(Some(done))`: `body` is still being read, until
+    /// `done` is finished (completed once the last byte is written; failed, with nothing read
+    /// any more, when the peer is lost first). The default sends with `send_parts`.
+    ///
+    /// # Safety
+    /// When this returns `Ok(Some(done))`, the memory of `body` stays valid and unchanged
+    /// until `done` is finished ([`Completion::is_done`]), although the borrow ends here: an
+    /// MPI program's `MPI_Isend` buffer until its request completes.
+    ///
+    /// # Errors
+    /// As [`Transport::send`].
+    unsafe fn send_lent(
+        &self,
+        peer: Rank,
+        tag: Tag,
+        head: &[u8],
+        body: &[u8],
+    ) -> Result<Option<Completion>> {
+        self.send_parts(peer, tag, &[head, body]).map(|()| None)
+    }
+
     /// Receives the oldest message that matches `from` and `tag` (`None` matches any), waiting at
     /// most `timeout` (`None`: without limit, but never past the loss of the awaited peer).
     ///

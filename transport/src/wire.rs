@@ -302,6 +302,9 @@ pub struct FrameReader {
     header: Option<Header>,
     /// The last read returned less than it asked for: the socket was empty at that moment.
     short: bool,
+    /// The last header carried a large payload ([`LARGE_PAYLOAD`]): the next is likely large
+    /// too, so reads between frames ask for [`AFTER_LARGE_ASK`] only.
+    after_large: bool,
 }
 
 /// Initial buffer size is four times this: large buffers mean rare compaction.
@@ -315,12 +318,24 @@ const MIN_READ: usize = 256 * 1024;
 /// Large enough that a stream of small frames costs one system call per 16 of 4 KiB.
 const ASK: usize = 64 * 1024;
 
+/// Payloads from this size up are large (see [`AFTER_LARGE_ASK`]): what the tcp backend reads
+/// straight into its destination.
+pub const LARGE_PAYLOAD: usize = 16 * 1024;
+
+/// What a read between frames asks for after a frame with a large payload: a header and the
+/// start of its payload, so that the rest of a large payload that follows stays in the socket
+/// until it is read straight to where it goes. Asking [`ASK`] there, a stream of 64 KiB
+/// messages (each sent as a 65,483-byte segment and a small one) had most of every payload read
+/// into this buffer, then copied out (`osu_bw`).
+const AFTER_LARGE_ASK: usize = 4096;
+
 impl FrameReader {
     /// A reader that refuses payloads larger than `max_payload` bytes.
     pub fn new(max_payload: u32) -> FrameReader {
         FrameReader {
             buf: vec![0; 4 * MIN_READ],
             short: false,
+            after_large: false,
             start: 0,
             end: 0,
             max_payload,
@@ -363,11 +378,13 @@ impl FrameReader {
     /// # Errors
     /// The reader's error, including `WouldBlock` on a non-blocking socket.
     pub fn fill_from<R: Read>(&mut self, src: &mut R) -> std::io::Result<usize> {
-        let frame_rest = match self.header {
-            Some(h) => (h.payload_len as usize).saturating_sub(self.buffered()),
-            None => 0,
+        let ask = match self.header {
+            Some(h) => (h.payload_len as usize)
+                .saturating_sub(self.buffered())
+                .max(ASK),
+            None if self.after_large => AFTER_LARGE_ASK,
+            None => ASK,
         };
-        let ask = frame_rest.max(ASK);
         self.reserve(ask);
         let n = src.read(&mut self.buf[self.end..self.end + ask])?;
         self.short = n < ask;
@@ -418,6 +435,7 @@ impl FrameReader {
         let mut raw = [0u8; HEADER_LEN];
         raw.copy_from_slice(&self.buf[self.start..self.start + HEADER_LEN]);
         let h = Header::decode(&raw, self.max_payload)?;
+        self.after_large = h.payload_len as usize >= LARGE_PAYLOAD;
         self.start += HEADER_LEN;
         self.header = Some(h);
         Ok(Some(h))

@@ -130,7 +130,9 @@ pub unsafe extern "C" fn MPI_Recv(
     })
 }
 
-/// `MPI_Isend` (MPI-3.1 §3.7.2): sends are eager, so the request is complete at once.
+/// `MPI_Isend` (MPI-3.1 §3.7.2): what the transport cannot take at once is written from
+/// the buffer later (tcp, a full socket), and the request completes when its last byte is
+/// written; a derived datatype's packed bytes are sent before this returns.
 #[no_mangle]
 pub unsafe extern "C" fn MPI_Isend(
     buf: *const c_void,
@@ -146,14 +148,22 @@ pub unsafe extern "C" fn MPI_Isend(
         // SAFETY: `buf` holds `n` elements of `datatype` by contract.
         let data = unsafe { dt.view(buf.cast(), count(n)?)? };
         let c = &s.tables.comm(comm)?.comm;
-        c.send(&data, dest, t)?;
-        let done = mpi_compat::Request::completed(Status {
-            source: c.rank(),
-            tag: t,
-            bytes: data.len(),
-        });
+        let r = match data {
+            // SAFETY: MPI requires the buffer to stay valid and untouched by the program
+            // until the request completes; the request lives in the table until then (freed
+            // early, it is progressed to completion among the detached requests).
+            std::borrow::Cow::Borrowed(b) => unsafe { c.isend_lent(b, dest, t)? },
+            std::borrow::Cow::Owned(packed) => {
+                c.send(&packed, dest, t)?;
+                mpi_compat::Request::completed(Status {
+                    source: c.rank(),
+                    tag: t,
+                    bytes: packed.len(),
+                })
+            }
+        };
         let h = s.tables.handle();
-        s.tables.requests.insert(h, CRequest::Plain(done));
+        s.tables.requests.insert(h, CRequest::Plain(r));
         // SAFETY: a valid `MPI_Request *` by contract (null is refused).
         unsafe { put(request, h) }
     })

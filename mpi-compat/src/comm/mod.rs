@@ -317,13 +317,64 @@ impl Communicator {
         }
         let dest = self.check_rank(dest)?;
         // The header and the caller's bytes go to the transport as they are: the tcp backend
-        // writes them from here, with no copy into a frame of its own.
-        self.transport().send_parts(
-            self.peer(dest),
-            self.tag(Channel::PointToPoint),
-            &[&tag.to_le_bytes(), bytes(buf)],
-        )?;
+        // writes them from here, with no copy into a frame of its own, and what a full socket
+        // does not take at once is written from here too, as the socket drains, while this
+        // call waits (and reads the peer's connection meanwhile, so two ranks sending to each
+        // other at once both get on).
+        // SAFETY: `buf` stays borrowed, so valid and unchanged, until the send is finished:
+        // this waits for it.
+        let lent = unsafe {
+            self.transport().send_lent(
+                self.peer(dest),
+                self.tag(Channel::PointToPoint),
+                &tag.to_le_bytes(),
+                bytes(buf),
+            )?
+        };
+        if let Some(done) = lent {
+            done.wait()?;
+        }
         Ok(())
+    }
+
+    /// `MPI_Isend` for a caller that keeps the buffer valid and unchanged until the request
+    /// completes, as MPI requires of a C program: what the transport cannot send at once is
+    /// sent from `buf` later (no copy), and the request completes when its last byte is
+    /// written. [`Communicator::isend`] copies instead, so that dropping its request (which
+    /// ends the borrow) is safe.
+    ///
+    /// # Safety
+    /// The memory of `buf` stays valid and unchanged until the returned request is complete
+    /// ([`Request::wait`] or [`Request::test`] said so) or failed;
+    /// the request must not be leaked or dropped before then.
+    ///
+    /// # Errors
+    /// As [`Communicator::send`].
+    pub unsafe fn isend_lent(&self, buf: &[u8], dest: Rank, tag: Tag) -> Result<Request<'static>> {
+        let tag = Self::check_tag(tag)?;
+        let status = Status {
+            source: self.rank,
+            tag,
+            bytes: buf.len(),
+        };
+        if dest == PROC_NULL {
+            return Ok(Request::completed(status));
+        }
+        let dest = self.check_rank(dest)?;
+        // SAFETY: the caller's contract: `buf` outlives the request, which finishes with the
+        // transport's completion.
+        let lent = unsafe {
+            self.transport().send_lent(
+                self.peer(dest),
+                self.tag(Channel::PointToPoint),
+                &tag.to_le_bytes(),
+                buf,
+            )?
+        };
+        Ok(match lent {
+            None => Request::completed(status),
+            Some(done) => Request::sending(done, status),
+        })
     }
 
     /// `MPI_Recv` (MPI-3.1 §3.2.4): receives into `buf` the oldest message from `source`

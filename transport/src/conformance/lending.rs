@@ -1,6 +1,7 @@
 //! [`Transport::recv_lent`] gives messages in the order `recv` would, whether they wait in the
 //! backend's queue or still lie where they arrived (an shm ring), and keeps what it passes over
-//! or is refused.
+//! or is refused. [`Transport::send_lent`] sends from the caller's memory, in order with the
+//! other sends, and finishes its completion.
 
 use std::sync::Barrier;
 use std::time::Duration;
@@ -75,5 +76,48 @@ pub fn lent_messages_keep_order<T: Transport>(job: &[T]) {
         let other = a.recv(from, Some(Tag(21)), WAIT).expect("recv");
         assert_eq!(other.data, b"other tag");
         assert!(a.try_recv(from, None).is_none(), "a message was left over");
+    });
+}
+
+/// Lent sends larger than any socket buffer, between ordinary ones, arrive whole and in order,
+/// and every completion a lent send returns finishes without error once its message is
+/// received (the receiver starts only after all were sent).
+pub fn lent_sends_arrive_whole<T: Transport>(job: &[T]) {
+    let (a, b) = (&job[0], &job[1]);
+    let bodies: Vec<Vec<u8>> = [8usize << 20, 3, 1 << 20, 0]
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| pattern(40 + i, len))
+        .collect();
+    let sent = Barrier::new(2);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut pending = Vec::new();
+            for (i, body) in bodies.iter().enumerate() {
+                let head = (i as u32).to_le_bytes();
+                // SAFETY: `bodies` outlives every completion: they are all waited for below,
+                // inside the scope that borrows it.
+                let lent = unsafe { b.send_lent(a.rank(), Tag(30), &head, body) };
+                pending.extend(lent.expect("send_lent"));
+                b.send(a.rank(), Tag(30), b"between").expect("send");
+            }
+            sent.wait();
+            for done in pending {
+                done.wait_timeout(Duration::from_secs(30))
+                    .expect("a lent send finishes once its message is received");
+            }
+        });
+        sent.wait();
+        for (i, body) in bodies.iter().enumerate() {
+            let m = a.recv(Some(b.rank()), Some(Tag(30)), WAIT).expect("recv");
+            assert_eq!(
+                m.data[..4],
+                (i as u32).to_le_bytes(),
+                "message {i} out of order"
+            );
+            assert!(m.data[4..] == body[..], "lent message {i} came changed");
+            let between = a.recv(Some(b.rank()), Some(Tag(30)), WAIT).expect("recv");
+            assert_eq!(between.data, b"between");
+        }
     });
 }

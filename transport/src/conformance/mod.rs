@@ -25,7 +25,7 @@ use crate::types::{LocalSlice, Op, Rank, RegionDesc, Tag};
 mod lending;
 mod posted;
 mod refusals;
-pub use lending::lent_messages_keep_order;
+pub use lending::{lent_messages_keep_order, lent_sends_arrive_whole};
 pub use posted::{posted_reads_complete_unwaited, posted_writes_land_in_order};
 pub use refusals::rejects_bad_access;
 
@@ -42,6 +42,7 @@ pub fn run_all<T: Transport>(job: &[T]) {
     large_messages_arrive_whole(job);
     messages_in_parts_arrive_whole(job);
     lent_messages_keep_order(job);
+    lent_sends_arrive_whole(job);
     posted_writes_land_in_order(job);
     posted_reads_complete_unwaited(job);
     reads_see_no_later_request(job);

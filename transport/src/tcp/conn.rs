@@ -358,14 +358,8 @@ impl Conn {
     /// their order. It never waits for room: two ranks sending to each other at once must each
     /// get to reading the other's message (waiting for room here, with read interest withdrawn
     /// from the progress thread after a receive, stalled exchanges for a millisecond per step).
-    pub(crate) fn send_parts(&self, mut header: Header, parts: &[&[u8]], now_ms: u64) -> Sent {
-        use std::os::fd::AsRawFd;
-        if self.state() == DOWN {
-            return Err(self.down_error());
-        }
+    pub(crate) fn send_parts(&self, header: Header, parts: &[&[u8]], now_ms: u64) -> Sent {
         let total: usize = parts.iter().map(|p| p.len()).sum();
-        header.payload_len = u32::try_from(total)
-            .map_err(|_| Error::InvalidArgument("payload longer than 4 GiB".into()))?;
         let copy = |from: usize| {
             let mut b = crate::pool::buffer(total - from);
             let mut skip = from;
@@ -376,6 +370,67 @@ impl Conn {
             }
             b
         };
+        self.send_now(header, parts, now_ms, |sent| {
+            // The header's unsent bytes, if any, go with the copy.
+            let (payload, sent) = if sent < HEADER_LEN {
+                (copy(0), sent)
+            } else {
+                (copy(sent - HEADER_LEN), HEADER_LEN)
+            };
+            (Payload::Bytes(payload), sent)
+        })
+        .map(drop)
+    }
+
+    /// Sends a frame whose payload is `head` then `body`, like [`Conn::send_parts`], except
+    /// that what the socket does not take at once is not copied: the frame is queued with
+    /// `body` lent ([`Payload::Lent`]), and `done` completes when its last byte is written.
+    /// Returns whether the frame was written whole at once (`done` is then dropped unused).
+    ///
+    /// # Safety
+    /// `body` stays valid and unchanged until `done` completes or fails (it fails when the
+    /// connection goes down, once nothing reads it any more).
+    pub(crate) unsafe fn send_lent(
+        &self,
+        header: Header,
+        head: &[u8],
+        body: &[u8],
+        done: Completer,
+        now_ms: u64,
+    ) -> Result<bool> {
+        let whole = self.send_now(header, &[head, body], now_ms, move |sent| {
+            let payload = Payload::Lent {
+                head: head.to_vec(),
+                body: super::outq::LentBytes {
+                    ptr: body.as_ptr(),
+                    len: body.len(),
+                },
+                done,
+            };
+            (payload, sent)
+        })?;
+        Ok(whole)
+    }
+
+    /// Writes a frame of `header` and `parts` straight from the caller's memory as far as the
+    /// socket takes it, when nothing is queued before it and the connection is not corked;
+    /// otherwise, or for what the socket does not take, queues the payload `rest` makes of the
+    /// bytes written so far (given the count, it returns the payload and the count of frame
+    /// bytes already written that goes with it). Returns whether the frame went whole.
+    fn send_now(
+        &self,
+        mut header: Header,
+        parts: &[&[u8]],
+        now_ms: u64,
+        rest: impl FnOnce(usize) -> (Payload, usize),
+    ) -> Result<bool> {
+        use std::os::fd::AsRawFd;
+        if self.state() == DOWN {
+            return Err(self.down_error());
+        }
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        header.payload_len = u32::try_from(total)
+            .map_err(|_| Error::InvalidArgument("payload longer than 4 GiB".into()))?;
         let encoded = header.encode();
         let mut q = lock(&self.out);
         self.last_send_ms.store(now_ms, Ordering::Relaxed);
@@ -389,75 +444,64 @@ impl Conn {
                 return Err(err);
             }
         }
-        if !q.is_empty() || corked {
-            q.push_back(Queued {
-                header: encoded,
-                payload: Payload::Bytes(copy(0)),
-                sent: 0,
-                response: false,
-            });
-            return Ok(());
-        }
         let all = HEADER_LEN + total;
         let mut sent = 0usize;
-        while sent < all {
-            let mut iov = Vec::with_capacity(parts.len() + 1);
-            let mut at = 0usize;
-            for part in std::iter::once(&encoded[..]).chain(parts.iter().copied()) {
-                let end = at + part.len();
-                if end > sent && !part.is_empty() {
-                    let from = sent.saturating_sub(at);
-                    iov.push(libc::iovec {
-                        iov_base: part[from..].as_ptr() as *mut libc::c_void,
-                        iov_len: part.len() - from,
-                    });
+        if q.is_empty() && !corked {
+            while sent < all {
+                let mut iov = Vec::with_capacity(parts.len() + 1);
+                let mut at = 0usize;
+                for part in std::iter::once(&encoded[..]).chain(parts.iter().copied()) {
+                    let end = at + part.len();
+                    if end > sent && !part.is_empty() {
+                        let from = sent.saturating_sub(at);
+                        iov.push(libc::iovec {
+                            iov_base: part[from..].as_ptr() as *mut libc::c_void,
+                            iov_len: part.len() - from,
+                        });
+                    }
+                    at = end;
                 }
-                at = end;
-            }
-            // SAFETY: an all-zero msghdr is a valid "no name, no control data" header.
-            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-            msg.msg_iov = iov.as_mut_ptr();
-            msg.msg_iovlen = iov.len();
-            // SAFETY: `msg` points at `iov.len()` iovecs that describe the unsent ends of
-            // `encoded` and of the borrowed `parts`, all alive and unmodified until this returns;
-            // the kernel only reads them.
-            let n = unsafe { libc::sendmsg(self.stream.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
-            if n > 0 {
-                sent += n as usize;
-                continue;
-            }
-            let e = if n == 0 {
-                std::io::ErrorKind::WriteZero.into()
-            } else {
-                std::io::Error::last_os_error()
-            };
-            match e.kind() {
-                std::io::ErrorKind::Interrupted => continue,
-                std::io::ErrorKind::WouldBlock => break,
-                _ => {
-                    drop(q);
-                    let err = self.send_error(&e);
-                    self.mark_down(err.clone());
-                    return Err(err);
+                // SAFETY: an all-zero msghdr is a valid "no name, no control data" header.
+                let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+                msg.msg_iov = iov.as_mut_ptr();
+                msg.msg_iovlen = iov.len();
+                // SAFETY: `msg` points at `iov.len()` iovecs that describe the unsent ends of
+                // `encoded` and of the borrowed `parts`, all alive and unmodified until this
+                // returns; the kernel only reads them.
+                let n = unsafe { libc::sendmsg(self.stream.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+                if n > 0 {
+                    sent += n as usize;
+                    continue;
                 }
+                let e = if n == 0 {
+                    std::io::ErrorKind::WriteZero.into()
+                } else {
+                    std::io::Error::last_os_error()
+                };
+                match e.kind() {
+                    std::io::ErrorKind::Interrupted => continue,
+                    std::io::ErrorKind::WouldBlock => break,
+                    _ => {
+                        drop(q);
+                        let err = self.send_error(&e);
+                        self.mark_down(err.clone());
+                        return Err(err);
+                    }
+                }
+            }
+            if sent == all {
+                return Ok(true);
             }
         }
-        if sent < all {
-            // The socket is full: the rest goes as a queued copy (the header's unsent
-            // bytes, if any, with it).
-            let (payload, sent) = if sent < HEADER_LEN {
-                (copy(0), sent)
-            } else {
-                (copy(sent - HEADER_LEN), HEADER_LEN)
-            };
-            q.push_back(Queued {
-                header: encoded,
-                payload: Payload::Bytes(payload),
-                sent,
-                response: false,
-            });
-        }
-        Ok(())
+        // Queued behind other frames, or the socket is full.
+        let (payload, sent) = rest(sent);
+        q.push_back(Queued {
+            header: encoded,
+            payload,
+            sent,
+            response: false,
+        });
+        Ok(false)
     }
 
     /// Called before a request of the peer changes this node's memory: a queued frame whose
@@ -629,6 +673,12 @@ impl Conn {
     /// Whether frames are still waiting to be written.
     pub(crate) fn has_queued(&self) -> bool {
         !lock(&self.out).is_empty()
+    }
+
+    /// Whether a spinning waiter should look for room to write queued frames: frames are
+    /// queued and no other thread is writing them (that one is busy, not this one).
+    pub(crate) fn flush_wanted(&self) -> bool {
+        self.out.try_lock().is_ok_and(|q| !q.is_empty())
     }
 }
 

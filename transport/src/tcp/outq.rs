@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use crate::completion::Completer;
 use crate::region::Region;
 use crate::wire::HEADER_LEN;
 
@@ -20,27 +21,57 @@ pub(crate) enum Payload {
         offset: usize,
         len: usize,
     },
+    /// A small head of owned bytes, then a caller's buffer lent until the frame is written
+    /// (`Transport::send_lent`): `done` completes when the last byte is with the kernel, and
+    /// fails (dropped) when the connection goes down first; either way nothing reads the
+    /// buffer after that.
+    Lent {
+        head: Vec<u8>,
+        body: LentBytes,
+        done: Completer,
+    },
 }
 
+/// A caller's buffer, kept valid and unchanged until its frame's completion by the contract of
+/// `Transport::send_lent`.
+#[derive(Debug)]
+pub(crate) struct LentBytes {
+    pub(crate) ptr: *const u8,
+    pub(crate) len: usize,
+}
+
+// SAFETY: `LentBytes` is a pointer to bytes that nobody changes while it exists (the contract
+// of `Transport::send_lent`); only the kernel reads through it, from whichever thread writes
+// the queue, one at a time under the queue's lock.
+unsafe impl Send for LentBytes {}
+// SAFETY: as for `Send`: shared access only ever reads the pointer's value.
+unsafe impl Sync for LentBytes {}
+
 impl Payload {
-    /// Start and length of the bytes, as raw parts: region memory may change under us (remote
-    /// writers, local stores), so it is never borrowed as a Rust slice, only handed to the kernel.
-    pub(super) fn raw(&self) -> (*const u8, usize) {
+    /// Start and length of the bytes, in at most two pieces, as raw parts: region memory may
+    /// change under us (remote writers, local stores) and lent memory is the caller's, so
+    /// neither is borrowed as a Rust slice, only handed to the kernel.
+    pub(super) fn pieces(&self) -> [(*const u8, usize); 2] {
+        const NONE: (*const u8, usize) = (std::ptr::null(), 0);
         match self {
-            Payload::None => (std::ptr::null(), 0),
-            Payload::Bytes(b) => (b.as_ptr(), b.len()),
+            Payload::None => [NONE, NONE],
+            Payload::Bytes(b) => [(b.as_ptr(), b.len()), NONE],
             // `offset..offset+len` was bounds-checked against the region when the payload was
             // made, and the `Arc` keeps the region mapped while the payload exists.
             Payload::Region {
                 region,
                 offset,
                 len,
-            } => (region.as_ptr().wrapping_add(*offset).cast_const(), *len),
+            } => [
+                (region.as_ptr().wrapping_add(*offset).cast_const(), *len),
+                NONE,
+            ],
+            Payload::Lent { head, body, .. } => [(head.as_ptr(), head.len()), (body.ptr, body.len)],
         }
     }
 
     pub(super) fn len(&self) -> usize {
-        self.raw().1
+        self.pieces().iter().map(|p| p.1).sum()
     }
 }
 
@@ -66,36 +97,29 @@ impl Queued {
 /// kills a C program that left SIGPIPE at its default.
 pub(super) fn drain(stream: &mio::net::TcpStream, q: &mut VecDeque<Queued>) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
-    /// Frames gathered into one `sendmsg` (two iovecs each).
+    /// Frames gathered into one `sendmsg` (up to three iovecs each).
     const GATHER: usize = 32;
     while !q.is_empty() {
         let mut iov = [libc::iovec {
             iov_base: std::ptr::null_mut(),
             iov_len: 0,
-        }; 2 * GATHER];
+        }; 3 * GATHER];
         let mut count = 0;
         for f in q.iter().take(GATHER) {
-            let (payload, payload_len) = f.payload.raw();
-            if f.sent < HEADER_LEN {
-                iov[count] = libc::iovec {
-                    iov_base: f.header[f.sent..].as_ptr() as *mut libc::c_void,
-                    iov_len: HEADER_LEN - f.sent,
-                };
-                count += 1;
-                if payload_len > 0 {
+            let [p0, p1] = f.payload.pieces();
+            let header = (f.header.as_ptr(), HEADER_LEN);
+            let mut at = 0usize;
+            for (ptr, len) in [header, p0, p1] {
+                let end = at + len;
+                if end > f.sent && len > 0 {
+                    let from = f.sent.saturating_sub(at);
                     iov[count] = libc::iovec {
-                        iov_base: payload as *mut libc::c_void,
-                        iov_len: payload_len,
+                        iov_base: ptr.wrapping_add(from) as *mut libc::c_void,
+                        iov_len: len - from,
                     };
                     count += 1;
                 }
-            } else {
-                let done = f.sent - HEADER_LEN;
-                iov[count] = libc::iovec {
-                    iov_base: payload.wrapping_add(done) as *mut libc::c_void,
-                    iov_len: payload_len - done,
-                };
-                count += 1;
+                at = end;
             }
         }
         // SAFETY: an all-zero msghdr is a valid "no name, no control data" header.
@@ -104,8 +128,9 @@ pub(super) fn drain(stream: &mio::net::TcpStream, q: &mut VecDeque<Queued>) -> s
         msg.msg_iovlen = count;
         // SAFETY: `msg` points at `count` iovecs that describe live memory: the queued headers
         // (owned by the queue, which is not touched until the call returns) and the payloads,
-        // owned by their frames or kept mapped by their `Arc`; the kernel only reads from them,
-        // and nothing else borrows them as Rust slices.
+        // owned by their frames, kept mapped by their `Arc` or lent until their frame's
+        // completion (which is not signalled before the last byte is written); the kernel only
+        // reads from them, and nothing else borrows them as Rust slices.
         let n = unsafe { libc::sendmsg(stream.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
         if n < 0 {
             let e = std::io::Error::last_os_error();
@@ -126,12 +151,10 @@ pub(super) fn drain(stream: &mio::net::TcpStream, q: &mut VecDeque<Queued>) -> s
             front.sent += take;
             left -= take;
             if front.sent == front.total() {
-                if let Some(Queued {
-                    payload: Payload::Bytes(b),
-                    ..
-                }) = q.pop_front()
-                {
-                    crate::pool::recycle(b);
+                match q.pop_front().map(|f| f.payload) {
+                    Some(Payload::Bytes(b)) => crate::pool::recycle(b),
+                    Some(Payload::Lent { done, .. }) => done.complete(0),
+                    _ => {}
                 }
             }
         }

@@ -287,15 +287,23 @@ impl<'a> Driving<'a> {
         // Readiness first, in one system call for all the connections: `poll` does not take
         // the socket lock, which a `recv` on an empty socket would, holding up the very
         // packet it waits for (the kernel queues it to the lock holder's backlog).
+        // Writability too where frames are queued: a `sendmsg` on a full socket takes the
+        // socket lock as well.
+        for (c, p) in self.conns.iter().zip(self.ready.iter_mut()) {
+            p.events = libc::POLLIN | if c.flush_wanted() { libc::POLLOUT } else { 0 };
+        }
         let n = self.ready.len() as libc::nfds_t;
         // SAFETY: `ready` is a live, exclusively borrowed array of `n` pollfds; the kernel
         // writes only their `revents` and returns without keeping the pointer (timeout 0).
         let polled = unsafe { libc::poll(self.ready.as_mut_ptr(), n, 0) };
         for (c, p) in self.conns.iter().zip(&self.ready) {
-            if polled < 0 || p.revents != 0 || c.rx_pending.load(Ordering::SeqCst) {
+            if polled < 0 || p.revents & !libc::POLLOUT != 0 || c.rx_pending.load(Ordering::SeqCst)
+            {
                 drain(self.shared, c, Reading::Waiter);
             }
-            c.try_flush();
+            if polled < 0 || p.revents & !libc::POLLIN != 0 {
+                c.try_flush();
+            }
         }
     }
 }

@@ -87,7 +87,7 @@ pub(crate) fn drain(shared: &Shared, conn: &Conn, how: Reading) -> Drained {
 
 /// Payloads at least this large are read straight into their destination when they have not
 /// fully arrived yet, saving a copy through the frame buffer.
-const DIRECT_MIN: usize = 16 * 1024;
+const DIRECT_MIN: usize = crate::wire::LARGE_PAYLOAD;
 
 /// Reads until the socket would block (or comes back short, as `how` allows),
 /// handling each complete frame. Returns true when it stopped with data possibly left (the read

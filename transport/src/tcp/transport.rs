@@ -72,7 +72,28 @@ impl Driver for ConnDriver {
     }
 
     fn drive(&self) {
-        if let Some(conn) = self.shared.conn(self.peer) {
+        use std::os::fd::AsRawFd;
+        let Some(conn) = self.shared.conn(self.peer) else {
+            return;
+        };
+        // Readiness first, as `progress::Driving` asks it: a `recv` on an empty socket or a
+        // `sendmsg` on a full one takes the socket lock, and the packet this thread waits for
+        // (or the acknowledgement that makes room) then waits in the lock holder's backlog.
+        let queued = conn.flush_wanted();
+        let mut p = libc::pollfd {
+            fd: conn.stream.as_raw_fd(),
+            events: libc::POLLIN | if queued { libc::POLLOUT } else { 0 },
+            revents: 0,
+        };
+        // SAFETY: `p` is one live pollfd; timeout 0, so the kernel keeps no pointer to it.
+        let polled = unsafe { libc::poll(&mut p, 1, 0) };
+        if queued && (polled < 0 || p.revents & !libc::POLLIN != 0) {
+            // What the waiter waits for may be its own large message, queued behind a full
+            // socket: it writes what the socket takes now, without waiting for the progress
+            // thread's writable event.
+            conn.try_flush();
+        }
+        if polled < 0 || p.revents & !libc::POLLOUT != 0 || conn.rx_pending.load(Ordering::SeqCst) {
             read::drain(&self.shared, conn, read::Reading::Waiter);
         }
     }
@@ -506,6 +527,29 @@ impl Transport for TcpTransport {
         let mut h = Header::new(Kind::Message);
         h.a = tag.0;
         conn.send_parts(h, parts, self.shared.now_ms())
+    }
+
+    unsafe fn send_lent(
+        &self,
+        peer: Rank,
+        tag: Tag,
+        head: &[u8],
+        body: &[u8],
+    ) -> Result<Option<Completion>> {
+        if peer == self.shared.rank {
+            return self.send_parts(peer, tag, &[head, body]).map(|()| None);
+        }
+        self.check_len(head.len() + body.len())?;
+        let conn = self.conn(peer)?;
+        let driver = self.drivers.get(peer.index()).cloned();
+        let spin = self.shared.config.op_spin(body.len());
+        let (completion, done) = Completion::driven(spin, driver);
+        let mut h = Header::new(Kind::Message);
+        h.a = tag.0;
+        // SAFETY: the caller keeps `body` valid and unchanged until `completion` is finished,
+        // which is when `done` finishes.
+        let whole = unsafe { conn.send_lent(h, head, body, done, self.shared.now_ms())? };
+        Ok((!whole).then_some(completion))
     }
 
     fn send_owned(&self, peer: Rank, tag: Tag, data: Vec<u8>) -> Result<()> {

@@ -12,6 +12,8 @@
 
 use std::time::Duration;
 
+use transport::Transport;
+
 use crate::comm::{Communicator, Rank, Status, Tag};
 use crate::datatype::fill;
 use crate::error::{Error, Result};
@@ -31,6 +33,15 @@ enum State<'a> {
     Sending {
         done: transport::Completion,
         status: Status,
+    },
+    /// A receive whose message lands in its buffer (`Communicator::irecv_landed`).
+    Landed {
+        comm: Communicator,
+        landing: transport::landing::Landing,
+        /// The sender, as a rank of `comm`.
+        source: Rank,
+        /// The buffer's size.
+        room: usize,
     },
     /// Waited for, or its receive failed.
     Finished,
@@ -54,6 +65,22 @@ impl<'a> Request<'a> {
     pub(crate) fn sending(done: transport::Completion, status: Status) -> Request<'static> {
         Request {
             state: State::Sending { done, status },
+        }
+    }
+
+    pub(crate) fn landed(
+        comm: Communicator,
+        landing: transport::landing::Landing,
+        source: Rank,
+        room: usize,
+    ) -> Request<'static> {
+        Request {
+            state: State::Landed {
+                comm,
+                landing,
+                source,
+                room,
+            },
         }
     }
 
@@ -108,6 +135,14 @@ impl<'a> Request<'a> {
         matches!(self.state, State::Done(_))
     }
 
+    /// The communicator and landing of a landed receive not complete yet.
+    fn landing(&self) -> Option<(&Communicator, &transport::landing::Landing)> {
+        match &self.state {
+            State::Landed { comm, landing, .. } => Some((comm, landing)),
+            _ => None,
+        }
+    }
+
     /// The communicator and id of a receive not complete yet.
     fn receiving(&self) -> Option<(&Communicator, u64)> {
         match &self.state {
@@ -134,6 +169,12 @@ impl<'a> Request<'a> {
                     Err(_) => State::Finished,
                 };
                 return got.map(Some).map_err(Error::from);
+            }
+            State::Landed { landing, .. } => {
+                if !block && !landing.completion.is_done() {
+                    return Ok(None);
+                }
+                return self.finish_landed();
             }
             State::Receiving { .. } => {}
         }
@@ -183,10 +224,43 @@ impl<'a> Request<'a> {
     }
 }
 
+impl Request<'_> {
+    /// Completes a landed receive whose landing finished (or waits for it).
+    fn finish_landed(&mut self) -> Result<Option<Status>> {
+        let State::Landed {
+            landing,
+            source,
+            room,
+            ..
+        } = std::mem::replace(&mut self.state, State::Finished)
+        else {
+            return Ok(None);
+        };
+        let len = landing.completion.wait()? as usize;
+        let head = landing.head();
+        let tag = crate::comm::tag_of_head(&head)
+            .ok_or_else(|| Error::InvalidArgument("a landed message without its header".into()))?;
+        let bytes = len.saturating_sub(head.len());
+        if bytes > room {
+            return Err(Error::Truncate { got: bytes, room });
+        }
+        let status = Status { source, tag, bytes };
+        self.state = State::Done(status);
+        Ok(Some(status))
+    }
+}
+
 impl Drop for Request<'_> {
     fn drop(&mut self) {
-        if let State::Receiving { comm, id, .. } = &self.state {
-            comm.cancel(*id);
+        match &self.state {
+            State::Receiving { comm, id, .. } => {
+                comm.cancel(*id);
+            }
+            // Withdrawn unless a message already took it (then it completes unobserved).
+            State::Landed { comm, landing, .. } => {
+                comm.transport().unland(landing);
+            }
+            _ => {}
         }
     }
 }
@@ -350,21 +424,37 @@ pub fn wait_any_in_place(requests: &mut [&mut Request<'_>]) -> Option<(usize, Re
             .iter()
             .filter_map(|&i| requests[i].receiving())
             .collect();
+        let landed: Vec<(&Communicator, &transport::landing::Landing)> = unfinished
+            .iter()
+            .filter_map(|&i| requests[i].landing())
+            .collect();
         let Some(&(comm, _)) = receives.first() else {
-            // (Unfinished requests are receives; nothing to wait for otherwise.)
+            if let Some(&(comm, _)) = landed.first() {
+                // Receives whose messages land: asleep until one of them has.
+                let all: Vec<&transport::landing::Landing> = landed.iter().map(|l| l.1).collect();
+                comm.transport().wait_landed(&all, ONE_COMMUNICATOR_SLICE);
+                continue;
+            }
+            // (Sends still being written: they finish without anything from here.)
             std::thread::yield_now();
             continue;
+        };
+        let slice = if landed.is_empty() {
+            None
+        } else {
+            // Some receives land: none of them wakes the wait below.
+            Some(SEVERAL_COMMUNICATORS_SLICE)
         };
         let ids: Vec<u64> = receives
             .iter()
             .filter(|(c, _)| c.same_context(comm))
             .map(|&(_, id)| id)
             .collect();
-        let slice = if ids.len() == receives.len() {
+        let slice = slice.unwrap_or(if ids.len() == receives.len() {
             ONE_COMMUNICATOR_SLICE
         } else {
             SEVERAL_COMMUNICATORS_SLICE
-        };
+        });
         comm.await_any(&ids, slice);
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::api::Transport;
 use crate::completion::Completion;
 use crate::error::Result;
+use crate::landing::{Accept, Landing};
 use crate::loopback::LoopbackTransport;
 use crate::mixed::MixedTransport;
 use crate::region::Region;
@@ -133,6 +134,23 @@ impl Transport for AnyTransport {
     ) -> Result<Option<Completion>> {
         // SAFETY: the caller's contract, passed on unchanged.
         each!(self, t => unsafe { t.send_lent(peer, tag, head, body) })
+    }
+    unsafe fn land(
+        &self,
+        from: Rank,
+        tag: Tag,
+        head: usize,
+        accept: Accept,
+        dest: &mut [u8],
+    ) -> Result<Option<Landing>> {
+        // SAFETY: the caller's contract, passed on unchanged.
+        each!(self, t => unsafe { t.land(from, tag, head, accept, dest) })
+    }
+    fn unland(&self, landing: &Landing) -> bool {
+        each!(self, t => t.unland(landing))
+    }
+    fn wait_landed(&self, landings: &[&Landing], timeout: Duration) {
+        each!(self, t => t.wait_landed(landings, timeout))
     }
     fn try_recv(&self, from: Option<Rank>, tag: Option<Tag>) -> Option<Result<Message>> {
         each!(self, t => t.try_recv(from, tag))

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::completion::{wait_all, Completion};
 use crate::error::Result;
+use crate::landing::{Accept, Landing};
 use crate::region::Region;
 use crate::types::{Capabilities, LocalSlice, Message, Op, Rank, RegionDesc, RemoteSlice, Tag};
 
@@ -112,6 +113,52 @@ pub trait Transport: Send + Sync {
         body: &[u8],
     ) -> Result<Option<Completion>> {
         self.send_parts(peer, tag, &[head, body]).map(|()| None)
+    }
+
+    /// Offers `dest` as the landing place of the next message from `from` with `tag` that
+    /// `accept` takes (given its first `head` bytes), in arrival order: the backend puts the
+    /// payload's first `head` bytes aside ([`Landing::head`]) and the rest into `dest` as it
+    /// arrives (over tcp a large payload goes from the socket straight there), and finishes
+    /// [`Landing::completion`] with the payload's length (head included); a payload longer
+    /// than `head + dest.len()` fills `dest` and the rest is dropped. Messages it does not take
+    /// are received as usual. `Ok(None)`: the backend does not land messages, or a message
+    /// already queued would be taken (it is older: receive it the usual way), or `from` is down
+    /// (a receive reports it). See `crate::landing`. The default lands nothing.
+    ///
+    /// # Safety
+    /// When this returns `Ok(Some(landing))`, `dest` stays valid for writes, and nothing else
+    /// reads or writes it, until `landing.completion` is finished or [`Transport::unland`]
+    /// withdrew it, although the borrow ends here: an MPI program's `MPI_Irecv` buffer until
+    /// its request completes.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidArgument`] for an unknown rank.
+    unsafe fn land(
+        &self,
+        from: Rank,
+        tag: Tag,
+        head: usize,
+        accept: Accept,
+        dest: &mut [u8],
+    ) -> Result<Option<Landing>> {
+        let _ = (from, tag, head, accept, dest);
+        Ok(None)
+    }
+
+    /// Withdraws `landing` if no message took it yet; whether it did (then nothing is written
+    /// into its place any more). When a message took it, wait for its completion.
+    fn unland(&self, landing: &Landing) -> bool {
+        let _ = landing;
+        false
+    }
+
+    /// Sleeps, without spinning, until one of `landings` (of this transport) is finished, at
+    /// most `timeout`: a thread that waits for any of several receives (`MPI_Waitany`) waits
+    /// here between looks at them. The default sleeps on the first one's completion.
+    fn wait_landed(&self, landings: &[&Landing], timeout: Duration) {
+        if let Some(first) = landings.first() {
+            first.completion.sleep_timeout(timeout);
+        }
     }
 
     /// Receives the oldest message that matches `from` and `tag` (`None` matches any), waiting at

@@ -36,23 +36,32 @@ pub(crate) trait Driver: Send + Sync + std::fmt::Debug {
     /// One non-blocking attempt to make progress.
     fn drive(&self);
 
-    /// The waiter stops spinning (completed, or about to sleep).
-    fn end(&self) {}
+    /// The waiter stops spinning: `done`, the operation completed (it returns), or not (it
+    /// is about to sleep, or unwinding).
+    fn end(&self, done: bool) {
+        let _ = done;
+    }
 }
 
 /// Calls [`Driver::end`] when dropped.
-struct Spinning<'a>(&'a dyn Driver);
+struct Spinning<'a> {
+    driver: &'a dyn Driver,
+    done: bool,
+}
 
 impl<'a> Spinning<'a> {
     fn new(driver: &'a dyn Driver) -> Spinning<'a> {
         driver.begin();
-        Spinning(driver)
+        Spinning {
+            driver,
+            done: false,
+        }
     }
 }
 
 impl Drop for Spinning<'_> {
     fn drop(&mut self) {
-        self.0.end();
+        self.driver.end(self.done);
     }
 }
 
@@ -128,16 +137,27 @@ impl Completion {
         self.wait_deadline(Some(Instant::now() + timeout))
     }
 
+    /// Sleeps until the operation finishes or `timeout` passes, without spinning and
+    /// without driving anything; whether it finished.
+    pub fn sleep_timeout(&self, timeout: Duration) -> bool {
+        if !self.is_done() {
+            // A timeout is the expected outcome of some calls: whether it finished is the answer.
+            let _ = self.block(Some(Instant::now() + timeout));
+        }
+        self.is_done()
+    }
+
     fn wait_deadline(&self, deadline: Option<Instant>) -> Result<u64> {
         if self.is_done() {
             return self.outcome();
         }
         let spin_until = Instant::now() + self.spin;
         if let Some(d) = &self.driver {
-            let _spinning = Spinning::new(&**d);
+            let mut spinning = Spinning::new(&**d);
             while !self.is_done() && Instant::now() < spin_until {
                 d.drive();
             }
+            spinning.done = self.is_done();
         } else {
             let mut spins = 0u32;
             while !self.is_done() && Instant::now() < spin_until {

@@ -83,6 +83,7 @@ mod exec;
 pub mod gate;
 pub mod hook;
 mod job;
+pub mod landing;
 pub mod loopback;
 mod mailbox;
 pub(crate) mod memfd;

@@ -7,6 +7,7 @@ use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+use crate::landing::Offer;
 use crate::types::{Message, Rank, Tag};
 
 #[derive(Debug)]
@@ -19,6 +20,9 @@ struct State {
     /// Receivers asleep on the condition variable: deliveries skip the wake-up system call
     /// when there are none.
     sleepers: usize,
+    /// Landing places offered for messages not arrived yet, in the order offered
+    /// (`crate::landing`).
+    landings: Vec<Offer>,
 }
 
 /// The per-node queue of received messages.
@@ -46,6 +50,7 @@ impl Mailbox {
                 first_lost: None,
                 closed: false,
                 sleepers: 0,
+                landings: Vec::new(),
             }),
             arrived: Condvar::new(),
             failed: Condvar::new(),
@@ -71,9 +76,91 @@ impl Mailbox {
         self.events.load(Ordering::SeqCst)
     }
 
-    /// Queues a message that arrived.
+    /// Keeps `offer` until a message takes it, unless a queued message would: that one is
+    /// older, and its receiver takes it from the queue (the offer comes back). It comes back
+    /// too when its peer is down or the mailbox is closed (the receiver then learns why the
+    /// usual way).
+    pub(crate) fn offer(&self, offer: Offer) -> std::result::Result<(), Offer> {
+        let mut state = self.lock();
+        let taken = state
+            .queue
+            .iter()
+            .any(|m| offer.takes(m.source, m.tag, &m.data));
+        let down = state
+            .down
+            .get(offer.from.index())
+            .is_none_or(|d| d.is_some());
+        if taken || down || state.closed {
+            return Err(offer);
+        }
+        state.landings.push(offer);
+        Ok(())
+    }
+
+    /// Withdraws landing `id` if no message took it yet (it then writes nothing); whether it
+    /// was withdrawn.
+    pub(crate) fn withdraw(&self, id: u64) -> bool {
+        let mut state = self.lock();
+        let at = state.landings.iter().position(|o| o.id == id);
+        // Dropped unused: its completion fails, and nobody waits for it.
+        at.map(|i| state.landings.remove(i)).is_some()
+    }
+
+    /// Takes the first landing offered for a message from `from` with `tag` whose payload
+    /// starts with `start`.
+    pub(crate) fn claim(&self, from: Rank, tag: Tag, start: &[u8]) -> Option<Offer> {
+        let mut state = self.lock();
+        claim(&mut state, from, tag, start)
+    }
+
+    /// Delivers a message whose payload is still in the reader's buffer: into its landing
+    /// place when one takes it (one copy), else into a buffer of its own, queued.
+    pub(crate) fn deliver_slice(&self, from: Rank, tag: Tag, payload: &[u8]) {
+        if let Some(offer) = self.claim(from, tag, payload) {
+            offer.fill(payload);
+            self.landed();
+            return;
+        }
+        let mut data = crate::pool::buffer(payload.len());
+        data.extend_from_slice(payload);
+        // A landing offered meanwhile takes it there.
+        self.deliver(Message {
+            source: from,
+            tag,
+            data,
+        });
+    }
+
+    /// Tells threads asleep in [`Mailbox::sleep_until_landed`] that a landing finished
+    /// (called after it finished).
+    pub(crate) fn landed(&self) {
+        let state = self.lock();
+        self.events.fetch_add(1, Ordering::SeqCst);
+        if state.sleepers > 0 {
+            self.arrived.notify_all();
+        }
+    }
+
+    /// Sleeps (without spinning) until `done` holds, a landing finishes and it holds then, or
+    /// `timeout` passes.
+    pub(crate) fn sleep_until_landed(&self, done: &dyn Fn() -> bool, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.lock();
+        while !done() && !state.closed && Instant::now() < deadline {
+            state = self.sleep(state, Some(deadline));
+        }
+    }
+
+    /// Queues a message that arrived (or places it, when a landing takes it).
     pub(crate) fn deliver(&self, msg: Message) {
         let mut state = self.lock();
+        if let Some(offer) = claim(&mut state, msg.source, msg.tag, &msg.data) {
+            drop(state);
+            offer.fill(&msg.data);
+            crate::pool::recycle(msg.data);
+            self.landed();
+            return;
+        }
         state.queue.push_back(msg);
         self.queued.store(state.queue.len(), Ordering::Release);
         // Sleepers count themselves under the lock before they look at the queue, so one that
@@ -93,16 +180,30 @@ impl Mailbox {
             state.first_lost = Some(error.clone());
         }
         if let Some(slot) = state.down.get_mut(peer.index()) {
-            slot.get_or_insert(error);
+            slot.get_or_insert(error.clone());
         }
+        let (lost, kept) = std::mem::take(&mut state.landings)
+            .into_iter()
+            .partition(|o| o.from == peer);
+        state.landings = kept;
         self.troubled.store(true, Ordering::Release);
         drop(state);
+        for o in lost {
+            o.fail(error.clone());
+        }
         self.notify();
     }
 
     /// Wakes every receiver with [`Error::Closed`].
     pub(crate) fn close(&self) {
-        self.lock().closed = true;
+        let landings = {
+            let mut state = self.lock();
+            state.closed = true;
+            std::mem::take(&mut state.landings)
+        };
+        for o in landings {
+            o.fail(Error::Closed);
+        }
         self.troubled.store(true, Ordering::Release);
         self.notify();
     }
@@ -295,6 +396,15 @@ fn locate(state: &State, from: Option<Rank>, tag: Option<Tag>) -> Option<Result<
             .cloned()
             .map(Err),
     }
+}
+
+/// [`Mailbox::claim`] under the lock.
+fn claim(state: &mut State, from: Rank, tag: Tag, start: &[u8]) -> Option<Offer> {
+    let at = state
+        .landings
+        .iter()
+        .position(|o| o.takes(from, tag, start))?;
+    Some(state.landings.remove(at))
 }
 
 /// Takes the message `locate` found at `i`.

@@ -318,8 +318,8 @@ const MIN_READ: usize = 256 * 1024;
 /// Large enough that a stream of small frames costs one system call per 16 of 4 KiB.
 const ASK: usize = 64 * 1024;
 
-/// Payloads from this size up are large (see [`AFTER_LARGE_ASK`]): what the tcp backend reads
-/// straight into its destination.
+/// Payloads from this size up are large: after one, a read between frames asks for a header and
+/// the start of a payload only, and the tcp backend reads them straight into their destination.
 pub const LARGE_PAYLOAD: usize = 16 * 1024;
 
 /// What a read between frames asks for after a frame with a large payload: a header and the
@@ -445,6 +445,11 @@ impl FrameReader {
     pub fn payload_buffered(&self) -> usize {
         self.header
             .map_or(0, |h| self.buffered().min(h.payload_len as usize))
+    }
+
+    /// The buffered part of the payload of the frame in progress (empty without a header).
+    pub fn payload_start(&self) -> &[u8] {
+        &self.buf[self.start..self.start + self.payload_buffered()]
     }
 
     /// Hands the rest of the frame in progress to the caller, who will read its remaining

@@ -86,7 +86,8 @@ macro_rules! suite {
             messages_keep_order_per_peer, rejects_bad_access, flush_makes_writes_visible,
             batched_operations_land_exactly, waiting_for_a_message_takes_nothing,
             large_messages_arrive_whole, messages_in_parts_arrive_whole,
-            lent_messages_keep_order, lent_sends_arrive_whole, posted_writes_land_in_order,
+            lent_messages_keep_order, lent_sends_arrive_whole, landed_messages_take_their_place,
+            posted_writes_land_in_order,
             posted_reads_complete_unwaited,
             reads_see_no_later_request,
             accumulates_land_exactly);

@@ -114,9 +114,11 @@ pub unsafe extern "C" fn MPI_Recv(
             // Completes at once, the buffer untouched.
             c.recv(&mut [0u8; 0], PROC_NULL, tag(t))?
         } else if dt.contiguous() {
-            // SAFETY: `buf` holds `n` elements by contract.
-            let b = unsafe { bytes_mut(buf, n * dt.size)? };
-            c.recv(b, source(src), tag(t))?
+            // SAFETY: `buf` holds `n` elements by contract, and the receive is waited for
+            // before this returns (the landing, if any, finishes first).
+            let b: &'static mut [u8] = unsafe { bytes_mut(buf, n * dt.size)? };
+            // SAFETY: as above.
+            unsafe { c.irecv_landed(b, source(src), tag(t))? }.wait()?
         } else {
             let mut tmp = vec![0u8; n * dt.size];
             let got = c.recv(&mut tmp, source(src), tag(t))?;
@@ -191,9 +193,11 @@ pub unsafe extern "C" fn MPI_Irecv(
         }
         // SAFETY: MPI requires the buffer to hold `n` elements and to stay valid, untouched
         // by the program, until the request completes; the request lives in the table until
-        // then (or until MPI_Finalize, which drops it without writing).
+        // then (or until MPI_Finalize drops it, after which nothing writes into it).
         let b: &'static mut [u8] = unsafe { bytes_mut(buf, count(n)? * dt.size)? };
-        let r = s.tables.comm(comm)?.comm.irecv(b, source(src), tag(t))?;
+        let c = &s.tables.comm(comm)?.comm;
+        // SAFETY: as above: the buffer is the request's until it completes.
+        let r = unsafe { c.irecv_landed(b, source(src), tag(t))? };
         let h = s.tables.handle();
         s.tables.requests.insert(h, CRequest::Plain(r));
         // SAFETY: a valid `MPI_Request *` by contract (null is refused).

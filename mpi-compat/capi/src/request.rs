@@ -91,7 +91,8 @@ pub(crate) enum PersistentOp {
 }
 
 impl Persistent {
-    /// `MPI_Start`: starts one activation. A send is eager: it is complete when this returns.
+    /// `MPI_Start`: starts one activation. A send is eager: it is complete when this returns,
+    /// or when what a full tcp socket did not take is written from the buffer.
     ///
     /// # Errors
     /// `MPI_ERR_REQUEST` when the request is active; the errors of the send or receive.
@@ -104,12 +105,20 @@ impl Persistent {
                 // SAFETY: `buf` holds `count` elements of `dt` (`MPI_Send_init`'s contract,
                 // which lasts while the request exists).
                 let data = unsafe { self.dt.view(self.buf.as_ptr(), self.count)? };
-                self.comm.send(&data, dest, tag)?;
-                Request::completed(Status {
-                    source: self.comm.rank(),
-                    tag,
-                    bytes: data.len(),
-                })
+                match data {
+                    // SAFETY: MPI requires the buffer to stay valid and untouched by the
+                    // program while the request is active; the activation lives in the
+                    // request until it completes (freed early, among the detached ones).
+                    std::borrow::Cow::Borrowed(b) => unsafe { self.comm.isend_lent(b, dest, tag)? },
+                    std::borrow::Cow::Owned(packed) => {
+                        self.comm.send(&packed, dest, tag)?;
+                        Request::completed(Status {
+                            source: self.comm.rank(),
+                            tag,
+                            bytes: packed.len(),
+                        })
+                    }
+                }
             }
             PersistentOp::Recv { source, tag } => {
                 let len = self.count * self.dt.size;
@@ -119,10 +128,12 @@ impl Persistent {
                     // SAFETY: `MPI_Recv_init` checked the buffer (not null, contiguous type);
                     // MPI requires it to hold `count` elements and to stay valid, untouched by
                     // the program, while the request is active; the request lives in the
-                    // table until it completes (or until MPI_Finalize drops it unwritten).
+                    // table until it completes (or until MPI_Finalize drops it, after which
+                    // nothing writes into it).
                     unsafe { std::slice::from_raw_parts_mut(self.buf.as_ptr().cast_mut(), len) }
                 };
-                self.comm.irecv(b, source, tag)?
+                // SAFETY: as above: the buffer is the request's until it completes.
+                unsafe { self.comm.irecv_landed(b, source, tag)? }
             }
         };
         self.active = Some(r);

@@ -69,6 +69,16 @@ fn point_to_point_and_collectives_in_c() {
     }
 }
 
+/// Receives posted before their messages (landing places over tcp): matching order,
+/// truncation, messages queued before their receive.
+#[test]
+fn receives_posted_early_in_c() {
+    let p = compile("landing");
+    for n in [2, 3] {
+        run(&p, n, "c landing ok");
+    }
+}
+
 /// `MPI_THREAD_MULTIPLE`: threads in point-to-point calls, waits and collectives at once.
 #[test]
 fn threads_call_mpi_at_once_in_c() {

@@ -12,7 +12,7 @@ use super::{Rank, Status, Tag};
 use crate::error::{Error, Result};
 
 /// Bytes of the header in front of every point-to-point payload: the MPI tag.
-const HEADER: usize = 4;
+pub(super) const HEADER: usize = 4;
 
 /// A message taken off the transport and not yet matched.
 #[derive(Debug)]
@@ -153,6 +153,20 @@ impl Matching {
                 _ => true,
             });
         (!earlier_may_take && self.free_to_take(me.source)).then_some((me.source, me.tag))
+    }
+
+    /// Whether a receive from `source` with `tag` may be offered to the transport as a
+    /// landing place (`Communicator::irecv_landed`): no message here matches it (it would be
+    /// its own), no receive posted before it could take a message from that source (each
+    /// would come first; landings posted earlier are the transport's and come first there
+    /// too), and nobody listens for that source (a listener may hold a message it took).
+    pub(super) fn may_land(&self, source: usize, tag: Option<Tag>) -> bool {
+        !self.unexpected.iter().any(|m| m.matches(Some(source), tag))
+            && !self
+                .posted
+                .iter()
+                .any(|p| p.source.is_none_or(|s| s == source))
+            && self.free_to_take(Some(source))
     }
 
     /// Removes posted receive `id`, which took its message without this matching state.

@@ -21,7 +21,7 @@ use crate::universe::Shared;
 mod lent;
 mod matching;
 pub(crate) use matching::Contexts;
-use matching::{decode, Incoming};
+use matching::{decode, header_tag, Incoming};
 
 /// A process's rank in a communicator, as in rsmpi and the C API (`int`).
 pub type Rank = i32;
@@ -100,6 +100,11 @@ impl Status {
         let size = std::mem::size_of::<T>();
         self.bytes.is_multiple_of(size).then_some(self.bytes / size)
     }
+}
+
+/// The MPI tag in the head of a landed message (`None`: no header).
+pub(crate) fn tag_of_head(head: &[u8]) -> Option<Tag> {
+    header_tag(head)
 }
 
 /// First transport tag of this crate (below the runtime's reserved tags).
@@ -449,6 +454,67 @@ impl Communicator {
             .or_default()
             .post(source, tag);
         Ok(Request::receive(self.clone(), id, bytes_mut(buf)))
+    }
+
+    /// `MPI_Irecv` for a caller that keeps the buffer for the receive until its request
+    /// completes, as MPI requires of a C program: when the next message from `source` that
+    /// matches is sure to be this receive's (see `Matching::may_land`), `buf` is offered to
+    /// the transport as its landing place (`Transport::land`), and the payload goes there as
+    /// it arrives (over tcp a large one from the socket straight into `buf`) instead of into a
+    /// buffer that the completion then copies out. Otherwise, and from any source, it is
+    /// [`Communicator::irecv`].
+    ///
+    /// # Safety
+    /// `buf` stays valid, and is not read or written by the caller, until the returned request
+    /// is complete ([`Request::wait`] or [`Request::test`] said so) or failed; the request
+    /// must not be leaked or dropped before then (a dropped request whose message has begun
+    /// to land is still written).
+    ///
+    /// # Errors
+    /// As [`Communicator::irecv`].
+    pub unsafe fn irecv_landed(
+        &self,
+        buf: &'static mut [u8],
+        source: impl Into<Source>,
+        tag: impl Into<TagMatch>,
+    ) -> Result<Request<'static>> {
+        let source = source.into();
+        let want = tag.into();
+        let job_source = match source {
+            Source::Rank(r) if r != PROC_NULL => Some(self.peer(self.check_rank(r)?).index()),
+            _ => None,
+        };
+        let Some(from) = job_source else {
+            return self.irecv(buf, source, want);
+        };
+        let want = match want {
+            TagMatch::Tag(t) => Some(Self::check_tag(t)?),
+            TagMatch::Any => None,
+        };
+        let mut all = self.shared.matching();
+        let m = all.entry(self.context).or_default();
+        if m.may_land(from, want) {
+            let accept: transport::landing::Accept =
+                Box::new(move |h| want.is_none_or(|t| header_tag(h) == Some(t)));
+            // SAFETY: the caller keeps `buf` for this receive until its request completes,
+            // which waits for the landing's completion (or withdraws it when dropped first).
+            let landed = unsafe {
+                self.transport().land(
+                    transport::Rank(from as u32),
+                    self.tag(Channel::PointToPoint),
+                    matching::HEADER,
+                    accept,
+                    buf,
+                )?
+            };
+            if let Some(landing) = landed {
+                let source = self.rank_of_job_rank(from);
+                return Ok(Request::landed(self.clone(), landing, source, buf.len()));
+            }
+        }
+        let id = m.post(Some(from), want);
+        drop(all);
+        Ok(Request::receive(self.clone(), id, buf))
     }
 
     /// Drives matching until receive `id` has its message (`block`), or as far as messages

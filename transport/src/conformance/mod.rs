@@ -22,9 +22,11 @@ use crate::error::Error;
 use crate::region::Region;
 use crate::types::{LocalSlice, Op, Rank, RegionDesc, Tag};
 
+mod landing;
 mod lending;
 mod posted;
 mod refusals;
+pub use landing::landed_messages_take_their_place;
 pub use lending::{lent_messages_keep_order, lent_sends_arrive_whole};
 pub use posted::{posted_reads_complete_unwaited, posted_writes_land_in_order};
 pub use refusals::rejects_bad_access;
@@ -43,6 +45,7 @@ pub fn run_all<T: Transport>(job: &[T]) {
     messages_in_parts_arrive_whole(job);
     lent_messages_keep_order(job);
     lent_sends_arrive_whole(job);
+    landed_messages_take_their_place(job);
     posted_writes_land_in_order(job);
     posted_reads_complete_unwaited(job);
     reads_see_no_later_request(job);

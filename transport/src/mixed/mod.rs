@@ -18,6 +18,7 @@ use std::time::Duration;
 use crate::api::Transport;
 use crate::completion::Completion;
 use crate::error::{Error, Result};
+use crate::landing::{Accept, Landing};
 use crate::mailbox::Mailbox;
 use crate::region::Region;
 use crate::shm::{PreparedShm, ShmTransport};
@@ -466,6 +467,29 @@ impl Transport for MixedTransport {
         } else {
             self.far.get().send_parts(peer, tag, parts)
         }
+    }
+
+    unsafe fn land(
+        &self,
+        from: Rank,
+        tag: Tag,
+        head: usize,
+        accept: Accept,
+        dest: &mut [u8],
+    ) -> Result<Option<Landing>> {
+        if self.shm.reaches(from) {
+            return Ok(None);
+        }
+        // SAFETY: the caller's contract, passed on unchanged.
+        unsafe { self.far.get().land(from, tag, head, accept, dest) }
+    }
+
+    fn unland(&self, landing: &Landing) -> bool {
+        self.far.get().unland(landing)
+    }
+
+    fn wait_landed(&self, landings: &[&Landing], timeout: Duration) {
+        self.far.get().wait_landed(landings, timeout);
     }
 
     unsafe fn send_lent(

@@ -12,6 +12,7 @@ pub(crate) use super::outq::Payload;
 use super::outq::{drain, Queued};
 use crate::completion::Completer;
 use crate::error::{Error, Result};
+use crate::landing::{LentMut, Offer};
 use crate::mailbox::Mailbox;
 use crate::region::Region;
 use crate::types::{LocalSlice, Rank};
@@ -41,12 +42,10 @@ pub(crate) struct Rx {
 impl Rx {
     /// Fails the read whose payload was arriving directly when the connection broke.
     pub(crate) fn fail_direct(&mut self, err: &Error) {
-        if let Some(Direct {
-            then: DirectEnd::Response(p),
-            ..
-        }) = self.direct.take()
-        {
-            p.completer.fail(err.clone());
+        match self.direct.take().map(|d| d.then) {
+            Some(DirectEnd::Response(p)) => p.completer.fail(err.clone()),
+            Some(DirectEnd::Landed(offer)) => offer.fail(err.clone()),
+            _ => {}
         }
     }
 }
@@ -71,6 +70,9 @@ pub(crate) enum DirectInto {
     Region { region: Arc<Region>, offset: usize },
     /// A message's buffer: capacity for the whole payload, length the bytes placed so far.
     Buffer(Vec<u8>),
+    /// A receiver's landing place (`crate::landing`), room for the payload after its first
+    /// `skip` bytes (the head, placed already).
+    Lent { dest: LentMut, skip: usize },
 }
 
 /// What completes a direct payload.
@@ -82,6 +84,8 @@ pub(crate) enum DirectEnd {
     Write { id: u64 },
     /// A message with this transport tag: deliver it.
     Message { tag: u64 },
+    /// A message a receiver's landing place took: finish the landing.
+    Landed(Offer),
 }
 
 /// Who reads a connection.

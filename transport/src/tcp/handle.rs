@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use crate::error::{Error, RemoteFault};
 use crate::exec;
-use crate::types::{Message, Tag};
+use crate::types::Tag;
 use crate::wire::{Frame, Header, Kind};
 
 use super::conn::{Conn, Payload};
@@ -159,15 +159,9 @@ pub(super) fn handle(shared: &Shared, conn: &Conn, frame: Frame<'_>) -> Result<(
                 }
             }
         }
-        Kind::Message => {
-            let mut data = crate::pool::buffer(frame.payload.len());
-            data.extend_from_slice(frame.payload);
-            shared.mailbox.deliver(Message {
-                source: conn.peer,
-                tag: Tag(h.a),
-                data,
-            });
-        }
+        Kind::Message => shared
+            .mailbox
+            .deliver_slice(conn.peer, Tag(h.a), frame.payload),
         Kind::Heartbeat => {}
         Kind::Goodbye => conn.set_closing(),
     }

@@ -175,11 +175,16 @@ fn recv_direct(conn: &Conn, d: &mut Direct) -> std::io::Result<(usize, bool)> {
         DirectInto::Region { region, offset } => region.as_ptr().wrapping_add(*offset + d.done),
         // The buffer holds `done` bytes and has room for `len`.
         DirectInto::Buffer(b) => b.spare_capacity_mut().as_mut_ptr().cast::<u8>(),
+        // `skip <= done` (the head was buffered when the landing took the message).
+        DirectInto::Lent { dest, skip } => dest.at(d.done - *skip),
     };
     // SAFETY: for a region, `offset..offset+len` lies inside it (checked when the Direct was
     // made) and `done < len`, so `dst..dst+want` is inside it too; the `Arc` keeps it mapped.
-    // For a buffer, `dst` starts its spare capacity, of at least `len - done = want` bytes. The
-    // kernel writes through the raw pointer; no Rust reference to the bytes exists meanwhile.
+    // For a buffer, `dst` starts its spare capacity, of at least `len - done = want` bytes. For
+    // a landing place, `len - skip` bytes fit in it (checked when the Direct was made), so
+    // `dst..dst+want` (from `done - skip`) does, and it is the receiver's memory, lent to this
+    // reader alone until the landing finishes. The kernel writes through the raw pointer; no
+    // Rust reference to the bytes exists meanwhile.
     let n = unsafe { libc::recv(conn.stream.as_raw_fd(), dst.cast(), want, 0) };
     if n < 0 {
         return Err(std::io::Error::last_os_error());
@@ -195,6 +200,7 @@ fn recv_direct(conn: &Conn, d: &mut Direct) -> std::io::Result<(usize, bool)> {
 
 /// Completes a direct payload that has fully arrived.
 fn finish_direct(shared: &Shared, conn: &Conn, d: Direct) {
+    let len = d.len;
     match (d.then, d.into) {
         (DirectEnd::Response(p), _) => p.completer.complete(0),
         (DirectEnd::Write { id }, _) => respond(shared, conn, id, Ok(0), Payload::None),
@@ -205,8 +211,17 @@ fn finish_direct(shared: &Shared, conn: &Conn, d: Direct) {
                 data,
             });
         }
-        // Never made: a message always goes to its own buffer.
-        (DirectEnd::Message { .. }, DirectInto::Region { .. }) => {}
+        (DirectEnd::Landed(offer), DirectInto::Buffer(data)) => {
+            offer.fill(&data);
+            crate::pool::recycle(data);
+            shared.mailbox.landed();
+        }
+        (DirectEnd::Landed(offer), _) => {
+            offer.finish(len);
+            shared.mailbox.landed();
+        }
+        // Never made: a message goes to its own buffer or a landing place.
+        (DirectEnd::Message { .. }, _) => {}
     }
 }
 
@@ -218,13 +233,42 @@ fn try_direct(shared: &Shared, conn: &Conn, rx: &mut Rx, h: Header) -> bool {
         return false;
     }
     if h.kind == Kind::Message {
-        let mut data = crate::pool::buffer(len);
-        data.extend_from_slice(rx.reader.detach_payload());
+        // A receiver's landing place takes it when its head is here to be judged.
+        let landing = shared
+            .mailbox
+            .claim(conn.peer, Tag(h.a), rx.reader.payload_start());
+        let prefix = rx.reader.detach_payload();
+        let (into, then) = match landing {
+            Some(offer) if len - offer.head_len() <= offer.dest().len() => {
+                offer.set_head(prefix);
+                let body = &prefix[offer.head_len()..];
+                let dest = offer.dest();
+                if !body.is_empty() {
+                    // SAFETY: the landing place holds `len - head_len >= body.len()` bytes
+                    // (checked above) and is lent to this reader alone until the landing
+                    // finishes; `body` is in the reader's own buffer.
+                    unsafe { std::ptr::copy_nonoverlapping(body.as_ptr(), dest.at(0), body.len()) };
+                }
+                let skip = offer.head_len();
+                (DirectInto::Lent { dest, skip }, DirectEnd::Landed(offer))
+            }
+            // Longer than its landing place (the receiver reports the truncation): through a
+            // buffer of its own, as a message nobody waits for.
+            landing => {
+                let mut data = crate::pool::buffer(len);
+                data.extend_from_slice(prefix);
+                let then = match landing {
+                    Some(offer) => DirectEnd::Landed(offer),
+                    None => DirectEnd::Message { tag: h.a },
+                };
+                (DirectInto::Buffer(data), then)
+            }
+        };
         rx.direct = Some(Direct {
-            done: data.len(),
-            into: DirectInto::Buffer(data),
+            done: prefix.len(),
+            into,
             len,
-            then: DirectEnd::Message { tag: h.a },
+            then,
         });
         return true;
     }

@@ -180,6 +180,7 @@ impl PreparedTcp {
                     Arc::new(ConnDriver {
                         shared: Arc::clone(&shared),
                         peer,
+                        linger: false,
                     }) as Arc<dyn Driver>
                 })
                 .collect(),

@@ -15,6 +15,7 @@ use crate::api::Transport;
 use crate::completion::{Completion, Driver};
 use crate::error::{Error, Result};
 use crate::exec;
+use crate::landing::{Accept, Landing, Offer};
 use crate::region::Region;
 use crate::types::{BackendKind, Capabilities, Message, Op, Rank, RegionDesc, Tag};
 use crate::wire::{Header, Kind};
@@ -60,6 +61,11 @@ fn frame_of(op: Op) -> (Header, Payload, Option<crate::LocalSlice>) {
 pub(super) struct ConnDriver {
     pub(super) shared: Arc<Shared>,
     pub(super) peer: usize,
+    /// Whether the connection lingers with waiting threads after one got what it waited for
+    /// (`progress::waiter_leaves`): for messages (landings), which the thread will likely
+    /// wait for again soon, not for one-sided operations, after which it returns to the
+    /// application while peers' requests may be coming.
+    pub(super) linger: bool,
 }
 
 impl Driver for ConnDriver {
@@ -98,9 +104,9 @@ impl Driver for ConnDriver {
         }
     }
 
-    fn end(&self) {
+    fn end(&self, done: bool) {
         if let Some(conn) = self.shared.conn(self.peer) {
-            progress::waiter_leaves(&self.shared, conn, false);
+            progress::waiter_leaves(&self.shared, conn, done && self.linger);
         }
     }
 }
@@ -550,6 +556,57 @@ impl Transport for TcpTransport {
         // which is when `done` finishes.
         let whole = unsafe { conn.send_lent(h, head, body, done, self.shared.now_ms())? };
         Ok((!whole).then_some(completion))
+    }
+
+    unsafe fn land(
+        &self,
+        from: Rank,
+        tag: Tag,
+        head: usize,
+        accept: Accept,
+        dest: &mut [u8],
+    ) -> Result<Option<Landing>> {
+        if from.index() >= self.nodes {
+            return Err(Error::InvalidArgument(format!(
+                "rank {from} outside a job of {} nodes",
+                self.nodes
+            )));
+        }
+        // Its waiter reads the connection the message comes on (none for this node's own),
+        // and leaves it lingering, as a receiver does.
+        let driver = (from != self.shared.rank).then(|| {
+            Arc::new(ConnDriver {
+                shared: Arc::clone(&self.shared),
+                peer: from.index(),
+                linger: true,
+            }) as Arc<dyn Driver>
+        });
+        // Spins as a receive does: the message may come much later than a response would.
+        let spin = self
+            .message_spin(None)
+            .max(self.shared.config.op_spin(dest.len()));
+        // SAFETY: the caller keeps `dest` for the landing until its completion finishes or it
+        // is withdrawn (`unland`), which is when the offer is used or dropped.
+        let (offer, landing) = unsafe {
+            Offer::new(
+                from,
+                tag,
+                head,
+                accept,
+                dest,
+                Completion::driven(spin, driver),
+            )
+        };
+        Ok(self.shared.mailbox.offer(offer).ok().map(|()| landing))
+    }
+
+    fn unland(&self, landing: &Landing) -> bool {
+        self.shared.mailbox.withdraw(landing.id)
+    }
+
+    fn wait_landed(&self, landings: &[&Landing], timeout: Duration) {
+        let done = || landings.iter().any(|l| l.completion.is_done());
+        self.shared.mailbox.sleep_until_landed(&done, timeout);
     }
 
     fn send_owned(&self, peer: Rank, tag: Tag, data: Vec<u8>) -> Result<()> {

@@ -491,8 +491,20 @@ impl Communicator {
             TagMatch::Tag(t) => Some(Self::check_tag(t)?),
             TagMatch::Any => None,
         };
+        let tag = self.tag(Channel::PointToPoint);
+        let peer = transport::Rank(from as u32);
         let mut all = self.shared.matching();
         let m = all.entry(self.context).or_default();
+        if m.free_to_take(Some(from)) {
+            // What has arrived from the source is matched first, in arrival order (as
+            // `progress` does): a message that came before this receive was posted is older
+            // than any a landing would take, and once matched it no longer keeps this and
+            // later receives from landing (a window of receives posted while the first of
+            // their messages arrives).
+            while let Some(Ok(msg)) = self.transport().try_recv(Some(peer), Some(tag)) {
+                m.deliver(decode(msg)?);
+            }
+        }
         if m.may_land(from, want) {
             let accept: transport::landing::Accept =
                 Box::new(move |h| want.is_none_or(|t| header_tag(h) == Some(t)));
@@ -500,8 +512,8 @@ impl Communicator {
             // which waits for the landing's completion (or withdraws it when dropped first).
             let landed = unsafe {
                 self.transport().land(
-                    transport::Rank(from as u32),
-                    self.tag(Channel::PointToPoint),
+                    peer,
+                    tag,
                     matching::HEADER,
                     accept,
                     buf,

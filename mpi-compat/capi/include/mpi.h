@@ -188,8 +188,9 @@ int MPI_Testany(int count, MPI_Request array_of_requests[], int *index, int *fla
                 MPI_Status *status);
 int MPI_Get_count(const MPI_Status *status, MPI_Datatype datatype, int *count);
 
-/* Persistent requests: sends are eager (complete at MPI_Start); receives take contiguous
- * datatypes only. */
+/* Persistent requests: sends are eager (complete at MPI_Start, or over tcp once the bytes a
+ * full socket did not take are written from the buffer); receives take contiguous datatypes
+ * only. */
 int MPI_Send_init(const void *buf, int count, MPI_Datatype datatype, int dest, int tag,
                   MPI_Comm comm, MPI_Request *request);
 int MPI_Recv_init(void *buf, int count, MPI_Datatype datatype, int source, int tag,

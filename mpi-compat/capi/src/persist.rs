@@ -2,9 +2,10 @@
 //!
 //! `MPI_Send_init`/`MPI_Recv_init` keep the arguments; each `MPI_Start` makes one send or
 //! receive of them, completed by the usual `MPI_Wait`/`MPI_Test` family, after which the
-//! handle stays valid (inactive) for the next start, until `MPI_Request_free`. Sends are eager,
-//! so a started send is complete at once; a persistent receive takes contiguous datatypes only
-//! (`MPI_ERR_TYPE`), as `MPI_Irecv` does.
+//! handle stays valid (inactive) for the next start, until `MPI_Request_free`. Sends are eager:
+//! a started send is complete at once, or (tcp, a full socket) when the rest of its bytes are
+//! written from the buffer, as `MPI_Isend`'s; a persistent receive takes contiguous datatypes
+//! only (`MPI_ERR_TYPE`), as `MPI_Irecv` does, and lands in its buffer as `MPI_Irecv`'s.
 
 use std::ffi::{c_int, c_void};
 

@@ -511,13 +511,8 @@ impl Communicator {
             // SAFETY: the caller keeps `buf` for this receive until its request completes,
             // which waits for the landing's completion (or withdraws it when dropped first).
             let landed = unsafe {
-                self.transport().land(
-                    peer,
-                    tag,
-                    matching::HEADER,
-                    accept,
-                    buf,
-                )?
+                self.transport()
+                    .land(peer, tag, matching::HEADER, accept, buf)?
             };
             if let Some(landing) = landed {
                 let source = self.rank_of_job_rank(from);

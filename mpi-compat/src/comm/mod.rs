@@ -316,30 +316,15 @@ impl Communicator {
     /// [`Error::InvalidRank`], [`Error::InvalidTag`]; transport errors ([`Error::PeerLost`]
     /// when `dest` is gone).
     pub fn send<T: Equivalence>(&self, buf: &[T], dest: Rank, tag: Tag) -> Result<()> {
-        let tag = Self::check_tag(tag)?;
-        if dest == PROC_NULL {
-            return Ok(());
-        }
-        let dest = self.check_rank(dest)?;
         // The header and the caller's bytes go to the transport as they are: the tcp backend
         // writes them from here, with no copy into a frame of its own, and what a full socket
         // does not take at once is written from here too, as the socket drains, while this
         // call waits (and reads the peer's connection meanwhile, so two ranks sending to each
         // other at once both get on).
-        // SAFETY: `buf` stays borrowed, so valid and unchanged, until the send is finished:
+        // SAFETY: `buf` stays borrowed, so valid and unchanged, until the request is complete:
         // this waits for it.
-        let lent = unsafe {
-            self.transport().send_lent(
-                self.peer(dest),
-                self.tag(Channel::PointToPoint),
-                &tag.to_le_bytes(),
-                bytes(buf),
-            )?
-        };
-        if let Some(done) = lent {
-            done.wait()?;
-        }
-        Ok(())
+        let sent = unsafe { self.isend_lent(bytes(buf), dest, tag)? };
+        sent.wait().map(drop)
     }
 
     /// `MPI_Isend` for a caller that keeps the buffer valid and unchanged until the request

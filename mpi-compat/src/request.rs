@@ -135,6 +135,14 @@ impl<'a> Request<'a> {
         matches!(self.state, State::Done(_))
     }
 
+    /// The completion of a send still being written.
+    fn send_in_flight(&self) -> Option<&transport::Completion> {
+        match &self.state {
+            State::Sending { done, .. } => Some(done),
+            _ => None,
+        }
+    }
+
     /// The communicator and landing of a landed receive not complete yet.
     fn landing(&self) -> Option<(&Communicator, &transport::landing::Landing)> {
         match &self.state {
@@ -238,7 +246,7 @@ impl Request<'_> {
         };
         let len = landing.completion.wait()? as usize;
         let head = landing.head();
-        let tag = crate::comm::tag_of_head(&head)
+        let tag = crate::comm::header_tag(&head)
             .ok_or_else(|| Error::InvalidArgument("a landed message without its header".into()))?;
         let bytes = len.saturating_sub(head.len());
         if bytes > room {
@@ -435,8 +443,16 @@ pub fn wait_any_in_place(requests: &mut [&mut Request<'_>]) -> Option<(usize, Re
                 comm.transport().wait_landed(&all, ONE_COMMUNICATOR_SLICE);
                 continue;
             }
-            // (Sends still being written: they finish without anything from here.)
-            std::thread::yield_now();
+            // Sends still being written: they finish without anything from here; asleep
+            // until the first one has (or a slice passes, for the others).
+            if let Some(done) = unfinished
+                .iter()
+                .find_map(|&i| requests[i].send_in_flight())
+            {
+                done.sleep_timeout(SEVERAL_COMMUNICATORS_SLICE);
+            } else {
+                std::thread::yield_now();
+            }
             continue;
         };
         let slice = if landed.is_empty() {

@@ -480,6 +480,50 @@ mod tests {
         v
     }
 
+    /// After a frame with a large payload, a read between frames asks for a header and the
+    /// start of a payload only, leaving the rest of the next large payload in the stream for
+    /// its destination; after a small one it asks [`ASK`] again.
+    #[test]
+    fn reads_after_a_large_frame_leave_the_next_payload_in_the_stream() {
+        // Twice ASK: the reads for the first frame end exactly at its end.
+        let large = vec![9u8; 2 * ASK];
+        let mut stream = frame(Kind::Message, &large);
+        stream.extend(frame(Kind::Message, &large));
+        stream.extend(frame(Kind::Message, b"small"));
+        stream.extend(vec![0u8; 2 * ASK]);
+        let mut src = std::io::Cursor::new(stream);
+        let mut r = FrameReader::new(u32::MAX);
+        while r.next_header().expect("header").is_none() || r.buffered() < large.len() {
+            r.fill_from(&mut src).expect("read");
+        }
+        assert_eq!(
+            r.next_frame().expect("frame").map(|f| f.payload.len()),
+            Some(large.len())
+        );
+        assert_eq!(r.buffered(), 0, "the first frame's reads went past it");
+        let n = r.fill_from(&mut src).expect("read");
+        assert_eq!(
+            n, AFTER_LARGE_ASK,
+            "a read after a large frame asked for more"
+        );
+        let h = r.next_header().expect("header").expect("the second header");
+        assert_eq!(r.payload_start().len(), AFTER_LARGE_ASK - HEADER_LEN);
+        // The backend reads the rest straight to its destination; then the small frame.
+        let rest = h.payload_len as usize - r.detach_payload().len();
+        let mut sink = vec![0u8; rest];
+        std::io::Read::read_exact(&mut src, &mut sink).expect("the rest of the payload");
+        r.fill_from(&mut src).expect("read");
+        assert_eq!(
+            r.next_frame().expect("frame").map(|f| f.payload.len()),
+            Some(5)
+        );
+        assert_eq!(
+            r.fill_from(&mut src).expect("read"),
+            ASK,
+            "after a small frame"
+        );
+    }
+
     #[test]
     fn round_trip_in_pieces() {
         let mut bytes = frame(Kind::Write, b"hello");

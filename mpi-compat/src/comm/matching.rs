@@ -178,7 +178,7 @@ impl Matching {
 }
 
 /// The MPI tag in the header of a point-to-point message's bytes (`None`: no header).
-pub(super) fn header_tag(data: &[u8]) -> Option<Tag> {
+pub(crate) fn header_tag(data: &[u8]) -> Option<Tag> {
     let h = data.get(..HEADER)?;
     Some(i32::from_le_bytes([h[0], h[1], h[2], h[3]]))
 }

@@ -20,8 +20,9 @@ use crate::universe::Shared;
 
 mod lent;
 mod matching;
+pub(crate) use matching::header_tag;
 pub(crate) use matching::Contexts;
-use matching::{decode, header_tag, Incoming};
+use matching::{decode, Incoming};
 
 /// A process's rank in a communicator, as in rsmpi and the C API (`int`).
 pub type Rank = i32;
@@ -100,11 +101,6 @@ impl Status {
         let size = std::mem::size_of::<T>();
         self.bytes.is_multiple_of(size).then_some(self.bytes / size)
     }
-}
-
-/// The MPI tag in the head of a landed message (`None`: no header).
-pub(crate) fn tag_of_head(head: &[u8]) -> Option<Tag> {
-    header_tag(head)
 }
 
 /// First transport tag of this crate (below the runtime's reserved tags).

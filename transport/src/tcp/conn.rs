@@ -388,32 +388,33 @@ impl Conn {
 
     /// Sends a frame whose payload is `head` then `body`, like [`Conn::send_parts`], except
     /// that what the socket does not take at once is not copied: the frame is queued with
-    /// `body` lent ([`Payload::Lent`]), and `done` completes when its last byte is written.
-    /// Returns whether the frame was written whole at once (`done` is then dropped unused).
+    /// `body` lent ([`Payload::Lent`]) and the completer `done` makes, which completes when its
+    /// last byte is written. `done` is called only then (a frame written whole at once needs
+    /// no completion, and the common case allocates none).
     ///
     /// # Safety
-    /// `body` stays valid and unchanged until `done` completes or fails (it fails when the
-    /// connection goes down, once nothing reads it any more).
+    /// When `done` was called, `body` stays valid and unchanged until its completer completes
+    /// or fails (it fails when the connection goes down, once nothing reads it any more).
     pub(crate) unsafe fn send_lent(
         &self,
         header: Header,
         head: &[u8],
         body: &[u8],
-        done: Completer,
+        done: impl FnOnce() -> Completer,
         now_ms: u64,
-    ) -> Result<bool> {
-        let whole = self.send_now(header, &[head, body], now_ms, move |sent| {
+    ) -> Result<()> {
+        self.send_now(header, &[head, body], now_ms, move |sent| {
             let payload = Payload::Lent {
                 head: head.to_vec(),
                 body: super::outq::LentBytes {
                     ptr: body.as_ptr(),
                     len: body.len(),
                 },
-                done,
+                done: done(),
             };
             (payload, sent)
-        })?;
-        Ok(whole)
+        })
+        .map(drop)
     }
 
     /// Writes a frame of `header` and `parts` straight from the caller's memory as far as the

@@ -260,14 +260,7 @@ impl<'a> Driving<'a> {
         for c in &conns {
             waiter_arrives(shared, c);
         }
-        let ready = conns
-            .iter()
-            .map(|c| libc::pollfd {
-                fd: c.read_fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            })
-            .collect();
+        let ready = conns.iter().map(|c| pollfd_of(c)).collect();
         Driving {
             shared,
             conns,
@@ -284,26 +277,43 @@ impl<'a> Driving<'a> {
     /// Reads and handles what has arrived on the connections, and writes what is queued on
     /// them, without blocking.
     pub(crate) fn drive(&mut self) {
-        // Readiness first, in one system call for all the connections: `poll` does not take
-        // the socket lock, which a `recv` on an empty socket would, holding up the very
-        // packet it waits for (the kernel queues it to the lock holder's backlog).
-        // Writability too where frames are queued: a `sendmsg` on a full socket takes the
-        // socket lock as well.
-        for (c, p) in self.conns.iter().zip(self.ready.iter_mut()) {
-            p.events = libc::POLLIN | if c.flush_wanted() { libc::POLLOUT } else { 0 };
+        drive_ready(self.shared, &self.conns, &mut self.ready);
+    }
+}
+
+/// The readiness entry of a waiting thread for `conn` (see [`drive_ready`]).
+pub(crate) fn pollfd_of(conn: &Conn) -> libc::pollfd {
+    libc::pollfd {
+        fd: conn.read_fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    }
+}
+
+/// One turn of a thread that waits on `conns` (`ready` holds their [`pollfd_of`] entries):
+/// reads and handles what has arrived, and writes what is queued, without blocking.
+/// Readiness first, in one system call for all the connections: `poll` does not take the
+/// socket lock, which a `recv` on an empty socket would, holding up the very packet it waits
+/// for (the kernel queues it to the lock holder's backlog). Writability too where frames are
+/// queued and nobody else is writing them: a `sendmsg` on a full socket takes the socket lock
+/// as well.
+pub(crate) fn drive_ready(shared: &Shared, conns: &[&Conn], ready: &mut [libc::pollfd]) {
+    for (c, p) in conns.iter().zip(ready.iter_mut()) {
+        p.events = libc::POLLIN | if c.flush_wanted() { libc::POLLOUT } else { 0 };
+    }
+    let n = ready.len() as libc::nfds_t;
+    // SAFETY: `ready` is a live, exclusively borrowed array of `n` pollfds; the kernel writes
+    // only their `revents` and returns without keeping the pointer (timeout 0).
+    let polled = unsafe { libc::poll(ready.as_mut_ptr(), n, 0) };
+    for (c, p) in conns.iter().zip(ready.iter()) {
+        if polled < 0 || p.revents & !libc::POLLIN != 0 {
+            // What the waiter waits for may be its own large message, queued behind a full
+            // socket: it writes what the socket takes now, without waiting for the progress
+            // thread's writable event.
+            c.try_flush();
         }
-        let n = self.ready.len() as libc::nfds_t;
-        // SAFETY: `ready` is a live, exclusively borrowed array of `n` pollfds; the kernel
-        // writes only their `revents` and returns without keeping the pointer (timeout 0).
-        let polled = unsafe { libc::poll(self.ready.as_mut_ptr(), n, 0) };
-        for (c, p) in self.conns.iter().zip(&self.ready) {
-            if polled < 0 || p.revents & !libc::POLLOUT != 0 || c.rx_pending.load(Ordering::SeqCst)
-            {
-                drain(self.shared, c, Reading::Waiter);
-            }
-            if polled < 0 || p.revents & !libc::POLLIN != 0 {
-                c.try_flush();
-            }
+        if polled < 0 || p.revents & !libc::POLLOUT != 0 || c.rx_pending.load(Ordering::SeqCst) {
+            drain(shared, c, Reading::Waiter);
         }
     }
 }

@@ -174,16 +174,20 @@ impl PreparedTcp {
             .stack_size(ACCEPTOR_STACK)
             .spawn(move || mesh::accept(&acceptor_shared, &listener));
         let acceptor = acceptor.map_err(|e| Error::io("starting the acceptor thread", e));
-        let transport = TcpTransport {
-            drivers: (0..self.nodes)
+        let drivers = |linger: bool| {
+            (0..self.nodes)
                 .map(|peer| {
                     Arc::new(ConnDriver {
                         shared: Arc::clone(&shared),
                         peer,
-                        linger: false,
+                        linger,
                     }) as Arc<dyn Driver>
                 })
-                .collect(),
+                .collect()
+        };
+        let transport = TcpTransport {
+            drivers: drivers(false),
+            landing_drivers: drivers(true),
             shared,
             waker,
             progress: Mutex::new(Some(progress)),

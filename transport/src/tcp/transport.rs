@@ -78,29 +78,8 @@ impl Driver for ConnDriver {
     }
 
     fn drive(&self) {
-        use std::os::fd::AsRawFd;
-        let Some(conn) = self.shared.conn(self.peer) else {
-            return;
-        };
-        // Readiness first, as `progress::Driving` asks it: a `recv` on an empty socket or a
-        // `sendmsg` on a full one takes the socket lock, and the packet this thread waits for
-        // (or the acknowledgement that makes room) then waits in the lock holder's backlog.
-        let queued = conn.flush_wanted();
-        let mut p = libc::pollfd {
-            fd: conn.stream.as_raw_fd(),
-            events: libc::POLLIN | if queued { libc::POLLOUT } else { 0 },
-            revents: 0,
-        };
-        // SAFETY: `p` is one live pollfd; timeout 0, so the kernel keeps no pointer to it.
-        let polled = unsafe { libc::poll(&mut p, 1, 0) };
-        if queued && (polled < 0 || p.revents & !libc::POLLIN != 0) {
-            // What the waiter waits for may be its own large message, queued behind a full
-            // socket: it writes what the socket takes now, without waiting for the progress
-            // thread's writable event.
-            conn.try_flush();
-        }
-        if polled < 0 || p.revents & !libc::POLLOUT != 0 || conn.rx_pending.load(Ordering::SeqCst) {
-            read::drain(&self.shared, conn, read::Reading::Waiter);
+        if let Some(conn) = self.shared.conn(self.peer) {
+            progress::drive_ready(&self.shared, &[conn], &mut [progress::pollfd_of(conn)]);
         }
     }
 
@@ -117,6 +96,9 @@ pub struct TcpTransport {
     pub(super) shared: Arc<Shared>,
     /// Per peer: lets a thread waiting for a response read the connection itself.
     pub(super) drivers: Vec<Arc<dyn Driver>>,
+    /// The same for a thread waiting for a message to land, which leaves the connection
+    /// lingering with the waiting threads (`ConnDriver::linger`).
+    pub(super) landing_drivers: Vec<Arc<dyn Driver>>,
     pub(super) waker: mio::Waker,
     pub(super) progress: Mutex<Option<JoinHandle<()>>>,
     /// The acceptor thread (see `mesh::accept`), stopped and joined by `close`.
@@ -547,15 +529,21 @@ impl Transport for TcpTransport {
         }
         self.check_len(head.len() + body.len())?;
         let conn = self.conn(peer)?;
-        let driver = self.drivers.get(peer.index()).cloned();
-        let spin = self.shared.config.op_spin(body.len());
-        let (completion, done) = Completion::driven(spin, driver);
         let mut h = Header::new(Kind::Message);
         h.a = tag.0;
-        // SAFETY: the caller keeps `body` valid and unchanged until `completion` is finished,
-        // which is when `done` finishes.
-        let whole = unsafe { conn.send_lent(h, head, body, done, self.shared.now_ms())? };
-        Ok((!whole).then_some(completion))
+        // Made only when the frame is queued with `body` lent.
+        let mut completion = None;
+        let done = || {
+            let driver = self.drivers.get(peer.index()).cloned();
+            let spin = self.shared.config.op_spin(body.len());
+            let (c, done) = Completion::driven(spin, driver);
+            completion = Some(c);
+            done
+        };
+        // SAFETY: when a completion is made, the caller keeps `body` valid and unchanged until
+        // it is finished, which is when its completer finishes.
+        unsafe { conn.send_lent(h, head, body, done, self.shared.now_ms())? };
+        Ok(completion)
     }
 
     unsafe fn land(
@@ -574,13 +562,9 @@ impl Transport for TcpTransport {
         }
         // Its waiter reads the connection the message comes on (none for this node's own),
         // and leaves it lingering, as a receiver does.
-        let driver = (from != self.shared.rank).then(|| {
-            Arc::new(ConnDriver {
-                shared: Arc::clone(&self.shared),
-                peer: from.index(),
-                linger: true,
-            }) as Arc<dyn Driver>
-        });
+        let driver = (from != self.shared.rank)
+            .then(|| self.landing_drivers.get(from.index()).cloned())
+            .flatten();
         // Spins as a receive does: the message may come much later than a response would.
         let spin = self
             .message_spin(None)

@@ -166,6 +166,13 @@ fn read_available(shared: &Shared, conn: &Conn, rx: &mut Rx, how: Reading, budge
     }
 }
 
+/// A read straight into memory that leaves at least this much of its payload in flight asks
+/// the kernel to acknowledge at once (`TCP_QUICKACK`). On a connection that carries traffic
+/// both ways the receiver otherwise delays its acknowledgements, hoping to carry them on data,
+/// and the sender of a payload larger than its window waits for them: over loopback a 1 MiB
+/// ping-pong took 260-300 us, 170 with this (and 150 with one connection per direction).
+const QUICKACK_LEFT: usize = 128 << 10;
+
 /// Receives the next part of a direct payload into its destination. Returns the byte count and
 /// whether the read came back short.
 fn recv_direct(conn: &Conn, d: &mut Direct) -> std::io::Result<(usize, bool)> {
@@ -195,6 +202,10 @@ fn recv_direct(conn: &Conn, d: &mut Direct) -> std::io::Result<(usize, bool)> {
         unsafe { b.set_len(b.len() + n) };
     }
     d.done += n;
+    if n > 0 && want - n >= QUICKACK_LEFT {
+        // Harmless if refused: acknowledgements come as they did.
+        let _ = socket2::SockRef::from(&conn.stream).set_tcp_quickack(true);
+    }
     Ok((n, n < want))
 }
 

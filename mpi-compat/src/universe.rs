@@ -5,6 +5,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
 use dsm_core::Dsm;
+use transport::Transport;
 
 use crate::comm::{Communicator, Contexts};
 use crate::error::{Error, Result};
@@ -85,6 +86,9 @@ impl Universe {
     /// None today; kept fallible for future set-up work.
     pub fn with_dsm(dsm: Dsm) -> Result<Universe> {
         let _ = time();
+        // An MPI rank receives in loops (ping-pongs, collectives' rounds) and serves peers'
+        // one-sided requests in its own calls, as MPI's progress rule allows.
+        dsm.node().transport().set_message_linger(true);
         Ok(Universe {
             shared: Arc::new(Shared {
                 dsm,

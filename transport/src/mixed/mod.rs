@@ -492,6 +492,10 @@ impl Transport for MixedTransport {
         self.far.get().wait_landed(landings, timeout);
     }
 
+    fn set_message_linger(&self, on: bool) {
+        self.far.get().set_message_linger(on);
+    }
+
     unsafe fn send_lent(
         &self,
         peer: Rank,

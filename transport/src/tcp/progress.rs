@@ -195,7 +195,7 @@ pub(crate) fn waiter_leaves(shared: &Shared, conn: &Conn, linger: bool) {
     if watch.waiters > 0 || watch.registered {
         return;
     }
-    if linger {
+    if linger && shared.message_linger.load(Ordering::Relaxed) {
         watch.left_at = Some(Instant::now());
         drop(watch);
         shared.linger.arm(linger::LINGER);

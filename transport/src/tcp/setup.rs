@@ -145,6 +145,7 @@ impl PreparedTcp {
             rank: self.rank,
             registry,
             linger,
+            message_linger: AtomicBool::new(false),
             mailbox,
             config: self.config,
             regions: RegionTable::default(),

@@ -588,6 +588,10 @@ impl Transport for TcpTransport {
         self.shared.mailbox.withdraw(landing.id)
     }
 
+    fn set_message_linger(&self, on: bool) {
+        self.shared.message_linger.store(on, Ordering::Relaxed);
+    }
+
     fn wait_landed(&self, landings: &[&Landing], timeout: Duration) {
         let done = || landings.iter().any(|l| l.completion.is_done());
         self.shared.mailbox.sleep_until_landed(&done, timeout);

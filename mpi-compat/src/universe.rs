@@ -88,7 +88,7 @@ impl Universe {
         let _ = time();
         // An MPI rank receives in loops (ping-pongs, collectives' rounds) and serves peers'
         // one-sided requests in its own calls, as MPI's progress rule allows.
-        dsm.node().transport().set_message_linger(true);
+        dsm.node().transport().set_linger(true);
         Ok(Universe {
             shared: Arc::new(Shared {
                 dsm,

@@ -152,8 +152,8 @@ impl Transport for AnyTransport {
     fn wait_landed(&self, landings: &[&Landing], timeout: Duration) {
         each!(self, t => t.wait_landed(landings, timeout))
     }
-    fn set_message_linger(&self, on: bool) {
-        each!(self, t => t.set_message_linger(on))
+    fn set_linger(&self, on: bool) {
+        each!(self, t => t.set_linger(on))
     }
     fn try_recv(&self, from: Option<Rank>, tag: Option<Tag>) -> Option<Result<Message>> {
         each!(self, t => t.try_recv(from, tag))

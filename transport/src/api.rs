@@ -152,14 +152,15 @@ pub trait Transport: Send + Sync {
         false
     }
 
-    /// Whether a thread that got the message it waited for keeps its connections for a short
-    /// while (1 ms over tcp) before the progress thread reads them again. A program whose
-    /// threads receive in a loop (an MPI program: the next receive of a ping-pong, the next
-    /// round of a collective) saves two system calls and a wake-up per message; one whose
+    /// Whether a thread that got the message or the response it waited for keeps its
+    /// connections for a short while (1 ms over tcp) before the progress thread reads them
+    /// again. A program whose threads wait in a loop (an MPI program: the next receive of a
+    /// ping-pong, the next round of a collective, the next fetch-and-op) saves two system
+    /// calls and a wake-up per wait; one whose
     /// peers' one-sided requests must be served while it computes (the shared memory: a
     /// page fetch right after a barrier) would make them wait until its next wait. Off until
     /// asked for; backends that read no connections on their waiters' behalf ignore it.
-    fn set_message_linger(&self, on: bool) {
+    fn set_linger(&self, on: bool) {
         let _ = on;
     }
 

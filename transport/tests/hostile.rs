@@ -286,7 +286,7 @@ fn a_peer_that_freezes_mid_response_fails_the_read() {
 fn a_goodbye_after_a_receive_is_read_without_the_application() {
     const ROUNDS: u8 = 20;
     let (real, fake) = real_and_fake();
-    real.set_message_linger(true);
+    real.set_linger(true);
     // A ping-pong, so that the real node's last receive is likely to get its message while
     // it reads the connection itself (which leaves the connection lingering with it); then
     // the fake says goodbye and shuts its side, keeping the socket open.

@@ -53,7 +53,7 @@ fn requests_are_served_after_a_receive() {
 fn a_peer_closing_during_the_linger_is_noticed() {
     let job = pair();
     let (a, b) = (&job[0], &job[1]);
-    a.set_message_linger(true);
+    a.set_linger(true);
     b.send(Rank(0), Tag(1), b"x").expect("send");
     a.recv(Some(Rank(1)), Some(Tag(1)), Some(Duration::from_secs(30)))
         .expect("recv");

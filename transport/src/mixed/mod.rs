@@ -492,8 +492,8 @@ impl Transport for MixedTransport {
         self.far.get().wait_landed(landings, timeout);
     }
 
-    fn set_message_linger(&self, on: bool) {
-        self.far.get().set_message_linger(on);
+    fn set_linger(&self, on: bool) {
+        self.far.get().set_linger(on);
     }
 
     unsafe fn send_lent(

@@ -1,4 +1,5 @@
-//! The linger timer of the tcp backend. A thread that got the message it waited for leaves the
+//! The linger timer of the tcp backend. When lingering is on (`Transport::set_linger`, an MPI
+//! program), a thread that got the message or response it waited for leaves the
 //! progress thread's read interest withdrawn for a while ([`LINGER`]): it usually waits again
 //! within microseconds (the next receive of a ping-pong, the next round of a collective), and
 //! giving the interest back and taking it away again costs two system calls per message, while

@@ -185,9 +185,9 @@ pub(crate) fn waiter_arrives(shared: &Shared, conn: &Conn) {
 
 /// The thread that called [`waiter_arrives`] stops reading `conn`. When it is the last one,
 /// read interest goes back to the progress thread: at once when `linger` is false (the thread
-/// is about to sleep, or returns to the application after a one-sided operation), else after
-/// [`linger::LINGER`] unless a thread waits on the connection again before (it got the message
-/// it waited for and will likely wait again soon). Either way the progress thread then reads
+/// is about to sleep) or lingering is off (`Transport::set_linger`), else after
+/// [`linger::LINGER`] unless a thread waits on the connection again before (it got what it
+/// waited for and will likely wait again soon). Either way the progress thread then reads
 /// whatever is waiting: nothing is left unread once no thread waits.
 pub(crate) fn waiter_leaves(shared: &Shared, conn: &Conn, linger: bool) {
     let mut watch = lock(&conn.watch);
@@ -195,7 +195,7 @@ pub(crate) fn waiter_leaves(shared: &Shared, conn: &Conn, linger: bool) {
     if watch.waiters > 0 || watch.registered {
         return;
     }
-    if linger && shared.message_linger.load(Ordering::Relaxed) {
+    if linger && shared.linger_after_waits.load(Ordering::Relaxed) {
         watch.left_at = Some(Instant::now());
         drop(watch);
         shared.linger.arm(linger::LINGER);

@@ -145,7 +145,7 @@ impl PreparedTcp {
             rank: self.rank,
             registry,
             linger,
-            message_linger: AtomicBool::new(false),
+            linger_after_waits: AtomicBool::new(false),
             mailbox,
             config: self.config,
             regions: RegionTable::default(),
@@ -175,20 +175,16 @@ impl PreparedTcp {
             .stack_size(ACCEPTOR_STACK)
             .spawn(move || mesh::accept(&acceptor_shared, &listener));
         let acceptor = acceptor.map_err(|e| Error::io("starting the acceptor thread", e));
-        let drivers = |linger: bool| {
-            (0..self.nodes)
-                .map(|peer| {
-                    Arc::new(ConnDriver {
-                        shared: Arc::clone(&shared),
-                        peer,
-                        linger,
-                    }) as Arc<dyn Driver>
-                })
-                .collect()
-        };
+        let drivers = (0..self.nodes)
+            .map(|peer| {
+                Arc::new(ConnDriver {
+                    shared: Arc::clone(&shared),
+                    peer,
+                }) as Arc<dyn Driver>
+            })
+            .collect();
         let transport = TcpTransport {
-            drivers: drivers(false),
-            landing_drivers: drivers(true),
+            drivers,
             shared,
             waker,
             progress: Mutex::new(Some(progress)),

@@ -48,9 +48,9 @@ pub(crate) struct Shared {
     pub(super) registry: mio::Registry,
     /// Gives lingering connections back to the progress thread (see `linger`).
     pub(super) linger: linger::LingerTimer,
-    /// Whether connections linger after a wait that got its message
-    /// (`Transport::set_message_linger`); off, they go back to the progress thread at once.
-    pub(super) message_linger: AtomicBool,
+    /// Whether connections linger after a wait that got what it waited for
+    /// (`Transport::set_linger`); off, they go back to the progress thread at once.
+    pub(super) linger_after_waits: AtomicBool,
     pub(super) mailbox: Arc<Mailbox>,
     /// Every node's data listener, indexed by rank.
     pub(super) endpoints: Vec<SocketAddr>,

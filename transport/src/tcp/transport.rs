@@ -61,11 +61,6 @@ fn frame_of(op: Op) -> (Header, Payload, Option<crate::LocalSlice>) {
 pub(super) struct ConnDriver {
     pub(super) shared: Arc<Shared>,
     pub(super) peer: usize,
-    /// Whether the connection lingers with waiting threads after one got what it waited for
-    /// (`progress::waiter_leaves`): for messages (landings), which the thread will likely
-    /// wait for again soon, not for one-sided operations, after which it returns to the
-    /// application while peers' requests may be coming.
-    pub(super) linger: bool,
 }
 
 impl Driver for ConnDriver {
@@ -85,7 +80,7 @@ impl Driver for ConnDriver {
 
     fn end(&self, done: bool) {
         if let Some(conn) = self.shared.conn(self.peer) {
-            progress::waiter_leaves(&self.shared, conn, done && self.linger);
+            progress::waiter_leaves(&self.shared, conn, done);
         }
     }
 }
@@ -96,9 +91,6 @@ pub struct TcpTransport {
     pub(super) shared: Arc<Shared>,
     /// Per peer: lets a thread waiting for a response read the connection itself.
     pub(super) drivers: Vec<Arc<dyn Driver>>,
-    /// The same for a thread waiting for a message to land, which leaves the connection
-    /// lingering with the waiting threads (`ConnDriver::linger`).
-    pub(super) landing_drivers: Vec<Arc<dyn Driver>>,
     pub(super) waker: mio::Waker,
     pub(super) progress: Mutex<Option<JoinHandle<()>>>,
     /// The acceptor thread (see `mesh::accept`), stopped and joined by `close`.
@@ -560,10 +552,9 @@ impl Transport for TcpTransport {
                 self.nodes
             )));
         }
-        // Its waiter reads the connection the message comes on (none for this node's own),
-        // and leaves it lingering, as a receiver does.
+        // Its waiter reads the connection the message comes on (none for this node's own).
         let driver = (from != self.shared.rank)
-            .then(|| self.landing_drivers.get(from.index()).cloned())
+            .then(|| self.drivers.get(from.index()).cloned())
             .flatten();
         // Spins as a receive does: the message may come much later than a response would.
         let spin = self
@@ -588,8 +579,8 @@ impl Transport for TcpTransport {
         self.shared.mailbox.withdraw(landing.id)
     }
 
-    fn set_message_linger(&self, on: bool) {
-        self.shared.message_linger.store(on, Ordering::Relaxed);
+    fn set_linger(&self, on: bool) {
+        self.shared.linger_after_waits.store(on, Ordering::Relaxed);
     }
 
     fn wait_landed(&self, landings: &[&Landing], timeout: Duration) {

@@ -152,6 +152,9 @@ impl Transport for AnyTransport {
     fn wait_landed(&self, landings: &[&Landing], timeout: Duration) {
         each!(self, t => t.wait_landed(landings, timeout))
     }
+    fn serve_until(&self, done: &mut dyn FnMut() -> bool) {
+        each!(self, t => t.serve_until(done))
+    }
     fn set_linger(&self, on: bool) {
         each!(self, t => t.set_linger(on))
     }

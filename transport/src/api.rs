@@ -152,6 +152,27 @@ pub trait Transport: Send + Sync {
         false
     }
 
+    /// Waits until `done` returns true, looking at it between turns in which the calling
+    /// thread serves what peers send this node (their one-sided requests; messages go to the
+    /// mailbox) in place of the progress thread. For a thread that waits for a word of this
+    /// node's own memory that a peer's operation will change (a lock homed here, passed on by
+    /// its holder's atomic from another node): the peer's request then does not wait for a
+    /// progress thread that must first get a processor from the very thread that waits. The
+    /// thread spins, yielding the processor now and then; there is no time limit (`done`
+    /// decides). Backends whose peers need nothing from this node's processors (shared
+    /// memory, RDMA) only spin and yield.
+    fn serve_until(&self, done: &mut dyn FnMut() -> bool) {
+        let mut turns = 0u32;
+        while !done() {
+            turns = turns.wrapping_add(1);
+            if turns.is_multiple_of(64) {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    }
+
     /// Whether a thread that got the message or the response it waited for keeps its
     /// connections for a short while (1 ms over tcp) before the progress thread reads them
     /// again. A program whose threads wait in a loop (an MPI program: the next receive of a

@@ -492,6 +492,10 @@ impl Transport for MixedTransport {
         self.far.get().wait_landed(landings, timeout);
     }
 
+    fn serve_until(&self, done: &mut dyn FnMut() -> bool) {
+        self.far.get().serve_until(done);
+    }
+
     fn set_linger(&self, on: bool) {
         self.far.get().set_linger(on);
     }

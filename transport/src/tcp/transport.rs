@@ -579,6 +579,28 @@ impl Transport for TcpTransport {
         self.shared.mailbox.withdraw(landing.id)
     }
 
+    fn serve_until(&self, done: &mut dyn FnMut() -> bool) {
+        if done() {
+            return;
+        }
+        // The connections made so far; one made meanwhile is served by the progress thread.
+        let conns: Vec<&Conn> = self.shared.open_conns().into_iter().map(|c| &**c).collect();
+        let mut driving = progress::Driving::new(&self.shared, conns);
+        let start = Instant::now();
+        let mut turns = 0u32;
+        loop {
+            driving.drive();
+            if done() {
+                return;
+            }
+            turns += 1;
+            if start.elapsed() >= YIELD_AFTER && turns.is_multiple_of(YIELD_EVERY) {
+                // Whoever holds what this thread waits for may need this processor.
+                std::thread::yield_now();
+            }
+        }
+    }
+
     fn set_linger(&self, on: bool) {
         self.shared.linger_after_waits.store(on, Ordering::Relaxed);
     }

@@ -478,7 +478,9 @@ impl Dsm {
     pub fn unlock(&self, l: *const GlobalLock) -> Result<()> {
         let (_, serving) = self.lock_words(l)?;
         self.held.give_up(l as usize)?;
-        self.inner.release()?;
+        // Whoever takes the lock next sees `serving` change at its home after the diffs this
+        // release posted there (`release_toward`).
+        self.inner.release_toward(Some(serving.rank().index()))?;
         LockWord::of(&self.inner, serving).post_add(&self.inner, 1)
     }
 

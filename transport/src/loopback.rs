@@ -94,6 +94,7 @@ impl Transport for LoopbackTransport {
             native_one_sided: true,
             atomics_coherent_with_cpu: true,
             ordered_writes: true,
+            ordered_atomics: true,
             max_message: MAX_LEN,
             max_transfer: MAX_LEN,
             remote_reduce: true,

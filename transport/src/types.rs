@@ -307,6 +307,11 @@ pub struct Capabilities {
     pub atomics_coherent_with_cpu: bool,
     /// Writes to one peer become visible in the order they were posted.
     pub ordered_writes: bool,
+    /// A peer executes this node's operations in the order they were posted, atomics
+    /// included: whoever sees an atomic's effect at the peer sees every write posted to that
+    /// peer before it, waited for or not (a software target reading one connection in order,
+    /// or writes that are complete when posted). Not claimed over RDMA.
+    pub ordered_atomics: bool,
     /// Largest payload of one two-sided message.
     pub max_message: usize,
     /// Largest length of one read or write.

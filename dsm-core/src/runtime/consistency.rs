@@ -40,17 +40,22 @@ impl Inner {
     /// `mprotect` that removes a permission costs a TLB shootdown, which on a virtual machine is
     /// expensive. Returns how many pages it changed.
     pub(crate) fn close_and_write_back(&self, pages: Vec<usize>, input: Input) -> Result<usize> {
-        self.close_pages(pages, input, false)
+        self.close_pages(pages, input, false, None)
     }
 
     /// [`Inner::close_and_write_back`]; with `skip_busy`, pages another thread holds are left
-    /// alone instead of waited for (eviction).
+    /// alone instead of waited for (eviction). The diffs for node `trusted` are not waited for
+    /// but kept in `unconfirmed` (see [`Inner::release_toward`]); every earlier such diff is
+    /// waited for first, so that what this call writes back is at home, with everything
+    /// written back before it, when it returns.
     pub(super) fn close_pages(
         &self,
         mut pages: Vec<usize>,
         input: Input,
         skip_busy: bool,
+        trusted: Option<usize>,
     ) -> Result<usize> {
+        self.confirm_written()?;
         pages.sort_unstable();
         pages.dedup();
         // A page homed here holds the home's copy: never dirty (nothing to write back), never
@@ -95,13 +100,21 @@ impl Inner {
             i += n;
         }
         let mut posted = Vec::new();
+        let mut deferred = Vec::new();
         let mut now = vec![0u8; PAGE];
         let mut wasted = 0;
         for (g, step) in &mut guards {
             for a in step.actions.as_slice() {
                 match a {
                     Action::WriteProtect | Action::Unmap => {}
-                    Action::WriteDiff => posted.extend(self.write_diff(g.page, &mut now)?),
+                    Action::WriteDiff => {
+                        let (home, done) = self.write_diff(g.page, &mut now)?;
+                        if Some(home) == trusted {
+                            deferred.extend(done);
+                        } else {
+                            posted.extend(done);
+                        }
+                    }
                     Action::CountWasted => wasted += 1,
                     _ => unreachable!("closing a page never takes {a:?}"),
                 }
@@ -114,13 +127,22 @@ impl Inner {
         // in its dirty list must not return (and let another node read the home) before then.
         let waited = wait_all(&posted);
         drop(guards);
+        lock(&self.unconfirmed).extend(deferred);
         waited?;
         Ok(changed)
     }
 
+    /// Waits for the diffs a release toward a lock's home left unconfirmed
+    /// ([`Inner::release_toward`]).
+    fn confirm_written(&self) -> Result<()> {
+        let unconfirmed = std::mem::take(&mut *lock(&self.unconfirmed));
+        Ok(wait_all(&unconfirmed)?)
+    }
+
     /// Posts the difference between `page` and its twin to the page's home (exactly the bytes
-    /// that changed), and drops the twin. `now` is a page-sized buffer.
-    fn write_diff(&self, page: usize, now: &mut [u8]) -> Result<Vec<Completion>> {
+    /// that changed), and drops the twin. `now` is a page-sized buffer. Returns the home and
+    /// the write's completions.
+    fn write_diff(&self, page: usize, now: &mut [u8]) -> Result<(usize, Vec<Completion>)> {
         let twin = lock(&self.twins).remove(&page);
         let (home, _) = self.home_of(page)?;
         self.runtime.read_at(page * PAGE, now)?;
@@ -146,7 +168,7 @@ impl Inner {
         let local = self.runtime_slice(page * PAGE, PAGE)?;
         let posted = self.t.write_runs(remote, &local, &spans)?;
         self.stats.diffs.fetch_add(1, Ordering::Relaxed);
-        Ok(posted)
+        Ok((home, posted))
     }
 
     /// Records a fetched copy of a remote page, and evicts the oldest copies when the cache is
@@ -184,7 +206,7 @@ impl Inner {
             }
             victims
         };
-        let n = self.close_pages(victims.clone(), Input::Invalidate(Why::Evict), true)?;
+        let n = self.close_pages(victims.clone(), Input::Invalidate(Why::Evict), true, None)?;
         for &p in &victims {
             // (A page locked now is being fetched or prefetched: its memory stays.)
             if self.pages.peek(p).cache() == Cache::Invalid && !self.pages.is_locked(p) {
@@ -207,6 +229,19 @@ impl Inner {
     /// (`release_gate`), so that a release returns only after every release begun before it
     /// (its writes to a page another thread was writing back are in that page's diff).
     pub(crate) fn release(&self) -> Result<()> {
+        self.release_toward(None)
+    }
+
+    /// [`Inner::release`], before an operation on node `lock_home` that lets others see this
+    /// release (an unlock's fetch-and-add on `serving`): the diffs for that node are posted and
+    /// not waited for when the transport executes a peer's operations in order, atomics after
+    /// writes ([`transport::Capabilities::ordered_atomics`]), since whoever sees the
+    /// operation's effect then sees them too. They are waited for at the start of the node's
+    /// next release, write-back or eviction (any of which may let another node see them by
+    /// another path), and a failure shows there. Over tcp this takes the wait for a round trip
+    /// out of every unlock of a lock homed with the data it protects.
+    pub(crate) fn release_toward(&self, lock_home: Option<usize>) -> Result<()> {
+        let trusted = lock_home.filter(|&h| h != self.me && self.ordered_atomics);
         let _gate = lock(&self.release_gate);
         let start = Instant::now();
         // The application's stores to pages homed here are already in the home's copy: order
@@ -215,7 +250,7 @@ impl Inner {
         let dirty = std::mem::take(&mut *lock(&self.dirty));
         // The notices of the writes this release publishes go out with it (`notices.rs`).
         self.flush_notices()?;
-        self.close_and_write_back(dirty, Input::Release)?;
+        self.close_pages(dirty, Input::Release, false, trusted)?;
         let ns = start.elapsed().as_nanos() as u64;
         self.stats.release_ns.fetch_add(ns, Ordering::Relaxed);
         if let Some(p) = self.profile.on() {

@@ -112,7 +112,7 @@ fn entry_manager(e: u32) -> Option<usize> {
 /// 4. `prefetch`, `sharers`, `free_batches` (a batch buffer is returned under `inflight`);
 /// 5. leaves, never held while another is taken: `twins`, `dirty` (taken after `sharers` by
 ///    `reset_pages`), `cached`, `free_scratch`, `collective_heap`, `allocations`, `replay`,
-///    `arena`, `known_live`, `home_stream`.
+///    `arena`, `known_live`, `home_stream`, `unconfirmed`.
 ///
 /// No lock is held across a wait for a remote operation except the gates, a page lock (the
 /// page being resolved or written back) and `log_consumed`.
@@ -125,6 +125,12 @@ pub(crate) struct Inner {
     /// The transport's atomics on this node's memory are the CPU's own
     /// ([`transport::Capabilities::atomics_coherent_with_cpu`]).
     pub(crate) cpu_atomics: bool,
+    /// The transport executes a peer's operations in order, atomics after writes
+    /// ([`transport::Capabilities::ordered_atomics`]).
+    ordered_atomics: bool,
+    /// Diffs posted by a release toward a lock's home and not yet waited for
+    /// ([`Inner::release_toward`]).
+    unconfirmed: Mutex<Vec<Completion>>,
     pub(crate) space: GlobalSpace,
     pub(crate) runtime: Arc<Region>,
     log: Arc<Region>,
@@ -271,6 +277,8 @@ impl Inner {
         let notices = notices::Notices::new(&t)?;
         let inner = Arc::new(Inner {
             cpu_atomics: t.capabilities().atomics_coherent_with_cpu,
+            ordered_atomics: t.capabilities().ordered_atomics,
+            unconfirmed: Mutex::new(Vec::new()),
             t,
             me,
             machine: Machine::new(Rank(me as u32)),

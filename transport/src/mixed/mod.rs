@@ -286,6 +286,7 @@ impl Transport for MixedTransport {
             native_one_sided: false,
             atomics_coherent_with_cpu: t.atomics_coherent_with_cpu && s.atomics_coherent_with_cpu,
             ordered_writes: t.ordered_writes && s.ordered_writes,
+            ordered_atomics: t.ordered_atomics && s.ordered_atomics,
             max_message: t.max_message.min(s.max_message),
             max_transfer: t.max_transfer.min(s.max_transfer),
             // A reduction served by the target's tcp thread is not atomic with respect to the

@@ -350,6 +350,7 @@ impl Transport for ShmTransport {
             native_one_sided: true,
             atomics_coherent_with_cpu: true,
             ordered_writes: true,
+            ordered_atomics: true,
             max_message: self.shared.config.max_message,
             max_transfer: usize::MAX >> 1,
             remote_reduce: false,

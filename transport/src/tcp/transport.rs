@@ -449,6 +449,7 @@ impl Transport for TcpTransport {
             native_one_sided: false,
             atomics_coherent_with_cpu: true,
             ordered_writes: true,
+            ordered_atomics: true,
             max_message: max,
             max_transfer: max,
             remote_reduce: true,

@@ -216,6 +216,7 @@ impl Transport for VerbsTransport {
             native_one_sided: true,
             atomics_coherent_with_cpu: false,
             ordered_writes: true,
+            ordered_atomics: false,
             max_message: self.shared.config.max_message,
             max_transfer: self.shared.max_transfer,
             remote_reduce: false,

@@ -1,8 +1,9 @@
 //! Shared-memory benchmark: remote and local page-fault latency, VMAs after scattered faults,
 //! sequential read bandwidth through faults, lock hand-off (bare, and carrying a counter beside
-//! the lock) and barrier latency, each beside its
+//! the lock), an uncontended lock homed on its taker and barrier latency, each beside its
 //! floor measured in the same run (a raw transport read, the kernel's fault on anonymous
-//! memory, the VMAs before, a raw TCP stream, a remote atomic round trip, a message barrier).
+//! memory, the VMAs before, a raw TCP stream, a remote atomic round trip, a process-local
+//! mutex, a message barrier).
 //! The fault engine is the one `DSM_FAULT_ENGINE` picks.
 //!
 //! Run: `dsmrun -n 2 target/release/dsm_bench` (also with `-n 4` for the barrier). `--quick`
@@ -370,6 +371,37 @@ fn run(d: &Dsm, plan: &Plan) -> Result<Vec<Row>, String> {
             });
         }
     }
+
+    // An uncontended lock homed on its taker (page 0 of the allocation, homed on rank 0),
+    // lock and unlock, against a process-local mutex taken and dropped as often.
+    if me == 0 {
+        let own = (lk.wrapping_sub(PAGE)) as *const GlobalLock;
+        d.lock_init(own).map_err(e)?;
+        let rounds = plan.lock_rounds * 10;
+        let t0 = Instant::now();
+        for _ in 0..rounds {
+            d.lock(own).map_err(e)?;
+            d.unlock(own).map_err(e)?;
+        }
+        let ours = t0.elapsed() / rounds as u32;
+        let m = std::sync::Mutex::new(0u64);
+        let t0 = Instant::now();
+        for _ in 0..rounds {
+            *std::hint::black_box(&m)
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) += 1;
+        }
+        let floor = t0.elapsed() / rounds as u32;
+        rows.push(Row {
+            metric: "uncontended lock homed here, lock + unlock (issue target: under 1 us)".into(),
+            value: us(ours),
+            floor: us(floor),
+            unit: "us",
+            better: Better::Lower,
+            target: None,
+        });
+    }
+    d.barrier().map_err(e)?;
 
     // 4. Barrier latency, against a plain message barrier.
     let mut plain = Vec::with_capacity(plan.barriers);

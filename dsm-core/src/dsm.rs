@@ -52,6 +52,39 @@ pub struct GlobalLock {
     serving: u64,
 }
 
+/// Posts the atomics `looks` (the last a look at `serving`) and, when carrying the lock's
+/// `page` pays, a read of it after them in the same round trip (row K1). Returns the looks'
+/// values and the carried page.
+fn look_carrying(
+    inner: &Inner,
+    looks: Vec<transport::Op>,
+    page: usize,
+) -> Result<(Vec<u64>, Option<crate::runtime::Carry<'_>>)> {
+    let n = looks.len();
+    let mut ops = looks;
+    let carry = inner.carry(page).map(|(c, read)| {
+        ops.push(read);
+        c
+    });
+    let done = inner.post_batch(ops)?;
+    // Every completion is waited for, the read's too: its buffer is reused once `carry` goes.
+    let mut values = Vec::with_capacity(n);
+    let mut failed = None;
+    for c in &done {
+        match c.wait() {
+            Ok(v) => values.push(v),
+            Err(e) => failed = failed.or(Some(e)),
+        }
+    }
+    match failed {
+        Some(e) => Err(e.into()),
+        None => {
+            values.truncate(n);
+            Ok((values, carry))
+        }
+    }
+}
+
 impl Dsm {
     /// Joins the job described by the environment and maps the global address space.
     ///
@@ -390,18 +423,24 @@ impl Dsm {
         let (next, serving) = self.lock_words(l)?;
         self.held.check_not_mine(l as usize)?;
         let inner = &*self.inner;
+        let page = serving.offset as usize / crate::space::PAGE;
         let (next, serving) = (LockWord::of(inner, next), LockWord::of(inner, serving));
+        // The lock's page, read in the round trip that grants the lock (row K1), if it was.
+        let mut carried = None;
         let (ticket, mut now) = match (next, serving) {
             // The ticket and a first look at `serving` in one round trip (one message where
             // the backend can): a free lock is taken at once. Were the look served before the
             // ticket, it would only see `serving` lower (it never passes a ticket not yet
             // served).
             (LockWord::Far(n), LockWord::Far(s)) => {
-                let first = inner.post_batch(vec![
+                let ops = vec![
                     transport::Op::FetchAdd { remote: n, add: 1 },
                     transport::Op::FetchAdd { remote: s, add: 0 },
-                ])?;
-                (first[0].wait()?, first[1].wait()?)
+                ];
+                let (values, carry) = look_carrying(inner, ops, page)?;
+                let (ticket, now) = (values[0], values[1]);
+                carried = carry.filter(|_| now == ticket);
+                (ticket, now)
             }
             // Homed here (both words: a 16-byte aligned lock lies in one page): the ticket,
             // then a look at `serving`, as this node's own atomics.
@@ -433,13 +472,22 @@ impl Dsm {
                 }
             }
             backoff = (backoff * 2).min(MAX_LOCK_BACKOFF);
-            now = serving.load(inner)?;
+            now = match serving {
+                // Next in line: this look may grant the lock, so the page comes with it.
+                LockWord::Far(s) if ticket.wrapping_sub(now) == 1 => {
+                    let look = vec![transport::Op::FetchAdd { remote: s, add: 0 }];
+                    let (values, carry) = look_carrying(inner, look, page)?;
+                    carried = carry.filter(|_| values[0] == ticket);
+                    values[0]
+                }
+                _ => serving.load(inner)?,
+            };
         }
         self.held.taken(l as usize);
         if let Some(p) = self.inner.profile.on() {
             p.lock_wait(crate::profile::ns(start.elapsed()));
         }
-        self.inner.acquire()?;
+        self.inner.acquire_carrying(carried)?;
         let s = &self.inner.stats;
         s.lock_acquires.fetch_add(1, Ordering::Relaxed);
         s.lock_wait_ns

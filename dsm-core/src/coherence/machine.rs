@@ -84,6 +84,10 @@ pub enum Input {
         /// The page is the first of its run.
         first_of_run: bool,
     },
+    /// The copy of a lock's page read in the round trip that granted the lock is in, after
+    /// the taker's acquire closed the old copy; the page is locked, read here and written by
+    /// others (K1).
+    Carried,
     /// A release, for a page on the dirty list (L1).
     Release,
     /// The copy must go (A1, A2, E1).
@@ -213,6 +217,8 @@ pub enum Row {
     F1,
     /// A notification.
     N1,
+    /// The copy of a lock's page read in the round trip that granted the lock installed.
+    K1,
     /// A fault on a page whose state already allows the access.
     V1,
 }
@@ -328,6 +334,7 @@ impl Machine {
                 writers,
                 first_of_run,
             } => self.installed(st, writers, first_of_run),
+            Input::Carried => self.carried(st),
             Input::Release => release(st),
             Input::Invalidate(why) => invalidate(st, why),
             Input::Notified { home } => notified(st, home),
@@ -491,6 +498,17 @@ impl Machine {
     }
 
     /// Row R2: a prefetched page's data is in; its view stays closed until its first touch.
+    /// Row K1: a lock's page carried with its grant goes in as a prefetched copy (content
+    /// valid, view closed until its first touch: P1, P2). Its copy is as new as what the
+    /// acquire must see: the home read it after the look that granted the lock.
+    fn carried(&self, st: State) -> Step {
+        let mut actions = Actions::new();
+        let st = self
+            .learn_entry(st, NodeSet::EMPTY, &mut actions)
+            .with(PREFETCHED);
+        done(Row::K1, st.with_cache(Cache::ReadOnly), actions)
+    }
+
     fn installed(&self, st: State, writers: NodeSet, first_of_run: bool) -> Step {
         let mut actions = Actions::new();
         let mut st = self.learn_entry(st, writers, &mut actions).with(PREFETCHED);

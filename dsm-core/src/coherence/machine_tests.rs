@@ -307,6 +307,16 @@ fn v1_n1_f1_r2() {
     );
     assert_eq!((s.row, s.actions.as_slice()), (Row::R2, &[TrackSharer][..]));
     assert!(s.next.has(PREFETCHED) && s.next.has(RUN_START) && s.next.has(REG_READER));
+    // K1: a carried lock page goes in as a prefetched copy, still tracked as written by
+    // others (so the next acquire closes it again).
+    let shared = INVALID.with(REG_READER).with(OTHER_WRITERS);
+    let k = m().step(shared, Input::Carried);
+    assert_eq!((k.row, k.actions.as_slice()), (Row::K1, &[TrackSharer][..]));
+    assert!(k.next.has(PREFETCHED) && k.next.has(OTHER_WRITERS) && !k.next.has(RUN_START));
+    assert_eq!(
+        (k.next.cache(), View::of(k.next)),
+        (Cache::ReadOnly, View::None)
+    );
     assert_eq!(s.next.cache(), Cache::ReadOnly);
     assert_eq!(
         View::of(s.next),

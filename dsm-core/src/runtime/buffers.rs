@@ -74,6 +74,22 @@ impl Drop for Batch<'_> {
     }
 }
 
+/// Page-sized buffers for the copies of locks' pages carried with their grants (`carry`): one
+/// per thread of a node waiting for a lock at once; a thread that finds none takes the lock
+/// without carrying.
+pub(super) const CARRY_SLOTS: usize = 8;
+
+/// Where carry buffer `slot` starts in the scratch region (after the batch buffers).
+pub(super) fn carry_base(slot: usize) -> usize {
+    (SCRATCH_SLOTS * 16 + BATCH_SLOTS * BATCH_PAGES * DIR_ENTRY).next_multiple_of(PAGE)
+        + slot * PAGE
+}
+
+/// The size of the scratch region: small slots, batch buffers, carry buffers.
+pub(super) fn scratch_size() -> usize {
+    carry_base(CARRY_SLOTS)
+}
+
 impl Inner {
     /// A batch buffer, if one is free (else no prefetch now).
     pub(super) fn try_batch(&self) -> Option<Batch<'_>> {

@@ -266,6 +266,13 @@ impl Inner {
     /// the invalidations of every acquire begun before it (which may have taken the
     /// notifications this one must honour) are done.
     pub(crate) fn acquire(&self) -> Result<()> {
+        self.acquire_carrying(None)
+    }
+
+    /// [`Inner::acquire`] after taking a lock whose page came with its grant (`carry`): that
+    /// page, locked by the caller, is closed and given its carried copy here (row K1) instead
+    /// of being closed with the others.
+    pub(crate) fn acquire_carrying(&self, mut carried: Option<carry::Carry<'_>>) -> Result<()> {
         let _gate = lock(&self.acquire_gate);
         let start = Instant::now();
         // A run prefetched before this acquire may hold data older than what it must see: it is
@@ -273,9 +280,10 @@ impl Inner {
         self.finish_prefetches(None)?;
         // Before the tracked pages are taken: a fault or a prefetch whose data was on its way
         // meanwhile fetches or drops its page again (`resolve`, `install`).
-        self.acquires.fetch_add(1, Ordering::SeqCst);
-        let full = self.drain_log();
-        let victims: Vec<usize> = if full {
+        let acquires_now = self.acquires.fetch_add(1, Ordering::SeqCst) + 1;
+        let full = self.drain_log(&mut carried);
+        let spared = Inner::carried_page(&carried);
+        let mut victims: Vec<usize> = if full {
             lock(&self.sharers).clear();
             (0..self.pages.len())
                 .filter(|&p| self.pages.peek(p).cache() != Cache::Invalid && !self.homed_here(p))
@@ -283,11 +291,15 @@ impl Inner {
         } else {
             lock(&self.sharers).drain().collect()
         };
+        victims.retain(|&p| Some(p) != spared);
         let why = if full { Why::Overflow } else { Why::Acquire };
         let n = self.close_and_write_back(victims, Input::Invalidate(why))?;
         self.stats
             .invalidations
             .fetch_add(n as u64, Ordering::Relaxed);
+        if let Some(c) = carried {
+            self.install_carried(c, acquires_now)?;
+        }
         let ns = start.elapsed().as_nanos() as u64;
         self.stats.acquire_ns.fetch_add(ns, Ordering::Relaxed);
         if let Some(p) = self.profile.on() {
@@ -303,7 +315,8 @@ impl Inner {
     /// ends only when its notices are in the logs): it is remembered as a hole and looked at
     /// again by the next acquires, while the slots after it, which later releases may have
     /// filled, are taken now.
-    pub(super) fn drain_log(&self) -> bool {
+    pub(super) fn drain_log(&self, carried: &mut Option<carry::Carry<'_>>) -> bool {
+        let spared = Inner::carried_page(carried);
         let mut cursor = lock(&self.log_consumed);
         let Ok(tail) = self.log.atomic_u64(0).map(|w| w.load(Ordering::Acquire)) else {
             return true;
@@ -329,7 +342,12 @@ impl Inner {
                 continue;
             }
             let page = v as usize - 1;
-            if page < self.pages.len() {
+            if Some(page) == spared {
+                // Locked by this thread for the acquire: its state is changed in place.
+                if let Some(c) = carried.as_mut() {
+                    self.notify_carried(c);
+                }
+            } else if page < self.pages.len() {
                 let Ok(mut g) = self.lock_page(page) else {
                     return true;
                 };

@@ -47,6 +47,7 @@ fn page_words(pages: usize) -> Result<PageWords> {
 
 mod arena;
 mod buffers;
+mod carry;
 mod consistency;
 mod engine;
 mod heap;
@@ -60,7 +61,8 @@ mod snapshot;
 
 use arena::Arena;
 pub(crate) use arena::MALLOC_GRANULE;
-use buffers::{Batch, Scratch, BATCH_PAGES, BATCH_SLOTS};
+use buffers::{Batch, Scratch, BATCH_SLOTS};
+pub(crate) use carry::Carry;
 use consistency::CacheQueue;
 use runs::Inflight;
 
@@ -111,7 +113,7 @@ fn entry_manager(e: u32) -> Option<usize> {
 ///    the run's pages and posts);
 /// 4. `prefetch`, `sharers`, `free_batches` (a batch buffer is returned under `inflight`);
 /// 5. leaves, never held while another is taken: `twins`, `dirty` (taken after `sharers` by
-///    `reset_pages`), `cached`, `free_scratch`, `collective_heap`, `allocations`, `replay`,
+///    `reset_pages`), `cached`, `free_scratch`, `free_carries`, `collective_heap`, `allocations`, `replay`,
 ///    `arena`, `known_live`, `home_stream`, `unconfirmed`.
 ///
 /// No lock is held across a wait for a remote operation except the gates, a page lock (the
@@ -136,6 +138,8 @@ pub(crate) struct Inner {
     log: Arc<Region>,
     scratch: Arc<Region>,
     free_scratch: Mutex<Vec<usize>>,
+    /// The free carry buffers (`carry`).
+    free_carries: Mutex<Vec<usize>>,
     free_batches: Mutex<Vec<usize>>,
     /// Copies of remote pages, oldest first (may hold pages already invalidated).
     cached: Mutex<CacheQueue>,
@@ -250,7 +254,7 @@ impl Inner {
         // same bytes and no fault is ever needed (see `Dsm::with_node`).
         let dir = Region::allocate_sparse(pages * DIR_ENTRY)?;
         let log = Region::allocate_sparse((LOG_CAP + 1) * 8)?;
-        let scratch = Region::allocate(SCRATCH_SLOTS * 16 + BATCH_SLOTS * BATCH_PAGES * DIR_ENTRY)?;
+        let scratch = Region::allocate(buffers::scratch_size())?;
         t.register(&scratch)?;
         let mine = [runtime_desc, t.register(&dir)?, t.register(&log)?];
         let mut bytes = Vec::new();
@@ -287,6 +291,7 @@ impl Inner {
             log,
             scratch,
             free_scratch: Mutex::new((0..SCRATCH_SLOTS).collect()),
+            free_carries: Mutex::new((0..buffers::CARRY_SLOTS).collect()),
             free_batches: Mutex::new((0..BATCH_SLOTS).collect()),
             cached: Mutex::new(CacheQueue::default()),
             cache_pages: (config.cache_size / PAGE).max(2),

@@ -40,13 +40,14 @@ fn litmus_with(scenario: &str, nodes: usize, env: &[(&str, &str)]) {
 /// Every scenario with its node count. `scattered` checks that userfaultfd splits no VMA (and
 /// that `mprotect` does); `kernel-write` that the uffd service threads serve a `read(2)` into
 /// global memory.
-const SCENARIOS: [(&str, usize); 15] = [
+const SCENARIOS: [(&str, usize); 16] = [
     ("mp-barrier", 3),
     ("threads", 3),
     ("scattered", 2),
     ("kernel-write", 2),
     ("mp-lock", 4),
     ("counter-lock", 3),
+    ("counter-lock-threads", 3),
     ("false-sharing", 4),
     ("atomics", 4),
     ("store-buffering", 2),

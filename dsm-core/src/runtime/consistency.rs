@@ -273,7 +273,17 @@ impl Inner {
     /// page, locked by the caller, is closed and given its carried copy here (row K1) instead
     /// of being closed with the others.
     pub(crate) fn acquire_carrying(&self, mut carried: Option<carry::Carry<'_>>) -> Result<()> {
-        let _gate = lock(&self.acquire_gate);
+        // The gate comes before page locks: a thread that must wait for it lets the carried
+        // page go first (another acquire may need that page, and the copy would be dropped
+        // after it anyway).
+        let _gate = match self.acquire_gate.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                carried = None;
+                lock(&self.acquire_gate)
+            }
+        };
         let start = Instant::now();
         // A run prefetched before this acquire may hold data older than what it must see: it is
         // installed first, so that the invalidations below cover it.

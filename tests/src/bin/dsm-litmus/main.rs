@@ -109,6 +109,62 @@ fn counter_lock(d: &Dsm) -> R {
     })
 }
 
+/// Threads of every node take two locks in turn and add one to the counter beside each (in
+/// the lock's page: a remote taker gets the page with the lock's grant, row K1, while
+/// another thread of its node may hold the lock and use the page); both counters come out
+/// exact, and a second word beside each, written with the counter, always matches it.
+fn counter_lock_threads(d: &Dsm) -> R {
+    const THREADS: u64 = 3;
+    // Even: each thread takes each lock k / 2 times.
+    let k = (600 / d.nodes() as u64).clamp(4, 100) & !1;
+    let base = d.alloc_collective(8192, Placement::Blocked).map_err(e)? as usize;
+    // One lock in each page, the two pages homed on different ranks.
+    let locks = [base, base + 4096];
+    if d.rank() == 0 {
+        for l in locks {
+            d.lock_init(l as *const GlobalLock).map_err(e)?;
+        }
+    }
+    d.barrier().map_err(e)?;
+    let torn = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..THREADS)
+            .map(|t| {
+                s.spawn(move || -> R {
+                    for i in 0..k {
+                        let l = locks[((i + t) % 2) as usize];
+                        let (count, twin) = ((l + 64) as *mut u64, (l + 72) as *mut u64);
+                        d.lock(l as *const GlobalLock).map_err(e)?;
+                        let (c, w) = (load(count), load(twin));
+                        if c != w {
+                            return Err(format!("under the lock, counter {c} beside {w}"));
+                        }
+                        store(count, c + 1);
+                        store(twin, c + 1);
+                        d.unlock(l as *const GlobalLock).map_err(e)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err("a thread panicked".into())))
+            .collect::<R>()
+    });
+    torn?;
+    d.barrier().map_err(e)?;
+    let want = k / 2 * THREADS * d.nodes() as u64;
+    for l in locks {
+        let total = load((l + 64) as *const u64);
+        check(total == want, || {
+            format!(
+                "counter beside the lock at +{:#x} is {total}, expected {want}",
+                l - base
+            )
+        })?;
+    }
+    Ok(())
+}
+
 /// Every node writes its own bytes of one shared page many times; all survive. (64 bytes each,
 /// fewer in jobs of more than 64 nodes: every node shares the one page.)
 fn false_sharing(d: &Dsm) -> R {
@@ -634,6 +690,7 @@ fn main() -> ExitCode {
         "mp-barrier" => mp_barrier(d),
         "mp-lock" => mp_lock(d),
         "counter-lock" => counter_lock(d),
+        "counter-lock-threads" => counter_lock_threads(d),
         "false-sharing" => false_sharing(d),
         "atomics" => atomics(d),
         "store-buffering" => store_buffering(d),

@@ -147,8 +147,7 @@ fn counter_lock_threads(d: &Dsm) -> R {
             })
             .collect();
         hs.into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err("a thread panicked".into())))
-            .collect::<R>()
+            .try_for_each(|h| h.join().unwrap_or_else(|_| Err("a thread panicked".into())))
     });
     torn?;
     d.barrier().map_err(e)?;

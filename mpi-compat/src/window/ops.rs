@@ -414,14 +414,20 @@ impl Window {
                 }
             }
         }
-        let mut g = self.guesses();
-        if g.len() > GUESSES {
-            g.clear();
-        }
         for (r, &v) in remotes.iter().zip(&current) {
-            g.insert((r.region.rank, r.region.key, r.offset), v);
+            self.remember((r.region.rank, r.region.key, r.offset), v);
         }
         Ok(olds)
+    }
+
+    /// Remembers `word` as the last value seen in the remote word `key` (rank, region key,
+    /// offset): the guess of the next read-modify-write there. At most [`GUESSES`] words.
+    fn remember(&self, key: (transport::Rank, transport::RemoteKey, u64), word: u64) {
+        let mut g = self.guesses();
+        if g.len() >= GUESSES && !g.contains_key(&key) {
+            g.clear();
+        }
+        g.insert(key, word);
     }
 
     /// `MPI_Accumulate` (MPI-3.1 §11.3.4): combines `origin` with `target`'s elements at
@@ -555,21 +561,30 @@ impl Window {
                 .compare_swap(remote, with(0, compare), with(0, origin))?;
             return Ok(value(old));
         }
-        // A narrower element: swap its whole word, retrying while neighbours change.
-        let mut current = self.t().fetch_add(remote, 0)?;
-        loop {
+        // A narrower element: swap its whole word. Its neighbours' bytes are guessed from the
+        // word as this rank last saw it (zero the first time) and the element from `compare`,
+        // so the first swap is the whole operation when the guess holds; when it fails it
+        // returns the real word, and a second swap is needed only if the element did equal
+        // `compare` (the neighbours changed). No atomic read first: one round trip, not two.
+        let key = (remote.region.rank, remote.region.key, remote.offset);
+        let guess = self.guesses().get(&key).copied().unwrap_or(0);
+        let mut current = with(guess, compare);
+        let mut real = false;
+        let old = loop {
             let old = value(current);
-            if bytes(&[old]) != bytes(&[compare]) {
-                return Ok(old);
+            if real && bytes(&[old]) != bytes(&[compare]) {
+                break old;
             }
-            let seen = self
-                .t()
-                .compare_swap(remote, current, with(current, origin))?;
+            let desired = with(current, origin);
+            let seen = self.t().compare_swap(remote, current, desired)?;
             if seen == current {
-                return Ok(old);
+                current = desired;
+                break old;
             }
-            current = seen;
-        }
+            (current, real) = (seen, true);
+        };
+        self.remember(key, current);
+        Ok(old)
     }
 
     /// Request-based RMA needs a passive-target epoch on `target` (MPI-3.1 §11.3.5).

@@ -172,6 +172,7 @@ pub(crate) fn rma(w: &Communicator) -> Check {
         "concurrent byte sums {b:?}"
     );
     ok(win.free())?;
+    narrow_compare_and_swap(w)?;
     // Windows of different sizes per rank, displacement unit 1; NOCHECK locks.
     let win = ok(Window::allocate(w, 100 + me as usize * 5000, 1))?;
     ok(w.barrier())?;
@@ -400,4 +401,56 @@ pub(crate) fn raw_and_dynamic(w: &Communicator, dsm: &dsm_core::Dsm) -> Check {
     ok(win.detach(mine))?;
     ok(win.free())?;
     ok(dsm.free(mine).map_err(Into::into))
+}
+
+/// Compare-and-swap of bytes that share a word (each swaps its whole word): every rank (up to
+/// 8) steps its own byte of one word at rank 0 while the others step theirs, and every rank
+/// increments one shared byte with compare-and-swap loops. No swap may lose or invent a value.
+fn narrow_compare_and_swap(w: &Communicator) -> Check {
+    let (me, n) = (w.rank(), w.size());
+    let win = ok(Window::allocate(w, 64, 1))?;
+    ok(w.barrier())?;
+    ok(win.lock_all(0))?;
+    let steps = 100u8;
+    if me < 8 {
+        let mine = me as usize;
+        for i in 0..steps {
+            let old = ok(win.compare_and_swap(i + 1, i, 0, mine))?;
+            ensure!(old == i, "rank {me}: byte step {i} saw {old}");
+        }
+        // A compare that fails returns the element and changes nothing.
+        let old = ok(win.compare_and_swap(7u8, steps + 1, 0, mine))?;
+        ensure!(old == steps, "rank {me}: failed compare saw {old}");
+    }
+    let rounds = 200 / n as u32;
+    for _ in 0..rounds {
+        let mut current = 0u8;
+        loop {
+            let seen = ok(win.compare_and_swap(current.wrapping_add(1), current, 0, 16))?;
+            if seen == current {
+                break;
+            }
+            current = seen;
+        }
+    }
+    ok(win.flush_all())?;
+    ok(win.unlock_all())?;
+    ok(w.barrier())?;
+    if me == 0 {
+        let mut b = [0u8; 17];
+        ok(win.read_local(0, &mut b))?;
+        let owners = n.min(8) as usize;
+        ensure!(
+            b[..owners].iter().all(|&v| v == steps) && b[owners..16].iter().all(|&v| v == 0),
+            "bytes stepped by compare-and-swap: {b:?}"
+        );
+        ensure!(
+            u32::from(b[16]) == rounds * n as u32,
+            "a byte counter incremented by compare-and-swap loops: {} of {}",
+            b[16],
+            rounds * n as u32
+        );
+    }
+    ok(w.barrier())?;
+    ok(win.free())
 }

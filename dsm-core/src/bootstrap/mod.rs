@@ -1,6 +1,6 @@
 //! Bootstrap: every node learns every other node's transport endpoint.
 //!
-//! Rank 0 is the coordinator, but the endpoints travel through a binomial tree ([`tree`]), so
+//! Rank 0 is the coordinator, but the endpoints travel through a binomial tree (`tree.rs`), so
 //! that no node sends or receives more than ⌈log2 N⌉ tables. Each other node connects to rank
 //! 0, proves it knows the job's secret (a mutual HMAC challenge, [`transport::auth`]) and sends
 //! a `Join` with its rank and the address of its tree listener; rank 0 answers with the address

@@ -186,6 +186,9 @@ impl Transport for AnyTransport {
     ) -> Result<Vec<Completion>> {
         each!(self, t => t.write_runs(remote, local, runs))
     }
+    fn write_runs_batch(&self, writes: &[crate::RunsWrite]) -> Result<Vec<Vec<crate::Completion>>> {
+        each!(self, t => t.write_runs_batch(writes))
+    }
     fn add_strided(
         &self,
         first: crate::RemoteSlice,

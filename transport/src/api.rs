@@ -7,7 +7,9 @@ use crate::completion::{wait_all, Completion};
 use crate::error::Result;
 use crate::landing::{Accept, Landing};
 use crate::region::Region;
-use crate::types::{Capabilities, LocalSlice, Message, Op, Rank, RegionDesc, RemoteSlice, Tag};
+use crate::types::{
+    Capabilities, LocalSlice, Message, Op, Rank, RegionDesc, RemoteSlice, RunsWrite, Tag,
+};
 
 /// A node's connection to every other node of the job.
 ///
@@ -334,6 +336,23 @@ pub trait Transport: Send + Sync {
     ) -> Result<Vec<Completion>> {
         check_runs(&remote, local, runs)?;
         self.post_batch(run_writes(&remote, local, runs)?)
+    }
+
+    /// Several [`Transport::write_runs`] at once (a release's diffs, one per page): the
+    /// completions of each write, in order. The default posts them one after another; tcp
+    /// holds each connection's frames back until all are queued and then writes them with as
+    /// few system calls as the socket allows, instead of one `sendmsg` per page.
+    ///
+    /// # One-sided
+    /// The targets' applications take no part.
+    ///
+    /// # Errors
+    /// As [`Transport::write_runs`]; the writes before a failing one have been posted.
+    fn write_runs_batch(&self, writes: &[RunsWrite]) -> Result<Vec<Vec<Completion>>> {
+        writes
+            .iter()
+            .map(|w| self.write_runs(w.remote, &w.local, &w.runs))
+            .collect()
     }
 
     /// Adds `add` to `count` aligned 8-byte words, the first being `first`, each `stride` bytes

@@ -113,6 +113,6 @@ pub use shm::{PreparedShm, ShmConfig, ShmTransport};
 pub use tcp::{PreparedTcp, TcpConfig, TcpTransport};
 pub use types::{
     BackendKind, Capabilities, LocalSlice, Message, Op, Rank, RegionDesc, RemoteKey, RemoteSlice,
-    Tag,
+    RunsWrite, Tag,
 };
 pub use verbs::{PreparedVerbs, VerbsConfig, VerbsTransport};

@@ -254,6 +254,18 @@ impl Tag {
     pub const RESERVED: u64 = 1 << 63;
 }
 
+/// One write of [`crate::Transport::write_runs_batch`]: the byte ranges `runs` (offset,
+/// length) of `local` into `remote`, at the same offsets in both: a page's diff.
+#[derive(Debug, Clone)]
+pub struct RunsWrite {
+    /// Where the bytes go.
+    pub remote: RemoteSlice,
+    /// Where they come from, as long as `remote`.
+    pub local: LocalSlice,
+    /// The ranges written, each inside both slices.
+    pub runs: Vec<(u32, u32)>,
+}
+
 /// A two-sided message as received.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {

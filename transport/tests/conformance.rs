@@ -84,7 +84,8 @@ macro_rules! suite {
     ($backend:ident) => {
         suite!($backend: read_write_round_trips, many_in_flight, atomics_give_exact_totals,
             messages_keep_order_per_peer, rejects_bad_access, flush_makes_writes_visible,
-            batched_operations_land_exactly, waiting_for_a_message_takes_nothing,
+            batched_operations_land_exactly, batched_diffs_land_in_order,
+            waiting_for_a_message_takes_nothing,
             large_messages_arrive_whole, messages_in_parts_arrive_whole,
             lent_messages_keep_order, lent_sends_arrive_whole, landed_messages_take_their_place,
             posted_writes_land_in_order,

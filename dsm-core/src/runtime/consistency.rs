@@ -4,6 +4,7 @@
 use super::resolve::access;
 use super::*;
 use crate::coherence::machine::{Action, Home, Input, Step, View, Why};
+use transport::RunsWrite;
 
 /// The mapping change a closing step makes, as `(from, to)` for [`GlobalSpace::set_access`].
 fn view_change(step: &Step) -> Option<(Access, Access)> {
@@ -103,23 +104,36 @@ impl Inner {
         let mut deferred = Vec::new();
         let mut now = vec![0u8; PAGE];
         let mut wasted = 0;
+        // The diffs, posted together once all are made (tcp: a few system calls, not one per
+        // page), with the home of each.
+        let mut diffs = Vec::new();
+        let mut homes = Vec::new();
         for (g, step) in &mut guards {
             for a in step.actions.as_slice() {
                 match a {
                     Action::WriteProtect | Action::Unmap => {}
                     Action::WriteDiff => {
-                        let (home, done) = self.write_diff(g.page, &mut now)?;
-                        if Some(home) == trusted {
-                            deferred.extend(done);
-                        } else {
-                            posted.extend(done);
-                        }
+                        let (home, write) = self.diff_of(g.page, &mut now)?;
+                        homes.push(home);
+                        diffs.push(write);
                     }
                     Action::CountWasted => wasted += 1,
                     _ => unreachable!("closing a page never takes {a:?}"),
                 }
             }
             g.set(step.next);
+        }
+        if !diffs.is_empty() {
+            for (home, done) in homes.into_iter().zip(self.t.write_runs_batch(&diffs)?) {
+                if Some(home) == trusted {
+                    deferred.extend(done);
+                } else {
+                    posted.extend(done);
+                }
+            }
+            self.stats
+                .diffs
+                .fetch_add(diffs.len() as u64, Ordering::Relaxed);
         }
         let changed = guards.len();
         self.note_wasted(wasted);
@@ -139,10 +153,10 @@ impl Inner {
         Ok(wait_all(&unconfirmed)?)
     }
 
-    /// Posts the difference between `page` and its twin to the page's home (exactly the bytes
-    /// that changed), and drops the twin. `now` is a page-sized buffer. Returns the home and
-    /// the write's completions.
-    fn write_diff(&self, page: usize, now: &mut [u8]) -> Result<(usize, Vec<Completion>)> {
+    /// The diff of `page` against its twin (the whole page when it has none), as a write to
+    /// its home's copy; with the home. `now` is scratch space of a page. The page must be
+    /// closed (no thread writes it) until the write is posted: the bytes are read then.
+    fn diff_of(&self, page: usize, now: &mut [u8]) -> Result<(usize, RunsWrite)> {
         let twin = lock(&self.twins).remove(&page);
         let (home, _) = self.home_of(page)?;
         self.runtime.read_at(page * PAGE, now)?;
@@ -160,15 +174,15 @@ impl Inner {
         self.stats
             .bytes_written_home
             .fetch_add(bytes as u64, Ordering::Relaxed);
-        let spans: Vec<(u32, u32)> = runs
-            .iter()
-            .map(|r| (r.offset as u32, r.len as u32))
-            .collect();
-        let remote = self.homes[home].slice((page * PAGE) as u64, PAGE)?;
-        let local = self.runtime_slice(page * PAGE, PAGE)?;
-        let posted = self.t.write_runs(remote, &local, &spans)?;
-        self.stats.diffs.fetch_add(1, Ordering::Relaxed);
-        Ok((home, posted))
+        let write = RunsWrite {
+            remote: self.homes[home].slice((page * PAGE) as u64, PAGE)?,
+            local: self.runtime_slice(page * PAGE, PAGE)?,
+            runs: runs
+                .iter()
+                .map(|r| (r.offset as u32, r.len as u32))
+                .collect(),
+        };
+        Ok((home, write))
     }
 
     /// Records a fetched copy of a remote page, and evicts the oldest copies when the cache is

@@ -22,10 +22,12 @@ use crate::error::Error;
 use crate::region::Region;
 use crate::types::{LocalSlice, Op, Rank, RegionDesc, Tag};
 
+mod diffs;
 mod landing;
 mod lending;
 mod posted;
 mod refusals;
+pub use diffs::batched_diffs_land_in_order;
 pub use landing::landed_messages_take_their_place;
 pub use lending::{lent_messages_keep_order, lent_sends_arrive_whole};
 pub use posted::{posted_reads_complete_unwaited, posted_writes_land_in_order};
@@ -40,6 +42,7 @@ pub fn run_all<T: Transport>(job: &[T]) {
     rejects_bad_access(job);
     flush_makes_writes_visible(job);
     batched_operations_land_exactly(job);
+    batched_diffs_land_in_order(job);
     waiting_for_a_message_takes_nothing(job);
     large_messages_arrive_whole(job);
     messages_in_parts_arrive_whole(job);

@@ -354,6 +354,32 @@ impl Transport for MixedTransport {
             .collect()
     }
 
+    fn write_runs_batch(&self, writes: &[crate::RunsWrite]) -> Result<Vec<Vec<Completion>>> {
+        // The far peers' writes go to their backend together (tcp writes them in few system
+        // calls); the near ones are copies.
+        let far: Vec<crate::RunsWrite> = writes
+            .iter()
+            .filter(|w| !self.shm.reaches(w.remote.rank()))
+            .cloned()
+            .collect();
+        let mut far_done = if far.is_empty() {
+            Vec::new()
+        } else {
+            self.far.get().write_runs_batch(&far)?
+        }
+        .into_iter();
+        writes
+            .iter()
+            .map(|w| {
+                if self.shm.reaches(w.remote.rank()) {
+                    self.write_runs(w.remote, &w.local, &w.runs)
+                } else {
+                    far_done.next().ok_or(Error::Closed)
+                }
+            })
+            .collect()
+    }
+
     fn write_runs(
         &self,
         remote: RemoteSlice,

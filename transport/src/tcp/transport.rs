@@ -20,6 +20,11 @@ use crate::region::Region;
 use crate::types::{BackendKind, Capabilities, Message, Op, Rank, RegionDesc, Tag};
 use crate::wire::{Header, Kind};
 
+/// Most bytes of diffs [`Transport::write_runs_batch`] holds back before it lets them go: enough
+/// for many small diffs to leave in one system call, little enough that the peer starts
+/// applying a large release's first pages while the rest are made.
+const BATCH_BYTES: usize = 64 << 10;
+
 /// The frame of a one-sided operation (request id still to be assigned), its payload, and
 /// where a read's data goes.
 fn frame_of(op: Op) -> (Header, Payload, Option<crate::LocalSlice>) {
@@ -345,6 +350,58 @@ impl Transport for TcpTransport {
             (stride << 32) | u64::from(count),
         );
         Ok(vec![self.request(conn, h, Payload::None, None)?])
+    }
+
+    fn write_runs_batch(&self, writes: &[crate::RunsWrite]) -> Result<Vec<Vec<Completion>>> {
+        // Every connection written to is corked first and uncorked once all its frames are
+        // queued: they leave in as few system calls as the socket takes (the peer's reader
+        // answers a batch with one write too), where one `sendmsg` each made a release's cost
+        // grow by a system call per page on each side. The cork is only a hint (the reader
+        // uncorks after its own batches): an uncork always writes what is queued.
+        let mut corked: Vec<&Arc<Conn>> = Vec::new();
+        let mut out = Vec::with_capacity(writes.len());
+        let mut failed = None;
+        let mut held = 0;
+        for w in writes {
+            // Large batches leave in parts: the peer starts applying the first diffs while
+            // the rest are made.
+            let bytes: usize = w.runs.iter().map(|&(_, len)| len as usize).sum();
+            if held > 0 && held + bytes > BATCH_BYTES {
+                for c in &corked {
+                    c.uncork();
+                    c.cork();
+                }
+                held = 0;
+            }
+            held += bytes;
+            let peer = w.remote.rank();
+            if peer != self.shared.rank && !corked.iter().any(|c| c.peer == peer) {
+                match self.conn(peer) {
+                    Ok(c) => {
+                        c.cork();
+                        corked.push(c);
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            match self.write_runs(w.remote, &w.local, &w.runs) {
+                Ok(done) => out.push(done),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        for c in corked {
+            c.uncork();
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
     }
 
     fn write_runs(

@@ -172,11 +172,19 @@ fn c_programs_run_clean_under_valgrind() {
         o.args = vec![
             "-q".into(),
             "--error-exitcode=9".into(),
+            // Valgrind runs one thread at a time; without fair scheduling a spinning thread can
+            // keep the progress thread (and its heartbeats) off the CPU for seconds.
+            "--fair-sched=yes".into(),
             p.to_str().expect("utf-8 path").into(),
             // p2p_coll skips its CPU-time check (valgrind makes every instruction slow).
             "no-timing".into(),
         ];
-        o.env = vec![("DSM_TRANSPORT".into(), "tcp".into())];
+        // Everything runs tens of times slower: the default 10 s of silence before a peer is
+        // declared lost was seen to pass while a rank was merely slow (persistent.c, once).
+        o.env = vec![
+            ("DSM_TRANSPORT".into(), "tcp".into()),
+            ("DSM_PEER_TIMEOUT".into(), "60".into()),
+        ];
         o.timeout = Some(Duration::from_secs(240));
         o.capture_output = true;
         o.grace = Duration::from_secs(2);

@@ -164,15 +164,7 @@ pub trait Transport: Send + Sync {
     /// decides). Backends whose peers need nothing from this node's processors (shared
     /// memory, RDMA) only spin and yield.
     fn serve_until(&self, done: &mut dyn FnMut() -> bool) {
-        let mut turns = 0u32;
-        while !done() {
-            turns = turns.wrapping_add(1);
-            if turns.is_multiple_of(64) {
-                std::thread::yield_now();
-            } else {
-                std::hint::spin_loop();
-            }
-        }
+        spin_until(done);
     }
 
     /// Whether a thread that got the message or the response it waited for keeps its
@@ -430,6 +422,20 @@ pub trait Transport: Send + Sync {
         match first {
             Some(e) => Err(e),
             None => waited,
+        }
+    }
+}
+
+/// Spins until `done` returns true, yielding the processor every 64 looks: the wait of
+/// [`Transport::serve_until`] where this node's processors serve nothing.
+pub(crate) fn spin_until(done: &mut dyn FnMut() -> bool) {
+    let mut turns = 0u32;
+    while !done() {
+        turns = turns.wrapping_add(1);
+        if turns.is_multiple_of(64) {
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
         }
     }
 }

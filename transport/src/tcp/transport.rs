@@ -643,6 +643,11 @@ impl Transport for TcpTransport {
         }
         // The connections made so far; one made meanwhile is served by the progress thread.
         let conns: Vec<&Conn> = self.shared.open_conns().into_iter().map(|c| &**c).collect();
+        if conns.is_empty() {
+            // Nothing to serve (a job whose peers all share memory, under `mixed`): no
+            // `poll` of nothing on every turn.
+            return crate::api::spin_until(done);
+        }
         let mut driving = progress::Driving::new(&self.shared, conns);
         let start = Instant::now();
         let mut turns = 0u32;
